@@ -1,0 +1,1 @@
+"""Face-swap workflow library: everything the Snakemake rules call."""
