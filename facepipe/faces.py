@@ -1,0 +1,124 @@
+"""Face detection, alignment keypoints and identity embeddings, with insightface's model classes.
+
+The faces table (one row per detected face) is the contract between detection and the
+later stages: frame (1-based, matching the frame file), face (index in the frame),
+box x1..y2, det score, 5 keypoints and the 512-D identity embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from facepipe.media import list_frames, read_image
+from facepipe.runtime import create_session
+
+log = logging.getLogger(__name__)
+
+DET_SIZE = (640, 640)
+FACE_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding"]
+
+
+class FaceError(Exception):
+    """A face that should be there is not (e.g. a source image without a face)."""
+
+
+class FaceAnalyzer:
+    """SCRFD detection plus ArcFace embeddings, each model loaded once per job."""
+
+    def __init__(self, detector: str | Path, recognizer: str | Path, providers: list[str], *,
+                 threads: int = 0, det_thresh: float = 0.5):
+        from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+        from insightface.model_zoo.scrfd import SCRFD
+
+        det_session = create_session(detector, providers, threads=threads)
+        # static_shape_sessions=False: keep our one session (and its provider) for every size.
+        self.detector = SCRFD(model_file=str(detector), session=det_session, static_shape_sessions=False)
+        self.detector.prepare(0, input_size=DET_SIZE, det_thresh=det_thresh)
+        rec_session = create_session(recognizer, providers, threads=threads)
+        self.recognizer = ArcFaceONNX(model_file=str(recognizer), session=rec_session)
+
+    def analyze(self, img: np.ndarray) -> list[dict]:
+        """Faces in one BGR image, largest first, each with box, score, kps and embedding."""
+        from insightface.utils import face_align
+
+        det, kpss = self.detector.detect(img, input_size=DET_SIZE)
+        if det.shape[0] == 0:
+            return []
+        crops = [face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0]) for kps in kpss]
+        # One batched recognizer call for all faces of the frame.
+        feats = self.recognizer.get_feat(crops).reshape(len(crops), -1)
+        faces = []
+        for box, kps, feat in zip(det, kpss, feats):
+            faces.append({"box": box[:4].astype(np.float32), "score": float(box[4]),
+                          "kps": kps.astype(np.float32), "embedding": feat.astype(np.float32)})
+        faces.sort(key=lambda f: -box_area(f["box"]))
+        return faces
+
+
+def box_area(box) -> float:
+    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+def detect_frames(analyzer: FaceAnalyzer, frames_dir: str | Path) -> pd.DataFrame:
+    """The faces table for every frame file of a segment."""
+    rows = []
+    frames = list_frames(frames_dir)
+    for path in frames:
+        frame_no = int(path.stem)
+        for i, face in enumerate(analyzer.analyze(read_image(path, "frame"))):
+            x1, y1, x2, y2 = (float(v) for v in face["box"])
+            rows.append({"frame": frame_no, "face": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                         "score": face["score"], "kps": face["kps"].reshape(-1).tolist(),
+                         "embedding": face["embedding"].tolist()})
+    table = pd.DataFrame(rows, columns=FACE_COLUMNS)
+    log.info("%d faces in %d frames (%d frames without a face)", len(table), len(frames),
+             len(frames) - table["frame"].nunique() if len(table) else len(frames))
+    return table
+
+
+def write_faces(table: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def read_faces(path: str | Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def row_face(row) -> dict:
+    """A faces-table row as the face record insightface's swapper expects (kps, box, embedding)."""
+    from insightface.app.common import Face
+
+    return Face(bbox=np.array([row.x1, row.y1, row.x2, row.y2], dtype=np.float32),
+                kps=np.asarray(row.kps, dtype=np.float32).reshape(5, 2),
+                det_score=float(row.score),
+                embedding=np.asarray(row.embedding, dtype=np.float32))
+
+
+def normalize(vec: np.ndarray) -> np.ndarray:
+    vec = np.asarray(vec, dtype=np.float32).reshape(-1)
+    return vec / (np.linalg.norm(vec) + 1e-12)
+
+
+def pick_face(faces: list[dict], image: str | Path, face_index: int = -1) -> dict:
+    """The face of a source/reference image to use: the largest, unless an index is given."""
+    if not faces:
+        raise FaceError(f"no face found in image {str(image)!r}; use a photo with a clearly visible face")
+    if face_index is not None and face_index >= 0:
+        if face_index >= len(faces):
+            raise FaceError(f"image {str(image)!r} has {len(faces)} face(s); source_face={face_index} does not exist "
+                            f"(faces are numbered from 0, largest first)")
+        log.info("image %s: %d faces, using face %d as asked", image, len(faces), face_index)
+        return faces[face_index]
+    if len(faces) > 1:
+        log.warning("image %s has %d faces: using the largest (set source_face=N to choose; 0 = largest)",
+                    image, len(faces))
+    return faces[0]

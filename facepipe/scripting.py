@@ -1,0 +1,53 @@
+"""The glue every rule script uses: logging into the rule's log file and clear failures."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from facepipe.download import ChecksumError, ModelUnavailableError
+    from facepipe.faces import FaceError
+    from facepipe.jobs import JobError
+    from facepipe.media import MediaError
+
+    return (MediaError, JobError, FaceError, ChecksumError, ModelUnavailableError)
+
+
+def setup_logging(logfile: str | Path | None) -> logging.Logger:
+    """Everything to the rule's log file; warnings and errors to the console as well."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logfile:
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(logfile, mode="w", encoding="utf-8")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setLevel(logging.WARNING if logfile else logging.INFO)
+    sh.setFormatter(fmt)
+    root.addHandler(sh)
+    # ONNX Runtime and insightface print to stdout; keep that in the log, not the console.
+    return logging.getLogger("facepipe.rule")
+
+
+def run(snakemake, main: Callable) -> None:
+    """Run a rule's main(snakemake, log); expected errors exit 1 with one clear message."""
+    logfile = snakemake.log[0] if len(snakemake.log) else None
+    log = setup_logging(logfile)
+    log.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards.items()))
+    stream = open(logfile, "a", encoding="utf-8") if logfile else contextlib.nullcontext(sys.stdout)
+    try:
+        with stream as out, contextlib.redirect_stdout(out):
+            main(snakemake, log)
+    except _expected_errors() as exc:
+        log.error("%s", exc)
+        print(f"ERROR in rule {snakemake.rule}: {exc}", file=sys.stderr)
+        sys.exit(1)

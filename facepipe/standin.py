@@ -1,0 +1,357 @@
+"""Tiny, deterministic stand-ins for the real face models.
+
+The real weights are licence-restricted and hundreds of MB, and cannot be
+fetched on CI or offline machines. These graphs have exactly the real models'
+input/output names, shapes and element types (see ``SIGNATURES``), so every
+line of the pipeline (insightface's SCRFD / ArcFaceONNX / INSwapper classes,
+our ONNX Runtime session code, the Snakemake rules) runs unchanged on them.
+
+They are NOT face models and say so: each carries
+``metadata_props = {"facepipe_standin": "true", "real_model": <key>}`` and a
+doc string, and ``facepipe.runtime`` logs a warning whenever one is loaded.
+
+Behaviour, chosen so that end-to-end tests can check something meaningful:
+
+* detector: one face centred in the *input tensor*, box side 40 % of the
+  tensor's smaller side, five keypoints from insightface's ``arcface_dst``
+  template scaled into the box; score = MAD/(MAD+0.02) where MAD is the mean
+  absolute deviation of the input, so a flat (e.g. black) frame has score 0
+  and no detection while any real photo scores well above 0.5.
+* recognizer: fixed-seed random projection of the mean-centred 14x14
+  average-pooled crop: same crop -> same embedding, different crops ->
+  different embeddings.
+* swapper: target crop with R/B swapped, contrast 0.8, plus a per-channel
+  colour shift that is a function of the source latent; output in [0, 1].
+* enhancer: a gentle 3x3 sharpen, clipped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+# IR 8 is the first IR that carries opset 17 and is read by every ONNX Runtime
+# release we may meet (the installed 1.31 reads up to a much newer IR).
+IR_VERSION = 8
+
+_ELEM = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "int64": TensorProto.INT64}
+
+Dim = int | str  # int: fixed size; str: symbolic dim_param
+
+
+@dataclass(frozen=True)
+class TensorSig:
+    """One graph input or output: name, element type, shape (symbolic dims as str)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def elem_type(self) -> int:
+        return _ELEM[self.dtype]
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    inputs: tuple[TensorSig, ...]
+    outputs: tuple[TensorSig, ...]
+
+
+def _det_outputs() -> tuple[TensorSig, ...]:
+    # SCRFD order: scores for strides 8/16/32, then bboxes, then keypoints.
+    names = {"score": ("448", "471", "494"), "bbox": ("451", "474", "497"), "kps": ("454", "477", "500")}
+    widths = {"score": 1, "bbox": 4, "kps": 10}
+    return tuple(TensorSig(n, "float32", ("?", widths[kind])) for kind in ("score", "bbox", "kps") for n in names[kind])
+
+
+_SWAPPER_SIG = ModelSignature(
+    inputs=(
+        TensorSig("target", "float32", (1, 3, 128, 128)),
+        TensorSig("source", "float32", (1, 512)),
+    ),
+    outputs=(TensorSig("output", "float32", (1, 3, 128, 128)),),
+)
+
+# Signatures of the real published files, as insightface / FaceFusion ship them
+# (det_10g and w600k_r50 from buffalo_l.zip; the rest from FaceFusion
+# models-3.0.0). Sources: insightface's own model-loading log lines
+# ("det_10g.onnx detection [1, 3, '?', '?']", "w600k_r50.onnx recognition
+# ['None', 3, 112, 112]"), SCRFD's fixed output names used across many
+# projects, and FaceFusion's inference code. FaceFusion's fp16 inswapper was
+# converted with keep_io_types=True: float32 I/O, float16 inside.
+SIGNATURES: dict[str, ModelSignature] = {
+    "det_10g": ModelSignature(
+        inputs=(TensorSig("input.1", "float32", (1, 3, "?", "?")),),
+        outputs=_det_outputs(),
+    ),
+    "w600k_r50": ModelSignature(
+        inputs=(TensorSig("input.1", "float32", ("None", 3, 112, 112)),),
+        outputs=(TensorSig("683", "float32", ("None", 512)),),
+    ),
+    "inswapper_128": _SWAPPER_SIG,
+    "inswapper_128_fp16": _SWAPPER_SIG,
+    "gfpgan_1.4": ModelSignature(
+        inputs=(TensorSig("input", "float32", (1, 3, 512, 512)),),
+        outputs=(TensorSig("output", "float32", (1, 3, 512, 512)),),
+    ),
+}
+
+# insightface.utils.face_align.arcface_dst: the 5-point template of a 112x112
+# ArcFace crop (left eye, right eye, nose, left mouth, right mouth).
+ARCFACE_DST = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+
+DET_BOX_FRACTION = 0.4  # face box side / smaller side of the detector input
+DET_MAD_HALF = 0.02  # MAD at which the detector score is exactly 0.5
+_SEED = 20240617  # fixed so stand-ins are byte-for-byte reproducible
+
+
+class _Graph:
+    """Small builder: unique node names, constants as initializers.
+
+    Node names are prefixed ``standin_`` on purpose: insightface's ArcFaceONNX
+    decides the input normalisation by looking for node names starting with
+    "Sub"/"Mul" among the first 8 nodes (mxnet exports) and must not trip.
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._n = 0
+
+    def const(self, value, dtype=np.float32, name: str | None = None) -> str:
+        self._n += 1
+        name = name or f"standin_c{self._n}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name=name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs) -> str:
+        self._n += 1
+        out = output or f"standin_t{self._n}_{op_type.lower()}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"standin_{op_type.lower()}_{self._n}", **attrs))
+        return out
+
+
+def _detector(g: _Graph) -> None:
+    x = "input.1"
+    # Face score from image "flatness", so empty frames give no detection.
+    mean = g.op("ReduceMean", [x], keepdims=1)
+    mad = g.op("ReduceMean", [g.op("Abs", [g.op("Sub", [x, mean])])], keepdims=0)
+    score = g.op("Div", [mad, g.op("Add", [mad, g.const(DET_MAD_HALF)])])
+
+    shape = g.op("Shape", [x])
+    h_i = g.op("Gather", [shape, g.const(2, np.int64)], axis=0)
+    w_i = g.op("Gather", [shape, g.const(3, np.int64)], axis=0)
+    h_f = g.op("Cast", [h_i], to=TensorProto.FLOAT)
+    w_f = g.op("Cast", [w_i], to=TensorProto.FLOAT)
+    half = g.const(0.5)
+    cx = g.op("Mul", [w_f, half])
+    cy = g.op("Mul", [h_f, half])
+    side = g.op("Mul", [g.op("Min", [h_f, w_f]), g.const(DET_BOX_FRACTION)])
+    half_side = g.op("Mul", [side, half])
+    x0 = g.op("Sub", [cx, half_side])
+    y0 = g.op("Sub", [cy, half_side])
+    x1 = g.op("Add", [cx, half_side])
+    y1 = g.op("Add", [cy, half_side])
+    # Keypoints: the ArcFace template mapped onto the box, shape [1, 5].
+    tmpl = ARCFACE_DST / 112.0
+    kx = g.op("Add", [g.op("Mul", [g.const(tmpl[None, :, 0]), side]), x0])
+    ky = g.op("Add", [g.op("Mul", [g.const(tmpl[None, :, 1]), side]), y0])
+
+    ax1 = g.const([1], np.int64)
+    ax2 = g.const([2], np.int64)
+    zero_f = g.const(0.0)
+    names = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
+    for stride, (score_name, bbox_name, kps_name) in names.items():
+        s_i = g.const(stride, np.int64)
+        inv_s = g.const(1.0 / stride)
+        hs = g.op("Div", [h_i, s_i])
+        ws = g.op("Div", [w_i, s_i])
+        two = g.const(2, np.int64)
+        n = g.op("Mul", [g.op("Mul", [hs, ws]), two])
+        idx = g.op("Range", [g.const(0, np.int64), n, g.const(1, np.int64)])
+        cell = g.op("Div", [idx, two])  # two anchors per location, same centre
+        col = g.op("Mod", [cell, ws])
+        row = g.op("Div", [cell, ws])
+        s_f = g.const(float(stride))
+        ax = g.op("Mul", [g.op("Cast", [col], to=TensorProto.FLOAT), s_f])
+        ay = g.op("Mul", [g.op("Cast", [row], to=TensorProto.FLOAT), s_f])
+
+        # Every anchor decodes to the same box; only one anchor gets a score.
+        dists = [
+            g.op("Mul", [g.op("Sub", [ax, x0]), inv_s]),
+            g.op("Mul", [g.op("Sub", [ay, y0]), inv_s]),
+            g.op("Mul", [g.op("Sub", [x1, ax]), inv_s]),
+            g.op("Mul", [g.op("Sub", [y1, ay]), inv_s]),
+        ]
+        g.op("Concat", [g.op("Unsqueeze", [d, ax1]) for d in dists], bbox_name, axis=1)
+
+        ax_col = g.op("Unsqueeze", [ax, ax1])
+        ay_col = g.op("Unsqueeze", [ay, ax1])
+        kdx = g.op("Unsqueeze", [g.op("Mul", [g.op("Sub", [kx, ax_col]), inv_s]), ax2])
+        kdy = g.op("Unsqueeze", [g.op("Mul", [g.op("Sub", [ky, ay_col]), inv_s]), ax2])
+        pairs = g.op("Concat", [kdx, kdy], axis=2)  # [N, 5, 2] -> x0,y0,x1,y1,...
+        g.op("Reshape", [pairs, g.const([-1, 10], np.int64)], kps_name)
+
+        if stride == 32:
+            # The anchor nearest the centre on the coarsest level, as a real
+            # SCRFD would fire for a large face.
+            target = g.op(
+                "Mul",
+                [g.op("Add", [g.op("Mul", [g.op("Div", [hs, two]), ws]), g.op("Div", [ws, two])]), two],
+            )
+            onehot = g.op("Cast", [g.op("Equal", [idx, target])], to=TensorProto.FLOAT)
+            scores = g.op("Mul", [onehot, score])
+        else:
+            scores = g.op("Mul", [g.op("Cast", [idx], to=TensorProto.FLOAT), zero_f])
+        g.op("Unsqueeze", [scores, ax1], score_name)
+
+
+def _recognizer(g: _Graph) -> None:
+    rng = np.random.default_rng(_SEED + 1)
+    pooled = g.op("AveragePool", ["input.1"], kernel_shape=[8, 8], strides=[8, 8])  # [N, 3, 14, 14]
+    flat = g.op("Flatten", [pooled], axis=1)  # [N, 588]
+    # Centring makes the embedding describe the crop's pattern, not its
+    # overall brightness, so two different faces do not look alike.
+    centred = g.op("Sub", [flat, g.op("ReduceMean", [flat], axes=[1], keepdims=1)])
+    proj = (rng.standard_normal((588, 512)) / np.sqrt(588)).astype(np.float32)
+    g.op("MatMul", [centred, g.const(proj)], "683")
+
+
+def _swapper(g: _Graph, fp16: bool) -> None:
+    rng = np.random.default_rng(_SEED + 2)
+    # The real inswapper's emap (512x512) is the graph's last initializer;
+    # insightface's INSwapper reads graph.initializer[-1]. Added last below.
+    emap = np.linalg.qr(rng.standard_normal((512, 512)))[0].astype(np.float32)
+    colour = rng.standard_normal((512, 3)).astype(np.float32)
+    ftype = np.float16 if fp16 else np.float32
+
+    latent = g.op("MatMul", ["source", "emap"])
+    target = "target"
+    if fp16:
+        # FaceFusion's fp16 file keeps float32 I/O and computes in float16.
+        latent = g.op("Cast", [latent], to=TensorProto.FLOAT16)
+        target = g.op("Cast", [target], to=TensorProto.FLOAT16)
+    shift = g.op("Mul", [g.op("Tanh", [g.op("MatMul", [latent, g.const(colour, ftype)])]), g.const(0.35, ftype)])
+    shift = g.op("Reshape", [shift, g.const([1, 3, 1, 1], np.int64)])
+    bgr = g.op("Gather", [target, g.const([2, 1, 0], np.int64)], axis=1)
+    mixed = g.op("Add", [g.op("Add", [g.op("Mul", [bgr, g.const(0.8, ftype)]), g.const(0.1, ftype)]), shift])
+    if fp16:
+        clipped = g.op("Clip", [mixed, g.const(0.0, ftype), g.const(1.0, ftype)])
+        g.op("Cast", [clipped], "output", to=TensorProto.FLOAT)
+    else:
+        g.op("Clip", [mixed, g.const(0.0), g.const(1.0)], "output")
+    g.inits.append(numpy_helper.from_array(emap, name="emap"))
+
+
+def _enhancer(g: _Graph) -> None:
+    a = 0.15
+    k = np.array([[0, -a, 0], [-a, 1 + 4 * a, -a], [0, -a, 0]], dtype=np.float32)
+    weight = np.repeat(k[None, None], 3, axis=0)  # depthwise: [3, 1, 3, 3]
+    sharp = g.op("Conv", ["input", g.const(weight)], group=3, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.op("Clip", [sharp, g.const(-1.0), g.const(1.0)], "output")
+
+
+_BUILDERS = {
+    "det_10g": _detector,
+    "w600k_r50": _recognizer,
+    "inswapper_128": lambda g: _swapper(g, fp16=False),
+    "inswapper_128_fp16": lambda g: _swapper(g, fp16=True),
+    "gfpgan_1.4": _enhancer,
+}
+
+
+def _value_info(sig: TensorSig) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(sig.name, sig.elem_type, list(sig.shape))
+
+
+def make_standin(key: str) -> onnx.ModelProto:
+    """Build (in memory) the stand-in for model ``key``."""
+    if key not in _BUILDERS:
+        raise KeyError(f"no stand-in for {key!r}; available: {sorted(_BUILDERS)}")
+    sig = SIGNATURES[key]
+    g = _Graph()
+    _BUILDERS[key](g)
+    graph = helper.make_graph(
+        g.nodes,
+        f"facepipe_standin_{key}",
+        [_value_info(s) for s in sig.inputs],
+        [_value_info(s) for s in sig.outputs],
+        initializer=g.inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="facepipe.standin",
+        doc_string=(
+            f"STAND-IN for {key}: a tiny deterministic graph with the real model's "
+            "inputs and outputs. It does not detect, recognise, swap or enhance faces."
+        ),
+    )
+    helper.set_model_props(model, {"facepipe_standin": "true", "real_model": key})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_standin(key: str, dest: str | Path) -> Path:
+    """Write the stand-in for ``key`` to ``dest`` atomically and return ``dest``.
+
+    Atomic (temp file in the same folder + os.replace) so a parallel Snakemake
+    job never loads a half-written model.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    data = make_standin(key).SerializeToString()
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("wrote STAND-IN model %s for %s (%d bytes)", dest, key, len(data))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facepipe.standin KEY DEST`` (or ``all DIR``)."""
+    parser = argparse.ArgumentParser(description="Build a stand-in ONNX model (not a real face model).")
+    parser.add_argument("key", choices=[*sorted(_BUILDERS), "all"])
+    parser.add_argument("dest", type=Path, help="output file, or a folder when KEY is 'all'")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.key == "all":
+        from facepipe.models import MODELS
+
+        for key in sorted(_BUILDERS):
+            build_standin(key, args.dest / MODELS[key].filename)
+    else:
+        build_standin(args.key, args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+# Helper functions shared by the rules: the job table, per-job options, model paths,
+# the segment list read from the prepare_target checkpoint, and the final outputs.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from facepipe.jobs import JobError, build_jobs, read_sheet
+from facepipe.media import IMAGE_SUFFIXES
+from facepipe.models import model_path, models_for
+
+
+wildcard_constraints:
+    name=r"[^/]+",
+    segment=r"seg_\d{4}",
+    model=r"[^/]+",
+    role=r"source|reference",
+
+
+def load_jobs():
+    if config.get("target"):
+        return build_jobs(config, None)
+    sheet = read_sheet(config["jobs"])
+    validate(sheet, "../config/schemas/jobs.schema.yaml", set_default=False)
+    return build_jobs(config, sheet)
+
+
+try:
+    JOBS = load_jobs()
+except JobError as exc:
+    raise WorkflowError(str(exc))
+
+
+def job(wildcards):
+    return JOBS[wildcards.name]
+
+
+def opt(key):
+    """Input/params function returning one option of the wildcard's job."""
+    return lambda wildcards: JOBS[wildcards.name][key]
+
+
+def is_image_job(name):
+    return Path(JOBS[name]["target"]).suffix.lower() in IMAGE_SUFFIXES
+
+
+def final_outputs():
+    return [
+        f"results/{name}.png" if is_image_job(name) else f"results/{name}.mp4"
+        for name in JOBS
+    ]
+
+
+def job_models(wildcards):
+    j = JOBS[wildcards.name]
+    return models_for(j["backend"], j["enhancer"], j["precision"])
+
+
+def model_file(role):
+    """Input function: the model file a job uses for one role (detector, swapper, ...)."""
+
+    def _path(wildcards):
+        j = JOBS[wildcards.name]
+        return str(model_path(job_models(wildcards)[role], j["backend"]))
+
+    return _path
+
+
+def embedding_image(wildcards):
+    return JOBS[wildcards.name][wildcards.role]
+
+
+def swap_embeddings(wildcards):
+    files = {"source": f"work/{wildcards.name}/source_embedding.npz"}
+    if JOBS[wildcards.name]["faces"] == "reference":
+        files["reference"] = f"work/{wildcards.name}/reference_embedding.npz"
+    return files
+
+
+def manifest(wildcards):
+    """The prepare_target checkpoint's manifest: the segments and their frame counts."""
+    seg_dir = checkpoints.prepare_target.get(name=wildcards.name).output.segments
+    return json.loads((Path(seg_dir) / "manifest.json").read_text())
+
+
+def segment_file(wildcards):
+    suffix = ".png" if is_image_job(wildcards.name) else ".mkv"
+    return f"work/{wildcards.name}/segments/{wildcards.segment}{suffix}"
+
+
+def final_frames_dir(name, segment):
+    """Frames that go into the output: enhanced when an enhancer runs, else swapped."""
+    stage = "swapped" if JOBS[name]["enhancer"] == "none" else "enhanced"
+    return f"work/{name}/{stage}/{segment}"
+
+
+def last_stage_frames(wildcards):
+    return final_frames_dir(wildcards.name, wildcards.segment)
+
+
+def encoded_segments(wildcards):
+    return [
+        f"work/{wildcards.name}/encoded/{seg}.mp4" for seg in manifest(wildcards)["segments"]
+    ]
+
+
+def model_key_for_file(filename):
+    from facepipe.models import MODELS
+
+    for key, spec in MODELS.items():
+        if spec.filename == filename:
+            return key
+    raise WorkflowError(
+        f"unknown model file {filename!r}; known: {sorted(s.filename for s in MODELS.values())}"
+    )

@@ -1,0 +1,43 @@
+rule detect_faces:
+    input:
+        frames="work/{name}/frames/{segment}",
+        detector=model_file("detector"),
+        recognizer=model_file("recognizer"),
+    output:
+        faces="work/{name}/faces/{segment}.parquet",
+    params:
+        providers=opt("providers"),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/{name}/detect_faces/{segment}.log",
+    benchmark:
+        "benchmarks/{name}/detect_faces/{segment}.tsv"
+    conda:
+        "../envs/facepipe.yaml"
+    script:
+        "../scripts/detect_faces.py"
+
+
+# The identity embedding of the source (or reference) face. The script keeps a cache under
+# resources/embeddings keyed by the image's content hash and the models, shared by all jobs.
+rule embed_face:
+    input:
+        image=embedding_image,
+        detector=model_file("detector"),
+        recognizer=model_file("recognizer"),
+    output:
+        embedding="work/{name}/{role}_embedding.npz",
+    params:
+        face_index=lambda wildcards: (
+            JOBS[wildcards.name]["source_face"] if wildcards.role == "source" else -1
+        ),
+        providers=opt("providers"),
+        cache_dir="resources/embeddings",
+    log:
+        "logs/{name}/embed_face_{role}.log",
+    conda:
+        "../envs/facepipe.yaml"
+    script:
+        "../scripts/embed_face.py"

@@ -1,0 +1,48 @@
+rule swap_faces:
+    input:
+        unpack(swap_embeddings),
+        frames="work/{name}/frames/{segment}",
+        faces="work/{name}/faces/{segment}.parquet",
+        swapper=model_file("swapper"),
+    output:
+        frames=directory("work/{name}/swapped/{segment}"),
+    params:
+        faces=opt("faces"),
+        reference_threshold=opt("reference_threshold"),
+        providers=opt("providers"),
+        precision=opt("precision"),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/{name}/swap_faces/{segment}.log",
+    benchmark:
+        "benchmarks/{name}/swap_faces/{segment}.tsv"
+    conda:
+        "../envs/facepipe.yaml"
+    script:
+        "../scripts/swap_faces.py"
+
+
+# In the DAG only when an enhancer is chosen, so its model is fetched and loaded only then.
+rule enhance_faces:
+    input:
+        frames="work/{name}/swapped/{segment}",
+        faces="work/{name}/faces/{segment}.parquet",
+        enhancer=model_file("enhancer"),
+    output:
+        frames=directory("work/{name}/enhanced/{segment}"),
+    params:
+        enhancer=opt("enhancer"),
+        providers=opt("providers"),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/{name}/enhance_faces/{segment}.log",
+    benchmark:
+        "benchmarks/{name}/enhance_faces/{segment}.tsv"
+    conda:
+        "../envs/facepipe.yaml"
+    script:
+        "../scripts/enhance_faces.py"

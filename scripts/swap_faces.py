@@ -1,0 +1,21 @@
+from facepipe.embedding import load_embedding
+from facepipe.scripting import run
+from facepipe.swap import Swapper, swap_segment
+
+
+def main(sm, log):
+    swapper = Swapper(sm.input.swapper, sm.params.providers, precision=sm.params.precision, threads=sm.threads)
+    reference = load_embedding(sm.input.reference) if "reference" in sm.input.keys() else None
+    swap_segment(
+        sm.input.frames,
+        sm.input.faces,
+        load_embedding(sm.input.source),
+        swapper,
+        sm.output.frames,
+        mode=sm.params.faces,
+        reference=reference,
+        threshold=sm.params.reference_threshold,
+    )
+
+
+run(snakemake, main)

@@ -1,0 +1,32 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles"]
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory):
+    """Short clips and photos made once from images shipped in installed packages."""
+    from facepipe import demo
+
+    d = tmp_path_factory.mktemp("media")
+    demo.make_clip(demo.insightface_image("t1.jpg"), d / "clip.mp4", seconds=2, fps=25, size=(320, 180))
+    demo.make_clip(demo.insightface_image("t1.jpg"), d / "silent.mp4", seconds=1, fps=25, size=(320, 180),
+                   audio=False)
+    demo.write_astronaut(d / "astronaut.png")
+    return d
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A fresh copy of the workflow, so each test owns its work/, results/ and .snakemake/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part)
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
