@@ -21,6 +21,6 @@ include: "rules/assemble.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

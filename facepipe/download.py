@@ -243,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        fetch(MODELS[args.key], args.dest, retries=args.retries, timeout=args.timeout)
+        fetch(
+            MODELS[args.key], args.dest, retries=args.retries, timeout=args.timeout,
+            log=logging.getLogger("facepipe.download"),
+        )
     except (ChecksumError, ModelUnavailableError) as exc:
         print(exc, file=sys.stderr)
         return 1

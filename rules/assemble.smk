@@ -4,16 +4,16 @@ rule encode_segment:
         segments="work/{name}/segments",
     output:
         video="work/{name}/encoded/{segment}.mp4",
-    params:
-        encoder=opt("encoder"),
-        preset=opt("preset"),
-        crf=opt("crf"),
     log:
         "logs/{name}/encode_segment/{segment}.log",
     benchmark:
         "benchmarks/{name}/encode_segment/{segment}.tsv"
     conda:
         "../envs/facepipe.yaml"
+    params:
+        encoder=opt("encoder"),
+        preset=opt("preset"),
+        crf=opt("crf"),
     script:
         "../scripts/encode_segment.py"
 

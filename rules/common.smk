@@ -100,7 +100,8 @@ def last_stage_frames(wildcards):
 
 def encoded_segments(wildcards):
     return [
-        f"work/{wildcards.name}/encoded/{seg}.mp4" for seg in manifest(wildcards)["segments"]
+        f"work/{wildcards.name}/encoded/{seg}.mp4"
+        for seg in manifest(wildcards)["segments"]
     ]
 
 

@@ -2,12 +2,12 @@ rule make_demo_inputs:
     output:
         target="resources/demo/target.mp4",
         source="resources/demo/source.png",
-    params:
-        seconds=4,
-        fps=25,
     log:
         "logs/demo/make_demo_inputs.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        seconds=4,
+        fps=25,
     script:
         "../scripts/make_demo_inputs.py"

@@ -5,17 +5,17 @@ rule detect_faces:
         recognizer=model_file("recognizer"),
     output:
         faces="work/{name}/faces/{segment}.parquet",
-    params:
-        providers=opt("providers"),
-    threads: 2
-    resources:
-        gpu=1,
     log:
         "logs/{name}/detect_faces/{segment}.log",
     benchmark:
         "benchmarks/{name}/detect_faces/{segment}.tsv"
     conda:
         "../envs/facepipe.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        providers=opt("providers"),
     script:
         "../scripts/detect_faces.py"
 
@@ -29,15 +29,15 @@ rule embed_face:
         recognizer=model_file("recognizer"),
     output:
         embedding="work/{name}/{role}_embedding.npz",
+    log:
+        "logs/{name}/embed_face_{role}.log",
+    conda:
+        "../envs/facepipe.yaml"
     params:
         face_index=lambda wildcards: (
             JOBS[wildcards.name]["source_face"] if wildcards.role == "source" else -1
         ),
         providers=opt("providers"),
         cache_dir="resources/embeddings",
-    log:
-        "logs/{name}/embed_face_{role}.log",
-    conda:
-        "../envs/facepipe.yaml"
     script:
         "../scripts/embed_face.py"

@@ -1,13 +1,13 @@
 rule fetch_model:
     output:
         "resources/models/{model}",
-    params:
-        key=lambda wildcards: model_key_for_file(wildcards.model),
     log:
         "logs/models/fetch_{model}.log",
     retries: 2
     conda:
         "../envs/facepipe.yaml"
+    params:
+        key=lambda wildcards: model_key_for_file(wildcards.model),
     script:
         "../scripts/fetch_model.py"
 
@@ -15,11 +15,11 @@ rule fetch_model:
 rule make_standin_model:
     output:
         "resources/models/standin/{model}",
-    params:
-        key=lambda wildcards: model_key_for_file(wildcards.model),
     log:
         "logs/models/standin_{model}.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        key=lambda wildcards: model_key_for_file(wildcards.model),
     script:
         "../scripts/make_standin_model.py"

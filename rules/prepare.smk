@@ -18,16 +18,16 @@ checkpoint prepare_target:
         probe="work/{name}/probe.json",
     output:
         segments=directory("work/{name}/segments"),
-    params:
-        max_height=opt("max_height"),
-        fps=opt("fps"),
-        segment_seconds=opt("segment_seconds"),
     log:
         "logs/{name}/prepare_target.log",
     benchmark:
         "benchmarks/{name}/prepare_target.tsv"
     conda:
         "../envs/facepipe.yaml"
+    params:
+        max_height=opt("max_height"),
+        fps=opt("fps"),
+        segment_seconds=opt("segment_seconds"),
     script:
         "../scripts/prepare_target.py"
 
@@ -37,13 +37,13 @@ rule extract_frames:
         segments="work/{name}/segments",
     output:
         frames=directory("work/{name}/frames/{segment}"),
-    params:
-        segment_file=segment_file,
     log:
         "logs/{name}/extract_frames/{segment}.log",
     benchmark:
         "benchmarks/{name}/extract_frames/{segment}.tsv"
     conda:
         "../envs/facepipe.yaml"
+    params:
+        segment_file=segment_file,
     script:
         "../scripts/extract_frames.py"

@@ -6,20 +6,20 @@ rule swap_faces:
         swapper=model_file("swapper"),
     output:
         frames=directory("work/{name}/swapped/{segment}"),
-    params:
-        faces=opt("faces"),
-        reference_threshold=opt("reference_threshold"),
-        providers=opt("providers"),
-        precision=opt("precision"),
-    threads: 2
-    resources:
-        gpu=1,
     log:
         "logs/{name}/swap_faces/{segment}.log",
     benchmark:
         "benchmarks/{name}/swap_faces/{segment}.tsv"
     conda:
         "../envs/facepipe.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        faces=opt("faces"),
+        reference_threshold=opt("reference_threshold"),
+        providers=opt("providers"),
+        precision=opt("precision"),
     script:
         "../scripts/swap_faces.py"
 
@@ -32,17 +32,17 @@ rule enhance_faces:
         enhancer=model_file("enhancer"),
     output:
         frames=directory("work/{name}/enhanced/{segment}"),
-    params:
-        enhancer=opt("enhancer"),
-        providers=opt("providers"),
-    threads: 2
-    resources:
-        gpu=1,
     log:
         "logs/{name}/enhance_faces/{segment}.log",
     benchmark:
         "benchmarks/{name}/enhance_faces/{segment}.tsv"
     conda:
         "../envs/facepipe.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        enhancer=opt("enhancer"),
+        providers=opt("providers"),
     script:
         "../scripts/enhance_faces.py"

@@ -1,0 +1,77 @@
+"""Sessions must run, and must say loudly when they are not on the requested device."""
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from facepipe.runtime import (
+    PROVIDER_NAMES,
+    create_session,
+    installed_onnxruntime_distributions,
+    is_standin,
+)
+from facepipe.standin import build_standin
+
+
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory):
+    return build_standin("w600k_r50", tmp_path_factory.mktemp("rt") / "w600k_r50.onnx")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the GPU build is the Linux choice")
+def test_exactly_one_onnxruntime_ships_the_package():
+    assert installed_onnxruntime_distributions() == ["onnxruntime-gpu"]
+
+
+def test_is_standin(recognizer, tmp_path):
+    import onnx
+
+    assert is_standin(recognizer)
+    model = onnx.load(str(recognizer))
+    del model.metadata_props[:]
+    plain = tmp_path / "plain.onnx"
+    onnx.save(model, str(plain))
+    assert not is_standin(plain)
+
+
+def test_gpu_request_reports_the_provider_actually_used(recognizer, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="facepipe.runtime"):
+        session = create_session(
+            recognizer, ["tensorrt", "cuda", "cpu"], threads=1, trt_cache_dir=tmp_path / "trt"
+        )
+    out = session.run(None, {"input.1": np.zeros((2, 3, 112, 112), np.float32)})[0]
+    assert out.shape == (2, 512)
+    actual = session.get_providers()[0]
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(lvl == logging.INFO and f"runs on {actual}" in m for lvl, m in messages)
+    assert any(lvl == logging.WARNING and "STAND-IN model" in m for lvl, m in messages)
+    fell_back = [m for lvl, m in messages if lvl == logging.WARNING and "not on the requested" in m]
+    if actual == PROVIDER_NAMES["tensorrt"]:
+        assert not fell_back  # a machine where TensorRT really loads
+        assert (tmp_path / "trt" / "w600k_r50").is_dir()
+    else:
+        # This CPU-only machine: the fallback must be a WARNING naming TensorRT.
+        assert fell_back and "TensorrtExecutionProvider" in fell_back[0]
+
+
+def test_cpu_only_request_is_quiet_apart_from_the_standin_label(recognizer, caplog):
+    with caplog.at_level(logging.INFO, logger="facepipe.runtime"):
+        session = create_session(recognizer, ["cpu"], threads=2)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert session.get_session_options().intra_op_num_threads == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("STAND-IN model")
+
+
+def test_unknown_provider_is_dropped_with_a_warning(recognizer, caplog):
+    with caplog.at_level(logging.WARNING, logger="facepipe.runtime"):
+        session = create_session(recognizer, ["NoSuchExecutionProvider", "cpu"])
+    assert session.get_providers()[0] == "CPUExecutionProvider"
+    assert "NoSuchExecutionProvider is not available" in caplog.text
+
+
+def test_bad_precision_is_rejected(recognizer):
+    with pytest.raises(ValueError):
+        create_session(recognizer, ["cpu"], precision="int8")

@@ -1,0 +1,146 @@
+"""The whole workflow, end to end, with the stand-in backend on short clips made by the tests."""
+
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, copy_workflow
+from workflow_helpers import planned_jobs, snakemake, write_sheet
+
+from facepipe import media
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, media_dir):
+    """One finished run of job 'clip': a 2 s clip with audio, cut into 1 s segments."""
+    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
+    inputs = wd / "inputs"
+    inputs.mkdir()
+    shutil.copy(media_dir / "clip.mp4", inputs / "clip.mp4")
+    shutil.copy(media_dir / "astronaut.png", inputs / "astronaut.png")
+    write_sheet(wd / "config" / "jobs.tsv",
+                [{"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/astronaut.png",
+                  "segment_seconds": 1}])
+    snakemake(wd)
+    return wd
+
+
+def stream_duration(path, kind):
+    with av.open(str(path)) as c:
+        streams = c.streams.video if kind == "video" else c.streams.audio
+        if not streams:
+            return None
+        s = streams[0]
+        first = last = None
+        for p in c.demux(s):
+            if p.pts is None or p.size == 0:
+                continue
+            t0 = float(p.pts * p.time_base)
+            t1 = t0 + float((p.duration or 0) * p.time_base)
+            first = t0 if first is None else min(first, t0)
+            last = t1 if last is None else max(last, t1)
+        return last - first
+
+
+def test_output_has_every_frame_and_the_audio(workspace):
+    out = workspace / "results" / "clip.mp4"
+    manifest = json.loads((workspace / "work/clip/segments/manifest.json").read_text())
+    assert manifest["segments"] == {"seg_0000": 25, "seg_0001": 25}
+    info = media.probe(out)
+    assert info.frames == manifest["frames"] == 50
+    frame = 1 / float(Fraction(manifest["fps"]))
+    assert abs(stream_duration(out, "video") - manifest["frames"] * frame) <= frame
+    target_audio = stream_duration(workspace / "inputs/clip.mp4", "audio")
+    assert info.has_audio
+    assert abs(stream_duration(out, "audio") - target_audio) <= 0.05
+    with av.open(str(out)) as c:
+        assert "AI-generated" in c.metadata.get("comment", "")
+
+
+def test_swap_changed_the_face_region_only_where_a_face_was(workspace):
+    frames = sorted((workspace / "work/clip/frames/seg_0000").glob("*.png"))
+    swapped = workspace / "work/clip/swapped/seg_0000"
+    before, after = cv2.imread(str(frames[0])), cv2.imread(str(swapped / frames[0].name))
+    diff = np.abs(before.astype(int) - after.astype(int)).sum(axis=2) > 0
+    assert diff.any()
+    assert diff.mean() < 0.5  # a face region, not the whole frame
+    logs = (workspace / "logs/clip/swap_faces/seg_0000.log").read_text()
+    assert "STAND-IN" in logs and "CPUExecutionProvider" in logs
+
+
+def test_nothing_changed_runs_nothing(workspace):
+    assert planned_jobs(workspace) == {}
+
+
+def test_changing_enhancer_reruns_only_enhancement_and_after(workspace):
+    jobs = planned_jobs(workspace, "--config", "enhancer=gfpgan_1.4")
+    assert {"enhance_faces", "encode_segment", "mux_video"} <= set(jobs)
+    assert set(jobs) <= {"make_standin_model", "enhance_faces", "encode_segment", "mux_video", "all"}
+    assert jobs["enhance_faces"] == 2
+
+
+def test_changing_source_reruns_embedding_swap_and_after_never_extraction_or_detection(workspace):
+    other = workspace / "inputs" / "other face.png"
+    cv2.imwrite(str(other), cv2.flip(cv2.imread(str(workspace / "inputs/astronaut.png")), 1))
+    sheet = write_sheet(workspace / "config" / "jobs_other_source.tsv",
+                        [{"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/other face.png",
+                          "segment_seconds": 1}])
+    jobs = planned_jobs(workspace, "--config", f"jobs={sheet.relative_to(workspace)}")
+    assert set(jobs) == {"embed_face", "swap_faces", "encode_segment", "mux_video", "all"}
+    assert jobs["swap_faces"] == 2
+
+
+def test_second_job_with_same_source_reuses_cached_embedding(workspace):
+    copy = workspace / "inputs" / "same face, other name.png"
+    shutil.copy(workspace / "inputs/astronaut.png", copy)
+    cached = list((workspace / "resources/embeddings").rglob("*.npz"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    snakemake(workspace, "--config", "target=inputs/clip.mp4", f"source={copy.relative_to(workspace)}",
+              "name=second")
+    log = (workspace / "logs/second/embed_face_source.log").read_text()
+    assert "cache hit" in log and "cache miss" not in log
+    assert list((workspace / "resources/embeddings").rglob("*.npz")) == cached
+    assert cached[0].stat().st_mtime_ns == mtime
+
+
+def test_clip_without_audio_gives_output_without_audio(workspace, media_dir):
+    shutil.copy(media_dir / "silent.mp4", workspace / "inputs/silent.mp4")
+    snakemake(workspace, "--config", "target=inputs/silent.mp4", "source=inputs/astronaut.png", "name=silent")
+    info = media.probe(workspace / "results/silent.mp4")
+    assert not info.has_audio and info.frames == 25
+
+
+def test_still_image_target(workspace):
+    target = workspace / "inputs" / "group photo.jpg"
+    from facepipe.demo import insightface_image
+
+    shutil.copy(insightface_image("t1.jpg"), target)
+    snakemake(workspace, "--config", f"target={target.relative_to(workspace)}", "source=inputs/astronaut.png",
+              "name=still")
+    out = workspace / "results/still.png"
+    img = cv2.imread(str(out))
+    assert img.shape == cv2.imread(str(target)).shape
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert "AI-generated" in im.info.get("Comment", "")
+
+
+def test_bad_config_value_fails_before_any_job(workspace):
+    proc = snakemake(workspace, "--config", "crf=high", "--dry-run", check=False)
+    assert proc.returncode != 0
+    assert "crf" in proc.stderr + proc.stdout
+
+
+def test_lint_is_clean():
+    proc = snakemake(REPO, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr

@@ -1,0 +1,39 @@
+"""Running the workflow from tests, and reading Snakemake's own dry-run job list."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-8000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run; {} when nothing is to be done."""
+    proc = snakemake(workdir, "--dry-run", *args)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    match = re.search(r"Job stats:\njob\s+count\n[-\s]+\n(.*?)\ntotal\s+\d+", text, re.S)
+    assert match, f"no job stats in dry-run output:\n{text[-3000:]}"
+    jobs = {}
+    for line in match.group(1).strip().splitlines():
+        rule, count = line.split()
+        jobs[rule] = int(count)
+    return jobs
+
+
+def write_sheet(path: Path, rows: list[dict]) -> Path:
+    columns = list(rows[0])
+    lines = ["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
