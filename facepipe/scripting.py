@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,10 @@ def run(snakemake, main: Callable) -> None:
     """Run a rule's main(snakemake, log); expected errors exit 1 with one clear message."""
     logfile = snakemake.log[0] if len(snakemake.log) else None
     log = setup_logging(logfile)
-    log.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards.items()))
+    log.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards.items()),
+             snakemake.threads)
+    # Which GPU the scheduler gave this job (unset for CPU jobs); cluster tests read this line.
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     stream = open(logfile, "a", encoding="utf-8") if logfile else contextlib.nullcontext(sys.stdout)
     try:
         with stream as out, contextlib.redirect_stdout(out):
