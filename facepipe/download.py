@@ -255,3 +255,39 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
+    """Refuse a real model whose bytes are not the pinned ones, whoever put it there.
+
+    A file already on disk is never fetched again, so a file replaced or damaged after its
+    download would otherwise run silently. The hash is remembered in a stamp next to the
+    file (by size and mtime) so a 500 MB model is hashed once, not once per job.
+    Stand-ins and files unknown to the registry are not checked here.
+    """
+    from facepipe.models import MODELS
+
+    path = Path(path)
+    spec = next((s for s in MODELS.values() if s.filename == path.name), None)
+    if spec is None or path.parent.name == "standin":
+        return
+    if not spec.accepted_sha256:
+        log.warning("%s has no pinned SHA-256; using it unverified (sha256 %s)", path, sha256_file(path))
+        return
+    st = path.stat()
+    stamp = path.with_name(f".{path.name}.verified")
+    signature = f"{st.st_size} {st.st_mtime_ns}"
+    try:
+        if stamp.read_text().split("\n")[0] == signature:
+            return
+    except OSError:
+        pass
+    try:
+        actual = verify(path, spec.accepted_sha256)
+    except ChecksumError as exc:
+        raise ChecksumError(f"refusing to use model {path}: {exc}. Delete it and rerun to fetch it again, "
+                            f"or put a verified copy there by hand.") from None
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(f"{signature}\n{actual}\n")
+    os.replace(tmp, stamp)
+    log.info("%s verified (sha256 %s)", path, actual)

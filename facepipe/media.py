@@ -45,6 +45,7 @@ class ProbeResult:
     has_audio: bool
     audio_codec: str | None
     audio_duration: float | None
+    lost_frames: int = 0  # frames the container announces but the file no longer holds (truncated)
 
     def to_json(self, path: str | Path) -> None:
         write_json(path, asdict(self))
@@ -140,7 +141,13 @@ def probe(path: str | Path) -> ProbeResult:
         start = end = None
         audio_start = audio_end = None
         streams = [vstream] + ([audio] if audio is not None else [])
-        for packet in container.demux(*streams):
+        try:
+            packets = list(container.demux(*streams))
+        except av.error.FFmpegError as exc:
+            # A damaged tail: keep what could be read; the frame count check below reports the loss.
+            log.warning("target %s: stopped reading packets at a damaged part: %s", path, exc)
+            packets = []
+        for packet in packets:
             if packet.size == 0 or packet.pts is None:
                 continue
             t0 = float(packet.pts * packet.time_base)
@@ -155,12 +162,18 @@ def probe(path: str | Path) -> ProbeResult:
         if frames == 0:
             raise MediaError(f"target file {str(path)!r} contains no video frames")
         header_rate = vstream.average_rate or vstream.guessed_rate or Fraction(0)
+        header_frames = int(vstream.frames or 0)
+        lost = max(0, header_frames - frames)
+        if lost:
+            log.warning("target %s is truncated or damaged: %d of %d frames are readable, %d lost",
+                        path, frames, header_frames, lost)
         duration = (end - start) if end is not None and end > start else 0.0
         if duration <= 0 and header_rate:
             duration = frames / float(header_rate)
         measured = Fraction(frames) / Fraction(duration).limit_denominator(100000) if duration > 0 else Fraction(header_rate)
-        # Prefer the header's exact rational when the packets agree with it (30000/1001 stays exact).
-        if header_rate and abs(float(measured) - float(header_rate)) <= 0.01 * float(header_rate):
+        # Prefer the header's exact rational when the packets agree with it (30000/1001 stays
+        # exact), and for a truncated file, whose last packets are missing.
+        if header_rate and (lost or abs(float(measured) - float(header_rate)) <= 0.01 * float(header_rate)):
             fps = Fraction(header_rate)
         else:
             fps = measured.limit_denominator(1001)
@@ -177,6 +190,7 @@ def probe(path: str | Path) -> ProbeResult:
             has_audio=audio is not None and audio_end is not None,
             audio_codec=audio.codec_context.name if audio is not None else None,
             audio_duration=round(audio_end - audio_start, 6) if audio_end is not None else None,
+            lost_frames=lost,
         )
 
 
@@ -251,12 +265,20 @@ def prepare_segments(
         segments[seg.stem] = count_frames(seg)
     if not segments or sum(segments.values()) == 0:
         raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
+    # Frames the prepared video should have, from the readable packets at the working rate.
+    expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
+    decoded = sum(segments.values())
+    lost = probe_info.get("lost_frames", 0) + max(0, expected - decoded - 1)
+    if lost:
+        log.warning("target %s: %d frame(s) could not be decoded and are missing from the output "
+                    "(damaged or truncated file); %d frames are processed", target, lost, decoded)
     manifest = {
         "is_image": False,
         "fps": f"{rate.numerator}/{rate.denominator}",
         "segment_frames": seg_frames,
         "segments": segments,
-        "frames": sum(segments.values()),
+        "frames": decoded,
+        "lost_frames": lost,
     }
     first = next(iter(segments))
     manifest["width"], manifest["height"] = frame_size(out_dir / f"{first}.mkv")

@@ -145,6 +145,9 @@ def create_session(
     last so a session can always be created; every step down is a WARNING.
     """
     model_path = Path(model_path)
+    from facepipe.download import verify_before_use
+
+    verify_before_use(model_path, log=log)
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16', not {precision!r}")
     requested = list(dict.fromkeys(_full_name(p) for p in providers))

@@ -145,3 +145,17 @@ def test_real_specs_use_their_own_filename(tmp_path):
     spec = replace(MODELS["gfpgan_1.4"], url="http://127.0.0.1:9/x")
     with pytest.raises(ModelUnavailableError, match="gfpgan_1.4.onnx"):
         fetch(spec, tmp_path / "gfpgan_1.4.onnx", retries=1, timeout=2, backoff=0)
+
+
+def test_a_corrupt_real_model_on_disk_is_refused_before_use(tmp_path):
+    """A file sitting where a real model belongs is hashed before any session is built."""
+    from facepipe.download import verify_before_use
+    from facepipe.runtime import create_session
+
+    bad = tmp_path / "det_10g.onnx"
+    bad.write_bytes(b"not the pinned detector")
+    with pytest.raises(ChecksumError, match="refusing to use model .*det_10g.onnx"):
+        create_session(bad, ["cpu"])
+    with pytest.raises(ChecksumError):
+        verify_before_use(bad)  # no stamp was written for the bad file
+    assert not (tmp_path / ".det_10g.onnx.verified").exists()
