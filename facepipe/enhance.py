@@ -43,8 +43,8 @@ def _box_mask(size: int, blur: float = 0.3, padding: float = 0.05) -> np.ndarray
 
 
 class GFPGAN:
-    def __init__(self, model: str | Path, providers: list[str], *, threads: int = 0):
-        self.session = create_session(model, providers, threads=threads)
+    def __init__(self, model: str | Path, providers: list[str], *, threads: int = 0, precision: str = "fp32"):
+        self.session = create_session(model, providers, threads=threads, precision=precision)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.size = int(inp.shape[-1]) if isinstance(inp.shape[-1], int) else 512
@@ -87,3 +87,11 @@ def enhance_segment(frames_dir: str | Path, enhancer: GFPGAN, out_dir: str | Pat
     _pass_through(frames_dir / SWAPPED_TABLE, out_dir / SWAPPED_TABLE)
     log.info("enhanced %d faces", count)
     return count
+
+
+def pass_through_segment(frames_dir: str | Path, out_dir: str | Path) -> None:
+    """The swapped frames unchanged (the enhancer was dropped to save GPU memory)."""
+    frames_dir, out_dir = Path(frames_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in [*list_frames(frames_dir), frames_dir / SWAPPED_TABLE]:
+        _pass_through(path, out_dir / path.name)

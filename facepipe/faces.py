@@ -31,22 +31,24 @@ class FaceAnalyzer:
     """SCRFD detection plus ArcFace embeddings, each model loaded once per job."""
 
     def __init__(self, detector: str | Path, recognizer: str | Path, providers: list[str], *,
-                 threads: int = 0, det_thresh: float = 0.5):
+                 threads: int = 0, det_thresh: float = 0.5, precision: str = "fp32",
+                 det_size: int = DET_SIZE[0]):
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
         from insightface.model_zoo.scrfd import SCRFD
 
-        det_session = create_session(detector, providers, threads=threads)
+        det_session = create_session(detector, providers, threads=threads, precision=precision)
+        self.det_size = (det_size, det_size)
         # static_shape_sessions=False: keep our one session (and its provider) for every size.
         self.detector = SCRFD(model_file=str(detector), session=det_session, static_shape_sessions=False)
-        self.detector.prepare(0, input_size=DET_SIZE, det_thresh=det_thresh)
-        rec_session = create_session(recognizer, providers, threads=threads)
+        self.detector.prepare(0, input_size=self.det_size, det_thresh=det_thresh)
+        rec_session = create_session(recognizer, providers, threads=threads, precision=precision)
         self.recognizer = ArcFaceONNX(model_file=str(recognizer), session=rec_session)
 
     def analyze(self, img: np.ndarray) -> list[dict]:
         """Faces in one BGR image, largest first, each with box, score, kps and embedding."""
         from insightface.utils import face_align
 
-        det, kpss = self.detector.detect(img, input_size=DET_SIZE)
+        det, kpss = self.detector.detect(img, input_size=self.det_size)
         if det.shape[0] == 0:
             return []
         crops = [face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0]) for kps in kpss]

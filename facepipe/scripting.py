@@ -14,10 +14,11 @@ from typing import Callable
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from facepipe.download import ChecksumError, ModelUnavailableError
     from facepipe.faces import FaceError
+    from facepipe.gpu import GpuMemoryError
     from facepipe.jobs import JobError
     from facepipe.media import MediaError
 
-    return (MediaError, JobError, FaceError, ChecksumError, ModelUnavailableError)
+    return (MediaError, JobError, FaceError, ChecksumError, ModelUnavailableError, GpuMemoryError)
 
 
 def setup_logging(logfile: str | Path | None) -> logging.Logger:
@@ -39,6 +40,16 @@ def setup_logging(logfile: str | Path | None) -> logging.Logger:
     return logging.getLogger("facepipe.rule")
 
 
+def gpu_start(sm):
+    """Degradation for this attempt of a GPU rule (see facepipe.gpu), recorded for the run summary."""
+    from facepipe import gpu
+
+    segment = sm.wildcards.get("segment", "all")
+    record = Path("work") / sm.wildcards.name / "degradations" / f"{sm.rule}-{segment}.json"
+    return gpu.start(sm.rule, int(sm.resources.get("attempt", 1)), list(sm.params.degrade),
+                     int(sm.params.min_free_gpu_mb), record=record)
+
+
 def run(snakemake, main: Callable) -> None:
     """Run a rule's main(snakemake, log); expected errors exit 1 with one clear message."""
     logfile = snakemake.log[0] if len(snakemake.log) else None
@@ -49,7 +60,10 @@ def run(snakemake, main: Callable) -> None:
     log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     stream = open(logfile, "a", encoding="utf-8") if logfile else contextlib.nullcontext(sys.stdout)
     try:
-        with stream as out, contextlib.redirect_stdout(out):
+        from facepipe.gpu import MemoryWatch
+
+        watch = MemoryWatch() if snakemake.resources.get("gpu") else contextlib.nullcontext()
+        with stream as out, contextlib.redirect_stdout(out), watch:
             main(snakemake, log)
     except _expected_errors() as exc:
         log.error("%s", exc)

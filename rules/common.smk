@@ -114,3 +114,20 @@ def model_key_for_file(filename):
     raise WorkflowError(
         f"unknown model file {filename!r}; known: {sorted(s.filename for s in MODELS.values())}"
     )
+
+
+def print_run_summary():
+    """Degraded GPU jobs, listed at the end of every run (also written in each job's log)."""
+    from facepipe.gpu import summarize
+
+    lines = summarize("work")
+    if lines:
+        logger.warning("GPU jobs that ran degraded:\n  " + "\n  ".join(lines))
+
+
+onsuccess:
+    print_run_summary()
+
+
+onerror:
+    print_run_summary()

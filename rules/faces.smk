@@ -9,12 +9,16 @@ rule detect_faces:
         "logs/{name}/detect_faces/{segment}.log",
     benchmark:
         "benchmarks/{name}/detect_faces/{segment}.tsv"
+    retries: 3
     conda:
         "../envs/facepipe.yaml"
     threads: 2
     resources:
         gpu=1,
+        attempt=lambda wildcards, attempt: attempt,
     params:
+        degrade=config["degrade"],
+        min_free_gpu_mb=config["min_free_gpu_mb"],
         providers=opt("providers"),
     script:
         "../scripts/detect_faces.py"

@@ -10,12 +10,16 @@ rule swap_faces:
         "logs/{name}/swap_faces/{segment}.log",
     benchmark:
         "benchmarks/{name}/swap_faces/{segment}.tsv"
+    retries: 3
     conda:
         "../envs/facepipe.yaml"
     threads: 2
     resources:
         gpu=1,
+        attempt=lambda wildcards, attempt: attempt,
     params:
+        degrade=config["degrade"],
+        min_free_gpu_mb=config["min_free_gpu_mb"],
         faces=opt("faces"),
         reference_threshold=opt("reference_threshold"),
         providers=opt("providers"),
@@ -36,12 +40,16 @@ rule enhance_faces:
         "logs/{name}/enhance_faces/{segment}.log",
     benchmark:
         "benchmarks/{name}/enhance_faces/{segment}.tsv"
+    retries: 3
     conda:
         "../envs/facepipe.yaml"
     threads: 2
     resources:
         gpu=1,
+        attempt=lambda wildcards, attempt: attempt,
     params:
+        degrade=config["degrade"],
+        min_free_gpu_mb=config["min_free_gpu_mb"],
         enhancer=opt("enhancer"),
         providers=opt("providers"),
     script:

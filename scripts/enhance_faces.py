@@ -1,10 +1,16 @@
-from facepipe.enhance import GFPGAN, enhance_segment
-from facepipe.scripting import run
+from facepipe.enhance import GFPGAN, enhance_segment, pass_through_segment
+from facepipe.scripting import gpu_start, run
 
 
 def main(sm, log):
+    degradation = gpu_start(sm)
+    if degradation.no_enhancer:
+        log.warning("enhancer %s skipped for this segment (degraded): frames pass through", sm.params.enhancer)
+        pass_through_segment(sm.input.frames, sm.output.frames)
+        return
     log.info("enhancer %s", sm.params.enhancer)
-    enhancer = GFPGAN(sm.input.enhancer, sm.params.providers, threads=sm.threads)
+    precision = "fp16" if degradation.fp16 else "fp32"
+    enhancer = GFPGAN(sm.input.enhancer, sm.params.providers, threads=sm.threads, precision=precision)
     enhance_segment(sm.input.frames, enhancer, sm.output.frames)
 
 

@@ -1,10 +1,12 @@
 from facepipe.embedding import load_embedding
-from facepipe.scripting import run
+from facepipe.scripting import gpu_start, run
 from facepipe.swap import Swapper, swap_segment
 
 
 def main(sm, log):
-    swapper = Swapper(sm.input.swapper, sm.params.providers, precision=sm.params.precision, threads=sm.threads)
+    degradation = gpu_start(sm)
+    precision = "fp16" if degradation.fp16 else sm.params.precision
+    swapper = Swapper(sm.input.swapper, sm.params.providers, precision=precision, threads=sm.threads)
     reference = load_embedding(sm.input.reference) if "reference" in sm.input.keys() else None
     swap_segment(
         sm.input.frames,
