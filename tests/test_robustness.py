@@ -202,10 +202,10 @@ def test_hostile_names_are_data_never_shell(wd):
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, media_dir):
-    """An uninterrupted run of a 4-segment job, to compare interrupted runs against."""
+    """An uninterrupted run of a 2-segment job, to compare interrupted runs against."""
     wd = copy_workflow(tmp_path_factory.mktemp("reference"))
     shutil.copy(media_dir / "astronaut.png", wd / "astronaut.png")
-    demo.make_clip(demo.insightface_image(), wd / "long.mp4", seconds=4, size=(640, 360))
+    demo.make_clip(demo.insightface_image(), wd / "long.mp4", seconds=2, size=(320, 180))
     run_job(wd, "long.mp4", "long", "segment_seconds=1", source="astronaut.png")
     return wd
 
@@ -217,7 +217,7 @@ def test_two_runs_give_identical_frames(reference_run, tmp_path):
     run_job(other, "long.mp4", "long", "segment_seconds=1", source="astronaut.png")
     a = decoded_frames(reference_run / "results/long.mp4")
     b = decoded_frames(other / "results/long.mp4")
-    assert len(a) == len(b) == 100
+    assert len(a) == len(b) == 50
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -257,7 +257,7 @@ def test_gpu_failure_is_retried_degraded_and_listed(reference_run, tmp_path):
     wd = copy_workflow(tmp_path / "oom")
     for f in ("astronaut.png", "long.mp4"):
         shutil.copy(reference_run / f, wd / f)
-    env_args = ["--config", "target=long.mp4", "source=astronaut.png", "name=long", "segment_seconds=2",
+    env_args = ["--config", "target=long.mp4", "source=astronaut.png", "name=long", "segment_seconds=1",
                 "degrade=[resolution,fp16,no_enhancer]", *STANDIN]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *env_args], cwd=wd,
                           capture_output=True, text=True, timeout=600,
@@ -267,4 +267,4 @@ def test_gpu_failure_is_retried_degraded_and_listed(reference_run, tmp_path):
     assert "degraded" in log and "resolution" in log  # the configured order: resolution first
     assert "GPU jobs that ran degraded" in proc.stderr
     assert "detect_faces-seg_0000: resolution" in proc.stderr
-    assert media.probe(wd / "results/long.mp4").frames == 100
+    assert media.probe(wd / "results/long.mp4").frames == 50
