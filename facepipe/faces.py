@@ -20,7 +20,9 @@ from facepipe.runtime import create_session
 log = logging.getLogger(__name__)
 
 DET_SIZE = (640, 640)
-FACE_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding"]
+# landmarks: the 68 points (flattened) from the offline backend, which its classic swapper
+# needs; null for the learned backend, and readers must not rely on the column being there.
+FACE_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks"]
 
 
 class FaceError(Exception):
@@ -66,17 +68,25 @@ def box_area(box) -> float:
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
 
 
-def detect_frames(analyzer: FaceAnalyzer, frames_dir: str | Path) -> pd.DataFrame:
-    """The faces table for every frame file of a segment."""
+def detect_frames(analyzer, frames_dir: str | Path) -> pd.DataFrame:
+    """The faces table for every frame file of a segment (analyzer: FaceAnalyzer or OfflineAnalyzer)."""
     rows = []
     frames = list_frames(frames_dir)
-    for path in frames:
+    # An analyzer may spread the frames over processes itself (the offline one does).
+    if hasattr(analyzer, "analyze_frames"):
+        per_frame = analyzer.analyze_frames(frames)
+    else:
+        per_frame = (analyzer.analyze(read_image(path, "frame")) for path in frames)
+    for path, faces in zip(frames, per_frame):
         frame_no = int(path.stem)
-        for i, face in enumerate(analyzer.analyze(read_image(path, "frame"))):
+        for i, face in enumerate(faces):
             x1, y1, x2, y2 = (float(v) for v in face["box"])
             rows.append({"frame": frame_no, "face": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
                          "score": face["score"], "kps": face["kps"].reshape(-1).tolist(),
-                         "embedding": face["embedding"].tolist()})
+                         # None when the analyzer was asked not to embed (offline, faces != reference)
+                         "embedding": None if face["embedding"] is None else face["embedding"].tolist(),
+                         "landmarks": (face["landmarks"].reshape(-1).tolist()
+                                       if face.get("landmarks") is not None else None)})
     table = pd.DataFrame(rows, columns=FACE_COLUMNS)
     log.info("%d faces in %d frames (%d frames without a face)", len(table), len(frames),
              len(frames) - table["frame"].nunique() if len(table) else len(frames))
@@ -99,10 +109,15 @@ def row_face(row) -> dict:
     """A faces-table row as the face record insightface's swapper expects (kps, box, embedding)."""
     from insightface.app.common import Face
 
-    return Face(bbox=np.array([row.x1, row.y1, row.x2, row.y2], dtype=np.float32),
+    face = Face(bbox=np.array([row.x1, row.y1, row.x2, row.y2], dtype=np.float32),
                 kps=np.asarray(row.kps, dtype=np.float32).reshape(5, 2),
                 det_score=float(row.score),
                 embedding=np.asarray(row.embedding, dtype=np.float32))
+    # Absent in tables from before the column existed, null (None/NaN) from the learned backend.
+    landmarks = getattr(row, "landmarks", None)
+    if landmarks is not None and np.size(landmarks) == 136:
+        face["landmarks"] = np.asarray(landmarks, dtype=np.float32).reshape(68, 2)
+    return face
 
 
 def normalize(vec: np.ndarray) -> np.ndarray:

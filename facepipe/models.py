@@ -42,7 +42,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ROLES = ("detector", "recognizer", "swapper", "enhancer")
-BACKENDS = ("insightface", "standin")
+# offline: dlib models shipped inside PyPI packages plus a classic swapper (facepipe.offline);
+# "auto" is not a backend but a choice, resolved per job by facepipe.backends.resolve_backend.
+BACKENDS = ("insightface", "standin", "offline")
 PRECISIONS = ("fp32", "fp16")
 
 _BUFFALO_L_ZIP = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
@@ -145,6 +147,13 @@ def model_path(key: str, backend: str, models_dir: str | Path = "resources/model
     Stand-ins live in their own subfolder so a stand-in can never be mistaken
     for (or overwrite) a real model with the same file name.
     """
+    if backend == "offline":
+        from facepipe.offline import OFFLINE_FILES, offline_model_path
+
+        if key in OFFLINE_FILES:
+            return offline_model_path(key)
+        # An enhancer with the offline backend is the learned model, fetched as usual.
+        return Path(models_dir) / _spec(key).filename
     spec = _spec(key)
     if backend == "insightface":
         return Path(models_dir) / spec.filename
@@ -163,11 +172,16 @@ def models_for(backend: str, enhancer: str, precision: str) -> dict[str, str]:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    chosen = {
-        "detector": "det_10g",
-        "recognizer": "w600k_r50",
-        "swapper": "inswapper_128_fp16" if precision == "fp16" else "inswapper_128",
-    }
+    if backend == "offline":
+        # dlib's HOG detector is built into dlib; the "detector" file is the 68-landmark model
+        # it needs next, and there is no swapper file (the classic swap works on pixels).
+        chosen = {"detector": "dlib_landmarks_68", "recognizer": "dlib_resnet_v1"}
+    else:
+        chosen = {
+            "detector": "det_10g",
+            "recognizer": "w600k_r50",
+            "swapper": "inswapper_128_fp16" if precision == "fp16" else "inswapper_128",
+        }
     if enhancer != "none":
         spec = MODELS.get(enhancer)
         if spec is None or spec.role != "enhancer":

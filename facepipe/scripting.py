@@ -17,8 +17,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from facepipe.gpu import GpuMemoryError
     from facepipe.jobs import JobError
     from facepipe.media import MediaError
+    from facepipe.classic_swap import SwapError
+    from facepipe.offline import OfflineModelError
 
-    return (MediaError, JobError, FaceError, ChecksumError, ModelUnavailableError, GpuMemoryError)
+    return (MediaError, JobError, FaceError, ChecksumError, ModelUnavailableError, GpuMemoryError,
+            SwapError, OfflineModelError)
 
 
 def setup_logging(logfile: str | Path | None) -> logging.Logger:

@@ -20,8 +20,12 @@ SWAPPED_TABLE = "faces_swapped.parquet"
 
 
 def select_faces(frame_faces: pd.DataFrame, mode: str, reference: np.ndarray | None = None,
-                 threshold: float = 0.35) -> pd.DataFrame:
-    """The faces of one frame to replace: the most prominent, all, or those like the reference."""
+                 threshold: float = 0.35, metric: str = "cosine") -> pd.DataFrame:
+    """The faces of one frame to replace: the most prominent, all, or those like the reference.
+
+    ``metric`` is how the backend's embeddings are compared: "cosine" (ArcFace) or
+    "euclidean" (dlib, offline backend); ``threshold`` is in that metric.
+    """
     if frame_faces.empty:
         return frame_faces
     if mode == "many":
@@ -32,8 +36,18 @@ def select_faces(frame_faces: pd.DataFrame, mode: str, reference: np.ndarray | N
     if mode == "reference":
         if reference is None:
             raise ValueError("faces=reference needs a reference embedding")
-        ref = normalize(reference)
-        dist = frame_faces["embedding"].apply(lambda e: 1.0 - float(normalize(e) @ ref))
+        if frame_faces["embedding"].isna().any():
+            raise ValueError("faces=reference needs the target faces' embeddings, and this faces table has none "
+                             "(made by the offline backend for faces=one|many); rerun detection")
+        if metric == "euclidean":
+            ref = np.asarray(reference, dtype=np.float32).reshape(-1)
+            dist = frame_faces["embedding"].apply(
+                lambda e: float(np.linalg.norm(np.asarray(e, dtype=np.float32) - ref)))
+        elif metric == "cosine":
+            ref = normalize(reference)
+            dist = frame_faces["embedding"].apply(lambda e: 1.0 - float(normalize(e) @ ref))
+        else:
+            raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
         return frame_faces[dist < threshold]
     raise ValueError(f"unknown faces mode {mode!r}")
 
@@ -64,7 +78,7 @@ class Swapper:
 
 def swap_segment(frames_dir: str | Path, faces: str | Path, source_embedding: np.ndarray, swapper: Swapper,
                  out_dir: str | Path, *, mode: str, reference: np.ndarray | None = None,
-                 threshold: float = 0.35) -> pd.DataFrame:
+                 threshold: float = 0.35, metric: str = "cosine") -> pd.DataFrame:
     """Swap the selected faces in every frame; frames without one pass through unchanged."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +86,7 @@ def swap_segment(frames_dir: str | Path, faces: str | Path, source_embedding: np
     by_frame = {k: g for k, g in table.groupby("frame")} if len(table) else {}
     swapped = []
     for path in list_frames(frames_dir):
-        chosen = select_faces(by_frame.get(int(path.stem), table.iloc[0:0]), mode, reference, threshold)
+        chosen = select_faces(by_frame.get(int(path.stem), table.iloc[0:0]), mode, reference, threshold, metric)
         if chosen.empty:
             _pass_through(path, out_dir / path.name)
             continue

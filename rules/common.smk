@@ -5,7 +5,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from facepipe.backends import backend_summary, fetchable_learned_models, resolve_jobs
+from facepipe.backends import (
+    backend_summary,
+    embeds_target_faces,
+    fetchable_learned_models,
+    resolve_jobs,
+)
 from facepipe.jobs import JobError, build_jobs, read_sheet
 from facepipe.media import IMAGE_SUFFIXES
 from facepipe.models import model_path, models_for

@@ -20,6 +20,10 @@ rule detect_faces:
         degrade=config["degrade"],
         min_free_gpu_mb=config["min_free_gpu_mb"],
         providers=opt("providers"),
+        backend=opt("backend"),
+        embed=lambda wildcards: embeds_target_faces(
+            JOBS[wildcards.name]["backend"], JOBS[wildcards.name]["faces"]
+        ),
     script:
         "../scripts/detect_faces.py"
 
@@ -42,6 +46,7 @@ rule embed_face:
             JOBS[wildcards.name]["source_face"] if wildcards.role == "source" else -1
         ),
         providers=opt("providers"),
+        backend=opt("backend"),
         cache_dir="resources/embeddings",
     script:
         "../scripts/embed_face.py"

@@ -23,3 +23,10 @@ rule make_standin_model:
         key=lambda wildcards: model_key_for_file(wildcards.model),
     script:
         "../scripts/make_standin_model.py"
+
+
+# `snakemake --cores all fetch_models`: every learned model, so that backend=auto picks the
+# learned backend from then on (the command the offline fallback's warning names).
+rule fetch_models:
+    input:
+        fetchable_learned_models(),

@@ -24,6 +24,7 @@ rule swap_faces:
         reference_threshold=opt("reference_threshold"),
         providers=opt("providers"),
         precision=opt("precision"),
+        backend=opt("backend"),
     script:
         "../scripts/swap_faces.py"
 

@@ -1,14 +1,17 @@
-from facepipe.faces import DET_SIZE, FaceAnalyzer, detect_frames, write_faces
+from facepipe.backends import make_analyzer
+from facepipe.faces import DET_SIZE, detect_frames, write_faces
 from facepipe.scripting import gpu_start, run
 
 
 def main(sm, log):
     degradation = gpu_start(sm)
-    analyzer = FaceAnalyzer(
+    analyzer = make_analyzer(
+        sm.params.backend,
         sm.input.detector,
         sm.input.recognizer,
         sm.params.providers,
         threads=sm.threads,
+        embed=sm.params.embed,
         precision="fp16" if degradation.fp16 else "fp32",
         det_size=DET_SIZE[0] // 2 if degradation.lower_resolution else DET_SIZE[0],
     )

@@ -12,6 +12,7 @@ def main(sm, log):
         face_index=sm.params.face_index,
         cache_dir=sm.params.cache_dir,
         threads=sm.threads,
+        backend=sm.params.backend,
     )
 
 

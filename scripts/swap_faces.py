@@ -1,22 +1,33 @@
-from facepipe.embedding import load_embedding
+from facepipe.backends import METRICS, make_swapper
+from facepipe.embedding import load_embedding, load_source
 from facepipe.scripting import gpu_start, run
-from facepipe.swap import Swapper, swap_segment
+from facepipe.swap import swap_segment
 
 
 def main(sm, log):
     degradation = gpu_start(sm)
     precision = "fp16" if degradation.fp16 else sm.params.precision
-    swapper = Swapper(sm.input.swapper, sm.params.providers, precision=precision, threads=sm.threads)
+    source = load_source(sm.input.source)
+    swapper = make_swapper(
+        sm.params.backend,
+        sm.input.get("swapper"),
+        source,
+        sm.params.providers,
+        precision=precision,
+        threads=sm.threads,
+        source_file=sm.input.source,
+    )
     reference = load_embedding(sm.input.reference) if "reference" in sm.input.keys() else None
     swap_segment(
         sm.input.frames,
         sm.input.faces,
-        load_embedding(sm.input.source),
+        source["embedding"],
         swapper,
         sm.output.frames,
         mode=sm.params.faces,
         reference=reference,
         threshold=sm.params.reference_threshold,
+        metric=METRICS[sm.params.backend],
     )
 
 

@@ -1,0 +1,198 @@
+"""The offline backend: face detection, 68 landmarks and identity embeddings with dlib.
+
+Its weights come inside PyPI packages (``face-recognition-models``, used with the prebuilt
+``dlib-bin`` wheel), so it works on a machine that has never downloaded a model:
+
+* detection: dlib's HOG + linear SVM frontal face detector (built into dlib, no file);
+* landmarks: ``shape_predictor_68_face_landmarks.dat`` (iBUG 300-W 68-point layout);
+* identity: ``dlib_face_recognition_resnet_model_v1.dat``, a 128-D embedding compared by
+  Euclidean distance (dlib's convention: under ~0.6 = same person), not cosine distance.
+
+The 5 alignment keypoints of the faces table are derived from the 68 landmarks (eye
+centres, nose tip, mouth corners, in insightface's order) so the table has the same
+columns whichever backend made it; ``landmarks`` carries the 68 points for the classic
+swapper.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Model key -> file inside the face_recognition_models package.
+OFFLINE_FILES = {
+    "dlib_landmarks_68": "shape_predictor_68_face_landmarks.dat",
+    "dlib_resnet_v1": "dlib_face_recognition_resnet_model_v1.dat",
+}
+PACKAGE = "face_recognition_models"
+INSTALL_HINT = "pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 (both are in requirements.txt)"
+
+# dlib's documented decision threshold for its ResNet embedding (same person below it; its
+# quoted 99.38% LFW accuracy is at this value). faces=reference uses a stricter default,
+# facepipe.backends.REFERENCE_THRESHOLDS["offline"].
+DLIB_SAME_PERSON = 0.6
+
+# The HOG detector scans an 80x80 window; upsampling small frames once lets it find faces
+# down to ~40 px, which the faces of a group shot in a 640x360 video are.
+UPSAMPLE_BELOW = 1000
+
+# Indices of the 68-point layout used for the 5 keypoints.
+_LEFT_EYE = slice(36, 42)   # the eye on the image's left (the person's right eye)
+_RIGHT_EYE = slice(42, 48)
+_NOSE_TIP = 30
+_MOUTH_LEFT, _MOUTH_RIGHT = 48, 54
+
+
+class OfflineModelError(Exception):
+    """The offline backend's packages or model files are missing."""
+
+
+def models_dir() -> Path:
+    """The folder of .dat files inside the installed face_recognition_models package.
+
+    Found without importing the package: its __init__ imports pkg_resources, which newer
+    setuptools no longer ships, and we only need the file paths.
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise OfflineModelError(f"the offline backend needs the {PACKAGE!r} package, which is not installed; "
+                                f"{INSTALL_HINT}")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def offline_model_path(key: str) -> Path:
+    """Where the offline backend's model ``key`` lies (inside the installed package)."""
+    try:
+        name = OFFLINE_FILES[key]
+    except KeyError:
+        raise KeyError(f"unknown offline model {key!r}; known: {sorted(OFFLINE_FILES)}") from None
+    return models_dir() / name
+
+
+def kps_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """The 5 keypoints (left eye, right eye, nose, left mouth, right mouth) from 68 landmarks."""
+    lm = np.asarray(landmarks, dtype=np.float32).reshape(68, 2)
+    return np.stack([lm[_LEFT_EYE].mean(axis=0), lm[_RIGHT_EYE].mean(axis=0), lm[_NOSE_TIP],
+                     lm[_MOUTH_LEFT], lm[_MOUTH_RIGHT]]).astype(np.float32)
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError as exc:
+        raise OfflineModelError(f"the offline backend needs dlib ({exc}); {INSTALL_HINT}") from None
+    return dlib
+
+
+def _check_file(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise OfflineModelError(f"{what} model {str(path)!r} is missing or empty; {INSTALL_HINT}")
+    return path
+
+
+class OfflineAnalyzer:
+    """dlib detection, 68 landmarks and 128-D embeddings; the interface of FaceAnalyzer.
+
+    ``analyze`` returns the same face records (box, score, kps, embedding), largest first,
+    plus ``landmarks`` (68x2). ``score`` is the HOG detector's SVM margin (0 = threshold,
+    larger = more confident), not a probability.
+    """
+
+    def __init__(self, landmarks_model: str | Path, recognizer: str | Path, *, threads: int = 0,
+                 upsample: int | None = None, det_thresh: float = 0.0, embed: bool = True):
+        dlib = _import_dlib()
+        self._dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        try:
+            self.predictor = dlib.shape_predictor(str(_check_file(landmarks_model, "landmark")))
+            self.recognizer = dlib.face_recognition_model_v1(str(_check_file(recognizer, "recognition")))
+        except RuntimeError as exc:  # dlib's error for a corrupt .dat file
+            raise OfflineModelError(f"cannot load dlib model {landmarks_model} / {recognizer}: {exc}") from None
+        self.upsample = upsample
+        self.det_thresh = det_thresh
+        self.threads = threads
+        # embed=False leaves `embedding` None: the ResNet costs ~0.1 s per face on a CPU core,
+        # most of the detection time, and target embeddings serve only faces=reference.
+        self.embed = embed
+        self._args = (str(landmarks_model), str(recognizer), upsample, det_thresh, embed)
+        if threads > 0:
+            # The detector and predictor are single-threaded; this bounds OpenCV's own pool so a
+            # job stays within the threads Snakemake gave it.
+            cv2.setNumThreads(threads)
+
+    def _upsample_for(self, img: np.ndarray) -> int:
+        if self.upsample is not None:
+            return self.upsample
+        return 1 if max(img.shape[:2]) < UPSAMPLE_BELOW else 0
+
+    def analyze(self, img: np.ndarray) -> list[dict]:
+        """Faces in one BGR image, largest first."""
+        rgb = np.ascontiguousarray(img[:, :, ::-1])
+        rects, scores, _ = self.detector.run(rgb, self._upsample_for(img), self.det_thresh)
+        if not rects:
+            return []
+        shapes = self._dlib.full_object_detections()
+        for rect in rects:
+            shapes.append(self.predictor(rgb, rect))
+        # One call for all faces of the frame; num_jitters=0 is deterministic and fast.
+        feats = self.recognizer.compute_face_descriptor(rgb, shapes, 0) if self.embed else [None] * len(rects)
+        h, w = img.shape[:2]
+        faces = []
+        for rect, score, shape, feat in zip(rects, scores, shapes, feats):
+            lm = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+            # dlib's rectangles may reach past the image edge; the table holds the visible box.
+            box = np.array([max(rect.left(), 0), max(rect.top(), 0), min(rect.right() + 1, w),
+                            min(rect.bottom() + 1, h)], dtype=np.float32)
+            faces.append({"box": box, "score": float(score), "kps": kps_from_landmarks(lm),
+                          "embedding": None if feat is None else np.asarray(feat, dtype=np.float32),
+                          "landmarks": lm})
+        faces.sort(key=lambda f: -float((f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1])))
+        return faces
+
+
+    def analyze_frames(self, paths: list[Path]):
+        """Faces of every frame file, in order; over `threads` worker processes.
+
+        dlib's CPU ResNet is single-threaded and costs ~0.1 s per face, the bulk of the
+        detection time, so frames are spread over processes (each loads the models once).
+        """
+        from facepipe.media import read_image
+
+        paths = list(paths)
+        workers = min(self.threads, len(paths) // 4)
+        if workers <= 1:
+            for path in paths:
+                yield self.analyze(read_image(path, "frame"))
+            return
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=self._args) as pool:
+            yield from pool.map(_analyze_file, [str(p) for p in paths], chunksize=4)
+
+
+_worker: OfflineAnalyzer | None = None
+
+
+def _init_worker(landmarks_model: str, recognizer: str, upsample: int | None, det_thresh: float,
+                 embed: bool) -> None:
+    global _worker
+    _worker = OfflineAnalyzer(landmarks_model, recognizer, threads=1, upsample=upsample, det_thresh=det_thresh,
+                              embed=embed)
+
+
+def _analyze_file(path: str) -> list[dict]:
+    from facepipe.media import read_image
+
+    return _worker.analyze(read_image(path, "frame"))
+
+
+def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """dlib's identity distance: Euclidean between 128-D descriptors."""
+    return float(np.linalg.norm(np.asarray(a, np.float32).reshape(-1) - np.asarray(b, np.float32).reshape(-1)))
