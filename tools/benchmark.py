@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Overhead benchmark: the workflow against a plain ffmpeg transcode of the same clip.
+
+    python tools/benchmark.py                # 60 s 1080p clip with audio
+    python tools/benchmark.py --seconds 30 --height 720
+
+It makes its own clip (insightface's group photo, slow pan/zoom, sine tone), then prints side
+by side: a plain decode + encode with the encoder settings the workflow uses (the floor), the
+whole workflow with backend=standin (model cost near zero), no enhancer, native resolution,
+their ratio, the peak resident memory of the largest job and the peak disk used by the
+intermediates (work/). Figures are measured on the current machine; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles"]
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            pass  # files come and go while a stage runs
+    return total
+
+
+class Sampler:
+    """Samples the largest single process RSS below a parent and the size of a folder."""
+
+    def __init__(self, pid: int, folder: Path, interval: float = 0.25):
+        import psutil
+
+        self.parent = psutil.Process(pid)
+        self.folder = folder
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_rss_cmd = ""
+        self.peak_disk = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = self.parent.children(recursive=True)
+            except psutil.Error:
+                procs = []
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                    if rss > self.peak_rss:
+                        self.peak_rss = rss
+                        self.peak_rss_cmd = " ".join(p.cmdline()[:4])[:100]
+                except psutil.Error:
+                    pass
+            if self.folder.exists():
+                self.peak_disk = max(self.peak_disk, _tree_size(self.folder))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_clip(out: Path, seconds: float, height: int) -> None:
+    from facepipe import demo
+
+    width = round(height * 16 / 9 / 2) * 2
+    demo.make_clip(demo.insightface_image("t1.jpg"), out, seconds=seconds, fps=25, size=(width, height),
+                   zoom=0.1)
+
+
+def plain_transcode(clip: Path, out: Path, config: dict) -> float:
+    from facepipe.media import ffmpeg_exe
+
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-c:v", config["encoder"],
+           "-preset", str(config["preset"]), "-crf", str(config["crf"]), "-pix_fmt", "yuv420p", "-c:a", "copy",
+           str(out)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - start
+
+
+def run_workflow(wd: Path, clip: Path, source: Path, extra: list[str]) -> tuple[float, Sampler]:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "all", "--quiet", "all", "--config", f"target={clip}",
+           f"source={source}", "name=bench", "backend=standin", "enhancer=none", "max_height=0", "fps=0", *extra]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=wd)
+    with Sampler(proc.pid, wd / "work") as sampler:
+        rc = proc.wait()
+    elapsed = time.perf_counter() - start
+    if rc != 0:
+        raise SystemExit(f"workflow failed (exit {rc}); see {wd}/logs")
+    return elapsed, sampler
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60, help="clip length (default 60)")
+    ap.add_argument("--height", type=int, default=1080, help="clip height (default 1080)")
+    ap.add_argument("--workdir", type=Path, help="where to work (default: a temporary folder)")
+    ap.add_argument("--config", nargs="*", default=[], help="extra --config key=value for the workflow")
+    args = ap.parse_args(argv)
+
+    import yaml
+
+    from facepipe.demo import write_astronaut
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="facepipe-bench-"))
+    wd = base / "workflow"
+    if wd.exists():
+        shutil.rmtree(wd)
+    wd.mkdir(parents=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, wd / part)
+    clip = base / f"clip_{args.height}p_{args.seconds:g}s.mp4"
+    if not clip.exists():
+        print(f"making {clip.name} ...", flush=True)
+        make_clip(clip, args.seconds, args.height)
+    source = write_astronaut(base / "source.png")
+    # Models and the source embedding are made once up front: they are not per-video work.
+    subprocess.run([sys.executable, "-m", "snakemake", "work/bench/source_embedding.npz", "--cores", "all",
+                    "--quiet", "all", "--config", f"target={clip}", f"source={source}", "name=bench",
+                    "backend=standin"], cwd=wd, check=True)
+
+    plain = plain_transcode(clip, base / "plain.mp4", config)
+    elapsed, sampler = run_workflow(wd, clip, source, args.config)
+    minutes = args.seconds / 60
+    print()
+    print(f"clip: {args.height}p, {args.seconds:g} s, encoder {config['encoder']} preset {config['preset']} "
+          f"crf {config['crf']}")
+    print(f"{'plain ffmpeg decode+encode (floor)':45s} {plain:8.1f} s")
+    print(f"{'workflow, backend=standin, no enhancer':45s} {elapsed:8.1f} s")
+    print(f"{'ratio workflow / plain':45s} {elapsed / plain:8.2f}")
+    print(f"{'peak RSS of the largest job':45s} {sampler.peak_rss / 2**20:8.0f} MiB  ({sampler.peak_rss_cmd})")
+    print(f"{'peak disk of intermediates (work/)':45s} {sampler.peak_disk / 2**30:8.2f} GiB "
+          f"({sampler.peak_disk / 2**30 / minutes:.2f} GiB per minute of video)")
+    print(f"workdir: {base}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
