@@ -1,4 +1,9 @@
-"""The whole workflow, end to end, with the stand-in backend on short clips made by the tests."""
+"""The whole workflow, end to end, on short clips made by the tests.
+
+The wiring tests pin the stand-in backend (fast, and its logs say STAND-IN); the demo test
+runs the default backend=auto, which on a machine without the learned models is the real
+offline swap.
+"""
 
 import json
 import shutil
@@ -21,6 +26,7 @@ pytestmark = pytest.mark.workflow
 def workspace(tmp_path_factory, media_dir):
     """One finished run of job 'clip': a 2 s clip with audio, cut into 1 s segments."""
     wd = copy_workflow(tmp_path_factory.mktemp("wf"))
+    pin_backend(wd, "standin")
     inputs = wd / "inputs"
     inputs.mkdir()
     shutil.copy(media_dir / "clip.mp4", inputs / "clip.mp4")
@@ -30,6 +36,14 @@ def workspace(tmp_path_factory, media_dir):
                   "segment_seconds": 1}])
     snakemake(wd)
     return wd
+
+
+def pin_backend(wd, backend):
+    """Set the copied workflow's config default backend (these tests are about the wiring)."""
+    config = wd / "config" / "config.yaml"
+    text = config.read_text()
+    assert "\nbackend: auto\n" in text
+    config.write_text(text.replace("\nbackend: auto\n", f"\nbackend: {backend}\n"))
 
 
 def stream_duration(path, kind):
@@ -144,3 +158,45 @@ def test_lint_is_clean():
     proc = snakemake(REPO, "--lint", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
+    """`snakemake --cores 2` on a fresh copy, with no learned model anywhere: the demo job
+    (made from photos in installed packages) runs the offline backend to a real video with
+    audio, in which the face region changed and the rest of the frame did not."""
+    wd = copy_workflow(tmp_path / "demo")
+    assert not (wd / "resources" / "models").exists()
+    proc = snakemake(wd)
+    out = proc.stdout + proc.stderr
+    # The fallback is announced when the workflow is parsed and again at the end of the run.
+    assert out.count("backend OFFLINE runs") >= 2 and "snakemake --cores all fetch_models" in out
+    assert "backend offline: demo" in out
+
+    info = media.probe(wd / "results/demo.mp4")
+    assert info.has_audio and info.frames == 100 and (info.width, info.height) == (640, 360)
+    logs = "".join(p.read_text() for p in (wd / "logs").rglob("*.log"))
+    assert "detect_faces" in logs and "STAND-IN" not in logs
+
+    # Frame 50 before and after the swap: the largest face (faces=one) changed inside its
+    # landmark hull, nothing outside a dilated hull changed.
+    from facepipe.classic_swap import face_mask
+    from facepipe.faces import read_faces
+
+    before = cv2.imread(str(wd / "work/demo/frames/seg_0000/000050.png"))
+    after = cv2.imread(str(wd / "work/demo/swapped/seg_0000/000050.png"))
+    faces = read_faces(wd / "work/demo/swapped/seg_0000/faces_swapped.parquet")
+    row = faces[faces["frame"] == 50].iloc[0]
+    hull = face_mask(np.asarray(row.landmarks).reshape(68, 2), before.shape[:2])
+    diff = np.abs(before.astype(int) - after.astype(int)).sum(axis=2)
+    assert diff[hull > 0].mean() > 10
+    assert not diff[cv2.dilate(hull, np.ones((7, 7), np.uint8)) == 0].any()
+
+    # The encoded video shows the change too (through lossy encoding: a clear difference
+    # in the face box, little elsewhere).
+    with av.open(str(wd / "results/demo.mp4")) as c:
+        encoded = next(f for i, f in enumerate(c.decode(video=0)) if i == 49).to_ndarray(format="bgr24")
+    x1, y1, x2, y2 = (int(v) for v in (row.x1, row.y1, row.x2, row.y2))
+    enc_diff = np.abs(encoded.astype(int) - before.astype(int)).mean(axis=2)
+    box = np.zeros(before.shape[:2], bool)
+    box[y1:y2, x1:x2] = True
+    assert enc_diff[box].mean() > 3 * enc_diff[~box].mean()
