@@ -200,3 +200,11 @@ def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
     box = np.zeros(before.shape[:2], bool)
     box[y1:y2, x1:x2] = True
     assert enc_diff[box].mean() > 3 * enc_diff[~box].mean()
+
+    # The resolved backend is what the rules record: switching it reruns detection onwards,
+    # never the frame extraction.
+    jobs = planned_jobs(wd, "--config", "backend=standin")
+    assert {"detect_faces", "embed_face", "swap_faces", "mux_video"} <= set(jobs)
+    assert "extract_frames" not in jobs and "prepare_target" not in jobs
+    # The command the warning names fetches the four verifiable learned models.
+    assert planned_jobs(wd, "fetch_models") == {"fetch_model": 4, "fetch_models": 1}
