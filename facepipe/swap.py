@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -72,8 +73,50 @@ class Swapper:
 
         source = Face(embedding=source_embedding)
         for face in target_faces:
-            img = self.model.get(img, face, source, paste_back=True)
+            fake, matrix = self.model.get(img, face, source, paste_back=False)
+            img = paste_back(img, fake, matrix)
         return img
+
+
+def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Blend a swapped aligned crop back into the frame, working only around the face.
+
+    The mask is insightface's own (INSwapper.get with paste_back=True: the warped crop square,
+    eroded by a tenth of its size and feathered by a twentieth), but insightface warps and blurs
+    full-frame images for every face, which costs ~0.3 s per 1080p frame; here the same
+    operations run on the face's bounding box plus the feathering margin, with the same result.
+    """
+    h, w = img.shape[:2]
+    size = fake.shape[0]
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inverse.T
+    # Feathering margin from the unclipped square: an upper bound of what the mask needs.
+    margin = 2 * max(int(np.sqrt(np.ptp(corners[:, 0]) * np.ptp(corners[:, 1]))) // 20, 5) + 4
+    x0 = max(int(np.floor(corners[:, 0].min())) - margin, 0)
+    y0 = max(int(np.floor(corners[:, 1].min())) - margin, 0)
+    x1 = min(int(np.ceil(corners[:, 0].max())) + margin, w)
+    y1 = min(int(np.ceil(corners[:, 1].max())) + margin, h)
+    if x1 <= x0 or y1 <= y0:
+        return img
+    shifted = inverse.copy()
+    shifted[:, 2] -= (x0, y0)
+    roi_size = (x1 - x0, y1 - y0)
+    fake_roi = cv2.warpAffine(fake, shifted, roi_size, borderValue=0.0)
+    white = cv2.warpAffine(np.full((size, size), 255, np.float32), shifted, roi_size, borderValue=0.0)
+    white[white > 20] = 255
+    ys, xs = np.nonzero(white == 255)
+    if ys.size == 0:
+        return img
+    # Mask extent measured as insightface does: on the visible part of the warped square.
+    mask_size = int(np.sqrt(np.ptp(ys) * np.ptp(xs)))
+    erode = max(mask_size // 10, 10)
+    blur = max(mask_size // 20, 5)
+    mask = cv2.erode(white, np.ones((erode, erode), np.uint8), iterations=1)
+    mask = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0)[:, :, None] / 255.0
+    out = img.copy()
+    roi = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = (mask * fake_roi + (1 - mask) * roi).astype(np.uint8)
+    return out
 
 
 def swap_segment(frames_dir: str | Path, faces: str | Path, source_embedding: np.ndarray, swapper: Swapper,
