@@ -53,5 +53,13 @@ def make_clip(image: str | Path, out: str | Path, *, seconds: float = 4, fps: in
 
 
 def make_demo_inputs(target: str | Path, source: str | Path, *, seconds: float = 4, fps: int = 25) -> None:
-    make_clip(insightface_image("t1.jpg"), target, seconds=seconds, fps=fps)
-    write_astronaut(source)
+    """Write the demo's target clip and source photo, each under a temporary name first."""
+    import os
+
+    target, source = Path(target), Path(source)
+    tmp_target = target.with_name(target.stem + ".partial" + target.suffix)
+    tmp_source = source.with_name(source.stem + ".partial" + source.suffix)
+    make_clip(insightface_image("t1.jpg"), tmp_target, seconds=seconds, fps=fps)
+    write_astronaut(tmp_source)
+    os.replace(tmp_target, target)
+    os.replace(tmp_source, source)

@@ -6,6 +6,7 @@ so that frame counts come from the real packets rather than from the container h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +63,25 @@ def write_json(path: str | Path, data: dict) -> None:
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | Path):
+    """Fill a directory output under a temporary name and move it into place only when complete.
+
+    A killed job then leaves `<dir>.partial`, never a half-filled output that a later run could
+    take for finished (Snakemake's own incomplete markers are not checked for every job that a
+    checkpoint adds to the DAG). A stale `.partial` from an earlier kill is removed first.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    yield partial
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(partial, path)
 
 
 def ffmpeg_exe() -> str:
@@ -330,8 +350,13 @@ def encode_segment(frames_dir: str | Path, out: str | Path, *, fps: str, encoder
         args += ["-preset", preset]
     if crf is not None and crf >= 0:
         args += ["-crf", str(crf)]
-    args += ["-pix_fmt", "yuv420p", "-r", fps, "-fps_mode", "cfr", "-f", "mp4", str(out)]
-    run_ffmpeg(args, what=f"encoding {out.name}")
+    tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    args += ["-pix_fmt", "yuv420p", "-r", fps, "-fps_mode", "cfr", "-f", "mp4", str(tmp)]
+    try:
+        run_ffmpeg(args, what=f"encoding {out.name}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _concat_line(path: Path) -> str:

@@ -1,5 +1,6 @@
 from facepipe.backends import METRICS, make_swapper
 from facepipe.embedding import load_embedding, load_source
+from facepipe.media import atomic_output_dir
 from facepipe.scripting import gpu_start, run
 from facepipe.swap import swap_segment
 
@@ -18,17 +19,18 @@ def main(sm, log):
         source_file=sm.input.source,
     )
     reference = load_embedding(sm.input.reference) if "reference" in sm.input.keys() else None
-    swap_segment(
-        sm.input.frames,
-        sm.input.faces,
-        source["embedding"],
-        swapper,
-        sm.output.frames,
-        mode=sm.params.faces,
-        reference=reference,
-        threshold=sm.params.reference_threshold,
-        metric=METRICS[sm.params.backend],
-    )
+    with atomic_output_dir(sm.output.frames) as frames:
+        swap_segment(
+            sm.input.frames,
+            sm.input.faces,
+            source["embedding"],
+            swapper,
+            frames,
+            mode=sm.params.faces,
+            reference=reference,
+            threshold=sm.params.reference_threshold,
+            metric=METRICS[sm.params.backend],
+        )
 
 
 run(snakemake, main)

@@ -24,6 +24,8 @@ from facepipe.faces import FaceError, pick_face
 
 pytestmark = pytest.mark.workflow
 STANDIN = ("backend=standin",)
+# The interrupted job: two segments, enhancer on, so every heavy stage is in the DAG.
+FAULT_CONFIG = ("segment_seconds=1", "enhancer=gfpgan_1.4")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,13 @@ def test_truncated_video_processes_the_readable_frames_and_says_how_many_were_lo
     assert info.lost_frames > 0 and manifest["lost_frames"] >= info.lost_frames
     assert 0 < manifest["frames"] < 50
     assert "lost" in caplog.text and "truncated" in caplog.text
+
+
+def test_missing_source_is_a_clear_error(wd):
+    proc = run_job(wd, "inputs/clip.mp4", "nosource", source="inputs/no such face.png", check=False)
+    assert proc.returncode != 0
+    assert "no such face.png" in proc.stdout + proc.stderr
+    assert not (wd / "results/nosource.mp4").exists()
 
 
 def test_cut_video_without_index_is_a_clear_error(tmp_path):
@@ -206,7 +215,7 @@ def reference_run(tmp_path_factory, media_dir):
     wd = copy_workflow(tmp_path_factory.mktemp("reference"))
     shutil.copy(media_dir / "astronaut.png", wd / "astronaut.png")
     demo.make_clip(demo.insightface_image(), wd / "long.mp4", seconds=2, size=(320, 180))
-    run_job(wd, "long.mp4", "long", "segment_seconds=1", source="astronaut.png")
+    run_job(wd, "long.mp4", "long", *FAULT_CONFIG, source="astronaut.png")
     return wd
 
 
@@ -214,7 +223,7 @@ def test_two_runs_give_identical_frames(reference_run, tmp_path):
     other = copy_workflow(tmp_path / "again")
     for f in ("astronaut.png", "long.mp4"):
         shutil.copy(reference_run / f, other / f)
-    run_job(other, "long.mp4", "long", "segment_seconds=1", source="astronaut.png")
+    run_job(other, "long.mp4", "long", *FAULT_CONFIG, source="astronaut.png")
     a = decoded_frames(reference_run / "results/long.mp4")
     b = decoded_frames(other / "results/long.mp4")
     assert len(a) == len(b) == 50
@@ -222,17 +231,20 @@ def test_two_runs_give_identical_frames(reference_run, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-@pytest.mark.parametrize("stage", ["detect_faces", "swap_faces", "encode_segment"])
+@pytest.mark.parametrize("stage", ["prepare_target", "extract_frames", "detect_faces", "swap_faces",
+                                   "enhance_faces", "encode_segment"])
 def test_interrupted_run_resumes_to_identical_output(reference_run, tmp_path, sig, stage):
     wd = copy_workflow(tmp_path / "interrupted")
     for f in ("astronaut.png", "long.mp4"):
         shutil.copy(reference_run / f, wd / f)
-    args = ["--config", "target=long.mp4", "source=astronaut.png", "name=long", "segment_seconds=1", *STANDIN]
+    args = ["--config", "target=long.mp4", "source=astronaut.png", "name=long", *FAULT_CONFIG, *STANDIN]
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=wd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     logs = wd / "logs" / "long" / stage
+    started = (lambda: logs.with_suffix(".log").exists()) if stage == "prepare_target" else (
+        lambda: logs.exists() and any(logs.iterdir()))
     deadline = time.time() + 240
-    while not (logs.exists() and any(logs.iterdir())):
+    while not started():
         assert proc.poll() is None, "the run ended before reaching the stage"
         assert time.time() < deadline
         time.sleep(0.05)
