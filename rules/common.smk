@@ -52,10 +52,6 @@ if workflow.is_main_process:
         logger.info(line)
 
 
-def job(wildcards):
-    return JOBS[wildcards.name]
-
-
 def opt(key):
     """Input/params function returning one option of the wildcard's job."""
     return lambda wildcards: JOBS[wildcards.name][key]
