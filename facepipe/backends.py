@@ -158,7 +158,8 @@ def make_swapper(backend: str, model: str | Path | None, source: dict, providers
 
 def fetchable_learned_models(models_dir: str | Path = "resources/models") -> list[str]:
     """Every learned model the downloader can fetch and verify (the pinned ones): the target
-    of `snakemake --cores all fetch_models`. The fp16 swapper is unpinned and so left out."""
+    of `snakemake --cores all fetch_models`. The fp16 swapper is made from inswapper_128 when
+    precision=fp16 asks for it (rule make_fp16_model), not fetched."""
     from facepipe.models import MODELS
 
     return [str(model_path(key, LEARNED, models_dir)) for key, spec in MODELS.items() if spec.pinned]

@@ -271,9 +271,6 @@ def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
     spec = next((s for s in MODELS.values() if s.filename == path.name), None)
     if spec is None or path.parent.name == "standin":
         return
-    if not spec.accepted_sha256:
-        log.warning("%s has no pinned SHA-256; using it unverified (sha256 %s)", path, sha256_file(path))
-        return
     st = path.stat()
     stamp = path.with_name(f".{path.name}.verified")
     signature = f"{st.st_size} {st.st_mtime_ns}"
@@ -282,6 +279,14 @@ def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
             return
     except OSError:
         pass
+    if spec.derived_from:
+        # Made here from a verified model (facepipe.fp16), which wrote the stamp checked above.
+        raise ChecksumError(f"refusing to use model {path}: it is not the file this workflow made from "
+                            f"the verified {spec.derived_from} (changed or put there by hand). Delete it "
+                            f"and rerun to make it again.")
+    if not spec.accepted_sha256:
+        log.warning("%s has no pinned SHA-256; using it unverified (sha256 %s)", path, sha256_file(path))
+        return
     try:
         actual = verify(path, spec.accepted_sha256)
     except ChecksumError as exc:

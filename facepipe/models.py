@@ -73,6 +73,8 @@ class ModelSpec:
     # Other byte-exact redistributions of the same network that are also
     # acceptable when already on disk (e.g. placed by hand).
     also_accept: tuple[str, ...] = field(default=())
+    # Made here from this (verified) model instead of downloaded: see facepipe/fp16.py.
+    derived_from: str | None = None
 
     @property
     def accepted_sha256(self) -> tuple[str, ...]:
@@ -123,11 +125,13 @@ MODELS: dict[str, ModelSpec] = {
             role="swapper",
             filename="inswapper_128_fp16.onnx",
             url=f"{_FACEFUSION}/inswapper_128_fp16.onnx",
-            # UNVERIFIED: no published SHA-256 found (FaceFusion publishes only a
-            # CRC32 .hash file). Left empty on purpose rather than invented; pin
-            # it after checking a download from the URL above out of band.
+            # No published SHA-256 exists for FaceFusion's copy (only a CRC32 .hash
+            # file), so the workflow does not download it: it converts the verified
+            # inswapper_128 to FP16 itself (rule make_fp16_model), FP32 inputs and
+            # outputs kept, as FaceFusion's file has.
             sha256="",
             licence=_INSIGHTFACE_LICENCE,
+            derived_from="inswapper_128",
         ),
         ModelSpec(
             key="gfpgan_1.4",

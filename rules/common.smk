@@ -21,6 +21,7 @@ wildcard_constraints:
     segment=r"seg_\d{4}",
     model=r"[^/]+",
     role=r"source|reference",
+    stem=r"[^/]+",
 
 
 def load_jobs():

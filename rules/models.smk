@@ -30,3 +30,20 @@ rule make_standin_model:
 rule fetch_models:
     input:
         fetchable_learned_models(),
+
+
+# FP16 swapper made here from the verified FP32 one: no unpinned download is ever used.
+rule make_fp16_model:
+    input:
+        "resources/models/{stem}.onnx",
+    output:
+        "resources/models/{stem}_fp16.onnx",
+    log:
+        "logs/models/fp16_{stem}.log",
+    conda:
+        "../envs/facepipe.yaml"
+    script:
+        "../scripts/make_fp16_model.py"
+
+
+ruleorder: make_fp16_model > fetch_model

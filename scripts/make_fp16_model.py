@@ -1,0 +1,9 @@
+from facepipe.fp16 import convert_to_fp16
+from facepipe.scripting import run
+
+
+def main(sm, log):
+    convert_to_fp16(sm.input[0], sm.output[0])
+
+
+run(snakemake, main)
