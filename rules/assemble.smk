@@ -24,7 +24,9 @@ rule mux_video:
         target=opt("target"),
         probe="work/{name}/probe.json",
     output:
-        video="results/{name}.mp4",
+        video=report(
+            "results/{name}.mp4", caption="../report/result.rst", category="Results"
+        ),
     log:
         "logs/{name}/mux_video.log",
     conda:
@@ -37,7 +39,9 @@ rule finalize_image:
     input:
         frames=lambda wildcards: final_frames_dir(wildcards.name, "seg_0000"),
     output:
-        image="results/{name}.png",
+        image=report(
+            "results/{name}.png", caption="../report/result.rst", category="Results"
+        ),
     log:
         "logs/{name}/finalize_image.log",
     conda:
