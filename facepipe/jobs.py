@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -98,26 +96,3 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
         raise JobError("the jobs sheet has no rows")
     return jobs
 
-
-_digest_cache: dict[tuple, str] = {}
-
-
-def content_digest(path: str | Path) -> str:
-    """SHA-256 of a file's content (first 16 hex digits), cached by path, size and mtime.
-
-    The embedding cache is keyed by content, not by name: the same photo under two names
-    shares one embedding, and an edited photo under the same name gets a new one.
-    """
-    path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise JobError(f"source/reference image {str(path)!r} does not exist") from None
-    key = (os.fspath(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _digest_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _digest_cache[key] = h.hexdigest()[:16]
-    return _digest_cache[key]

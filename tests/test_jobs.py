@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from facepipe.jobs import JobError, build_jobs, content_digest, read_sheet
+from facepipe.jobs import JobError, build_jobs, read_sheet
 
 CONFIG = {"backend": "standin", "enhancer": "none", "faces": "one", "reference": "", "reference_threshold": 0.35,
           "source_face": -1, "max_height": 0, "fps": 0, "segment_seconds": 10, "providers": ["cuda", "cpu"],
@@ -42,10 +42,19 @@ def test_reference_mode_needs_reference():
         build_jobs({**CONFIG, "faces": "reference", "target": "a.mp4", "source": "s.png"}, None)
 
 
-def test_content_digest_follows_content_not_name(tmp_path):
+
+def test_embedding_cache_key_follows_content_not_name(tmp_path):
+    from facepipe.embedding import cache_path
+
+    det, rec = tmp_path / "det.onnx", tmp_path / "rec.onnx"
+    det.write_bytes(b"detector")
+    rec.write_bytes(b"recognizer")
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(b"same")
     b.write_bytes(b"same")
-    assert content_digest(a) == content_digest(b)
+    assert cache_path(tmp_path, a, det, rec, -1) == cache_path(tmp_path, b, det, rec, -1)
     b.write_bytes(b"different")
-    assert content_digest(a) != content_digest(b)
+    assert cache_path(tmp_path, a, det, rec, -1) != cache_path(tmp_path, b, det, rec, -1)
+    before = cache_path(tmp_path, a, det, rec, -1)
+    rec.write_bytes(b"another recognizer")  # a different model never reuses the embedding
+    assert cache_path(tmp_path, a, det, rec, -1).parent != before.parent
