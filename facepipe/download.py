@@ -257,6 +257,20 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def _stamp(path: Path) -> tuple[Path, str]:
+    """The stamp file that remembers a model's verified hash, and the signature it is valid for."""
+    st = path.stat()
+    return path.with_name(f".{path.name}.verified"), f"{st.st_size} {st.st_mtime_ns}"
+
+
+def write_verified_stamp(path: str | Path, sha256: str) -> None:
+    """Record that `path`, as it is now, has been verified (or made here) with this hash."""
+    stamp, signature = _stamp(Path(path))
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(f"{signature}\n{sha256}\n")
+    os.replace(tmp, stamp)
+
+
 def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
     """Refuse a real model whose bytes are not the pinned ones, whoever put it there.
 
@@ -271,9 +285,7 @@ def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
     spec = next((s for s in MODELS.values() if s.filename == path.name), None)
     if spec is None or path.parent.name == "standin":
         return
-    st = path.stat()
-    stamp = path.with_name(f".{path.name}.verified")
-    signature = f"{st.st_size} {st.st_mtime_ns}"
+    stamp, signature = _stamp(path)
     try:
         if stamp.read_text().split("\n")[0] == signature:
             return
@@ -292,7 +304,5 @@ def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
     except ChecksumError as exc:
         raise ChecksumError(f"refusing to use model {path}: {exc}. Delete it and rerun to fetch it again, "
                             f"or put a verified copy there by hand.") from None
-    tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(f"{signature}\n{actual}\n")
-    os.replace(tmp, stamp)
+    write_verified_stamp(path, actual)
     log.info("%s verified (sha256 %s)", path, actual)

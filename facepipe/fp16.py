@@ -15,14 +15,9 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from facepipe.download import sha256_file
+from facepipe.download import sha256_file, write_verified_stamp
 
 log = logging.getLogger(__name__)
-
-
-def derived_stamp(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(f".{path.name}.verified")
 
 
 def convert_to_fp16(src: str | Path, dst: str | Path) -> Path:
@@ -45,9 +40,7 @@ def convert_to_fp16(src: str | Path, dst: str | Path) -> Path:
     tmp = dst.with_name(dst.name + ".tmp")
     onnx.save(half, str(tmp))
     os.replace(tmp, dst)
-    st = dst.stat()
     digest = sha256_file(dst)
-    stamp = derived_stamp(dst)
-    stamp.write_text(f"{st.st_size} {st.st_mtime_ns}\n{digest}\n")
+    write_verified_stamp(dst, digest)
     log.info("FP16 model %s made from %s (sha256 %s)", dst, src, digest)
     return dst
