@@ -104,23 +104,41 @@ class ClassicSwapper:
                             f"the offline swapper needs one made with backend=offline")
         return cls(data["source_crop"], data["source_landmarks"])
 
-    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> np.ndarray:
-        """Every target face replaced by the source face; `source_embedding` is unused (the
-        classic swap works on pixels) and accepted for the learned Swapper's interface."""
-        out = img.copy()
+    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> list:
+        """One "pixels" patch per face (the final pixels of the face's rectangle), each made on the
+        frame with the earlier ones applied; `source_embedding` is unused (the classic swap works
+        on pixels) and accepted for the learned Swapper's interface."""
+        from facepipe.patches import apply_patch
+
+        img = img.copy()
+        out = []
         for face in target_faces:
             lm = face.get("landmarks") if hasattr(face, "get") else None
             if lm is None:
                 raise SwapError("a target face has no 68 landmarks; the classic swapper needs a faces table "
                                 "made with backend=offline")
-            out = self.swap_one(out, np.asarray(lm, dtype=np.float32).reshape(68, 2))
+            patch = self.swap_one(img, np.asarray(lm, dtype=np.float32).reshape(68, 2))
+            if patch is not None:
+                apply_patch(img, patch)
+            out.append(patch)
         return out
 
-    def swap_one(self, img: np.ndarray, target_lm: np.ndarray) -> np.ndarray:
+    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> np.ndarray:
+        """Every target face replaced by the source face."""
+        from facepipe.patches import apply_patches
+
+        out = img.copy()
+        apply_patches(out, [p for p in self.patches(img, target_faces) if p is not None])
+        return out
+
+    def swap_one(self, img: np.ndarray, target_lm: np.ndarray):
+        """The swapped face as a "pixels" patch over its landmarks' rectangle, or None."""
+        from facepipe.patches import Patch
+
         h, w = img.shape[:2]
         x0, y0, x1, y1 = _hull_bbox(target_lm, (h, w), 0.0)
         if x1 - x0 < 8 or y1 - y0 < 8:
-            return img  # a face this small (or off-frame) has nothing to paste onto
+            return None  # a face this small (or off-frame) has nothing to paste onto
         lm = target_lm - np.array([x0, y0], dtype=np.float32)
         roi_shape = (y1 - y0, x1 - x0)
 
@@ -148,7 +166,7 @@ class ClassicSwapper:
         # most k pixels, so it is zero on and outside the hull and the edge is a soft ramp.
         core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
         if core.sum() == 0:
-            return img
+            return None
         alpha = cv2.GaussianBlur(core.astype(np.float32), (2 * k + 1, 2 * k + 1), k / 2.0)
         alpha[~inside] = 0.0
 
@@ -156,7 +174,7 @@ class ClassicSwapper:
         warped = _match_colour(warped, roi, core > 0)
         blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
         blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-        out = img.copy()
+        final = roi.copy()
         changed = alpha > 0
-        out[y0:y1, x0:x1][changed] = blended[changed]
-        return out
+        final[changed] = blended[changed]
+        return Patch(kind="pixels", image=final, x=x0, y=y0)

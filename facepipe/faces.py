@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from facepipe.media import list_frames, read_image
 from facepipe.runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -68,28 +68,35 @@ def box_area(box) -> float:
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
 
 
-def detect_frames(analyzer, frames_dir: str | Path) -> pd.DataFrame:
-    """The faces table for every frame file of a segment (analyzer: FaceAnalyzer or OfflineAnalyzer)."""
+def detect_frames(analyzer, frames: Iterable) -> pd.DataFrame:
+    """The faces table of a segment's working frames (facepipe.video.WorkFrame, numbered from 1);
+    analyzer: FaceAnalyzer or OfflineAnalyzer."""
     rows = []
-    frames = list_frames(frames_dir)
+    numbers = []
+
+    def images():
+        for frame in frames:
+            numbers.append(frame.number)
+            yield frame.bgr()
+
     # An analyzer may spread the frames over processes itself (the offline one does).
     if hasattr(analyzer, "analyze_frames"):
-        per_frame = analyzer.analyze_frames(frames)
+        per_frame = analyzer.analyze_frames(images())
     else:
-        per_frame = (analyzer.analyze(read_image(path, "frame")) for path in frames)
-    for path, faces in zip(frames, per_frame):
-        frame_no = int(path.stem)
-        for i, face in enumerate(faces):
+        per_frame = (analyzer.analyze(img) for img in images())
+    for i, faces in enumerate(per_frame):
+        frame_no = numbers[i]
+        for j, face in enumerate(faces):
             x1, y1, x2, y2 = (float(v) for v in face["box"])
-            rows.append({"frame": frame_no, "face": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            rows.append({"frame": frame_no, "face": j, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
                          "score": face["score"], "kps": face["kps"].reshape(-1).tolist(),
                          # None when the analyzer was asked not to embed (offline, faces != reference)
                          "embedding": None if face["embedding"] is None else face["embedding"].tolist(),
                          "landmarks": (face["landmarks"].reshape(-1).tolist()
                                        if face.get("landmarks") is not None else None)})
     table = pd.DataFrame(rows, columns=FACE_COLUMNS)
-    log.info("%d faces in %d frames (%d frames without a face)", len(table), len(frames),
-             len(frames) - table["frame"].nunique() if len(table) else len(frames))
+    log.info("%d faces in %d frames (%d frames without a face)", len(table), len(numbers),
+             len(numbers) - table["frame"].nunique() if len(table) else len(numbers))
     return table
 
 

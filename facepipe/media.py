@@ -1,4 +1,4 @@
-"""Media I/O: probing, preparing and segmenting the target, frame files, encoding and muxing.
+"""Media I/O: probing the target, reading images, running ffmpeg, muxing the result.
 
 FFmpeg comes from the `imageio-ffmpeg` wheel (no system ffmpeg needed); probing uses PyAV
 so that frame counts come from the real packets rather than from the container header.
@@ -22,7 +22,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-FRAME_PATTERN = "%06d.png"
 AI_LABEL = "AI-generated: face swapped by facepipe (synthetic media)"
 # Audio codecs MP4 carries as they are; anything else is re-encoded to AAC.
 MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
@@ -214,151 +213,6 @@ def probe(path: str | Path) -> ProbeResult:
         )
 
 
-def output_fps(probe_info: dict, fps: float) -> Fraction:
-    """The constant frame rate the workflow works at: the measured one, or a lower sampled one."""
-    native = Fraction(probe_info["fps"])
-    if fps and fps > 0 and Fraction(fps).limit_denominator(1001) < native:
-        return Fraction(fps).limit_denominator(1001)
-    return native
-
-
-def _scale_filter(max_height: int) -> str:
-    # Even dimensions are required by yuv420p encoders; downscaling keeps the aspect ratio.
-    if max_height and max_height > 0:
-        return f"scale=-2:'trunc(min(ih\\,{int(max_height)})/2)*2':flags=lanczos"
-    return "scale='trunc(iw/2)*2':'trunc(ih/2)*2':flags=lanczos"
-
-
-def prepare_segments(
-    target: str | Path,
-    probe_info: dict,
-    out_dir: str | Path,
-    *,
-    max_height: int,
-    fps: float,
-    segment_seconds: float,
-) -> dict:
-    """Downscale, sample to a constant rate, apply rotation, and cut into frame-exact segments.
-
-    Segments are lossless H.264 (qp 0) with a keyframe at every cut so that each one can be
-    decoded independently; the returned manifest lists every segment's frame count.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    if probe_info["is_image"]:
-        img = read_image(target, "target")
-        h, w = img.shape[:2]
-        if max_height and h > max_height:
-            new_h = int(max_height)
-            img = cv2.resize(img, (round(w * new_h / h), new_h), interpolation=cv2.INTER_AREA)
-        write_png(out_dir / "seg_0000.png", img)
-        manifest = {"is_image": True, "fps": "0/1", "segments": {"seg_0000": 1}, "frames": 1,
-                    "width": img.shape[1], "height": img.shape[0]}
-        write_json(out_dir / "manifest.json", manifest)
-        return manifest
-
-    rate = output_fps(probe_info, fps)
-    seg_frames = max(1, round(float(segment_seconds) * float(rate)))
-    # Frames after CFR conversion; the fps filter may add or drop one at the ends, so the
-    # real counts are read back from the written segments below.
-    vf = f"fps={rate.numerator}/{rate.denominator},{_scale_filter(max_height)},format=yuv420p"
-    run_ffmpeg(
-        [
-            "-i", str(target),
-            "-map", "0:v:0", "-an", "-sn", "-dn",
-            "-vf", vf,
-            "-fps_mode", "cfr",
-            "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0",
-            "-force_key_frames", f"expr:eq(mod(n,{seg_frames}),0)",
-            "-f", "segment", "-segment_format", "matroska",
-            "-segment_time", str(seg_frames / float(rate) - 0.5 / float(rate)),
-            "-break_non_keyframes", "0",
-            "-reset_timestamps", "1",
-            str(out_dir / "seg_%04d.mkv"),
-        ],
-        what=f"preparing {target}",
-    )
-    segments = {}
-    for seg in sorted(out_dir.glob("seg_*.mkv")):
-        segments[seg.stem] = count_frames(seg)
-    if not segments or sum(segments.values()) == 0:
-        raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
-    # Frames the prepared video should have, from the readable packets at the working rate.
-    expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
-    decoded = sum(segments.values())
-    lost = probe_info.get("lost_frames", 0) + max(0, expected - decoded - 1)
-    if lost:
-        log.warning("target %s: %d frame(s) could not be decoded and are missing from the output "
-                    "(damaged or truncated file); %d frames are processed", target, lost, decoded)
-    manifest = {
-        "is_image": False,
-        "fps": f"{rate.numerator}/{rate.denominator}",
-        "segment_frames": seg_frames,
-        "segments": segments,
-        "frames": decoded,
-        "lost_frames": lost,
-    }
-    first = next(iter(segments))
-    manifest["width"], manifest["height"] = frame_size(out_dir / f"{first}.mkv")
-    write_json(out_dir / "manifest.json", manifest)
-    return manifest
-
-
-def count_frames(path: str | Path) -> int:
-    import av
-
-    with av.open(str(path)) as c:
-        return sum(1 for p in c.demux(video=0) if p.size > 0)
-
-
-def frame_size(path: str | Path) -> tuple[int, int]:
-    import av
-
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return s.codec_context.width, s.codec_context.height
-
-
-def extract_frames(segment: str | Path, frames_dir: str | Path) -> int:
-    """Decode one segment into numbered PNG frames (000001.png, ...)."""
-    segment, frames_dir = Path(segment), Path(frames_dir)
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    if segment.suffix == ".png":
-        shutil.copyfile(segment, frames_dir / (FRAME_PATTERN % 1))
-        return 1
-    run_ffmpeg(
-        ["-i", str(segment), "-map", "0:v:0", "-fps_mode", "passthrough",
-         "-compression_level", "1", str(frames_dir / FRAME_PATTERN)],
-        what=f"extracting frames of {segment.name}",
-    )
-    return len(list_frames(frames_dir))
-
-
-def list_frames(frames_dir: str | Path) -> list[Path]:
-    return sorted(Path(frames_dir).glob("*.png"))
-
-
-def encode_segment(frames_dir: str | Path, out: str | Path, *, fps: str, encoder: str, preset: str, crf: int) -> None:
-    """Encode one segment's frames with the user's encoder settings."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    args = ["-framerate", fps, "-start_number", "1", "-i", str(Path(frames_dir) / FRAME_PATTERN),
-            "-c:v", encoder]
-    if preset:
-        args += ["-preset", preset]
-    if crf is not None and crf >= 0:
-        args += ["-crf", str(crf)]
-    tmp = out.with_name(out.stem + ".partial" + out.suffix)
-    args += ["-pix_fmt", "yuv420p", "-r", fps, "-fps_mode", "cfr", "-f", "mp4", str(tmp)]
-    try:
-        run_ffmpeg(args, what=f"encoding {out.name}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _concat_line(path: Path) -> str:
     # The concat demuxer's own quoting: a single quote is closed, escaped and reopened.
     return "file '" + str(path.resolve()).replace("'", "'\\''") + "'\n"
@@ -390,8 +244,8 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
         tmp.unlink(missing_ok=True)
 
 
-def write_labelled_png(frame_png: str | Path, out: str | Path) -> None:
-    """Copy a still result and mark it as AI-generated in a PNG text chunk."""
+def write_labelled_png(img: np.ndarray, out: str | Path) -> None:
+    """Write a still result (BGR) marked as AI-generated in a PNG text chunk."""
     from PIL import Image, PngImagePlugin
 
     out = Path(out)
@@ -400,6 +254,5 @@ def write_labelled_png(frame_png: str | Path, out: str | Path) -> None:
     info.add_text("Comment", AI_LABEL)
     info.add_text("Software", "facepipe")
     tmp = out.with_name(out.stem + ".partial.png")
-    with Image.open(frame_png) as im:
-        im.save(tmp, format="PNG", pnginfo=info)
+    Image.fromarray(np.ascontiguousarray(img[:, :, ::-1])).save(tmp, format="PNG", pnginfo=info)
     os.replace(tmp, out)

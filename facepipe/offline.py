@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -157,24 +158,36 @@ class OfflineAnalyzer:
         return faces
 
 
-    def analyze_frames(self, paths: list[Path]):
-        """Faces of every frame file, in order; over `threads` worker processes.
+    def analyze_frames(self, images: Iterable[np.ndarray]):
+        """Faces of every image, in order; over `threads` worker processes.
 
         dlib's CPU ResNet is single-threaded and costs ~0.1 s per face, the bulk of the
-        detection time, so frames are spread over processes (each loads the models once).
+        detection time, so frames are spread over processes (each loads the models once),
+        a bounded batch at a time so memory stays a few frames per worker.
         """
-        from facepipe.media import read_image
+        import itertools
 
-        paths = list(paths)
-        workers = min(self.threads, len(paths) // 4)
-        if workers <= 1:
-            for path in paths:
-                yield self.analyze(read_image(path, "frame"))
+        workers = self.threads
+        batch_size = 4 * max(workers, 1)
+        images = iter(images)
+        first = list(itertools.islice(images, batch_size))
+        if workers <= 1 or len(first) < batch_size:
+            # One worker, or too few frames to repay starting processes (a still image).
+            for img in itertools.chain(first, images):
+                yield self.analyze(img)
             return
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=self._args) as pool:
-            yield from pool.map(_analyze_file, [str(p) for p in paths], chunksize=4)
+            yield from pool.map(_analyze_image, first)
+            batch = []
+            for img in images:
+                batch.append(img)
+                if len(batch) == batch_size:
+                    yield from pool.map(_analyze_image, batch)
+                    batch = []
+            if batch:
+                yield from pool.map(_analyze_image, batch)
 
 
 _worker: OfflineAnalyzer | None = None
@@ -187,10 +200,8 @@ def _init_worker(landmarks_model: str, recognizer: str, upsample: int | None, de
                               embed=embed)
 
 
-def _analyze_file(path: str) -> list[dict]:
-    from facepipe.media import read_image
-
-    return _worker.analyze(read_image(path, "frame"))
+def _analyze_image(img: np.ndarray) -> list[dict]:
+    return _worker.analyze(img)
 
 
 def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:

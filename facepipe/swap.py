@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
+from typing import Iterable
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import box_area, normalize, read_faces, row_face, write_faces
-from facepipe.media import list_frames, read_image, write_png
+from facepipe.faces import box_area, normalize, read_faces, row_face
+from facepipe.patches import Patch, apply_patch, apply_patches, paste_inswapper, write_patches
 from facepipe.runtime import create_session
+from facepipe.video import WorkFrame
 
 log = logging.getLogger(__name__)
-
-SWAPPED_TABLE = "faces_swapped.parquet"
-
 
 def select_faces(frame_faces: pd.DataFrame, mode: str, reference: np.ndarray | None = None,
                  threshold: float = 0.35, metric: str = "cosine") -> pd.DataFrame:
@@ -53,14 +49,6 @@ def select_faces(frame_faces: pd.DataFrame, mode: str, reference: np.ndarray | N
     raise ValueError(f"unknown faces mode {mode!r}")
 
 
-def _pass_through(src: Path, dst: Path) -> None:
-    # A frame without a face to swap is the same file: link it (no re-encode, no copy).
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 class Swapper:
     def __init__(self, model: str | Path, providers: list[str], *, precision: str = "fp32", threads: int = 0):
         from insightface.model_zoo.inswapper import INSwapper
@@ -68,76 +56,54 @@ class Swapper:
         session = create_session(model, providers, precision=precision, threads=threads)
         self.model = INSwapper(model_file=str(model), session=session)
 
-    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> np.ndarray:
+    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> list[Patch]:
+        """One patch per face; each face is swapped on the frame with the earlier patches applied."""
         from insightface.app.common import Face
 
         source = Face(embedding=source_embedding)
+        img = img.copy()
+        out = []
         for face in target_faces:
             fake, matrix = self.model.get(img, face, source, paste_back=False)
-            img = paste_back(img, fake, matrix)
-        return img
+            patch = Patch(kind="inswapper", image=fake, matrix=matrix)
+            apply_patch(img, patch)
+            out.append(patch)
+        return out
+
+    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> np.ndarray:
+        out = img.copy()
+        apply_patches(out, self.patches(img, target_faces, source_embedding))
+        return out
 
 
 def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Blend a swapped aligned crop back into the frame, working only around the face.
-
-    The mask is insightface's own (INSwapper.get with paste_back=True: the warped crop square,
-    eroded by a tenth of its size and feathered by a twentieth), but insightface warps and blurs
-    full-frame images for every face, which costs ~0.3 s per 1080p frame; here the same
-    operations run on the face's bounding box plus the feathering margin, with the same result.
-    """
-    h, w = img.shape[:2]
-    size = fake.shape[0]
-    inverse = cv2.invertAffineTransform(matrix)
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inverse.T
-    # Feathering margin from the unclipped square: an upper bound of what the mask needs.
-    margin = 2 * max(int(np.sqrt(np.ptp(corners[:, 0]) * np.ptp(corners[:, 1]))) // 20, 5) + 4
-    x0 = max(int(np.floor(corners[:, 0].min())) - margin, 0)
-    y0 = max(int(np.floor(corners[:, 1].min())) - margin, 0)
-    x1 = min(int(np.ceil(corners[:, 0].max())) + margin, w)
-    y1 = min(int(np.ceil(corners[:, 1].max())) + margin, h)
-    if x1 <= x0 or y1 <= y0:
-        return img
-    shifted = inverse.copy()
-    shifted[:, 2] -= (x0, y0)
-    roi_size = (x1 - x0, y1 - y0)
-    fake_roi = cv2.warpAffine(fake, shifted, roi_size, borderValue=0.0)
-    white = cv2.warpAffine(np.full((size, size), 255, np.float32), shifted, roi_size, borderValue=0.0)
-    white[white > 20] = 255
-    ys, xs = np.nonzero(white == 255)
-    if ys.size == 0:
-        return img
-    # Mask extent measured as insightface does: on the visible part of the warped square.
-    mask_size = int(np.sqrt(np.ptp(ys) * np.ptp(xs)))
-    erode = max(mask_size // 10, 10)
-    blur = max(mask_size // 20, 5)
-    mask = cv2.erode(white, np.ones((erode, erode), np.uint8), iterations=1)
-    mask = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0)[:, :, None] / 255.0
+    """insightface's paste-back, on the face's surroundings only (see patches.paste_inswapper)."""
     out = img.copy()
-    roi = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = (mask * fake_roi + (1 - mask) * roi).astype(np.uint8)
+    paste_inswapper(out, fake, matrix)
     return out
 
 
-def swap_segment(frames_dir: str | Path, faces: str | Path, source_embedding: np.ndarray, swapper: Swapper,
-                 out_dir: str | Path, *, mode: str, reference: np.ndarray | None = None,
-                 threshold: float = 0.35, metric: str = "cosine") -> pd.DataFrame:
-    """Swap the selected faces in every frame; frames without one pass through unchanged."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def swap_segment(frames: Iterable[WorkFrame], faces: str | Path, source_embedding: np.ndarray, swapper,
+                 out: str | Path, *, mode: str, reference: np.ndarray | None = None,
+                 threshold: float = 0.35, metric: str = "cosine") -> int:
+    """Swap the selected faces of every frame; writes the face patches (frames without one have none)."""
     table = read_faces(faces)
     by_frame = {k: g for k, g in table.groupby("frame")} if len(table) else {}
-    swapped = []
-    for path in list_frames(frames_dir):
-        chosen = select_faces(by_frame.get(int(path.stem), table.iloc[0:0]), mode, reference, threshold, metric)
+    patches, frames_swapped, total = [], 0, 0
+    for frame in frames:
+        total += 1
+        chosen = select_faces(by_frame.get(frame.number, table.iloc[0:0]), mode, reference, threshold, metric)
         if chosen.empty:
-            _pass_through(path, out_dir / path.name)
             continue
-        img = swapper.swap(read_image(path, "frame"), [row_face(r) for r in chosen.itertuples()], source_embedding)
-        write_png(out_dir / path.name, img)
-        swapped.append(chosen)
-    result = pd.concat(swapped, ignore_index=True) if swapped else table.iloc[0:0]
-    write_faces(result, out_dir / SWAPPED_TABLE)
-    log.info("swapped %d faces in %d of %d frames (mode %s)", len(result),
-             result["frame"].nunique() if len(result) else 0, len(list_frames(frames_dir)), mode)
-    return result
+        made = swapper.patches(frame.bgr(), [row_face(r) for r in chosen.itertuples()], source_embedding)
+        # A swapper may make no patch for a face (the classic one, for a face too small to swap).
+        for row, patch in zip(chosen.itertuples(), made):
+            if patch is None:
+                continue
+            patch.frame, patch.face = frame.number, int(row.face)
+            patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
+            patches.append(patch)
+        frames_swapped += 1
+    write_patches(patches, out)
+    log.info("swapped %d faces in %d of %d frames (mode %s)", len(patches), frames_swapped, total, mode)
+    return len(patches)

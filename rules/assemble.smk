@@ -1,21 +1,24 @@
-rule encode_segment:
+# Decode, paste the face patches, encode: one pass per segment, no frame files.
+rule render_segment:
     input:
-        frames=last_stage_frames,
+        target=opt("target"),
         segments="work/{name}/segments",
+        patches=final_patches,
     output:
-        video="work/{name}/encoded/{segment}.mp4",
+        video=intermediate("work/{name}/encoded/{segment}.mp4"),
     log:
-        "logs/{name}/encode_segment/{segment}.log",
+        "logs/{name}/render_segment/{segment}.log",
     benchmark:
-        "benchmarks/{name}/encode_segment/{segment}.tsv"
+        "benchmarks/{name}/render_segment/{segment}.tsv"
     conda:
         "../envs/facepipe.yaml"
+    threads: 2
     params:
         encoder=opt("encoder"),
         preset=opt("preset"),
         crf=opt("crf"),
     script:
-        "../scripts/encode_segment.py"
+        "../scripts/render_segment.py"
 
 
 rule mux_video:
@@ -37,7 +40,9 @@ rule mux_video:
 
 rule finalize_image:
     input:
-        frames=lambda wildcards: final_frames_dir(wildcards.name, "seg_0000"),
+        target=opt("target"),
+        segments="work/{name}/segments",
+        patches=lambda wildcards: final_patches_file(wildcards.name, "seg_0000"),
     output:
         image=report(
             "results/{name}.png", caption="../report/result.rst", category="Results"

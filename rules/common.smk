@@ -107,19 +107,19 @@ def manifest(wildcards):
     return json.loads((Path(seg_dir) / "manifest.json").read_text())
 
 
-def segment_file(wildcards):
-    suffix = ".png" if is_image_job(wildcards.name) else ".mkv"
-    return f"work/{wildcards.name}/segments/{wildcards.segment}{suffix}"
-
-
-def final_frames_dir(name, segment):
-    """Frames that go into the output: enhanced when an enhancer runs, else swapped."""
+def final_patches_file(name, segment):
+    """Face patches that go into the output: the enhancer's when it runs, else the swap's."""
     stage = "swapped" if JOBS[name]["enhancer"] == "none" else "enhanced"
-    return f"work/{name}/{stage}/{segment}"
+    return f"work/{name}/{stage}/{segment}.parquet"
 
 
-def last_stage_frames(wildcards):
-    return final_frames_dir(wildcards.name, wildcards.segment)
+def final_patches(wildcards):
+    return final_patches_file(wildcards.name, wildcards.segment)
+
+
+def intermediate(path):
+    """An output only the next stage needs: removed once used, unless keep_intermediates."""
+    return path if config["keep_intermediates"] else temp(path)
 
 
 def encoded_segments(wildcards):

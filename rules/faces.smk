@@ -1,6 +1,7 @@
 rule detect_faces:
     input:
-        frames="work/{name}/frames/{segment}",
+        target=opt("target"),
+        segments="work/{name}/segments",
         detector=model_file("detector"),
         recognizer=model_file("recognizer"),
     output:

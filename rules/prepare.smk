@@ -11,7 +11,10 @@ rule probe_target:
         "../scripts/probe_target.py"
 
 
-# A checkpoint because the number of segments is known only once the video is prepared.
+# A checkpoint because the number of segments is known only once the target is read. It
+# writes a plan (frame ranges and seek points), not frames: every later stage decodes its
+# segment from the target itself. Only a target that cannot be decoded from a seek point is
+# transcoded (once) into this folder.
 checkpoint prepare_target:
     input:
         target=opt("target"),
@@ -30,20 +33,3 @@ checkpoint prepare_target:
         segment_seconds=opt("segment_seconds"),
     script:
         "../scripts/prepare_target.py"
-
-
-rule extract_frames:
-    input:
-        segments="work/{name}/segments",
-    output:
-        frames=directory("work/{name}/frames/{segment}"),
-    log:
-        "logs/{name}/extract_frames/{segment}.log",
-    benchmark:
-        "benchmarks/{name}/extract_frames/{segment}.tsv"
-    conda:
-        "../envs/facepipe.yaml"
-    params:
-        segment_file=segment_file,
-    script:
-        "../scripts/extract_frames.py"

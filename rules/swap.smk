@@ -1,11 +1,12 @@
 rule swap_faces:
     input:
         unpack(swap_embeddings),
-        frames="work/{name}/frames/{segment}",
+        target=opt("target"),
+        segments="work/{name}/segments",
         faces="work/{name}/faces/{segment}.parquet",
         swapper=model_file("swapper"),
     output:
-        frames=directory("work/{name}/swapped/{segment}"),
+        patches="work/{name}/swapped/{segment}.parquet",
     log:
         "logs/{name}/swap_faces/{segment}.log",
     benchmark:
@@ -30,13 +31,15 @@ rule swap_faces:
 
 
 # In the DAG only when an enhancer is chosen, so its model is fetched and loaded only then.
+# Swap and enhance hand on face patches, not frames (facepipe.patches).
 rule enhance_faces:
     input:
-        frames="work/{name}/swapped/{segment}",
-        faces="work/{name}/faces/{segment}.parquet",
+        target=opt("target"),
+        segments="work/{name}/segments",
+        patches="work/{name}/swapped/{segment}.parquet",
         enhancer=model_file("enhancer"),
     output:
-        frames=directory("work/{name}/enhanced/{segment}"),
+        patches="work/{name}/enhanced/{segment}.parquet",
     log:
         "logs/{name}/enhance_faces/{segment}.log",
     benchmark:

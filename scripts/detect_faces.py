@@ -1,6 +1,10 @@
+from pathlib import Path
+
 from facepipe.backends import make_analyzer
 from facepipe.faces import DET_SIZE, detect_frames, write_faces
+from facepipe.media import read_json
 from facepipe.scripting import gpu_start, run
+from facepipe.video import iter_frames
 
 
 def main(sm, log):
@@ -15,7 +19,9 @@ def main(sm, log):
         precision="fp16" if degradation.fp16 else "fp32",
         det_size=DET_SIZE[0] // 2 if degradation.lower_resolution else DET_SIZE[0],
     )
-    write_faces(detect_frames(analyzer, sm.input.frames), sm.output.faces)
+    manifest = read_json(Path(sm.input.segments) / "manifest.json")
+    frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
+    write_faces(detect_frames(analyzer, frames), sm.output.faces)
 
 
 run(snakemake, main)

@@ -1,12 +1,15 @@
 from pathlib import Path
 
-from facepipe.media import list_frames, write_labelled_png
+from facepipe.media import read_json, write_labelled_png
+from facepipe.patches import read_patches
 from facepipe.scripting import run
+from facepipe.video import iter_frames, render_image
 
 
 def main(sm, log):
-    (frame,) = list_frames(sm.input.frames)
-    write_labelled_png(frame, sm.output.image)
+    manifest = read_json(Path(sm.input.segments) / "manifest.json")
+    (frame,) = iter_frames(sm.input.target, sm.input.segments, manifest, "seg_0000")
+    write_labelled_png(render_image(frame, read_patches(sm.input.patches)), sm.output.image)
     log.info("wrote %s", Path(sm.output.image))
 
 

@@ -1,8 +1,11 @@
+from pathlib import Path
+
 from facepipe.backends import METRICS, make_swapper
 from facepipe.embedding import load_embedding, load_source
-from facepipe.media import atomic_output_dir
+from facepipe.media import read_json
 from facepipe.scripting import gpu_start, run
 from facepipe.swap import swap_segment
+from facepipe.video import iter_frames
 
 
 def main(sm, log):
@@ -19,18 +22,18 @@ def main(sm, log):
         source_file=sm.input.source,
     )
     reference = load_embedding(sm.input.reference) if "reference" in sm.input.keys() else None
-    with atomic_output_dir(sm.output.frames) as frames:
-        swap_segment(
-            sm.input.frames,
-            sm.input.faces,
-            source["embedding"],
-            swapper,
-            frames,
-            mode=sm.params.faces,
-            reference=reference,
-            threshold=sm.params.reference_threshold,
-            metric=METRICS[sm.params.backend],
-        )
+    manifest = read_json(Path(sm.input.segments) / "manifest.json")
+    swap_segment(
+        iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads),
+        sm.input.faces,
+        source["embedding"],
+        swapper,
+        sm.output.patches,
+        mode=sm.params.faces,
+        reference=reference,
+        threshold=sm.params.reference_threshold,
+        metric=METRICS[sm.params.backend],
+    )
 
 
 run(snakemake, main)

@@ -1,0 +1,473 @@
+"""Working frames straight from the target: segment plans, decoding a segment, rendering it.
+
+No frame is ever written between stages. `plan_segments` (the prepare_target checkpoint) only
+reads packet timestamps and writes a manifest: for every segment, its range of output frames
+and the timestamp to seek to. Each stage (detect, swap, enhance, render) then decodes just its
+segment from the target itself, applying the same frame-rate sampling, rotation and downscale,
+so every stage sees identical pixels. Only when the target cannot be decoded from a seek point
+reliably is it transcoded once into a seekable lossless file, which then stands in for it.
+
+Frames stay in YUV 4:2:0 as decoded; only the stages that need pixels convert to BGR (OpenCV's
+BT.601 conversion both ways), and rendering converts back only the rectangle the face patches
+touched, so the rest of every frame reaches the encoder as it was decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from facepipe.media import MediaError, ffmpeg_exe, read_image, run_ffmpeg, write_json
+
+log = logging.getLogger(__name__)
+
+TRANSCODED = "source.mkv"
+
+
+def output_fps(probe_info: dict, fps: float) -> Fraction:
+    """The constant frame rate the workflow works at: the measured one, or a lower sampled one."""
+    native = Fraction(probe_info["fps"])
+    if fps and fps > 0 and Fraction(fps).limit_denominator(1001) < native:
+        return Fraction(fps).limit_denominator(1001)
+    return native
+
+
+def working_size(width: int, height: int, rotation: int, max_height: int) -> tuple[int, int]:
+    """(width, height) of the working frames: upright, height <= max_height, even (4:2:0)."""
+    if rotation in (90, 270):
+        width, height = height, width
+    if max_height and max_height > 0 and height > max_height:
+        width, height = width * max_height / height, max_height
+    return max(2, int(width) // 2 * 2), max(2, int(height) // 2 * 2)
+
+
+@dataclass(frozen=True)
+class SegmentRange:
+    name: str
+    start: int  # index of the segment's first output frame in the whole video
+    frames: int
+    seek_pts: int  # pts (stream time base) of the input frame shown as the first output frame
+
+
+class FrameClock:
+    """Maps input timestamps to output frame indices at the working rate (constant frame rate).
+
+    Output frame k shows the last input frame whose timestamp rounds to k or earlier: a lower
+    rate drops frames, gaps in a variable-rate input repeat the previous frame.
+    """
+
+    def __init__(self, t0: int, time_base: Fraction, rate: Fraction):
+        self.t0, self.scale = t0, Fraction(time_base) * Fraction(rate)
+
+    def index(self, pts: int) -> int:
+        return math.floor((pts - self.t0) * self.scale + Fraction(1, 2))
+
+
+def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction]:
+    """Sorted presentation timestamps of the readable video packets, those of the keyframes,
+    and their time base."""
+    import av
+
+    pts, keys = [], []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None:
+                    pts.append(int(packet.pts))
+                    if packet.is_keyframe:
+                        keys.append(int(packet.pts))
+        except av.error.FFmpegError as exc:
+            log.warning("%s: stopped reading packets at a damaged part: %s", path, exc)
+        return sorted(set(pts)), sorted(set(keys)), Fraction(stream.time_base)
+
+
+def segment_starts(total: int, seg_frames: int, keyframes: list[int]) -> list[int]:
+    """First output frame of every segment: about every seg_frames frames, moved on to the next
+    keyframe when one comes within a segment's length, so a segment rarely has to decode frames
+    before its start (those of the group of pictures it begins in)."""
+    import bisect
+
+    starts = [0]
+    while starts[-1] + seg_frames < total:
+        want = starts[-1] + seg_frames
+        i = bisect.bisect_left(keyframes, want)
+        starts.append(keyframes[i] if i < len(keyframes) and keyframes[i] < min(want + seg_frames, total)
+                      else want)
+    return starts
+
+
+def plan_segments(
+    target: str | Path,
+    probe_info: dict,
+    out_dir: str | Path,
+    *,
+    max_height: int,
+    fps: float,
+    segment_seconds: float,
+    force_transcode: bool = False,
+) -> dict:
+    """Plan the segments of a target and write `manifest.json` into out_dir (nothing else,
+    unless the target has to be transcoded to be decodable from a seek point)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if probe_info["is_image"]:
+        img = load_image(target, max_height)
+        manifest = {"is_image": True, "fps": "0/1", "segments": {"seg_0000": 1}, "frames": 1,
+                    "width": img.shape[1], "height": img.shape[0], "max_height": max_height, "source": None}
+        write_json(out_dir / "manifest.json", manifest)
+        return manifest
+
+    rate = output_fps(probe_info, fps)
+    width, height = working_size(probe_info["width"], probe_info["height"], probe_info["rotation"], max_height)
+    seg_frames = max(1, round(float(segment_seconds) * float(rate)))
+    source, rotation, reason = Path(target), probe_info["rotation"], None
+    pts, keys, time_base = video_timestamps(target)
+    if not pts:
+        raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
+    if force_transcode:
+        reason = "asked to"
+    else:
+        reason = _seek_problem(target, pts, time_base, rate, seg_frames)
+    if reason:
+        # Transcoded once at the working rate and size, upright: later stages read it as is.
+        log.warning("target %s cannot be decoded segment by segment (%s): transcoding it once, losslessly",
+                    target, reason)
+        source = out_dir / TRANSCODED
+        transcode_source(target, source, rate=rate, size=(width, height), gop=seg_frames)
+        pts, keys, time_base = video_timestamps(source)
+        rotation = 0
+    clock = FrameClock(pts[0], time_base, rate)
+    indices = [clock.index(p) for p in pts]
+    total = output_frames(pts, clock)
+    starts = segment_starts(total, seg_frames, sorted({clock.index(k) for k in keys}))
+    ranges = {}
+    for s, (start, end) in enumerate(zip(starts, starts[1:] + [total])):
+        ranges[f"seg_{s:04d}"] = {"start": start, "frames": end - start,
+                                  "seek_pts": _shown_at(pts, indices, start)}
+    expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
+    lost = probe_info.get("lost_frames", 0) + max(0, expected - total - 1)
+    if lost:
+        log.warning("target %s: %d frame(s) could not be read and are missing from the output "
+                    "(damaged or truncated file); %d frames are processed", target, lost, total)
+    manifest = {
+        "is_image": False,
+        "fps": f"{rate.numerator}/{rate.denominator}",
+        "segment_frames": seg_frames,
+        "segments": {name: r["frames"] for name, r in ranges.items()},
+        "ranges": ranges,
+        "frames": total,
+        "lost_frames": lost,
+        "width": width,
+        "height": height,
+        "rotation": rotation,
+        "t0": pts[0],
+        "time_base": f"{time_base.numerator}/{time_base.denominator}",
+        # Relative to the manifest's folder; None: the target itself.
+        "source": TRANSCODED if reason else None,
+        "transcoded_because": reason,
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def output_frames(pts: list[int], clock: FrameClock) -> int:
+    """Output frames at the working rate: the input's span (its last frame lasting as long as a
+    typical frame) at that rate, as ffmpeg's fps filter counts them."""
+    last = pts[-1] + (int(np.median(np.diff(pts))) if len(pts) > 1 else 0)
+    return max(1, clock.index(last))
+
+
+def _shown_at(pts: list[int], indices: list[int], k: int) -> int:
+    """pts of the input frame shown as output frame k (the last one whose index is <= k)."""
+    import bisect
+
+    i = bisect.bisect_right(indices, k) - 1
+    return pts[max(i, 0)]
+
+
+def _seek_problem(target, pts, time_base, rate, seg_frames) -> str | None:
+    """Why the target cannot be decoded from a segment's seek point, or None when it can.
+
+    Checked on one segment in the middle: seeking there must land on the planned frame.
+    """
+    clock = FrameClock(pts[0], time_base, rate)
+    indices = [clock.index(p) for p in pts]
+    starts = list(range(seg_frames, output_frames(pts, clock), seg_frames))
+    if not starts:
+        return None
+    start = starts[len(starts) // 2]
+    want = _shown_at(pts, indices, start)
+    try:
+        got = _first_decoded_at_or_after(target, want)
+    except Exception as exc:  # any decoder/demuxer failure means: not seekable
+        return f"seeking failed: {exc}"
+    if got != want:
+        return f"seeking to pts {want} decoded pts {got}"
+    return None
+
+
+def _first_decoded_at_or_after(path, seek_pts: int) -> int | None:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                return None
+            if frame.pts >= seek_pts:
+                return int(frame.pts)
+    return None
+
+
+def transcode_source(target, out: Path, *, rate: Fraction, size: tuple[int, int], gop: int) -> None:
+    tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    vf = f"fps={rate.numerator}/{rate.denominator},scale={size[0]}:{size[1]}:flags=lanczos,format=yuv420p"
+    try:
+        run_ffmpeg(["-i", str(target), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "cfr",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", str(gop),
+                    "-f", "matroska", str(tmp)], what=f"transcoding {target}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_image(path: str | Path, max_height: int) -> np.ndarray:
+    img = read_image(path, "target")
+    h, w = img.shape[:2]
+    if max_height and h > max_height:
+        img = cv2.resize(img, (round(w * max_height / h), int(max_height)), interpolation=cv2.INTER_AREA)
+    return img
+
+
+class WorkFrame:
+    """One working frame: I420 planes (video) or BGR pixels (still image), converted on demand."""
+
+    __slots__ = ("number", "_i420", "_bgr")
+
+    def __init__(self, number: int, i420: np.ndarray | None = None, bgr: np.ndarray | None = None):
+        self.number, self._i420, self._bgr = number, i420, bgr
+
+    @property
+    def is_image(self) -> bool:
+        return self._i420 is None
+
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            self._bgr = cv2.cvtColor(self._i420, cv2.COLOR_YUV2BGR_I420)
+        return self._bgr
+
+    def i420(self) -> np.ndarray:
+        return self._i420
+
+
+def source_path(target: str | Path, prepared_dir: str | Path, manifest: dict) -> Path:
+    return Path(prepared_dir) / manifest["source"] if manifest.get("source") else Path(target)
+
+
+def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, segment: str, *,
+                threads: int = 0) -> Iterator[WorkFrame]:
+    """The working frames of one segment, numbered from 1, decoded straight from the target."""
+    if manifest["is_image"]:
+        yield WorkFrame(1, bgr=load_image(target, manifest.get("max_height", 0)))
+        return
+    yield from _decode_range(source_path(target, prepared_dir, manifest), manifest,
+                             manifest["ranges"][segment], threads=threads)
+
+
+def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
+    """An I420 array of the frame at working size, upright."""
+    w, h = manifest["width"], manifest["height"]
+    sw, sh = (h, w) if rotation in (90, 270) else (w, h)
+    if frame.format.name != "yuv420p" or frame.width != sw or frame.height != sh:
+        frame = frame.reformat(width=sw, height=sh, format="yuv420p", interpolation="LANCZOS")
+    i420 = frame.to_ndarray(format="yuv420p")
+    if rotation:
+        i420 = _rotate_i420(i420, sw, sh, rotation)
+    return i420
+
+
+def _rotate_i420(i420: np.ndarray, w: int, h: int, rotation: int) -> np.ndarray:
+    # The display matrix's rotation is counter-clockwise; showing the frame upright undoes it.
+    k = {90: -1, 180: 2, 270: 1}[rotation]
+    y, u, v = split_i420(i420, w, h)
+    y, u, v = (np.rot90(p, k) for p in (y, u, v))
+    return join_i420(y, u, v)
+
+
+def split_i420(i420: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of an I420 array (h*3/2 rows of w bytes)."""
+    flat = i420.reshape(-1)
+    y = flat[: w * h].reshape(h, w)
+    u = flat[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
+    v = flat[w * h * 5 // 4 :].reshape(h // 2, w // 2)
+    return y, u, v
+
+
+def join_i420(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    h, w = y.shape
+    return np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(h * 3 // 2, w)
+
+
+def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Iterator[WorkFrame]:
+    import av
+
+    start, count, seek_pts = seg["start"], seg["frames"], seg["seek_pts"]
+    clock = FrameClock(manifest["t0"], Fraction(manifest["time_base"]), Fraction(manifest["fps"]))
+    rotation = manifest.get("rotation", 0)
+    emitted, held = 0, None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        if seek_pts > manifest["t0"]:
+            container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.pts < seek_pts:
+                    continue
+                k = clock.index(frame.pts) - start
+                if held is not None and k > emitted:
+                    # Frames up to k-1 show the held one (a gap in the input repeats it).
+                    while emitted < min(k, count):
+                        emitted += 1
+                        yield WorkFrame(emitted, i420=held)
+                if k >= count:
+                    break
+                held = _to_working(frame, manifest, rotation)
+        except av.error.FFmpegError as exc:
+            log.warning("%s: decoding stopped at a damaged part: %s", path, exc)
+    if held is None:
+        raise MediaError(f"{path}: no frame of segment starting at frame {start} could be decoded")
+    if emitted < count:
+        log.warning("%s: %d frame(s) at the end of the segment could not be decoded; repeating the last one",
+                    path, count - emitted)
+    while emitted < count:
+        emitted += 1
+        yield WorkFrame(emitted, i420=held)
+
+
+def write_region(i420: np.ndarray, bgr: np.ndarray, rect: tuple[int, int, int, int]) -> None:
+    """Copy a BGR rectangle into an I420 frame, converting only that rectangle.
+
+    The rectangle is widened to even x and multiple-of-4 y so its chroma lines up with the frame's.
+    """
+    h_full, w_full = bgr.shape[:2]
+    x0, y0, x1, y1 = rect
+    x0, y0 = x0 // 2 * 2, y0 // 4 * 4
+    x1, y1 = min(-(-x1 // 2) * 2, w_full), min(-(-y1 // 4) * 4, h_full)
+    if x1 <= x0 or y1 <= y0 or (y1 - y0) % 4 or (x1 - x0) % 2:
+        # At an odd-sized edge: fall back to converting the whole frame.
+        x0, y0, x1, y1 = 0, 0, w_full, h_full
+    roi = np.ascontiguousarray(bgr[y0:y1, x0:x1])
+    yuv = cv2.cvtColor(roi, cv2.COLOR_BGR2YUV_I420)
+    ry, ru, rv = split_i420(yuv, x1 - x0, y1 - y0)
+    fy, fu, fv = split_i420(i420, w_full, h_full)
+    fy[y0:y1, x0:x1] = ry
+    fu[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = ru
+    fv[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = rv
+
+
+class SegmentWriter:
+    """Encodes I420 frames through ffmpeg (a pipe, no files) with the user's encoder settings.
+
+    The output appears under its name only when the encode finished; a failure leaves nothing.
+    """
+
+    def __init__(self, out: str | Path, *, width: int, height: int, fps: str, encoder: str, preset: str,
+                 crf: int | None):
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out.with_name(self.out.stem + ".partial" + self.out.suffix)
+        self.frames = 0
+        args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", fps,
+                "-i", "pipe:0", "-c:v", encoder]
+        if preset:
+            args += ["-preset", preset]
+        if crf is not None and crf >= 0:
+            args += ["-crf", str(crf)]
+        args += ["-pix_fmt", "yuv420p", "-f", "mp4", str(self.tmp)]
+        log.info("ffmpeg (encoding %s): %s", self.out.name, " ".join(args))
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self._stderr)
+
+    def write(self, i420: np.ndarray) -> None:
+        try:
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(i420)).cast("B"))
+        except BrokenPipeError:
+            self._fail()
+        self.frames += 1
+
+    def _fail(self):
+        self._proc.kill()
+        self._proc.wait()
+        self._stderr.seek(0)
+        message = self._stderr.read().decode(errors="replace").strip()[-2000:]
+        self.tmp.unlink(missing_ok=True)
+        raise MediaError(f"ffmpeg failed while encoding {self.out.name} (exit {self._proc.returncode}): {message}")
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            self._fail()
+        os.replace(self.tmp, self.out)
+
+    def abort(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "SegmentWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWriter) -> int:
+    """Decode, paste, encode in one pass: each frame's patches applied, the rest as decoded.
+
+    Returns the number of frames that had patches.
+    """
+    from facepipe.patches import apply_patches
+
+    patched = 0
+    for frame in frames:
+        todo = patches.get(frame.number)
+        if not todo:
+            writer.write(frame.i420())
+            continue
+        bgr = frame.bgr().copy()
+        rect = apply_patches(bgr, todo)
+        # A copy: a repeated frame (variable-rate input) shares its planes with its neighbours.
+        i420 = frame.i420().copy()
+        if rect is not None:
+            write_region(i420, bgr, rect)
+        writer.write(i420)
+        patched += 1
+    return patched
+
+
+def render_image(frame: WorkFrame, patches: dict) -> np.ndarray:
+    """The still result: the working image with its patches applied."""
+    from facepipe.patches import apply_patches
+
+    img = frame.bgr().copy()
+    apply_patches(img, patches.get(frame.number, []))
+    return img
