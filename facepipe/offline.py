@@ -165,25 +165,24 @@ class OfflineAnalyzer:
         detection time, so frames are spread over processes (each loads the models once),
         a bounded batch at a time so memory stays a few frames per worker.
         """
-        import itertools
-
-        workers = self.threads
-        batch_size = 4 * max(workers, 1)
-        images = iter(images)
-        first = list(itertools.islice(images, batch_size))
-        if workers <= 1 or len(first) < batch_size:
-            # One worker, or too few frames to repay starting processes (a still image).
-            for img in itertools.chain(first, images):
-                yield self.analyze(img)
-            return
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=self._args) as pool:
-            yield from pool.map(_analyze_image, first)
+        workers = self.threads
+        if workers <= 1:
+            for img in images:
+                yield self.analyze(img)
+            return
+        # The workers are forked (they inherit the loaded modules) before the first frame is
+        # decoded: forking once the decoder's threads run could copy a lock one of them holds.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=self._args) as pool:
+            pool.submit(int).result()  # starts every worker now (fork starts them all at once)
             batch = []
             for img in images:
                 batch.append(img)
-                if len(batch) == batch_size:
+                if len(batch) == 4 * workers:
                     yield from pool.map(_analyze_image, batch)
                     batch = []
             if batch:

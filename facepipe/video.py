@@ -290,8 +290,11 @@ def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
     """An I420 array of the frame at working size, upright."""
     w, h = manifest["width"], manifest["height"]
     sw, sh = (h, w) if rotation in (90, 270) else (w, h)
-    if frame.format.name != "yuv420p" or frame.width != sw or frame.height != sh:
-        frame = frame.reformat(width=sw, height=sh, format="yuv420p", interpolation="LANCZOS")
+    full_range = frame.format.name.startswith("yuvj") or frame.color_range == 2  # AVCOL_RANGE_JPEG
+    if frame.format.name != "yuv420p" or full_range or frame.width != sw or frame.height != sh:
+        # Limited ("MPEG") range 4:2:0 at working size: what the encoder gets and OpenCV converts.
+        frame = frame.reformat(width=sw, height=sh, format="yuv420p", interpolation="LANCZOS",
+                               src_color_range="JPEG" if full_range else "MPEG", dst_color_range="MPEG")
     i420 = frame.to_ndarray(format="yuv420p")
     if rotation:
         i420 = _rotate_i420(i420, sw, sh, rotation)
@@ -300,7 +303,7 @@ def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
 
 def _rotate_i420(i420: np.ndarray, w: int, h: int, rotation: int) -> np.ndarray:
     # The display matrix's rotation is counter-clockwise; showing the frame upright undoes it.
-    k = {90: -1, 180: 2, 270: 1}[rotation]
+    k = {90: 1, 180: 2, 270: -1}[rotation]
     y, u, v = split_i420(i420, w, h)
     y, u, v = (np.rot90(p, k) for p in (y, u, v))
     return join_i420(y, u, v)
@@ -351,6 +354,10 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
             log.warning("%s: decoding stopped at a damaged part: %s", path, exc)
     if held is None:
         raise MediaError(f"{path}: no frame of segment starting at frame {start} could be decoded")
+    if emitted < count:
+        # The last decoded frame stands for the next output frame, as every held frame does.
+        emitted += 1
+        yield WorkFrame(emitted, i420=held)
     if emitted < count:
         log.warning("%s: %d frame(s) at the end of the segment could not be decoded; repeating the last one",
                     path, count - emitted)

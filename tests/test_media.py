@@ -1,9 +1,10 @@
 import json
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
-from facepipe import media
+from facepipe import media, video
 
 
 def test_probe_counts_real_frames_and_audio(media_dir):
@@ -36,11 +37,11 @@ def test_probe_missing_file(tmp_path):
 
 def test_segments_are_frame_exact_and_sampled(media_dir, tmp_path):
     info = media.probe(media_dir / "clip.mp4").__dict__
-    manifest = media.prepare_segments(media_dir / "clip.mp4", info, tmp_path / "a", max_height=0, fps=0,
+    manifest = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "a", max_height=0, fps=0,
                                       segment_seconds=0.8)
     assert manifest["segments"] == {"seg_0000": 20, "seg_0001": 20, "seg_0002": 10}
     assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == manifest
-    low = media.prepare_segments(media_dir / "clip.mp4", info, tmp_path / "b", max_height=90, fps=10,
+    low = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "b", max_height=90, fps=10,
                                  segment_seconds=1)
     assert (low["width"], low["height"]) == (160, 90)
     assert Fraction(low["fps"]) == 10 and low["frames"] == 20
@@ -52,9 +53,16 @@ def test_rotation_is_applied(media_dir, tmp_path):
                      what="tagging rotation")
     info = media.probe(rotated)
     assert info.rotation in (90, 270)
-    manifest = media.prepare_segments(rotated, info.__dict__, tmp_path / "r", max_height=0, fps=0,
-                                      segment_seconds=10)
+    manifest = video.plan_segments(rotated, info.__dict__, tmp_path / "r", max_height=0, fps=0,
+                                   segment_seconds=10)
     assert (manifest["width"], manifest["height"]) == (180, 320)
+    # The upright picture, as ffmpeg's own autorotation shows it.
+    upright = tmp_path / "upright.png"
+    media.run_ffmpeg(["-i", str(rotated), "-frames:v", "1", str(upright)], what="autorotating")
+    (first,) = [f for f in video.iter_frames(rotated, tmp_path / "r", manifest, "seg_0000") if f.number == 1]
+    expected = media.read_image(upright)
+    assert first.bgr().shape == expected.shape
+    assert np.abs(first.bgr().astype(int) - expected.astype(int)).mean() < 3
 
 
 def test_concat_escapes_quotes(tmp_path):

@@ -11,10 +11,12 @@ from facepipe import backends, demo
 from facepipe.backends import FETCH_COMMAND, resolve_backend, resolve_jobs
 from facepipe.classic_swap import ClassicSwapper, SwapError, face_mask, source_patch
 from facepipe.embedding import cache_path, embed_image, load_source
-from facepipe.faces import detect_frames, read_faces
+from facepipe.faces import detect_frames
 from facepipe.models import model_path, models_for
 from facepipe.offline import OfflineAnalyzer, embedding_distance, kps_from_landmarks
+from facepipe.patches import read_patches
 from facepipe.swap import select_faces, swap_segment
+from facepipe.video import WorkFrame, render_image
 
 # Face centres in t1.jpg (1280x886) as a person sees them (read off the photo by eye, not
 # from any detector): left to right, the woman at the left edge, the dark-haired woman,
@@ -83,14 +85,11 @@ def test_records_have_the_learned_analyzers_fields_and_68_landmarks(t1_faces):
 
 
 def test_faces_table_has_the_usual_columns_plus_landmarks(analyzer, t1, tmp_path):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    cv2.imwrite(str(frames / "000001.png"), t1)
-    table = detect_frames(analyzer, frames)
+    table = detect_frames(analyzer, [WorkFrame(1, bgr=t1)])
     assert list(table.columns[:9]) == ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding"]
     assert len(table) == 6 and all(len(lm) == 136 for lm in table["landmarks"])
     no_embed = OfflineAnalyzer(analyzer._args[0], analyzer._args[1], embed=False)
-    assert detect_frames(no_embed, frames)["embedding"].isna().all()
+    assert detect_frames(no_embed, [WorkFrame(1, bgr=t1)])["embedding"].isna().all()
 
 
 def test_swap_of_a_frontal_face_takes_the_source_identity_and_changes_nothing_outside_the_face(
@@ -141,10 +140,7 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
                                   alpha=1.1, beta=10)
     reference = analyzer.analyze(ref_img)[0]["embedding"]
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    cv2.imwrite(str(frames / "000001.png"), t1)
-    table = detect_frames(analyzer, frames)
+    table = detect_frames(analyzer, [WorkFrame(1, bgr=t1)])
     faces_file = tmp_path / "faces.parquet"
     table.to_parquet(faces_file)
 
@@ -154,14 +150,16 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
 
     src = analyzer.analyze(astronaut)[0]
     swapper = ClassicSwapper(*source_patch(astronaut, src["landmarks"]))
-    swap_segment(frames, faces_file, src["embedding"], swapper, tmp_path / "out", mode="reference",
+    frame = WorkFrame(1, bgr=t1)
+    swap_segment([frame], faces_file, src["embedding"], swapper, tmp_path / "patches.parquet", mode="reference",
                  reference=reference, threshold=backends.REFERENCE_THRESHOLDS["offline"], metric="euclidean")
-    out = cv2.imread(str(tmp_path / "out" / "000001.png"))
+    patches = read_patches(tmp_path / "patches.parquet")
+    out = render_image(frame, patches)
     changed = np.abs(out.astype(int) - t1.astype(int)).sum(axis=2) > 0
     hull = face_mask(person["landmarks"], t1.shape[:2]) > 0
     assert changed[hull].mean() > 0.5
     assert not changed[~hull].any()
-    assert len(read_faces(tmp_path / "out" / "faces_swapped.parquet")) == 1
+    assert len(patches[1]) == 1 and patches[1][0].kind == "pixels"
 
 
 def test_reference_mode_refuses_a_table_without_embeddings():

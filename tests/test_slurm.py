@@ -32,7 +32,7 @@ START_SLURM = REPO / "tests" / "slurm" / "start_slurm.sh"
 REQUIRED = os.environ.get("FACEPIPE_REQUIRE_SLURM") == "1"
 PARTITION = "debug"
 CONFIG = ["--config", "backend=standin", "segment_seconds=2"]  # the 4 s demo clip: 2 segments
-SEGMENT_RULES = {"extract_frames", "detect_faces", "swap_faces", "encode_segment"}  # no enhancer
+SEGMENT_RULES = {"detect_faces", "swap_faces", "render_segment"}  # no enhancer
 GPU_RULES = {"detect_faces", "swap_faces"}
 CPU_RULES = {"probe_target", "prepare_target", "embed_face", "mux_video"}
 FINISHED_BEFORE_FAILURE = ("probe_target", "prepare_target")  # + the stand-in models
@@ -209,7 +209,7 @@ def test_one_cluster_job_per_segment(cluster):
     groups = [j for j in jobs if j.startswith("group_segment_")]
     rules = [j.removeprefix("rule_") for j in jobs if j.startswith("rule_")]
     assert len(groups) == 2, jobs  # one per segment, each running all per-segment rules
-    assert all(g == "group_segment_detect_faces_encode_segment_extract_frames_swap_faces" for g in groups), jobs
+    assert all(g == "group_segment_detect_faces_render_segment_swap_faces" for g in groups), jobs
     assert rules == ["embed_face", "mux_video"], jobs
 
 
@@ -248,7 +248,7 @@ def test_result_is_frame_for_frame_the_local_run(cluster, local_run):
 def test_dry_run_plans_one_group_job_per_segment(local_run):
     """Needs no cluster: the grouping comes from the profile (groups, group-components)."""
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--workflow-profile", "profiles/slurm",
-                           "--forcerun", "extract_frames", *CONFIG], cwd=local_run, capture_output=True, text=True,
+                           "--forcerun", "detect_faces", *CONFIG], cwd=local_run, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout.count("Group job segment") == 2, proc.stdout[-4000:]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, copy_workflow
-from workflow_helpers import planned_jobs, snakemake, write_sheet
+from workflow_helpers import frame_before_after, planned_jobs, snakemake, write_sheet
 
 from facepipe import media
 
@@ -79,9 +79,8 @@ def test_output_has_every_frame_and_the_audio(workspace):
 
 
 def test_swap_changed_the_face_region_only_where_a_face_was(workspace):
-    frames = sorted((workspace / "work/clip/frames/seg_0000").glob("*.png"))
-    swapped = workspace / "work/clip/swapped/seg_0000"
-    before, after = cv2.imread(str(frames[0])), cv2.imread(str(swapped / frames[0].name))
+    before, after, patches = frame_before_after(workspace, "clip", workspace / "inputs/clip.mp4", 1)
+    assert [p.kind for p in patches] == ["inswapper"]
     diff = np.abs(before.astype(int) - after.astype(int)).sum(axis=2) > 0
     assert diff.any()
     assert diff.mean() < 0.5  # a face region, not the whole frame
@@ -89,25 +88,38 @@ def test_swap_changed_the_face_region_only_where_a_face_was(workspace):
     assert "STAND-IN" in logs and "CPUExecutionProvider" in logs
 
 
+def test_no_frame_files_between_stages_and_segments_removed_after_mux(workspace):
+    work = workspace / "work/clip"
+    assert not list(work.rglob("*.png"))
+    assert sorted(p.name for p in (work / "swapped").iterdir()) == ["seg_0000.parquet", "seg_0001.parquet"]
+    # keep_intermediates is false by default: the encoded segments went once the result was muxed.
+    assert not (work / "encoded").exists() or not list((work / "encoded").iterdir())
+
+
 def test_nothing_changed_runs_nothing(workspace):
     assert planned_jobs(workspace) == {}
 
 
+def test_changing_encoder_settings_reruns_only_rendering(workspace):
+    jobs = planned_jobs(workspace, "--config", "crf=30")
+    assert jobs == {"render_segment": 2, "mux_video": 1, "all": 1}
+
+
 def test_changing_enhancer_reruns_only_enhancement_and_after(workspace):
     jobs = planned_jobs(workspace, "--config", "enhancer=gfpgan_1.4")
-    assert {"enhance_faces", "encode_segment", "mux_video"} <= set(jobs)
-    assert set(jobs) <= {"make_standin_model", "enhance_faces", "encode_segment", "mux_video", "all"}
+    assert {"enhance_faces", "render_segment", "mux_video"} <= set(jobs)
+    assert set(jobs) <= {"make_standin_model", "enhance_faces", "render_segment", "mux_video", "all"}
     assert jobs["enhance_faces"] == 2
 
 
-def test_changing_source_reruns_embedding_swap_and_after_never_extraction_or_detection(workspace):
+def test_changing_source_reruns_embedding_swap_and_after_never_preparation_or_detection(workspace):
     other = workspace / "inputs" / "other face.png"
     cv2.imwrite(str(other), cv2.flip(cv2.imread(str(workspace / "inputs/astronaut.png")), 1))
     sheet = write_sheet(workspace / "config" / "jobs_other_source.tsv",
                         [{"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/other face.png",
                           "segment_seconds": 1}])
     jobs = planned_jobs(workspace, "--config", f"jobs={sheet.relative_to(workspace)}")
-    assert set(jobs) == {"embed_face", "swap_faces", "encode_segment", "mux_video", "all"}
+    assert set(jobs) == {"embed_face", "swap_faces", "render_segment", "mux_video", "all"}
     assert jobs["swap_faces"] == 2
 
 
@@ -182,10 +194,10 @@ def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
     from facepipe.classic_swap import face_mask
     from facepipe.faces import read_faces
 
-    before = cv2.imread(str(wd / "work/demo/frames/seg_0000/000050.png"))
-    after = cv2.imread(str(wd / "work/demo/swapped/seg_0000/000050.png"))
-    faces = read_faces(wd / "work/demo/swapped/seg_0000/faces_swapped.parquet")
-    row = faces[faces["frame"] == 50].iloc[0]
+    before, after, patches = frame_before_after(wd, "demo", wd / "resources/demo/target.mp4", 50)
+    assert [p.kind for p in patches] == ["pixels"]
+    faces = read_faces(wd / "work/demo/faces/seg_0000.parquet")
+    row = faces[(faces["frame"] == 50) & (faces["face"] == patches[0].face)].iloc[0]
     hull = face_mask(np.asarray(row.landmarks).reshape(68, 2), before.shape[:2])
     diff = np.abs(before.astype(int) - after.astype(int)).sum(axis=2)
     assert diff[hull > 0].mean() > 10
@@ -202,9 +214,9 @@ def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
     assert enc_diff[box].mean() > 3 * enc_diff[~box].mean()
 
     # The resolved backend is what the rules record: switching it reruns detection onwards,
-    # never the frame extraction.
+    # never the preparation.
     jobs = planned_jobs(wd, "--config", "backend=standin")
     assert {"detect_faces", "embed_face", "swap_faces", "mux_video"} <= set(jobs)
-    assert "extract_frames" not in jobs and "prepare_target" not in jobs
+    assert "prepare_target" not in jobs
     # The command the warning names fetches the four verifiable learned models.
     assert planned_jobs(wd, "fetch_models") == {"fetch_model": 4, "fetch_models": 1}

@@ -37,3 +37,16 @@ def write_sheet(path: Path, rows: list[dict]) -> Path:
     lines = ["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def frame_before_after(workdir: Path, name: str, target: Path, number: int, segment: str = "seg_0000",
+                       stage: str = "swapped"):
+    """A working frame as decoded from the target, and the same frame with the stage's face
+    patches applied (what the render stage encodes), both BGR; and the frame's patches."""
+    from facepipe import media, patches, video
+
+    seg_dir = workdir / "work" / name / "segments"
+    manifest = media.read_json(seg_dir / "manifest.json")
+    frame = next(f for f in video.iter_frames(target, seg_dir, manifest, segment) if f.number == number)
+    by_frame = patches.read_patches(workdir / "work" / name / stage / f"{segment}.parquet")
+    return frame.bgr(), video.render_image(frame, by_frame), by_frame.get(number, [])
