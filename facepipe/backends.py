@@ -119,11 +119,15 @@ def backend_summary(jobs: dict[str, dict]) -> str:
 def embeds_target_faces(backend: str, faces: str) -> bool:
     """Whether detection computes each target face's embedding.
 
-    Only faces=reference compares target embeddings. The learned backend always computes them
-    (cheap on a GPU); the offline one skips them otherwise, because dlib's CPU ResNet is most
-    of its detection time. A detection rule parameter, so switching to reference reruns it.
+    Only faces=reference compares target embeddings, so the recognizer runs (one call per face
+    and frame) only then. A detection rule parameter, so switching to reference reruns it.
     """
-    return backend != OFFLINE or faces == "reference"
+    return faces == "reference"
+
+
+def face_crop_kind(backend: str) -> str:
+    """The crop of each face detection keeps for the backend's swapper (facepipe.faces.face_crop)."""
+    return "landmark_box" if backend == OFFLINE else "aligned_128"
 
 
 def make_analyzer(backend: str, detector: str | Path, recognizer: str | Path, providers: list[str], *,
@@ -136,7 +140,7 @@ def make_analyzer(backend: str, detector: str | Path, recognizer: str | Path, pr
     if backend in METRICS:
         from facepipe.faces import FaceAnalyzer
 
-        return FaceAnalyzer(detector, recognizer, providers, threads=threads, **learned_kwargs)
+        return FaceAnalyzer(detector, recognizer, providers, threads=threads, embed=embed, **learned_kwargs)
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS} (auto is resolved by the workflow)")
 
 

@@ -123,6 +123,17 @@ class ClassicSwapper:
             out.append(patch)
         return out
 
+    def patch_from_crop(self, crop: np.ndarray, *, x: int, y: int, landmarks, **_):
+        """The swapped face from the crop detection kept (the landmarks' rectangle at x, y)."""
+        if landmarks is None or np.size(landmarks) != 136:
+            raise SwapError("a target face has no 68 landmarks; the classic swapper needs a faces table "
+                            "made with backend=offline")
+        lm = np.asarray(landmarks, dtype=np.float32).reshape(68, 2) - np.array([x, y], np.float32)
+        patch = self.swap_one(crop, lm)
+        if patch is not None:
+            patch.x, patch.y = patch.x + x, patch.y + y
+        return patch
+
     def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> np.ndarray:
         """Every target face replaced by the source face."""
         from facepipe.patches import apply_patches

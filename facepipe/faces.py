@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 DET_SIZE = (640, 640)
 # landmarks: the 68 points (flattened) from the offline backend, which its classic swapper
 # needs; null for the learned backend, and readers must not rely on the column being there.
-FACE_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks"]
+# crop: the face as the swapper takes it (PNG), cut out at detection so the swap stage never
+# decodes the video: the aligned crop and its matrix (crop_matrix, frame -> crop) for the
+# learned swapper, or the landmarks' rectangle at (crop_x, crop_y) for the classic one.
+FACE_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks",
+                "crop", "crop_x", "crop_y", "crop_matrix"]
+CROP_KINDS = ("aligned_128", "landmark_box")
 
 
 class FaceError(Exception):
@@ -34,7 +39,7 @@ class FaceAnalyzer:
 
     def __init__(self, detector: str | Path, recognizer: str | Path, providers: list[str], *,
                  threads: int = 0, det_thresh: float = 0.5, precision: str = "fp32",
-                 det_size: int = DET_SIZE[0]):
+                 det_size: int = DET_SIZE[0], embed: bool = True):
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
         from insightface.model_zoo.scrfd import SCRFD
 
@@ -43,8 +48,11 @@ class FaceAnalyzer:
         # static_shape_sessions=False: keep our one session (and its provider) for every size.
         self.detector = SCRFD(model_file=str(detector), session=det_session, static_shape_sessions=False)
         self.detector.prepare(0, input_size=self.det_size, det_thresh=det_thresh)
-        rec_session = create_session(recognizer, providers, threads=threads, precision=precision)
-        self.recognizer = ArcFaceONNX(model_file=str(recognizer), session=rec_session)
+        # embed=False leaves `embedding` None: only faces=reference compares target faces.
+        self.recognizer = None
+        if embed:
+            rec_session = create_session(recognizer, providers, threads=threads, precision=precision)
+            self.recognizer = ArcFaceONNX(model_file=str(recognizer), session=rec_session)
 
     def analyze(self, img: np.ndarray) -> list[dict]:
         """Faces in one BGR image, largest first, each with box, score, kps and embedding."""
@@ -53,13 +61,18 @@ class FaceAnalyzer:
         det, kpss = self.detector.detect(img, input_size=self.det_size)
         if det.shape[0] == 0:
             return []
-        crops = [face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0]) for kps in kpss]
-        # One batched recognizer call for all faces of the frame.
-        feats = self.recognizer.get_feat(crops).reshape(len(crops), -1)
+        if self.recognizer is None:
+            feats = [None] * len(det)
+        else:
+            crops = [face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0])
+                     for kps in kpss]
+            # One batched recognizer call for all faces of the frame.
+            feats = self.recognizer.get_feat(crops).reshape(len(crops), -1)
         faces = []
         for box, kps, feat in zip(det, kpss, feats):
             faces.append({"box": box[:4].astype(np.float32), "score": float(box[4]),
-                          "kps": kps.astype(np.float32), "embedding": feat.astype(np.float32)})
+                          "kps": kps.astype(np.float32),
+                          "embedding": None if feat is None else feat.astype(np.float32)})
         faces.sort(key=lambda f: -box_area(f["box"]))
         return faces
 
@@ -68,16 +81,38 @@ def box_area(box) -> float:
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
 
 
-def detect_frames(analyzer, frames: Iterable) -> pd.DataFrame:
+def face_crop(img: np.ndarray, face: dict, kind: str) -> dict:
+    """The crop columns of one face (see FACE_COLUMNS)."""
+    from facepipe.patches import encode_png
+
+    if kind == "aligned_128":
+        from insightface.utils import face_align
+
+        # Exactly the crop INSwapper.get makes (norm_crop2, arcface template, 128 px).
+        crop, matrix = face_align.norm_crop2(img, np.asarray(face["kps"]).reshape(5, 2), 128)
+        return {"crop": encode_png(crop), "crop_x": 0, "crop_y": 0,
+                "crop_matrix": np.asarray(matrix, np.float64).reshape(-1).tolist()}
+    if kind == "landmark_box":
+        from facepipe.classic_swap import _hull_bbox
+
+        x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(68, 2), img.shape[:2], 0.0)
+        return {"crop": encode_png(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
+    raise ValueError(f"unknown crop kind {kind!r}; known: {CROP_KINDS}")
+
+
+def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.DataFrame:
     """The faces table of a segment's working frames (facepipe.video.WorkFrame, numbered from 1);
-    analyzer: FaceAnalyzer or OfflineAnalyzer."""
+    analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of face crop to keep for the swap."""
     rows = []
-    numbers = []
+    numbers, images_kept = [], {}
 
     def images():
         for frame in frames:
             numbers.append(frame.number)
-            yield frame.bgr()
+            img = frame.bgr()
+            if crop:
+                images_kept[frame.number] = img  # until its faces are cropped, just below
+            yield img
 
     # An analyzer may spread the frames over processes itself (the offline one does).
     if hasattr(analyzer, "analyze_frames"):
@@ -86,14 +121,19 @@ def detect_frames(analyzer, frames: Iterable) -> pd.DataFrame:
         per_frame = (analyzer.analyze(img) for img in images())
     for i, faces in enumerate(per_frame):
         frame_no = numbers[i]
+        img = images_kept.pop(frame_no, None)
         for j, face in enumerate(faces):
             x1, y1, x2, y2 = (float(v) for v in face["box"])
-            rows.append({"frame": frame_no, "face": j, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-                         "score": face["score"], "kps": face["kps"].reshape(-1).tolist(),
-                         # None when the analyzer was asked not to embed (offline, faces != reference)
-                         "embedding": None if face["embedding"] is None else face["embedding"].tolist(),
-                         "landmarks": (face["landmarks"].reshape(-1).tolist()
-                                       if face.get("landmarks") is not None else None)})
+            row = {"frame": frame_no, "face": j, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                   "score": face["score"], "kps": face["kps"].reshape(-1).tolist(),
+                   # None when the analyzer was asked not to embed (faces != reference)
+                   "embedding": None if face["embedding"] is None else face["embedding"].tolist(),
+                   "landmarks": (face["landmarks"].reshape(-1).tolist()
+                                 if face.get("landmarks") is not None else None),
+                   "crop": None, "crop_x": 0, "crop_y": 0, "crop_matrix": None}
+            if crop:
+                row.update(face_crop(img, face, crop))
+            rows.append(row)
     table = pd.DataFrame(rows, columns=FACE_COLUMNS)
     log.info("%d faces in %d frames (%d frames without a face)", len(table), len(numbers),
              len(numbers) - table["frame"].nunique() if len(table) else len(numbers))

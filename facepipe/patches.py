@@ -94,18 +94,22 @@ def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> tu
     roi_size = (x1 - x0, y1 - y0)
     fake_roi = cv2.warpAffine(fake, shifted, roi_size, borderValue=0.0)
     white = cv2.warpAffine(np.full((size, size), 255, np.float32), shifted, roi_size, borderValue=0.0)
-    white[white > 20] = 255
-    ys, xs = np.nonzero(white == 255)
-    if ys.size == 0:
+    full = white > 20
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    if rows.size == 0:
         return None
     # Mask extent measured as insightface does: on the visible part of the warped square.
-    mask_size = int(np.sqrt(np.ptp(ys) * np.ptp(xs)))
+    mask_size = int(np.sqrt((rows[-1] - rows[0]) * (cols[-1] - cols[0])))
     erode = max(mask_size // 10, 10)
     blur = max(mask_size // 20, 5)
-    mask = cv2.erode(white, np.ones((erode, erode), np.uint8), iterations=1)
-    mask = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0)[:, :, None] / 255.0
-    roi = img[y0:y1, x0:x1].astype(np.float32)
-    img[y0:y1, x0:x1] = (mask * fake_roi + (1 - mask) * roi).astype(np.uint8)
+    # In 8 bits (the faint warp edge below the threshold rounds to at most 20/255): erosion by a
+    # rectangle runs separably, and the blend below is OpenCV's, not numpy's float64.
+    mask = np.where(full, np.uint8(255), white.astype(np.uint8))
+    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (erode, erode)))
+    mask = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0)
+    weight = mask.astype(np.float32) * np.float32(1 / 255)
+    roi = img[y0:y1, x0:x1]
+    img[y0:y1, x0:x1] = cv2.blendLinear(fake_roi, roi, weight, 1 - weight)
     return x0, y0, x1, y1
 
 
@@ -146,7 +150,7 @@ def paste_ffhq(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> tuple[i
     return x0, y0, x1, y1
 
 
-def _png(img: np.ndarray) -> bytes:
+def encode_png(img: np.ndarray) -> bytes:
     # Lossless; low compression because patches are written once and read once or twice.
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
@@ -159,7 +163,7 @@ def write_patches(patches: list[Patch], path: str | Path) -> None:
     rows = [{"frame": p.frame, "face": p.face, "kind": p.kind, "x": p.x, "y": p.y,
              "matrix": None if p.matrix is None else np.asarray(p.matrix, np.float64).reshape(-1).tolist(),
              "kps": None if p.kps is None else np.asarray(p.kps, np.float32).reshape(-1).tolist(),
-             "image": _png(p.image)} for p in patches]
+             "image": encode_png(p.image)} for p in patches]
     table = pd.DataFrame(rows, columns=PATCH_COLUMNS)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,12 +172,16 @@ def write_patches(patches: list[Patch], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def decode_png(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
 def read_patches(path: str | Path) -> dict[int, list[Patch]]:
     """The patches of a segment by frame number, each frame's in the order they were made."""
     table = pd.read_parquet(path)
     by_frame: dict[int, list[Patch]] = {}
     for row in table.itertuples():
-        image = cv2.imdecode(np.frombuffer(row.image, np.uint8), cv2.IMREAD_COLOR)
+        image = decode_png(row.image)
         matrix = None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3)
         kps = None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2)
         by_frame.setdefault(int(row.frame), []).append(

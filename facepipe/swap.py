@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
 
+import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import box_area, normalize, read_faces, row_face
-from facepipe.patches import Patch, apply_patch, apply_patches, paste_inswapper, write_patches
+from facepipe.faces import box_area, normalize, read_faces
+from facepipe.patches import Patch, apply_patches, decode_png, paste_inswapper, write_patches
 from facepipe.runtime import create_session
-from facepipe.video import WorkFrame
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +55,33 @@ class Swapper:
         session = create_session(model, providers, precision=precision, threads=threads)
         self.model = INSwapper(model_file=str(model), session=session)
 
-    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> list[Patch]:
-        """One patch per face; each face is swapped on the frame with the earlier patches applied."""
-        from insightface.app.common import Face
+    def patch_from_crop(self, crop: np.ndarray, matrix: np.ndarray, source_embedding: np.ndarray, **_) -> Patch:
+        """The swapped face from its aligned 128 px crop, as INSwapper.get computes it."""
+        model = self.model
+        latent = self._latent(source_embedding)
+        blob = cv2.dnn.blobFromImage(crop, 1.0 / model.input_std, model.input_size,
+                                     (model.input_mean,) * 3, swapRB=True)
+        pred = model.session.run(model.output_names, {model.input_names[0]: blob, model.input_names[1]: latent})[0]
+        fake = np.clip(255 * pred.transpose((0, 2, 3, 1))[0], 0, 255).astype(np.uint8)[:, :, ::-1]
+        return Patch(kind="inswapper", image=np.ascontiguousarray(fake), matrix=np.asarray(matrix).reshape(2, 3))
 
-        source = Face(embedding=source_embedding)
-        img = img.copy()
+    def _latent(self, source_embedding: np.ndarray) -> np.ndarray:
+        key = np.asarray(source_embedding, np.float32).tobytes()
+        if getattr(self, "_latent_key", None) != key:
+            latent = normalize(source_embedding).reshape((1, -1))
+            latent = np.dot(latent, self.model.emap)
+            self._latent_value = (latent / np.linalg.norm(latent)).astype(np.float32)
+            self._latent_key = key
+        return self._latent_value
+
+    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> list[Patch]:
+        """One patch per face of a whole frame (each face cropped from the frame as given)."""
+        from insightface.utils import face_align
+
         out = []
         for face in target_faces:
-            fake, matrix = self.model.get(img, face, source, paste_back=False)
-            patch = Patch(kind="inswapper", image=fake, matrix=matrix)
-            apply_patch(img, patch)
-            out.append(patch)
+            crop, matrix = face_align.norm_crop2(img, face.kps, self.model.input_size[0])
+            out.append(self.patch_from_crop(crop, matrix, source_embedding))
         return out
 
     def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> np.ndarray:
@@ -83,27 +97,30 @@ def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndar
     return out
 
 
-def swap_segment(frames: Iterable[WorkFrame], faces: str | Path, source_embedding: np.ndarray, swapper,
-                 out: str | Path, *, mode: str, reference: np.ndarray | None = None,
-                 threshold: float = 0.35, metric: str = "cosine") -> int:
-    """Swap the selected faces of every frame; writes the face patches (frames without one have none)."""
+def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: str | Path, *, mode: str,
+                 reference: np.ndarray | None = None, threshold: float = 0.35, metric: str = "cosine") -> int:
+    """Swap the selected faces of a segment from the crops detection kept (no frame is decoded);
+    writes the face patches, in face order within each frame."""
     table = read_faces(faces)
-    by_frame = {k: g for k, g in table.groupby("frame")} if len(table) else {}
-    patches, frames_swapped, total = [], 0, 0
-    for frame in frames:
-        total += 1
-        chosen = select_faces(by_frame.get(frame.number, table.iloc[0:0]), mode, reference, threshold, metric)
+    patches, frames = [], 0
+    for frame_no, frame_faces in (table.groupby("frame", sort=True) if len(table) else []):
+        chosen = select_faces(frame_faces, mode, reference, threshold, metric)
         if chosen.empty:
             continue
-        made = swapper.patches(frame.bgr(), [row_face(r) for r in chosen.itertuples()], source_embedding)
-        # A swapper may make no patch for a face (the classic one, for a face too small to swap).
-        for row, patch in zip(chosen.itertuples(), made):
+        frames += 1
+        for row in chosen.sort_values("face").itertuples():
+            if row.crop is None:
+                raise ValueError(f"{faces}: face {row.face} of frame {frame_no} has no crop; rerun detection")
+            patch = swapper.patch_from_crop(decode_png(row.crop), matrix=row.crop_matrix,
+                                            source_embedding=source_embedding, x=int(row.crop_x),
+                                            y=int(row.crop_y), landmarks=row.landmarks)
+            # A swapper may make no patch for a face (the classic one, for a face too small to swap).
             if patch is None:
                 continue
-            patch.frame, patch.face = frame.number, int(row.face)
+            patch.frame, patch.face = int(frame_no), int(row.face)
             patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
             patches.append(patch)
-        frames_swapped += 1
     write_patches(patches, out)
-    log.info("swapped %d faces in %d of %d frames (mode %s)", len(patches), frames_swapped, total, mode)
+    log.info("swapped %d faces in %d frames (mode %s; %d frames with faces)", len(patches), frames, mode,
+             table["frame"].nunique() if len(table) else 0)
     return len(patches)

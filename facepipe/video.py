@@ -291,7 +291,14 @@ def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
     w, h = manifest["width"], manifest["height"]
     sw, sh = (h, w) if rotation in (90, 270) else (w, h)
     full_range = frame.format.name.startswith("yuvj") or frame.color_range == 2  # AVCOL_RANGE_JPEG
-    if frame.format.name != "yuv420p" or full_range or frame.width != sw or frame.height != sh:
+    same_layout = frame.format.name in ("yuv420p", "yuvj420p") and (frame.width, frame.height) == (sw, sh)
+    if same_layout and full_range:
+        # Full to limited range by table lookup: a tenth of what swscale takes for the same thing.
+        i420 = frame.to_ndarray(format=frame.format.name)
+        h = frame.height
+        i420 = np.concatenate([cv2.LUT(i420[:h], _LUMA_TO_LIMITED), cv2.LUT(i420[h:], _CHROMA_TO_LIMITED)])
+        return _rotate_i420(i420, sw, sh, rotation) if rotation else i420
+    if not same_layout or full_range:
         # Limited ("MPEG") range 4:2:0 at working size: what the encoder gets and OpenCV converts.
         frame = frame.reformat(width=sw, height=sh, format="yuv420p", interpolation="LANCZOS",
                                src_color_range="JPEG" if full_range else "MPEG", dst_color_range="MPEG")
@@ -299,6 +306,10 @@ def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
     if rotation:
         i420 = _rotate_i420(i420, sw, sh, rotation)
     return i420
+
+
+_LUMA_TO_LIMITED = np.round(np.arange(256) * 219 / 255 + 16).astype(np.uint8)
+_CHROMA_TO_LIMITED = np.round((np.arange(256) - 128) * 224 / 255 + 128).clip(0, 255).astype(np.uint8)
 
 
 def _rotate_i420(i420: np.ndarray, w: int, h: int, rotation: int) -> np.ndarray:

@@ -8,9 +8,11 @@ from snakemake.utils import validate
 from facepipe.backends import (
     backend_summary,
     embeds_target_faces,
+    face_crop_kind,
     fetchable_learned_models,
     resolve_jobs,
 )
+from facepipe.gpu import nvml_memory_mb
 from facepipe.jobs import JobError, build_jobs, read_sheet
 from facepipe.media import IMAGE_SUFFIXES
 from facepipe.models import model_path, models_for
@@ -51,6 +53,19 @@ if workflow.is_main_process:
         logger.warning(line)
     for line in BACKEND_INFO:
         logger.info(line)
+
+
+HAVE_GPU = nvml_memory_mb() is not None
+
+
+def gpu_count(wildcards):
+    """1 when the job's providers can use a GPU on this machine, else 0.
+
+    Without a GPU the GPU stages are not held to the one-GPU limit, so segments run in
+    parallel under --cores. A cluster profile sets gpu itself (profiles/slurm).
+    """
+    wants = set(JOBS[wildcards.name]["providers"]) & {"cuda", "tensorrt"}
+    return int(HAVE_GPU and bool(wants) and JOBS[wildcards.name]["backend"] != "offline")
 
 
 def opt(key):

@@ -15,7 +15,7 @@ rule detect_faces:
         "../envs/facepipe.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,
     params:
         degrade=config["degrade"],
@@ -25,6 +25,7 @@ rule detect_faces:
         embed=lambda wildcards: embeds_target_faces(
             JOBS[wildcards.name]["backend"], JOBS[wildcards.name]["faces"]
         ),
+        crop=lambda wildcards: face_crop_kind(JOBS[wildcards.name]["backend"]),
     script:
         "../scripts/detect_faces.py"
 

@@ -1,8 +1,7 @@
+# Works on the face crops detection kept: decodes no video.
 rule swap_faces:
     input:
         unpack(swap_embeddings),
-        target=opt("target"),
-        segments="work/{name}/segments",
         faces="work/{name}/faces/{segment}.parquet",
         swapper=model_file("swapper"),
     output:
@@ -16,7 +15,7 @@ rule swap_faces:
         "../envs/facepipe.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,
     params:
         degrade=config["degrade"],
@@ -49,7 +48,7 @@ rule enhance_faces:
         "../envs/facepipe.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,
     params:
         degrade=config["degrade"],

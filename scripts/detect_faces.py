@@ -21,7 +21,7 @@ def main(sm, log):
     )
     manifest = read_json(Path(sm.input.segments) / "manifest.json")
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
-    write_faces(detect_frames(analyzer, frames), sm.output.faces)
+    write_faces(detect_frames(analyzer, frames, crop=sm.params.crop), sm.output.faces)
 
 
 run(snakemake, main)

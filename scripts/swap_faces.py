@@ -1,11 +1,7 @@
-from pathlib import Path
-
 from facepipe.backends import METRICS, make_swapper
 from facepipe.embedding import load_embedding, load_source
-from facepipe.media import read_json
 from facepipe.scripting import gpu_start, run
 from facepipe.swap import swap_segment
-from facepipe.video import iter_frames
 
 
 def main(sm, log):
@@ -22,9 +18,7 @@ def main(sm, log):
         source_file=sm.input.source,
     )
     reference = load_embedding(sm.input.reference) if "reference" in sm.input.keys() else None
-    manifest = read_json(Path(sm.input.segments) / "manifest.json")
     swap_segment(
-        iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads),
         sm.input.faces,
         source["embedding"],
         swapper,

@@ -140,7 +140,7 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
                                   alpha=1.1, beta=10)
     reference = analyzer.analyze(ref_img)[0]["embedding"]
 
-    table = detect_frames(analyzer, [WorkFrame(1, bgr=t1)])
+    table = detect_frames(analyzer, [WorkFrame(1, bgr=t1)], crop="landmark_box")
     faces_file = tmp_path / "faces.parquet"
     table.to_parquet(faces_file)
 
@@ -151,7 +151,7 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
     src = analyzer.analyze(astronaut)[0]
     swapper = ClassicSwapper(*source_patch(astronaut, src["landmarks"]))
     frame = WorkFrame(1, bgr=t1)
-    swap_segment([frame], faces_file, src["embedding"], swapper, tmp_path / "patches.parquet", mode="reference",
+    swap_segment(faces_file, src["embedding"], swapper, tmp_path / "patches.parquet", mode="reference",
                  reference=reference, threshold=backends.REFERENCE_THRESHOLDS["offline"], metric="euclidean")
     patches = read_patches(tmp_path / "patches.parquet")
     out = render_image(frame, patches)
