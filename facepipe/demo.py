@@ -40,7 +40,7 @@ def make_clip(image: str | Path, out: str | Path, *, seconds: float = 4, fps: in
     frames = max(1, round(seconds * fps))
     w, h = size
     zoompan = (f"scale={w * 2}:-2,zoompan=z='1+{zoom}*on/{frames}':x='iw/2-(iw/zoom/2)':"
-               f"y='ih/2-(ih/zoom/2)':d=1:s={w}x{h}:fps={fps},format=yuv420p")
+               f"y='ih/2-(ih/zoom/2)':d=1:s={w}x{h}:fps={fps},scale=out_range=tv,format=yuv420p")
     args = ["-loop", "1", "-framerate", str(fps), "-i", str(image)]
     if audio:
         args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]

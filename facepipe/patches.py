@@ -93,7 +93,7 @@ def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> tu
     shifted[:, 2] -= (x0, y0)
     roi_size = (x1 - x0, y1 - y0)
     fake_roi = cv2.warpAffine(fake, shifted, roi_size, borderValue=0.0)
-    white = cv2.warpAffine(np.full((size, size), 255, np.float32), shifted, roi_size, borderValue=0.0)
+    white = cv2.warpAffine(np.full((size, size), 255, np.uint8), shifted, roi_size, borderValue=0)
     full = white > 20
     rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
     if rows.size == 0:
@@ -102,12 +102,20 @@ def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> tu
     mask_size = int(np.sqrt((rows[-1] - rows[0]) * (cols[-1] - cols[0])))
     erode = max(mask_size // 10, 10)
     blur = max(mask_size // 20, 5)
-    # In 8 bits (the faint warp edge below the threshold rounds to at most 20/255): erosion by a
+    # In 8 bits (the faint warp edge below the threshold is eroded away anyway): erosion by a
     # rectangle runs separably, and the blend below is OpenCV's, not numpy's float64.
-    mask = np.where(full, np.uint8(255), white.astype(np.uint8))
+    mask = white
+    mask[full] = 255
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (erode, erode)))
-    mask = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0)
-    weight = mask.astype(np.float32) * np.float32(1 / 255)
+    if blur >= 12:
+        # A wide feather is as smooth at half resolution (sigma halved) and four times cheaper;
+        # the result stays within 2 grey levels of insightface's (tests/test_swap.py).
+        sigma = 0.3 * (blur - 1) + 0.8  # OpenCV's sigma for a (2 * blur + 1) kernel
+        half = cv2.resize(mask, ((mask.shape[1] + 1) // 2, (mask.shape[0] + 1) // 2), interpolation=cv2.INTER_AREA)
+        half = cv2.GaussianBlur(half.astype(np.float32), (0, 0), sigma / 2)
+        weight = cv2.resize(half, roi_size, interpolation=cv2.INTER_LINEAR) * np.float32(1 / 255)
+    else:
+        weight = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0).astype(np.float32) * np.float32(1 / 255)
     roi = img[y0:y1, x0:x1]
     img[y0:y1, x0:x1] = cv2.blendLinear(fake_roi, roi, weight, 1 - weight)
     return x0, y0, x1, y1

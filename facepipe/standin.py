@@ -155,9 +155,12 @@ class _Graph:
 
 def _detector(g: _Graph) -> None:
     x = "input.1"
-    # Face score from image "flatness", so empty frames give no detection.
-    mean = g.op("ReduceMean", [x], keepdims=1)
-    mad = g.op("ReduceMean", [g.op("Abs", [g.op("Sub", [x, mean])])], keepdims=0)
+    # Face score from image "flatness", so empty frames give no detection; measured on every
+    # 8th pixel, so that the stand-in costs next to nothing (benchmarks measure the overhead).
+    sample = g.op("Slice", [x, g.const([0, 0], np.int64), g.const([2**31 - 1, 2**31 - 1], np.int64),
+                            g.const([2, 3], np.int64), g.const([8, 8], np.int64)])
+    mean = g.op("ReduceMean", [sample], keepdims=1)
+    mad = g.op("ReduceMean", [g.op("Abs", [g.op("Sub", [sample, mean])])], keepdims=0)
     score = g.op("Div", [mad, g.op("Add", [mad, g.const(DET_MAD_HALF)])])
 
     shape = g.op("Shape", [x])

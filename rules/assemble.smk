@@ -12,7 +12,7 @@ rule render_segment:
         "benchmarks/{name}/render_segment/{segment}.tsv"
     conda:
         "../envs/facepipe.yaml"
-    threads: 2
+    threads: 1
     params:
         encoder=opt("encoder"),
         preset=opt("preset"),

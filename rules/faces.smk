@@ -13,7 +13,7 @@ rule detect_faces:
     retries: 3
     conda:
         "../envs/facepipe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,

@@ -13,7 +13,7 @@ rule swap_faces:
     retries: 3
     conda:
         "../envs/facepipe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,
@@ -46,7 +46,7 @@ rule enhance_faces:
     retries: 3
     conda:
         "../envs/facepipe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,

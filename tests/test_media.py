@@ -68,3 +68,22 @@ def test_rotation_is_applied(media_dir, tmp_path):
 def test_concat_escapes_quotes(tmp_path):
     line = media._concat_line(tmp_path / "it's.mp4")
     assert line.endswith("it'\\''s.mp4'\n")
+
+
+def test_full_range_video_is_converted_as_ffmpeg_converts_it(tmp_path):
+    from facepipe import demo
+
+    clip = demo.make_clip(demo.insightface_image(), tmp_path / "full.mp4", seconds=0.4, size=(320, 180),
+                          audio=False, extra=["-vf", "scale=out_range=pc,format=yuvj420p"])
+    info = media.probe(clip)
+    manifest = video.plan_segments(clip, info.__dict__, tmp_path / "p", max_height=0, fps=0, segment_seconds=10)
+    first = next(video.iter_frames(clip, tmp_path / "p", manifest, "seg_0000"))
+    media.run_ffmpeg(["-i", str(clip), "-frames:v", "1", str(tmp_path / "first.png")], what="decoding")
+    expected = media.read_image(tmp_path / "first.png")
+    assert np.abs(first.bgr().astype(int) - expected.astype(int)).mean() < 3
+    # The clip really is full range, else this test would prove nothing.
+    import av
+
+    with av.open(str(clip)) as c:
+        raw = next(c.decode(video=0))
+    assert raw.format.name == "yuvj420p" or raw.color_range == 2

@@ -21,6 +21,7 @@ from workflow_helpers import snakemake, write_sheet
 
 from facepipe import demo, media, video
 from facepipe.faces import FaceError, pick_face
+from facepipe.slurmprobe import env_for_local_snakemake
 
 pytestmark = pytest.mark.workflow
 STANDIN = ("backend=standin",)
@@ -243,6 +244,7 @@ def test_interrupted_run_resumes_to_identical_output(reference_run, tmp_path, si
         shutil.copy(reference_run / f, wd / f)
     args = ["--config", "target=long.mp4", "source=astronaut.png", "name=long", *FAULT_CONFIG, *STANDIN]
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=wd,
+                            env=env_for_local_snakemake(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     logs = wd / "logs" / "long" / stage
     started = (lambda: logs.with_suffix(".log").exists()) if stage == "prepare_target" else (
@@ -277,7 +279,7 @@ def test_gpu_failure_is_retried_degraded_and_listed(reference_run, tmp_path):
                 "degrade=[resolution,fp16,no_enhancer]", *STANDIN]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *env_args], cwd=wd,
                           capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "FACEPIPE_TEST_INJECT_GPU_OOM": "detect_faces"})
+                          env={**env_for_local_snakemake(), "FACEPIPE_TEST_INJECT_GPU_OOM": "detect_faces"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (wd / "logs/long/detect_faces/seg_0000.log").read_text()
     assert "degraded" in log and "resolution" in log  # the configured order: resolution first

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from facepipe.slurmprobe import controller_unreachable, env_for_local_snakemake
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
 
@@ -104,7 +106,7 @@ def run_workflow(wd: Path, clip: Path, source: Path, extra: list[str]) -> tuple[
     cmd = [sys.executable, "-m", "snakemake", "--cores", "all", "--quiet", "all", "--config", f"target={clip}",
            f"source={source}", "name=bench", "backend=standin", "enhancer=none", "max_height=0", "fps=0", *extra]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=wd)
+    proc = subprocess.Popen(cmd, cwd=wd, env=env_for_local_snakemake())
     with Sampler(proc.pid, wd / "work") as sampler:
         rc = proc.wait()
     elapsed = time.perf_counter() - start
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     # Models and the source embedding are made once up front: they are not per-video work.
     subprocess.run([sys.executable, "-m", "snakemake", "work/bench/source_embedding.npz", "--cores", "all",
                     "--quiet", "all", "--config", f"target={clip}", f"source={source}", "name=bench",
-                    "backend=standin"], cwd=wd, check=True)
+                    "backend=standin"], cwd=wd, check=True, env=env_for_local_snakemake())
 
     plain = plain_transcode(clip, base / "plain.mp4", config)
     elapsed, sampler = run_workflow(wd, clip, source, args.config)
@@ -156,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'peak RSS of the largest job':45s} {sampler.peak_rss / 2**20:8.0f} MiB  ({sampler.peak_rss_cmd})")
     print(f"{'peak disk of intermediates (work/)':45s} {sampler.peak_disk / 2**30:8.2f} GiB "
           f"({sampler.peak_disk / 2**30 / minutes:.2f} GiB per minute of video)")
+    if controller_unreachable():
+        print("note: this machine has a SLURM client but no reachable controller; the SLURM plugin's 10 s probe "
+              "at each snakemake start was skipped (facepipe.slurmprobe)")
     print(f"workdir: {base}")
     return 0
 
