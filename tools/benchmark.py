@@ -115,12 +115,57 @@ def run_workflow(wd: Path, clip: Path, source: Path, extra: list[str]) -> tuple[
     return elapsed, sampler
 
 
+def tiny_clip(out: Path, seconds: float) -> Path:
+    """A long clip at a tiny size: scheduling figures depend on the number of segments, not pixels."""
+    from facepipe.media import run_ffmpeg
+
+    if not out.exists():
+        run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=64x36:rate=25:duration={seconds}", "-f", "lavfi",
+                    "-i", f"sine=frequency=440:sample_rate=8000:duration={seconds}", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-g", "250", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+                    str(out)], what="making a tiny clip")
+    return out
+
+
+def timed_snakemake(wd: Path, *args: str) -> float:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "all", "--quiet", "all", *args]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=wd, check=True, env=env_for_local_snakemake(), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def scheduling(base: Path, source: Path) -> None:
+    """`snakemake -n` for a one-hour job (after its checkpoint) and a no-op rerun of a ten-minute job."""
+    for label, seconds in (("one-hour", 3600), ("ten-minute", 600)):
+        wd = base / f"sched_{seconds}"
+        if wd.exists():
+            shutil.rmtree(wd)
+        wd.mkdir(parents=True)
+        for part in WORKFLOW_PARTS:
+            src = REPO / part
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, wd / part)
+        clip = tiny_clip(base / f"tiny_{seconds}s.mp4", seconds)
+        config = ["--config", f"target={clip}", f"source={source}", f"name=t{seconds}", "backend=standin"]
+        if seconds == 3600:
+            timed_snakemake(wd, f"work/t{seconds}/segments", *config)
+            took = timed_snakemake(wd, "--dry-run", *config)
+            print(f"{'snakemake -n, one-hour job (after its plan)':45s} {took:8.1f} s")
+        else:
+            print(f"running the {label} job once (tiny frames) ...", flush=True)
+            timed_snakemake(wd, *config)
+            took = timed_snakemake(wd, *config)
+            print(f"{'no-op rerun, ten-minute job':45s} {took:8.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60, help="clip length (default 60)")
     ap.add_argument("--height", type=int, default=1080, help="clip height (default 1080)")
     ap.add_argument("--workdir", type=Path, help="where to work (default: a temporary folder)")
     ap.add_argument("--config", nargs="*", default=[], help="extra --config key=value for the workflow")
+    ap.add_argument("--scheduling", action="store_true",
+                    help="also time `snakemake -n` for a one-hour job and a no-op rerun of a ten-minute job")
     args = ap.parse_args(argv)
 
     import yaml
@@ -158,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'peak RSS of the largest job':45s} {sampler.peak_rss / 2**20:8.0f} MiB  ({sampler.peak_rss_cmd})")
     print(f"{'peak disk of intermediates (work/)':45s} {sampler.peak_disk / 2**30:8.2f} GiB "
           f"({sampler.peak_disk / 2**30 / minutes:.2f} GiB per minute of video)")
+    if args.scheduling:
+        scheduling(base, source)
     if controller_unreachable():
         print("note: this machine has a SLURM client but no reachable controller; the SLURM plugin's 10 s probe "
               "at each snakemake start was skipped (facepipe.slurmprobe)")
