@@ -128,7 +128,7 @@ def tiny_clip(out: Path, seconds: float) -> Path:
 
 
 def timed_snakemake(wd: Path, *args: str) -> float:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "all", "--quiet", "all", *args]
+    cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "all", "--quiet", "all"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=wd, check=True, env=env_for_local_snakemake(), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
