@@ -115,6 +115,17 @@ def run_workflow(wd: Path, clip: Path, source: Path, extra: list[str]) -> tuple[
     return elapsed, sampler
 
 
+def fresh_workflow(wd: Path) -> Path:
+    """A clean copy of the workflow to run in."""
+    if wd.exists():
+        shutil.rmtree(wd)
+    wd.mkdir(parents=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, wd / part)
+    return wd
+
+
 def tiny_clip(out: Path, seconds: float) -> Path:
     """A long clip at a tiny size: scheduling figures depend on the number of segments, not pixels."""
     from facepipe.media import run_ffmpeg
@@ -138,13 +149,7 @@ def timed_snakemake(wd: Path, *args: str) -> float:
 def scheduling(base: Path, source: Path) -> None:
     """`snakemake -n` for a one-hour job (after its checkpoint) and a no-op rerun of a ten-minute job."""
     for label, seconds in (("one-hour", 3600), ("ten-minute", 600)):
-        wd = base / f"sched_{seconds}"
-        if wd.exists():
-            shutil.rmtree(wd)
-        wd.mkdir(parents=True)
-        for part in WORKFLOW_PARTS:
-            src = REPO / part
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, wd / part)
+        wd = fresh_workflow(base / f"sched_{seconds}")
         clip = tiny_clip(base / f"tiny_{seconds}s.mp4", seconds)
         config = ["--config", f"target={clip}", f"source={source}", f"name=t{seconds}", "backend=standin"]
         if seconds == 3600:
@@ -174,13 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     base = args.workdir or Path(tempfile.mkdtemp(prefix="facepipe-bench-"))
-    wd = base / "workflow"
-    if wd.exists():
-        shutil.rmtree(wd)
-    wd.mkdir(parents=True)
-    for part in WORKFLOW_PARTS:
-        src = REPO / part
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, wd / part)
+    wd = fresh_workflow(base / "workflow")
     clip = base / f"clip_{args.height}p_{args.seconds:g}s.mp4"
     if not clip.exists():
         print(f"making {clip.name} ...", flush=True)
