@@ -48,11 +48,6 @@ class GFPGAN:
         enhanced = cv2.addWeighted(crop, 1 - BLEND, enhanced, BLEND, 0)
         return Patch(kind="ffhq", image=enhanced, matrix=matrix)
 
-    def enhance_face(self, img: np.ndarray, kps: np.ndarray) -> np.ndarray:
-        out = img.copy()
-        apply_patch(out, self.patch(img, kps))
-        return out
-
 
 def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhancer: GFPGAN,
                     out: str | Path) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from facepipe.faces import box_area, normalize, read_faces
-from facepipe.patches import Patch, apply_patches, decode_png, paste_inswapper, write_patches
+from facepipe.patches import Patch, decode_png, paste_inswapper, write_patches
 from facepipe.runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -73,21 +73,6 @@ class Swapper:
             self._latent_value = (latent / np.linalg.norm(latent)).astype(np.float32)
             self._latent_key = key
         return self._latent_value
-
-    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> list[Patch]:
-        """One patch per face of a whole frame (each face cropped from the frame as given)."""
-        from insightface.utils import face_align
-
-        out = []
-        for face in target_faces:
-            crop, matrix = face_align.norm_crop2(img, face.kps, self.model.input_size[0])
-            out.append(self.patch_from_crop(crop, matrix, source_embedding))
-        return out
-
-    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray) -> np.ndarray:
-        out = img.copy()
-        apply_patches(out, self.patches(img, target_faces, source_embedding))
-        return out
 
 
 def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -135,10 +135,8 @@ def plan_segments(
     pts, keys, time_base = video_timestamps(target)
     if not pts:
         raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
-    if force_transcode:
-        reason = "asked to"
-    else:
-        reason = _seek_problem(target, pts, time_base, rate, seg_frames)
+    ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
+    reason = "asked to" if force_transcode else _seek_problem(target, ranges)
     if reason:
         # Transcoded once at the working rate and size, upright: later stages read it as is.
         log.warning("target %s cannot be decoded segment by segment (%s): transcoding it once, losslessly",
@@ -147,14 +145,7 @@ def plan_segments(
         transcode_source(target, source, rate=rate, size=(width, height), gop=seg_frames)
         pts, keys, time_base = video_timestamps(source)
         rotation = 0
-    clock = FrameClock(pts[0], time_base, rate)
-    indices = [clock.index(p) for p in pts]
-    total = output_frames(pts, clock)
-    starts = segment_starts(total, seg_frames, sorted({clock.index(k) for k in keys}))
-    ranges = {}
-    for s, (start, end) in enumerate(zip(starts, starts[1:] + [total])):
-        ranges[f"seg_{s:04d}"] = {"start": start, "frames": end - start,
-                                  "seek_pts": _shown_at(pts, indices, start)}
+        ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
     expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
     lost = probe_info.get("lost_frames", 0) + max(0, expected - total - 1)
     if lost:
@@ -196,18 +187,28 @@ def _shown_at(pts: list[int], indices: list[int], k: int) -> int:
     return pts[max(i, 0)]
 
 
-def _seek_problem(target, pts, time_base, rate, seg_frames) -> str | None:
-    """Why the target cannot be decoded from a segment's seek point, or None when it can.
-
-    Checked on one segment in the middle: seeking there must land on the planned frame.
-    """
+def _plan_ranges(pts, keys, time_base, rate, seg_frames) -> tuple[dict, int]:
+    """The segments (start, frames, seek_pts) and the total output frame count."""
     clock = FrameClock(pts[0], time_base, rate)
     indices = [clock.index(p) for p in pts]
-    starts = list(range(seg_frames, output_frames(pts, clock), seg_frames))
-    if not starts:
+    total = output_frames(pts, clock)
+    starts = segment_starts(total, seg_frames, sorted({clock.index(k) for k in keys}))
+    ranges = {}
+    for s, (start, end) in enumerate(zip(starts, starts[1:] + [total])):
+        ranges[f"seg_{s:04d}"] = {"start": start, "frames": end - start,
+                                  "seek_pts": _shown_at(pts, indices, start)}
+    return ranges, total
+
+
+def _seek_problem(target, ranges: dict) -> str | None:
+    """Why the target cannot be decoded from a segment's seek point, or None when it can.
+
+    Checked on the middle segment after the first: seeking there must land on the planned frame.
+    """
+    later = list(ranges.values())[1:]
+    if not later:
         return None
-    start = starts[len(starts) // 2]
-    want = _shown_at(pts, indices, start)
+    want = later[len(later) // 2]["seek_pts"]
     try:
         got = _first_decoded_at_or_after(target, want)
     except Exception as exc:  # any decoder/demuxer failure means: not seekable
@@ -471,7 +472,7 @@ def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWr
         if not todo:
             writer.write(frame.i420())
             continue
-        bgr = frame.bgr().copy()
+        bgr = frame.bgr()  # this frame's own conversion, used once: patched in place
         rect = apply_patches(bgr, todo)
         # A copy: a repeated frame (variable-rate input) shares its planes with its neighbours.
         i420 = frame.i420().copy()

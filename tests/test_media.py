@@ -87,3 +87,12 @@ def test_full_range_video_is_converted_as_ffmpeg_converts_it(tmp_path):
     with av.open(str(clip)) as c:
         raw = next(c.decode(video=0))
     assert raw.format.name == "yuvj420p" or raw.color_range == 2
+
+
+def test_target_that_cannot_seek_is_transcoded_once_and_read_from_there(media_dir, tmp_path):
+    info = media.probe(media_dir / "clip.mp4").__dict__
+    manifest = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "t", max_height=0, fps=0,
+                                   segment_seconds=0.8, force_transcode=True)
+    assert manifest["source"] == video.TRANSCODED and (tmp_path / "t" / video.TRANSCODED).exists()
+    frames = list(video.iter_frames(media_dir / "clip.mp4", tmp_path / "t", manifest, "seg_0001"))
+    assert [f.number for f in frames] == list(range(1, manifest["segments"]["seg_0001"] + 1))
