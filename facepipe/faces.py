@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DET_SIZE = (640, 640)
 # landmarks: the 68 points (flattened) from the offline backend, which its classic swapper
 # needs; null for the learned backend, and readers must not rely on the column being there.
-# crop: the face as the swapper takes it (PNG), cut out at detection so the swap stage never
+# crop: the face as the swapper takes it (encode_image), cut out at detection so the swap stage never
 # decodes the video: the aligned crop and its matrix (crop_matrix, frame -> crop) for the
 # learned swapper, or the landmarks' rectangle at (crop_x, crop_y) for the classic one.
 FACE_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks",
@@ -59,15 +59,33 @@ class FaceAnalyzer:
         from insightface.utils import face_align
 
         det, kpss = self.detector.detect(img, input_size=self.det_size)
+        crop = lambda kps: face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0])  # noqa: E731
+        return self._faces(det, kpss, crop)
+
+    def analyze_frame(self, frame) -> list[dict]:
+        """analyze() of a working frame (facepipe.video.WorkFrame) without converting all of it:
+        the detector gets the frame already at its input size, scaled from the YUV planes, and
+        the recognizer's crops are warped from the planes."""
+        from insightface.utils import face_align
+
+        h, w = frame.shape
+        small = frame.scaled_bgr(detector_size(w, h, self.det_size[0]))
+        det, kpss = self.detector.detect(small, input_size=self.det_size)
+        scale = np.array([w / small.shape[1], h / small.shape[0]], np.float32)
+        det[:, :4] *= np.tile(scale, 2)
+        kpss = kpss * scale
+        size = self.recognizer.input_size[0] if self.recognizer else 0
+        crop = lambda kps: frame.warp_bgr(face_align.estimate_norm(kps, size), size)  # noqa: E731
+        return self._faces(det, kpss, crop)
+
+    def _faces(self, det, kpss, crop) -> list[dict]:
         if det.shape[0] == 0:
             return []
         if self.recognizer is None:
             feats = [None] * len(det)
         else:
-            crops = [face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0])
-                     for kps in kpss]
             # One batched recognizer call for all faces of the frame.
-            feats = self.recognizer.get_feat(crops).reshape(len(crops), -1)
+            feats = self.recognizer.get_feat([crop(kps) for kps in kpss]).reshape(len(det), -1)
         faces = []
         for box, kps, feat in zip(det, kpss, feats):
             faces.append({"box": box[:4].astype(np.float32), "score": float(box[4]),
@@ -77,26 +95,37 @@ class FaceAnalyzer:
         return faces
 
 
+def detector_size(w: int, h: int, det_size: int) -> tuple[int, int]:
+    """The size SCRFD scales a w x h frame to for a square input (the longer side becomes
+    det_size), rounded down to even so the frame can be scaled in YUV 4:2:0."""
+    if h > w:
+        sw, sh = int(det_size / (h / w)), det_size
+    else:
+        sw, sh = det_size, int(det_size * (h / w))
+    return max(2, sw // 2 * 2), max(2, sh // 2 * 2)
+
+
 def box_area(box) -> float:
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
 
 
-def face_crop(img: np.ndarray, face: dict, kind: str) -> dict:
-    """The crop columns of one face (see FACE_COLUMNS)."""
-    from facepipe.patches import encode_png
+def face_crop(frame, face: dict, kind: str) -> dict:
+    """The crop columns of one face (see FACE_COLUMNS) from its working frame (WorkFrame)."""
+    from facepipe.patches import encode_image
 
     if kind == "aligned_128":
         from insightface.utils import face_align
 
-        # Exactly the crop INSwapper.get makes (norm_crop2, arcface template, 128 px).
-        crop, matrix = face_align.norm_crop2(img, np.asarray(face["kps"]).reshape(5, 2), 128)
-        return {"crop": encode_png(crop), "crop_x": 0, "crop_y": 0,
+        # The crop INSwapper.get makes (norm_crop2: arcface template, 128 px), warped from the planes.
+        matrix = face_align.estimate_norm(np.asarray(face["kps"]).reshape(5, 2), 128)
+        return {"crop": encode_image(frame.warp_bgr(matrix, 128)), "crop_x": 0, "crop_y": 0,
                 "crop_matrix": np.asarray(matrix, np.float64).reshape(-1).tolist()}
     if kind == "landmark_box":
         from facepipe.classic_swap import _hull_bbox
 
+        img = frame.bgr()
         x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(68, 2), img.shape[:2], 0.0)
-        return {"crop": encode_png(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
+        return {"crop": encode_image(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
     raise ValueError(f"unknown crop kind {kind!r}; known: {CROP_KINDS}")
 
 
@@ -104,24 +133,24 @@ def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.Dat
     """The faces table of a segment's working frames (facepipe.video.WorkFrame, numbered from 1);
     analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of face crop to keep for the swap."""
     rows = []
-    numbers, images_kept = [], {}
+    numbers, frames_kept = [], {}
 
-    def images():
+    def seen():
         for frame in frames:
             numbers.append(frame.number)
-            img = frame.bgr()
             if crop:
-                images_kept[frame.number] = img  # until its faces are cropped, just below
-            yield img
+                frames_kept[frame.number] = frame  # until its faces are cropped, just below
+            yield frame
 
-    # An analyzer may spread the frames over processes itself (the offline one does).
+    # An analyzer may spread the frames over processes itself (the offline one does); the
+    # learned one works on the frames' YUV planes.
     if hasattr(analyzer, "analyze_frames"):
-        per_frame = analyzer.analyze_frames(images())
+        per_frame = analyzer.analyze_frames(frame.bgr() for frame in seen())
     else:
-        per_frame = (analyzer.analyze(img) for img in images())
+        per_frame = (analyzer.analyze_frame(frame) for frame in seen())
     for i, faces in enumerate(per_frame):
         frame_no = numbers[i]
-        img = images_kept.pop(frame_no, None)
+        frame = frames_kept.pop(frame_no, None)
         for j, face in enumerate(faces):
             x1, y1, x2, y2 = (float(v) for v in face["box"])
             row = {"frame": frame_no, "face": j, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
@@ -132,7 +161,7 @@ def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.Dat
                                  if face.get("landmarks") is not None else None),
                    "crop": None, "crop_x": 0, "crop_y": 0, "crop_matrix": None}
             if crop:
-                row.update(face_crop(img, face, crop))
+                row.update(face_crop(frame, face, crop))
             rows.append(row)
     table = pd.DataFrame(rows, columns=FACE_COLUMNS)
     log.info("%d faces in %d frames (%d frames without a face)", len(table), len(numbers),
@@ -144,7 +173,7 @@ def write_faces(table: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    table.to_parquet(tmp, index=False)
+    table.to_parquet(tmp, index=False, compression="zstd")
     os.replace(tmp, path)
 
 

@@ -12,6 +12,7 @@ next, so a second face is swapped on a frame that already has the first) and the
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+
+from facepipe.i420 import (bgr_to_yuv444, chroma_aligned, frame_size, region_bgr, split_i420,
+                           write_region)
 
 PATCH_COLUMNS = ["frame", "face", "kind", "x", "y", "matrix", "kps", "image"]
 KINDS = ("inswapper", "ffhq", "pixels")
@@ -73,6 +77,90 @@ def _roi(inverse: np.ndarray, size: int, margin: int, shape) -> tuple[int, int, 
     return x0, y0, x1, y1
 
 
+def _inswapper_roi(size: int, inverse: np.ndarray, shape) -> tuple[int, int, int, int]:
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inverse.T
+    # Feathering margin from the unclipped square: an upper bound of what the mask needs.
+    margin = 2 * max(int(np.sqrt(np.ptp(corners[:, 0]) * np.ptp(corners[:, 1]))) // 20, 5) + 4
+    return _roi(inverse, size, margin, shape)
+
+
+def patch_rect(patch: Patch, shape) -> tuple[int, int, int, int] | None:
+    """The rectangle (x0, y0, x1, y1) of a frame of this shape that apply_patch may change."""
+    h, w = shape[:2]
+    if patch.kind == "pixels":
+        rect = (patch.x, patch.y, min(patch.x + patch.image.shape[1], w), min(patch.y + patch.image.shape[0], h))
+    else:
+        inverse = cv2.invertAffineTransform(np.asarray(patch.matrix, np.float64).reshape(2, 3))
+        size = patch.image.shape[0]
+        rect = _inswapper_roi(size, inverse, shape) if patch.kind == "inswapper" else _roi(inverse, size, 2, shape)
+    return rect if rect[2] > rect[0] and rect[3] > rect[1] else None
+
+
+@dataclass
+class _Feather:
+    """insightface's paste-back mask as blend weights in [0, 1], over the part of the ROI where
+    they are not all 0 (`support`: x0, y0, x1, y1 in ROI coordinates, x0 and y0 even)."""
+
+    weight: np.ndarray
+    support: tuple[int, int, int, int]
+    half: np.ndarray | None = None  # the same at half resolution, when made there (for chroma)
+
+
+def _inswapper_feather(size: int, shifted: np.ndarray, roi_size: tuple[int, int]) -> _Feather | None:
+    """The mask of an aligned crop warped by `shifted` (crop -> ROI) into an ROI; None: not visible."""
+    white = cv2.warpAffine(np.full((size, size), 255, np.uint8), shifted, roi_size, borderValue=0)
+    # insightface sets the warped square's pixels above 20 to 255; the faint edge below that
+    # is eroded away just below, so a binary threshold is the same mask.
+    mask = cv2.threshold(white, 20, 255, cv2.THRESH_BINARY)[1]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    # Mask extent measured as insightface does: on the visible part of the warped square.
+    mask_size = int(np.sqrt((rows[-1] - rows[0]) * (cols[-1] - cols[0])))
+    erode = max(mask_size // 10, 10)
+    blur = max(mask_size // 20, 5)
+    # Erosion by a rectangle runs separably in 8 bits; the blur runs in float as insightface's.
+    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (erode, erode)))
+    w, h = roi_size
+    if blur < 12:
+        weight = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0).astype(np.float32) * np.float32(1 / 255)
+        return _Feather(weight, (0, 0, w, h))
+    # A wide feather is as smooth at half resolution (sigma halved) and four times cheaper;
+    # the result stays within 2 grey levels of insightface's (tests/test_swap.py).
+    sigma = 0.3 * (blur - 1) + 0.8  # OpenCV's sigma for a (2 * blur + 1) kernel
+    # Exact halving; the padding repeats the edge, as the blur's own border handling would.
+    mask = cv2.copyMakeBorder(mask, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+    half = cv2.resize(mask, (mask.shape[1] // 2, mask.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    half = cv2.GaussianBlur(half.astype(np.float32), (0, 0), sigma / 2) * np.float32(1 / 255)
+    hr, hc = np.flatnonzero(half.any(axis=1)), np.flatnonzero(half.any(axis=0))
+    if hr.size == 0:
+        return None
+    # Keep one zero sample around the non-zero ones: upscaling blends each sample with its neighbours.
+    r0, r1 = max(hr[0] - 1, 0), min(hr[-1] + 2, half.shape[0])
+    c0, c1 = max(hc[0] - 1, 0), min(hc[-1] + 2, half.shape[1])
+    half = half[r0:r1, c0:c1]
+    weight = cv2.resize(half, (2 * (c1 - c0), 2 * (r1 - r0)), interpolation=cv2.INTER_LINEAR)
+    support = (2 * c0, 2 * r0, min(2 * c1, w), min(2 * r1, h))
+    return _Feather(weight[: support[3] - support[1], : support[2] - support[0]], support, half)
+
+
+def _inswapper_geometry(fake: np.ndarray, matrix: np.ndarray, shape, even: bool = False):
+    """ROI (x0, y0, x1, y1) of the frame, the crop -> ROI matrix and the feather, or None."""
+    size = fake.shape[0]
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64).reshape(2, 3))
+    x0, y0, x1, y1 = _inswapper_roi(size, inverse, shape)
+    if even:
+        x0, y0, x1, y1 = chroma_aligned((x0, y0, x1, y1), shape[1], shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    shifted = inverse.copy()
+    shifted[:, 2] -= (x0, y0)
+    feather = _inswapper_feather(size, shifted, (x1 - x0, y1 - y0))
+    if feather is None:
+        return None
+    return (x0, y0, x1, y1), shifted, feather
+
+
 def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
     """Blend a swapped aligned crop back into the frame (in place), working only around the face.
 
@@ -81,44 +169,94 @@ def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> tu
     full-frame images for every face, which costs ~0.3 s per 1080p frame; here the same
     operations run on the face's bounding box plus the feathering margin, with the same result.
     """
-    size = fake.shape[0]
-    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64).reshape(2, 3))
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inverse.T
-    # Feathering margin from the unclipped square: an upper bound of what the mask needs.
-    margin = 2 * max(int(np.sqrt(np.ptp(corners[:, 0]) * np.ptp(corners[:, 1]))) // 20, 5) + 4
-    x0, y0, x1, y1 = _roi(inverse, size, margin, img.shape)
-    if x1 <= x0 or y1 <= y0:
+    found = _inswapper_geometry(fake, matrix, img.shape)
+    if found is None:
         return None
-    shifted = inverse.copy()
-    shifted[:, 2] -= (x0, y0)
-    roi_size = (x1 - x0, y1 - y0)
-    fake_roi = cv2.warpAffine(fake, shifted, roi_size, borderValue=0.0)
-    white = cv2.warpAffine(np.full((size, size), 255, np.uint8), shifted, roi_size, borderValue=0)
-    full = white > 20
-    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
-    if rows.size == 0:
-        return None
-    # Mask extent measured as insightface does: on the visible part of the warped square.
-    mask_size = int(np.sqrt((rows[-1] - rows[0]) * (cols[-1] - cols[0])))
-    erode = max(mask_size // 10, 10)
-    blur = max(mask_size // 20, 5)
-    # In 8 bits (the faint warp edge below the threshold is eroded away anyway): erosion by a
-    # rectangle runs separably, and the blend below is OpenCV's, not numpy's float64.
-    mask = white
-    mask[full] = 255
-    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (erode, erode)))
-    if blur >= 12:
-        # A wide feather is as smooth at half resolution (sigma halved) and four times cheaper;
-        # the result stays within 2 grey levels of insightface's (tests/test_swap.py).
-        sigma = 0.3 * (blur - 1) + 0.8  # OpenCV's sigma for a (2 * blur + 1) kernel
-        half = cv2.resize(mask, ((mask.shape[1] + 1) // 2, (mask.shape[0] + 1) // 2), interpolation=cv2.INTER_AREA)
-        half = cv2.GaussianBlur(half.astype(np.float32), (0, 0), sigma / 2)
-        weight = cv2.resize(half, roi_size, interpolation=cv2.INTER_LINEAR) * np.float32(1 / 255)
-    else:
-        weight = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0).astype(np.float32) * np.float32(1 / 255)
-    roi = img[y0:y1, x0:x1]
-    img[y0:y1, x0:x1] = cv2.blendLinear(fake_roi, roi, weight, 1 - weight)
+    (x0, y0, x1, y1), shifted, feather = found
+    sx0, sy0, sx1, sy1 = feather.support
+    # Only where the weight is not 0 does the frame change: warp and blend just there.
+    shifted[:, 2] -= (sx0, sy0)
+    fake_part = cv2.warpAffine(fake, shifted, (sx1 - sx0, sy1 - sy0), borderValue=0.0)
+    part = img[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
+    part[:] = cv2.blendLinear(fake_part, part, feather.weight, 1 - feather.weight)
     return x0, y0, x1, y1
+
+
+def paste_inswapper_i420(planes, fake: np.ndarray, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
+    """paste_inswapper on a frame given as its (Y, U, V) planes (even size), blended in YUV.
+
+    Converting to YUV is affine, so blending there with the same weights is blending in BGR up
+    to rounding; chroma blends at its own half resolution with the half-resolution weights.
+    The frame is never converted to BGR, and only the crop itself is converted to YUV.
+    """
+    y_plane, u_plane, v_plane = planes
+    found = _inswapper_geometry(fake, matrix, y_plane.shape, even=True)
+    if found is None:
+        return None
+    (x0, y0, x1, y1), shifted, feather = found
+    sx0, sy0, sx1, sy1 = feather.support
+    shifted[:, 2] -= (sx0, sy0)
+    fy, fu, fv = bgr_to_yuv444(fake)
+    # Outside the crop the warp gives black, as insightface's (BGR 0) is: Y 16, U and V 128.
+    part = y_plane[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
+    warped = cv2.warpAffine(fy, shifted, (sx1 - sx0, sy1 - sy0), borderValue=16)
+    part[:] = cv2.blendLinear(warped, part, feather.weight, 1 - feather.weight)
+    cw, ch = (sx1 - sx0) // 2, (sy1 - sy0) // 2
+    half = feather.half
+    if half is None:
+        half = cv2.resize(feather.weight, (cw, ch), interpolation=cv2.INTER_AREA)
+    # A chroma sample stands for a 2x2 block: its centre is at (2i + 0.5) in luma coordinates.
+    shifted_half = shifted * 0.5
+    shifted_half[:, 2] -= 0.25
+    # Where a crop pixel covers less than 2 frame pixels, sampling it straight at chroma
+    # resolution would alias: warp at full resolution and average 2x2 blocks instead.
+    minified = abs(np.linalg.det(shifted[:, :2])) < 4
+    cx, cy = (x0 + sx0) // 2, (y0 + sy0) // 2
+    for plane, crop in ((u_plane, fu), (v_plane, fv)):
+        part = plane[cy : cy + ch, cx : cx + cw]
+        if minified:
+            warped = cv2.warpAffine(crop, shifted, (2 * cw, 2 * ch), borderValue=128)
+            warped = cv2.resize(warped, (cw, ch), interpolation=cv2.INTER_AREA)
+        else:
+            warped = cv2.warpAffine(crop, shifted_half, (cw, ch), borderValue=128)
+        part[:] = cv2.blendLinear(warped, part, half, 1 - half)
+    return x0, y0, x1, y1
+
+
+def _moved(patch: Patch, x0: int, y0: int) -> Patch:
+    """The patch for the frame's rectangle whose top-left corner is (x0, y0)."""
+    from dataclasses import replace
+
+    if patch.kind == "pixels":
+        return replace(patch, x=patch.x - x0, y=patch.y - y0)
+    matrix = np.asarray(patch.matrix, np.float64).reshape(2, 3).copy()
+    matrix[:, 2] += matrix[:, :2] @ (x0, y0)  # frame = rect + (x0, y0)
+    return replace(patch, matrix=matrix)
+
+
+def apply_patches_i420(i420: np.ndarray, patches: list[Patch]) -> tuple[int, int, int, int] | None:
+    """apply_patches on an I420 frame, in place, converting nothing outside the faces.
+
+    Swapped faces blend in YUV (paste_inswapper_i420); other patches convert their rectangle
+    to BGR and back.
+    """
+    w, h = frame_size(i420)  # even: working sizes always are (facepipe.video.working_size)
+    planes = split_i420(i420, w, h)
+    rect = None
+    for patch in patches:
+        if patch.kind == "inswapper":
+            r = paste_inswapper_i420(planes, patch.image, patch.matrix)
+        else:
+            r = patch_rect(patch, (h, w))
+            if r is not None:
+                r = chroma_aligned(r, w, h)
+                roi = region_bgr(planes, r)
+                if apply_patch(roi, _moved(patch, r[0], r[1])) is not None:
+                    write_region(planes, roi, r)
+        if r is not None:
+            rect = r if rect is None else (min(rect[0], r[0]), min(rect[1], r[1]),
+                                           max(rect[2], r[2]), max(rect[3], r[3]))
+    return rect
 
 
 def box_mask(size: int, blur: float = 0.3, padding: float = 0.05) -> np.ndarray:
@@ -158,30 +296,32 @@ def paste_ffhq(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> tuple[i
     return x0, y0, x1, y1
 
 
-def encode_png(img: np.ndarray) -> bytes:
-    # Lossless; low compression because patches are written once and read once or twice.
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError("could not encode a patch as PNG")
-    return buf.tobytes()
+def encode_image(img: np.ndarray) -> bytes:
+    """A crop or patch as bytes: NumPy's .npy format, raw and self-describing. The tables
+    holding them are zstd-compressed as a whole, which is as small as PNG and 4 times faster."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(img), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":  # tables written by earlier versions
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def write_patches(patches: list[Patch], path: str | Path) -> None:
-    """One table per segment (atomically written): frame, face, kind, corner, matrix, kps, PNG."""
+    """One table per segment (atomically written): frame, face, kind, corner, matrix, kps, image."""
     rows = [{"frame": p.frame, "face": p.face, "kind": p.kind, "x": p.x, "y": p.y,
              "matrix": None if p.matrix is None else np.asarray(p.matrix, np.float64).reshape(-1).tolist(),
              "kps": None if p.kps is None else np.asarray(p.kps, np.float32).reshape(-1).tolist(),
-             "image": encode_png(p.image)} for p in patches]
+             "image": encode_image(p.image)} for p in patches]
     table = pd.DataFrame(rows, columns=PATCH_COLUMNS)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    table.to_parquet(tmp, index=False)
+    table.to_parquet(tmp, index=False, compression="zstd")
     os.replace(tmp, path)
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
 def read_patches(path: str | Path) -> dict[int, list[Patch]]:
@@ -189,7 +329,7 @@ def read_patches(path: str | Path) -> dict[int, list[Patch]]:
     table = pd.read_parquet(path)
     by_frame: dict[int, list[Patch]] = {}
     for row in table.itertuples():
-        image = decode_png(row.image)
+        image = decode_image(row.image)
         matrix = None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3)
         kps = None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2)
         by_frame.setdefault(int(row.frame), []).append(

@@ -61,6 +61,11 @@ def run(snakemake, main: Callable) -> None:
              snakemake.threads)
     # Which GPU the scheduler gave this job (unset for CPU jobs); cluster tests read this line.
     log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+    # OpenCV's own thread pool follows the job's threads too: jobs share the cores the
+    # scheduler counted, and oversubscribed pools spend their time waiting on each other.
+    import cv2
+
+    cv2.setNumThreads(max(1, int(snakemake.threads)))
     stream = open(logfile, "a", encoding="utf-8") if logfile else contextlib.nullcontext(sys.stdout)
     try:
         from facepipe.gpu import MemoryWatch

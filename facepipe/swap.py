@@ -9,42 +9,40 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import box_area, normalize, read_faces
-from facepipe.patches import Patch, decode_png, paste_inswapper, write_patches
+from facepipe.faces import normalize, read_faces
+from facepipe.patches import Patch, decode_image, paste_inswapper, write_patches
 from facepipe.runtime import create_session
 
 log = logging.getLogger(__name__)
 
-def select_faces(frame_faces: pd.DataFrame, mode: str, reference: np.ndarray | None = None,
+def select_faces(faces: pd.DataFrame, mode: str, reference: np.ndarray | None = None,
                  threshold: float = 0.35, metric: str = "cosine") -> pd.DataFrame:
-    """The faces of one frame to replace: the most prominent, all, or those like the reference.
+    """The faces to replace, frame by frame: each frame's most prominent, all, or those like the
+    reference. Works on a whole faces table at once.
 
     ``metric`` is how the backend's embeddings are compared: "cosine" (ArcFace) or
     "euclidean" (dlib, offline backend); ``threshold`` is in that metric.
     """
-    if frame_faces.empty:
-        return frame_faces
-    if mode == "many":
-        return frame_faces
+    if faces.empty or mode == "many":
+        return faces
     if mode == "one":
-        areas = frame_faces.apply(lambda r: box_area((r.x1, r.y1, r.x2, r.y2)), axis=1)
-        return frame_faces.loc[[areas.idxmax()]]
+        area = (faces["x2"] - faces["x1"]).clip(lower=0) * (faces["y2"] - faces["y1"]).clip(lower=0)
+        return faces.loc[area.groupby(faces["frame"]).idxmax()]
     if mode == "reference":
         if reference is None:
             raise ValueError("faces=reference needs a reference embedding")
-        if frame_faces["embedding"].isna().any():
+        if faces["embedding"].isna().any():
             raise ValueError("faces=reference needs the target faces' embeddings, and this faces table has none "
                              "(made by the offline backend for faces=one|many); rerun detection")
+        embeddings = np.stack([np.asarray(e, dtype=np.float32) for e in faces["embedding"]])
         if metric == "euclidean":
-            ref = np.asarray(reference, dtype=np.float32).reshape(-1)
-            dist = frame_faces["embedding"].apply(
-                lambda e: float(np.linalg.norm(np.asarray(e, dtype=np.float32) - ref)))
+            dist = np.linalg.norm(embeddings - np.asarray(reference, dtype=np.float32).reshape(-1), axis=1)
         elif metric == "cosine":
-            ref = normalize(reference)
-            dist = frame_faces["embedding"].apply(lambda e: 1.0 - float(normalize(e) @ ref))
+            unit = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-12)
+            dist = 1.0 - unit @ normalize(reference)
         else:
             raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
-        return frame_faces[dist < threshold]
+        return faces[dist < threshold]
     raise ValueError(f"unknown faces mode {mode!r}")
 
 
@@ -87,24 +85,21 @@ def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: 
     """Swap the selected faces of a segment from the crops detection kept (no frame is decoded);
     writes the face patches, in face order within each frame."""
     table = read_faces(faces)
-    patches, frames = [], 0
-    for frame_no, frame_faces in (table.groupby("frame", sort=True) if len(table) else []):
-        chosen = select_faces(frame_faces, mode, reference, threshold, metric)
-        if chosen.empty:
+    chosen = select_faces(table, mode, reference, threshold, metric)
+    patches = []
+    for row in chosen.sort_values(["frame", "face"]).itertuples():
+        if row.crop is None:
+            raise ValueError(f"{faces}: face {row.face} of frame {row.frame} has no crop; rerun detection")
+        patch = swapper.patch_from_crop(decode_image(row.crop), matrix=row.crop_matrix,
+                                        source_embedding=source_embedding, x=int(row.crop_x),
+                                        y=int(row.crop_y), landmarks=row.landmarks)
+        # A swapper may make no patch for a face (the classic one, for a face too small to swap).
+        if patch is None:
             continue
-        frames += 1
-        for row in chosen.sort_values("face").itertuples():
-            if row.crop is None:
-                raise ValueError(f"{faces}: face {row.face} of frame {frame_no} has no crop; rerun detection")
-            patch = swapper.patch_from_crop(decode_png(row.crop), matrix=row.crop_matrix,
-                                            source_embedding=source_embedding, x=int(row.crop_x),
-                                            y=int(row.crop_y), landmarks=row.landmarks)
-            # A swapper may make no patch for a face (the classic one, for a face too small to swap).
-            if patch is None:
-                continue
-            patch.frame, patch.face = int(frame_no), int(row.face)
-            patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
-            patches.append(patch)
+        patch.frame, patch.face = int(row.frame), int(row.face)
+        patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
+        patches.append(patch)
+    frames = chosen["frame"].nunique() if len(chosen) else 0
     write_patches(patches, out)
     log.info("swapped %d faces in %d frames (mode %s; %d frames with faces)", len(patches), frames, mode,
              table["frame"].nunique() if len(table) else 0)
