@@ -70,7 +70,10 @@ class FaceAnalyzer:
 
         h, w = frame.shape
         small = frame.scaled_bgr(detector_size(w, h, self.det_size[0]))
-        det, kpss = self.detector.detect(small, input_size=self.det_size)
+        # The detector's input fits the frame's shape (its sides multiples of the largest
+        # stride, 32) instead of a square that is 44% padding for 16:9: a third less work.
+        input_size = tuple(-(-side // 32) * 32 for side in (small.shape[1], small.shape[0]))
+        det, kpss = self.detector.detect(small, input_size=input_size)
         scale = np.array([w / small.shape[1], h / small.shape[0]], np.float32)
         det[:, :4] *= np.tile(scale, 2)
         kpss = kpss * scale

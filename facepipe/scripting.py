@@ -53,6 +53,26 @@ def gpu_start(sm):
                      int(sm.params.min_free_gpu_mb), record=record)
 
 
+def keep_freed_memory(limit_mb: int = 64) -> bool:
+    """Let glibc's malloc reuse freed buffers instead of returning them to the system.
+
+    Every frame passes through a few buffers of about 3 MB (a decoded frame, the detector's
+    input blob). By default glibc maps each such buffer fresh and unmaps it when freed, so
+    every frame pays for thousands of page faults: measured here, a quarter of detection's
+    CPU time. Buffers under limit_mb now come from the heap, and up to 4 * limit_mb of freed
+    memory is kept for reuse. Returns False where this is not glibc (nothing changes).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, limit_mb << 20)
+                    and libc.mallopt(M_TRIM_THRESHOLD, 4 * limit_mb << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def run(snakemake, main: Callable) -> None:
     """Run a rule's main(snakemake, log); expected errors exit 1 with one clear message."""
     logfile = snakemake.log[0] if len(snakemake.log) else None
@@ -66,6 +86,7 @@ def run(snakemake, main: Callable) -> None:
     import cv2
 
     cv2.setNumThreads(max(1, int(snakemake.threads)))
+    keep_freed_memory()
     stream = open(logfile, "a", encoding="utf-8") if logfile else contextlib.nullcontext(sys.stdout)
     try:
         from facepipe.gpu import MemoryWatch
