@@ -255,6 +255,7 @@ def load_image(path: str | Path, max_height: int) -> np.ndarray:
 
 class WorkFrame:
     """One working frame: I420 planes (video) or BGR pixels (still image), converted on demand.
+    Each frame owns its arrays: a stage may change them in place.
 
     The stages that look at a frame only in places (detection at the detector's size, crops
     around faces) use scaled_bgr and warp_bgr, which convert only what they return.
@@ -385,9 +386,11 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
                 k = clock.index(frame.pts) - start
                 if held is not None and k > emitted:
                     # Frames up to k-1 show the held one (a gap in the input repeats it).
-                    while emitted < min(k, count):
+                    last = min(k, count)
+                    while emitted < last:
                         emitted += 1
-                        yield WorkFrame(emitted, i420=held)
+                        # Each frame owns its planes (the render pastes in place): repeats get copies.
+                        yield WorkFrame(emitted, i420=held if emitted == last else held.copy())
                 if k >= count:
                     break
                 held = _to_working(frame, manifest, rotation)
@@ -395,16 +398,14 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
             log.warning("%s: decoding stopped at a damaged part: %s", path, exc)
     if held is None:
         raise MediaError(f"{path}: no frame of segment starting at frame {start} could be decoded")
-    if emitted < count:
-        # The last decoded frame stands for the next output frame, as every held frame does.
-        emitted += 1
-        yield WorkFrame(emitted, i420=held)
-    if emitted < count:
+    # The last decoded frame stands for the next output frame, as every held frame does; any
+    # after that could not be decoded.
+    if count - emitted > 1:
         log.warning("%s: %d frame(s) at the end of the segment could not be decoded; repeating the last one",
-                    path, count - emitted)
+                    path, count - emitted - 1)
     while emitted < count:
         emitted += 1
-        yield WorkFrame(emitted, i420=held)
+        yield WorkFrame(emitted, i420=held if emitted == count else held.copy())
 
 
 def _widen_pipe(stream, size: int = 1 << 20) -> None:
@@ -427,7 +428,7 @@ class SegmentWriter:
     """
 
     def __init__(self, out: str | Path, *, width: int, height: int, fps: str, encoder: str, preset: str,
-                 crf: int | None):
+                 crf: int | None, threads: int = 0):
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.out.with_name(self.out.stem + ".partial" + self.out.suffix)
@@ -439,6 +440,10 @@ class SegmentWriter:
             args += ["-preset", preset]
         if crf is not None and crf >= 0:
             args += ["-crf", str(crf)]
+        if threads > 0:
+            # The job's share of the cores: x264's default (1.5 threads per core, for every
+            # encoder running side by side) spends a fifth more CPU on the same output.
+            args += ["-threads", str(threads)]
         args += ["-pix_fmt", "yuv420p", "-f", "mp4", str(self.tmp)]
         log.info("ffmpeg (encoding %s): %s", self.out.name, " ".join(args))
         self._stderr = tempfile.TemporaryFile()
@@ -492,8 +497,7 @@ def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWr
         if not todo:
             writer.write(frame.i420())
             continue
-        # A copy: a repeated frame (variable-rate input) shares its planes with its neighbours.
-        i420 = frame.i420().copy()
+        i420 = frame.i420()  # the frame's own planes (repeated frames are copies): pasted in place
         apply_patches_i420(i420, todo)
         writer.write(i420)
         patched += 1

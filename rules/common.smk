@@ -171,9 +171,24 @@ def print_backend_summary():
         logger.warning(line)
 
 
+def release_scheduler_timers():
+    """Cancel the scheduler's pending re-evaluation timers once the run is over.
+
+    Snakemake's job rate limiter re-arms a one-second threading.Timer after every scheduling
+    pass; Python waits for it at exit, so every finished run would end about a second after
+    its last job. The run is complete here, so nothing needs them any more.
+    """
+    import threading
+
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
 onsuccess:
     print_run_summary()
     print_backend_summary()
+    release_scheduler_timers()
 
 
 onerror:

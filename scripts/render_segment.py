@@ -11,7 +11,8 @@ def main(sm, log):
     segment = sm.wildcards.segment
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, segment, threads=sm.threads)
     with SegmentWriter(sm.output.video, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
-                       encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf) as writer:
+                       encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
+                       threads=sm.threads) as writer:
         patched = render_segment(frames, read_patches(sm.input.patches), writer)
         expected = manifest["segments"][segment]
         if writer.frames != expected:
