@@ -1,0 +1,122 @@
+"""Pasting and converting in YUV 4:2:0 where the faces are, against doing it on whole BGR frames."""
+
+import cv2
+import numpy as np
+import pytest
+
+from facepipe.demo import insightface_image
+from facepipe.i420 import bgr_to_yuv444, region_bgr, split_i420, write_region
+from facepipe.patches import Patch, apply_patch, apply_patches_i420, paste_inswapper
+from facepipe.video import WorkFrame
+
+W, H = 1280, 720
+
+
+@pytest.fixture(scope="module")
+def frame():
+    """A decoded-like I420 frame of a real photo whose BGR round trip is exact almost everywhere."""
+    img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (W, H))
+    i420 = cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420)
+    return cv2.cvtColor(cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420), cv2.COLOR_BGR2YUV_I420)
+
+
+def crop_matrix(centre, scale, angle):
+    """frame -> crop matrix of a 128 px crop shown `scale` times larger, rotated, at `centre`."""
+    to_frame = cv2.getRotationMatrix2D((0, 0), angle, scale)
+    to_frame[:, 2] = np.asarray(centre) - to_frame[:, :2] @ (64, 64)
+    return cv2.invertAffineTransform(to_frame)
+
+
+def box_averaged_i420(bgr):
+    """BGR to Y plus 2x2-averaged U and V (OpenCV's own I420 conversion takes one pixel's chroma)."""
+    y, u, v = bgr_to_yuv444(bgr)
+    half = (bgr.shape[1] // 2, bgr.shape[0] // 2)
+    return [y.astype(int)] + [np.round(cv2.resize(c.astype(np.float32), half, interpolation=cv2.INTER_AREA))
+                              .astype(int) for c in (u, v)]
+
+
+def test_region_conversion_equals_whole_frame_conversion(frame):
+    planes = split_i420(frame.copy(), W, H)
+    whole = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+    rect = (100, 50, 420, 306)
+    roi = region_bgr(planes, rect)
+    assert np.array_equal(roi, whole[50:306, 100:420])
+    # Written back unchanged, the region is what converting the whole frame back gives there.
+    write_region(planes, roi, rect)
+    back = cv2.cvtColor(whole, cv2.COLOR_BGR2YUV_I420)
+    y, u, v = split_i420(back, W, H)
+    assert np.array_equal(planes[0][50:306, 100:420], y[50:306, 100:420])
+    assert np.array_equal(planes[1][25:153, 50:210], u[25:153, 50:210])
+
+
+def test_yuv444_uses_opencv_coefficients():
+    bgr = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    y, u, v = bgr_to_yuv444(bgr)
+    # OpenCV's I420 conversion of the image itself: same luma, and the chroma of each block's
+    # top-left pixel.
+    ry, ru, rv = split_i420(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), 16, 16)
+    assert np.array_equal(y, ry)
+    assert np.array_equal(u[::2, ::2], ru) and np.array_equal(v[::2, ::2], rv)
+
+
+@pytest.mark.parametrize("scale, angle", [(5.0, 0), (5.0, 25), (2.5, 45), (1.0, 10), (0.4, -30)])
+def test_swapped_face_pasted_in_yuv_matches_the_bgr_paste(frame, scale, angle):
+    rng = np.random.default_rng(1)
+    fake = cv2.GaussianBlur(rng.integers(0, 256, (128, 128, 3), np.uint8), (0, 0), 3)
+    matrix = crop_matrix((640, 300), scale, angle)
+
+    reference = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+    paste_inswapper(reference, fake, matrix)  # itself within 2 levels of insightface (test_swap.py)
+    ours = frame.copy()
+    rect = apply_patches_i420(ours, [Patch("inswapper", fake, matrix)])
+
+    # Compared where the paste changed the frame and the frame's own BGR round trip is exact
+    # (elsewhere the BGR path starts from clipped colours).
+    exact = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420), cv2.COLOR_BGR2YUV_I420) == frame
+    changed = ours != frame
+    assert changed.any()
+    for got, want, mask in zip(split_i420(ours, W, H), box_averaged_i420(reference),
+                               split_i420(changed & exact, W, H)):
+        assert np.abs(got.astype(int) - want)[mask].max() <= 2
+    # Nothing outside the returned rectangle changed.
+    x0, y0, x1, y1 = rect
+    outside = np.ones((H, W), bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(split_i420(ours, W, H)[0][outside], split_i420(frame, W, H)[0][outside])
+
+
+def test_other_patches_convert_only_their_rectangle(frame):
+    rng = np.random.default_rng(2)
+    enhanced = rng.integers(0, 256, (512, 512, 3), np.uint8)
+    ffhq = Patch("ffhq", enhanced, crop_matrix((400, 360), 0.5, 15) * [[4], [4]])
+    pixels = Patch("pixels", rng.integers(0, 256, (41, 33, 3), np.uint8), x=901, y=203)
+    for patch in (ffhq, pixels):
+        whole = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+        assert apply_patch(whole, patch) is not None
+        want = split_i420(cv2.cvtColor(whole, cv2.COLOR_BGR2YUV_I420), W, H)
+        ours = frame.copy()
+        x0, y0, x1, y1 = apply_patches_i420(ours, [patch])
+        got = split_i420(ours, W, H)
+        # Inside: exactly the whole-frame result; outside: untouched (no conversion round trip).
+        assert np.array_equal(got[0][y0:y1, x0:x1], want[0][y0:y1, x0:x1])
+        assert np.array_equal(got[1][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], want[1][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])
+        untouched = np.ones((H, W), bool)
+        untouched[y0:y1, x0:x1] = False
+        assert np.array_equal(got[0][untouched], split_i420(frame, W, H)[0][untouched])
+
+
+def test_work_frame_scales_and_crops_from_the_planes_as_from_bgr(frame):
+    work = WorkFrame(1, i420=frame.copy())
+    bgr = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+    small = work.scaled_bgr((640, 360))
+    diff = np.abs(small.astype(int) - cv2.resize(bgr, (640, 360)).astype(int))
+    # Chroma is scaled from its own half-resolution plane, so colour edges differ a little.
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 12
+    matrix = crop_matrix((700, 330), 2.0, 20)  # a crop reaching past nothing: all inside
+    crop = work.warp_bgr(matrix, 128)
+    diff = np.abs(crop.astype(int) - cv2.warpAffine(bgr, matrix, (128, 128), borderValue=0.0).astype(int))
+    assert crop.shape == (128, 128, 3) and diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
+    # Outside the frame a crop is black, as the BGR warp makes it.
+    edge = work.warp_bgr(crop_matrix((5, 5), 1.0, 0), 128)
+    assert edge[:40, :40].max() <= 1 and edge[100:, 100:].mean() > 10
+    assert work.shape == (H, W) and work.bgr().shape == (H, W, 3)
