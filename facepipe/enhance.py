@@ -14,7 +14,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from facepipe.patches import Patch, apply_patch, apply_patches, read_patches, write_patches
+from facepipe.patches import FramePatches, Patch, apply_patch, apply_patches, write_patches
 from facepipe.runtime import create_session
 from facepipe.video import WorkFrame
 
@@ -53,22 +53,27 @@ def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhan
                     out: str | Path) -> int:
     """Enhance the swapped faces of a segment; writes the swap patches followed, frame by frame,
     by the enhancer's (applied in that order they give the enhanced frame)."""
-    by_frame = read_patches(swap_patches)
-    patches, count = [], 0
-    for frame in frames:
-        swapped = by_frame.get(frame.number)
-        if not swapped:
-            continue
-        img = frame.bgr().copy()
-        apply_patches(img, swapped)
-        patches.extend(swapped)
-        for face in swapped:
-            patch = enhancer.patch(img, face.kps)
-            patch.frame, patch.face, patch.kps = face.frame, face.face, face.kps
-            apply_patch(img, patch)
-            patches.append(patch)
-            count += 1
-    write_patches(patches, out)
+    by_frame = FramePatches(swap_patches)
+    count = 0
+
+    def frames_of_patches():
+        nonlocal count
+        for frame in frames:
+            swapped = by_frame.get(frame.number)
+            if not swapped:
+                continue
+            img = frame.bgr().copy()
+            apply_patches(img, swapped)
+            patches = list(swapped)
+            for face in swapped:
+                patch = enhancer.patch(img, face.kps)
+                patch.frame, patch.face, patch.kps = face.frame, face.face, face.kps
+                apply_patch(img, patch)
+                patches.append(patch)
+                count += 1
+            yield patches
+
+    write_patches(frames_of_patches(), out)
     log.info("enhanced %d faces", count)
     return count
 

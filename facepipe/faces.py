@@ -8,9 +8,8 @@ box x1..y2, det score, 5 keypoints and the 512-D identity embedding.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -132,10 +131,10 @@ def face_crop(frame, face: dict, kind: str) -> dict:
     raise ValueError(f"unknown crop kind {kind!r}; known: {CROP_KINDS}")
 
 
-def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.DataFrame:
-    """The faces table of a segment's working frames (facepipe.video.WorkFrame, numbered from 1);
-    analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of face crop to keep for the swap."""
-    rows = []
+def face_rows(analyzer, frames: Iterable, crop: str | None = None) -> Iterator[list[dict]]:
+    """The faces-table rows of a segment's working frames (facepipe.video.WorkFrame, numbered
+    from 1), one list per frame; analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of
+    face crop to keep for the swap."""
     numbers, frames_kept = [], {}
 
     def seen():
@@ -151,9 +150,11 @@ def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.Dat
         per_frame = analyzer.analyze_frames(frame.bgr() for frame in seen())
     else:
         per_frame = (analyzer.analyze_frame(frame) for frame in seen())
+    found = with_faces = 0
     for i, faces in enumerate(per_frame):
         frame_no = numbers[i]
         frame = frames_kept.pop(frame_no, None)
+        rows = []
         for j, face in enumerate(faces):
             x1, y1, x2, y2 = (float(v) for v in face["box"])
             row = {"frame": frame_no, "face": j, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
@@ -166,18 +167,25 @@ def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.Dat
             if crop:
                 row.update(face_crop(frame, face, crop))
             rows.append(row)
-    table = pd.DataFrame(rows, columns=FACE_COLUMNS)
-    log.info("%d faces in %d frames (%d frames without a face)", len(table), len(numbers),
-             len(numbers) - table["frame"].nunique() if len(table) else len(numbers))
-    return table
+        found += len(rows)
+        with_faces += bool(rows)
+        yield rows
+    log.info("%d faces in %d frames (%d frames without a face)", found, len(numbers), len(numbers) - with_faces)
 
 
-def write_faces(table: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_parquet(tmp, index=False, compression="zstd")
-    os.replace(tmp, path)
+def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.DataFrame:
+    """face_rows as one table."""
+    return pd.DataFrame([row for rows in face_rows(analyzer, frames, crop) for row in rows], columns=FACE_COLUMNS)
+
+
+def write_faces(rows, path: str | Path) -> None:
+    """A faces table, from a DataFrame or from rows given frame by frame (face_rows), written
+    as it comes (facepipe.tables)."""
+    from facepipe.tables import FACES_SCHEMA, write_table
+
+    if isinstance(rows, pd.DataFrame):
+        rows = [rows.to_dict("records")]
+    write_table(rows, path, FACES_SCHEMA)
 
 
 def read_faces(path: str | Path) -> pd.DataFrame:

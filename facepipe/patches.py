@@ -13,13 +13,12 @@ next, so a second face is swapped on a frame that already has the first) and the
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from facepipe.i420 import (bgr_to_yuv444, chroma_aligned, frame_size, region_bgr, split_i420,
                            write_region)
@@ -310,29 +309,57 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def write_patches(patches: list[Patch], path: str | Path) -> None:
-    """One table per segment (atomically written): frame, face, kind, corner, matrix, kps, image."""
-    rows = [{"frame": p.frame, "face": p.face, "kind": p.kind, "x": p.x, "y": p.y,
-             "matrix": None if p.matrix is None else np.asarray(p.matrix, np.float64).reshape(-1).tolist(),
-             "kps": None if p.kps is None else np.asarray(p.kps, np.float32).reshape(-1).tolist(),
-             "image": encode_image(p.image)} for p in patches]
-    table = pd.DataFrame(rows, columns=PATCH_COLUMNS)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_parquet(tmp, index=False, compression="zstd")
-    os.replace(tmp, path)
+def patch_row(p: Patch) -> dict:
+    return {"frame": p.frame, "face": p.face, "kind": p.kind, "x": p.x, "y": p.y,
+            "matrix": None if p.matrix is None else np.asarray(p.matrix, np.float64).reshape(-1).tolist(),
+            "kps": None if p.kps is None else np.asarray(p.kps, np.float32).reshape(-1).tolist(),
+            "image": encode_image(p.image)}
+
+
+def write_patches(patches, path: str | Path) -> int:
+    """A segment's patch table: frame, face, kind, corner, matrix, kps, image. `patches` is a
+    list, or an iterable of each frame's list, written as it comes (facepipe.tables)."""
+    from facepipe.tables import PATCHES_SCHEMA, write_table
+
+    if isinstance(patches, list) and (not patches or isinstance(patches[0], Patch)):
+        patches = [patches]
+    return write_table(([patch_row(p) for p in frame] for frame in patches), path, PATCHES_SCHEMA)
+
+
+def iter_patches(path: str | Path) -> Iterator[tuple[int, list[Patch]]]:
+    """(frame, its patches in the order they were made), frame by frame, a row group at a time."""
+    from facepipe.tables import iter_frame_rows
+
+    for table in iter_frame_rows(path):
+        frame_no, frame = None, []
+        for row in table.itertuples():
+            if row.frame != frame_no and frame:
+                yield frame_no, frame
+                frame = []
+            frame_no = int(row.frame)
+            matrix = None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3)
+            kps = None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2)
+            frame.append(Patch(kind=row.kind, image=decode_image(row.image), matrix=matrix, x=int(row.x),
+                               y=int(row.y), frame=frame_no, face=int(row.face), kps=kps))
+        if frame:
+            yield frame_no, frame
+
+
+class FramePatches:
+    """Patches looked up by frame number, read as the frames come (numbers must not go back)."""
+
+    def __init__(self, path: str | Path):
+        self._it = iter_patches(path)
+        self._next = next(self._it, None)
+
+    def get(self, frame_no: int, default=None):
+        while self._next is not None and self._next[0] < frame_no:
+            self._next = next(self._it, None)
+        if self._next is not None and self._next[0] == frame_no:
+            return self._next[1]
+        return default
 
 
 def read_patches(path: str | Path) -> dict[int, list[Patch]]:
     """The patches of a segment by frame number, each frame's in the order they were made."""
-    table = pd.read_parquet(path)
-    by_frame: dict[int, list[Patch]] = {}
-    for row in table.itertuples():
-        image = decode_image(row.image)
-        matrix = None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3)
-        kps = None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2)
-        by_frame.setdefault(int(row.frame), []).append(
-            Patch(kind=row.kind, image=image, matrix=matrix, x=int(row.x), y=int(row.y), frame=int(row.frame),
-                  face=int(row.face), kps=kps))
-    return by_frame
+    return dict(iter_patches(path))

@@ -82,8 +82,22 @@ def write_table(rows: Iterable[list[dict]], path: str | Path, schema: pa.Schema)
     return writer.rows
 
 
-def iter_row_groups(path: str | Path) -> Iterator[pd.DataFrame]:
-    """A table one row group at a time (whole frames, in order, for tables written here)."""
+def iter_frame_rows(path: str | Path) -> Iterator[pd.DataFrame]:
+    """A table (sorted by frame) a row group at a time, each piece holding only whole frames:
+    a frame that continues into the next row group is held back and joined to it."""
     table = pq.ParquetFile(path)
+    carry = None
     for i in range(table.num_row_groups):
-        yield table.read_row_group(i).to_pandas()
+        group = table.read_row_group(i).to_pandas()
+        if carry is not None:
+            group = pd.concat([carry, group], ignore_index=True)
+        if group.empty:
+            carry = None
+            continue
+        last = group["frame"].iloc[-1]
+        carry = group[group["frame"] == last]
+        done = group[group["frame"] != last]
+        if len(done):
+            yield done
+    if carry is not None and len(carry):
+        yield carry

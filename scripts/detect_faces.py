@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from facepipe.backends import make_analyzer
-from facepipe.faces import DET_SIZE, detect_frames, write_faces
+from facepipe.faces import DET_SIZE, face_rows, write_faces
 from facepipe.media import read_json
 from facepipe.scripting import gpu_start, run
 from facepipe.video import iter_frames
@@ -21,7 +21,7 @@ def main(sm, log):
     )
     manifest = read_json(Path(sm.input.segments) / "manifest.json")
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
-    write_faces(detect_frames(analyzer, frames, crop=sm.params.crop), sm.output.faces)
+    write_faces(face_rows(analyzer, frames, crop=sm.params.crop), sm.output.faces)
 
 
 run(snakemake, main)

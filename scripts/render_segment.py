@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from facepipe.media import read_json
-from facepipe.patches import read_patches
+from facepipe.patches import FramePatches
 from facepipe.scripting import run
 from facepipe.video import SegmentWriter, iter_frames, render_segment
 
@@ -13,7 +13,7 @@ def main(sm, log):
     with SegmentWriter(sm.output.video, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
                        encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
                        threads=sm.threads) as writer:
-        patched = render_segment(frames, read_patches(sm.input.patches), writer)
+        patched = render_segment(frames, FramePatches(sm.input.patches), writer)
         expected = manifest["segments"][segment]
         if writer.frames != expected:
             raise RuntimeError(f"{segment}: {writer.frames} frames rendered, the plan has {expected}")

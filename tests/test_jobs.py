@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from facepipe.jobs import JobError, build_jobs, read_sheet

@@ -113,3 +113,32 @@ def test_rule_jobs_keep_freed_buffers_for_reuse():
     from facepipe.scripting import keep_freed_memory
 
     assert keep_freed_memory() is True
+
+
+def test_tables_are_read_back_a_frame_at_a_time_even_when_a_row_group_splits_a_frame(tmp_path):
+    from facepipe.patches import FramePatches, iter_patches, patch_row
+    from facepipe.tables import PATCHES_SCHEMA, TableWriter, iter_frame_rows
+
+    rng = np.random.default_rng(3)
+    made = [Patch("pixels", rng.integers(0, 256, (4, 4, 3), np.uint8), frame=f, face=i)
+            for f in (1, 2, 5, 6) for i in range(3)]
+    with TableWriter(tmp_path / "p.parquet", PATCHES_SCHEMA, rows_per_group=2) as writer:
+        for patch in made:  # one row at a time: groups of 2 rows split frames of 3
+            writer.add([patch_row(patch)])
+    pieces = list(iter_frame_rows(tmp_path / "p.parquet"))
+    assert sum(len(p) for p in pieces) == 12
+    seen = [sorted(set(p["frame"])) for p in pieces]
+    assert all(not set(a) & set(b) for a, b in zip(seen, seen[1:]))  # no frame in two pieces
+    assert [(f, len(ps)) for f, ps in iter_patches(tmp_path / "p.parquet")] == [(1, 3), (2, 3), (5, 3), (6, 3)]
+    lookup = FramePatches(tmp_path / "p.parquet")
+    assert [len(lookup.get(n) or []) for n in range(1, 8)] == [3, 3, 0, 0, 3, 3, 0]
+
+
+def test_a_failed_table_write_leaves_no_file(tmp_path):
+    from facepipe.tables import FACES_SCHEMA, TableWriter
+
+    with pytest.raises(RuntimeError):
+        with TableWriter(tmp_path / "faces.parquet", FACES_SCHEMA) as writer:
+            writer.add([])
+            raise RuntimeError("detector crashed")
+    assert list(tmp_path.iterdir()) == []

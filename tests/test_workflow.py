@@ -8,7 +8,6 @@ offline swap.
 import json
 import shutil
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import cv2
