@@ -83,6 +83,26 @@ def atomic_output_dir(path: str | Path):
     os.replace(partial, path)
 
 
+class AtomicWriter:
+    """A writer used as a context manager: close() (the output appears under its name) when the
+    block ends normally, abort() (nothing is left) when it raises. Subclasses define both."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 

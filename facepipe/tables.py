@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from facepipe.media import AtomicWriter
+
 _FLOATS = pa.list_(pa.float64())
 
 FACES_SCHEMA = pa.schema([
@@ -31,7 +33,7 @@ PATCHES_SCHEMA = pa.schema([
 ])
 
 
-class TableWriter:
+class TableWriter(AtomicWriter):
     """Rows to a Parquet file in row groups; add a frame's rows together so a group never
     splits a frame. The file appears under its name only when closed without an error."""
 
@@ -64,14 +66,6 @@ class TableWriter:
         self._writer.close()
         self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "TableWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_table(rows: Iterable[list[dict]], path: str | Path, schema: pa.Schema) -> int:

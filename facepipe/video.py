@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from facepipe.i420 import join_i420, split_i420
-from facepipe.media import MediaError, ffmpeg_exe, read_image, run_ffmpeg, write_json
+from facepipe.media import AtomicWriter, MediaError, ffmpeg_exe, read_image, run_ffmpeg, write_json
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ def _widen_pipe(stream, size: int = 1 << 20) -> None:
         pass  # not Linux, or not allowed: the default buffer works, only slower
 
 
-class SegmentWriter:
+class SegmentWriter(AtomicWriter):
     """Encodes I420 frames through ffmpeg (a pipe, no files) with the user's encoder settings.
 
     The output appears under its name only when the encode finished; a failure leaves nothing.
@@ -476,14 +476,6 @@ class SegmentWriter:
         self._proc.wait()
         self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "SegmentWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWriter) -> int:

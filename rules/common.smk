@@ -65,7 +65,9 @@ def gpu_count(wildcards):
     parallel under --cores. A cluster profile sets gpu itself (profiles/slurm).
     """
     wants = set(JOBS[wildcards.name]["providers"]) & {"cuda", "tensorrt"}
-    return int(HAVE_GPU and bool(wants) and JOBS[wildcards.name]["backend"] != "offline")
+    return int(
+        HAVE_GPU and bool(wants) and JOBS[wildcards.name]["backend"] != "offline"
+    )
 
 
 def opt(key):
