@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facepipe.patches import FramePatches, Patch, apply_patch, apply_patches, write_patches
-from facepipe.runtime import create_session
+from facepipe.runtime import BoundRunner, create_session, runs_on_gpu
 from facepipe.video import WorkFrame
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ class GFPGAN:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.size = int(inp.shape[-1]) if isinstance(inp.shape[-1], int) else 512
+        # On a GPU the output buffer is allocated there once (IO binding), not at every face.
+        self._bound = BoundRunner(self.session) if runs_on_gpu(self.session) else None
 
     def patch(self, img: np.ndarray, kps: np.ndarray) -> Patch:
         """The enhanced face as an aligned-crop patch (already blended with the crop it replaces)."""
@@ -42,7 +44,8 @@ class GFPGAN:
                               flags=cv2.INTER_AREA)
         blob = crop[:, :, ::-1].astype(np.float32) / 255.0
         blob = ((blob - 0.5) / 0.5).transpose(2, 0, 1)[None]
-        out = self.session.run(None, {self.input_name: blob})[0][0]
+        inputs = {self.input_name: np.ascontiguousarray(blob, np.float32)}
+        out = (self._bound.run(inputs) if self._bound else self.session.run(None, inputs))[0][0]
         out = (np.clip(out, -1, 1) + 1) / 2
         enhanced = (out.transpose(1, 2, 0)[:, :, ::-1] * 255.0).round().clip(0, 255).astype(np.uint8)
         enhanced = cv2.addWeighted(crop, 1 - BLEND, enhanced, BLEND, 0)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from facepipe.faces import normalize
 from facepipe.patches import Patch, decode_image, paste_inswapper, write_patches
-from facepipe.runtime import create_session
+from facepipe.runtime import BoundRunner, create_session, runs_on_gpu
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,22 @@ def select_faces(faces: pd.DataFrame, mode: str, reference: np.ndarray | None = 
 
 
 class Swapper:
-    def __init__(self, model: str | Path, providers: list[str], *, precision: str = "fp32", threads: int = 0):
+    """insightface's INSwapper, one face crop per call (inswapper_128's batch size is fixed at 1).
+
+    On a GPU the session runs through IO binding (facepipe.runtime.BoundRunner): the source
+    latent, the same for every face of the job, is copied to the GPU once, and the output
+    buffer is allocated there once. ``io_binding`` forces it on or off (default: on a GPU).
+    """
+
+    def __init__(self, model: str | Path, providers: list[str], *, precision: str = "fp32", threads: int = 0,
+                 io_binding: bool | None = None):
         from insightface.model_zoo.inswapper import INSwapper
 
         session = create_session(model, providers, precision=precision, threads=threads)
         self.model = INSwapper(model_file=str(model), session=session)
+        if io_binding is None:
+            io_binding = runs_on_gpu(session)
+        self._bound = BoundRunner(session) if io_binding else None
 
     def patch_from_crop(self, crop: np.ndarray, matrix: np.ndarray, source_embedding: np.ndarray, **_) -> Patch:
         """The swapped face from its aligned 128 px crop, as INSwapper.get computes it."""
@@ -59,7 +70,11 @@ class Swapper:
         latent = self._latent(source_embedding)
         blob = cv2.dnn.blobFromImage(crop, 1.0 / model.input_std, model.input_size,
                                      (model.input_mean,) * 3, swapRB=True)
-        pred = model.session.run(model.output_names, {model.input_names[0]: blob, model.input_names[1]: latent})[0]
+        if self._bound is not None:
+            self._bound.set_constant(model.input_names[1], latent)
+            pred = self._bound.run({model.input_names[0]: blob})[0]
+        else:
+            pred = model.session.run(model.output_names, {model.input_names[0]: blob, model.input_names[1]: latent})[0]
         fake = np.clip(255 * pred.transpose((0, 2, 3, 1))[0], 0, 255).astype(np.uint8)[:, :, ::-1]
         return Patch(kind="inswapper", image=np.ascontiguousarray(fake), matrix=np.asarray(matrix).reshape(2, 3))
 
