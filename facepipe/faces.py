@@ -75,7 +75,8 @@ class FaceAnalyzer:
         det, kpss = self.detector.detect(small, input_size=input_size)
         scale = np.array([w / small.shape[1], h / small.shape[0]], np.float32)
         det[:, :4] *= np.tile(scale, 2)
-        kpss = kpss * scale
+        if kpss is not None:
+            kpss = kpss * scale
         size = self.recognizer.input_size[0] if self.recognizer else 0
         crop = lambda kps: frame.warp_bgr(face_align.estimate_norm(kps, size), size)  # noqa: E731
         return self._faces(det, kpss, crop)
