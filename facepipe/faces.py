@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from facepipe.runtime import create_session
+from facepipe.tables import FACES_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,7 @@ DET_SIZE = (640, 640)
 # crop: the face as the swapper takes it (encode_image), cut out at detection so the swap stage never
 # decodes the video: the aligned crop and its matrix (crop_matrix, frame -> crop) for the
 # learned swapper, or the landmarks' rectangle at (crop_x, crop_y) for the classic one.
-FACE_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks",
-                "crop", "crop_x", "crop_y", "crop_matrix"]
+FACE_COLUMNS = FACES_SCHEMA.names  # the table's types: facepipe.tables
 CROP_KINDS = ("aligned_128", "landmark_box")
 
 
@@ -182,7 +182,7 @@ def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.Dat
 def write_faces(rows, path: str | Path) -> None:
     """A faces table, from a DataFrame or from rows given frame by frame (face_rows), written
     as it comes (facepipe.tables)."""
-    from facepipe.tables import FACES_SCHEMA, write_table
+    from facepipe.tables import write_table
 
     if isinstance(rows, pd.DataFrame):
         rows = [rows.to_dict("records")]

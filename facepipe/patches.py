@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -23,7 +23,6 @@ import numpy as np
 from facepipe.i420 import (bgr_to_yuv444, chroma_aligned, frame_size, region_bgr, split_i420,
                            write_region)
 
-PATCH_COLUMNS = ["frame", "face", "kind", "x", "y", "matrix", "kps", "image"]
 KINDS = ("inswapper", "ffhq", "pixels")
 
 
@@ -49,26 +48,36 @@ def apply_patch(img: np.ndarray, patch: Patch) -> tuple[int, int, int, int] | No
         return paste_inswapper(img, patch.image, patch.matrix)
     if patch.kind == "ffhq":
         return paste_ffhq(img, patch.image, patch.matrix)
-    h, w = patch.image.shape[:2]
-    x1, y1 = min(patch.x + w, img.shape[1]), min(patch.y + h, img.shape[0])
-    img[patch.y : y1, patch.x : x1] = patch.image[: y1 - patch.y, : x1 - patch.x]
-    return patch.x, patch.y, x1, y1
+    rect = patch_rect(patch, img.shape)
+    if rect is not None:
+        x0, y0, x1, y1 = rect
+        img[y0:y1, x0:x1] = patch.image[: y1 - y0, : x1 - x0]
+    return rect
 
 
 def apply_patches(img: np.ndarray, patches: list[Patch]) -> tuple[int, int, int, int] | None:
     """Apply patches in order, in place; the bounding rectangle of everything changed."""
     rect = None
     for patch in patches:
-        r = apply_patch(img, patch)
-        if r is not None:
-            rect = r if rect is None else (min(rect[0], r[0]), min(rect[1], r[1]),
-                                           max(rect[2], r[2]), max(rect[3], r[3]))
+        rect = _union(rect, apply_patch(img, patch))
     return rect
+
+
+def _union(a, b):
+    """The bounding rectangle of two (x0, y0, x1, y1) rectangles, either of which may be None."""
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _corners(inverse: np.ndarray, size: int) -> np.ndarray:
+    """Where the corners of a size x size crop land in the frame."""
+    return np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inverse.T
 
 
 def _roi(inverse: np.ndarray, size: int, margin: int, shape) -> tuple[int, int, int, int]:
     h, w = shape[:2]
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inverse.T
+    corners = _corners(inverse, size)
     x0 = max(int(np.floor(corners[:, 0].min())) - margin, 0)
     y0 = max(int(np.floor(corners[:, 1].min())) - margin, 0)
     x1 = min(int(np.ceil(corners[:, 0].max())) + margin, w)
@@ -77,7 +86,7 @@ def _roi(inverse: np.ndarray, size: int, margin: int, shape) -> tuple[int, int, 
 
 
 def _inswapper_roi(size: int, inverse: np.ndarray, shape) -> tuple[int, int, int, int]:
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inverse.T
+    corners = _corners(inverse, size)
     # Feathering margin from the unclipped square: an upper bound of what the mask needs.
     margin = 2 * max(int(np.sqrt(np.ptp(corners[:, 0]) * np.ptp(corners[:, 1]))) // 20, 5) + 4
     return _roi(inverse, size, margin, shape)
@@ -252,9 +261,7 @@ def apply_patches_i420(i420: np.ndarray, patches: list[Patch]) -> tuple[int, int
                 roi = region_bgr(planes, r)
                 if apply_patch(roi, _moved(patch, r[0], r[1])) is not None:
                     write_region(planes, roi, r)
-        if r is not None:
-            rect = r if rect is None else (min(rect[0], r[0]), min(rect[1], r[1]),
-                                           max(rect[2], r[2]), max(rect[3], r[3]))
+        rect = _union(rect, r)
     return rect
 
 
@@ -316,33 +323,29 @@ def patch_row(p: Patch) -> dict:
             "image": encode_image(p.image)}
 
 
-def write_patches(patches, path: str | Path) -> int:
-    """A segment's patch table: frame, face, kind, corner, matrix, kps, image. `patches` is a
-    list, or an iterable of each frame's list, written as it comes (facepipe.tables)."""
+def write_patches(frames: Iterable[list[Patch]], path: str | Path) -> int:
+    """A segment's patch table (frame, face, kind, corner, matrix, kps, image) from each frame's
+    patches, written as they come (facepipe.tables); returns the number of patches."""
     from facepipe.tables import PATCHES_SCHEMA, write_table
 
-    if isinstance(patches, list) and (not patches or isinstance(patches[0], Patch)):
-        patches = [patches]
-    return write_table(([patch_row(p) for p in frame] for frame in patches), path, PATCHES_SCHEMA)
+    return write_table(([patch_row(p) for p in frame] for frame in frames), path, PATCHES_SCHEMA)
 
 
 def iter_patches(path: str | Path) -> Iterator[tuple[int, list[Patch]]]:
     """(frame, its patches in the order they were made), frame by frame, a row group at a time."""
+    from itertools import groupby
+
     from facepipe.tables import iter_frame_rows
 
+    def patch(row) -> Patch:
+        return Patch(kind=row.kind, image=decode_image(row.image),
+                     matrix=None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3),
+                     x=int(row.x), y=int(row.y), frame=int(row.frame), face=int(row.face),
+                     kps=None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2))
+
     for table in iter_frame_rows(path):
-        frame_no, frame = None, []
-        for row in table.itertuples():
-            if row.frame != frame_no and frame:
-                yield frame_no, frame
-                frame = []
-            frame_no = int(row.frame)
-            matrix = None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3)
-            kps = None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2)
-            frame.append(Patch(kind=row.kind, image=decode_image(row.image), matrix=matrix, x=int(row.x),
-                               y=int(row.y), frame=frame_no, face=int(row.face), kps=kps))
-        if frame:
-            yield frame_no, frame
+        for frame_no, rows in groupby(table.itertuples(), key=lambda row: row.frame):
+            yield int(frame_no), [patch(row) for row in rows]
 
 
 class FramePatches:

@@ -99,35 +99,32 @@ def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: 
                  reference: np.ndarray | None = None, threshold: float = 0.35, metric: str = "cosine") -> int:
     """Swap the selected faces of a segment from the crops detection kept (no frame is decoded);
     writes the face patches, in face order within each frame."""
+    from itertools import groupby
+
     from facepipe.tables import iter_frame_rows
 
-    counts = {"patches": 0, "frames": 0, "with_faces": 0}
+    counts = {"frames": 0, "with_faces": 0}
+
+    def swapped(row) -> Patch | None:
+        if row.crop is None:
+            raise ValueError(f"{faces}: face {row.face} of frame {row.frame} has no crop; rerun detection")
+        patch = swapper.patch_from_crop(decode_image(row.crop), matrix=row.crop_matrix,
+                                        source_embedding=source_embedding, x=int(row.crop_x),
+                                        y=int(row.crop_y), landmarks=row.landmarks)
+        # A swapper may make no patch for a face (the classic one, for a face too small to swap).
+        if patch is not None:
+            patch.frame, patch.face = int(row.frame), int(row.face)
+            patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
+        return patch
 
     def frames_of_patches():
         # A row group of whole frames at a time: "one" compares a frame's faces with each other.
         for table in iter_frame_rows(faces):
             counts["with_faces"] += table["frame"].nunique()
-            chosen = select_faces(table, mode, reference, threshold, metric)
-            frame_no, frame = None, []
-            for row in chosen.sort_values(["frame", "face"]).itertuples():
-                if row.frame != frame_no and frame:
-                    yield frame
-                    frame = []
-                frame_no = row.frame
-                if row.crop is None:
-                    raise ValueError(f"{faces}: face {row.face} of frame {row.frame} has no crop; rerun detection")
-                patch = swapper.patch_from_crop(decode_image(row.crop), matrix=row.crop_matrix,
-                                                source_embedding=source_embedding, x=int(row.crop_x),
-                                                y=int(row.crop_y), landmarks=row.landmarks)
-                # A swapper may make no patch for a face (the classic one, for a face too small to swap).
-                if patch is None:
-                    continue
-                patch.frame, patch.face = int(row.frame), int(row.face)
-                patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
-                frame.append(patch)
-            if frame:
-                yield frame
-            counts["frames"] += chosen["frame"].nunique() if len(chosen) else 0
+            chosen = select_faces(table, mode, reference, threshold, metric).sort_values(["frame", "face"])
+            for _, rows in groupby(chosen.itertuples(), key=lambda row: row.frame):
+                counts["frames"] += 1
+                yield [patch for patch in map(swapped, rows) if patch is not None]
 
     count = write_patches(frames_of_patches(), out)
     log.info("swapped %d faces in %d frames (mode %s; %d frames with faces)", count, counts["frames"], mode,

@@ -41,7 +41,7 @@ def test_patch_tables_round_trip(tmp_path):
                   face=0, kps=np.zeros((5, 2), np.float32)),
             Patch("pixels", rng.integers(0, 256, (9, 7, 3), np.uint8), x=3, y=4, frame=1, face=1),
             Patch("inswapper", rng.integers(0, 256, (128, 128, 3), np.uint8), matrix=np.eye(2, 3), frame=3)]
-    write_patches(made, tmp_path / "p.parquet")
+    write_patches([made], tmp_path / "p.parquet")
     back = read_patches(tmp_path / "p.parquet")
     assert sorted(back) == [1, 3] and [p.face for p in back[1]] == [0, 1]
     for want, got in zip(made, back[1] + back[3]):
