@@ -145,7 +145,8 @@ def make_analyzer(backend: str, detector: str | Path, recognizer: str | Path, pr
 
 
 def make_swapper(backend: str, model: str | Path | None, source: dict, providers: list[str], *,
-                 precision: str = "fp32", threads: int = 0, source_file: str = "source embedding"):
+                 precision: str = "fp32", threads: int = 0, source_file: str = "source embedding",
+                 batch_size: int = 1):
     """The swapper of a backend. ``source`` is the source record (facepipe.embedding.load_source)."""
     if backend == OFFLINE:
         from facepipe.classic_swap import ClassicSwapper
@@ -156,7 +157,7 @@ def make_swapper(backend: str, model: str | Path | None, source: dict, providers
 
         if not model:
             raise ValueError(f"backend {backend} needs a swapper model file")
-        return Swapper(model, providers, precision=precision, threads=threads)
+        return Swapper(model, providers, precision=precision, threads=threads, batch_size=batch_size)
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS} (auto is resolved by the workflow)")
 
 

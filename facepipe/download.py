@@ -282,7 +282,9 @@ def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
     from facepipe.models import MODELS
 
     path = Path(path)
-    spec = next((s for s in MODELS.values() if s.filename == path.name), None)
+    # A batched copy (facepipe.batching) is made here, like the FP16 variants.
+    base_name = path.name.replace("_batched.onnx", ".onnx")
+    spec = next((s for s in MODELS.values() if s.filename == base_name), None)
     if spec is None or path.parent.name == "standin":
         return
     stamp, signature = _stamp(path)
@@ -291,10 +293,12 @@ def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
             return
     except OSError:
         pass
-    if spec.derived_from:
-        # Made here from a verified model (facepipe.fp16), which wrote the stamp checked above.
+    made_from = base_name if base_name != path.name else spec.derived_from
+    if made_from:
+        # Made here from a verified model (facepipe.fp16, facepipe.batching), which wrote the
+        # stamp checked above.
         raise ChecksumError(f"refusing to use model {path}: it is not the file this workflow made from "
-                            f"the verified {spec.derived_from} (changed or put there by hand). Delete it "
+                            f"the verified {made_from} (changed or put there by hand). Delete it "
                             f"and rerun to make it again.")
     if not spec.accepted_sha256:
         log.warning("%s has no pinned SHA-256; using it unverified (sha256 %s)", path, sha256_file(path))

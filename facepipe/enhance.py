@@ -14,8 +14,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from facepipe.patches import FramePatches, Patch, apply_patch, apply_patches, write_patches
-from facepipe.runtime import BoundRunner, create_session, runs_on_gpu
+from facepipe.patches import FramePatches, Patch, apply_patches, write_patches
+from facepipe.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
 from facepipe.video import WorkFrame
 
 log = logging.getLogger(__name__)
@@ -29,52 +29,89 @@ BLEND = 0.8
 
 
 class GFPGAN:
-    def __init__(self, model: str | Path, providers: list[str], *, threads: int = 0, precision: str = "fp32"):
+    """GFPGAN 1.4 on batches of FFHQ-aligned face crops (``batch_size`` per call where the model,
+    or its batched copy from facepipe.batching, takes a free batch; else one per call)."""
+
+    def __init__(self, model: str | Path, providers: list[str], *, threads: int = 0, precision: str = "fp32",
+                 batch_size: int = 1):
+        from facepipe.batching import model_batch_size
+
         self.session = create_session(model, providers, threads=threads, precision=precision)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.size = int(inp.shape[-1]) if isinstance(inp.shape[-1], int) else 512
-        # On a GPU the output buffer is allocated there once (IO binding), not at every face.
+        self.batch_size = model_batch_size(self.session) or max(1, int(batch_size))
+        # TensorRT: every batch padded to the full size, so one engine serves the whole job.
+        self._pad = self.session.get_providers()[0] == PROVIDER_NAMES["tensorrt"]
+        # On a GPU the outputs stay on the device between calls (IO binding).
         self._bound = BoundRunner(self.session) if runs_on_gpu(self.session) else None
 
-    def patch(self, img: np.ndarray, kps: np.ndarray) -> Patch:
-        """The enhanced face as an aligned-crop patch (already blended with the crop it replaces)."""
+    def crop(self, img: np.ndarray, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The FFHQ-aligned crop of a face and its frame -> crop matrix."""
         matrix, _ = cv2.estimateAffinePartial2D(kps.reshape(5, 2), FFHQ_TEMPLATE * self.size, method=cv2.LMEDS)
         crop = cv2.warpAffine(img, matrix, (self.size, self.size), borderMode=cv2.BORDER_REPLICATE,
                               flags=cv2.INTER_AREA)
-        blob = crop[:, :, ::-1].astype(np.float32) / 255.0
-        blob = ((blob - 0.5) / 0.5).transpose(2, 0, 1)[None]
-        inputs = {self.input_name: np.ascontiguousarray(blob, np.float32)}
-        out = (self._bound.run(inputs) if self._bound else self.session.run(None, inputs))[0][0]
-        out = (np.clip(out, -1, 1) + 1) / 2
-        enhanced = (out.transpose(1, 2, 0)[:, :, ::-1] * 255.0).round().clip(0, 255).astype(np.uint8)
-        enhanced = cv2.addWeighted(crop, 1 - BLEND, enhanced, BLEND, 0)
-        return Patch(kind="ffhq", image=enhanced, matrix=matrix)
+        return crop, matrix
+
+    def enhance(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Enhanced crops, already blended with the crops they replace."""
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            size = self.batch_size if self._pad else len(chunk)
+            blob = np.stack(chunk + chunk[-1:] * (size - len(chunk)))[..., ::-1].astype(np.float32) / 255.0
+            blob = ((blob - 0.5) / 0.5).transpose(0, 3, 1, 2)
+            inputs = {self.input_name: np.ascontiguousarray(blob, np.float32)}
+            pred = (self._bound.run(inputs) if self._bound else self.session.run(None, inputs))[0][:len(chunk)]
+            pred = (np.clip(pred, -1, 1) + 1) / 2
+            enhanced = (pred.transpose(0, 2, 3, 1)[..., ::-1] * 255.0).round().clip(0, 255).astype(np.uint8)
+            out.extend(cv2.addWeighted(crop, 1 - BLEND, face, BLEND, 0) for crop, face in zip(chunk, enhanced))
+        return out
+
+    def patch(self, img: np.ndarray, kps: np.ndarray) -> Patch:
+        """The enhanced face as an aligned-crop patch (already blended with the crop it replaces)."""
+        crop, matrix = self.crop(img, kps)
+        return Patch(kind="ffhq", image=self.enhance([crop])[0], matrix=matrix)
 
 
 def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhancer: GFPGAN,
                     out: str | Path) -> int:
     """Enhance the swapped faces of a segment; writes the swap patches followed, frame by frame,
-    by the enhancer's (applied in that order they give the enhanced frame)."""
+    by the enhancer's (applied in that order they give the enhanced frame).
+
+    Every face is cropped from its swapped frame, so the faces of several frames go through
+    the enhancer together, ``enhancer.batch_size`` at a time.
+    """
     by_frame = FramePatches(swap_patches)
     count = 0
 
+    def enhanced(pending: list[list[Patch]], crops: list[tuple[np.ndarray, np.ndarray]]):
+        faces = iter(zip(enhancer.enhance([crop for crop, _ in crops]), (m for _, m in crops)))
+        for swapped in pending:
+            patches = list(swapped)
+            for face in swapped:
+                image, matrix = next(faces)
+                patches.append(Patch(kind="ffhq", image=image, matrix=matrix, frame=face.frame, face=face.face,
+                                     kps=face.kps))
+            yield patches
+
     def frames_of_patches():
         nonlocal count
+        pending, crops = [], []
         for frame in frames:
             swapped = by_frame.get(frame.number)
             if not swapped:
                 continue
             img = frame.bgr().copy()
             apply_patches(img, swapped)
-            patches = list(swapped)
-            for face in swapped:
-                patch = enhancer.patch(img, face.kps)
-                patch.frame, patch.face, patch.kps = face.frame, face.face, face.kps
-                apply_patch(img, patch)
-                patches.append(patch)
-                count += 1
-            yield patches
+            pending.append(swapped)
+            crops.extend(enhancer.crop(img, face.kps) for face in swapped)
+            if len(crops) >= enhancer.batch_size:
+                yield from enhanced(pending, crops)
+                count += len(crops)
+                pending, crops = [], []
+        yield from enhanced(pending, crops)
+        count += len(crops)
 
     write_patches(frames_of_patches(), out)
     log.info("enhanced %d faces", count)

@@ -19,11 +19,12 @@ OPTION_KEYS = (
     "segment_seconds",
     "providers",
     "precision",
+    "batch_size",
     "encoder",
     "preset",
     "crf",
 )
-INT_KEYS = {"source_face", "max_height", "crf"}
+INT_KEYS = {"source_face", "max_height", "crf", "batch_size"}
 TEXT_COLUMNS = {"name", "target", "source", "reference", "providers", "encoder", "preset",
                 "backend", "enhancer", "faces", "precision"}
 

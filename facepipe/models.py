@@ -200,3 +200,9 @@ def _spec(key: str) -> ModelSpec:
         return MODELS[key]
     except KeyError:
         raise KeyError(f"unknown model {key!r}; known: {sorted(MODELS)}") from None
+
+
+def batched_path(path: str | Path) -> Path:
+    """Where the batched copy of a model (facepipe.batching) lives: next to it, never in its place."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_batched{path.suffix}")

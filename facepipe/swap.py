@@ -11,7 +11,7 @@ import pandas as pd
 
 from facepipe.faces import normalize
 from facepipe.patches import Patch, decode_image, paste_inswapper, write_patches
-from facepipe.runtime import BoundRunner, create_session, runs_on_gpu
+from facepipe.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
 
 log = logging.getLogger(__name__)
 
@@ -47,36 +47,62 @@ def select_faces(faces: pd.DataFrame, mode: str, reference: np.ndarray | None = 
 
 
 class Swapper:
-    """insightface's INSwapper, one face crop per call (inswapper_128's batch size is fixed at 1).
+    """insightface's INSwapper, on batches of face crops.
+
+    The published inswapper_128 takes one face per call; its batched copy (facepipe.batching,
+    made once by the workflow) takes ``batch_size`` crops per call, which is what pays on a GPU.
+    A model whose batch is fixed runs one crop per call whatever ``batch_size`` says. On
+    TensorRT every batch is padded to the full size, so one engine serves the whole job.
 
     On a GPU the session runs through IO binding (facepipe.runtime.BoundRunner): the source
-    latent, the same for every face of the job, is copied to the GPU once, and the output
-    buffer is allocated there once. ``io_binding`` forces it on or off (default: on a GPU).
+    latents, the same for every batch of the job, are copied to the GPU once. ``io_binding``
+    forces it on or off (default: on a GPU).
     """
 
     def __init__(self, model: str | Path, providers: list[str], *, precision: str = "fp32", threads: int = 0,
-                 io_binding: bool | None = None):
+                 io_binding: bool | None = None, batch_size: int = 1):
         from insightface.model_zoo.inswapper import INSwapper
+
+        from facepipe.batching import model_batch_size
 
         session = create_session(model, providers, precision=precision, threads=threads)
         self.model = INSwapper(model_file=str(model), session=session)
         if io_binding is None:
             io_binding = runs_on_gpu(session)
         self._bound = BoundRunner(session) if io_binding else None
+        self.batch_size = model_batch_size(session) or max(1, int(batch_size))
+        self._pad = session.get_providers()[0] == PROVIDER_NAMES["tensorrt"]
+        if self.batch_size != batch_size:
+            log.info("%s takes a fixed batch of %d; swapping %d face(s) per call", model, self.batch_size,
+                     self.batch_size)
 
     def patch_from_crop(self, crop: np.ndarray, matrix: np.ndarray, source_embedding: np.ndarray, **_) -> Patch:
         """The swapped face from its aligned 128 px crop, as INSwapper.get computes it."""
+        return self.patches_from_crops([crop], [matrix], source_embedding)[0]
+
+    def patches_from_crops(self, crops: list[np.ndarray], matrices: list[np.ndarray],
+                           source_embedding: np.ndarray) -> list[Patch]:
+        """Swapped faces for many aligned 128 px crops, ``batch_size`` per model call."""
         model = self.model
         latent = self._latent(source_embedding)
-        blob = cv2.dnn.blobFromImage(crop, 1.0 / model.input_std, model.input_size,
-                                     (model.input_mean,) * 3, swapRB=True)
-        if self._bound is not None:
-            self._bound.set_constant(model.input_names[1], latent)
-            pred = self._bound.run({model.input_names[0]: blob})[0]
-        else:
-            pred = model.session.run(model.output_names, {model.input_names[0]: blob, model.input_names[1]: latent})[0]
-        fake = np.clip(255 * pred.transpose((0, 2, 3, 1))[0], 0, 255).astype(np.uint8)[:, :, ::-1]
-        return Patch(kind="inswapper", image=np.ascontiguousarray(fake), matrix=np.asarray(matrix).reshape(2, 3))
+        patches = []
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            size = self.batch_size if self._pad else len(chunk)
+            blob = cv2.dnn.blobFromImages(chunk + chunk[-1:] * (size - len(chunk)), 1.0 / model.input_std,
+                                          model.input_size, (model.input_mean,) * 3, swapRB=True)
+            latents = np.repeat(latent, size, axis=0)
+            if self._bound is not None:
+                self._bound.set_constant(model.input_names[1], latents)
+                pred = self._bound.run({model.input_names[0]: blob})[0]
+            else:
+                pred = model.session.run(model.output_names,
+                                         {model.input_names[0]: blob, model.input_names[1]: latents})[0]
+            fakes = np.clip(255 * pred[:len(chunk)].transpose((0, 2, 3, 1)), 0, 255).astype(np.uint8)
+            for fake, matrix in zip(fakes, matrices[start:start + len(chunk)]):
+                patches.append(Patch(kind="inswapper", image=np.ascontiguousarray(fake[:, :, ::-1]),
+                                     matrix=np.asarray(matrix).reshape(2, 3)))
+        return patches
 
     def _latent(self, source_embedding: np.ndarray) -> np.ndarray:
         key = np.asarray(source_embedding, np.float32).tobytes()
@@ -105,26 +131,35 @@ def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: 
 
     counts = {"frames": 0, "with_faces": 0}
 
-    def swapped(row) -> Patch | None:
-        if row.crop is None:
-            raise ValueError(f"{faces}: face {row.face} of frame {row.frame} has no crop; rerun detection")
-        patch = swapper.patch_from_crop(decode_image(row.crop), matrix=row.crop_matrix,
-                                        source_embedding=source_embedding, x=int(row.crop_x),
-                                        y=int(row.crop_y), landmarks=row.landmarks)
-        # A swapper may make no patch for a face (the classic one, for a face too small to swap).
-        if patch is not None:
-            patch.frame, patch.face = int(row.frame), int(row.face)
-            patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
-        return patch
+    def swapped(rows: list) -> list[Patch | None]:
+        for row in rows:
+            if row.crop is None:
+                raise ValueError(f"{faces}: face {row.face} of frame {row.frame} has no crop; rerun detection")
+        crops = [decode_image(row.crop) for row in rows]
+        if hasattr(swapper, "patches_from_crops"):
+            patches = swapper.patches_from_crops(crops, [row.crop_matrix for row in rows], source_embedding)
+        else:
+            patches = [swapper.patch_from_crop(crop, matrix=row.crop_matrix, source_embedding=source_embedding,
+                                               x=int(row.crop_x), y=int(row.crop_y), landmarks=row.landmarks)
+                       for crop, row in zip(crops, rows)]
+        for patch, row in zip(patches, rows):
+            # A swapper may make no patch for a face (the classic one, for a face too small to swap).
+            if patch is not None:
+                patch.frame, patch.face = int(row.frame), int(row.face)
+                patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
+        return patches
 
     def frames_of_patches():
-        # A row group of whole frames at a time: "one" compares a frame's faces with each other.
+        # A row group of whole frames at a time: "one" compares a frame's faces with each other,
+        # and the group's faces go through the swapper in batches.
         for table in iter_frame_rows(faces):
             counts["with_faces"] += table["frame"].nunique()
-            chosen = select_faces(table, mode, reference, threshold, metric).sort_values(["frame", "face"])
-            for _, rows in groupby(chosen.itertuples(), key=lambda row: row.frame):
+            chosen = list(select_faces(table, mode, reference, threshold, metric)
+                          .sort_values(["frame", "face"]).itertuples())
+            pairs = zip(chosen, swapped(chosen))
+            for _, frame_pairs in groupby(pairs, key=lambda pair: pair[0].frame):
                 counts["frames"] += 1
-                yield [patch for patch in map(swapped, rows) if patch is not None]
+                yield [patch for _, patch in frame_pairs if patch is not None]
 
     count = write_patches(frames_of_patches(), out)
     log.info("swapped %d faces in %d frames (mode %s; %d frames with faces)", count, counts["frames"], mode,

@@ -15,7 +15,7 @@ from facepipe.backends import (
 from facepipe.gpu import nvml_memory_mb
 from facepipe.jobs import JobError, build_jobs, read_sheet
 from facepipe.media import IMAGE_SUFFIXES
-from facepipe.models import model_path, models_for
+from facepipe.models import batched_path, model_path, models_for
 
 
 wildcard_constraints:
@@ -24,6 +24,7 @@ wildcard_constraints:
     model=r"[^/]+",
     role=r"source|reference",
     stem=r"[^/]+",
+    model_stem=r"(standin/)?[^/]+",
 
 
 def load_jobs():
@@ -103,6 +104,19 @@ def model_file(role):
         j = JOBS[wildcards.name]
         key = job_models(wildcards).get(role)
         return [] if key is None else str(model_path(key, j["backend"]))
+
+    return _path
+
+
+def batched_model_file(role):
+    """model_file, or its batched copy (rule make_batched_model) for a job with batch_size > 1."""
+    plain = model_file(role)
+
+    def _path(wildcards):
+        path = plain(wildcards)
+        if path and JOBS[wildcards.name]["batch_size"] > 1:
+            return str(batched_path(path))
+        return path
 
     return _path
 

@@ -46,4 +46,24 @@ rule make_fp16_model:
         "../scripts/make_fp16_model.py"
 
 
-ruleorder: make_fp16_model > fetch_model
+# The batched copy of a model (facepipe.batching), stand-ins included: made once, and used only
+# after a batch through it gave what the original gives one face at a time.
+rule make_batched_model:
+    input:
+        "resources/models/{model_stem}.onnx",
+    output:
+        "resources/models/{model_stem}_batched.onnx",
+    log:
+        "logs/models/batched_{model_stem}.log",
+    conda:
+        "../envs/facepipe.yaml"
+    params:
+        precision=lambda wildcards: (
+            "fp16" if wildcards.model_stem.endswith("_fp16") else "fp32"
+        ),
+    script:
+        "../scripts/make_batched_model.py"
+
+
+ruleorder: make_batched_model > make_fp16_model > fetch_model
+ruleorder: make_batched_model > make_standin_model

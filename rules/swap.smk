@@ -3,7 +3,7 @@ rule swap_faces:
     input:
         unpack(swap_embeddings),
         faces="work/{name}/faces/{segment}.parquet",
-        swapper=model_file("swapper"),
+        swapper=batched_model_file("swapper"),
     output:
         patches="work/{name}/swapped/{segment}.parquet",
     log:
@@ -25,6 +25,7 @@ rule swap_faces:
         providers=opt("providers"),
         precision=opt("precision"),
         backend=opt("backend"),
+        batch_size=opt("batch_size"),
     script:
         "../scripts/swap_faces.py"
 
@@ -36,7 +37,7 @@ rule enhance_faces:
         target=opt("target"),
         segments="work/{name}/segments",
         patches="work/{name}/swapped/{segment}.parquet",
-        enhancer=model_file("enhancer"),
+        enhancer=batched_model_file("enhancer"),
     output:
         patches="work/{name}/enhanced/{segment}.parquet",
     log:
@@ -55,5 +56,6 @@ rule enhance_faces:
         min_free_gpu_mb=config["min_free_gpu_mb"],
         enhancer=opt("enhancer"),
         providers=opt("providers"),
+        batch_size=opt("batch_size"),
     script:
         "../scripts/enhance_faces.py"

@@ -4,20 +4,21 @@ from facepipe.jobs import JobError, build_jobs, read_sheet
 
 CONFIG = {"backend": "standin", "enhancer": "none", "faces": "one", "reference": "", "reference_threshold": 0.35,
           "source_face": -1, "max_height": 0, "fps": 0, "segment_seconds": 10, "providers": ["cuda", "cpu"],
-          "precision": "fp32", "encoder": "libx264", "preset": "veryfast", "crf": 18, "target": "", "source": "",
-          "name": ""}
+          "precision": "fp32", "batch_size": 8, "encoder": "libx264", "preset": "veryfast", "crf": 18,
+          "target": "", "source": "", "name": ""}
 
 
 def test_sheet_rows_override_defaults(tmp_path):
     sheet = tmp_path / "jobs.tsv"
-    sheet.write_text("name\ttarget\tsource\tcrf\tproviders\tenhancer\n"
-                     "007\ta.mp4\ts.png\t23\tcpu\t\n"
-                     "b\tb.mp4\ts.png\t\t\tgfpgan_1.4\n")
+    sheet.write_text("name\ttarget\tsource\tcrf\tproviders\tenhancer\tbatch_size\n"
+                     "007\ta.mp4\ts.png\t23\tcpu\t\t1\n"
+                     "b\tb.mp4\ts.png\t\t\tgfpgan_1.4\t\n")
     jobs = build_jobs(CONFIG, read_sheet(sheet))
     assert list(jobs) == ["007", "b"]  # text stays text: the leading zeros survive
     assert jobs["007"]["crf"] == 23 and jobs["007"]["providers"] == ["cpu"]
     assert jobs["007"]["enhancer"] == "none"
     assert jobs["b"]["crf"] == 18 and jobs["b"]["enhancer"] == "gfpgan_1.4"
+    assert (jobs["007"]["batch_size"], jobs["b"]["batch_size"]) == (1, 8)
 
 
 def test_command_line_job_replaces_sheet():

@@ -107,8 +107,32 @@ def test_changing_encoder_settings_reruns_only_rendering(workspace):
 def test_changing_enhancer_reruns_only_enhancement_and_after(workspace):
     jobs = planned_jobs(workspace, "--config", "enhancer=gfpgan_1.4")
     assert {"enhance_faces", "render_segment", "mux_video"} <= set(jobs)
-    assert set(jobs) <= {"make_standin_model", "enhance_faces", "render_segment", "mux_video", "all"}
+    assert set(jobs) <= {"make_standin_model", "make_batched_model", "enhance_faces", "render_segment",
+                         "mux_video", "all"}
     assert jobs["enhance_faces"] == 2
+
+
+def decoded_frames(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+
+
+def test_batch_size_reruns_only_the_swap_and_after_and_gives_the_same_frames(workspace):
+    """The swap runs on the batched stand-in by default; one face per call uses the model as
+    published. Both must give the very same video."""
+    assert (workspace / "resources/models/standin/inswapper_128_batched.onnx").exists()
+    assert "batch freed" in (workspace / "logs/models/batched_standin/inswapper_128.log").read_text()
+    out = workspace / "results" / "clip.mp4"
+    batched = decoded_frames(out)
+    jobs = planned_jobs(workspace, "--config", "batch_size=1")
+    assert jobs == {"swap_faces": 2, "render_segment": 2, "mux_video": 1, "all": 1}
+    try:
+        snakemake(workspace, "--config", "batch_size=1")
+        single = decoded_frames(out)
+    finally:
+        snakemake(workspace)  # back to the module's configuration for the tests that follow
+    assert len(single) == len(batched) == 50
+    assert all(np.array_equal(a, b) for a, b in zip(single, batched))
 
 
 def test_changing_source_reruns_embedding_swap_and_after_never_preparation_or_detection(workspace):

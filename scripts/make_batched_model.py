@@ -1,0 +1,9 @@
+from facepipe.batching import make_batched
+from facepipe.scripting import run
+
+
+def main(sm, log):
+    make_batched(sm.input[0], sm.output[0], precision=sm.params.precision)
+
+
+run(snakemake, main)
