@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         make_clip(clip, args.seconds, args.height)
     source = write_astronaut(base / "source.png")
     # Models and the source embedding are made once up front: they are not per-video work.
-    subprocess.run([sys.executable, "-m", "snakemake", "work/bench/source_embedding.npz", "--cores", "all",
+    subprocess.run([sys.executable, "-m", "snakemake", "work/bench/source_embedding.npz",
+                    "resources/models/standin/inswapper_128_batched.onnx", "--cores", "all",
                     "--quiet", "all", "--config", f"target={clip}", f"source={source}", "name=bench",
                     "backend=standin"], cwd=wd, check=True, env=env_for_local_snakemake())
 
