@@ -150,16 +150,25 @@ def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: 
         return patches
 
     def frames_of_patches():
-        # A row group of whole frames at a time: "one" compares a frame's faces with each other,
-        # and the group's faces go through the swapper in batches.
+        # A row group of whole frames at a time: "one" compares a frame's faces with each other.
+        # The faces of consecutive frames go through the swapper together, a batch at a time.
+        step = getattr(swapper, "batch_size", 1)
         for table in iter_frame_rows(faces):
             counts["with_faces"] += table["frame"].nunique()
-            chosen = list(select_faces(table, mode, reference, threshold, metric)
-                          .sort_values(["frame", "face"]).itertuples())
-            pairs = zip(chosen, swapped(chosen))
-            for _, frame_pairs in groupby(pairs, key=lambda pair: pair[0].frame):
-                counts["frames"] += 1
-                yield [patch for _, patch in frame_pairs if patch is not None]
+            chosen = select_faces(table, mode, reference, threshold, metric).sort_values(["frame", "face"])
+            pending: list[list] = []
+            for _, rows in groupby(chosen.itertuples(), key=lambda row: row.frame):
+                pending.append(list(rows))
+                if sum(map(len, pending)) >= step:
+                    yield from by_frame(pending)
+                    pending = []
+            yield from by_frame(pending)
+
+    def by_frame(frames: list[list]):
+        patches = iter(swapped([row for rows in frames for row in rows]))
+        for rows in frames:
+            counts["frames"] += 1
+            yield [patch for patch in (next(patches) for _ in rows) if patch is not None]
 
     count = write_patches(frames_of_patches(), out)
     log.info("swapped %d faces in %d frames (mode %s; %d frames with faces)", count, counts["frames"], mode,

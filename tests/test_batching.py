@@ -11,6 +11,7 @@ from facepipe.download import ChecksumError, verify_before_use
 from facepipe.enhance import GFPGAN
 from facepipe.models import batched_path
 from facepipe.standin import build_standin
+from facepipe.patches import Patch
 from facepipe.swap import Swapper
 
 
@@ -132,3 +133,71 @@ def test_a_real_batched_copy_not_made_here_is_refused(tmp_path):
     fake.write_bytes(b"not the file the workflow made")
     with pytest.raises(ChecksumError, match="inswapper_128_batched.onnx.*made from the verified inswapper_128.onnx"):
         verify_before_use(fake)
+
+
+def test_batched_segment_swap_keeps_every_frames_faces_in_order(models, tmp_path):
+    """Batches cut across frames (3, 1 and 2 faces with a batch of 2); each frame's patches
+    must still be its own faces, in face order, as one face per call gives them."""
+    import cv2
+    import pandas as pd
+
+    from facepipe.demo import insightface_image
+    from facepipe.faces import FaceAnalyzer, detect_frames, write_faces
+    from facepipe.patches import encode_image, read_patches
+    from facepipe.swap import swap_segment
+    from facepipe.video import WorkFrame
+
+    d = models["inswapper_128"].parent
+    det, rec = build_standin("det_10g", d / "det_10g.onnx"), build_standin("w600k_r50", d / "w600k_r50.onnx")
+    img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
+    row = detect_frames(FaceAnalyzer(det, rec, ["cpu"]), [WorkFrame(1, bgr=img)], crop="aligned_128").iloc[0]
+    crops = iter(_crops(6, 128, seed=9))
+    table = pd.DataFrame([{**row.to_dict(), "frame": frame, "face": face, "crop": encode_image(next(crops))}
+                          for frame, faces in ((1, 3), (2, 1), (4, 2)) for face in range(faces)])
+    write_faces(table, tmp_path / "faces.parquet")
+    source = np.random.default_rng(2).standard_normal(512).astype(np.float32)
+    results = []
+    for model, batch in ((models["inswapper_128"], 1), (_batched(models, "inswapper_128"), 2)):
+        out = tmp_path / f"patches_{batch}.parquet"
+        assert swap_segment(tmp_path / "faces.parquet", source, Swapper(model, ["cpu"], batch_size=batch), out,
+                            mode="many") == 6
+        results.append([patch for patches in read_patches(out).values() for patch in patches])
+    single, batched = results
+    assert [(p.frame, p.face) for p in batched] == [(1, 0), (1, 1), (1, 2), (2, 0), (4, 0), (4, 1)]
+    assert [(p.frame, p.face) for p in single] == [(p.frame, p.face) for p in batched]
+    assert all(np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1 for a, b in zip(single, batched))
+    assert len({p.image.tobytes() for p in batched}) == 6
+
+
+def test_batched_enhancer_over_a_segment_gives_the_one_at_a_time_patches(models, tmp_path):
+    """Faces of several frames share an enhancer batch; every frame still gets its own."""
+    import cv2
+
+    from facepipe.demo import insightface_image
+    from facepipe.enhance import enhance_segment
+    from facepipe.patches import read_patches, write_patches
+    from facepipe.video import WorkFrame
+
+    img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
+    kps = np.array([[250, 150], [290, 150], [270, 175], [255, 200], [285, 200]], np.float32)
+    rng = np.random.default_rng(6)
+    swapped = [[Patch("pixels", rng.integers(0, 256, (20, 20, 3), np.uint8), x=260 + 30 * face, y=160,
+                      frame=frame, face=face, kps=kps + (60 * face, 0)) for face in range(faces)]
+               for frame, faces in ((1, 2), (2, 0), (3, 1), (4, 3))]
+    write_patches([p for p in swapped if p], tmp_path / "swapped.parquet")
+    frames = lambda: [WorkFrame(n, bgr=np.roll(img, 7 * n, axis=1)) for n in range(1, 6)]  # noqa: E731
+    results = []
+    for model, batch in ((models["gfpgan_1.4"], 1), (_batched(models, "gfpgan_1.4"), 4)):
+        out = tmp_path / f"enhanced_{batch}.parquet"
+        assert enhance_segment(frames(), tmp_path / "swapped.parquet", GFPGAN(model, ["cpu"], batch_size=batch),
+                               out) == 6
+        results.append(read_patches(out))
+    single, batched = results
+    assert sorted(batched) == [1, 3, 4]
+    for n in (1, 3, 4):
+        kinds = [p.kind for p in batched[n]]
+        faces = len(kinds) // 2
+        assert kinds == ["pixels"] * faces + ["ffhq"] * faces
+        assert [(p.frame, p.face) for p in batched[n]] == [(p.frame, p.face) for p in single[n]]
+        assert all(np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+                   for a, b in zip(single[n], batched[n]))
