@@ -18,6 +18,7 @@ import logging
 import math
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnxruntime
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where models and TensorRT engines go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Random weights below FP16's range: the converter warns about every one of them.
+    warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="facepipe-models-"))
     gpu = _gpu_tag(0) if set(args.providers) & {"cuda", "tensorrt"} else "none"
