@@ -40,7 +40,10 @@ class GFPGAN:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.size = int(inp.shape[-1]) if isinstance(inp.shape[-1], int) else 512
-        self.batch_size = model_batch_size(self.session) or max(1, int(batch_size))
+        fixed = model_batch_size(self.session)
+        self.batch_size = fixed or max(1, int(batch_size))
+        log.info("%s: %d face(s) per call%s", model, self.batch_size,
+                 f" (its batch is fixed at {fixed})" if fixed and fixed != batch_size else "")
         # TensorRT: every batch padded to the full size, so one engine serves the whole job.
         self._pad = self.session.get_providers()[0] == PROVIDER_NAMES["tensorrt"]
         # On a GPU the outputs stay on the device between calls (IO binding).

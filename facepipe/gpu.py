@@ -45,6 +45,12 @@ class Degradation:
     def no_enhancer(self) -> bool:
         return "no_enhancer" in self.steps
 
+    def batch_size(self, configured: int) -> int:
+        """Faces per model call. A degraded job (retried after a failure, or short of memory at
+        start) sends them one at a time as well: the first thing to give up, as it costs no
+        quality (batched and single calls give the same faces)."""
+        return 1 if self.steps else configured
+
 
 def nvml_memory_mb(device: int = 0) -> tuple[int, int] | None:
     """(free, total) MiB of a GPU through NVML, or None where there is no NVML or no GPU."""
@@ -82,7 +88,8 @@ def start(rule: str, attempt: int, order: list[str], min_free_mb: int, *, record
         log.info("GPU %d memory at start: %d MiB free of %d MiB", device, *memory)
     degradation = plan(attempt, order, free_mb=memory[0] if memory else None, min_free_mb=min_free_mb)
     if degradation.steps:
-        log.warning("%s degraded (%s): %s", rule, "; ".join(degradation.reasons), ", ".join(degradation.steps))
+        log.warning("%s degraded (%s): %s, and one face per model call", rule, "; ".join(degradation.reasons),
+                    ", ".join(degradation.steps))
     if record is not None:
         path = Path(record)
         path.parent.mkdir(parents=True, exist_ok=True)

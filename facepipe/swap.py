@@ -70,11 +70,11 @@ class Swapper:
         if io_binding is None:
             io_binding = runs_on_gpu(session)
         self._bound = BoundRunner(session) if io_binding else None
-        self.batch_size = model_batch_size(session) or max(1, int(batch_size))
+        fixed = model_batch_size(session)
+        self.batch_size = fixed or max(1, int(batch_size))
         self._pad = session.get_providers()[0] == PROVIDER_NAMES["tensorrt"]
-        if self.batch_size != batch_size:
-            log.info("%s takes a fixed batch of %d; swapping %d face(s) per call", model, self.batch_size,
-                     self.batch_size)
+        log.info("%s: %d face(s) per call%s", model, self.batch_size,
+                 f" (its batch is fixed at {fixed})" if fixed and fixed != batch_size else "")
 
     def patch_from_crop(self, crop: np.ndarray, matrix: np.ndarray, source_embedding: np.ndarray, **_) -> Patch:
         """The swapped face from its aligned 128 px crop, as INSwapper.get computes it."""

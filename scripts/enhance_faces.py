@@ -16,7 +16,7 @@ def main(sm, log):
     log.info("enhancer %s", sm.params.enhancer)
     precision = "fp16" if degradation.fp16 else "fp32"
     enhancer = GFPGAN(sm.input.enhancer, sm.params.providers, threads=sm.threads, precision=precision,
-                      batch_size=sm.params.batch_size)
+                      batch_size=degradation.batch_size(sm.params.batch_size))
     manifest = read_json(Path(sm.input.segments) / "manifest.json")
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
     enhance_segment(frames, sm.input.patches, enhancer, sm.output.patches)

@@ -16,7 +16,7 @@ def main(sm, log):
         precision=precision,
         threads=sm.threads,
         source_file=sm.input.source,
-        batch_size=sm.params.batch_size,
+        batch_size=degradation.batch_size(sm.params.batch_size),
     )
     reference = load_embedding(sm.input.reference) if "reference" in sm.input.keys() else None
     swap_segment(

@@ -42,3 +42,11 @@ def test_start_records_and_injects(tmp_path, monkeypatch):
         "job/detect_faces-seg_0000: fp16, resolution (attempt 3: retry after a failed attempt)"]
     gpu.start("detect_faces", 1, ORDER, 0, record=work / "detect_faces-seg_0000.json")
     assert gpu.summarize(tmp_path / "work") == []  # a clean rerun clears the record
+
+
+def test_a_degraded_job_sends_one_face_per_call():
+    assert gpu.plan(1, ORDER).batch_size(8) == 8
+    assert gpu.plan(2, ORDER).batch_size(8) == 1
+    assert gpu.plan(1, ORDER, free_mb=500, min_free_mb=1024).batch_size(8) == 1
+    # degrade: [] asks for no degradation at all: a retry keeps its batches then.
+    assert gpu.plan(2, []).batch_size(8) == 8

@@ -279,10 +279,13 @@ def test_gpu_failure_is_retried_degraded_and_listed(reference_run, tmp_path):
                 "degrade=[resolution,fp16,no_enhancer]", *STANDIN]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *env_args], cwd=wd,
                           capture_output=True, text=True, timeout=600,
-                          env={**env_for_local_snakemake(), "FACEPIPE_TEST_INJECT_GPU_OOM": "detect_faces"})
+                          env={**env_for_local_snakemake(), "FACEPIPE_TEST_INJECT_GPU_OOM": "detect_faces,swap_faces"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (wd / "logs/long/detect_faces/seg_0000.log").read_text()
     assert "degraded" in log and "resolution" in log  # the configured order: resolution first
+    swap_log = (wd / "logs/long/swap_faces/seg_0000.log").read_text()
+    # The retried swap also gave up its batches: the swapper says how many faces go per call.
+    assert "one face per model call" in swap_log and "1 face(s) per call" in swap_log
     assert "GPU jobs that ran degraded" in proc.stderr
     assert "detect_faces-seg_0000: resolution" in proc.stderr
     assert media.probe(wd / "results/long.mp4").frames == 50
