@@ -238,6 +238,7 @@ class BoundRunner:
         self._constants: dict[str, tuple[bytes, object]] = {}
         self.output_names = [o.name for o in session.get_outputs()]
         self._dynamic_outputs = any(not isinstance(d, int) for o in session.get_outputs() for d in o.shape)
+        self._input_shapes: dict[str, tuple] = {}
         self._outputs_bound = False
 
     def _bind_outputs(self) -> None:
@@ -262,10 +263,13 @@ class BoundRunner:
         self._constants[name] = (key, ort_value)  # keeps the device copy alive
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if self._outputs_bound and self._dynamic_outputs:
-            # A batch of another size: outputs ORT allocated for the last run would not fit.
+        shapes = {name: np.shape(value) for name, value in inputs.items()}
+        if self._outputs_bound and self._dynamic_outputs and shapes != self._input_shapes:
+            # A batch of another size: the outputs ORT allocated at the last run (and reuses
+            # while the shapes stay the same) would not fit.
             self.binding.clear_binding_outputs()
             self._outputs_bound = False
+        self._input_shapes = shapes
         if not self._outputs_bound:
             self._bind_outputs()
         for name, value in inputs.items():
