@@ -88,17 +88,23 @@ def with_dynamic_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, len(added)
 
 
-def _random_inputs(session, batch: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
-    """``batch`` distinct single-item input sets for a session of the original model."""
-    items = []
-    for _ in range(batch):
-        feed = {}
-        for inp in session.get_inputs():
-            shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-            dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-            feed[inp.name] = rng.uniform(0.0, 1.0, size=shape).astype(dtype)
-        items.append(feed)
-    return items
+def random_feed(session, rng: np.random.Generator, *, batch: int = 1,
+                spatial: tuple[int, int] = (64, 64)) -> dict[str, np.ndarray]:
+    """Uniform [0, 1) inputs for every input of a session: ``batch`` items where the first
+    dimension is free, ``spatial`` (h, w) for free image sides, 1 for any other free dimension."""
+    feed = {}
+    for inp in session.get_inputs():
+        shape = []
+        for i, d in enumerate(inp.shape):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif i == 0:
+                shape.append(batch)
+            else:
+                shape.append(spatial[i - 2] if len(inp.shape) == 4 and i >= 2 else 1)
+        dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        feed[inp.name] = rng.uniform(0.0, 1.0, size=shape).astype(dtype)
+    return feed
 
 
 def check_batched(original: onnx.ModelProto, batched: onnx.ModelProto, *, tolerance: float,
@@ -114,7 +120,8 @@ def check_batched(original: onnx.ModelProto, batched: onnx.ModelProto, *, tolera
                                               providers=["CPUExecutionProvider"])
         many = onnxruntime.InferenceSession(batched.SerializeToString(), options,
                                             providers=["CPUExecutionProvider"])
-        items = _random_inputs(single, batch, np.random.default_rng(0))
+        rng = np.random.default_rng(0)
+        items = [random_feed(single, rng) for _ in range(batch)]
         expected = [single.run(None, feed) for feed in items]
         stacked = {name: np.concatenate([feed[name] for feed in items]) for name in items[0]}
         got = many.run(None, stacked)
@@ -128,12 +135,6 @@ def check_batched(original: onnx.ModelProto, batched: onnx.ModelProto, *, tolera
         if diff > tolerance:
             return f"output {k} differs from one-at-a-time runs by up to {diff:.3g} (tolerance {tolerance:g})"
     return None
-
-
-def model_batch_size(session) -> int | None:
-    """The fixed batch size of a session's first input, or None when it is free."""
-    first = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else 1
-    return first if isinstance(first, int) and first > 0 else None
 
 
 def make_batched(src: str | Path, dst: str | Path, *, precision: str = "fp32") -> bool:

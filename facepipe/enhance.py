@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facepipe.patches import FramePatches, Patch, apply_patches, write_patches
-from facepipe.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
+from facepipe.runtime import BatchedSession, create_session
 from facepipe.video import WorkFrame
 
 log = logging.getLogger(__name__)
@@ -29,25 +29,19 @@ BLEND = 0.8
 
 
 class GFPGAN:
-    """GFPGAN 1.4 on batches of FFHQ-aligned face crops (``batch_size`` per call where the model,
-    or its batched copy from facepipe.batching, takes a free batch; else one per call)."""
+    """GFPGAN 1.4 on batches of FFHQ-aligned face crops (runtime.BatchedSession)."""
 
     def __init__(self, model: str | Path, providers: list[str], *, threads: int = 0, precision: str = "fp32",
                  batch_size: int = 1):
-        from facepipe.batching import model_batch_size
-
         self.session = create_session(model, providers, threads=threads, precision=precision)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.size = int(inp.shape[-1]) if isinstance(inp.shape[-1], int) else 512
-        fixed = model_batch_size(self.session)
-        self.batch_size = fixed or max(1, int(batch_size))
-        log.info("%s: %d face(s) per call%s", model, self.batch_size,
-                 f" (its batch is fixed at {fixed})" if fixed and fixed != batch_size else "")
-        # TensorRT: every batch padded to the full size, so one engine serves the whole job.
-        self._pad = self.session.get_providers()[0] == PROVIDER_NAMES["tensorrt"]
-        # On a GPU the outputs stay on the device between calls (IO binding).
-        self._bound = BoundRunner(self.session) if runs_on_gpu(self.session) else None
+        self.runner = BatchedSession(self.session, batch_size, name=str(model))
+
+    @property
+    def batch_size(self) -> int:
+        return self.runner.size
 
     def crop(self, img: np.ndarray, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The FFHQ-aligned crop of a face and its frame -> crop matrix."""
@@ -59,22 +53,13 @@ class GFPGAN:
     def enhance(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Enhanced crops, already blended with the crops they replace."""
         out = []
-        for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start:start + self.batch_size]
-            size = self.batch_size if self._pad else len(chunk)
-            blob = np.stack(chunk + chunk[-1:] * (size - len(chunk)))[..., ::-1].astype(np.float32) / 255.0
-            blob = ((blob - 0.5) / 0.5).transpose(0, 3, 1, 2)
-            inputs = {self.input_name: np.ascontiguousarray(blob, np.float32)}
-            pred = (self._bound.run(inputs) if self._bound else self.session.run(None, inputs))[0][:len(chunk)]
+        for chunk, call in self.runner.batches(crops):
+            blob = ((np.stack(call)[..., ::-1].astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2)
+            pred = self.runner.run({self.input_name: np.ascontiguousarray(blob)})[0][:len(chunk)]
             pred = (np.clip(pred, -1, 1) + 1) / 2
             enhanced = (pred.transpose(0, 2, 3, 1)[..., ::-1] * 255.0).round().clip(0, 255).astype(np.uint8)
             out.extend(cv2.addWeighted(crop, 1 - BLEND, face, BLEND, 0) for crop, face in zip(chunk, enhanced))
         return out
-
-    def patch(self, img: np.ndarray, kps: np.ndarray) -> Patch:
-        """The enhanced face as an aligned-crop patch (already blended with the crop it replaces)."""
-        crop, matrix = self.crop(img, kps)
-        return Patch(kind="ffhq", image=self.enhance([crop])[0], matrix=matrix)
 
 
 def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhancer: GFPGAN,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from facepipe.batching import make_batched
+from facepipe.batching import make_batched, random_feed
 from facepipe.fp16 import convert_to_fp16
 from facepipe.fullsize import make_fullsize, size_of
 from facepipe.models import batched_path
@@ -24,9 +24,11 @@ from facepipe.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_o
 
 log = logging.getLogger(__name__)
 
-# The models the pipeline calls with more than one face at a time (facepipe.batching); the
-# recognizer's batch is free in the published file already. The detector sees one frame.
+# The models the pipeline calls with more than one face at a time. The recognizer's batch is
+# free in the published file already; the others get a batched copy (facepipe.batching).
+# The detector sees one frame per call.
 BATCHED = {"inswapper_128", "gfpgan_1.4", "w600k_r50"}
+NEEDS_BATCHED_COPY = {"inswapper_128", "gfpgan_1.4"}
 # The detector's input for a 16:9 frame (facepipe.faces.detector_size), the others' own.
 DETECTOR_INPUT = (384, 640)
 
@@ -64,25 +66,13 @@ def model_files(key: str, folder: str | Path, *, width: float = 1.0) -> dict[str
     if not fp16.exists():
         convert_to_fp16(fp32, fp16)
     files["fp16"] = fp16
-    if key in BATCHED and key != "w600k_r50":
+    if key in NEEDS_BATCHED_COPY:
         for precision in ("fp32", "fp16"):
             dst = batched_path(files[precision])
             if not dst.exists():
                 make_batched(files[precision], dst, precision=precision)
             files[f"{precision}_batched"] = dst
     return files
-
-
-def _inputs(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    feed = {}
-    for inp in session.get_inputs():
-        shape = list(inp.shape)
-        if not isinstance(shape[0], int) or shape[0] <= 0:
-            shape[0] = batch
-        if len(shape) == 4 and not all(isinstance(d, int) and d > 0 for d in shape[2:]):
-            shape[2:] = DETECTOR_INPUT
-        feed[inp.name] = rng.uniform(0, 1, size=shape).astype(np.float32)
-    return feed
 
 
 def time_model(key: str, path: Path, provider: str, precision: str, batch: int, *, budget_s: float = 5.0,
@@ -96,7 +86,7 @@ def time_model(key: str, path: Path, provider: str, precision: str, batch: int, 
     fixed = session.get_inputs()[0].shape[0]
     if isinstance(fixed, int) and fixed != batch:
         return Timing(key, provider, precision, batch, 0.0, float("nan"), 0, f"batch fixed at {fixed}")
-    feed = _inputs(session, batch, np.random.default_rng(0))
+    feed = random_feed(session, np.random.default_rng(0), batch=batch, spatial=DETECTOR_INPUT)
     if runs_on_gpu(session):
         runner = BoundRunner(session)
         call = lambda: runner.run(feed)  # noqa: E731

@@ -14,6 +14,7 @@ import logging
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,42 @@ class BoundRunner:
             self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
         self.session.run_with_iobinding(self.binding)
         return self.binding.copy_outputs_to_cpu()
+
+
+class BatchedSession:
+    """A session fed up to ``batch_size`` items per call: the swapper's and enhancer's faces.
+
+    A model whose batch is fixed (the published inswapper_128 and GFPGAN 1.4) takes its fixed
+    size whatever ``batch_size`` says; a batched copy (facepipe.batching) takes ``batch_size``.
+    On TensorRT every batch is padded to the full size, so one engine serves the whole job. On
+    a GPU the calls go through IO binding (BoundRunner); ``io_binding`` forces it on or off.
+    """
+
+    def __init__(self, session: onnxruntime.InferenceSession, batch_size: int, *, name: str = "",
+                 io_binding: bool | None = None):
+        shape = session.get_inputs()[0].shape
+        fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+        self.session = session
+        self.size = fixed or max(1, int(batch_size))
+        self.pad = session.get_providers()[0] == PROVIDER_NAMES["tensorrt"]
+        if io_binding is None:
+            io_binding = runs_on_gpu(session)
+        self.bound = BoundRunner(session) if io_binding else None
+        log.info("%s: %d face(s) per call%s", name, self.size,
+                 f" (its batch is fixed at {fixed})" if fixed and fixed != batch_size else "")
+
+    def batches(self, items: list) -> Iterator[tuple[list, list]]:
+        """Consecutive chunks of ``items``, each with the list a call gets (padded on TensorRT)."""
+        for start in range(0, len(items), self.size):
+            chunk = items[start:start + self.size]
+            yield chunk, chunk + chunk[-1:] * (self.size - len(chunk)) if self.pad else chunk
+
+    def run(self, inputs: dict[str, np.ndarray], constants: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """One call. ``constants`` stay the same from call to call: with IO binding they are
+        copied to the device once."""
+        constants = constants or {}
+        if self.bound is None:
+            return self.session.run(None, {**inputs, **constants})
+        for name, value in constants.items():
+            self.bound.set_constant(name, value)
+        return self.bound.run(inputs)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from facepipe.faces import normalize
 from facepipe.patches import Patch, decode_image, paste_inswapper, write_patches
-from facepipe.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
+from facepipe.runtime import BatchedSession, create_session
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +47,22 @@ def select_faces(faces: pd.DataFrame, mode: str, reference: np.ndarray | None = 
 
 
 class Swapper:
-    """insightface's INSwapper, on batches of face crops.
-
-    The published inswapper_128 takes one face per call; its batched copy (facepipe.batching,
-    made once by the workflow) takes ``batch_size`` crops per call, which is what pays on a GPU.
-    A model whose batch is fixed runs one crop per call whatever ``batch_size`` says. On
-    TensorRT every batch is padded to the full size, so one engine serves the whole job.
-
-    On a GPU the session runs through IO binding (facepipe.runtime.BoundRunner): the source
-    latents, the same for every batch of the job, are copied to the GPU once. ``io_binding``
-    forces it on or off (default: on a GPU).
+    """insightface's INSwapper, on batches of face crops (runtime.BatchedSession): the published
+    inswapper_128 takes one face per call, its batched copy (facepipe.batching) ``batch_size``.
+    On a GPU the source latents, the same for every batch of the job, are copied there once.
     """
 
     def __init__(self, model: str | Path, providers: list[str], *, precision: str = "fp32", threads: int = 0,
                  io_binding: bool | None = None, batch_size: int = 1):
         from insightface.model_zoo.inswapper import INSwapper
 
-        from facepipe.batching import model_batch_size
-
         session = create_session(model, providers, precision=precision, threads=threads)
         self.model = INSwapper(model_file=str(model), session=session)
-        if io_binding is None:
-            io_binding = runs_on_gpu(session)
-        self._bound = BoundRunner(session) if io_binding else None
-        fixed = model_batch_size(session)
-        self.batch_size = fixed or max(1, int(batch_size))
-        self._pad = session.get_providers()[0] == PROVIDER_NAMES["tensorrt"]
-        log.info("%s: %d face(s) per call%s", model, self.batch_size,
-                 f" (its batch is fixed at {fixed})" if fixed and fixed != batch_size else "")
+        self.runner = BatchedSession(session, batch_size, name=str(model), io_binding=io_binding)
+
+    @property
+    def batch_size(self) -> int:
+        return self.runner.size
 
     def patch_from_crop(self, crop: np.ndarray, matrix: np.ndarray, source_embedding: np.ndarray, **_) -> Patch:
         """The swapped face from its aligned 128 px crop, as INSwapper.get computes it."""
@@ -85,24 +73,15 @@ class Swapper:
         """Swapped faces for many aligned 128 px crops, ``batch_size`` per model call."""
         model = self.model
         latent = self._latent(source_embedding)
-        patches = []
-        for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start:start + self.batch_size]
-            size = self.batch_size if self._pad else len(chunk)
-            blob = cv2.dnn.blobFromImages(chunk + chunk[-1:] * (size - len(chunk)), 1.0 / model.input_std,
-                                          model.input_size, (model.input_mean,) * 3, swapRB=True)
-            latents = np.repeat(latent, size, axis=0)
-            if self._bound is not None:
-                self._bound.set_constant(model.input_names[1], latents)
-                pred = self._bound.run({model.input_names[0]: blob})[0]
-            else:
-                pred = model.session.run(model.output_names,
-                                         {model.input_names[0]: blob, model.input_names[1]: latents})[0]
-            fakes = np.clip(255 * pred[:len(chunk)].transpose((0, 2, 3, 1)), 0, 255).astype(np.uint8)
-            for fake, matrix in zip(fakes, matrices[start:start + len(chunk)]):
-                patches.append(Patch(kind="inswapper", image=np.ascontiguousarray(fake[:, :, ::-1]),
-                                     matrix=np.asarray(matrix).reshape(2, 3)))
-        return patches
+        fakes = []
+        for chunk, call in self.runner.batches(crops):
+            blob = cv2.dnn.blobFromImages(call, 1.0 / model.input_std, model.input_size, (model.input_mean,) * 3,
+                                          swapRB=True)
+            latents = {model.input_names[1]: np.repeat(latent, len(call), axis=0)}
+            pred = self.runner.run({model.input_names[0]: blob}, latents)[0][:len(chunk)]
+            fakes.extend(np.clip(255 * pred.transpose((0, 2, 3, 1)), 0, 255).astype(np.uint8))
+        return [Patch(kind="inswapper", image=np.ascontiguousarray(fake[:, :, ::-1]),
+                      matrix=np.asarray(matrix).reshape(2, 3)) for fake, matrix in zip(fakes, matrices)]
 
     def _latent(self, source_embedding: np.ndarray) -> np.ndarray:
         key = np.asarray(source_embedding, np.float32).tobytes()

@@ -96,7 +96,7 @@ def test_batched_swap_gives_the_one_at_a_time_patches(models, pad):
     assert single.batch_size == 1  # the published signature's batch is fixed: one per call
     batched = Swapper(_batched(models, "inswapper_128"), ["cpu"], batch_size=4)
     assert batched.batch_size == 4
-    batched._pad = pad  # what a TensorRT session does: the last batch of 3 padded to 4
+    batched.runner.pad = pad  # what a TensorRT session does: the last batch of 3 padded to 4
     want = [single.patch_from_crop(c, m, source) for c, m in zip(crops, matrices)]
     got = batched.patches_from_crops(crops, matrices, source)
     assert len(got) == 11

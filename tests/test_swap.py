@@ -41,7 +41,7 @@ def test_io_bound_swapper_gives_the_same_patches(models):
     matrix = np.eye(2, 3)
     plain = Swapper(models["inswapper_128"], ["cpu"], io_binding=False)
     bound = Swapper(models["inswapper_128"], ["cpu"], io_binding=True)
-    assert bound._bound is not None and plain._bound is None
+    assert bound.runner.bound is not None and plain.runner.bound is None
     for seed in (0, 0, 1):  # the same source twice, then another: the bound latent must follow
         source = np.random.default_rng(seed).standard_normal(512).astype(np.float32)
         want = plain.patch_from_crop(crop, matrix, source).image
