@@ -15,13 +15,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from facepipe.download import ChecksumError, ModelUnavailableError
     from facepipe.faces import FaceError
     from facepipe.gpu import GpuMemoryError
+    from facepipe.integrity import DamagedIntermediateError
     from facepipe.jobs import JobError
     from facepipe.media import MediaError
     from facepipe.classic_swap import SwapError
     from facepipe.offline import OfflineModelError
 
     return (MediaError, JobError, FaceError, ChecksumError, ModelUnavailableError, GpuMemoryError,
-            SwapError, OfflineModelError)
+            SwapError, OfflineModelError, DamagedIntermediateError)
 
 
 def setup_logging(logfile: str | Path | None) -> logging.Logger:
