@@ -34,6 +34,8 @@ rule mux_video:
         "logs/{name}/mux_video.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        keep_intermediates=config["keep_intermediates"],
     script:
         "../scripts/mux_video.py"
 
