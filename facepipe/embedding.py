@@ -8,10 +8,18 @@ With the offline backend the record also holds what the classic swapper needs fr
 source: a crop of the source image around the face (``source_crop``) and its 68 landmarks
 in that crop (``source_landmarks``). Its key names the backend as well as the model files'
 hashes, so offline and learned caches never mix.
+
+Both the cache entries and the job's own copy (work/NAME/source_embedding.npz) are sealed
+(facepipe.integrity). The job's copy is an intermediate like any other: a damaged one is removed
+and reported. A cache entry is only ever a shortcut: one that is damaged or unreadable is
+recomputed with a warning naming it, never a failure. An entry from a version that did not seal
+is loaded in full (the zip archive's CRC-32 of every array is checked as it is read) and, when
+that succeeds and it holds a usable embedding, sealed then; otherwise it is recomputed.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -20,6 +28,7 @@ import numpy as np
 
 from facepipe.download import sha256_file
 from facepipe.faces import pick_face
+from facepipe.integrity import check_bytes, discard, place_sealed, read_verified, reject, seal, seal_path
 from facepipe.media import read_image
 
 log = logging.getLogger(__name__)
@@ -35,11 +44,72 @@ def cache_path(cache_dir: str | Path, image: str | Path, detector: str | Path, r
     return Path(cache_dir) / model_key / f"{sha256_file(image)[:16]}-{face}.npz"
 
 
+# What a record must hold to be used (embed_image writes box, kps and score too, and the
+# offline backend its source crop, which its swapper checks itself).
+RECORD_KEYS = ("embedding",)
+
+
 def _save(path: Path, data: dict) -> None:
+    """Write a record atomically, sealed. The temporary name is the process's own: two jobs
+    with the same photo may fill the same cache entry at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **data)
+        place_sealed(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def parse_record(data: bytes) -> dict:
+    """Every array of a record from the file's bytes, each read in full; ValueError unless it
+    loads and holds a usable embedding."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            record = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # zipfile's bad CRC-32, a truncated archive, a bad .npy header, ...
+        raise ValueError(f"it does not load ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)}")
+    emb = record["embedding"]
+    if emb.ndim != 1 or emb.size == 0 or not np.issubdtype(emb.dtype, np.floating) or not np.isfinite(emb).all():
+        raise ValueError(f"its embedding ({emb.dtype} {emb.shape}) is not a vector of finite numbers")
+    return record
+
+
+def read_cache(path: Path) -> dict | None:
+    """A cache entry's record, or None when there is none or it cannot be trusted (then it is
+    removed with a warning naming it, and the caller recomputes it)."""
+    if not path.exists():
+        return None
+    legacy = not seal_path(path).exists()
+    try:
+        data = path.read_bytes()
+        problem = None if legacy else check_bytes(path, data)
+    except OSError as exc:
+        problem = f"it cannot be read ({exc.strerror or exc})"
+    record = None
+    if problem is None:
+        try:
+            record = parse_record(data)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem is not None:
+        log.warning("embedding cache entry %s is damaged (%s): recomputing it", path, problem)
+        try:
+            discard(path)
+        except OSError as exc:
+            log.warning("could not remove the damaged cache entry %s: %s", path, exc)
+        return None
+    if legacy:
+        # Written by a version that did not seal; it loaded in full, so it is sealed now.
+        try:
+            seal(path)
+            log.info("embedding cache entry %s had no seal (older version): checked and sealed", path)
+        except OSError as exc:
+            log.warning("could not seal the cache entry %s: %s", path, exc)
+    return record
 
 
 def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path, out: str | Path, *,
@@ -48,10 +118,9 @@ def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path,
     """Write the embedding of the chosen face of `image` to `out`, from the cache when possible."""
     read_image(image, "source")  # a clear error for a missing, empty or non-image file
     cached = cache_path(cache_dir, image, detector, recognizer, face_index, backend)
-    if cached.exists():
+    data = read_cache(cached)
+    if data is not None:
         log.info("embedding cache hit: %s (image %s)", cached, image)
-        with np.load(cached) as npz:
-            data = {k: npz[k] for k in npz.files}
     else:
         log.info("embedding cache miss: analysing %s", image)
         from facepipe.backends import make_analyzer
@@ -66,18 +135,23 @@ def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path,
 
             data["landmarks"] = face["landmarks"]
             data["source_crop"], data["source_landmarks"] = source_patch(img, face["landmarks"])
-        _save(cached, data)
-        log.info("embedding cached at %s", cached)
+        try:
+            _save(cached, data)
+            log.info("embedding cached at %s", cached)
+        except OSError as exc:  # a read-only or full cache costs the next job time, not this one's result
+            log.warning("could not write the embedding cache entry %s: %s", cached, exc)
     _save(Path(out), data)
     return data
 
 
 def load_source(path: str | Path) -> dict:
-    """Every array of an embedding record (embedding, box, kps and, offline, the source crop)."""
-    with np.load(path) as npz:
-        return {k: npz[k] for k in npz.files}
+    """Every array of a job's embedding record (embedding, box, kps and, offline, the source
+    crop), verified: a damaged record is removed and reported (DamagedIntermediateError)."""
+    try:
+        return parse_record(read_verified(path))
+    except ValueError as exc:
+        reject(path, str(exc))
 
 
 def load_embedding(path: str | Path) -> np.ndarray:
-    with np.load(path) as npz:
-        return npz["embedding"].astype(np.float32)
+    return load_source(path)["embedding"].astype(np.float32)

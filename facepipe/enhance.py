@@ -7,7 +7,6 @@ DAG only when an enhancer is chosen.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -107,10 +106,13 @@ def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhan
 
 
 def pass_through_segment(swap_patches: str | Path, out: str | Path) -> None:
-    """The swap patches unchanged (the enhancer was dropped to save GPU memory)."""
+    """The swap patches unchanged (the enhancer was dropped to save GPU memory), verified
+    first and sealed as the stage's own output."""
     import shutil
+
+    from facepipe.integrity import place_sealed, verify
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    shutil.copyfile(swap_patches, tmp)
-    os.replace(tmp, out)
+    shutil.copyfile(verify(swap_patches), tmp)
+    place_sealed(tmp, out)

@@ -190,7 +190,36 @@ def write_faces(rows, path: str | Path) -> None:
 
 
 def read_faces(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+    """A whole faces table, verified (facepipe.integrity: a damaged one is removed and reported)."""
+    from facepipe.tables import read_table
+
+    return read_table(path)
+
+
+def row_crop(row) -> np.ndarray:
+    """The face crop a faces-table row holds for the swapper, decoded and checked against what
+    detection writes (face_crop); ValueError otherwise, so a crop that decodes to the wrong
+    size never reaches the swapper, which would quietly resize it."""
+    from facepipe.patches import INSWAPPER_SIZE, check_matrix, decode_image
+
+    if row.crop is None:
+        raise ValueError("it has no crop (a table made before crops were kept: rerun detection)")
+    crop = decode_image(row.crop)
+    kps = None if row.kps is None else np.asarray(row.kps, np.float64)
+    if kps is None or kps.size != 10 or not np.isfinite(kps).all():
+        raise ValueError("its keypoints are not 10 finite numbers")
+    if row.crop_matrix is not None:  # aligned_128
+        if crop.shape[:2] != (INSWAPPER_SIZE, INSWAPPER_SIZE):
+            raise ValueError(f"its aligned crop is {crop.shape[1]}x{crop.shape[0]}, not "
+                             f"{INSWAPPER_SIZE}x{INSWAPPER_SIZE}")
+        check_matrix(row.crop_matrix, "crop matrix")
+    else:  # landmark_box: the classic swapper pastes it back at (crop_x, crop_y)
+        landmarks = getattr(row, "landmarks", None)
+        if landmarks is None or np.size(landmarks) != 136 or not np.isfinite(np.asarray(landmarks, float)).all():
+            raise ValueError("its crop has no matrix and no 68 finite landmarks")
+        if row.crop_x < 0 or row.crop_y < 0:
+            raise ValueError(f"its crop corner ({row.crop_x}, {row.crop_y}) is outside the frame")
+    return crop
 
 
 def row_face(row) -> dict:

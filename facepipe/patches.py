@@ -311,9 +311,52 @@ def encode_image(img: np.ndarray) -> bytes:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    if data[:8] == b"\x89PNG\r\n\x1a\n":  # tables written by earlier versions
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    """A crop or patch from its bytes (encode_image); ValueError unless they hold a BGR uint8
+    image (H x W x 3), so that bytes that decode to something else never reach a frame."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":  # tables written by earlier versions
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        else:
+            img = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # np.load raises many kinds on bad bytes (ValueError, EOFError, SyntaxError...)
+        raise ValueError(f"image bytes do not decode ({type(exc).__name__}: {exc})") from None
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 \
+            or img.size == 0:
+        what = "nothing" if img is None else f"{getattr(img, 'dtype', type(img).__name__)} {getattr(img, 'shape', '')}"
+        raise ValueError(f"image bytes decode to {what}, not a BGR uint8 image")
+    return img
+
+
+# The side of the aligned crop each kind of patch holds: inswapper_128's output is 128 px, the
+# enhancer's its model's input (512 for GFPGAN 1.4), so only that it is square is checked.
+INSWAPPER_SIZE = 128
+
+
+def check_matrix(values, what: str = "matrix") -> np.ndarray:
+    """A 2x3 affine matrix from a table's list column; ValueError unless finite and invertible."""
+    m = None if values is None else np.asarray(values, np.float64).reshape(-1)
+    if m is None or m.size != 6 or not np.isfinite(m).all():
+        raise ValueError(f"its {what} is not 6 finite numbers")
+    m = m.reshape(2, 3)
+    if abs(np.linalg.det(m[:, :2])) < 1e-9:
+        raise ValueError(f"its {what} is not invertible")
+    return m
+
+
+def check_patch(patch: Patch) -> Patch:
+    """ValueError unless a patch read back from a table is one a stage can have made."""
+    h, w = patch.image.shape[:2]
+    if patch.kind == "inswapper" and (h, w) != (INSWAPPER_SIZE, INSWAPPER_SIZE):
+        raise ValueError(f"its inswapper image is {w}x{h}, not {INSWAPPER_SIZE}x{INSWAPPER_SIZE}")
+    if patch.kind == "ffhq" and h != w:
+        raise ValueError(f"its enhanced image is {w}x{h}, not square")
+    if patch.kind in ("inswapper", "ffhq"):
+        check_matrix(patch.matrix)
+    elif patch.x < 0 or patch.y < 0:
+        raise ValueError(f"its corner ({patch.x}, {patch.y}) is outside the frame")
+    if patch.kps is not None and (patch.kps.size != 10 or not np.isfinite(patch.kps).all()):
+        raise ValueError("its keypoints are not 10 finite numbers")
+    return patch
 
 
 def patch_row(p: Patch) -> dict:
@@ -332,16 +375,23 @@ def write_patches(frames: Iterable[list[Patch]], path: str | Path) -> int:
 
 
 def iter_patches(path: str | Path) -> Iterator[tuple[int, list[Patch]]]:
-    """(frame, its patches in the order they were made), frame by frame, a row group at a time."""
+    """(frame, its patches in the order they were made), frame by frame, a row group at a time.
+    The table is verified first (facepipe.tables.iter_frame_rows), and a patch that does not
+    decode to what a stage makes is an error naming the file, never pasted."""
     from itertools import groupby
 
+    from facepipe.integrity import reject
     from facepipe.tables import iter_frame_rows
 
     def patch(row) -> Patch:
-        return Patch(kind=row.kind, image=decode_image(row.image),
-                     matrix=None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3),
-                     x=int(row.x), y=int(row.y), frame=int(row.frame), face=int(row.face),
-                     kps=None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2))
+        try:
+            return check_patch(Patch(
+                kind=row.kind, image=decode_image(row.image),
+                matrix=None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3),
+                x=int(row.x), y=int(row.y), frame=int(row.frame), face=int(row.face),
+                kps=None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2)))
+        except (ValueError, TypeError) as exc:
+            reject(path, f"the patch of frame {row.frame}, face {row.face} is not usable: {exc}")
 
     for table in iter_frame_rows(path):
         for frame_no, rows in groupby(table.itertuples(), key=lambda row: row.frame):

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import normalize
-from facepipe.patches import Patch, decode_image, paste_inswapper, write_patches
+from facepipe.faces import normalize, row_crop
+from facepipe.integrity import reject
+from facepipe.patches import Patch, paste_inswapper, write_patches
 from facepipe.runtime import BatchedSession, create_session
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndar
 def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: str | Path, *, mode: str,
                  reference: np.ndarray | None = None, threshold: float = 0.35, metric: str = "cosine") -> int:
     """Swap the selected faces of a segment from the crops detection kept (no frame is decoded);
-    writes the face patches, in face order within each frame."""
+    writes the face patches, in face order within each frame. The faces table is verified
+    before its first row is used (facepipe.tables.iter_frame_rows)."""
     from itertools import groupby
 
     from facepipe.tables import iter_frame_rows
@@ -111,10 +113,14 @@ def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: 
     counts = {"frames": 0, "with_faces": 0}
 
     def swapped(rows: list) -> list[Patch | None]:
+        crops = []
         for row in rows:
-            if row.crop is None:
-                raise ValueError(f"{faces}: face {row.face} of frame {row.frame} has no crop; rerun detection")
-        crops = [decode_image(row.crop) for row in rows]
+            try:
+                crops.append(row_crop(row))
+            except (ValueError, TypeError) as exc:
+                # The table passed its seal, so it was written like this: removed all the same,
+                # so that the next run detects again, and named, never swapped as garbage.
+                reject(faces, f"face {row.face} of frame {row.frame} is not usable: {exc}")
         if hasattr(swapper, "patches_from_crops"):
             patches = swapper.patches_from_crops(crops, [row.crop_matrix for row in rows], source_embedding)
         else:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from facepipe.backends import make_analyzer
 from facepipe.faces import DET_SIZE, face_rows, write_faces
-from facepipe.media import read_json
+from facepipe.integrity import read_sealed_json
 from facepipe.scripting import gpu_start, run
 from facepipe.video import iter_frames
 
@@ -19,7 +19,7 @@ def main(sm, log):
         precision="fp16" if degradation.fp16 else "fp32",
         det_size=DET_SIZE[0] // 2 if degradation.lower_resolution else DET_SIZE[0],
     )
-    manifest = read_json(Path(sm.input.segments) / "manifest.json")
+    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
     write_faces(face_rows(analyzer, frames, crop=sm.params.crop), sm.output.faces)
 

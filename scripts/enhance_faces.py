@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from facepipe.enhance import GFPGAN, enhance_segment, pass_through_segment
-from facepipe.media import read_json
+from facepipe.integrity import read_sealed_json
 from facepipe.scripting import gpu_start, run
 from facepipe.video import iter_frames
 
@@ -17,7 +17,7 @@ def main(sm, log):
     precision = "fp16" if degradation.fp16 else "fp32"
     enhancer = GFPGAN(sm.input.enhancer, sm.params.providers, threads=sm.threads, precision=precision,
                       batch_size=degradation.batch_size(sm.params.batch_size))
-    manifest = read_json(Path(sm.input.segments) / "manifest.json")
+    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
     enhance_segment(frames, sm.input.patches, enhancer, sm.output.patches)
 

@@ -1,18 +1,22 @@
-from facepipe.media import atomic_output_dir, read_json
+from facepipe.integrity import read_sealed_json, seal
+from facepipe.media import atomic_output_dir
 from facepipe.scripting import run
 from facepipe.video import plan_segments
 
 
 def main(sm, log):
+    probe_info = read_sealed_json(sm.input.probe)
     with atomic_output_dir(sm.output.segments) as segments:
         manifest = plan_segments(
             sm.input.target,
-            read_json(sm.input.probe),
+            probe_info,
             segments,
             max_height=sm.params.max_height,
             fps=sm.params.fps,
             segment_seconds=sm.params.segment_seconds,
         )
+        # Sealed before the folder is moved into place, so the plan never appears unsealed.
+        seal(segments / "manifest.json")
     log.info("planned %d frames in %d segments%s", manifest["frames"], len(manifest["segments"]),
              f" (transcoded: {manifest['transcoded_because']})" if manifest.get("transcoded_because") else "")
 

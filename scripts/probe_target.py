@@ -1,3 +1,6 @@
+from dataclasses import asdict
+
+from facepipe.integrity import write_sealed_json
 from facepipe.media import probe
 from facepipe.scripting import run
 
@@ -5,7 +8,8 @@ from facepipe.scripting import run
 def main(sm, log):
     info = probe(sm.input.target)
     log.info("probe: %s", info)
-    info.to_json(sm.output[0])
+    # Sealed: the stages that read the probe verify it first (facepipe.integrity).
+    write_sealed_json(sm.output[0], asdict(info))
 
 
 run(snakemake, main)

@@ -11,7 +11,7 @@ from facepipe import backends, demo
 from facepipe.backends import FETCH_COMMAND, resolve_backend, resolve_jobs
 from facepipe.classic_swap import ClassicSwapper, SwapError, face_mask, source_patch
 from facepipe.embedding import cache_path, embed_image, load_source
-from facepipe.faces import detect_frames
+from facepipe.faces import detect_frames, write_faces
 from facepipe.models import model_path, models_for
 from facepipe.offline import OfflineAnalyzer, embedding_distance, kps_from_landmarks
 from facepipe.patches import read_patches
@@ -142,7 +142,7 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
 
     table = detect_frames(analyzer, [WorkFrame(1, bgr=t1)], crop="landmark_box")
     faces_file = tmp_path / "faces.parquet"
-    table.to_parquet(faces_file)
+    write_faces(table, faces_file)  # sealed, as detection writes it: the swap verifies it
 
     chosen = select_faces(table, "reference", reference, backends.REFERENCE_THRESHOLDS["offline"], "euclidean")
     assert len(chosen) == 1
