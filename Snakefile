@@ -1,6 +1,10 @@
 # Face-swap workflow: a target video (or image) and a source face in, the swapped result out.
 # See README.md for the configuration keys and the outputs.
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
+
+from facepipe.jobs import JobError, check_config
 
 min_version("9.0")
 
@@ -8,6 +12,11 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# Unknown keys (typos) are errors naming the nearest valid key; booleans read as users write them.
+try:
+    check_config(config, Path(workflow.basedir) / "config/schemas/config.schema.yaml")
+except JobError as exc:
+    raise WorkflowError(str(exc))
 validate(config, "config/schemas/config.schema.yaml")
 
 

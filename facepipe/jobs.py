@@ -33,20 +33,67 @@ class JobError(Exception):
     """A jobs sheet or job definition that cannot be used."""
 
 
+def nearest(key: str, valid) -> str:
+    """' (did you mean X?)' for the valid key closest to a mistyped one, or ''."""
+    import difflib
+
+    match = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _sheet_lines(text: str) -> str:
+    """The sheet without its comment lines. Only a line that starts with # is a comment: inside a
+    cell, # is a character like any other (a file named 'take #2.mp4')."""
+    return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#"))
+
+
 def read_sheet(path: str | Path) -> pd.DataFrame:
     """Read the jobs sheet; text columns stay text (a job named 007 keeps its zeros)."""
+    import io
+
     path = Path(path)
     if not path.exists():
         raise JobError(f"jobs sheet {str(path)!r} does not exist")
-    header = pd.read_csv(path, sep="\t", nrows=0, comment="#").columns
+    text = _sheet_lines(path.read_text(encoding="utf-8-sig"))
+    header = pd.read_csv(io.StringIO(text), sep="\t", nrows=0).columns
     dtypes = {c: str for c in header if c in TEXT_COLUMNS}
-    sheet = pd.read_csv(path, sep="\t", dtype=dtypes, comment="#", skip_blank_lines=True,
+    sheet = pd.read_csv(io.StringIO(text), sep="\t", dtype=dtypes, skip_blank_lines=True,
                         keep_default_na=False, na_values=[""])
-    unknown = [c for c in sheet.columns if c not in TEXT_COLUMNS and c not in OPTION_KEYS]
-    if unknown:
-        raise JobError(f"jobs sheet {str(path)!r}: unknown column(s) {unknown}; allowed: name, target, source, "
-                       f"{', '.join(OPTION_KEYS)}")
+    allowed = ("name", "target", "source", *OPTION_KEYS)
+    for column in sheet.columns:
+        if column not in allowed:
+            raise JobError(f"jobs sheet {str(path)!r}: unknown column {column!r}{nearest(column, allowed)}; "
+                           f"allowed: {', '.join(allowed)}")
+    for column in ("target", "source"):
+        if column not in sheet.columns:
+            raise JobError(f"jobs sheet {str(path)!r}: the column {column!r} is missing")
     return sheet
+
+
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}
+
+
+def check_config(config: dict, schema_path: str | Path) -> None:
+    """Before the schema sees it: every key must be one the workflow knows (a typo is an error
+    naming the nearest valid key, not an option silently ignored), and values are read as a user
+    writes them on the command line (keep_intermediates=true, name=2024). Changes config in place."""
+    import yaml
+
+    properties = yaml.safe_load(Path(schema_path).read_text())["properties"]
+    for key in list(config):
+        if key not in properties:
+            raise JobError(f"unknown configuration key {key!r} (in --config or the config file)"
+                           f"{nearest(key, properties)}; valid keys: {', '.join(sorted(properties))}")
+    for key, spec in properties.items():
+        value, kind = config.get(key), spec.get("type")
+        if kind == "boolean" and isinstance(value, (str, int)) and not isinstance(value, bool):
+            word = str(value).strip().lower()
+            if word not in BOOLEAN_WORDS:
+                raise JobError(f"configuration key {key!r}: {value!r} is not true or false")
+            config[key] = BOOLEAN_WORDS[word]
+        elif kind == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            config[key] = str(value)
 
 
 def _clean(value):
@@ -71,12 +118,17 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
             raise JobError("no jobs: set target=... source=... or provide a jobs sheet")
         rows = sheet.to_dict("records")
     jobs: dict[str, dict] = {}
+    made_by: dict[str, str] = {}
     for i, row in enumerate(rows):
-        name = str(row["name"]).strip()
+        # Without a name, the target's file name (results/clip.mp4 for videos/clip.mp4).
+        given = _clean(row.get("name"))
+        name = str(given).strip() if given is not None else Path(str(row["target"])).stem
         if name in jobs:
-            raise JobError(f"jobs sheet row {i}: job name {name!r} is used twice")
+            raise JobError(f"jobs sheet rows {made_by[name]} and {i + 1} would both write results/{name}.* "
+                           f"(targets {jobs[name]['target']!r} and {str(row['target'])!r}): give each a "
+                           f"distinct name in the sheet's name column")
         if name in {".", ".."} or "/" in name:
-            raise JobError(f"jobs sheet row {i}: job name {name!r} cannot be used as a file name")
+            raise JobError(f"jobs sheet row {i + 1}: job name {name!r} cannot be used as a file name")
         job = dict(defaults)
         for key in OPTION_KEYS:
             value = _clean(row.get(key))
@@ -93,6 +145,7 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
         if job["faces"] == "reference" and not job.get("reference"):
             raise JobError(f"job {name!r}: faces=reference needs a reference image (config key `reference`)")
         jobs[name] = job
+        made_by[name] = str(i + 1)
     if not jobs:
         raise JobError("the jobs sheet has no rows")
     return jobs

@@ -6,6 +6,7 @@ fails after minutes of detection and swapping for a reason that was visible at t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # Suffixes that name a still image when the file cannot be read yet (a workflow-made input).
@@ -44,3 +45,118 @@ def target_kind(path: str | Path) -> str:
     except OSError:
         return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
     return "image" if sniff_image(head) else "video"
+
+
+class PreflightError(Exception):
+    """A job that would fail after the heavy work; the message names the job and the problem."""
+
+
+# Folders the workflow writes: an input inside them would be overwritten, removed or be its
+# own output (results/x.mp4 as the target of job x is a cycle).
+WORKFLOW_FOLDERS = ("results", "work")
+# The longest suffix the workflow appends to a job name in one path component (results/NAME.mp4,
+# results/NAME.png); temporary files use short names of their own.
+RESULT_SUFFIX_BYTES = len(".mp4")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def check_input_locations(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
+    """No target, source or reference lies inside results/ or work/."""
+    base = Path(workdir).resolve()
+    for name, job in jobs.items():
+        for role in ("target", "source", "reference"):
+            if not job.get(role):
+                continue
+            path = (base / job[role]).resolve()
+            for folder in WORKFLOW_FOLDERS:
+                if _inside(path, base / folder):
+                    raise PreflightError(
+                        f"job {name!r}: the {role} {job[role]!r} lies inside {folder}/, which the workflow "
+                        f"writes (its files are made, replaced and removed by runs): move it elsewhere")
+
+
+def check_name_lengths(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
+    """Every path the workflow makes for a job fits the file system's limits."""
+    base = Path(workdir).resolve()
+    try:
+        name_max = os.pathconf(base, "PC_NAME_MAX")
+        path_max = os.pathconf(base, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    for name in jobs:
+        size = len(name.encode()) + RESULT_SUFFIX_BYTES
+        if size > name_max:
+            raise PreflightError(
+                f"job {name!r}: the name is {len(name.encode())} bytes; with its suffix the result's file "
+                f"name would exceed this file system's limit of {name_max} bytes. Give the job a name of at "
+                f"most {name_max - RESULT_SUFFIX_BYTES} bytes (name=... or the sheet's name column)")
+        longest = base / "benchmarks" / name / "enhance_faces" / "seg_0000.tsv"
+        if len(str(longest).encode()) + 64 > path_max:
+            raise PreflightError(f"job {name!r}: paths under {base} would exceed the limit of {path_max} bytes")
+
+
+def check_encoder(encoder: str, preset: str, crf: int | None) -> None:
+    """Encode one tiny frame with the job's encoder settings, as rendering will: an encoder the
+    bundled ffmpeg lacks, or a preset or quality it refuses, is an error now, not after detection
+    and swapping."""
+    import subprocess
+
+    from facepipe.media import ffmpeg_exe
+
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi",
+            "-i", "color=c=gray:s=64x64:r=25:d=0.08", "-pix_fmt", "yuv420p", "-c:v", encoder]
+    if preset:
+        args += ["-preset", preset]
+    if crf is not None and crf >= 0:
+        args += ["-crf", str(crf)]
+    args += ["-f", "null", "-"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        import re
+
+        # ffmpeg's first lines name the cause ("invalid preset", "Encoder not found"); the rest
+        # is the teardown. Its "[module @ 0x...]" prefixes say nothing to a user.
+        lines = [re.sub(r"^(\[[^]]*\]\s*)+", "", line) for line in proc.stderr.strip().splitlines()]
+        detail = "; ".join(lines[:2]) or f"exit {proc.returncode}"
+        raise PreflightError(f"encoder {encoder!r} (preset {preset!r}, crf {crf}) cannot encode with the bundled "
+                             f"ffmpeg: {detail}. See `ffmpeg -encoders`; libx264 is the default")
+
+
+def check_target_readable_kind(name: str, target: str | Path) -> None:
+    """A still image must be one OpenCV can read (HEIF/AVIF often is not)."""
+    import cv2
+    import numpy as np
+
+    path = Path(target)
+    if not path.is_file():
+        return  # made by a rule, or missing: the probe names it
+    with open(path, "rb") as f:
+        kind = sniff_image(f.read(32))
+    if kind is None:
+        return
+    if cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR) is None:
+        raise PreflightError(f"job {name!r}: target file {str(path)!r} is a {kind.upper()} still image that "
+                             f"cannot be decoded here; convert it to PNG or JPEG")
+
+
+def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
+    """Every check above, for every job; encoder settings tried once each."""
+    check_input_locations(jobs, workdir)
+    check_name_lengths(jobs, workdir)
+    for name, job in jobs.items():
+        check_target_readable_kind(name, job["target"])
+    tried = set()
+    for job in jobs.values():
+        if target_kind(job["target"]) == "image":
+            continue  # a still result is a PNG: no video encoder involved
+        settings = (job["encoder"], job["preset"], job["crf"])
+        if settings not in tried:
+            check_encoder(*settings)
+            tried.add(settings)

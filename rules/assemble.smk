@@ -1,6 +1,7 @@
 # Decode, paste the face patches, encode: one pass per segment, no frame files.
 rule render_segment:
     input:
+        stamp=stamp("render_segment"),
         target=opt("target"),
         segments="work/{name}/segments",
         patches=final_patches,
@@ -23,6 +24,7 @@ rule render_segment:
 
 rule mux_video:
     input:
+        stamp=stamp("mux_video"),
         segments=encoded_segments,
         target=opt("target"),
         probe="work/{name}/probe.json",
@@ -36,12 +38,14 @@ rule mux_video:
         "../envs/facepipe.yaml"
     params:
         keep_intermediates=config["keep_intermediates"],
+        record=record_text,
     script:
         "../scripts/mux_video.py"
 
 
 rule finalize_image:
     input:
+        stamp=stamp("finalize_image"),
         target=opt("target"),
         segments="work/{name}/segments",
         patches=lambda wildcards: final_patches_file(wildcards.name, "seg_0000"),
@@ -53,5 +57,7 @@ rule finalize_image:
         "logs/{name}/finalize_image.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        record=record_text,
     script:
         "../scripts/finalize_image.py"

@@ -14,8 +14,9 @@ from facepipe.backends import (
 )
 from facepipe.gpu import nvml_memory_mb
 from facepipe.jobs import JobError, build_jobs, read_sheet
-from facepipe.media import IMAGE_SUFFIXES
 from facepipe.models import batched_path, model_path, models_for
+from facepipe.preflight import PreflightError, check_jobs, target_kind
+from facepipe import provenance
 
 
 wildcard_constraints:
@@ -54,6 +55,11 @@ if workflow.is_main_process:
         logger.warning(line)
     for line in BACKEND_INFO:
         logger.info(line)
+    # Everything that can fail before the heavy work fails here, before any job runs.
+    try:
+        check_jobs(JOBS)
+    except PreflightError as exc:
+        raise WorkflowError(str(exc))
 
 
 HAVE_GPU = nvml_memory_mb() is not None
@@ -77,14 +83,83 @@ def opt(key):
 
 
 def is_image_job(name):
-    return Path(JOBS[name]["target"]).suffix.lower() in IMAGE_SUFFIXES
+    """A still target (by its content: a .jfif is a still, an MP4 named .png is a video)."""
+    return target_kind(JOBS[name]["target"]) == "image"
+
+
+def result_path(name):
+    return f"results/{name}.png" if is_image_job(name) else f"results/{name}.mp4"
 
 
 def final_outputs():
-    return [
-        f"results/{name}.png" if is_image_job(name) else f"results/{name}.mp4"
-        for name in JOBS
-    ]
+    """The results; first the provenance of any that exist is settled (facepipe.provenance)."""
+    settle_provenance()
+    return [result_path(name) for name in JOBS]
+
+
+def made_by_workflow(path):
+    """Whether a rule makes this file (the demo inputs): Snakemake follows it by time."""
+    return any(rule.is_producer(str(path)) for rule in workflow.rules)
+
+
+_DIGESTS = provenance.DigestCache(".snakemake/facepipe/digests.json")
+_RECORDS = {}
+
+
+def job_record(name):
+    """The record of what makes job `name`'s result (its inputs' content, settings, code)."""
+    if name not in _RECORDS:
+        code = provenance.code_version([workflow.basedir])
+        _RECORDS[name] = provenance.job_record(
+            JOBS[name],
+            config,
+            code=code,
+            digest=_DIGESTS.digest,
+            made_by_workflow=made_by_workflow,
+        )
+        _DIGESTS.save()
+    return _RECORDS[name]
+
+
+def record_text(wildcards):
+    """Params function: the record written into the result (its change also reruns the mux)."""
+    return provenance.record_text(job_record(wildcards.name))
+
+
+def stamp(rule_name):
+    """A rule's stamp input (facepipe.provenance): rewritten when what the stage depends on changes."""
+    return provenance.stamp_path("{name}", rule_name)
+
+
+def settle_provenance():
+    """Compare existing results with their jobs and write the stage stamps (main process only).
+
+    A file at a result's path without a record was not made by this workflow: the run stops
+    before any job and the file is left as it is.
+    """
+    if not workflow.is_main_process:
+        return
+    for name in JOBS:
+        record = job_record(name)
+        state = provenance.result_state(result_path(name), record, read_result_record)
+        if state == "foreign":
+            raise WorkflowError(
+                f"{result_path(name)} exists but was not made by this workflow (it carries no facepipe record), "
+                f"so it is neither used nor overwritten: move it away, or give job {name!r} another name"
+            )
+        renewed = provenance.settle_stamps(name, record, state)
+        if state == "stale":
+            logger.info(
+                f"{result_path(name)} was made from other inputs, settings or code: it will be remade"
+            )
+        elif renewed and state == "current":
+            logger.info(f"job {name}: stages to redo for changed settings: {', '.join(renewed)}")
+
+
+def read_result_record(path):
+    from facepipe.media import read_result_record as read
+
+    return read(path)
 
 
 def job_models(wildcards):

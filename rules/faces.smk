@@ -1,5 +1,6 @@
 rule detect_faces:
     input:
+        stamp=stamp("detect_faces"),
         target=opt("target"),
         segments="work/{name}/segments",
         detector=model_file("detector"),
@@ -34,6 +35,7 @@ rule detect_faces:
 # resources/embeddings keyed by the image's content hash and the models, shared by all jobs.
 rule embed_face:
     input:
+        stamp=stamp("embed_face"),
         image=embedding_image,
         detector=model_file("detector"),
         recognizer=model_file("recognizer"),

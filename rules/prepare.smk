@@ -1,5 +1,6 @@
 rule probe_target:
     input:
+        stamp=stamp("probe_target"),
         target=opt("target"),
     output:
         "work/{name}/probe.json",
@@ -17,6 +18,7 @@ rule probe_target:
 # transcoded (once) into this folder.
 checkpoint prepare_target:
     input:
+        stamp=stamp("prepare_target"),
         target=opt("target"),
         probe="work/{name}/probe.json",
     output:

@@ -2,6 +2,7 @@
 rule swap_faces:
     input:
         unpack(swap_embeddings),
+        stamp=stamp("swap_faces"),
         faces="work/{name}/faces/{segment}.parquet",
         swapper=batched_model_file("swapper"),
     output:
@@ -34,6 +35,7 @@ rule swap_faces:
 # Swap and enhance hand on face patches, not frames (facepipe.patches).
 rule enhance_faces:
     input:
+        stamp=stamp("enhance_faces"),
         target=opt("target"),
         segments="work/{name}/segments",
         patches="work/{name}/swapped/{segment}.parquet",

@@ -30,7 +30,7 @@ def test_command_line_job_replaces_sheet():
 def test_duplicate_names_and_unknown_columns_are_errors(tmp_path):
     sheet = tmp_path / "jobs.tsv"
     sheet.write_text("name\ttarget\tsource\nx\ta\tb\nx\tc\td\n")
-    with pytest.raises(JobError, match="used twice"):
+    with pytest.raises(JobError, match="would both write"):
         build_jobs(CONFIG, read_sheet(sheet))
     sheet.write_text("name\ttarget\tsource\tcolour\nx\ta\tb\tred\n")
     with pytest.raises(JobError, match="unknown column"):

@@ -1,0 +1,178 @@
+"""Provenance: every result says what made it, and the plan trusts that record, not file times.
+
+Snakemake's own metadata (.snakemake/) and the intermediates (work/) can be lost; a changed
+source, setting or target must still remake the result, an unchanged job must remake nothing,
+and a file the user put at a result's path is never adopted or overwritten.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import REPO, copy_workflow
+from test_workflow import pin_backend
+from workflow_helpers import planned_jobs, snakemake, write_sheet
+
+from facepipe import provenance
+from facepipe.media import read_result_record
+
+# --- unit ----------------------------------------------------------------------------------------
+
+JOB = {"name": "j", "target": "t.mp4", "source": "s.png", "reference": "", "backend": "standin", "crf": 18,
+       "encoder": "libx264", "preset": "veryfast", "faces": "one", "max_height": 0, "fps": 0,
+       "segment_seconds": 30, "providers": ["cpu"], "precision": "fp32", "batch_size": 8, "enhancer": "none",
+       "reference_threshold": 0.35, "source_face": -1}
+CONFIG = {"degrade": ["fp16"], "min_free_gpu_mb": 1024}
+
+
+def record(**changes):
+    job = {**JOB, **changes}
+    return provenance.job_record(job, CONFIG, code="c0de", digest=lambda p: f"sha-of-{p}",
+                                 made_by_workflow=lambda p: False)
+
+
+def test_each_stage_stamp_changes_only_with_what_the_stage_depends_on():
+    base = record()
+    crf = record(crf=30)
+    changed = [s for s in provenance.STAGES if provenance.stage_stamp(base, s) != provenance.stage_stamp(crf, s)]
+    assert changed == ["render_segment"]
+    source = record(source="other.png")
+    changed = [s for s in provenance.STAGES if provenance.stage_stamp(base, s) != provenance.stage_stamp(source, s)]
+    assert changed == ["embed_face"]
+    code = provenance.job_record(JOB, CONFIG, code="new", digest=lambda p: "x", made_by_workflow=lambda p: False)
+    assert all(provenance.stage_stamp(base, s) != provenance.stage_stamp(code, s) for s in provenance.STAGES)
+
+
+def test_every_rule_option_is_in_its_stage_stamp():
+    """An option a rule takes through params: (opt("key") or config["key"]) must reach its stamp,
+    or losing .snakemake/ would hide a change of it."""
+    for smk in (REPO / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=(?:rule|checkpoint) )", smk.read_text()):
+            head = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if not head or head.group(1) not in provenance.STAGES:
+                continue
+            params = block.split("params:", 1)[1] if "params:" in block else ""
+            keys = set(re.findall(r'opt\("(\w+)"\)|config\["(\w+)"\]|JOBS\[wildcards\.name\]\["(\w+)"\]', params))
+            keys = {k for group in keys for k in group if k} - {"keep_intermediates"}
+            missing = keys - set(provenance.STAGES[head.group(1)])
+            assert not missing, f"rule {head.group(1)}: params {sorted(missing)} are not in its stamp"
+
+
+def test_stamps_are_rewritten_only_on_change_and_dated_in_the_past_for_a_current_result(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = record()
+    assert set(provenance.settle_stamps("j", base, "absent")) == set(provenance.STAGES)
+    assert provenance.settle_stamps("j", base, "absent") == []
+    assert provenance.settle_stamps("j", record(crf=30), "stale") == ["render_segment", "mux_video",
+                                                                       "finalize_image"]
+    shutil.rmtree(tmp_path / "work")
+    assert provenance.settle_stamps("j", base, "current") == []
+    assert os.path.getmtime(provenance.stamp_path("j", "detect_faces")) == provenance.PAST
+
+
+def test_result_state(tmp_path):
+    base = record()
+    result = tmp_path / "r.mp4"
+    assert provenance.result_state(result, base, lambda p: None) == "absent"
+    result.write_bytes(b"the user's own file")
+    assert provenance.result_state(result, base, lambda p: None) == "foreign"
+    assert provenance.result_state(result, base, lambda p: provenance.record_text(base)) == "current"
+    assert provenance.result_state(result, base, lambda p: provenance.record_text(record(crf=1))) == "stale"
+
+
+def test_digest_cache_follows_content(tmp_path):
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"one")
+    cache = provenance.DigestCache(tmp_path / "cache.json")
+    first = cache.digest(f)
+    cache.save()
+    assert provenance.DigestCache(tmp_path / "cache.json").digest(f) == first
+    f.write_bytes(b"two")
+    assert cache.digest(f) != first
+
+
+# --- workflow ------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def job_dir(tmp_path, media_dir):
+    wd = copy_workflow(tmp_path / "wf")
+    pin_backend(wd, "standin")
+    inputs = wd / "inputs"
+    inputs.mkdir()
+    shutil.copy(media_dir / "silent.mp4", inputs / "clip.mp4")
+    shutil.copy(media_dir / "astronaut.png", inputs / "face.png")
+    write_sheet(wd / "config" / "jobs.tsv",
+                [{"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/face.png"}])
+    snakemake(wd)
+    return wd
+
+
+def forget(wd):
+    """What a user may delete: the intermediates and Snakemake's own records."""
+    shutil.rmtree(wd / "work")
+    shutil.rmtree(wd / ".snakemake")
+
+
+def result_record(wd):
+    return json.loads(read_result_record(wd / "results" / "clip.mp4"))
+
+
+@pytest.mark.workflow
+def test_result_carries_its_record(job_dir):
+    rec = result_record(job_dir)
+    assert set(rec["inputs"]) == {"target", "source"}
+    assert rec["settings"]["crf"] == 18 and rec["code"]
+
+
+@pytest.mark.workflow
+def test_unchanged_job_remakes_nothing_after_work_and_snakemake_are_deleted(job_dir):
+    forget(job_dir)
+    assert planned_jobs(job_dir) == {}
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("change", ["source", "setting", "target"])
+def test_a_change_remakes_the_result_after_work_and_snakemake_are_deleted(job_dir, media_dir, change):
+    before = result_record(job_dir)
+    forget(job_dir)
+    args = []
+    if change == "source":
+        face = job_dir / "inputs" / "face.png"
+        cv2.imwrite(str(face), cv2.flip(cv2.imread(str(face)), 1))  # another photo at the same path
+    elif change == "setting":
+        args = ["--config", "crf=30"]
+    else:
+        shutil.copy(media_dir / "clip.mp4", job_dir / "inputs" / "clip.mp4")  # same path, other content
+    assert planned_jobs(job_dir, *args).get("mux_video") == 1
+    snakemake(job_dir, *args)
+    after = result_record(job_dir)
+    assert after != before
+    assert planned_jobs(job_dir, *args) == {}
+
+
+@pytest.mark.workflow
+def test_changed_source_with_work_kept_and_snakemake_deleted_redoes_the_swap_not_detection(job_dir):
+    shutil.rmtree(job_dir / ".snakemake")
+    face = job_dir / "inputs" / "face.png"
+    cv2.imwrite(str(face), cv2.flip(cv2.imread(str(face)), 1))
+    jobs = planned_jobs(job_dir)
+    assert jobs.get("embed_face") == 1 and jobs.get("swap_faces") == 1 and jobs.get("mux_video") == 1
+    assert "detect_faces" not in jobs and "prepare_target" not in jobs
+
+
+@pytest.mark.workflow
+def test_a_foreign_file_at_the_result_path_stops_the_run_untouched(job_dir):
+    result = job_dir / "results" / "clip.mp4"
+    result.write_bytes(b"my own video, not made by facepipe")
+    mtime = result.stat().st_mtime_ns
+    proc = snakemake(job_dir, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "results/clip.mp4" in out and "not made by this workflow" in out
+    assert "rule " not in out.split("not made by this workflow")[0].split("Building DAG")[-1]
+    assert result.read_bytes() == b"my own video, not made by facepipe"
+    assert result.stat().st_mtime_ns == mtime
