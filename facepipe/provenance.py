@@ -52,14 +52,18 @@ STAMP_DIR = "stamps"
 PAST = 1
 
 
-def code_version(extra_dirs: list[str | Path] = ()) -> str:
-    """Digest of the package's code and of the workflow's rules and scripts."""
+def code_version(workflow_dir: str | Path | None = None) -> str:
+    """Digest of the package's code and of the workflow's Snakefile, rules and scripts."""
     h = hashlib.sha256()
-    roots = [Path(facepipe.__file__).parent, *map(Path, extra_dirs)]
-    for root in roots:
-        files = sorted(p for p in root.rglob("*") if p.suffix in (".py", ".smk") and "__pycache__" not in p.parts)
-        for path in files:
-            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    package = Path(facepipe.__file__).parent
+    files = [(package, p) for p in package.rglob("*.py")]
+    if workflow_dir is not None:
+        base = Path(workflow_dir)
+        files += [(base, base / "Snakefile")] if (base / "Snakefile").is_file() else []
+        files += [(base, p) for p in (base / "rules").glob("*.smk")]
+        files += [(base, p) for p in (base / "scripts").glob("*.py")]
+    for root, path in sorted(files, key=lambda rp: str(rp[1].relative_to(rp[0]))):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -127,7 +131,7 @@ def facepipe_version() -> str:
 
 def record_text(record: dict) -> str:
     """The record as it is written into a result (compact, keys sorted: equal records, equal text)."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def stage_stamp(record: dict, stage: str) -> str:
@@ -136,7 +140,7 @@ def stage_stamp(record: dict, stage: str) -> str:
     part = {"code": record["code"],
             "inputs": {k: v for k, v in record["inputs"].items() if k in wanted},
             "settings": {k: v for k, v in record["settings"].items() if k in wanted}}
-    return json.dumps(part, sort_keys=True, indent=1) + "\n"
+    return json.dumps(part, sort_keys=True, indent=1, default=str) + "\n"
 
 
 def stamp_path(name: str, stage: str) -> str:
@@ -158,13 +162,14 @@ def result_state(result: str | Path, record: dict, read_record) -> str:
     return "current" if found == json.loads(record_text(record)) else "stale"
 
 
-def settle_stamps(name: str, record: dict, state: str, stages=STAGES) -> list[str]:
+def settle_stamps(name: str, record: dict, state: str, stages=STAGES, *, dry_run: bool = False) -> list[str]:
     """Write the job's stage stamps; returns the stages whose stamp changed (they rerun).
 
     A stamp is rewritten only when its content changes. One made anew is dated in the past
     when the result is current (nothing needs remaking), else now. A stale result also renews
     the final stage's stamp, so at least the result is remade even when every stage's stamp
-    still matches.
+    still matches. A dry run only makes missing stamps: trying a setting with -n must not make
+    the next real run with the old setting redo anything.
     """
     renewed = []
     for stage in stages:
@@ -174,6 +179,8 @@ def settle_stamps(name: str, record: dict, state: str, stages=STAGES) -> list[st
             old = path.read_text()
         except OSError:
             old = None
+        if old is not None and dry_run:
+            continue
         if old == content and not (state == "stale" and stage in ("mux_video", "finalize_image")):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)

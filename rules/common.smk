@@ -109,7 +109,7 @@ _RECORDS = {}
 def job_record(name):
     """The record of what makes job `name`'s result (its inputs' content, settings, code)."""
     if name not in _RECORDS:
-        code = provenance.code_version([workflow.basedir])
+        code = provenance.code_version(workflow.basedir)
         _RECORDS[name] = provenance.job_record(
             JOBS[name],
             config,
@@ -147,7 +147,9 @@ def settle_provenance():
                 f"{result_path(name)} exists but was not made by this workflow (it carries no facepipe record), "
                 f"so it is neither used nor overwritten: move it away, or give job {name!r} another name"
             )
-        renewed = provenance.settle_stamps(name, record, state)
+        renewed = provenance.settle_stamps(
+            name, record, state, dry_run=workflow.dryrun
+        )
         if state == "stale":
             logger.info(
                 f"{result_path(name)} was made from other inputs, settings or code: it will be remade"
