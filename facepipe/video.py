@@ -27,6 +27,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from facepipe import integrity
 from facepipe.i420 import join_i420, split_i420
 from facepipe.media import AtomicWriter, MediaError, ffmpeg_exe, read_image, run_ffmpeg, write_json
 
@@ -75,8 +76,14 @@ class FrameClock:
 
 
 def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction]:
-    """Sorted presentation timestamps of the readable video packets, those of the keyframes,
-    and their time base."""
+    """Sorted presentation timestamps of the readable, presented video packets, those of the
+    keyframes, and their time base.
+
+    Packets flagged discard are left out: an MP4 edit list that starts the video after its
+    first frames (a stream-copy cut, a clip from a stream) makes the demuxer hand out the frames
+    before the edit start with that flag, and the decoder drops them. Counting them would make
+    the first output frames repeat the first presented one and shift the picture against the
+    sound."""
     import av
 
     pts, keys = [], []
@@ -84,7 +91,7 @@ def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction]:
         stream = container.streams.video[0]
         try:
             for packet in container.demux(stream):
-                if packet.size and packet.pts is not None:
+                if packet.size and packet.pts is not None and not packet.is_discard:
                     pts.append(int(packet.pts))
                     if packet.is_keyframe:
                         keys.append(int(packet.pts))
@@ -470,6 +477,8 @@ class SegmentWriter(AtomicWriter):
         if self._proc.wait() != 0:
             self._fail()
         os.replace(self.tmp, self.out)
+        # The mux verifies the seal: a segment damaged while it waits is remade, never muxed.
+        integrity.seal(self.out)
 
     def abort(self) -> None:
         self._proc.kill()

@@ -9,7 +9,8 @@ from facepipe.video import iter_frames, render_image
 def main(sm, log):
     manifest = read_json(Path(sm.input.segments) / "manifest.json")
     (frame,) = iter_frames(sm.input.target, sm.input.segments, manifest, "seg_0000")
-    write_labelled_png(render_image(frame, read_patches(sm.input.patches)), sm.output.image)
+    write_labelled_png(render_image(frame, read_patches(sm.input.patches)), sm.output.image,
+                       record=sm.params.get("record"))
     log.info("wrote %s", Path(sm.output.image))
 
 

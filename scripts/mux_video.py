@@ -1,9 +1,31 @@
+from pathlib import Path
+
+from facepipe import integrity
 from facepipe.media import mux_video, read_json
 from facepipe.scripting import run
 
 
 def main(sm, log):
-    mux_video(list(sm.input.segments), sm.input.target, read_json(sm.input.probe), sm.output.video)
+    segments = [Path(s) for s in sm.input.segments]
+    # Every damaged segment is removed and named (not only the first), so one rerun remakes all.
+    damaged = []
+    for segment in segments:
+        try:
+            integrity.verify(segment)
+        except integrity.DamagedIntermediateError as exc:
+            damaged.append(str(exc))
+    if damaged:
+        raise integrity.DamagedIntermediateError("\n".join(damaged))
+    # The segment plan sits beside the probe (work/{name}/segments, the checkpoint's output
+    # that the segments were made from): the frame count and rate the result must have.
+    manifest = read_json(Path(sm.input.get("manifest") or Path(sm.input.probe).parent / "segments" / "manifest.json"))
+    mux_video(segments, sm.input.target, read_json(sm.input.probe), sm.output.video,
+              frames=sum(manifest["segments"][s.stem] for s in segments), fps=manifest["fps"],
+              record=sm.params.get("record"))
+    if not sm.params.keep_intermediates:
+        # Snakemake removes the temporary segments themselves once this job is done.
+        for segment in segments:
+            integrity.unseal(segment)
     log.info("wrote %s", sm.output.video)
 
 
