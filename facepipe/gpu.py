@@ -1,14 +1,18 @@
 """GPU memory: watching it, and degrading gracefully instead of dying.
 
-A GPU rule that fails (typically out of memory) is retried by Snakemake (`retries:`); each new
-attempt applies one more step of the configured degradation order (FP16, a lower working
-resolution, no enhancer). A job that starts with less free GPU memory than the configured
+The GPU rules have `retries:`, and Snakemake retries a failed job whatever the cause. Only running
+out of memory is worth another attempt, so each failed attempt records its cause
+(work/NAME/failures/RULE-SEGMENT.json, written by facepipe.scripting.run): an attempt after an
+out-of-memory failure applies one more step of the configured degradation order (FP16, a lower
+working resolution, no enhancer), and an attempt after any other failure stops at once with the
+same cause, doing no work. A job that starts with less free GPU memory than the configured
 threshold starts one step down already. Every step taken is logged and recorded so the run's
 summary can list it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -22,10 +26,83 @@ DEGRADE_STEPS = ("fp16", "resolution", "no_enhancer")
 # Test-only switch: "rule[,rule...]" makes those rules fail on their first attempt as if the
 # GPU ran out of memory, so the retry-and-degrade path can be proven on a CPU machine.
 INJECT_ENV = "FACEPIPE_TEST_INJECT_GPU_OOM"
+# Test-only switch: "rule[,rule...]" makes those rules fail on their first attempt with an ordinary
+# error (not memory), so the no-retry path can be proven; "rule:enospc" fails as if the disk were full.
+INJECT_FAILURE_ENV = "FACEPIPE_TEST_INJECT_FAILURE"
+
+# How the libraries under the GPU rules say they ran out of memory. ONNX Runtime raises its own
+# RuntimeException types, not GpuMemoryError, so its messages are recognised:
+# "Failed to allocate memory for requested buffer" (its BFC arena), "CUDA failure 2: out of memory",
+# "CUDNN_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation", TensorRT's "out of memory".
+OOM_MESSAGES = ("out of memory", "failed to allocate memory", "cudnn_status_alloc_failed",
+                "cudaerrormemoryallocation", "cuda_error_out_of_memory", "cublas_status_alloc_failed",
+                "std::bad_alloc", "outofmemory")
+
+# Causes a failed attempt can record (see facepipe.scripting.run).
+OOM, DISK_FULL, ERROR = "oom", "disk_full", "error"
 
 
 class GpuMemoryError(RuntimeError):
     """Raised (or recognised) when a GPU runs out of memory."""
+
+
+def _chain(exc: BaseException):
+    """The exception and those it was raised from or while handling (each once)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for running out of (GPU) memory: GpuMemoryError, MemoryError, or a library's own message.
+
+    A full disk is not: "No space left on device" is a different failure that degradation cannot help.
+    """
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return False
+        # MemoryError: host memory; the degraded attempt (one face per call, lower resolution) needs less.
+        if isinstance(e, (GpuMemoryError, MemoryError)):
+            return True
+        text = str(e).lower()
+        if any(m in text for m in OOM_MESSAGES):
+            return True
+    return False
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    # Under a temporary name, then renamed: a kill or a full disk never leaves a half record.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def record_failure(path: str | Path, rule: str, attempt: int, kind: str, message: str) -> None:
+    """Record why an attempt failed, for the next attempt of the same job to read."""
+    _write_atomic(Path(path), {"rule": rule, "attempt": attempt, "kind": kind, "message": message})
+
+
+def read_failure(path: str | Path) -> dict | None:
+    """The recorded failure of the previous attempt; None when there is none or it cannot be read."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable failure record %s: %s", path, exc)
+        return None
+    if not isinstance(data, dict) or data.get("kind") not in (OOM, DISK_FULL, ERROR) \
+            or not isinstance(data.get("message"), str):
+        log.warning("ignoring damaged failure record %s", path)
+        return None
+    return data
 
 
 @dataclass
@@ -67,26 +144,46 @@ def nvml_memory_mb(device: int = 0) -> tuple[int, int] | None:
         return None
 
 
-def plan(attempt: int, order: list[str], *, free_mb: int | None = None, min_free_mb: int = 0) -> Degradation:
-    """Degradation steps for this attempt: one more step per retry, one more if memory is short."""
+def plan(attempt: int, order: list[str], *, free_mb: int | None = None, min_free_mb: int = 0,
+         after_oom: bool = True) -> Degradation:
+    """Degradation steps for this attempt: one more step per retry after running out of memory, one
+    more if memory is short at start. `after_oom` False (the previous attempt failed otherwise): no
+    step for the retry, as a smaller model or picture cannot help."""
     unknown = [s for s in order if s not in DEGRADE_STEPS]
     if unknown:
         raise ValueError(f"unknown degradation step(s) {unknown}; known: {list(DEGRADE_STEPS)}")
-    n = max(0, attempt - 1)
-    reasons = [f"attempt {attempt}: retry after a failed attempt"] if n else []
+    n = max(0, attempt - 1) if after_oom else 0
+    reasons = [f"attempt {attempt}: retry after running out of memory"] if n else []
     if free_mb is not None and min_free_mb and free_mb < min_free_mb:
         n += 1
         reasons.append(f"only {free_mb} MiB GPU memory free at start (threshold {min_free_mb} MiB)")
     return Degradation(steps=list(order[:n]), reasons=reasons)
 
 
+_UNKNOWN = object()
+
+
 def start(rule: str, attempt: int, order: list[str], min_free_mb: int, *, record: str | Path | None = None,
-          device: int = 0) -> Degradation:
-    """Decide this job's degradation, log it, record it, and apply the test-only failure switch."""
+          device: int = 0, previous=_UNKNOWN) -> Degradation:
+    """Decide this job's degradation, log it, record it, and apply the test-only failure switches.
+
+    `previous`: the previous attempt's failure record (read_failure), None when it left none. An
+    attempt degrades only after running out of memory; one whose predecessor ended without a
+    record (killed by a signal or crashed in native code, as a CUDA allocation abort does; or the
+    kernel's OOM killer) is treated as out of memory too.
+    """
     memory = nvml_memory_mb(device)
     if memory:
         log.info("GPU %d memory at start: %d MiB free of %d MiB", device, *memory)
-    degradation = plan(attempt, order, free_mb=memory[0] if memory else None, min_free_mb=min_free_mb)
+    after_oom = True
+    if attempt > 1 and previous is not _UNKNOWN:
+        if previous is None:
+            log.warning("%s attempt %d: attempt %d left no recorded cause (killed, or a crash in native "
+                        "code); treated as out of memory", rule, attempt, attempt - 1)
+        else:
+            after_oom = previous.get("kind") == OOM
+    degradation = plan(attempt, order, free_mb=memory[0] if memory else None, min_free_mb=min_free_mb,
+                       after_oom=after_oom)
     if degradation.steps:
         log.warning("%s degraded (%s): %s, and one face per model call", rule, "; ".join(degradation.reasons),
                     ", ".join(degradation.steps))
@@ -94,14 +191,26 @@ def start(rule: str, attempt: int, order: list[str], min_free_mb: int, *, record
         path = Path(record)
         path.parent.mkdir(parents=True, exist_ok=True)
         if degradation.steps:
-            path.write_text(json.dumps({"rule": rule, "attempt": attempt, "steps": degradation.steps,
-                                        "reasons": degradation.reasons}) + "\n")
+            _write_atomic(path, {"rule": rule, "attempt": attempt, "steps": degradation.steps,
+                                 "reasons": degradation.reasons})
         else:
             path.unlink(missing_ok=True)
-    injected = {r.strip() for r in os.environ.get(INJECT_ENV, "").split(",") if r.strip()}
-    if rule in injected and attempt == 1:
-        raise GpuMemoryError(f"injected GPU out-of-memory in {rule} (test switch {INJECT_ENV})")
+    if attempt == 1:
+        _inject(rule)
     return degradation
+
+
+def _inject(rule: str) -> None:
+    injected = {r.strip() for r in os.environ.get(INJECT_ENV, "").split(",") if r.strip()}
+    if rule in injected:
+        raise GpuMemoryError(f"injected GPU out-of-memory in {rule} (test switch {INJECT_ENV})")
+    for item in os.environ.get(INJECT_FAILURE_ENV, "").split(","):
+        name, _, kind = item.strip().partition(":")
+        if name != rule:
+            continue
+        if kind == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise ValueError(f"injected failure in {rule} (test switch {INJECT_FAILURE_ENV})")
 
 
 class MemoryWatch:
@@ -137,11 +246,35 @@ class MemoryWatch:
                  memory[0] if memory else "?")
 
 
-def summarize(work_dir: str | Path = "work") -> list[str]:
-    """One line per degraded job of the run, from the records the GPU rules leave."""
+def _read_degradation(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    steps, reasons = data["steps"], data["reasons"]
+    if not (isinstance(steps, list) and isinstance(reasons, list)
+            and all(isinstance(x, str) for x in steps + reasons)):
+        raise ValueError("steps and reasons must be lists of text")
+    return data
+
+
+def summarize(work_dir: str | Path = "work", *, logger=log) -> list[str]:
+    """One line per degraded job of the run, from the records the GPU rules leave.
+
+    Called from the run's onsuccess/onerror handlers, where an exception would turn a finished run
+    into a failed one: a record that cannot be read (empty after a full disk, damaged) is skipped
+    with a warning naming it.
+    """
     lines = []
     for path in sorted(Path(work_dir).glob("*/degradations/*.json")):
-        data = json.loads(path.read_text())
+        try:
+            data = _read_degradation(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            try:
+                empty = path.stat().st_size == 0
+            except OSError:
+                empty = False
+            reason = "empty" if empty else f"{type(exc).__name__}: {exc}"
+            logger.warning(f"ignoring unreadable degradation record {path} ({reason}); "
+                           f"the job's log says whether it ran degraded")
+            continue
         lines.append(f"{path.parent.parent.name}/{path.stem}: {', '.join(data['steps'])} "
                      f"({'; '.join(data['reasons'])})")
     return lines

@@ -1,11 +1,25 @@
-"""The glue every rule script uses: logging into the rule's log file and clear failures."""
+"""The glue every rule script uses: logging into the rule's log file and clear failures.
+
+A rule script that fails says so in one console line naming the rule, its wildcards and the cause;
+the full story (a traceback, for anything unexpected) is in the rule's log file. Whatever fails,
+the temporary files of the job's outputs are removed, and a full disk is reported with the path,
+the space the stage needs (an estimate) and the space free. GPU rules, which Snakemake retries,
+record the cause so a retry can tell running out of memory (degrade and try again) from anything
+else (fail again at once, doing nothing); see facepipe.gpu.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import logging
 import os
+import shutil
+import statistics
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -25,23 +39,47 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
             SwapError, OfflineModelError, DamagedIntermediateError)
 
 
-def setup_logging(logfile: str | Path | None) -> logging.Logger:
-    """Everything to the rule's log file; warnings and errors to the console as well."""
+class _NotFileOnly(logging.Filter):
+    """Keeps records logged with extra={"file_only": True} (tracebacks) off the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+def setup_logging(logfile: str | Path | None, *, append: bool = False) -> logging.Logger:
+    """Everything to the rule's log file; warnings and errors to the console as well.
+
+    `append`: a retried attempt adds to the log, so the failed attempt's cause stays readable.
+    """
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(logfile, mode="w", encoding="utf-8")
+        fh = logging.FileHandler(logfile, mode="a" if append else "w", encoding="utf-8")
         fh.setFormatter(fmt)
         root.addHandler(fh)
     sh = logging.StreamHandler(sys.stderr)
     sh.setLevel(logging.WARNING if logfile else logging.INFO)
     sh.setFormatter(fmt)
+    if logfile:
+        sh.addFilter(_NotFileOnly())
     root.addHandler(sh)
     # ONNX Runtime and insightface print to stdout; keep that in the log, not the console.
     return logging.getLogger("facepipe.rule")
+
+
+def _attempt(sm) -> int:
+    return int(sm.resources.get("attempt", 1) or 1)
+
+
+def failure_record(sm) -> Path | None:
+    """Where a retried rule's attempt records why it failed (None for rules Snakemake does not retry)."""
+    if sm.resources.get("attempt") is None or not sm.wildcards.get("name"):
+        return None
+    segment = sm.wildcards.get("segment", "all")
+    return Path("work") / sm.wildcards.name / "failures" / f"{sm.rule}-{segment}.json"
 
 
 def gpu_start(sm):
@@ -50,8 +88,141 @@ def gpu_start(sm):
 
     segment = sm.wildcards.get("segment", "all")
     record = Path("work") / sm.wildcards.name / "degradations" / f"{sm.rule}-{segment}.json"
-    return gpu.start(sm.rule, int(sm.resources.get("attempt", 1)), list(sm.params.degrade),
-                     int(sm.params.min_free_gpu_mb), record=record)
+    attempt = _attempt(sm)
+    failures = failure_record(sm)
+    previous = {} if failures is None or attempt == 1 else {"previous": gpu.read_failure(failures)}
+    return gpu.start(sm.rule, attempt, list(sm.params.degrade), int(sm.params.min_free_gpu_mb), record=record,
+                     **previous)
+
+
+# --- full disk -------------------------------------------------------------------------------------
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))  # as ffmpeg and Arrow say it
+
+
+def disk_full_error(exc: BaseException) -> BaseException | None:
+    """The exception in exc's chain that says the disk (or the quota) is full, or None."""
+    from facepipe.gpu import _chain
+
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+            return e
+        if any(t in str(e) for t in _DISK_FULL_TEXT):
+            return e
+    return None
+
+
+def _existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free space for this user on the file system that holds (or would hold) path."""
+    try:
+        return shutil.disk_usage(_existing(Path(path))).free
+    except OSError:
+        return None
+
+
+def _mount_point(path: Path) -> Path:
+    path = _existing(path)
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def _is_temporary(name: str) -> bool:
+    return ".tmp" in name or ".partial" in name
+
+
+def space_estimate(outputs: list[str | Path], inputs: list[str | Path]) -> tuple[int, str] | None:
+    """(bytes, basis) this stage writes, estimated from what is on disk; None when nothing tells.
+
+    The same stage's finished outputs beside this one (its other segments, other jobs) are the best
+    guide: the median size of each output's finished siblings of the same kind, summed. Without
+    them, the size of its inputs from work/ (the intermediate it turns into the next one).
+    """
+    total, found = 0, False
+    for out in map(Path, outputs):
+        if not out.suffix or not out.parent.is_dir():
+            continue
+        sizes = [f.stat().st_size for f in out.parent.glob("*" + glob.escape(out.suffix))
+                 if f.is_file() and f.name != out.name and not _is_temporary(f.name)]
+        if sizes:
+            total += int(statistics.median(sizes))
+            found = True
+    if found:
+        return total, "the median size of the same stage's finished outputs beside it"
+    work = [Path(p) for p in inputs if Path(p).parts[:1] == ("work",) and Path(p).exists()]
+    if work:
+        return sum(_size(p) for p in work), "the size of its inputs under work/"
+    return None
+
+
+def disk_full_message(exc: BaseException, outputs: list[str | Path], inputs: list[str | Path],
+                      free_at_start: int | None) -> str:
+    """One line: which path, how much the stage needs (estimated), how much is free there."""
+    named = getattr(exc, "filename", None)
+    path = Path(named) if isinstance(named, (str, os.PathLike)) else (Path(outputs[0]) if outputs else Path("."))
+    what = "disk quota exceeded" if getattr(exc, "errno", None) == errno.EDQUOT or \
+        os.strerror(errno.EDQUOT) in str(exc) else "no space left on device"
+    estimate = space_estimate(outputs, inputs)
+    needs = (f"this stage writes about {_mb(estimate[0])} (an estimate: {estimate[1]})" if estimate
+             else "how much this stage writes cannot be estimated here")
+    if free_at_start is not None:
+        needs += f"; {_mb(free_at_start)} were free when it started"
+    return (f"{what} writing {path}: {needs}; {_mb(free_bytes(path))} free now on {_mount_point(path)}. "
+            f"Free some space (or move work/ and results/ to a larger disk) and rerun")
+
+
+# --- temporaries ----------------------------------------------------------------------------------
+
+def remove_temporaries(outputs: list[str | Path], since: float) -> list[tuple[Path, int]]:
+    """Remove the temporary files and directories the writers make beside each output
+    (NAME.tmp, NAME.tmp.*, NAME.*.tmp, STEM.partial.SUFFIX, NAME.partial) and that this attempt
+    made (changed since `since`): a writer that did not clean up after a failure must not leave
+    them filling the disk. Only recent ones: an older file of that name may be another job's.
+    Returns (path, bytes) of each one removed.
+    """
+    removed = []
+    for out in map(Path, outputs):
+        if not out.parent.is_dir():
+            continue
+        name, stem = glob.escape(out.name), glob.escape(out.stem)
+        candidates = set()
+        for pattern in (name + ".tmp", name + ".tmp.*", name + ".*.tmp", stem + ".partial" + glob.escape(out.suffix),
+                        name + ".partial"):
+            candidates.update(out.parent.glob(pattern))
+        for tmp in sorted(candidates):
+            try:
+                if tmp.stat().st_mtime < since:
+                    continue
+                size = _size(tmp)
+                if tmp.is_dir() and not tmp.is_symlink():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
+                removed.append((tmp, size))
+            except OSError:
+                continue
+    return removed
 
 
 def keep_freed_memory(limit_mb: int = 64) -> bool:
@@ -74,28 +245,90 @@ def keep_freed_memory(limit_mb: int = 64) -> bool:
         return False
 
 
+def _where(sm) -> str:
+    values = [str(v) for v in sm.wildcards]
+    return f" ({', '.join(values)})" if values else ""
+
+
 def run(snakemake, main: Callable) -> None:
-    """Run a rule's main(snakemake, log); expected errors exit 1 with one clear message."""
-    logfile = snakemake.log[0] if len(snakemake.log) else None
-    log = setup_logging(logfile)
-    log.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards.items()),
-             snakemake.threads)
+    """Run a rule's main(snakemake, log). Any failure exits 1 with one console line naming the rule
+    and the cause (and, for an unexpected error, its traceback in the rule's log file); the job's
+    temporary files are removed; a retried rule records the cause for its next attempt."""
+    from facepipe import gpu
+    from facepipe.locks import hold_run_lock
+
+    sm = snakemake
+    began = time.time() - 1.0  # file times are coarse on some file systems
+    attempt = _attempt(sm)
+    logfile = sm.log[0] if len(sm.log) else None
+    log = setup_logging(logfile, append=attempt > 1)
+    log.info("rule %s, wildcards %s, threads %s, attempt %d", sm.rule, dict(sm.wildcards.items()),
+             sm.threads, attempt)
+    # This job belongs to a live run for as long as it works, even if its run's main process is
+    # killed: no later run may take the run's locks for stale meanwhile (facepipe.locks).
+    hold_run_lock(".snakemake")
+    outputs, inputs = [str(o) for o in sm.output], [str(i) for i in sm.input]
+    tail = f" (details in {logfile})" if logfile else ""
+
+    def fail(message: str, *, tb: BaseException | None = None) -> None:
+        log.error("%s", message, extra={"file_only": True})
+        if tb is not None:
+            log.error("".join(traceback.format_exception(tb)).rstrip(), extra={"file_only": True})
+        print(f"ERROR in rule {sm.rule}{_where(sm)}: {message}{tail}", file=sys.stderr)
+        sys.exit(1)
+
+    failures = failure_record(sm)
+    if failures is not None:
+        if attempt == 1:
+            failures.unlink(missing_ok=True)  # a record from an earlier run
+        else:
+            previous = gpu.read_failure(failures)
+            if previous is not None and previous["kind"] != gpu.OOM:
+                # Snakemake retries every failure; only running out of memory is worth it.
+                fail(f"{previous['message']} [attempt {previous.get('attempt', attempt - 1)} failed so; not retried: "
+                     f"only running out of GPU memory is]")
+            if previous is not None:
+                log.warning("attempt %d failed for lack of memory: %s", attempt - 1, previous["message"])
+
     # Which GPU the scheduler gave this job (unset for CPU jobs); cluster tests read this line.
     log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     # OpenCV's own thread pool follows the job's threads too: jobs share the cores the
     # scheduler counted, and oversubscribed pools spend their time waiting on each other.
     import cv2
 
-    cv2.setNumThreads(max(1, int(snakemake.threads)))
+    cv2.setNumThreads(max(1, int(sm.threads)))
     keep_freed_memory()
+    free_at_start = free_bytes(outputs[0]) if outputs else None
     stream = open(logfile, "a", encoding="utf-8") if logfile else contextlib.nullcontext(sys.stdout)
     try:
-        from facepipe.gpu import MemoryWatch
-
-        watch = MemoryWatch() if snakemake.resources.get("gpu") else contextlib.nullcontext()
+        watch = gpu.MemoryWatch() if sm.resources.get("gpu") else contextlib.nullcontext()
         with stream as out, contextlib.redirect_stdout(out), watch:
-            main(snakemake, log)
-    except _expected_errors() as exc:
-        log.error("%s", exc)
-        print(f"ERROR in rule {snakemake.rule}: {exc}", file=sys.stderr)
-        sys.exit(1)
+            main(sm, log)
+    except Exception as exc:
+        for tmp, size in remove_temporaries(outputs, began):
+            log.warning("removed temporary %s (%s) left by the failed job", tmp, _mb(size))
+        full = disk_full_error(exc)
+        if full is not None:
+            kind, message, tb = gpu.DISK_FULL, disk_full_message(full, outputs, inputs, free_at_start), exc
+        elif gpu.is_out_of_memory(exc):
+            kind, message = gpu.OOM, f"out of memory: {_cause(exc)}"
+            tb = None if isinstance(exc, _expected_errors()) else exc
+        elif isinstance(exc, _expected_errors()):
+            kind, message, tb = gpu.ERROR, str(exc), None
+        else:
+            kind, message, tb = gpu.ERROR, _cause(exc), exc
+        if failures is not None:
+            try:
+                gpu.record_failure(failures, sm.rule, attempt, kind, message)
+            except OSError as record_exc:
+                log.warning("could not record the failure in %s: %s", failures, record_exc)
+        if failures is not None and kind == gpu.OOM:
+            message += " [the next attempt, if any, runs degraded]"
+        fail(message, tb=tb)
+    if failures is not None:
+        failures.unlink(missing_ok=True)
+
+
+def _cause(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
