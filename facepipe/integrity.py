@@ -1,14 +1,20 @@
 """Intermediates that prove they are intact when a later stage reads them.
 
 Every file a stage hands on (face and patch tables, encoded segments, the segment plan, the
-probe) is sealed when it is complete: a small sidecar `<file>.sha256` holds its SHA-256 and
-size. The stage that reads it verifies the seal first. A file whose bytes changed after it was
-written (a flipped bit, a truncated copy, an edit that kept the timestamp) is never used: it is
-removed, with its seal, and reported with its path, so the next run remakes it (Snakemake
-sees the file missing and reruns the stage that makes it).
+probe, the job's embedding records) is sealed when it is complete: a small sidecar
+`<file>.sha256` holds its SHA-256 and size, written before the file is renamed into place
+(place_sealed), so a finished file never shows without its seal. The stage that reads it
+verifies the seal first, once per job. A file whose bytes changed after it was written (a
+flipped bit, a truncated copy, an edit that kept the timestamp) is never used: it is removed,
+with its seal, and reported with its path, so the next run remakes it (Snakemake sees the file
+missing and reruns the stage that makes it). A file inside a directory output (the plan in
+work/NAME/segments) takes the directory with it: only that makes Snakemake plan again.
 
 A file without a seal counts as damaged too: it was not finished by this workflow, or was
-made by a version that did not seal, and cannot be trusted either way.
+made by a version that did not seal, and cannot be trusted either way. The one exception is
+the embedding cache, shared across jobs and only a shortcut (facepipe.embedding): a damaged
+entry there is recomputed with a warning, and an unsealed one from an older version is checked
+by loading it in full and sealed.
 """
 
 from __future__ import annotations
