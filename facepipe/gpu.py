@@ -83,9 +83,13 @@ def _write_atomic(path: Path, data: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def record_failure(path: str | Path, rule: str, attempt: int, kind: str, message: str) -> None:
-    """Record why an attempt failed, for the next attempt of the same job to read."""
-    _write_atomic(Path(path), {"rule": rule, "attempt": attempt, "kind": kind, "message": message})
+def record_failure(path: str | Path, rule: str, attempt: int, kind: str, message: str, detail: str = "") -> None:
+    """Record why an attempt failed, for the next attempt of the same job to read. `detail` (a
+    traceback) is kept because Snakemake removes a failed attempt's log before the retry."""
+    data = {"rule": rule, "attempt": attempt, "kind": kind, "message": message}
+    if detail:
+        data["detail"] = detail
+    _write_atomic(Path(path), data)
 
 
 def read_failure(path: str | Path) -> dict | None:

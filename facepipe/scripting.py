@@ -184,10 +184,15 @@ def disk_full_message(exc: BaseException, outputs: list[str | Path], inputs: lis
     what = "disk quota exceeded" if getattr(exc, "errno", None) == errno.EDQUOT or \
         os.strerror(errno.EDQUOT) in str(exc) else "no space left on device"
     estimate = space_estimate(outputs, inputs)
-    needs = (f"this stage writes about {_mb(estimate[0])} (an estimate: {estimate[1]})" if estimate
-             else "how much this stage writes cannot be estimated here")
-    if free_at_start is not None:
-        needs += f"; {_mb(free_at_start)} were free when it started"
+    if estimate:
+        needs = f"this stage writes about {_mb(estimate[0])} (an estimate: {estimate[1]})"
+        if free_at_start is not None:
+            needs += f"; {_mb(free_at_start)} were free when it started"
+    elif free_at_start is not None:
+        needs = (f"this stage needs more than the {_mb(free_at_start)} that were free when it started (how much "
+                 f"more cannot be estimated: no finished output of this stage to go by)")
+    else:
+        needs = "how much this stage writes cannot be estimated here"
     return (f"{what} writing {path}: {needs}; {_mb(free_bytes(path))} free now on {_mount_point(path)}. "
             f"Free some space (or move work/ and results/ to a larger disk) and rerun")
 
@@ -284,9 +289,13 @@ def run(snakemake, main: Callable) -> None:
         else:
             previous = gpu.read_failure(failures)
             if previous is not None and previous["kind"] != gpu.OOM:
-                # Snakemake retries every failure; only running out of memory is worth it.
-                fail(f"{previous['message']} [attempt {previous.get('attempt', attempt - 1)} failed so; not retried: "
-                     f"only running out of GPU memory is]")
+                # Snakemake retries every failure; only running out of memory is worth it. Snakemake
+                # removed the failed attempt's log, so its traceback comes back from the record.
+                if previous.get("detail"):
+                    log.error("attempt %s failed:\n%s", previous.get("attempt", attempt - 1), previous["detail"],
+                              extra={"file_only": True})
+                fail(f"{previous['message']} (attempt {previous.get('attempt', attempt - 1)} failed with this; not "
+                     f"retried, as only running out of GPU memory is)")
             if previous is not None:
                 log.warning("attempt %d failed for lack of memory: %s", attempt - 1, previous["message"])
 
@@ -306,7 +315,9 @@ def run(snakemake, main: Callable) -> None:
             main(sm, log)
     except Exception as exc:
         for tmp, size in remove_temporaries(outputs, began):
-            log.warning("removed temporary %s (%s) left by the failed job", tmp, _mb(size))
+            # In the log only: the console gets the one line that says what failed.
+            log.warning("removed temporary %s (%s) left by the failed job", tmp, _mb(size),
+                        extra={"file_only": True})
         full = disk_full_error(exc)
         if full is not None:
             kind, message, tb = gpu.DISK_FULL, disk_full_message(full, outputs, inputs, free_at_start), exc
@@ -319,7 +330,8 @@ def run(snakemake, main: Callable) -> None:
             kind, message, tb = gpu.ERROR, _cause(exc), exc
         if failures is not None:
             try:
-                gpu.record_failure(failures, sm.rule, attempt, kind, message)
+                detail = "".join(traceback.format_exception(tb)).rstrip() if tb is not None else ""
+                gpu.record_failure(failures, sm.rule, attempt, kind, message, detail)
             except OSError as record_exc:
                 log.warning("could not record the failure in %s: %s", failures, record_exc)
         if failures is not None and kind == gpu.OOM:
