@@ -46,7 +46,7 @@ class GpuMemoryError(RuntimeError):
     """Raised (or recognised) when a GPU runs out of memory."""
 
 
-def _chain(exc: BaseException):
+def exception_chain(exc: BaseException):
     """The exception and those it was raised from or while handling (each once)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -60,7 +60,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
     A full disk is not: "No space left on device" is a different failure that degradation cannot help.
     """
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return False
         # MemoryError: host memory; the degraded attempt (one face per call, lower resolution) needs less.

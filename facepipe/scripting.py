@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import glob
 import logging
 import os
@@ -46,18 +47,16 @@ class _NotFileOnly(logging.Filter):
         return not getattr(record, "file_only", False)
 
 
-def setup_logging(logfile: str | Path | None, *, append: bool = False) -> logging.Logger:
-    """Everything to the rule's log file; warnings and errors to the console as well.
-
-    `append`: a retried attempt adds to the log, so the failed attempt's cause stays readable.
-    """
+def setup_logging(logfile: str | Path | None) -> logging.Logger:
+    """Everything to the rule's log file; warnings and errors to the console as well (but not
+    what is logged with extra={"file_only": True}: tracebacks, which the console's one line names)."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(logfile, mode="a" if append else "w", encoding="utf-8")
+        fh = logging.FileHandler(logfile, mode="w", encoding="utf-8")
         fh.setFormatter(fmt)
         root.addHandler(fh)
     sh = logging.StreamHandler(sys.stderr)
@@ -103,9 +102,9 @@ _DISK_FULL_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))  # as f
 
 def disk_full_error(exc: BaseException) -> BaseException | None:
     """The exception in exc's chain that says the disk (or the quota) is full, or None."""
-    from facepipe.gpu import _chain
+    from facepipe.gpu import exception_chain
 
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
             return e
         if any(t in str(e) for t in _DISK_FULL_TEXT):
@@ -200,9 +199,8 @@ def disk_full_message(exc: BaseException, outputs: list[str | Path], inputs: lis
 # --- temporaries ----------------------------------------------------------------------------------
 
 def remove_temporaries(outputs: list[str | Path], since: float) -> list[tuple[Path, int]]:
-    """Remove the temporary files and directories the writers make beside each output
-    (NAME.tmp, NAME.tmp.*, NAME.*.tmp, STEM.partial.SUFFIX, NAME.partial) and that this attempt
-    made (changed since `since`): a writer that did not clean up after a failure must not leave
+    """Remove the temporary files and directories the writers make beside each output and that this
+    attempt made (changed since `since`): a writer that did not clean up after a failure must not leave
     them filling the disk. Only recent ones: an older file of that name may be another job's.
     Returns (path, bytes) of each one removed.
     """
@@ -212,8 +210,11 @@ def remove_temporaries(outputs: list[str | Path], since: float) -> list[tuple[Pa
             continue
         name, stem = glob.escape(out.name), glob.escape(out.stem)
         candidates = set()
-        for pattern in (name + ".tmp", name + ".tmp.*", name + ".*.tmp", stem + ".partial" + glob.escape(out.suffix),
-                        name + ".partial"):
+        # The names the writers in facepipe use: NAME.tmp (tables, JSON, models), NAME.PID.tmp.npz
+        # (embeddings), NAME.XXXX.tmp (mkstemp), NAME.sha256.tmp (seals), .NAME.verified.tmp (stamps),
+        # STEM.partial.SUFFIX (ffmpeg outputs), NAME.partial (directory outputs).
+        for pattern in (name + ".tmp", name + ".tmp.*", name + ".*.tmp", name + ".*.tmp.*", "." + name + ".*.tmp",
+                        stem + ".partial" + glob.escape(out.suffix), name + ".partial"):
             candidates.update(out.parent.glob(pattern))
         for tmp in sorted(candidates):
             try:
@@ -266,7 +267,7 @@ def run(snakemake, main: Callable) -> None:
     began = time.time() - 1.0  # file times are coarse on some file systems
     attempt = _attempt(sm)
     logfile = sm.log[0] if len(sm.log) else None
-    log = setup_logging(logfile, append=attempt > 1)
+    log = setup_logging(logfile)
     log.info("rule %s, wildcards %s, threads %s, attempt %d", sm.rule, dict(sm.wildcards.items()),
              sm.threads, attempt)
     # This job belongs to a live run for as long as it works, even if its run's main process is
@@ -275,10 +276,10 @@ def run(snakemake, main: Callable) -> None:
     outputs, inputs = [str(o) for o in sm.output], [str(i) for i in sm.input]
     tail = f" (details in {logfile})" if logfile else ""
 
-    def fail(message: str, *, tb: BaseException | None = None) -> None:
+    def fail(message: str, *, detail: str = "") -> None:
         log.error("%s", message, extra={"file_only": True})
-        if tb is not None:
-            log.error("".join(traceback.format_exception(tb)).rstrip(), extra={"file_only": True})
+        if detail:
+            log.error("%s", detail, extra={"file_only": True})
         print(f"ERROR in rule {sm.rule}{_where(sm)}: {message}{tail}", file=sys.stderr)
         sys.exit(1)
 
@@ -314,29 +315,37 @@ def run(snakemake, main: Callable) -> None:
         with stream as out, contextlib.redirect_stdout(out), watch:
             main(sm, log)
     except Exception as exc:
+        detail = "".join(traceback.format_exception(exc)).rstrip()
+        # The traceback's frames still reference the failed writers, and through them open files:
+        # an unlinked temporary takes its space back only once its last descriptor is closed.
+        for e in gpu.exception_chain(exc):
+            traceback.clear_frames(e.__traceback__)
+        gc.collect()
         for tmp, size in remove_temporaries(outputs, began):
             # In the log only: the console gets the one line that says what failed.
             log.warning("removed temporary %s (%s) left by the failed job", tmp, _mb(size),
                         extra={"file_only": True})
         full = disk_full_error(exc)
         if full is not None:
-            kind, message, tb = gpu.DISK_FULL, disk_full_message(full, outputs, inputs, free_at_start), exc
+            kind, message = gpu.DISK_FULL, disk_full_message(full, outputs, inputs, free_at_start)
+            expected = False
         elif gpu.is_out_of_memory(exc):
             kind, message = gpu.OOM, f"out of memory: {_cause(exc)}"
-            tb = None if isinstance(exc, _expected_errors()) else exc
+            expected = isinstance(exc, _expected_errors())
         elif isinstance(exc, _expected_errors()):
-            kind, message, tb = gpu.ERROR, str(exc), None
+            kind, message, expected = gpu.ERROR, str(exc), True
         else:
-            kind, message, tb = gpu.ERROR, _cause(exc), exc
+            kind, message, expected = gpu.ERROR, _cause(exc), False
+        # An expected error's message says it all; anything else keeps its traceback in the log.
+        detail = "" if expected else detail
         if failures is not None:
             try:
-                detail = "".join(traceback.format_exception(tb)).rstrip() if tb is not None else ""
                 gpu.record_failure(failures, sm.rule, attempt, kind, message, detail)
             except OSError as record_exc:
-                log.warning("could not record the failure in %s: %s", failures, record_exc)
+                log.warning("could not record the failure in %s: %s", failures, record_exc, extra={"file_only": True})
         if failures is not None and kind == gpu.OOM:
             message += " [the next attempt, if any, runs degraded]"
-        fail(message, tb=tb)
+        fail(message, detail=detail)
     if failures is not None:
         failures.unlink(missing_ok=True)
 

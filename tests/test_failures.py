@@ -190,11 +190,12 @@ def test_full_disk_in_a_table_writer_is_one_line_and_leaves_nothing(here, capsys
     assert not list(Path("work/job").glob("degradations/*.json"))
 
 
-@pytest.mark.parametrize("writer", ["json", "dir", "mkstemp"])
+@pytest.mark.parametrize("writer", ["json", "dir", "mkstemp", "npz"])
 def test_full_disk_removes_temporaries_a_writer_left_behind(here, capsys, writer):
     """Writers that do not clean up after themselves on every path (write_json's .tmp, a directory
     output's .partial, a model's mkstemp file): the rule's temporaries are removed all the same."""
-    out = {"json": "work/job/probe.json", "dir": "work/job/segments", "mkstemp": "resources/models/m.onnx"}[writer]
+    out = {"json": "work/job/probe.json", "dir": "work/job/segments", "mkstemp": "resources/models/m.onnx",
+           "npz": "work/job/source_embedding.npz"}[writer]
 
     def main(sm, log):
         if writer == "dir":
@@ -203,7 +204,7 @@ def test_full_disk_removes_temporaries_a_writer_left_behind(here, capsys, writer
                 full_disk()
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + (".tmp" if writer == "json" else ".x1y2.tmp"))
+        tmp = path.with_name(path.name + {"json": ".tmp", "mkstemp": ".x1y2.tmp", "npz": ".4242.tmp.npz"}[writer])
         tmp.write_bytes(b"\0" * 200_000)
         full_disk()
 
@@ -267,13 +268,24 @@ def test_a_real_full_disk_under_the_table_writer_and_ffmpeg(tiny_disk, here, cap
                 writer.add([{"frame": i, "face": 0, "kind": "swap", "x": 0, "y": 0, "matrix": [1.0], "kps": [1.0],
                              "image": rng.bytes(20_000)}])
 
-    code, console, _ = run(fake_sm(), tables, capsys)
-    assert code == 1
-    (line,) = error_lines(console)
-    assert "no space left on device writing work/job/swapped/seg_0000.parquet" in line, line
-    assert f"free now on {tiny_disk}" in line
-    assert not leftovers(tiny_disk)
-    Path(fake_sm().log[0]).unlink()
+    def tables_full_at_close(sm, log):
+        # One row group, written when the writer closes: the full disk hits close(), where
+        # AtomicWriter does not abort (the writer's .tmp stays; the rule's cleanup removes it).
+        with TableWriter(sm.output.patches, PATCHES_SCHEMA, rows_per_group=10**6) as writer:
+            for i in range(10):
+                writer.add([{"frame": i, "face": 0, "kind": "swap", "x": 0, "y": 0, "matrix": [1.0], "kps": [1.0],
+                             "image": rng.bytes(20_000)}])
+
+    for main in (tables, tables_full_at_close):
+        code, console, _ = run(fake_sm(), main, capsys)
+        assert code == 1
+        (line,) = error_lines(console)
+        assert "no space left on device writing work/job/swapped/seg_0000.parquet" in line, line
+        assert f"free now on {tiny_disk}" in line
+        assert not leftovers(tiny_disk)
+        # The space came back (no descriptor kept the removed temporary alive): the cause is recorded.
+        assert gpu.read_failure("work/job/failures/swap_faces-seg_0000.json")["kind"] == gpu.DISK_FULL
+        Path(fake_sm().log[0]).unlink()
 
     def encode(sm, log):
         with SegmentWriter(sm.output.video, width=320, height=240, fps="25/1", encoder="libx264",
