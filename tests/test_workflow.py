@@ -90,7 +90,9 @@ def test_swap_changed_the_face_region_only_where_a_face_was(workspace):
 def test_no_frame_files_between_stages_and_segments_removed_after_mux(workspace):
     work = workspace / "work/clip"
     assert not list(work.rglob("*.png"))
-    assert sorted(p.name for p in (work / "swapped").iterdir()) == ["seg_0000.parquet", "seg_0001.parquet"]
+    # Each table with its seal (facepipe.integrity), nothing else.
+    assert sorted(p.name for p in (work / "swapped").iterdir()) == [
+        "seg_0000.parquet", "seg_0000.parquet.sha256", "seg_0001.parquet", "seg_0001.parquet.sha256"]
     # keep_intermediates is false by default: the encoded segments went once the result was muxed.
     assert not (work / "encoded").exists() or not list((work / "encoded").iterdir())
 
