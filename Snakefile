@@ -32,4 +32,4 @@ include: "rules/assemble.smk"
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        final_outputs,

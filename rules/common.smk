@@ -91,9 +91,8 @@ def result_path(name):
     return f"results/{name}.png" if is_image_job(name) else f"results/{name}.mp4"
 
 
-def final_outputs():
-    """The results; first the provenance of any that exist is settled (facepipe.provenance)."""
-    settle_provenance()
+def final_outputs(wildcards):
+    """Input function of rule all: the results."""
     return [result_path(name) for name in JOBS]
 
 
@@ -127,35 +126,43 @@ def record_text(wildcards):
 
 
 def stamp(rule_name):
-    """A rule's stamp input (facepipe.provenance): rewritten when what the stage depends on changes."""
-    return provenance.stamp_path("{name}", rule_name)
+    """Input function: a rule's stamp (facepipe.provenance), settled for its job first.
+
+    Settled while Snakemake builds the job graph (input functions run then), not while the
+    Snakefile is read: only then does the workflow know whether this is a dry run.
+    """
+
+    def _path(wildcards):
+        settle_provenance(wildcards.name)
+        return provenance.stamp_path(wildcards.name, rule_name)
+
+    return _path
 
 
-def settle_provenance():
-    """Compare existing results with their jobs and write the stage stamps (main process only).
+_SETTLED = set()
+
+
+def settle_provenance(name):
+    """Compare job `name`'s existing result with the job and write its stamps (main process only).
 
     A file at a result's path without a record was not made by this workflow: the run stops
     before any job and the file is left as it is.
     """
-    if not workflow.is_main_process:
+    if name in _SETTLED or not workflow.is_main_process:
         return
-    for name in JOBS:
-        record = job_record(name)
-        state = provenance.result_state(result_path(name), record, read_result_record)
-        if state == "foreign":
-            raise WorkflowError(
-                f"{result_path(name)} exists but was not made by this workflow (it carries no facepipe record), "
-                f"so it is neither used nor overwritten: move it away, or give job {name!r} another name"
-            )
-        renewed = provenance.settle_stamps(
-            name, record, state, dry_run=workflow.dryrun
+    _SETTLED.add(name)
+    record = job_record(name)
+    state = provenance.result_state(result_path(name), record, read_result_record)
+    if state == "foreign":
+        raise WorkflowError(
+            f"{result_path(name)} exists but was not made by this workflow (it carries no facepipe record), "
+            f"so it is neither used nor overwritten: move it away, or give job {name!r} another name"
         )
-        if state == "stale":
-            logger.info(
-                f"{result_path(name)} was made from other inputs, settings or code: it will be remade"
-            )
-        elif renewed and state == "current":
-            logger.info(f"job {name}: stages to redo for changed settings: {', '.join(renewed)}")
+    provenance.settle_stamps(name, record, state, dry_run=workflow.dryrun)
+    if state == "stale":
+        logger.info(
+            f"{result_path(name)} was made from other inputs, settings or code: it will be remade"
+        )
 
 
 def read_result_record(path):

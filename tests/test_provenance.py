@@ -176,6 +176,6 @@ def test_a_foreign_file_at_the_result_path_stops_the_run_untouched(job_dir):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "results/clip.mp4" in out and "not made by this workflow" in out
-    assert "rule " not in out.split("not made by this workflow")[0].split("Building DAG")[-1]
+    assert "localrule" not in out and "Finished jobid" not in out  # stopped before any job
     assert result.read_bytes() == b"my own video, not made by facepipe"
     assert result.stat().st_mtime_ns == mtime
