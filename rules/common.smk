@@ -1,6 +1,5 @@
 # Helper functions shared by the rules: the job table, per-job options, model paths,
 # the segment list read from the prepare_target checkpoint, and the final outputs.
-import json
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -92,12 +91,12 @@ def result_path(name):
 
 
 def final_outputs(wildcards):
-    """Input function of rule all: the results."""
+    """The results (an input function of the default target)."""
     return [result_path(name) for name in JOBS]
 
 
 def made_by_workflow(path):
-    """Whether a rule makes this file (the demo inputs): Snakemake follows it by time."""
+    """Whether the workflow makes this file (the demo inputs); Snakemake follows it by time."""
     return any(rule.is_producer(str(path)) for rule in workflow.rules)
 
 
@@ -218,8 +217,14 @@ def swap_embeddings(wildcards):
 
 def manifest(wildcards):
     """The prepare_target checkpoint's manifest: the segments and their frame counts."""
+    from facepipe.integrity import DamagedIntermediateError, read_sealed_json
+
     seg_dir = checkpoints.prepare_target.get(name=wildcards.name).output.segments
-    return json.loads((Path(seg_dir) / "manifest.json").read_text())
+    try:
+        # A damaged plan takes its folder with it, so the next run plans again.
+        return read_sealed_json(Path(seg_dir) / "manifest.json", owner=seg_dir)
+    except DamagedIntermediateError as exc:
+        raise WorkflowError(str(exc))
 
 
 def final_patches_file(name, segment):
