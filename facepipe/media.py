@@ -278,7 +278,8 @@ def describe_stream(stream) -> str:
         codec = stream.codec_context.name
     except Exception:  # attachments and data streams may have no codec context
         codec = None
-    details = [d for d in (codec, stream.metadata.get("language"), stream.metadata.get("title")) if d]
+    meta = stream.metadata
+    details = [d for d in (codec, meta.get("language"), meta.get("title"), meta.get("filename")) if d]
     return f"#{stream.index} {kind}" + (f" ({', '.join(details)})" if details else "")
 
 
@@ -333,8 +334,8 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
     listing = out.with_name(out.name + ".concat.txt")
     listing.write_text("".join(_concat_line(Path(s)) for s in segments))
     tmp = out.with_name(out.stem + ".partial" + out.suffix)
-    # -xerror: stop at the first damaged packet instead of skipping it (the strict run below
-    # also fails on any error ffmpeg logs and carries on from).
+    # -xerror: stop at an error ffmpeg treats as one (a packet it cannot decode); the errors it
+    # only logs and carries on from (a damaged demuxed packet, exit 0) fail the strict run below.
     args = ["-xerror"]
     if tracks:
         # Timestamps as the target's packets give them (-copyts), both inputs shifted by the
@@ -364,7 +365,8 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
     # use_metadata_tags: MP4 stores free-form keys (facepipe_record) only as mdta tags.
     args += ["-movflags", "+faststart+use_metadata_tags", "-f", "mp4", str(tmp)]
     try:
-        run_ffmpeg(args, what=f"muxing {out}", strict=True)
+        run_ffmpeg(args, what=f"muxing {out} from {len(segments)} segment(s) in {Path(segments[0]).parent}",
+                   strict=True)
         problem = _check_result(tmp, frames=frames, rate=rate, tracks=len(tracks),
                                 offset=info["video_start"] - info["audio_start"] if tracks else None)
         if problem:
