@@ -388,6 +388,9 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
             container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
         try:
             for frame in container.decode(stream):
+                # Before the segment's first frame; also, for the first segment (seek_pts is t0,
+                # the first presented frame), any frame an edit list discards, should a decoder
+                # hand one out: the plan never counted those.
                 if frame.pts is None or frame.pts < seek_pts:
                     continue
                 k = clock.index(frame.pts) - start

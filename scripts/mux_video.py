@@ -16,9 +16,10 @@ def main(sm, log):
             damaged.append(str(exc))
     if damaged:
         raise integrity.DamagedIntermediateError("\n".join(damaged))
-    # The segment plan sits beside the probe (work/{name}/segments, the checkpoint's output
-    # that the segments were made from): the frame count and rate the result must have.
-    manifest = read_json(Path(sm.input.get("manifest") or Path(sm.input.probe).parent / "segments" / "manifest.json"))
+    # The segment plan (the frame count and rate the result must have): an input when the rule
+    # names it, else beside the probe, in the checkpoint's folder the segments were made from.
+    plan = sm.input.get("manifest") or Path(sm.input.probe).parent / "segments" / "manifest.json"
+    manifest = read_json(plan)
     mux_video(segments, sm.input.target, read_json(sm.input.probe), sm.output.video,
               frames=sum(manifest["segments"][s.stem] for s in segments), fps=manifest["fps"],
               record=sm.params.get("record"))
