@@ -21,10 +21,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 AI_LABEL = "AI-generated: face swapped by facepipe (synthetic media)"
-# The metadata key (MP4 tag, PNG text chunk) holding a result's provenance record.
+# The PNG text chunk holding a result's provenance record (facepipe.provenance).
 RECORD_KEY = "facepipe_record"
+# Its MP4 home: the standard iTunes long-description tag (ldes). A free-form key would need
+# -movflags use_metadata_tags, which moves every tag, the AI label included, out of the iTunes
+# tags most players and tools read.
+MP4_RECORD_TAG = "synopsis"
 # Audio codecs MP4 carries as they are; anything else is re-encoded to AAC.
 MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
 
@@ -67,8 +70,11 @@ def write_json(path: str | Path, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): nothing left behind
 
 
 def read_json(path: str | Path) -> dict:
@@ -88,10 +94,14 @@ def atomic_output_dir(path: str | Path):
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    yield partial
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(partial, path)
+    try:
+        yield partial
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(partial, path)
+    finally:
+        # A failure (a full disk, a bad target) leaves nothing half-made to fill the disk.
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 class AtomicWriter:
@@ -108,10 +118,16 @@ class AtomicWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:
+            # close() itself can fail (the last write or the footer hits a full disk): the
+            # temporary file must go as well, or it keeps the disk full.
+            self.abort()
+            raise
 
 
 def ffmpeg_exe() -> str:
@@ -172,6 +188,8 @@ def probe(path: str | Path) -> ProbeResult:
     """Measure the target from its packets: exact frame count, rate, duration, rotation, audio."""
     import av
 
+    from facepipe.preflight import target_kind
+
     path = check_input_file(path, "target")
     try:
         container = av.open(str(path))
@@ -182,7 +200,8 @@ def probe(path: str | Path) -> ProbeResult:
             raise MediaError(f"target file {str(path)!r} has no video stream")
         vstream = container.streams.video[0]
         fmt = container.format.name
-        is_image = "image2" in fmt or fmt.endswith("_pipe") or path.suffix.lower() in IMAGE_SUFFIXES
+        # By content, as the workflow decides which result a job makes (a .jfif is a still).
+        is_image = target_kind(path) == "image"
         audio = container.streams.audio[0] if container.streams.audio else None
         audio_tracks = [{"index": s.index, "codec": s.codec_context.name} for s in container.streams.audio]
         other_streams = [describe_stream(s) for s in container.streams
@@ -324,16 +343,16 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
     every audio track and the target's offset between picture and sound (within a frame).
     Anything else raises MediaError naming the file, and no result is left.
 
-    record: written into the result as the `facepipe_record` metadata tag (read_result_record).
+    record: written into the result's `synopsis` tag (read_result_record).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info = _timing(target, probe_info)
     rate = Fraction(fps)
     tracks = (info.get("audio_tracks") or []) if info.get("has_audio") else []
-    listing = out.with_name(out.name + ".concat.txt")
+    listing = temporary_beside(out, ".concat.txt")
     listing.write_text("".join(_concat_line(Path(s)) for s in segments))
-    tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    tmp = temporary_beside(out, out.suffix)
     # -xerror: stop at an error ffmpeg treats as one (a packet it cannot decode); the errors it
     # only logs and carries on from (a damaged demuxed packet, exit 0) fail the strict run below.
     args = ["-xerror"]
@@ -361,9 +380,8 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
                     "audio tracks are)", target, stream)
     args += ["-metadata", f"comment={AI_LABEL}", "-metadata", f"description={AI_LABEL}"]
     if record is not None:
-        args += ["-metadata", f"{RECORD_KEY}={record}"]
-    # use_metadata_tags: MP4 stores free-form keys (facepipe_record) only as mdta tags.
-    args += ["-movflags", "+faststart+use_metadata_tags", "-f", "mp4", str(tmp)]
+        args += ["-metadata", f"{MP4_RECORD_TAG}={record}"]
+    args += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
     try:
         run_ffmpeg(args, what=f"muxing {out} from {len(segments)} segment(s) in {Path(segments[0]).parent}",
                    strict=True)
@@ -444,7 +462,7 @@ def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = No
     if record is not None:
         # Pillow writes an iTXt chunk (UTF-8) when the text is not Latin-1.
         info.add_text(RECORD_KEY, record)
-    tmp = out.with_name(out.stem + ".partial.png")
+    tmp = temporary_beside(out, ".png")
     try:
         Image.fromarray(np.ascontiguousarray(img[:, :, ::-1])).save(tmp, format="PNG", pnginfo=info)
         os.replace(tmp, out)
@@ -453,8 +471,11 @@ def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = No
 
 
 def read_result_record(path: str | Path) -> str | None:
-    """The record written into a result (an MP4's `facepipe_record` tag, a PNG's text chunk),
-    or None when it has none or cannot be read."""
+    """The record written into a result (an MP4's `synopsis` tag, a PNG's text chunk), or None
+    when it has none, cannot be read, or holds something other than a facepipe record (a user's
+    own file with a synopsis of its own is not one of ours)."""
+    import json
+
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -464,10 +485,23 @@ def read_result_record(path: str | Path) -> str | None:
 
             with Image.open(path) as img:
                 img.load()  # text chunks after the image data are read with it
-                return img.text.get(RECORD_KEY)
-        import av
+                text = img.text.get(RECORD_KEY)
+        else:
+            import av
 
-        with av.open(str(path)) as container:
-            return container.metadata.get(RECORD_KEY)
+            with av.open(str(path)) as container:
+                text = container.metadata.get(MP4_RECORD_TAG)
+        record = json.loads(text) if text else None
     except Exception:  # unreadable for whatever reason (missing, damaged, not media): no record
         return None
+    return text if isinstance(record, dict) and "facepipe" in record else None
+
+
+def temporary_beside(out: str | Path, suffix: str) -> Path:
+    """A temporary file's path in out's folder, named after a digest of out's name: the same job
+    reuses (and so replaces) its own leftovers, and the name stays short whatever the job is
+    called (results/NAME.mp4 may already be at the file system's name limit)."""
+    import hashlib
+
+    out = Path(out)
+    return out.with_name(f".{hashlib.sha256(out.name.encode()).hexdigest()[:12]}.partial{suffix}")

@@ -47,6 +47,7 @@ GLOBAL_SETTINGS = ("degrade", "min_free_gpu_mb")
 # Made by a rule of the workflow: Snakemake follows such a file by its time, so its content
 # is not digested (it may not exist yet when the plan is made).
 MADE_BY_WORKFLOW = "made by the workflow"
+MISSING = "missing"
 STAMP_DIR = "stamps"
 # The time given to a stamp made anew for a job whose result is current: older than any output.
 PAST = 1
@@ -114,7 +115,12 @@ def job_record(job: dict, config: dict, *, code: str, digest, made_by_workflow) 
         path = job.get(role)
         if not path:
             continue
-        inputs[role] = MADE_BY_WORKFLOW if made_by_workflow(path) else digest(path)
+        if made_by_workflow(path):
+            inputs[role] = MADE_BY_WORKFLOW
+        elif Path(path).is_file():
+            inputs[role] = digest(path)
+        else:
+            inputs[role] = MISSING  # Snakemake stops on the missing input, naming it
     settings = {k: v for k, v in job.items() if k not in (*INPUT_FILES, "name")}
     settings.update({k: config.get(k) for k in GLOBAL_SETTINGS})
     return {"facepipe": facepipe_version(), "code": code, "inputs": inputs, "settings": settings}

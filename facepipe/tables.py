@@ -66,8 +66,12 @@ class TableWriter(AtomicWriter):
         place_sealed(self.tmp, self.path)
 
     def abort(self) -> None:
-        self._writer.close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self._writer.close()
+        except Exception:  # closing a writer on a full disk fails too; the file goes regardless
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 

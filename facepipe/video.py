@@ -479,13 +479,15 @@ class SegmentWriter(AtomicWriter):
         self._proc.stdin.close()
         if self._proc.wait() != 0:
             self._fail()
-        os.replace(self.tmp, self.out)
-        # The mux verifies the seal: a segment damaged while it waits is remade, never muxed.
-        integrity.seal(self.out)
+        self._stderr.close()
+        # Sealed, then renamed: the mux verifies the seal, so a segment damaged while it waits
+        # is remade, never muxed, and a finished segment never appears without its seal.
+        integrity.place_sealed(self.tmp, self.out)
 
     def abort(self) -> None:
         self._proc.kill()
         self._proc.wait()
+        self._stderr.close()
         self.tmp.unlink(missing_ok=True)
 
 

@@ -28,6 +28,7 @@ rule mux_video:
         segments=encoded_segments,
         target=opt("target"),
         probe="work/{name}/probe.json",
+        plan="work/{name}/segments",
     output:
         video=report(
             "results/{name}.mp4", caption="../report/result.rst", category="Results"

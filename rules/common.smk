@@ -264,7 +264,7 @@ def print_run_summary():
     """Degraded GPU jobs, listed at the end of every run (also written in each job's log)."""
     from facepipe.gpu import summarize
 
-    lines = summarize("work")
+    lines = summarize("work", logger=logger)
     if lines:
         logger.warning("GPU jobs that ran degraded:\n  " + "\n  ".join(lines))
 

@@ -1,13 +1,14 @@
 from pathlib import Path
 
-from facepipe.media import read_json, write_labelled_png
+from facepipe.integrity import read_sealed_json
+from facepipe.media import write_labelled_png
 from facepipe.patches import read_patches
 from facepipe.scripting import run
 from facepipe.video import iter_frames, render_image
 
 
 def main(sm, log):
-    manifest = read_json(Path(sm.input.segments) / "manifest.json")
+    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
     (frame,) = iter_frames(sm.input.target, sm.input.segments, manifest, "seg_0000")
     write_labelled_png(render_image(frame, read_patches(sm.input.patches)), sm.output.image,
                        record=sm.params.get("record"))

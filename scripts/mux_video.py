@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from facepipe import integrity
-from facepipe.media import mux_video, read_json
+from facepipe.media import mux_video
 from facepipe.scripting import run
 
 
@@ -16,11 +16,10 @@ def main(sm, log):
             damaged.append(str(exc))
     if damaged:
         raise integrity.DamagedIntermediateError("\n".join(damaged))
-    # The segment plan (the frame count and rate the result must have): an input when the rule
-    # names it, else beside the probe, in the checkpoint's folder the segments were made from.
-    plan = sm.input.get("manifest") or Path(sm.input.probe).parent / "segments" / "manifest.json"
-    manifest = read_json(plan)
-    mux_video(segments, sm.input.target, read_json(sm.input.probe), sm.output.video,
+    # The segment plan: the frame count and rate the result must have.
+    manifest = integrity.read_sealed_json(Path(sm.input.plan) / "manifest.json", owner=sm.input.plan)
+    probe = integrity.read_sealed_json(sm.input.probe)
+    mux_video(segments, sm.input.target, probe, sm.output.video,
               frames=sum(manifest["segments"][s.stem] for s in segments), fps=manifest["fps"],
               record=sm.params.get("record"))
     if not sm.params.keep_intermediates:

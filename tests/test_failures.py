@@ -213,7 +213,8 @@ def test_full_disk_removes_temporaries_a_writer_left_behind(here, capsys, writer
     (line,) = error_lines(console)
     assert f"no space left on device writing {out}:" in line
     assert not leftovers(here), leftovers(here)
-    assert "removed temporary" in logtext
+    if writer != "dir":  # a directory output now removes its own .partial
+        assert "removed temporary" in logtext
 
 
 def test_a_temporary_older_than_the_attempt_is_left_alone(here, capsys):

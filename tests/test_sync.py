@@ -309,7 +309,7 @@ def test_mux_fails_on_a_damaged_segment_and_on_a_wrong_frame_count(tmp_path, tar
 def test_record_is_written_and_read_back(tmp_path, targets):
     t, _ = targets
     info, manifest, segments = _segments(tmp_path, t["late_video"])
-    record = '{"inputs": {"target": "late vidéo.mp4"}, "quote": "\'"}'
+    record = '{"facepipe": "0.1.0", "inputs": {"target": "late vidéo.mp4"}, "quote": "\'"}'
     media.mux_video(segments, t["late_video"], info, tmp_path / "r.mp4", frames=manifest["frames"],
                     fps=manifest["fps"], record=record)
     assert media.read_result_record(tmp_path / "r.mp4") == record
@@ -324,3 +324,8 @@ def test_record_is_written_and_read_back(tmp_path, targets):
     (tmp_path / "junk.mp4").write_bytes(b"not media")
     assert media.read_result_record(tmp_path / "junk.mp4") is None
     assert media.read_result_record(tmp_path / "missing.png") is None
+    # A user's own video with a synopsis of its own carries no facepipe record.
+    media.mux_video(segments, t["late_video"], info, tmp_path / "theirs.mp4", frames=manifest["frames"],
+                    fps=manifest["fps"], record='{"title": "holiday"}')
+    assert media.read_result_record(tmp_path / "theirs.mp4") is None
+    assert media.AI_LABEL in av.open(str(tmp_path / "r.mp4")).metadata["comment"]
