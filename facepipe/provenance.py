@@ -68,6 +68,12 @@ def code_version(workflow_dir: str | Path | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+def digest_or_missing(digest):
+    """A digest function that gives MISSING for a file that is not there (Snakemake then stops
+    on the missing input, naming it) instead of failing while the plan is made."""
+    return lambda path: digest(path) if Path(path).is_file() else MISSING
+
+
 class DigestCache:
     """File content digests, remembered by (path, size, mtime, inode) between runs: a target of
     several GB is read once, not at every plan. A file that changes gets a new entry."""
@@ -115,12 +121,7 @@ def job_record(job: dict, config: dict, *, code: str, digest, made_by_workflow) 
         path = job.get(role)
         if not path:
             continue
-        if made_by_workflow(path):
-            inputs[role] = MADE_BY_WORKFLOW
-        elif Path(path).is_file():
-            inputs[role] = digest(path)
-        else:
-            inputs[role] = MISSING  # Snakemake stops on the missing input, naming it
+        inputs[role] = MADE_BY_WORKFLOW if made_by_workflow(path) else digest(path)
     settings = {k: v for k, v in job.items() if k not in (*INPUT_FILES, "name")}
     settings.update({k: config.get(k) for k in GLOBAL_SETTINGS})
     return {"facepipe": facepipe_version(), "code": code, "inputs": inputs, "settings": settings}

@@ -112,7 +112,7 @@ def job_record(name):
             JOBS[name],
             config,
             code=code,
-            digest=_DIGESTS.digest,
+            digest=provenance.digest_or_missing(_DIGESTS.digest),
             made_by_workflow=made_by_workflow,
         )
         _DIGESTS.save()
