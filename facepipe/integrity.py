@@ -30,7 +30,6 @@ from typing import NoReturn
 log = logging.getLogger(__name__)
 
 SEAL_SUFFIX = ".sha256"
-_CHUNK = 1 << 20
 
 
 class DamagedIntermediateError(Exception):
@@ -38,12 +37,10 @@ class DamagedIntermediateError(Exception):
 
 
 def digest_file(path: str | Path) -> str:
-    """SHA-256 of a file's content, read a MiB at a time."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """SHA-256 of a file's content (the one streaming digest the package has, facepipe.download's)."""
+    from facepipe.download import sha256_file
+
+    return sha256_file(path)
 
 
 def seal_path(path: str | Path) -> Path:

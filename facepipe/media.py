@@ -199,7 +199,6 @@ def probe(path: str | Path) -> ProbeResult:
         if not container.streams.video:
             raise MediaError(f"target file {str(path)!r} has no video stream")
         vstream = container.streams.video[0]
-        fmt = container.format.name
         # By content, as the workflow decides which result a job makes (a .jfif is a still).
         is_image = target_kind(path) == "image"
         audio = container.streams.audio[0] if container.streams.audio else None

@@ -14,7 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from conftest import copy_workflow
 from snakemake.iocontainers import Namedlist, Wildcards
