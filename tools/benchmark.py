@@ -121,10 +121,12 @@ def _spread(times: list[float]) -> str:
 
 
 def clear_outputs(wd: Path, name: str) -> None:
-    """Remove a finished run's result and intermediates (not the models or the source embedding)."""
+    """Remove a finished run's result and intermediates (not the models, the source embedding with
+    its seal, or the job's stage stamps, which say what the embedding was made from)."""
     shutil.rmtree(wd / "results", ignore_errors=True)
+    keep = {"source_embedding.npz", "source_embedding.npz.sha256", "stamps"}
     for p in (wd / "work" / name).iterdir():
-        if p.name != "source_embedding.npz":
+        if p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
