@@ -146,12 +146,36 @@ def check_target_readable_kind(name: str, target: str | Path) -> None:
                              f"cannot be decoded here; convert it to PNG or JPEG")
 
 
+def check_face_image(name: str, role: str, image: str | Path) -> None:
+    """A source or reference photo must be a still OpenCV can decode: a video, or an iPhone's
+    HEIC, given as the face is named now, not after the target's detection."""
+    import cv2
+    import numpy as np
+
+    path = Path(image)
+    if not path.is_file():
+        return  # made by a rule, or missing: Snakemake names a missing input itself
+    with open(path, "rb") as f:
+        kind = sniff_image(f.read(32))
+    if kind is None:
+        raise PreflightError(f"job {name!r}: {role} file {str(path)!r} is not a still image (PNG, JPEG, BMP, "
+                             f"WebP or TIFF); give a photo of the face")
+    if cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_REDUCED_COLOR_2) is None:
+        raise PreflightError(f"job {name!r}: {role} file {str(path)!r} is a {kind.upper()} image that cannot be "
+                             f"decoded here" + ("; convert it to PNG or JPEG" if kind == "heif" else " (damaged?)"))
+
+
 def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
-    """Every check above, for every job; encoder settings tried once each."""
+    """Every check above, for every job; each photo decoded and encoder settings tried once."""
     check_input_locations(jobs, workdir)
     check_name_lengths(jobs, workdir)
+    photos = set()
     for name, job in jobs.items():
         check_target_readable_kind(name, job["target"])
+        for role in ("source", "reference"):
+            if job.get(role) and (role, job[role]) not in photos:
+                check_face_image(name, role, job[role])
+                photos.add((role, job[role]))
     tried = set()
     for job in jobs.values():
         if target_kind(job["target"]) == "image":
