@@ -496,6 +496,26 @@ def read_result_record(path: str | Path) -> str | None:
     return text if isinstance(record, dict) and "facepipe" in record else None
 
 
+def carries_ai_label(path: str | Path) -> bool:
+    """Whether a file carries this workflow's AI-generated label (results of versions that wrote no
+    record do): told apart from a user's own file only to word the message, never to adopt it."""
+    try:
+        with open(path, "rb") as f:
+            is_png = f.read(8) == b"\x89PNG\r\n\x1a\n"
+        if is_png:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                img.load()
+                return img.text.get("Comment") == AI_LABEL
+        import av
+
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment") == AI_LABEL
+    except Exception:  # unreadable: not ours as far as anyone can tell
+        return False
+
+
 def temporary_beside(out: str | Path, suffix: str) -> Path:
     """A temporary file's path in out's folder, named after a digest of out's name: the same job
     reuses (and so replaces) its own leftovers, and the name stays short whatever the job is

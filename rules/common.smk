@@ -153,9 +153,16 @@ def settle_provenance(name):
     record = job_record(name)
     state = provenance.result_state(result_path(name), record, read_result_record)
     if state == "foreign":
+        from facepipe.media import carries_ai_label
+
+        made_by = (
+            "was made by an older facepipe that wrote no record of its inputs"
+            if carries_ai_label(result_path(name))
+            else "was not made by this workflow (it carries no facepipe record)"
+        )
         raise WorkflowError(
-            f"{result_path(name)} exists but was not made by this workflow (it carries no facepipe record), "
-            f"so it is neither used nor overwritten: move it away, or give job {name!r} another name"
+            f"{result_path(name)} exists but {made_by}, so it is neither used nor overwritten: "
+            f"move it away, or give job {name!r} another name"
         )
     provenance.settle_stamps(name, record, state, dry_run=workflow.dryrun)
     if state == "stale":

@@ -178,3 +178,20 @@ def test_a_foreign_file_at_the_result_path_stops_the_run_untouched(job_dir):
     assert "localrule" not in out and "Finished jobid" not in out  # stopped before any job
     assert result.read_bytes() == b"my own video, not made by facepipe"
     assert result.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.workflow
+def test_a_result_of_an_older_version_without_a_record_is_not_adopted_either(job_dir):
+    """Results made before records existed carry the AI label but no record: named as such, kept."""
+    from facepipe import media
+
+    result = job_dir / "results" / "clip.mp4"
+    older = job_dir / "older.mp4"
+    media.run_ffmpeg(["-i", str(result), "-map", "0", "-c", "copy", "-map_metadata", "-1",
+                      "-metadata", f"comment={media.AI_LABEL}", str(older)], what="an older result")
+    os.replace(older, result)
+    before = result.read_bytes()
+    proc = snakemake(job_dir, check=False)
+    assert proc.returncode != 0
+    assert "was made by an older facepipe that wrote no record" in proc.stdout + proc.stderr
+    assert result.read_bytes() == before
