@@ -166,16 +166,10 @@ def check_face_image(name: str, role: str, image: str | Path) -> None:
 
 
 def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
-    """Every check above, for every job; each photo decoded and encoder settings tried once."""
+    """The checks that need only the job table: locations, name lengths, encoder settings (each
+    tried once)."""
     check_input_locations(jobs, workdir)
     check_name_lengths(jobs, workdir)
-    photos = set()
-    for name, job in jobs.items():
-        check_target_readable_kind(name, job["target"])
-        for role in ("source", "reference"):
-            if job.get(role) and (role, job[role]) not in photos:
-                check_face_image(name, role, job[role])
-                photos.add((role, job[role]))
     tried = set()
     for job in jobs.values():
         if target_kind(job["target"]) == "image":
@@ -184,3 +178,14 @@ def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
         if settings not in tried:
             check_encoder(*settings)
             tried.add(settings)
+
+
+def check_input_files(name: str, job: dict, made_by_workflow=lambda path: False) -> None:
+    """A job's own files: a still target OpenCV can decode, and source and reference photos that are
+    decodable stills. Files a rule of the workflow makes (the demo's) are left to that rule and to
+    the stage that reads them."""
+    if not made_by_workflow(job["target"]):
+        check_target_readable_kind(name, job["target"])
+    for role in ("source", "reference"):
+        if job.get(role) and not made_by_workflow(job[role]):
+            check_face_image(name, role, job[role])

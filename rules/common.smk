@@ -14,7 +14,7 @@ from facepipe.backends import (
 from facepipe.gpu import nvml_memory_mb
 from facepipe.jobs import JobError, build_jobs, read_sheet
 from facepipe.models import batched_path, model_path, models_for
-from facepipe.preflight import PreflightError, check_jobs, target_kind
+from facepipe.preflight import PreflightError, check_input_files, check_jobs, target_kind
 from facepipe import provenance
 
 
@@ -150,6 +150,10 @@ def settle_provenance(name):
     if name in _SETTLED or not workflow.is_main_process:
         return
     _SETTLED.add(name)
+    try:
+        check_input_files(name, JOBS[name], made_by_workflow)
+    except PreflightError as exc:
+        raise WorkflowError(str(exc))
     record = job_record(name)
     state = provenance.result_state(result_path(name), record, read_result_record)
     if state == "foreign":

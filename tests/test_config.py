@@ -11,7 +11,7 @@ from test_workflow import pin_backend
 from workflow_helpers import snakemake, write_sheet
 
 from facepipe.jobs import JobError, build_jobs, check_config, read_sheet
-from facepipe.preflight import PreflightError, check_encoder, check_jobs, target_kind
+from facepipe.preflight import PreflightError, check_encoder, check_input_files, check_jobs, target_kind
 from test_jobs import CONFIG
 
 SCHEMA = "config/schemas/config.schema.yaml"
@@ -77,7 +77,8 @@ def test_undecodable_heic_still_fails_before_the_work(tmp_path):
     heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
     job = {"target": str(heic), "source": "s.png", "encoder": "libx264", "preset": "veryfast", "crf": 18}
     with pytest.raises(PreflightError, match="IMG_0001.heic.*HEIF still image.*convert it to PNG or JPEG"):
-        check_jobs({"h": job}, tmp_path)
+        check_input_files("h", job)
+    check_input_files("h", job, made_by_workflow=lambda path: True)  # a rule's file: its rule's business
 
 
 def test_a_source_that_is_not_a_decodable_still_fails_before_the_work(tmp_path):
@@ -85,11 +86,11 @@ def test_a_source_that_is_not_a_decodable_still_fails_before_the_work(tmp_path):
     video = tmp_path / "face.png"
     video.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
     with pytest.raises(PreflightError, match="source file .*face.png' is not a still image"):
-        check_jobs({"j": {**job, "source": str(video)}}, tmp_path)
+        check_input_files("j", {**job, "source": str(video)})
     heic = tmp_path / "IMG_0002.HEIC"
     heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
     with pytest.raises(PreflightError, match="reference file .*IMG_0002.HEIC' is a HEIF image.*convert it"):
-        check_jobs({"j": {**job, "source": str(tmp_path / "missing.png"), "reference": str(heic)}}, tmp_path)
+        check_input_files("j", {**job, "source": str(tmp_path / "missing.png"), "reference": str(heic)})
 
 
 def test_missing_encoder_and_bad_preset_fail_before_the_work():
