@@ -175,10 +175,12 @@ def read_verified(path: str | Path, *, owner: str | Path | None = None) -> bytes
 
 def write_sealed_json(path: str | Path, data: dict) -> Path:
     """JSON written atomically and sealed (the same text as facepipe.media.write_json)."""
+    from facepipe.media import json_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json_text(data))
     return place_sealed(tmp, path)
 
 

@@ -71,10 +71,15 @@ def write_json(path: str | Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json_text(data))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # after a failed write (a full disk): nothing left behind
+
+
+def json_text(data: dict) -> str:
+    """How the workflow writes its JSON files (stable: equal data, equal bytes)."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def read_json(path: str | Path) -> dict:
@@ -321,14 +326,6 @@ def _concat_line(path: Path) -> str:
     return "file '" + str(path.resolve()).replace("'", "'\\''") + "'\n"
 
 
-def _timing(target: str | Path, probe_info: dict) -> dict:
-    """The probe's timing fields; a probe.json written before they existed is measured again."""
-    if "video_start" in probe_info and "audio_tracks" in probe_info:
-        return probe_info
-    log.info("probe of %s has no stream timing (made by an older version): probing it again", target)
-    return asdict(probe(target))
-
-
 def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, out: str | Path, *,
               frames: int, fps: str, record: str | None = None) -> None:
     """Concatenate encoded segments and put the original audio back; label the file as AI-generated.
@@ -346,7 +343,7 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = _timing(target, probe_info)
+    info = probe_info
     rate = Fraction(fps)
     tracks = (info.get("audio_tracks") or []) if info.get("has_audio") else []
     listing = temporary_beside(out, ".concat.txt")
@@ -469,29 +466,36 @@ def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = No
         tmp.unlink(missing_ok=True)
 
 
-def read_result_record(path: str | Path) -> str | None:
-    """The record written into a result (an MP4's `synopsis` tag, a PNG's text chunk), or None
-    when it has none, cannot be read, or holds something other than a facepipe record (a user's
-    own file with a synopsis of its own is not one of ours)."""
-    import json
+def _result_tags(path: str | Path) -> dict:
+    """A result's metadata: a PNG's text chunks, an MP4's container tags ({} when unreadable)."""
+    from facepipe.preflight import sniff_image
 
-    path = Path(path)
     try:
         with open(path, "rb") as f:
-            is_png = f.read(8) == b"\x89PNG\r\n\x1a\n"
+            is_png = sniff_image(f.read(32)) == "png"
         if is_png:
             from PIL import Image
 
             with Image.open(path) as img:
                 img.load()  # text chunks after the image data are read with it
-                text = img.text.get(RECORD_KEY)
-        else:
-            import av
+                return dict(img.text)
+        import av
 
-            with av.open(str(path)) as container:
-                text = container.metadata.get(MP4_RECORD_TAG)
+        with av.open(str(path)) as container:
+            return dict(container.metadata)
+    except Exception:  # unreadable for whatever reason (missing, damaged, not media): no tags
+        return {}
+
+
+def read_result_record(path: str | Path) -> str | None:
+    """The record written into a result (an MP4's `synopsis` tag, a PNG's text chunk), or None
+    when it has none, cannot be read, or holds something other than a facepipe record (a user's
+    own file with a synopsis of its own is not one of ours)."""
+    tags = _result_tags(path)
+    text = tags.get(RECORD_KEY) if RECORD_KEY in tags else tags.get(MP4_RECORD_TAG)
+    try:
         record = json.loads(text) if text else None
-    except Exception:  # unreadable for whatever reason (missing, damaged, not media): no record
+    except ValueError:
         return None
     return text if isinstance(record, dict) and "facepipe" in record else None
 
@@ -499,21 +503,8 @@ def read_result_record(path: str | Path) -> str | None:
 def carries_ai_label(path: str | Path) -> bool:
     """Whether a file carries this workflow's AI-generated label (results of versions that wrote no
     record do): told apart from a user's own file only to word the message, never to adopt it."""
-    try:
-        with open(path, "rb") as f:
-            is_png = f.read(8) == b"\x89PNG\r\n\x1a\n"
-        if is_png:
-            from PIL import Image
-
-            with Image.open(path) as img:
-                img.load()
-                return img.text.get("Comment") == AI_LABEL
-        import av
-
-        with av.open(str(path)) as container:
-            return container.metadata.get("comment") == AI_LABEL
-    except Exception:  # unreadable: not ours as far as anyone can tell
-        return False
+    tags = _result_tags(path)
+    return AI_LABEL in (tags.get("Comment"), tags.get("comment"))
 
 
 def temporary_beside(out: str | Path, suffix: str) -> Path:

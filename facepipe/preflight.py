@@ -129,19 +129,25 @@ def check_encoder(encoder: str, preset: str, crf: int | None) -> None:
                              f"ffmpeg: {detail}. See `ffmpeg -encoders`; libx264 is the default")
 
 
-def check_target_readable_kind(name: str, target: str | Path) -> None:
-    """A still image must be one OpenCV can read (HEIF/AVIF often is not)."""
+def still_kind(path: str | Path) -> tuple[str | None, bool]:
+    """(the still format a file's bytes announce or None, whether OpenCV decodes it)."""
     import cv2
     import numpy as np
 
+    with open(path, "rb") as f:
+        kind = sniff_image(f.read(32))
+    decodable = kind is not None and cv2.imdecode(np.fromfile(path, dtype=np.uint8),
+                                                  cv2.IMREAD_REDUCED_COLOR_2) is not None
+    return kind, decodable
+
+
+def check_target_readable_kind(name: str, target: str | Path) -> None:
+    """A still target must be one OpenCV can read (HEIF/AVIF often is not)."""
     path = Path(target)
     if not path.is_file():
         return  # made by a rule, or missing: the probe names it
-    with open(path, "rb") as f:
-        kind = sniff_image(f.read(32))
-    if kind is None:
-        return
-    if cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR) is None:
+    kind, decodable = still_kind(path)
+    if kind is not None and not decodable:
         raise PreflightError(f"job {name!r}: target file {str(path)!r} is a {kind.upper()} still image that "
                              f"cannot be decoded here; convert it to PNG or JPEG")
 
@@ -149,18 +155,14 @@ def check_target_readable_kind(name: str, target: str | Path) -> None:
 def check_face_image(name: str, role: str, image: str | Path) -> None:
     """A source or reference photo must be a still OpenCV can decode: a video, or an iPhone's
     HEIC, given as the face is named now, not after the target's detection."""
-    import cv2
-    import numpy as np
-
     path = Path(image)
     if not path.is_file():
         return  # made by a rule, or missing: Snakemake names a missing input itself
-    with open(path, "rb") as f:
-        kind = sniff_image(f.read(32))
+    kind, decodable = still_kind(path)
     if kind is None:
         raise PreflightError(f"job {name!r}: {role} file {str(path)!r} is not a still image (PNG, JPEG, BMP, "
                              f"WebP or TIFF); give a photo of the face")
-    if cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_REDUCED_COLOR_2) is None:
+    if not decodable:
         raise PreflightError(f"job {name!r}: {role} file {str(path)!r} is a {kind.upper()} image that cannot be "
                              f"decoded here" + ("; convert it to PNG or JPEG" if kind == "heif" else " (damaged?)"))
 

@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import copy_workflow
-from test_workflow import pin_backend
-from workflow_helpers import snakemake, write_sheet
+from workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe.jobs import JobError, build_jobs, check_config, read_sheet
 from facepipe.preflight import PreflightError, check_encoder, check_input_files, check_jobs, target_kind

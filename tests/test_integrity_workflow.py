@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from conftest import copy_workflow
 from test_integrity import flip_bytes
-from test_workflow import pin_backend
-from workflow_helpers import snakemake, write_sheet
+from workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe import integrity
 

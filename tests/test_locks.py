@@ -19,7 +19,7 @@ import av
 import numpy as np
 import pytest
 from conftest import copy_workflow
-from workflow_helpers import snakemake
+from workflow_helpers import pin_backend, snakemake
 
 from facepipe import demo, locks
 from facepipe.slurmprobe import env_for_local_snakemake
@@ -168,13 +168,6 @@ def test_holders_names_the_processes_holding_the_run_lock(tmp_path):
 def decoded_frames(path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-
-
-def pin_backend(wd: Path, backend: str) -> None:
-    config = wd / "config" / "config.yaml"
-    text = config.read_text()
-    assert "\nbackend: auto\n" in text
-    config.write_text(text.replace("\nbackend: auto\n", f"\nbackend: {backend}\n"))
 
 
 SECONDS = 4

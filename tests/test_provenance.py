@@ -12,9 +12,8 @@ import shutil
 
 import cv2
 import pytest
-from conftest import REPO, copy_workflow
-from test_workflow import pin_backend
-from workflow_helpers import planned_jobs, snakemake, write_sheet
+from conftest import REPO
+from workflow_helpers import planned_jobs, snakemake, standin_job
 
 from facepipe import provenance
 from facepipe.media import read_result_record
@@ -100,14 +99,8 @@ def test_digest_cache_follows_content(tmp_path):
 
 @pytest.fixture()
 def job_dir(tmp_path, media_dir):
-    wd = copy_workflow(tmp_path / "wf")
-    pin_backend(wd, "standin")
-    inputs = wd / "inputs"
-    inputs.mkdir()
-    shutil.copy(media_dir / "silent.mp4", inputs / "clip.mp4")
-    shutil.copy(media_dir / "astronaut.png", inputs / "face.png")
-    write_sheet(wd / "config" / "jobs.tsv",
-                [{"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/face.png"}])
+    wd = standin_job(tmp_path / "wf", {"clip.mp4": media_dir / "silent.mp4", "face.png": media_dir / "astronaut.png"},
+                     {"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/face.png"})
     snakemake(wd)
     return wd
 

@@ -20,8 +20,7 @@ import av
 import numpy as np
 import pytest
 from conftest import copy_workflow
-from test_workflow import pin_backend
-from workflow_helpers import snakemake, write_sheet
+from workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe import demo, media
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, copy_workflow
-from workflow_helpers import frame_before_after, planned_jobs, snakemake, write_sheet
+from workflow_helpers import frame_before_after, planned_jobs, snakemake, standin_job, write_sheet
 
 from facepipe import media
 
@@ -24,25 +24,12 @@ pytestmark = pytest.mark.workflow
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, media_dir):
     """One finished run of job 'clip': a 2 s clip with audio, cut into 1 s segments."""
-    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
-    pin_backend(wd, "standin")
-    inputs = wd / "inputs"
-    inputs.mkdir()
-    shutil.copy(media_dir / "clip.mp4", inputs / "clip.mp4")
-    shutil.copy(media_dir / "astronaut.png", inputs / "astronaut.png")
-    write_sheet(wd / "config" / "jobs.tsv",
-                [{"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/astronaut.png",
-                  "segment_seconds": 1}])
+    wd = standin_job(tmp_path_factory.mktemp("wf"),
+                     {"clip.mp4": media_dir / "clip.mp4", "astronaut.png": media_dir / "astronaut.png"},
+                     {"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/astronaut.png",
+                      "segment_seconds": 1})
     snakemake(wd)
     return wd
-
-
-def pin_backend(wd, backend):
-    """Set the copied workflow's config default backend (these tests are about the wiring)."""
-    config = wd / "config" / "config.yaml"
-    text = config.read_text()
-    assert "\nbackend: auto\n" in text
-    config.write_text(text.replace("\nbackend: auto\n", f"\nbackend: {backend}\n"))
 
 
 def stream_duration(path, kind):

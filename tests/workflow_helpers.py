@@ -35,6 +35,30 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return jobs
 
 
+def pin_backend(wd: Path, backend: str) -> None:
+    """Set the copied workflow's config default backend (most tests are about the wiring)."""
+    config = wd / "config" / "config.yaml"
+    text = config.read_text()
+    assert "\nbackend: auto\n" in text
+    config.write_text(text.replace("\nbackend: auto\n", f"\nbackend: {backend}\n"))
+
+
+def standin_job(dest: Path, inputs: dict[str, Path], row: dict) -> Path:
+    """A fresh copy of the workflow at dest on the stand-in backend, with the given files copied
+    into its inputs/ folder (name there -> file) and a jobs sheet of one row."""
+    import shutil
+
+    from conftest import copy_workflow
+
+    wd = copy_workflow(dest)
+    pin_backend(wd, "standin")
+    (wd / "inputs").mkdir()
+    for name, src in inputs.items():
+        shutil.copy(src, wd / "inputs" / name)
+    write_sheet(wd / "config" / "jobs.tsv", [row])
+    return wd
+
+
 def write_sheet(path: Path, rows: list[dict]) -> Path:
     columns = list(rows[0])
     lines = ["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in rows]
