@@ -116,15 +116,6 @@ def backend_summary(jobs: dict[str, dict]) -> str:
     return "; ".join(f"backend {b}: {', '.join(names)}" for b, names in sorted(by_backend.items()))
 
 
-def embeds_target_faces(backend: str, faces: str) -> bool:
-    """Whether detection computes each target face's embedding.
-
-    Only faces=reference compares target embeddings, so the recognizer runs (one call per face
-    and frame) only then. A detection rule parameter, so switching to reference reruns it.
-    """
-    return faces == "reference"
-
-
 def face_crop_kind(backend: str) -> str:
     """The crop of each face detection keeps for the backend's swapper (facepipe.faces.face_crop)."""
     return "landmark_box" if backend == OFFLINE else "aligned_128"
@@ -159,6 +150,21 @@ def make_swapper(backend: str, model: str | Path | None, source: dict, providers
             raise ValueError(f"backend {backend} needs a swapper model file")
         return Swapper(model, providers, precision=precision, threads=threads, batch_size=batch_size)
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS} (auto is resolved by the workflow)")
+
+
+def make_swappers(backend: str, model: str | Path | None, sources: dict[str, dict], providers: list[str], *,
+                  precision: str = "fp32", threads: int = 0, batch_size: int = 1,
+                  source_file: str = "source embedding") -> dict[str, tuple]:
+    """key -> (swapper, source embedding) for each source record: one learned swapper (one model
+    session) serves every source; the classic one is made per source (it warps the source's pixels)."""
+    if not sources:
+        return {}
+    if backend == OFFLINE:
+        return {key: (make_swapper(backend, model, record, providers, source_file=source_file),
+                      record["embedding"]) for key, record in sources.items()}
+    shared = make_swapper(backend, model, next(iter(sources.values())), providers, precision=precision,
+                          threads=threads, source_file=source_file, batch_size=batch_size)
+    return {key: (shared, record["embedding"]) for key, record in sources.items()}
 
 
 def fetchable_learned_models(models_dir: str | Path = "resources/models") -> list[str]:

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -53,15 +54,15 @@ class FaceAnalyzer:
             rec_session = create_session(recognizer, providers, threads=threads, precision=precision)
             self.recognizer = ArcFaceONNX(model_file=str(recognizer), session=rec_session)
 
-    def analyze(self, img: np.ndarray) -> list[dict]:
+    def analyze(self, img: np.ndarray, embed: bool = True) -> list[dict]:
         """Faces in one BGR image, largest first, each with box, score, kps and embedding."""
         from insightface.utils import face_align
 
         det, kpss = self.detector.detect(img, input_size=self.det_size)
         crop = lambda kps: face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0])  # noqa: E731
-        return self._faces(det, kpss, crop)
+        return self._faces(det, kpss, crop, embed)
 
-    def analyze_frame(self, frame) -> list[dict]:
+    def analyze_frame(self, frame, embed: bool = True) -> list[dict]:
         """analyze() of a working frame (facepipe.video.WorkFrame) without converting all of it:
         the detector gets the frame already at its input size, scaled from the YUV planes, and
         the recognizer's crops are warped from the planes."""
@@ -79,12 +80,12 @@ class FaceAnalyzer:
             kpss = kpss * scale
         size = self.recognizer.input_size[0] if self.recognizer else 0
         crop = lambda kps: frame.warp_bgr(face_align.estimate_norm(kps, size), size)  # noqa: E731
-        return self._faces(det, kpss, crop)
+        return self._faces(det, kpss, crop, embed)
 
-    def _faces(self, det, kpss, crop) -> list[dict]:
+    def _faces(self, det, kpss, crop, embed: bool = True) -> list[dict]:
         if det.shape[0] == 0:
             return []
-        if self.recognizer is None:
+        if self.recognizer is None or not embed:
             feats = [None] * len(det)
         else:
             # One batched recognizer call for all faces of the frame.
@@ -112,71 +113,177 @@ def box_area(box) -> float:
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
 
 
-def face_crop(frame, face: dict, kind: str) -> dict:
-    """The crop columns of one face (see FACE_COLUMNS) from its working frame (WorkFrame)."""
+# Crops are kept with a margin around the face, so the swap stage can re-align them to the
+# tracked (smoothed, interpolated) keypoints without decoding the video again. A held crop (see
+# face_rows) is cut where a face was just before or after a frame where it was missed; the
+# wider margin leaves room for the face to move while the detector misses it.
+CROP_MARGIN = 0.125
+HOLD_MARGIN = 0.375
+# Detection embeds every face on one frame in IDENTITY_EVERY (counted over the whole video,
+# so the sample does not depend on how the video is split): enough for tracking and persons,
+# at a fraction of the recognizer's cost (dlib's CPU ResNet dominates offline detection).
+IDENTITY_EVERY = 5
+THUMB_SIZE = 24  # side of the frame thumbnails shot changes are found from (facepipe.tracking)
+# Two detections on neighbouring frames are the same face when their boxes overlap this much.
+SAME_FACE_IOU = 0.3
+
+
+def aligned_size(kind: str) -> int:
+    """The side of the aligned crop a crop kind feeds the swapper (0: not an aligned kind)."""
+    return 128 if kind == "aligned_128" else 0
+
+
+def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict:
+    """The crop columns of one face (see FACE_COLUMNS) from its working frame (WorkFrame).
+
+    aligned_128: the arcface-template crop insightface's swapper takes, on a canvas `margin`
+    wider on every side; crop_matrix maps the frame to the canvas. landmark_box: the frame's
+    pixels around the 68 landmarks' rectangle, `margin` wider, at (crop_x, crop_y).
+    """
     from facepipe.patches import encode_image
 
     if kind == "aligned_128":
         from insightface.utils import face_align
 
-        # The crop INSwapper.get makes (norm_crop2: arcface template, 128 px), warped from the planes.
-        matrix = face_align.estimate_norm(np.asarray(face["kps"]).reshape(5, 2), 128)
-        return {"crop": encode_image(frame.warp_bgr(matrix, 128)), "crop_x": 0, "crop_y": 0,
-                "crop_matrix": np.asarray(matrix, np.float64).reshape(-1).tolist()}
+        size = aligned_size(kind)
+        pad = round(size * margin)
+        matrix = face_align.estimate_norm(np.asarray(face["kps"]).reshape(5, 2), size).astype(np.float64)
+        matrix[:, 2] += pad
+        return {"crop": encode_image(frame.warp_bgr(matrix, size + 2 * pad)), "crop_x": 0, "crop_y": 0,
+                "crop_matrix": matrix.reshape(-1).tolist()}
     if kind == "landmark_box":
         from facepipe.classic_swap import _hull_bbox
 
         img = frame.bgr()
-        x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(68, 2), img.shape[:2], 0.0)
+        x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(68, 2), img.shape[:2], margin)
         return {"crop": encode_image(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
     raise ValueError(f"unknown crop kind {kind!r}; known: {CROP_KINDS}")
 
 
-def face_rows(analyzer, frames: Iterable, crop: str | None = None) -> Iterator[list[dict]]:
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _matched(face: dict, faces: list[dict]) -> bool:
+    return any(box_iou(face["box"], other["box"]) >= SAME_FACE_IOU for other in faces)
+
+
+def frame_thumbnail(frame) -> bytes:
+    """A THUMB_SIZE-square BGR thumbnail of a working frame: what shot changes are found from."""
+    return frame.scaled_bgr((THUMB_SIZE, THUMB_SIZE)).tobytes()
+
+
+def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_frame: int = 1,
+              hold_frames: int = 0, identity_every: int = IDENTITY_EVERY,
+              thumbnails: list | None = None) -> Iterator[list[dict]]:
     """The faces-table rows of a segment's working frames (facepipe.video.WorkFrame, numbered
     from 1), one list per frame; analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of
-    face crop to keep for the swap."""
+    face crop to keep for the swap.
+
+    first_frame: the video's frame number (from 1) of the segment's first frame; faces are
+    embedded on video frames first_frame + n with n a multiple of identity_every.
+
+    hold_frames: where a face is found on one frame and not on the next (or the other way
+    round), up to this many frames on the side where it is missing get a *held* crop: cut at the
+    face's last (next) known place, marked hold=True, held_from = the frame it was found on. The
+    tracker interpolates the face over such a gap and swaps it from the held crops, so no stage
+    after this one decodes the video. Frames are handed on hold_frames late for this.
+
+    thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
+    """
+    from collections import deque
+
     numbers, frames_kept = [], {}
 
     def seen():
         for frame in frames:
             numbers.append(frame.number)
-            if crop:
-                frames_kept[frame.number] = frame  # until its faces are cropped, just below
+            frames_kept[frame.number] = frame  # until its faces are cropped, just below
+            if thumbnails is not None:
+                thumbnails.append((frame.number, frame_thumbnail(frame)))
             yield frame
+
+    def embeds(number: int) -> bool:
+        return (first_frame + number - 2) % identity_every == 0 if identity_every > 0 else False
 
     # An analyzer may spread the frames over processes itself (the offline one does); the
     # learned one works on the frames' YUV planes.
     if hasattr(analyzer, "analyze_frames"):
-        per_frame = analyzer.analyze_frames(frame.bgr() for frame in seen())
+        per_frame = analyzer.analyze_frames((frame.bgr(), embeds(frame.number)) for frame in seen())
     else:
-        per_frame = (analyzer.analyze_frame(frame) for frame in seen())
-    found = with_faces = 0
+        per_frame = (analyzer.analyze_frame(frame, embed=embeds(frame.number)) for frame in seen())
+
+    # Recent frames: (number, frame, faces, rows), handed on once hold_frames newer ones follow.
+    recent: deque = deque()
+    following: list[tuple[dict, int, int]] = []  # (face, frame it was last found on, frames left)
+    previous: list[dict] = []
+    counts = {"found": 0, "with_faces": 0, "held": 0}
+
+    def hold(entry, face: dict, found_on: int) -> None:
+        number, frame, _, rows = entry
+        row = _row(number, len(rows), face, hold=True, held_from=found_on)
+        if crop:
+            row.update(face_crop(frame, face, crop, HOLD_MARGIN))
+        rows.append(row)
+        counts["held"] += 1
+
     for i, faces in enumerate(per_frame):
-        frame_no = numbers[i]
-        frame = frames_kept.pop(frame_no, None)
+        number = numbers[i]
+        frame = frames_kept.pop(number, None)
         rows = []
         for j, face in enumerate(faces):
-            x1, y1, x2, y2 = (float(v) for v in face["box"])
-            row = {"frame": frame_no, "face": j, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-                   "score": face["score"], "kps": face["kps"].reshape(-1).tolist(),
-                   # None when the analyzer was asked not to embed (faces != reference)
-                   "embedding": None if face["embedding"] is None else face["embedding"].tolist(),
-                   "landmarks": (face["landmarks"].reshape(-1).tolist()
-                                 if face.get("landmarks") is not None else None),
-                   "crop": None, "crop_x": 0, "crop_y": 0, "crop_matrix": None}
+            row = _row(number, j, face)
             if crop:
                 row.update(face_crop(frame, face, crop))
             rows.append(row)
-        found += len(rows)
-        with_faces += bool(rows)
-        yield rows
-    log.info("%d faces in %d frames (%d frames without a face)", found, len(numbers), len(numbers) - with_faces)
+        counts["found"] += len(rows)
+        counts["with_faces"] += bool(rows)
+        entry = (number, frame, faces, rows)
+        if crop and hold_frames > 0:
+            # Faces of the last frame not found on this one: held forward for hold_frames frames.
+            following = [(f, at, left) for f, at, left in following if not _matched(f, faces)]
+            following += [(f, number - 1, hold_frames) for f in previous if not _matched(f, faces)]
+            for f, at, left in following:
+                hold(entry, f, at)
+            following = [(f, at, left - 1) for f, at, left in following if left > 1]
+            # Faces found here but not on the last frame: held back over the frames before it.
+            for face in faces:
+                for back in reversed(recent):
+                    if back[0] < number - hold_frames or _matched(face, back[2]):
+                        break
+                    hold(back, face, number)
+            previous = faces
+        recent.append(entry)
+        while len(recent) > hold_frames:
+            yield recent.popleft()[3]
+    while recent:
+        yield recent.popleft()[3]
+    log.info("%d faces in %d frames (%d frames without a face); %d held crops for frames where a face "
+             "may have been missed", counts["found"], len(numbers), len(numbers) - counts["with_faces"],
+             counts["held"])
 
 
-def detect_frames(analyzer, frames: Iterable, crop: str | None = None) -> pd.DataFrame:
+def _row(number: int, index: int, face: dict, *, hold: bool = False, held_from: int = 0) -> dict:
+    x1, y1, x2, y2 = (float(v) for v in face["box"])
+    return {"frame": number, "face": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            "score": 0.0 if hold else face["score"], "kps": np.asarray(face["kps"]).reshape(-1).tolist(),
+            # None on frames outside the identity sample, and on held crops
+            "embedding": None if hold or face["embedding"] is None else face["embedding"].tolist(),
+            "landmarks": (np.asarray(face["landmarks"]).reshape(-1).tolist()
+                          if face.get("landmarks") is not None else None),
+            "hold": hold, "held_from": held_from,
+            "crop": None, "crop_x": 0, "crop_y": 0, "crop_matrix": None}
+
+
+def detect_frames(analyzer, frames: Iterable, crop: str | None = None, **kwargs) -> pd.DataFrame:
     """face_rows as one table."""
-    return pd.DataFrame([row for rows in face_rows(analyzer, frames, crop) for row in rows], columns=FACE_COLUMNS)
+    return pd.DataFrame([row for rows in face_rows(analyzer, frames, crop, **kwargs) for row in rows],
+                        columns=FACE_COLUMNS)
 
 
 def write_faces(rows, path: str | Path) -> None:
@@ -196,45 +303,49 @@ def read_faces(path: str | Path) -> pd.DataFrame:
     return read_table(path)
 
 
-def row_crop(row) -> np.ndarray:
-    """The face crop a faces-table row holds for the swapper, decoded and checked against what
-    detection writes (face_crop); ValueError otherwise, so a crop that decodes to the wrong
-    size never reaches the swapper, which would quietly resize it."""
-    from facepipe.patches import INSWAPPER_SIZE, check_matrix, decode_image
+def swap_input(row, kps, landmarks=None) -> tuple[np.ndarray, dict]:
+    """The crop the swapper takes for a face, from the crop detection kept (a faces-table row),
+    re-aligned to the tracked keypoints ``kps`` (or, landmark_box, cut around ``landmarks``).
+
+    Returns the crop and the arguments the swapper needs with it: ``matrix`` (frame -> aligned
+    crop) for the learned swapper; ``x``, ``y`` and ``landmarks`` for the classic one.
+    ValueError for a crop that is not what detection writes, so a damaged crop never reaches
+    the swapper (which would quietly resize it), or a face that moved out of its held crop.
+    """
+    from facepipe.patches import check_matrix, decode_image
 
     if row.crop is None:
-        raise ValueError("it has no crop (a table made before crops were kept: rerun detection)")
+        raise ValueError("it has no crop")
     crop = decode_image(row.crop)
-    kps = None if row.kps is None else np.asarray(row.kps, np.float64)
-    if kps is None or kps.size != 10 or not np.isfinite(kps).all():
+    kps = np.asarray(kps, np.float64)
+    if kps.size != 10 or not np.isfinite(kps).all():
         raise ValueError("its keypoints are not 10 finite numbers")
     if row.crop_matrix is not None:  # aligned_128
-        if crop.shape[:2] != (INSWAPPER_SIZE, INSWAPPER_SIZE):
-            raise ValueError(f"its aligned crop is {crop.shape[1]}x{crop.shape[0]}, not "
-                             f"{INSWAPPER_SIZE}x{INSWAPPER_SIZE}")
-        check_matrix(row.crop_matrix, "crop matrix")
-    else:  # landmark_box: the classic swapper pastes it back at (crop_x, crop_y)
-        landmarks = getattr(row, "landmarks", None)
-        if landmarks is None or np.size(landmarks) != 136 or not np.isfinite(np.asarray(landmarks, float)).all():
-            raise ValueError("its crop has no matrix and no 68 finite landmarks")
-        if row.crop_x < 0 or row.crop_y < 0:
-            raise ValueError(f"its crop corner ({row.crop_x}, {row.crop_y}) is outside the frame")
-    return crop
+        from insightface.utils import face_align
 
-
-def row_face(row) -> dict:
-    """A faces-table row as the face record insightface's swapper expects (kps, box, embedding)."""
-    from insightface.app.common import Face
-
-    face = Face(bbox=np.array([row.x1, row.y1, row.x2, row.y2], dtype=np.float32),
-                kps=np.asarray(row.kps, dtype=np.float32).reshape(5, 2),
-                det_score=float(row.score),
-                embedding=np.asarray(row.embedding, dtype=np.float32))
-    # Absent in tables from before the column existed, null (None/NaN) from the learned backend.
-    landmarks = getattr(row, "landmarks", None)
-    if landmarks is not None and np.size(landmarks) == 136:
-        face["landmarks"] = np.asarray(landmarks, dtype=np.float32).reshape(68, 2)
-    return face
+        stored = check_matrix(row.crop_matrix, "crop matrix")
+        if crop.shape[0] != crop.shape[1] or crop.shape[0] < 128:
+            raise ValueError(f"its aligned crop is {crop.shape[1]}x{crop.shape[0]}, not a square of 128 px or more")
+        matrix = face_align.estimate_norm(kps.reshape(5, 2), 128).astype(np.float64)
+        # frame -> stored canvas -> aligned crop: the canvas point p is the frame point inv(stored) p.
+        to_crop = matrix @ np.vstack([cv2.invertAffineTransform(stored), [0, 0, 1]])
+        if np.allclose(to_crop[:, :2], np.eye(2), atol=1e-9) and np.allclose(to_crop[:, 2], np.round(to_crop[:, 2]), atol=1e-6):
+            x, y = -int(round(to_crop[0, 2])), -int(round(to_crop[1, 2]))  # a whole-pixel shift: copied exactly
+            aligned = crop[y:y + 128, x:x + 128]
+        else:
+            aligned = cv2.warpAffine(crop, to_crop, (128, 128), borderValue=0.0)
+        return np.ascontiguousarray(aligned), {"matrix": matrix}
+    # landmark_box: the classic swapper works on the frame's own pixels around the landmarks.
+    landmarks = np.asarray(row.landmarks if landmarks is None else landmarks, np.float64)
+    if landmarks.size != 136 or not np.isfinite(landmarks).all():
+        raise ValueError("its crop has no matrix and no 68 finite landmarks")
+    if row.crop_x < 0 or row.crop_y < 0:
+        raise ValueError(f"its crop corner ({row.crop_x}, {row.crop_y}) is outside the frame")
+    lm = landmarks.reshape(68, 2) - (row.crop_x, row.crop_y)
+    h, w = crop.shape[:2]
+    if lm.min() < 0 or (lm[:, 0] > w).any() or (lm[:, 1] > h).any():
+        raise ValueError("the face moved out of its held crop")
+    return crop, {"x": int(row.crop_x), "y": int(row.crop_y), "landmarks": landmarks.reshape(-1)}
 
 
 def normalize(vec: np.ndarray) -> np.ndarray:
@@ -256,3 +367,16 @@ def pick_face(faces: list[dict], image: str | Path, face_index: int = -1) -> dic
         log.warning("image %s has %d faces: using the largest (set source_face=N to choose; 0 = largest)",
                     image, len(faces))
     return faces[0]
+
+
+def detect_segment(analyzer, frames: Iterable, manifest: dict, segment: str, faces_out: str | Path,
+                   frames_out: str | Path, *, crop: str, hold_frames: int, identity_every: int = IDENTITY_EVERY) -> None:
+    """Detection of one segment: its faces table (face_rows, written as it comes) and its frames
+    table (a thumbnail per frame, facepipe.tracking finds shot changes from it)."""
+    from facepipe.tables import FRAMES_SCHEMA, write_table
+
+    first = 1 if manifest["is_image"] else manifest["ranges"][segment]["start"] + 1
+    thumbnails: list = []
+    write_faces(face_rows(analyzer, frames, crop, first_frame=first, hold_frames=hold_frames,
+                          identity_every=identity_every, thumbnails=thumbnails), faces_out)
+    write_table([[{"frame": n, "thumb": t} for n, t in thumbnails]], frames_out, FRAMES_SCHEMA)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from facepipe.selection import MapError, map_text, parse_map
+
 # Keys a row of the sheet (or the command line) may set for its own job.
 OPTION_KEYS = (
     "backend",
@@ -14,6 +16,10 @@ OPTION_KEYS = (
     "reference",
     "reference_threshold",
     "source_face",
+    "map",
+    "track_gap",
+    "keypoint_smoothing",
+    "shot_threshold",
     "max_height",
     "fps",
     "segment_seconds",
@@ -24,9 +30,9 @@ OPTION_KEYS = (
     "preset",
     "crf",
 )
-INT_KEYS = {"source_face", "max_height", "crf", "batch_size"}
+INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap"}
 TEXT_COLUMNS = {"name", "target", "source", "reference", "providers", "encoder", "preset",
-                "backend", "enhancer", "faces", "precision"}
+                "backend", "enhancer", "faces", "precision", "map"}
 
 
 class JobError(Exception):
@@ -64,7 +70,7 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
         if column not in allowed:
             raise JobError(f"jobs sheet {str(path)!r}: unknown column {column!r}{nearest(column, allowed)}; "
                            f"allowed: {', '.join(allowed)}")
-    for column in ("target", "source"):
+    for column in ("target",):
         if column not in sheet.columns:
             raise JobError(f"jobs sheet {str(path)!r}: the column {column!r} is missing")
     return sheet
@@ -109,10 +115,8 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
     """
     defaults = {k: config.get(k) for k in OPTION_KEYS}
     if config.get("target"):
-        if not config.get("source"):
-            raise JobError("--config target=... needs source=... too (the image of the face to put in)")
         name = config.get("name") or Path(config["target"]).stem
-        rows = [{"name": name, "target": config["target"], "source": config["source"]}]
+        rows = [{"name": name, "target": config["target"], "source": config.get("source") or ""}]
     else:
         if sheet is None:
             raise JobError("no jobs: set target=... source=... or provide a jobs sheet")
@@ -141,8 +145,18 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
             job[key] = value
         job["name"] = name
         job["target"] = str(row["target"])
-        job["source"] = str(row["source"])
-        if job["faces"] == "reference" and not job.get("reference"):
+        job["source"] = str(_clean(row.get("source")) or "")
+        try:
+            job["map"] = map_text(parse_map(job.get("map")))
+        except MapError as exc:
+            raise JobError(f"job {name!r}: {exc}") from None
+        if job["map"]:
+            # The map gives every swapped person's source: faces, source and reference are not used.
+            job["source"] = job["reference"] = ""
+        elif not job["source"]:
+            raise JobError(f"job {name!r} has no source (the image of the face to put in): set source=..., "
+                           f"or map=... to give persons their own sources")
+        elif job["faces"] == "reference" and not job.get("reference"):
             raise JobError(f"job {name!r}: faces=reference needs a reference image (config key `reference`)")
         jobs[name] = job
         made_by[name] = str(i + 1)
@@ -150,3 +164,22 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
         raise JobError("the jobs sheet has no rows")
     return jobs
 
+
+
+def face_images(job: dict) -> dict[str, str]:
+    """Every face photo a job reads, by embedding role: source, reference, and for a map entry i
+    map{i} (its source photo) and mapref{i} (its reference photo, for an entry by reference)."""
+    images = {role: job[role] for role in ("source", "reference") if job.get(role)}
+    for i, entry in enumerate(parse_map(job.get("map"))):
+        images[f"map{i}"] = entry.source
+        if entry.reference is not None:
+            images[f"mapref{i}"] = entry.reference
+    return images
+
+
+def swap_roles(job: dict) -> list[str]:
+    """The embedding roles the swap stage reads: the map's, else the source (and reference)."""
+    roles = [role for role in face_images(job) if role.startswith("map")]
+    if roles:
+        return roles
+    return ["source", "reference"] if job["faces"] == "reference" else ["source"]

@@ -120,7 +120,7 @@ class OfflineAnalyzer:
         self.det_thresh = det_thresh
         self.threads = threads
         # embed=False leaves `embedding` None: the ResNet costs ~0.1 s per face on a CPU core,
-        # most of the detection time, and target embeddings serve only faces=reference.
+        # most of the detection time, so detection embeds only a sample of the frames.
         self.embed = embed
         self._args = (str(landmarks_model), str(recognizer), upsample, det_thresh, embed)
         if threads > 0:
@@ -133,8 +133,9 @@ class OfflineAnalyzer:
             return self.upsample
         return 1 if max(img.shape[:2]) < UPSAMPLE_BELOW else 0
 
-    def analyze(self, img: np.ndarray) -> list[dict]:
-        """Faces in one BGR image, largest first."""
+    def analyze(self, img: np.ndarray, embed: bool = True) -> list[dict]:
+        """Faces in one BGR image, largest first; embed=False skips the identity embedding
+        (detection embeds a sample of the frames, facepipe.faces.IDENTITY_EVERY)."""
         rgb = np.ascontiguousarray(img[:, :, ::-1])
         rects, scores, _ = self.detector.run(rgb, self._upsample_for(img), self.det_thresh)
         if not rects:
@@ -143,7 +144,8 @@ class OfflineAnalyzer:
         for rect in rects:
             shapes.append(self.predictor(rgb, rect))
         # One call for all faces of the frame; num_jitters=0 is deterministic and fast.
-        feats = self.recognizer.compute_face_descriptor(rgb, shapes, 0) if self.embed else [None] * len(rects)
+        feats = (self.recognizer.compute_face_descriptor(rgb, shapes, 0) if self.embed and embed
+                 else [None] * len(rects))
         h, w = img.shape[:2]
         faces = []
         for rect, score, shape, feat in zip(rects, scores, shapes, feats):
@@ -158,8 +160,8 @@ class OfflineAnalyzer:
         return faces
 
 
-    def analyze_frames(self, images: Iterable[np.ndarray]):
-        """Faces of every image, in order; over `threads` worker processes.
+    def analyze_frames(self, images: Iterable[tuple[np.ndarray, bool]]):
+        """Faces of every (image, embed) pair, in order; over `threads` worker processes.
 
         dlib's CPU ResNet is single-threaded and costs ~0.1 s per face, the bulk of the
         detection time, so frames are spread over processes (each loads the models once),
@@ -170,8 +172,8 @@ class OfflineAnalyzer:
 
         workers = self.threads
         if workers <= 1:
-            for img in images:
-                yield self.analyze(img)
+            for img, embed in images:
+                yield self.analyze(img, embed)
             return
         # The workers are forked (they inherit the loaded modules) before the first frame is
         # decoded: forking once the decoder's threads run could copy a lock one of them holds.
@@ -180,8 +182,8 @@ class OfflineAnalyzer:
                                  initargs=self._args) as pool:
             pool.submit(int).result()  # starts every worker now (fork starts them all at once)
             batch = []
-            for img in images:
-                batch.append(img)
+            for item in images:
+                batch.append(item)
                 if len(batch) == 4 * workers:
                     yield from pool.map(_analyze_image, batch)
                     batch = []
@@ -199,8 +201,8 @@ def _init_worker(landmarks_model: str, recognizer: str, upsample: int | None, de
                               embed=embed)
 
 
-def _analyze_image(img: np.ndarray) -> list[dict]:
-    return _worker.analyze(img)
+def _analyze_image(item: tuple[np.ndarray, bool]) -> list[dict]:
+    return _worker.analyze(*item)
 
 
 def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -55,8 +55,8 @@ class PreflightError(Exception):
 # own output (results/x.mp4 as the target of job x is a cycle).
 WORKFLOW_FOLDERS = ("results", "work")
 # The longest suffix the workflow appends to a job name in one path component (results/NAME.mp4,
-# results/NAME.png); temporary files use short names of their own.
-RESULT_SUFFIX_BYTES = len(".mp4")
+# results/NAME.png, results/NAME.cast.png); temporary files use short names of their own.
+RESULT_SUFFIX_BYTES = len(".cast.png")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -70,15 +70,15 @@ def _inside(path: Path, folder: Path) -> bool:
 def check_input_locations(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
     """No target, source or reference lies inside results/ or work/."""
     base = Path(workdir).resolve()
+    from facepipe.jobs import face_images
+
     for name, job in jobs.items():
-        for role in ("target", "source", "reference"):
-            if not job.get(role):
-                continue
-            path = (base / job[role]).resolve()
+        for role, file in {"target": job["target"], **face_images(job)}.items():
+            path = (base / file).resolve()
             for folder in WORKFLOW_FOLDERS:
                 if _inside(path, base / folder):
                     raise PreflightError(
-                        f"job {name!r}: the {role} {job[role]!r} lies inside {folder}/, which the workflow "
+                        f"job {name!r}: the {_role_text(role)} {file!r} lies inside {folder}/, which the workflow "
                         f"writes (its files are made, replaced and removed by runs): move it elsewhere")
 
 
@@ -186,8 +186,19 @@ def check_input_files(name: str, job: dict, made_by_workflow=lambda path: False)
     """A job's own files: a still target OpenCV can decode, and source and reference photos that are
     decodable stills. Files a rule of the workflow makes (the demo's) are left to that rule and to
     the stage that reads them."""
+    from facepipe.jobs import face_images
+
     if not made_by_workflow(job["target"]):
         check_target_readable_kind(name, job["target"])
-    for role in ("source", "reference"):
-        if job.get(role) and not made_by_workflow(job[role]):
-            check_face_image(name, role, job[role])
+    for role, file in face_images(job).items():
+        if not made_by_workflow(file):
+            check_face_image(name, _role_text(role), file)
+
+
+def _role_text(role: str) -> str:
+    """How an embedding role is named to the user: 'map0' is the map's first source photo."""
+    if role.startswith("mapref"):
+        return f"map entry {int(role[6:]) + 1}'s reference photo"
+    if role.startswith("map"):
+        return f"map entry {int(role[3:]) + 1}'s source photo"
+    return role

@@ -32,9 +32,11 @@ import facepipe
 STAGES: dict[str, tuple[str, ...]] = {
     "probe_target": ("target",),
     "prepare_target": ("target", "max_height", "fps", "segment_seconds"),
-    "detect_faces": ("target", "backend", "faces", "providers", "degrade", "min_free_gpu_mb"),
-    "embed_face": ("source", "reference", "source_face", "providers", "backend"),
-    "swap_faces": ("faces", "reference_threshold", "providers", "precision", "backend", "batch_size",
+    "detect_faces": ("target", "backend", "track_gap", "providers", "degrade", "min_free_gpu_mb"),
+    "track_faces": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
+    "cast_sheet": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
+    "embed_face": ("source", "reference", "map", "source_face", "providers", "backend"),
+    "swap_faces": ("faces", "map", "reference_threshold", "providers", "precision", "backend", "batch_size",
                    "degrade", "min_free_gpu_mb"),
     "enhance_faces": ("enhancer", "providers", "batch_size", "degrade", "min_free_gpu_mb"),
     "render_segment": ("target", "encoder", "preset", "crf"),
@@ -116,11 +118,10 @@ def job_record(job: dict, config: dict, *, code: str, digest, made_by_workflow) 
     `digest(path)` gives a file's content digest; `made_by_workflow(path)` says whether a rule
     makes the file (then it is not digested: it may not exist yet).
     """
+    from facepipe.jobs import face_images
+
     inputs = {}
-    for role in INPUT_FILES:
-        path = job.get(role)
-        if not path:
-            continue
+    for role, path in {"target": job["target"], **face_images(job)}.items():
         inputs[role] = MADE_BY_WORKFLOW if made_by_workflow(path) else digest(path)
     settings = {k: v for k, v in job.items() if k not in (*INPUT_FILES, "name")}
     settings.update({k: config.get(k) for k in GLOBAL_SETTINGS})
@@ -144,8 +145,10 @@ def record_text(record: dict) -> str:
 def stage_stamp(record: dict, stage: str) -> str:
     """A stage's stamp content: the parts of the record it depends on, and the code version."""
     wanted = STAGES[stage]
+    # A map's photos are inputs map0, mapref0, ... (facepipe.jobs.face_images): "map" wants them all.
     part = {"code": record["code"],
-            "inputs": {k: v for k, v in record["inputs"].items() if k in wanted},
+            "inputs": {k: v for k, v in record["inputs"].items()
+                       if k in wanted or ("map" in wanted and k.startswith("map"))},
             "settings": {k: v for k, v in record["settings"].items() if k in wanted}}
     return json.dumps(part, sort_keys=True, indent=1, default=str) + "\n"
 

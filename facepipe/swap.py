@@ -9,43 +9,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import normalize, row_crop
+from facepipe.faces import normalize, swap_input
 from facepipe.integrity import reject
 from facepipe.patches import Patch, paste_inswapper, write_patches
 from facepipe.runtime import BatchedSession, create_session
 
 log = logging.getLogger(__name__)
-
-def select_faces(faces: pd.DataFrame, mode: str, reference: np.ndarray | None = None,
-                 threshold: float = 0.35, metric: str = "cosine") -> pd.DataFrame:
-    """The faces to replace, frame by frame: each frame's most prominent, all, or those like the
-    reference. Works on a whole faces table at once.
-
-    ``metric`` is how the backend's embeddings are compared: "cosine" (ArcFace) or
-    "euclidean" (dlib, offline backend); ``threshold`` is in that metric.
-    """
-    if faces.empty or mode == "many":
-        return faces
-    if mode == "one":
-        area = (faces["x2"] - faces["x1"]).clip(lower=0) * (faces["y2"] - faces["y1"]).clip(lower=0)
-        return faces.loc[area.groupby(faces["frame"]).idxmax()]
-    if mode == "reference":
-        if reference is None:
-            raise ValueError("faces=reference needs a reference embedding")
-        if faces["embedding"].isna().any():
-            raise ValueError("faces=reference needs the target faces' embeddings, and this faces table has none "
-                             "(made by the offline backend for faces=one|many); rerun detection")
-        embeddings = np.stack([np.asarray(e, dtype=np.float32) for e in faces["embedding"]])
-        if metric == "euclidean":
-            dist = np.linalg.norm(embeddings - np.asarray(reference, dtype=np.float32).reshape(-1), axis=1)
-        elif metric == "cosine":
-            unit = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-12)
-            dist = 1.0 - unit @ normalize(reference)
-        else:
-            raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
-        return faces[dist < threshold]
-    raise ValueError(f"unknown faces mode {mode!r}")
-
 
 class Swapper:
     """insightface's INSwapper, on batches of face crops (runtime.BatchedSession): the published
@@ -101,61 +70,130 @@ def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndar
     return out
 
 
-def swap_segment(faces: str | Path, source_embedding: np.ndarray, swapper, out: str | Path, *, mode: str,
-                 reference: np.ndarray | None = None, threshold: float = 0.35, metric: str = "cosine") -> int:
-    """Swap the selected faces of a segment from the crops detection kept (no frame is decoded);
-    writes the face patches, in face order within each frame. The faces table is verified
-    before its first row is used (facepipe.tables.iter_frame_rows)."""
-    from itertools import groupby
+def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path) -> int:
+    """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
+    the face patches, in the tracks' order within each frame.
 
+    tracks: the segment's rows of the job's tracks table (facepipe.tracking) that are swapped,
+    with a ``source`` column naming each one's entry in ``swappers`` (key -> (swapper, source
+    embedding)). Each face is re-aligned to its tracked keypoints (facepipe.faces.swap_input);
+    an interpolated face uses the crop detection held for its frame. The faces table is verified
+    before its first row is used (facepipe.tables.iter_frame_rows).
+    """
     from facepipe.tables import iter_frame_rows
 
-    counts = {"frames": 0, "with_faces": 0}
+    wanted = {frame: list(rows.itertuples(index=False))
+              for frame, rows in tracks.sort_values(["seg_frame", "person", "track"]).groupby("seg_frame")}
+    counts = {"frames": 0, "faces": 0, "filled": 0}
 
-    def swapped(rows: list) -> list[Patch | None]:
-        crops = []
-        for row in rows:
-            try:
-                crops.append(row_crop(row))
-            except (ValueError, TypeError) as exc:
-                # The table passed its seal, so it was written like this: removed all the same,
-                # so that the next run detects again, and named, never swapped as garbage.
-                reject(faces, f"face {row.face} of frame {row.frame} is not usable: {exc}")
-        if hasattr(swapper, "patches_from_crops"):
-            patches = swapper.patches_from_crops(crops, [row.crop_matrix for row in rows], source_embedding)
-        else:
-            patches = [swapper.patch_from_crop(crop, matrix=row.crop_matrix, source_embedding=source_embedding,
-                                               x=int(row.crop_x), y=int(row.crop_y), landmarks=row.landmarks)
-                       for crop, row in zip(crops, rows)]
-        for patch, row in zip(patches, rows):
+    def inputs(table) -> list[tuple]:
+        """(tracked row, crop, swapper arguments) of the wanted faces of a piece of the table."""
+        by_face = {(int(r.frame), int(r.face)): r for r in table.itertuples(index=False)}
+        out = []
+        for frame in sorted({int(f) for f in table["frame"]}):
+            for tracked in wanted.get(frame, []):
+                row = by_face.get((frame, int(tracked.face)))
+                if row is None:
+                    reject(faces, f"the tracks name face {tracked.face} of frame {frame}, which it does not hold "
+                                  f"(made by another detection run)")
+                try:
+                    crop, args = swap_input(row, tracked.kps, tracked.landmarks)
+                except (ValueError, TypeError) as exc:
+                    if tracked.filled and "moved out" in str(exc):
+                        log.info("frame %d: the interpolated face left its held crop; not swapped", frame)
+                        continue
+                    # The table passed its seal, so it was written like this: removed all the same,
+                    # so that the next run detects again, and named, never swapped as garbage.
+                    reject(faces, f"face {row.face} of frame {row.frame} is not usable: {exc}")
+                out.append((tracked, crop, args))
+        return out
+
+    def swapped(items: list[tuple]) -> list[Patch | None]:
+        patches: list[Patch | None] = [None] * len(items)
+        for key in dict.fromkeys(tracked.source for tracked, _, _ in items):
+            swapper, embedding = swappers[key]
+            index = [i for i, (tracked, _, _) in enumerate(items) if tracked.source == key]
+            crops = [items[i][1] for i in index]
+            args = [items[i][2] for i in index]
+            if hasattr(swapper, "patches_from_crops"):
+                made = swapper.patches_from_crops(crops, [a["matrix"] for a in args], embedding)
+            else:
+                made = [swapper.patch_from_crop(crop, source_embedding=embedding, **a) for crop, a in zip(crops, args)]
+            for i, patch in zip(index, made):
+                patches[i] = patch
+        for patch, (tracked, _, _) in zip(patches, items):
             # A swapper may make no patch for a face (the classic one, for a face too small to swap).
             if patch is not None:
-                patch.frame, patch.face = int(row.frame), int(row.face)
-                patch.kps = np.asarray(row.kps, dtype=np.float32).reshape(5, 2)
+                patch.frame, patch.face = int(tracked.seg_frame), int(tracked.face)
+                patch.kps = np.asarray(tracked.kps, dtype=np.float32).reshape(5, 2)
         return patches
 
     def frames_of_patches():
-        # A row group of whole frames at a time: "one" compares a frame's faces with each other.
-        # The faces of consecutive frames go through the swapper together, a batch at a time.
-        step = getattr(swapper, "batch_size", 1)
+        # A row group of whole frames at a time; the faces of consecutive frames go through the
+        # swapper together, a batch at a time.
+        step = max(getattr(swapper, "batch_size", 1) for swapper, _ in swappers.values()) if swappers else 1
+        pending: list[tuple] = []
         for table in iter_frame_rows(faces):
-            counts["with_faces"] += table["frame"].nunique()
-            chosen = select_faces(table, mode, reference, threshold, metric).sort_values(["frame", "face"])
-            pending: list[list] = []
-            for _, rows in groupby(chosen.itertuples(), key=lambda row: row.frame):
-                pending.append(list(rows))
-                if sum(map(len, pending)) >= step:
+            for item in inputs(table):
+                if pending and pending[-1][0].seg_frame != item[0].seg_frame and len(pending) >= step:
                     yield from by_frame(pending)
                     pending = []
-            yield from by_frame(pending)
+                pending.append(item)
+        yield from by_frame(pending)
 
-    def by_frame(frames: list[list]):
-        patches = iter(swapped([row for rows in frames for row in rows]))
-        for rows in frames:
+    def by_frame(items: list[tuple]):
+        from itertools import groupby
+
+        patches = swapped(items)
+        done = 0
+        for _, group in groupby(items, key=lambda item: item[0].seg_frame):
+            group = list(group)
+            frame_patches = [p for p in patches[done:done + len(group)] if p is not None]
+            done += len(group)
             counts["frames"] += 1
-            yield [patch for patch in (next(patches) for _ in rows) if patch is not None]
+            counts["faces"] += len(frame_patches)
+            counts["filled"] += sum(bool(item[0].filled) for item in group)
+            yield frame_patches
 
     count = write_patches(frames_of_patches(), out)
-    log.info("swapped %d faces in %d frames (mode %s; %d frames with faces)", count, counts["frames"], mode,
-             counts["with_faces"])
+    log.info("swapped %d faces in %d frames (%d of them interpolated over a detector miss)", counts["faces"],
+             counts["frames"], counts["filled"])
     return count
+
+
+def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path, segment: str, out: str | Path, *,
+                     embeddings: dict[str, str], backend: str, model: str | Path | None, providers: list[str],
+                     precision: str, threads: int, batch_size: int, mode: str, map_option: str,
+                     threshold: float) -> int:
+    """The swap stage of one segment: which persons get which source (facepipe.selection, decided
+    for the whole job from its persons), then swap_segment on this segment's tracked faces.
+
+    embeddings: the job's embedding records by role (source, reference; map{i}, mapref{i})."""
+    from facepipe.backends import METRICS, make_swappers
+    from facepipe.embedding import load_source
+    from facepipe.integrity import read_sealed_json
+    from facepipe.selection import SOURCE, choose, parse_map
+    from facepipe.tables import read_columns
+
+    metric = METRICS[backend]
+    records = {role: load_source(path) for role, path in embeddings.items()}
+    entries = parse_map(map_option)
+    sources = {SOURCE: records["source"]} if "source" in records else {}
+    references = {}
+    for i, entry in enumerate(entries):
+        sources[entry.key] = records[f"map{i}"]
+        if entry.reference is not None:
+            references[entry.key] = records[f"mapref{i}"]["embedding"]
+    cast = read_sealed_json(persons)["persons"]
+    reference = records["reference"]["embedding"] if "reference" in records else None
+    chosen = choose(cast, mode=mode, metric=metric, threshold=threshold, reference=reference, entries=entries,
+                    references=references)
+    log.info("persons swapped: %s", ", ".join(f"{p} ({k})" for p, k in sorted(chosen.items())) or "none")
+    rows = read_columns(tracks, ["frame", "seg_frame", "face", "filled", "track", "person", "kps", "landmarks"],
+                        where=("segment", segment))
+    rows = rows[rows["person"].isin(list(chosen))].copy()
+    rows["source"] = rows["person"].map(chosen)
+    used = {key: sources[key] for key in dict.fromkeys(rows["source"])}
+    swappers = make_swappers(backend, model, used, providers, precision=precision, threads=threads,
+                             batch_size=batch_size, source_file=", ".join(embeddings.values()))
+    return swap_segment(faces, rows, swappers, out)

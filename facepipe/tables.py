@@ -27,7 +27,22 @@ FACES_SCHEMA = pa.schema([
     ("frame", pa.int64()), ("face", pa.int64()),
     ("x1", pa.float64()), ("y1", pa.float64()), ("x2", pa.float64()), ("y2", pa.float64()),
     ("score", pa.float64()), ("kps", _FLOATS), ("embedding", _FLOATS), ("landmarks", _FLOATS),
+    ("hold", pa.bool_()), ("held_from", pa.int64()),
     ("crop", pa.binary()), ("crop_x", pa.int64()), ("crop_y", pa.int64()), ("crop_matrix", _FLOATS),
+])
+
+# One row per frame of a segment: a small thumbnail, what shot changes are found from.
+FRAMES_SCHEMA = pa.schema([("frame", pa.int64()), ("thumb", pa.binary())])
+
+# One row per face the tracker keeps (facepipe.tracking), for the whole job: video frame (from 1),
+# segment and the frame within it, the faces-table row whose crop it uses (face), whether it was
+# interpolated over a gap (filled), its track and person, and the tracked box, keypoints and
+# landmarks; embedding where detection sampled one.
+TRACKS_SCHEMA = pa.schema([
+    ("frame", pa.int64()), ("segment", pa.string()), ("seg_frame", pa.int64()), ("face", pa.int64()),
+    ("filled", pa.bool_()), ("track", pa.int64()), ("person", pa.int64()),
+    ("x1", pa.float64()), ("y1", pa.float64()), ("x2", pa.float64()), ("y2", pa.float64()),
+    ("kps", _FLOATS), ("landmarks", _FLOATS), ("embedding", _FLOATS),
 ])
 
 PATCHES_SCHEMA = pa.schema([
@@ -52,16 +67,17 @@ class TableWriter(AtomicWriter):
     def add(self, rows: Iterable[dict]) -> None:
         self._rows.extend(rows)
         if len(self._rows) >= self.rows_per_group:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """End the current row group (a reader can then skip it by its statistics)."""
         if self._rows:
             self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
             self.rows += len(self._rows)
             self._rows = []
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._writer.close()
         place_sealed(self.tmp, self.path)
 
@@ -91,6 +107,33 @@ def open_table(path: str | Path) -> pq.ParquetFile:
         return pq.ParquetFile(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         reject(path, f"it is not a readable Parquet table ({exc})")
+
+
+def read_columns(path: str | Path, columns: list[str] | None = None, *, where: tuple[str, object] | None = None
+                 ) -> pd.DataFrame:
+    """Some columns of a table, verified; where=(column, value) reads only the row groups whose
+    statistics say they may hold that value, and keeps only its rows."""
+    table = open_table(path)
+    if where is not None and columns is not None and where[0] not in columns:
+        columns = [*columns, where[0]]
+    try:
+        groups = list(range(table.num_row_groups))
+        if where is not None:
+            index = table.schema_arrow.get_field_index(where[0])
+            groups = [g for g in groups if _may_hold(table.metadata.row_group(g).column(index).statistics, where[1])]
+        data = table.read_row_groups(groups, columns=columns).to_pandas() if groups else \
+            table.schema_arrow.empty_table().select(columns or table.schema_arrow.names).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        reject(path, f"it cannot be decoded ({exc})")
+    if where is not None and len(data):
+        data = data[data[where[0]] == where[1]].reset_index(drop=True)
+    return data
+
+
+def _may_hold(stats, value) -> bool:
+    if stats is None or not stats.has_min_max:
+        return True
+    return stats.min <= value <= stats.max
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

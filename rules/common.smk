@@ -6,13 +6,13 @@ from snakemake.utils import validate
 
 from facepipe.backends import (
     backend_summary,
-    embeds_target_faces,
     face_crop_kind,
     fetchable_learned_models,
     resolve_jobs,
 )
 from facepipe.gpu import nvml_memory_mb
-from facepipe.jobs import JobError, build_jobs, read_sheet
+from facepipe.faces import IDENTITY_EVERY
+from facepipe.jobs import JobError, build_jobs, face_images, read_sheet, swap_roles
 from facepipe.models import batched_path, model_path, models_for
 from facepipe.preflight import PreflightError, check_input_files, check_jobs, target_kind
 from facepipe import provenance
@@ -22,7 +22,7 @@ wildcard_constraints:
     name=r"[^/]+",
     segment=r"seg_\d{4}",
     model=r"[^/]+",
-    role=r"source|reference",
+    role=r"source|reference|map\d+|mapref\d+",
     stem=r"[^/]+",
     model_stem=r"(standin/)?[^/]+",
 
@@ -91,8 +91,12 @@ def result_path(name):
 
 
 def final_outputs(wildcards):
-    """The results (an input function of the default target)."""
-    return [result_path(name) for name in JOBS]
+    """The results and cast sheets (an input function of the default target)."""
+    return [
+        path
+        for name in JOBS
+        for path in (result_path(name), f"results/{name}.cast.png")
+    ]
 
 
 def made_by_workflow(path):
@@ -216,14 +220,32 @@ def batched_model_file(role):
 
 
 def embedding_image(wildcards):
-    return JOBS[wildcards.name][wildcards.role]
+    images = face_images(JOBS[wildcards.name])
+    if wildcards.role not in images:
+        raise WorkflowError(
+            f"job {wildcards.name!r} has no {wildcards.role} image (its map changed?)"
+        )
+    return images[wildcards.role]
 
 
 def swap_embeddings(wildcards):
-    files = {"source": f"work/{wildcards.name}/source_embedding.npz"}
-    if JOBS[wildcards.name]["faces"] == "reference":
-        files["reference"] = f"work/{wildcards.name}/reference_embedding.npz"
-    return files
+    """The embeddings the swap reads, by role (facepipe.jobs.swap_roles)."""
+    return {
+        role: f"work/{wildcards.name}/{role}_embedding.npz"
+        for role in swap_roles(JOBS[wildcards.name])
+    }
+
+
+def segment_files(pattern):
+    """Input function: one file per segment of the job (the prepare_target checkpoint's plan)."""
+
+    def _files(wildcards):
+        return [
+            pattern.format(name=wildcards.name, segment=seg)
+            for seg in manifest(wildcards)["segments"]
+        ]
+
+    return _files
 
 
 def manifest(wildcards):

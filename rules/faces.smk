@@ -7,6 +7,7 @@ rule detect_faces:
         recognizer=model_file("recognizer"),
     output:
         faces="work/{name}/faces/{segment}.parquet",
+        frames="work/{name}/faces/{segment}.frames.parquet",
     log:
         "logs/{name}/detect_faces/{segment}.log",
     benchmark:
@@ -23,12 +24,60 @@ rule detect_faces:
         min_free_gpu_mb=config["min_free_gpu_mb"],
         providers=opt("providers"),
         backend=opt("backend"),
-        embed=lambda wildcards: embeds_target_faces(
-            JOBS[wildcards.name]["backend"], JOBS[wildcards.name]["faces"]
-        ),
         crop=lambda wildcards: face_crop_kind(JOBS[wildcards.name]["backend"]),
+        # Crops are held over this many frames where a face is missed, for the tracker's gaps.
+        track_gap=opt("track_gap"),
+        identity_every=IDENTITY_EVERY,
     script:
         "../scripts/detect_faces.py"
+
+
+# Once per job, on the faces tables of all its segments (no video decode): tracks across
+# segments, cut at shot changes, gaps filled, keypoints smoothed, tracks grouped into persons.
+rule track_faces:
+    input:
+        stamp=stamp("track_faces"),
+        segments="work/{name}/segments",
+        faces=segment_files("work/{name}/faces/{segment}.parquet"),
+        frames=segment_files("work/{name}/faces/{segment}.frames.parquet"),
+    output:
+        tracks="work/{name}/tracks.parquet",
+        persons="work/{name}/persons.json",
+    log:
+        "logs/{name}/track_faces.log",
+    benchmark:
+        "benchmarks/{name}/track_faces.tsv"
+    conda:
+        "../envs/facepipe.yaml"
+    threads: 1
+    resources:
+        mem_mb=4096,
+    params:
+        backend=opt("backend"),
+        track_gap=opt("track_gap"),
+        keypoint_smoothing=opt("keypoint_smoothing"),
+        shot_threshold=opt("shot_threshold"),
+    script:
+        "../scripts/track_faces.py"
+
+
+# The persons found (their cast ids are what `map` names), as a contact sheet and a table.
+rule cast_sheet:
+    input:
+        stamp=stamp("cast_sheet"),
+        persons="work/{name}/persons.json",
+        faces=segment_files("work/{name}/faces/{segment}.parquet"),
+    output:
+        sheet=report(
+            "results/{name}.cast.png", caption="../report/cast.rst", category="Cast"
+        ),
+        table="results/{name}.cast.tsv",
+    log:
+        "logs/{name}/cast_sheet.log",
+    conda:
+        "../envs/facepipe.yaml"
+    script:
+        "../scripts/cast_sheet.py"
 
 
 # The identity embedding of the source (or reference) face. The script keeps a cache under
@@ -54,3 +103,13 @@ rule embed_face:
         cache_dir="resources/embeddings",
     script:
         "../scripts/embed_face.py"
+
+
+# Only the cast sheets (detection and tracking, no swap): to choose map's ids before a full run.
+rule cast:
+    input:
+        lambda wildcards: [f"results/{name}.cast.png" for name in JOBS],
+    log:
+        "logs/cast.log",
+    shell:
+        "echo cast sheets: {input:q} > {log:q}"

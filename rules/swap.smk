@@ -1,9 +1,12 @@
-# Works on the face crops detection kept: decodes no video.
+# Works on the face crops detection kept, re-aligned to the tracks: decodes no video. Which
+# persons are swapped with which source (faces, map) is decided here, for the whole job.
 rule swap_faces:
     input:
         unpack(swap_embeddings),
         stamp=stamp("swap_faces"),
         faces="work/{name}/faces/{segment}.parquet",
+        tracks="work/{name}/tracks.parquet",
+        persons="work/{name}/persons.json",
         swapper=batched_model_file("swapper"),
     output:
         patches="work/{name}/swapped/{segment}.parquet",
@@ -22,6 +25,7 @@ rule swap_faces:
         degrade=config["degrade"],
         min_free_gpu_mb=config["min_free_gpu_mb"],
         faces=opt("faces"),
+        map=opt("map"),
         reference_threshold=opt("reference_threshold"),
         providers=opt("providers"),
         precision=opt("precision"),

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from facepipe.backends import make_analyzer
-from facepipe.faces import DET_SIZE, face_rows, write_faces
+from facepipe.faces import DET_SIZE, detect_segment
 from facepipe.integrity import read_sealed_json
 from facepipe.scripting import gpu_start, run
 from facepipe.video import iter_frames
@@ -15,13 +15,22 @@ def main(sm, log):
         sm.input.recognizer,
         sm.params.providers,
         threads=sm.threads,
-        embed=sm.params.embed,
         precision="fp16" if degradation.fp16 else "fp32",
         det_size=DET_SIZE[0] // 2 if degradation.lower_resolution else DET_SIZE[0],
     )
     manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
-    write_faces(face_rows(analyzer, frames, crop=sm.params.crop), sm.output.faces)
+    detect_segment(
+        analyzer,
+        frames,
+        manifest,
+        sm.wildcards.segment,
+        sm.output.faces,
+        sm.output.frames,
+        crop=sm.params.crop,
+        hold_frames=sm.params.track_gap,
+        identity_every=sm.params.identity_every,
+    )
 
 
 run(snakemake, main)

@@ -1,0 +1,399 @@
+"""Faces followed through the whole video: tracks, the gaps in them, and the persons they belong to.
+
+Detection decides frame by frame; this stage, run once per job on the faces tables of all its
+segments (tables only: no video is decoded), makes the decisions that need the whole video:
+
+- **Shots.** A shot change is where a frame's thumbnail differs from the one before by more than
+  ``shot_threshold`` (the mean absolute difference of the HSV channels on a 0-255 scale, as
+  PySceneDetect's content detector measures it). No track crosses a shot change.
+- **Tracks.** Detections on successive frames are linked by an optimal assignment
+  (scipy's linear_sum_assignment) on box overlap with the track's predicted box, keypoint
+  distance and, on frames where detection sampled one, identity distance. A track survives up
+  to ``track_gap`` frames without a detection. Segment boundaries are invisible here.
+- **Gaps.** Inside a track, frames where the face was missed get interpolated boxes, keypoints
+  and landmarks, and the crop detection held for that frame (facepipe.faces.face_rows).
+- **Smoothing.** Keypoints and landmarks are smoothed along each track with a Gaussian of
+  ``smoothing`` frames (0 = off); centred, so the face does not lag behind the head.
+- **Persons.** Tracks are grouped by identity (average-linkage clustering of their mean
+  embeddings under the backend's same-person distance); two tracks seen on one frame are never
+  one person. Persons are numbered from 1 in order of first appearance: the cast ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from facepipe.faces import box_iou
+
+log = logging.getLogger(__name__)
+
+# Columns of the faces tables the tracker reads (never the crops).
+DETECTION_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks",
+                     "hold", "held_from"]
+# Linking gates: a detection continues a track when its box overlaps the track's predicted box
+# this much, or its centre is this close (in face sizes): a face moving fast still links.
+LINK_IOU = 0.1
+LINK_CENTRE = 0.6
+# A held crop serves an interpolated face whose box it overlaps this much.
+HOLD_IOU = 0.3
+# Same-person distances between track identities, per embedding metric (facepipe.backends.METRICS):
+# ArcFace cosine distance (one person over a video is typically 0.2-0.5, two people 0.8-1.0);
+# dlib's Euclidean distance (0.6 is dlib's own cut-off; stricter, as for reference matching).
+PERSON_DISTANCE = {"cosine": 0.5, "euclidean": 0.5}
+# Identity samples kept per person (evenly spread over their frames) for reference matching.
+IDENTITY_SAMPLES = 32
+# Linking refuses a detection whose identity is this far from the track's latest.
+LINK_DISTANCE = {"cosine": 0.7, "euclidean": 0.65}
+
+
+@dataclass
+class Segment:
+    name: str
+    start: int  # the video frame number (from 1) of the segment's first frame, minus one
+    faces: Path
+    frames: Path
+
+
+@dataclass
+class Track:
+    id: int
+    shot: int
+    frames: list[int] = field(default_factory=list)
+    rows: list = field(default_factory=list)  # detection rows (pandas namedtuples)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    person: int = 0
+
+    @property
+    def last(self):
+        return self.rows[-1]
+
+    def predicted_box(self, frame: int) -> np.ndarray:
+        box = _box(self.rows[-1])
+        if len(self.rows) > 1:
+            step = self.frames[-1] - self.frames[-2]
+            velocity = (box - _box(self.rows[-2])) / max(step, 1)
+            box = box + velocity * (frame - self.frames[-1])
+        return box
+
+
+def _box(row) -> np.ndarray:
+    return np.array([row.x1, row.y1, row.x2, row.y2], np.float64)
+
+
+def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
+    """Identity distance in a backend's metric (cosine for ArcFace, Euclidean for dlib)."""
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if metric == "cosine":
+        return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    if metric == "euclidean":
+        return float(np.linalg.norm(a - b))
+    raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
+
+
+def identity(embeddings: list[np.ndarray], metric: str) -> np.ndarray | None:
+    """One identity from several samples: the mean (of unit vectors, for cosine)."""
+    if not embeddings:
+        return None
+    stack = np.stack([np.asarray(e, np.float64).reshape(-1) for e in embeddings])
+    if metric == "cosine":
+        stack /= np.linalg.norm(stack, axis=1, keepdims=True) + 1e-12
+    return stack.mean(axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shots
+
+
+def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
+    """Video frames that start a new shot (not frame 1): where the thumbnail's mean absolute
+    HSV difference from the previous frame's reaches ``threshold`` (0 = never)."""
+    if threshold <= 0:
+        return []
+    from facepipe.faces import THUMB_SIZE
+
+    cuts, before = [], None
+    for frame in sorted(thumbnails):
+        img = np.frombuffer(thumbnails[frame], np.uint8).reshape(THUMB_SIZE, THUMB_SIZE, 3)
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV_FULL).astype(np.float32)
+        if before is not None and before[0] == frame - 1:
+            if float(np.abs(hsv - before[1]).mean()) >= threshold:
+                cuts.append(frame)
+        before = (frame, hsv)
+    return cuts
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the segments
+
+
+def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, bytes]]:
+    """Every segment's faces (video frame numbers added) and frame thumbnails, verified."""
+    from facepipe.tables import open_table, reject
+
+    tables, thumbs = [], {}
+    for seg in segments:
+        try:
+            table = open_table(seg.faces).read(columns=DETECTION_COLUMNS).to_pandas()
+        except (OSError, ValueError, KeyError) as exc:
+            reject(seg.faces, f"it cannot be read as a faces table ({exc})")
+        table["segment"] = seg.name
+        table["seg_frame"] = table["frame"]
+        table["frame"] = table["frame"] + seg.start
+        tables.append(table)
+        frames = open_table(seg.frames).read().to_pandas()
+        thumbs.update(zip((frames["frame"] + seg.start).tolist(), frames["thumb"].tolist()))
+    faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
+    return faces, thumbs
+
+
+# ---------------------------------------------------------------------------------------------
+# Linking
+
+
+def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: str) -> list[Track]:
+    """Detections (not held crops) linked into tracks, frame by frame."""
+    from scipy.optimize import linear_sum_assignment
+
+    import bisect
+
+    tracks: list[Track] = []
+    active: list[Track] = []
+    far = LINK_DISTANCE[metric]
+    for frame, group in detections.sort_values(["frame", "face"]).groupby("frame", sort=True):
+        shot = bisect.bisect_right(cuts, frame)
+        active = [t for t in active if t.shot == shot and frame - t.frames[-1] <= track_gap + 1]
+        rows = list(group.itertuples(index=False))
+        cost = np.full((len(active), len(rows)), np.inf)
+        for i, track in enumerate(active):
+            pred = track.predicted_box(frame)
+            size = np.sqrt(max((pred[2] - pred[0]) * (pred[3] - pred[1]), 1.0))
+            last_emb = track.embeddings[-1] if track.embeddings else None
+            for j, row in enumerate(rows):
+                box = _box(row)
+                iou = box_iou(pred, box)
+                centre = np.hypot(*((pred[:2] + pred[2:]) / 2 - (box[:2] + box[2:]) / 2)) / size
+                if iou < LINK_IOU and centre > LINK_CENTRE:
+                    continue
+                kps_move = np.abs(np.asarray(row.kps) - np.asarray(track.last.kps)).mean() / size
+                c = (1.0 - iou) + centre + kps_move
+                if last_emb is not None and row.embedding is not None:
+                    d = distance(last_emb, row.embedding, metric)
+                    if d > far:
+                        continue
+                    c += d
+                cost[i, j] = c
+        taken = set()
+        if active and rows:
+            finite = np.where(np.isfinite(cost), cost, 1e9)
+            for i, j in zip(*linear_sum_assignment(finite)):
+                if np.isfinite(cost[i, j]):
+                    _extend(active[i], frame, rows[j])
+                    taken.add(j)
+        for j, row in enumerate(rows):
+            if j not in taken:
+                track = Track(id=len(tracks) + 1, shot=shot)
+                _extend(track, frame, row)
+                tracks.append(track)
+                active.append(track)
+    return tracks
+
+
+def _extend(track: Track, frame: int, row) -> None:
+    track.frames.append(frame)
+    track.rows.append(row)
+    if row.embedding is not None:
+        track.embeddings.append(np.asarray(row.embedding, np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Persons
+
+
+def group_persons(tracks: list[Track], *, metric: str, threshold: float | None = None) -> None:
+    """Set each track's person: average-linkage clustering of track identities under the
+    same-person distance, never joining two tracks seen on the same frame."""
+    threshold = PERSON_DISTANCE[metric] if threshold is None else threshold
+    clusters = [{"tracks": [t], "frames": set(t.frames), "emb": list(t.embeddings)} for t in tracks]
+    ids = [identity(c["emb"], metric) for c in clusters]
+    while True:
+        best = None
+        for i in range(len(clusters)):
+            if ids[i] is None:
+                continue
+            for j in range(i + 1, len(clusters)):
+                if ids[j] is None or clusters[i]["frames"] & clusters[j]["frames"]:
+                    continue
+                d = distance(ids[i], ids[j], metric)
+                if d < threshold and (best is None or d < best[0]):
+                    best = (d, i, j)
+        if best is None:
+            break
+        _, i, j = best
+        clusters[i]["tracks"] += clusters[j]["tracks"]
+        clusters[i]["frames"] |= clusters[j]["frames"]
+        clusters[i]["emb"] += clusters[j]["emb"]
+        ids[i] = identity(clusters[i]["emb"], metric)
+        del clusters[j], ids[j]
+    clusters.sort(key=lambda c: (min(min(t.frames) for t in c["tracks"]), min(t.id for t in c["tracks"])))
+    for number, cluster in enumerate(clusters, start=1):
+        for track in cluster["tracks"]:
+            track.person = number
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole stage
+
+
+@dataclass
+class TrackingResult:
+    tracks: pd.DataFrame  # TRACKS_SCHEMA rows
+    persons: list[dict]
+    cuts: list[int]
+    filled: int
+    unfilled: int
+
+
+def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, shot_threshold: float,
+                metric: str, fps: float = 0.0) -> TrackingResult:
+    """Tracks, gaps, smoothing and persons of a job (see the module's description)."""
+    faces, thumbs = read_detections(segments)
+    cuts = shot_changes(thumbs, shot_threshold)
+    detected = faces[~faces["hold"].astype(bool)]
+    held = faces[faces["hold"].astype(bool)]
+    held_at = {frame: list(group.itertuples(index=False)) for frame, group in held.groupby("frame")}
+    tracks = link(detected, cuts, track_gap=track_gap, metric=metric)
+    group_persons(tracks, metric=metric)
+    rows, filled, unfilled = [], 0, 0
+    for track in tracks:
+        track_rows, f, u = _track_rows(track, held_at)
+        filled, unfilled = filled + f, unfilled + u
+        rows += _smoothed(track_rows, smoothing)
+    columns = ["frame", "segment", "seg_frame", "face", "filled", "track", "person", "x1", "y1", "x2", "y2",
+               "kps", "landmarks", "embedding"]
+    table = pd.DataFrame(rows, columns=columns)
+    if len(table):
+        table = table.sort_values(["frame", "person", "track"], ignore_index=True)
+    persons = describe_persons(table, fps)
+    log.info("%d detections in %d tracks of %d persons; %d shot changes %s; %d missed frames filled "
+             "inside tracks, %d left (no held crop covered them)", len(detected), len(tracks), len(persons),
+             len(cuts), cuts[:20], filled, unfilled)
+    return TrackingResult(table, persons, cuts, filled, unfilled)
+
+
+def _track_rows(track: Track, held_at: dict) -> tuple[list[dict], int, int]:
+    """A track's rows, with its gaps filled from held crops where one covers the face."""
+    out, filled, unfilled = [], 0, 0
+    for k, (frame, row) in enumerate(zip(track.frames, track.rows)):
+        if k:
+            before_frame, before = track.frames[k - 1], track.rows[k - 1]
+            for f in range(before_frame + 1, frame):
+                t = (f - before_frame) / (frame - before_frame)
+                box = (1 - t) * _box(before) + t * _box(row)
+                hold = max(held_at.get(f, []), key=lambda h: box_iou(_box(h), box), default=None)
+                if hold is None or box_iou(_box(hold), box) < HOLD_IOU:
+                    unfilled += 1
+                    continue
+                lm = (None if before.landmarks is None or row.landmarks is None
+                      else (1 - t) * np.asarray(before.landmarks) + t * np.asarray(row.landmarks))
+                out.append(_out_row(track, f, hold, box, (1 - t) * np.asarray(before.kps) + t * np.asarray(row.kps),
+                                    lm, filled=True))
+                filled += 1
+        out.append(_out_row(track, frame, row, _box(row), np.asarray(row.kps),
+                            None if row.landmarks is None else np.asarray(row.landmarks), filled=False))
+    return out, filled, unfilled
+
+
+def _out_row(track: Track, frame: int, row, box, kps, landmarks, *, filled: bool) -> dict:
+    return {"frame": frame, "segment": row.segment, "seg_frame": int(row.seg_frame), "face": int(row.face),
+            "filled": filled, "track": track.id, "person": track.person,
+            "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
+            "kps": np.asarray(kps, np.float64), "landmarks": None if landmarks is None else np.asarray(landmarks, np.float64),
+            "embedding": None if filled or row.embedding is None else np.asarray(row.embedding, np.float64)}
+
+
+def _smoothed(rows: list[dict], sigma: float) -> list[dict]:
+    """Keypoints and landmarks smoothed along a track (a centred Gaussian of sigma frames).
+
+    The track's frames are consecutive once its gaps are filled; a gap that stayed open (no held
+    crop) is smoothed across as if it were filled, which is what the face did in it.
+    """
+    if sigma <= 0 or len(rows) < 2:
+        for row in rows:
+            row["kps"] = row["kps"].tolist()
+            row["landmarks"] = None if row["landmarks"] is None else row["landmarks"].tolist()
+            row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
+        return rows
+    from scipy.ndimage import gaussian_filter1d
+
+    kps = gaussian_filter1d(np.stack([r["kps"] for r in rows]), sigma, axis=0, mode="nearest")
+    has_lm = all(r["landmarks"] is not None for r in rows)
+    lms = gaussian_filter1d(np.stack([r["landmarks"] for r in rows]), sigma, axis=0, mode="nearest") if has_lm else None
+    for i, row in enumerate(rows):
+        row["kps"] = kps[i].tolist()
+        row["landmarks"] = lms[i].tolist() if has_lm else None
+        row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
+    return rows
+
+
+def describe_persons(table: pd.DataFrame, fps: float) -> list[dict]:
+    """The cast: per person, frames on screen, screen time, first and last frame, face area and
+    the detected face (not interpolated) with the largest box, for a thumbnail."""
+    persons = []
+    if table.empty:
+        return persons
+    area = (table["x2"] - table["x1"]).clip(lower=0) * (table["y2"] - table["y1"]).clip(lower=0)
+    table = table.assign(area=area)
+    for person, rows in table.groupby("person", sort=True):
+        detected = rows[~rows["filled"]]
+        best = (detected if len(detected) else rows).sort_values(["area", "frame"], ascending=[False, True]).iloc[0]
+        frames = int(rows["frame"].nunique())
+        samples = [e for e in rows["embedding"] if e is not None]
+        if len(samples) > IDENTITY_SAMPLES:
+            samples = [samples[i] for i in np.linspace(0, len(samples) - 1, IDENTITY_SAMPLES).round().astype(int)]
+        persons.append({
+            "person": int(person), "frames": frames,
+            "seconds": round(frames / fps, 3) if fps > 0 else None,
+            "first_frame": int(rows["frame"].min()), "last_frame": int(rows["frame"].max()),
+            "tracks": int(rows["track"].nunique()), "filled": int(rows["filled"].sum()),
+            "presence": float(rows["area"].sum()),
+            "thumbnail": {"segment": str(best["segment"]), "frame": int(best["seg_frame"]),
+                          "face": int(best["face"])},
+            "identity": [np.round(np.asarray(e, np.float64), 5).tolist() for e in samples],
+        })
+    return persons
+
+
+def segments_of(manifest: dict, faces_dir: str | Path) -> list[Segment]:
+    """The job's segments in order, with the video frame each starts after."""
+    faces_dir = Path(faces_dir)
+    starts = {"seg_0000": 0} if manifest["is_image"] else {k: r["start"] for k, r in manifest["ranges"].items()}
+    return [Segment(name, starts[name], faces_dir / f"{name}.parquet", faces_dir / f"{name}.frames.parquet")
+            for name in sorted(manifest["segments"])]
+
+
+def run_tracking(manifest: dict, faces_dir: str | Path, tracks_out: str | Path, persons_out: str | Path, *,
+                 track_gap: int, smoothing: float, shot_threshold: float, metric: str) -> TrackingResult:
+    """The tracking stage of a job: reads its faces tables, writes its tracks table (a row group
+    per segment, so the swap of one segment reads its own rows) and its persons (sealed JSON)."""
+    from fractions import Fraction
+
+    from facepipe.integrity import write_sealed_json
+    from facepipe.tables import TRACKS_SCHEMA, TableWriter
+
+    fps = float(Fraction(manifest["fps"])) if not manifest["is_image"] else 0.0
+    result = track_faces(segments_of(manifest, faces_dir), track_gap=track_gap, smoothing=smoothing,
+                         shot_threshold=shot_threshold, metric=metric, fps=fps)
+    with TableWriter(tracks_out, TRACKS_SCHEMA) as writer:
+        for _, rows in result.tracks.groupby("segment", sort=True):
+            writer.add(rows.to_dict("records"))
+            writer.flush()
+    write_sealed_json(persons_out, {"fps": fps, "frames": manifest["frames"], "cuts": result.cuts,
+                                    "filled": result.filled, "unfilled": result.unfilled,
+                                    "persons": result.persons})
+    return result

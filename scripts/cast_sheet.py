@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from facepipe.cast import write_cast
+from facepipe.integrity import read_sealed_json
+from facepipe.scripting import run
+
+
+def main(sm, log):
+    persons = read_sealed_json(sm.input.persons)
+    write_cast(persons, Path(sm.input.faces[0]).parent, sm.output.sheet, sm.output.table)
+
+
+run(snakemake, main)
