@@ -151,7 +151,7 @@ def test_batched_segment_swap_keeps_every_frames_faces_in_order(models, tmp_path
     det, rec = build_standin("det_10g", d / "det_10g.onnx"), build_standin("w600k_r50", d / "w600k_r50.onnx")
     img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
     row = detect_frames(FaceAnalyzer(det, rec, ["cpu"]), [WorkFrame(1, bgr=img)], crop="aligned_128").iloc[0]
-    crops = iter(_crops(6, 128, seed=9))
+    crops = iter(_crops(6, 160, seed=9))  # detection's canvas: the 128 px crop and a margin
     table = pd.DataFrame([{**row.to_dict(), "frame": frame, "face": face, "crop": encode_image(next(crops))}
                           for frame, faces in ((1, 3), (2, 1), (4, 2)) for face in range(faces)])
     write_faces(table, tmp_path / "faces.parquet")
@@ -159,8 +159,10 @@ def test_batched_segment_swap_keeps_every_frames_faces_in_order(models, tmp_path
     results = []
     for model, batch in ((models["inswapper_128"], 1), (_batched(models, "inswapper_128"), 2)):
         out = tmp_path / f"patches_{batch}.parquet"
-        assert swap_segment(tmp_path / "faces.parquet", source, Swapper(model, ["cpu"], batch_size=batch), out,
-                            mode="many") == 6
+        tracked = table.assign(seg_frame=table["frame"], filled=False, person=table["face"] + 1, track=0,
+                               source="source")
+        swappers = {"source": (Swapper(model, ["cpu"], batch_size=batch), source)}
+        assert swap_segment(tmp_path / "faces.parquet", tracked, swappers, out) == 6
         results.append([patch for patches in read_patches(out).values() for patch in patches])
     single, batched = results
     assert [(p.frame, p.face) for p in batched] == [(1, 0), (1, 1), (1, 2), (2, 0), (4, 0), (4, 1)]

@@ -15,8 +15,10 @@ from facepipe.faces import detect_frames, write_faces
 from facepipe.models import model_path, models_for
 from facepipe.offline import OfflineAnalyzer, embedding_distance, kps_from_landmarks
 from facepipe.patches import read_patches
-from facepipe.swap import select_faces, swap_segment
+from facepipe.selection import choose
+from facepipe.swap import swap_segment
 from facepipe.video import WorkFrame, render_image
+from workflow_helpers import track_still
 
 # Face centres in t1.jpg (1280x886) as a person sees them (read off the photo by eye, not
 # from any detector): left to right, the woman at the left edge, the dark-haired woman,
@@ -141,18 +143,19 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
     reference = analyzer.analyze(ref_img)[0]["embedding"]
 
     table = detect_frames(analyzer, [WorkFrame(1, bgr=t1)], crop="landmark_box")
-    faces_file = tmp_path / "faces.parquet"
-    write_faces(table, faces_file)  # sealed, as detection writes it: the swap verifies it
+    faces_file = tmp_path / "seg_0000.parquet"
+    tracks, persons = track_still(table, faces_file, "euclidean")  # sealed, as the stages write them
 
-    chosen = select_faces(table, "reference", reference, backends.REFERENCE_THRESHOLDS["offline"], "euclidean")
+    chosen = choose(persons, mode="reference", metric="euclidean", threshold=backends.REFERENCE_THRESHOLDS["offline"],
+                    reference=reference)
     assert len(chosen) == 1
-    assert np.hypot(chosen.x1.iloc[0] - person["box"][0], chosen.y1.iloc[0] - person["box"][1]) < 2
+    rows = tracks[tracks["person"].isin(list(chosen))].assign(source="source")
+    assert np.hypot(rows.x1.iloc[0] - person["box"][0], rows.y1.iloc[0] - person["box"][1]) < 2
 
     src = analyzer.analyze(astronaut)[0]
     swapper = ClassicSwapper(*source_patch(astronaut, src["landmarks"]))
     frame = WorkFrame(1, bgr=t1)
-    swap_segment(faces_file, src["embedding"], swapper, tmp_path / "patches.parquet", mode="reference",
-                 reference=reference, threshold=backends.REFERENCE_THRESHOLDS["offline"], metric="euclidean")
+    swap_segment(faces_file, rows, {"source": (swapper, src["embedding"])}, tmp_path / "patches.parquet")
     patches = read_patches(tmp_path / "patches.parquet")
     out = render_image(frame, patches)
     changed = np.abs(out.astype(int) - t1.astype(int)).sum(axis=2) > 0
@@ -162,17 +165,17 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
     assert len(patches[1]) == 1 and patches[1][0].kind == "pixels"
 
 
-def test_reference_mode_refuses_a_table_without_embeddings():
-    table = pd.DataFrame({"x1": [0.0], "y1": [0.0], "x2": [9.0], "y2": [9.0], "embedding": [None]})
-    with pytest.raises(ValueError, match="embeddings"):
-        select_faces(table, "reference", np.zeros(128, np.float32), 0.5, "euclidean")
+def test_reference_mode_never_chooses_a_person_without_identity():
+    persons = [{"person": 1, "presence": 10.0, "identity": []}]
+    assert choose(persons, mode="reference", metric="euclidean", threshold=0.5,
+                  reference=np.zeros(128, np.float32)) == {}
 
 
 def test_euclidean_and_cosine_metrics_differ():
     a, b = np.array([1.0, 0.0]), np.array([2.0, 0.0])
-    table = pd.DataFrame({"x1": [0.0], "y1": [0.0], "x2": [9.0], "y2": [9.0], "embedding": [b]})
-    assert len(select_faces(table, "reference", a, 0.5, "cosine")) == 1  # same direction
-    assert len(select_faces(table, "reference", a, 0.5, "euclidean")) == 0  # 1.0 apart
+    persons = [{"person": 1, "presence": 1.0, "identity": [b.tolist()]}]
+    assert choose(persons, mode="reference", metric="cosine", threshold=0.5, reference=a) == {1: "source"}
+    assert choose(persons, mode="reference", metric="euclidean", threshold=0.5, reference=a) == {}  # 1.0 apart
 
 
 def test_offline_source_record_holds_the_crop_and_its_cache_is_separate(astronaut, tmp_path):

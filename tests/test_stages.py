@@ -12,7 +12,6 @@ from facepipe.demo import insightface_image
 from facepipe.faces import FaceAnalyzer, detect_frames, detector_size, read_faces, write_faces
 from facepipe.patches import Patch, decode_image, encode_image, read_patches, write_patches
 from facepipe.standin import build_standin
-from facepipe.swap import select_faces
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +46,6 @@ def test_patch_tables_round_trip(tmp_path):
     for want, got in zip(made, back[1] + back[3]):
         assert got.kind == want.kind and np.array_equal(got.image, want.image)
         assert (got.x, got.y) == (want.x, want.y)
-
-
-def test_faces_one_picks_each_frames_largest_face_from_a_whole_table():
-    rows = [  # frame, face, box
-        (1, 0, (0, 0, 10, 10)), (1, 1, (0, 0, 30, 30)), (2, 0, (0, 0, 50, 50)), (2, 1, (5, 5, 9, 9)),
-        (4, 0, (0, 0, 5, 5)),
-    ]
-    table = pd.DataFrame([{"frame": f, "face": i, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]}
-                          for f, i, b in rows])
-    chosen = select_faces(table, "one")
-    assert list(zip(chosen["frame"], chosen["face"])) == [(1, 1), (2, 0), (4, 0)]
-    assert len(select_faces(table, "many")) == len(table)
 
 
 def test_detector_size_fits_the_frame():

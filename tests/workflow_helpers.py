@@ -77,3 +77,23 @@ def frame_before_after(workdir: Path, name: str, target: Path, number: int, segm
     frame = next(f for f in video.iter_frames(target, seg_dir, manifest, segment) if f.number == number)
     by_frame = patches.read_patches(workdir / "work" / name / stage / f"{segment}.parquet")
     return frame.bgr(), video.render_image(frame, by_frame), by_frame.get(number, [])
+
+
+def track_still(table, faces_file: Path, metric: str):
+    """A one-frame faces table (detect_frames) through the tracking stage, as a still image job
+    runs it: returns the tracks table and the persons (facepipe.tracking)."""
+    import numpy as np
+
+    from facepipe.faces import THUMB_SIZE, write_faces
+    from facepipe.integrity import read_sealed_json
+    from facepipe.tables import FRAMES_SCHEMA, read_table, write_table
+    from facepipe.tracking import run_tracking
+
+    folder = faces_file.parent
+    write_faces(table, folder / "seg_0000.parquet")
+    thumb = np.zeros((THUMB_SIZE, THUMB_SIZE, 3), np.uint8).tobytes()
+    write_table([[{"frame": 1, "thumb": thumb}]], folder / "seg_0000.frames.parquet", FRAMES_SCHEMA)
+    manifest = {"is_image": True, "fps": "0/1", "segments": {"seg_0000": 1}, "frames": 1}
+    run_tracking(manifest, folder, folder / "tracks.parquet", folder / "persons.json", track_gap=0,
+                 smoothing=0, shot_threshold=30, metric=metric)
+    return read_table(folder / "tracks.parquet"), read_sealed_json(folder / "persons.json")["persons"]

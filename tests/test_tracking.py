@@ -1,0 +1,211 @@
+"""The tracking stage and per-person selection on their own (tables only, made up here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facepipe.faces import THUMB_SIZE, face_rows, write_faces
+from facepipe.selection import MapError, choose, map_text, parse_map
+from facepipe.tables import FRAMES_SCHEMA, write_table
+from facepipe.tracking import Segment, shot_changes, track_faces
+from facepipe.video import WorkFrame
+
+
+def _kps(box):
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    return [x1 + .3 * w, y1 + .4 * h, x1 + .7 * w, y1 + .4 * h, x1 + .5 * w, y1 + .6 * h,
+            x1 + .35 * w, y1 + .8 * h, x1 + .65 * w, y1 + .8 * h]
+
+
+def _row(frame, face, box, emb=None, hold=False, held_from=0):
+    return {"frame": frame, "face": face, "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "score": 1.0,
+            "kps": _kps(box), "embedding": None if emb is None else list(emb), "landmarks": None,
+            "hold": hold, "held_from": held_from, "crop": None, "crop_x": 0, "crop_y": 0, "crop_matrix": None}
+
+
+def _thumb(value):
+    return np.full((THUMB_SIZE, THUMB_SIZE, 3), value, np.uint8).tobytes()
+
+
+def _segments(tmp_path, rows, frames, cut_at=(), per_segment=None):
+    """Faces and frames tables for frames 1..frames, split every per_segment frames."""
+    per_segment = per_segment or frames
+    segments = []
+    for s, start in enumerate(range(0, frames, per_segment)):
+        name = f"seg_{s:04d}"
+        mine = [{**r, "frame": r["frame"] - start} for r in rows if start < r["frame"] <= start + per_segment]
+        write_faces(pd.DataFrame(mine, columns=list(_row(1, 0, (0, 0, 1, 1)))), tmp_path / f"{name}.parquet")
+        shade = lambda f: 200 if any(f >= c for c in cut_at) else 20  # noqa: E731
+        thumbs = [{"frame": f - start, "thumb": _thumb(shade(f))}
+                  for f in range(start + 1, min(frames, start + per_segment) + 1)]
+        write_table([thumbs], tmp_path / f"{name}.frames.parquet", FRAMES_SCHEMA)
+        segments.append(Segment(name, start, tmp_path / f"{name}.parquet", tmp_path / f"{name}.frames.parquet"))
+    return segments
+
+
+A_EMB = np.eye(8)[0]
+B_EMB = np.eye(8)[1]
+
+
+def _crossing(frames=30, miss=(10, 11, 12)):
+    """Two faces changing places (A left to right, B right to left, B lower), A missed on `miss`
+    with held crops where it was, embeddings on every 5th frame."""
+    rows = []
+    for f in range(1, frames + 1):
+        ax, bx = 10 + 8 * f, 250 - 8 * f
+        a, b = (ax, 20, ax + 60, 80), (bx, 120, bx + 50, 170)
+        emb = f % 5 == 1
+        faces = [] if f in miss else [("A", a)]
+        faces.append(("B", b))
+        for i, (who, box) in enumerate(faces):
+            rows.append(_row(f, i, box, (A_EMB if who == "A" else B_EMB) if emb else None))
+        if f in miss:
+            rows.append(_row(f, len(faces), (ax - 8 * (f - miss[0] + 1), 20, ax - 8 * (f - miss[0] + 1) + 60, 80),
+                             hold=True, held_from=miss[0] - 1))
+    return rows
+
+
+def test_shot_changes_from_thumbnails():
+    thumbs = {f: _thumb(20 if f < 7 else 200) for f in range(1, 12)}
+    assert shot_changes(thumbs, 30) == [7]
+    assert shot_changes(thumbs, 0) == []
+    assert shot_changes({f: _thumb(20 + f) for f in range(1, 12)}, 30) == []  # a slow fade is no cut
+
+
+def test_tracks_fill_gaps_from_held_crops_and_keep_persons_apart(tmp_path):
+    result = track_faces(_segments(tmp_path, _crossing(), 30), track_gap=5, smoothing=0, shot_threshold=30,
+                         metric="cosine")
+    table = result.tracks
+    assert result.filled == 3 and result.unfilled == 0
+    assert [p["person"] for p in result.persons] == [1, 2]
+    a = table[table["person"] == 1]
+    assert list(a["frame"]) == list(range(1, 31))  # the miss is filled
+    assert list(a[a["filled"]]["frame"]) == [10, 11, 12]
+    # The interpolated box sits between the detections on either side.
+    row = a[a["frame"] == 11].iloc[0]
+    assert row["x1"] == pytest.approx(10 + 8 * 11)
+    assert (table[table["person"] == 2]["y1"] == 120).all()  # B never takes A's id
+
+
+def test_a_gap_longer_than_track_gap_splits_the_track_and_identity_rejoins_it(tmp_path):
+    rows = _crossing(miss=tuple(range(10, 17)))
+    result = track_faces(_segments(tmp_path, rows, 30), track_gap=3, smoothing=0, shot_threshold=30,
+                         metric="cosine")
+    a = result.tracks[result.tracks["y1"] == 20]
+    assert a["track"].nunique() == 2 and a["person"].nunique() == 1  # two tracks, one person
+    assert not a["filled"].any()
+
+
+def test_no_track_crosses_a_cut_and_a_person_keeps_one_id_across_it(tmp_path):
+    rows = [_row(f, 0, (100, 50, 160, 110), A_EMB if f % 5 == 1 else None) for f in range(1, 21)]
+    rows = [r for r in rows if r["frame"] != 11]  # missed right after the cut
+    result = track_faces(_segments(tmp_path, rows, 20, cut_at=(10,)), track_gap=5, smoothing=0, shot_threshold=30,
+                         metric="cosine")
+    assert result.cuts == [10]
+    table = result.tracks
+    assert table[table["frame"] < 10]["track"].nunique() == 1
+    assert set(table[table["frame"] < 10]["track"]).isdisjoint(table[table["frame"] >= 10]["track"])
+    assert table["person"].nunique() == 1
+
+
+def test_tracks_are_the_same_however_the_video_is_split(tmp_path):
+    rows = _crossing()
+    (tmp_path / "w").mkdir()
+    (tmp_path / "s").mkdir()
+    whole = track_faces(_segments(tmp_path / "w", rows, 30), track_gap=5, smoothing=1.5, shot_threshold=30,
+                        metric="cosine").tracks
+    split = track_faces(_segments(tmp_path / "s", rows, 30, per_segment=7), track_gap=5, smoothing=1.5,
+                        shot_threshold=30, metric="cosine").tracks
+    cols = ["frame", "person", "filled", "x1", "y1"]
+    pd.testing.assert_frame_equal(whole[cols], split[cols])
+    assert np.allclose(np.stack(whole["kps"]), np.stack(split["kps"]))
+
+
+class _Blinking:
+    """A fake analyzer: one face at a fixed place, missed on some frames."""
+
+    def __init__(self, missed):
+        self.missed = set(missed)
+        self.embedded = []
+
+    def analyze_frame(self, frame, embed=True):
+        if embed:
+            self.embedded.append(frame.number)
+        if frame.number in self.missed:
+            return []
+        box = np.array([20, 20, 60, 60], np.float32)
+        return [{"box": box, "score": 0.9, "kps": np.asarray(_kps(box), np.float32).reshape(5, 2),
+                 "embedding": np.ones(4, np.float32) if embed else None}]
+
+
+def test_detection_holds_crops_on_both_sides_of_a_miss_and_samples_identity():
+    from facepipe.patches import decode_image
+
+    frames = [WorkFrame(n, bgr=np.full((100, 100, 3), n, np.uint8)) for n in range(1, 13)]
+    analyzer = _Blinking(missed={5, 6, 7})
+    thumbs = []
+    per_frame = list(face_rows(analyzer, frames, "aligned_128", first_frame=11, hold_frames=2, identity_every=5,
+                               thumbnails=thumbs))
+    assert len(per_frame) == 12 and len(thumbs) == 12
+    held = [(r["frame"], r["held_from"]) for rows in per_frame for r in rows if r["hold"]]
+    # forward from frame 4 over 5 and 6; back from frame 8 over 7 and 6
+    assert sorted(held) == [(5, 4), (6, 4), (6, 8), (7, 8)]
+    crop = decode_image(next(r["crop"] for rows in per_frame for r in rows if r["hold"] and r["frame"] == 5))
+    assert crop.shape[0] == 128 + 2 * 48 and int(np.median(crop)) in (5, 0)  # cut from frame 5 itself
+    # video frames 11.. : frame n is video frame n + 10, embedded when (n + 10 - 1) % 5 == 0
+    assert analyzer.embedded == [1, 6, 11]
+
+
+def test_smoothing_lowers_keypoint_jitter(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for f in range(1, 61):
+        box = (100 + 2 * f, 50, 160 + 2 * f, 110)
+        row = _row(f, 0, box, A_EMB if f % 5 == 1 else None)
+        row["kps"] = (np.asarray(row["kps"]) + rng.normal(0, 1.5, 10)).tolist()
+        rows.append(row)
+    jitter = {}
+    for sigma in (0, 1.5):
+        (tmp_path / str(sigma)).mkdir()
+        table = track_faces(_segments(tmp_path / str(sigma), rows, 60), track_gap=5, smoothing=sigma,
+                            shot_threshold=30, metric="cosine").tracks
+        kps = np.stack(table["kps"])
+        jitter[sigma] = float(np.abs(np.diff(kps, n=2, axis=0)).mean())
+    print(f"keypoint jitter (mean |second difference|, px): raw {jitter[0]:.2f}, smoothed {jitter[1.5]:.2f}")
+    assert jitter[1.5] < 0.3 * jitter[0]
+
+
+PERSONS = [
+    {"person": 1, "presence": 900.0, "identity": [list(A_EMB), list(A_EMB * 0.9 + B_EMB * 0.1)]},
+    {"person": 2, "presence": 1000.0, "identity": [list(B_EMB)]},
+    {"person": 3, "presence": 50.0, "identity": []},
+]
+
+
+def test_selection_by_person():
+    assert choose(PERSONS, mode="one", metric="cosine", threshold=0.35) == {2: "source"}
+    assert choose(PERSONS, mode="many", metric="cosine", threshold=0.35) == {1: "source", 2: "source",
+                                                                            3: "source"}
+    assert choose(PERSONS, mode="reference", metric="cosine", threshold=0.35, reference=A_EMB) == {1: "source"}
+
+
+def test_map_by_id_and_by_reference():
+    entries = parse_map("3=bob.jpg; ref_a.jpg=alice.jpg")
+    chosen = choose(PERSONS, mode="one", metric="cosine", threshold=0.35, entries=entries,
+                    references={"reference ref_a.jpg": A_EMB})
+    assert chosen == {3: "person 3", 1: "reference ref_a.jpg"}  # person 2 (the largest) is not mapped
+    assert choose(PERSONS, mode="one", metric="cosine", threshold=0.35, entries=parse_map("7=x.jpg")) == {}
+
+
+def test_map_text_round_trip_and_errors():
+    entries = parse_map("1=alice.jpg;ref #2.jpg=bob smith.jpg")
+    assert map_text(entries) == "1=alice.jpg;ref #2.jpg=bob smith.jpg"
+    assert parse_map({1: "a.jpg", "r.png": "b.jpg"}) == parse_map("1=a.jpg;r.png=b.jpg")
+    assert parse_map("") == [] and parse_map(None) == []
+    for bad, message in (("alice.jpg", "no '='"), ("1=", "both sides"), ("0=a.jpg", "start at 1"),
+                         ("1=a.jpg;1=b.jpg", "twice")):
+        with pytest.raises(MapError, match=message):
+            parse_map(bad)

@@ -1,0 +1,214 @@
+"""Tracks and persons end to end, on the offline backend (dlib: a real detector and recognizer),
+on a clip of two real people who change places, with detector misses and a cut (track_clips).
+
+Which faces are swapped is read from the swap stage's patches: each patch carries the tracked
+keypoints of the face it replaces, and the clip's truth says whose face lies there.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import copy_workflow
+from track_clips import make_tracking_clip
+from workflow_helpers import pin_backend, planned_jobs, snakemake, write_sheet
+
+pytestmark = pytest.mark.workflow
+
+NAME = "two"
+
+
+def _inputs(dest: Path):
+    """The clip, the astronaut (person A's photo) and a padded Tom Hanks (person B's) as sources."""
+    from facepipe import demo
+
+    dest.mkdir(parents=True, exist_ok=True)
+    truth = make_tracking_clip(dest / "two people.mp4")
+    demo.write_astronaut(dest / "astronaut.png")
+    hanks = cv2.imread(str(demo.insightface_image("Tom_Hanks_54745.png")))
+    # dlib's HOG detector needs some room around a tight 112 px face crop.
+    cv2.imwrite(str(dest / "hanks.png"), cv2.copyMakeBorder(hanks, 56, 56, 56, 56, cv2.BORDER_REPLICATE))
+    return truth
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return _inputs(tmp_path_factory.mktemp("tracking_inputs"))
+
+
+def _workflow(dest: Path, clip, segment_seconds: float) -> Path:
+    wd = copy_workflow(dest)
+    pin_backend(wd, "offline")
+    shutil.copytree(clip.path.parent, wd / "inputs")
+    write_sheet(wd / "config" / "jobs.tsv", [{"name": NAME, "target": "inputs/two people.mp4",
+                                              "source": "inputs/astronaut.png",
+                                              "segment_seconds": segment_seconds}])
+    snakemake(wd)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory, clip):
+    """12-frame segments: a boundary falls inside A's first miss (frames 12-14) and second (48-50)."""
+    return _workflow(tmp_path_factory.mktemp("split"), clip, 0.48)
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, clip):
+    return _workflow(tmp_path_factory.mktemp("whole"), clip, 30)
+
+
+def _starts(wd: Path) -> dict[str, int]:
+    from facepipe.integrity import read_sealed_json
+
+    manifest = read_sealed_json(wd / "work" / NAME / "segments" / "manifest.json")
+    return {seg: r["start"] for seg, r in manifest["ranges"].items()}
+
+
+def swapped_faces(wd: Path) -> pd.DataFrame:
+    """Every patch of the swap stage: video frame and the tracked keypoints it was made for."""
+    from facepipe.patches import iter_patches
+
+    rows = []
+    for seg, start in _starts(wd).items():
+        for frame, patches in iter_patches(wd / "work" / NAME / "swapped" / f"{seg}.parquet"):
+            rows += [{"frame": start + frame, "kps": np.asarray(p.kps, float).reshape(5, 2)} for p in patches]
+    return pd.DataFrame(rows, columns=["frame", "kps"])
+
+
+def owner(clip, frame: int, kps: np.ndarray) -> str | None:
+    """Whose true face box holds the keypoints' centre on that frame."""
+    x, y = kps.mean(axis=0)
+    for person in ("A", "B"):
+        box = clip.box(person, frame)
+        if box is not None and box[0] <= x <= box[2] and box[1] <= y <= box[3]:
+            return person
+    return None
+
+
+def swapped_owners(wd: Path, clip) -> dict[int, list[str | None]]:
+    out: dict[int, list] = {f: [] for f in range(1, clip.frames + 1)}
+    for row in swapped_faces(wd).itertuples():
+        out[row.frame].append(owner(clip, row.frame, row.kps))
+    return out
+
+
+def visible(clip, person: str) -> list[int]:
+    return [f for f in range(1, clip.frames + 1) if clip.box(person, f) is not None]
+
+
+def tracks(wd: Path) -> pd.DataFrame:
+    from facepipe.tables import read_table
+
+    table = read_table(wd / "work" / NAME / "tracks.parquet")
+    table["kps"] = [tuple(np.round(np.asarray(k, float), 6)) for k in table["kps"]]
+    return table[["frame", "person", "filled", "kps"]].sort_values(["frame", "person"], ignore_index=True)
+
+
+@pytest.mark.parametrize("layout", ["split", "whole"])
+def test_one_swaps_the_same_person_on_every_frame_including_misses(layout, request, clip):
+    wd = request.getfixturevalue(layout)
+    owners = swapped_owners(wd, clip)
+    # A has the larger screen presence over the video: A on every frame A is in, nobody else.
+    for frame in visible(clip, "A"):
+        assert owners[frame] == ["A"], (frame, owners[frame])
+    # Including A's detector misses (motion blur, a covering patch), filled inside the track...
+    assert clip.hidden["A"] and all(owners[f] == ["A"] for f in clip.hidden["A"])
+    # ...and the frames where B's face is the larger one.
+    assert len(clip.b_larger()) >= 5 and all(owners[f] == ["A"] for f in clip.b_larger())
+    assert (wd / "results" / f"{NAME}.mp4").is_file()
+
+
+def test_cast_names_two_persons_across_the_cut(whole, clip):
+    cast = pd.read_csv(whole / "results" / f"{NAME}.cast.tsv", sep="\t")
+    assert list(cast["person"]) == [1, 2]
+    # Each person is on screen in both shots (one id across the cut), on every frame.
+    assert list(cast["frames"]) == [clip.frames, clip.frames]
+    assert (cast["tracks"] == 2).all()
+    sheet = cv2.imread(str(whole / "results" / f"{NAME}.cast.png"))
+    assert sheet is not None and sheet.shape[1] >= 2 * 160
+
+
+def test_tracks_do_not_depend_on_the_segments(split, whole):
+    """Which faces are swapped on which frames, with which keypoints, is the same whether or not
+    segment_seconds splits the clip (here into 12-frame segments, boundaries inside misses)."""
+    assert len(_starts(split)) >= 9 and len(_starts(whole)) == 1
+    pd.testing.assert_frame_equal(tracks(split), tracks(whole))
+    a, b = swapped_faces(split), swapped_faces(whole)
+    key = lambda t: sorted((r.frame, tuple(np.round(r.kps, 6).ravel())) for r in t.itertuples())  # noqa: E731
+    assert len(a) == len(b) and key(a) == key(b)
+
+
+def test_reference_swaps_every_frame_of_the_matching_person_only(whole, clip):
+    changed = planned_jobs(whole, "--config", "faces=reference", "reference=inputs/hanks.png")
+    assert "detect_faces" not in changed and "track_faces" not in changed and changed.get("swap_faces")
+    snakemake(whole, "--config", "faces=reference", "reference=inputs/hanks.png")
+    owners = swapped_owners(whole, clip)
+    for frame in range(1, clip.frames + 1):
+        expected = ["B"] if clip.box("B", frame) is not None else []
+        assert owners[frame] == expected, (frame, owners[frame])
+    assert all(owners[f] == ["B"] for f in clip.hidden["B"])
+
+
+def _person_of(wd: Path, clip, who: str) -> int:
+    from facepipe.tables import read_table
+
+    table = read_table(wd / "work" / NAME / "tracks.parquet")
+    votes = [row.person for row in table.itertuples()
+             if owner(clip, row.frame, np.asarray(row.kps, float).reshape(5, 2)) == who]
+    return int(pd.Series(votes).mode()[0])
+
+
+def _identity(img: np.ndarray, box) -> np.ndarray:
+    from facepipe.offline import OfflineAnalyzer, offline_model_path
+
+    analyzer = OfflineAnalyzer(offline_model_path("dlib_landmarks_68"), offline_model_path("dlib_resnet_v1"))
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    pad = (x2 - x1) // 2
+    crop = np.ascontiguousarray(img[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad])
+    faces = analyzer.analyze(cv2.resize(crop, None, fx=2, fy=2))
+    assert faces, "no face in the result crop"
+    return faces[0]["embedding"]
+
+
+def test_map_puts_each_source_on_its_own_person(whole, clip):
+    from facepipe.offline import OfflineAnalyzer, offline_model_path
+    from workflow_helpers import frame_before_after
+
+    a, b = _person_of(whole, clip, "A"), _person_of(whole, clip, "B")
+    assert {a, b} == {1, 2}
+    mapping = f"{a}=inputs/hanks.png;{b}=inputs/astronaut.png"
+    changed = planned_jobs(whole, "--config", f"map={mapping}")
+    assert "detect_faces" not in changed and "track_faces" not in changed and changed.get("swap_faces")
+    snakemake(whole, "--config", f"map={mapping}")
+    owners = swapped_owners(whole, clip)
+    for frame in range(1, clip.frames + 1):
+        expected = sorted(p for p in ("A", "B") if clip.box(p, frame) is not None)
+        assert sorted(owners[frame]) == expected, (frame, owners[frame])
+    # Each face moved toward its own source (dlib distance), not toward the other one.
+    analyzer = OfflineAnalyzer(offline_model_path("dlib_landmarks_68"), offline_model_path("dlib_resnet_v1"))
+    sources = {name: analyzer.analyze(cv2.imread(str(whole / "inputs" / f"{name}.png")))[0]["embedding"]
+               for name in ("hanks", "astronaut")}
+    target = whole / "inputs" / "two people.mp4"
+    frame = 5
+    before, after, _ = frame_before_after(whole, NAME, target, frame)
+    for person, source in (("A", "hanks"), ("B", "astronaut")):
+        was, now = _identity(before, clip.box(person, frame)), _identity(after, clip.box(person, frame))
+        assert np.linalg.norm(now - sources[source]) < np.linalg.norm(was - sources[source]) - 0.03, person
+
+
+@pytest.mark.parametrize("how", ["id", "reference"])
+def test_map_leaves_unmapped_persons_alone(whole, clip, how):
+    a = _person_of(whole, clip, "A")
+    mapping = f"{a}=inputs/hanks.png" if how == "id" else "inputs/astronaut.png=inputs/hanks.png"
+    snakemake(whole, "--config", f"map={mapping}")
+    owners = swapped_owners(whole, clip)
+    for frame in range(1, clip.frames + 1):
+        expected = ["A"] if clip.box("A", frame) is not None else []
+        assert owners[frame] == expected, (frame, owners[frame])
