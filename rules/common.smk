@@ -14,7 +14,12 @@ from facepipe.gpu import nvml_memory_mb
 from facepipe.faces import IDENTITY_EVERY
 from facepipe.jobs import JobError, build_jobs, face_images, read_sheet, swap_roles
 from facepipe.models import batched_path, model_path, models_for
-from facepipe.preflight import PreflightError, check_input_files, check_jobs, target_kind
+from facepipe.preflight import (
+    PreflightError,
+    check_input_files,
+    check_jobs,
+    target_kind,
+)
 from facepipe import provenance
 
 

@@ -121,16 +121,37 @@ def test_sealed_json_that_is_not_json_is_rejected(tmp_path):
 FRAMES = 50
 
 
-def face_table_rows(crop_size=128, seed=0):
+KPS = [38.3, 51.7, 73.5, 51.5, 56.0, 71.7, 41.5, 92.4, 70.7, 92.2]
+
+
+def face_table_rows(crop_size=160, seed=0):
     """A faces table as detection writes it for the learned swapper: one face per frame, its
-    aligned crop (noise: it compresses no better than a real face) and matrix."""
+    aligned crop with detection's margin (noise: it compresses no better than a real face) and
+    matrix."""
+    from insightface.utils import face_align
+
     rng = np.random.default_rng(seed)
-    kps = [38.3, 51.7, 73.5, 51.5, 56.0, 71.7, 41.5, 92.4, 70.7, 92.2]
+    matrix = face_align.estimate_norm(np.reshape(KPS, (5, 2)), 128)
+    matrix[:, 2] += 16
     for frame in range(1, FRAMES + 1):
         yield [{"frame": frame, "face": 0, "x1": 10.0, "y1": 10.0, "x2": 110.0, "y2": 110.0, "score": 0.9,
-                "kps": kps, "embedding": None, "landmarks": None,
+                "kps": KPS, "embedding": None, "landmarks": None, "hold": False, "held_from": 0,
                 "crop": encode_image(rng.integers(0, 256, (crop_size, crop_size, 3), np.uint8)),
-                "crop_x": 0, "crop_y": 0, "crop_matrix": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]}]
+                "crop_x": 0, "crop_y": 0, "crop_matrix": matrix.reshape(-1).tolist()}]
+
+
+def tracked_faces():
+    """The tracker's rows for face_table_rows: one person, every frame."""
+    import pandas as pd
+
+    return pd.DataFrame([{"frame": f, "seg_frame": f, "face": 0, "filled": False, "track": 1, "person": 1,
+                          "kps": KPS, "landmarks": None, "source": "source"} for f in range(1, FRAMES + 1)])
+
+
+def swap(faces, swapper, out):
+    from facepipe.swap import swap_segment
+
+    return swap_segment(faces, tracked_faces(), {"source": (swapper, np.ones(512, np.float32))}, out)
 
 
 def patch_frames(size=128, seed=1):
@@ -158,19 +179,18 @@ class CopySwap:
 
 def test_faces_table_with_flipped_bytes_is_refused_by_each_reader(tmp_path):
     from facepipe.faces import read_faces, write_faces
-    from facepipe.swap import swap_segment
 
     faces = tmp_path / "faces" / "seg_0001.parquet"
     write_faces(face_table_rows(), faces)
     assert integrity.check(faces) is None
     assert len(read_faces(faces)) == FRAMES
     # The swap reads it a row group at a time; an intact one swaps every face.
-    assert swap_segment(faces, np.ones(512, np.float32), CopySwap(), tmp_path / "ok.parquet", mode="one") == FRAMES
+    assert swap(faces, CopySwap(), tmp_path / "ok.parquet") == FRAMES
 
     flip_bytes(faces)
     out = tmp_path / "swapped.parquet"
     with pytest.raises(DamagedIntermediateError) as err:
-        swap_segment(faces, np.ones(512, np.float32), NoSwap(), out, mode="one")
+        swap(faces, NoSwap(), out)
     assert repr(str(faces)) in str(err.value)
     assert _gone(faces) and not out.exists() and not list(tmp_path.glob("swapped*"))
 
@@ -243,18 +263,16 @@ def test_page_checksums_catch_damage_behind_a_matching_seal(tmp_path):
 
 def test_a_crop_of_the_wrong_size_is_an_error_naming_the_table(tmp_path):
     from facepipe.faces import write_faces
-    from facepipe.swap import swap_segment
 
     faces = tmp_path / "faces.parquet"
     write_faces(face_table_rows(crop_size=96), faces)
-    with pytest.raises(DamagedIntermediateError, match=r"faces.parquet.*96x96, not 128x128"):
-        swap_segment(faces, np.ones(512, np.float32), NoSwap(), tmp_path / "out.parquet", mode="one")
+    with pytest.raises(DamagedIntermediateError, match=r"faces.parquet.*96x96, not a square of 128 px"):
+        swap(faces, NoSwap(), tmp_path / "out.parquet")
     assert _gone(faces)
 
 
 def test_crop_bytes_that_are_no_image_are_an_error_naming_the_table(tmp_path):
     from facepipe.faces import write_faces
-    from facepipe.swap import swap_segment
 
     def rows():
         for frame_rows in face_table_rows():
@@ -263,7 +281,7 @@ def test_crop_bytes_that_are_no_image_are_an_error_naming_the_table(tmp_path):
     faces = tmp_path / "faces.parquet"
     write_faces(rows(), faces)
     with pytest.raises(DamagedIntermediateError, match=r"faces.parquet.*do not decode"):
-        swap_segment(faces, np.ones(512, np.float32), NoSwap(), tmp_path / "out.parquet", mode="one")
+        swap(faces, NoSwap(), tmp_path / "out.parquet")
 
 
 @pytest.mark.parametrize("bad", ["size", "matrix", "bytes"])

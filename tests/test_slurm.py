@@ -208,16 +208,17 @@ def test_one_cluster_job_per_segment(cluster):
     jobs = sorted(cluster["jobs"].values())
     groups = [j for j in jobs if j.startswith("group_segment_")]
     rules = [j.removeprefix("rule_") for j in jobs if j.startswith("rule_")]
-    assert len(groups) == 2, jobs  # one per segment, each running all per-segment rules
-    assert all(g == "group_segment_detect_faces_render_segment_swap_faces" for g in groups), jobs
-    assert rules == ["embed_face", "mux_video"], jobs
+    assert len(groups) == 2, jobs  # one per segment, each running swap and render
+    assert all(g == "group_segment_render_segment_swap_faces" for g in groups), jobs
+    # detection per segment; tracking and the cast run on the main host (localrules)
+    assert rules == ["detect_faces", "detect_faces", "embed_face", "mux_video"], jobs
 
 
 def test_gpu_requested_through_plugin_resources_only_by_gpu_jobs(cluster):
     for jobid, folder in cluster["jobs"].items():
         info = cluster["granted"][jobid]
         assert f"JobId={jobid} " in info, info
-        if folder.startswith("group_segment_"):
+        if folder.startswith("group_segment_") or folder == "rule_detect_faces":
             # --gpus=1 (the plugin's `gpu`) and --cpus-per-gpu (its `cpus_per_gpu`), never --gres
             assert "TresPerJob=gres:gpu:1" in info and "CpusPerTres=gres:gpu:" in info, info
             assert "TresPerNode" not in info, info

@@ -212,3 +212,40 @@ def test_map_leaves_unmapped_persons_alone(whole, clip, how):
     for frame in range(1, clip.frames + 1):
         expected = ["A"] if clip.box("A", frame) is not None else []
         assert owners[frame] == expected, (frame, owners[frame])
+
+
+def test_smoothing_lowers_the_jitter_of_the_pasted_face(whole, clip, tmp_path):
+    """The clip's own detections with noise added to their keypoints (sigma 1.5 px), tracked with
+    and without smoothing: the pasted face's place (the aligned crop's centre in the frame) shakes
+    less from frame to frame with it."""
+    from insightface.utils import face_align
+
+    from facepipe.faces import read_faces, write_faces
+    from facepipe.integrity import read_sealed_json
+    from facepipe.tables import FRAMES_SCHEMA, read_table, write_table
+    from facepipe.tracking import segments_of, track_faces
+
+    manifest = read_sealed_json(whole / "work" / NAME / "segments" / "manifest.json")
+    rng = np.random.default_rng(7)
+    noisy = tmp_path / "faces"
+    noisy.mkdir()
+    for seg in segments_of(manifest, whole / "work" / NAME / "faces"):
+        table = read_faces(seg.faces)
+        table["kps"] = [np.asarray(k) + rng.normal(0, 1.5, 10) for k in table["kps"]]
+        write_faces(table, noisy / seg.faces.name)
+        frames = read_table(seg.frames)
+        write_table([frames.to_dict("records")], noisy / seg.frames.name, FRAMES_SCHEMA)
+
+    def jitter(sigma: float) -> float:
+        table = track_faces(segments_of(manifest, noisy), track_gap=5, smoothing=sigma, shot_threshold=30,
+                            metric="euclidean").tracks
+        shot1 = table[table["frame"] < clip.cut]
+        a = shot1[[owner(clip, r.frame, np.asarray(r.kps).reshape(5, 2)) == "A" for r in shot1.itertuples()]]
+        centres = np.array([cv2.invertAffineTransform(face_align.estimate_norm(np.asarray(k).reshape(5, 2), 128))
+                            @ (64, 64, 1) for k in a.sort_values("frame")["kps"]])
+        return float(np.linalg.norm(np.diff(centres, n=2, axis=0), axis=1).mean())
+
+    raw, smoothed = jitter(0), jitter(1.5)
+    print(f"pasted-face jitter, mean |second difference| of its centre: {raw:.2f} px raw, {smoothed:.2f} px "
+          f"with keypoint_smoothing=1.5")
+    assert smoothed < 0.5 * raw
