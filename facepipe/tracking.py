@@ -158,17 +158,17 @@ def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, by
 
 def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: str) -> list[Track]:
     """Detections (not held crops) linked into tracks, frame by frame."""
-    from scipy.optimize import linear_sum_assignment
-
     import bisect
+    from itertools import groupby
 
     tracks: list[Track] = []
     active: list[Track] = []
     far = LINK_DISTANCE[metric]
-    for frame, group in detections.sort_values(["frame", "face"]).groupby("frame", sort=True):
+    ordered = detections.sort_values(["frame", "face"]).itertuples(index=False)
+    for frame, group in groupby(ordered, key=lambda row: row.frame):
         shot = bisect.bisect_right(cuts, frame)
         active = [t for t in active if t.shot == shot and frame - t.frames[-1] <= track_gap + 1]
-        rows = list(group.itertuples(index=False))
+        rows = list(group)
         cost = np.full((len(active), len(rows)), np.inf)
         for i, track in enumerate(active):
             pred = track.predicted_box(frame)
@@ -189,12 +189,9 @@ def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: s
                     c += d
                 cost[i, j] = c
         taken = set()
-        if active and rows:
-            finite = np.where(np.isfinite(cost), cost, 1e9)
-            for i, j in zip(*linear_sum_assignment(finite)):
-                if np.isfinite(cost[i, j]):
-                    _extend(active[i], frame, rows[j])
-                    taken.add(j)
+        for i, j in _assignment(cost):
+            _extend(active[i], frame, rows[j])
+            taken.add(j)
         for j, row in enumerate(rows):
             if j not in taken:
                 track = Track(id=len(tracks) + 1, shot=shot)
@@ -202,6 +199,21 @@ def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: s
                 tracks.append(track)
                 active.append(track)
     return tracks
+
+
+def _assignment(cost: np.ndarray) -> list[tuple[int, int]]:
+    """The pairs (track, detection) of least total cost among the finite ones. Where no track
+    and no detection has a choice (the usual case), that is every finite pair, found without
+    the solver."""
+    finite = np.isfinite(cost)
+    if not finite.any():
+        return []
+    if (finite.sum(axis=0) <= 1).all() and (finite.sum(axis=1) <= 1).all():
+        return [(int(i), int(j)) for i, j in zip(*np.nonzero(finite))]
+    from scipy.optimize import linear_sum_assignment
+
+    pairs = zip(*linear_sum_assignment(np.where(finite, cost, 1e9)))
+    return [(int(i), int(j)) for i, j in pairs if finite[i, j]]
 
 
 def _extend(track: Track, frame: int, row) -> None:
@@ -329,16 +341,23 @@ def _smoothed(rows: list[dict], sigma: float) -> list[dict]:
             row["landmarks"] = None if row["landmarks"] is None else row["landmarks"].tolist()
             row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
         return rows
-    from scipy.ndimage import gaussian_filter1d
-
-    kps = gaussian_filter1d(np.stack([r["kps"] for r in rows]), sigma, axis=0, mode="nearest")
+    kps = _gaussian(np.stack([r["kps"] for r in rows]), sigma)
     has_lm = all(r["landmarks"] is not None for r in rows)
-    lms = gaussian_filter1d(np.stack([r["landmarks"] for r in rows]), sigma, axis=0, mode="nearest") if has_lm else None
+    lms = _gaussian(np.stack([r["landmarks"] for r in rows]), sigma) if has_lm else None
     for i, row in enumerate(rows):
         row["kps"] = kps[i].tolist()
         row["landmarks"] = lms[i].tolist() if has_lm else None
         row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
     return rows
+
+
+def _gaussian(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Each column smoothed along the rows by a Gaussian of sigma rows, the ends repeated
+    (OpenCV's separable filter: scipy.ndimage.gaussian_filter1d's mode="nearest", truncate=4)."""
+    size = 2 * int(4 * sigma + 0.5) + 1
+    kernel = cv2.getGaussianKernel(size, sigma, cv2.CV_64F)
+    return cv2.sepFilter2D(np.ascontiguousarray(values, np.float64), cv2.CV_64F, np.ones(1), kernel,
+                           borderType=cv2.BORDER_REPLICATE)
 
 
 def describe_persons(table: pd.DataFrame, fps: float) -> list[dict]:
