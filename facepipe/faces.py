@@ -117,12 +117,12 @@ def box_area(box) -> float:
 # tracked (smoothed, interpolated) keypoints without decoding the video again. A held crop (see
 # face_rows) is cut where a face was just before or after a frame where it was missed; the
 # wider margin leaves room for the face to move while the detector misses it.
-CROP_MARGIN = 0.125
+CROP_MARGIN = 0.0625
 HOLD_MARGIN = 0.375
 # Detection embeds every face on one frame in IDENTITY_EVERY (counted over the whole video,
 # so the sample does not depend on how the video is split): enough for tracking and persons,
-# at a fraction of the recognizer's cost (dlib's CPU ResNet dominates offline detection).
-IDENTITY_EVERY = 5
+# at a tenth of the recognizer's cost (dlib's CPU ResNet dominates offline detection).
+IDENTITY_EVERY = 10
 THUMB_SIZE = 24  # side of the frame thumbnails shot changes are found from (facepipe.tracking)
 # Two detections on neighbouring frames are the same face when their boxes overlap this much.
 SAME_FACE_IOU = 0.3

@@ -80,10 +80,12 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     an interpolated face uses the crop detection held for its frame. The faces table is verified
     before its first row is used (facepipe.tables.iter_frame_rows).
     """
+    from itertools import groupby
+
     from facepipe.tables import iter_frame_rows
 
-    wanted = {frame: list(rows.itertuples(index=False))
-              for frame, rows in tracks.sort_values(["seg_frame", "person", "track"]).groupby("seg_frame")}
+    ordered = tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False)
+    wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
     counts = {"frames": 0, "faces": 0, "filled": 0}
 
     def inputs(table) -> list[tuple]:
@@ -142,8 +144,6 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
         yield from by_frame(pending)
 
     def by_frame(items: list[tuple]):
-        from itertools import groupby
-
         patches = swapped(items)
         done = 0
         for _, group in groupby(items, key=lambda item: item[0].seg_frame):

@@ -151,7 +151,7 @@ def test_batched_segment_swap_keeps_every_frames_faces_in_order(models, tmp_path
     det, rec = build_standin("det_10g", d / "det_10g.onnx"), build_standin("w600k_r50", d / "w600k_r50.onnx")
     img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
     row = detect_frames(FaceAnalyzer(det, rec, ["cpu"]), [WorkFrame(1, bgr=img)], crop="aligned_128").iloc[0]
-    crops = iter(_crops(6, 160, seed=9))  # detection's canvas: the 128 px crop and a margin
+    crops = iter(_crops(6, 144, seed=9))  # detection's canvas: the 128 px crop and a margin
     table = pd.DataFrame([{**row.to_dict(), "frame": frame, "face": face, "crop": encode_image(next(crops))}
                           for frame, faces in ((1, 3), (2, 1), (4, 2)) for face in range(faces)])
     write_faces(table, tmp_path / "faces.parquet")

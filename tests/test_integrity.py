@@ -124,7 +124,7 @@ FRAMES = 50
 KPS = [38.3, 51.7, 73.5, 51.5, 56.0, 71.7, 41.5, 92.4, 70.7, 92.2]
 
 
-def face_table_rows(crop_size=160, seed=0):
+def face_table_rows(crop_size=144, seed=0):
     """A faces table as detection writes it for the learned swapper: one face per frame, its
     aligned crop with detection's margin (noise: it compresses no better than a real face) and
     matrix."""
@@ -132,7 +132,7 @@ def face_table_rows(crop_size=160, seed=0):
 
     rng = np.random.default_rng(seed)
     matrix = face_align.estimate_norm(np.reshape(KPS, (5, 2)), 128)
-    matrix[:, 2] += 16
+    matrix[:, 2] += 8
     for frame in range(1, FRAMES + 1):
         yield [{"frame": frame, "face": 0, "x1": 10.0, "y1": 10.0, "x2": 110.0, "y2": 110.0, "score": 0.9,
                 "kps": KPS, "embedding": None, "landmarks": None, "hold": False, "held_from": 0,

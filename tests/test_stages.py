@@ -67,7 +67,7 @@ def test_detection_on_planes_finds_the_faces_the_bgr_path_finds(standin_models, 
     box = from_planes.iloc[0][["x1", "y1", "x2", "y2"]].to_numpy(float)
     assert 0 <= box[0] < box[2] <= 1280 and 0 <= box[1] < box[3] <= 720
     crop = decode_image(from_planes.iloc[0]["crop"])
-    assert crop.shape == (160, 160, 3)  # the swapper's 128 px crop, with a margin for re-alignment
+    assert crop.shape == (144, 144, 3)  # the swapper's 128 px crop, with a margin for re-alignment
     # Embeddings (faces=reference) come from crops warped from the planes too.
     emb_planes = analyzer.analyze_frame(video.WorkFrame(1, i420=i420))[0]["embedding"]
     kps = analyzer.analyze_frame(video.WorkFrame(1, i420=i420))[0]["kps"]
