@@ -81,6 +81,8 @@ rule cast_sheet:
         table="results/{name}.cast.tsv",
     log:
         "logs/{name}/cast_sheet.log",
+    # After the segments' swap and render jobs whenever they wait for a core: nothing needs the cast.
+    priority: -1
     conda:
         "../envs/facepipe.yaml"
     script:
