@@ -303,6 +303,10 @@ def read_faces(path: str | Path) -> pd.DataFrame:
     return read_table(path)
 
 
+class OutsideCrop(ValueError):
+    """The tracked face does not fit the crop detection kept for it."""
+
+
 def swap_input(row, kps, landmarks=None) -> tuple[np.ndarray, dict]:
     """The crop the swapper takes for a face, from the crop detection kept (a faces-table row),
     re-aligned to the tracked keypoints ``kps`` (or, landmark_box, cut around ``landmarks``).
@@ -329,6 +333,10 @@ def swap_input(row, kps, landmarks=None) -> tuple[np.ndarray, dict]:
         matrix = face_align.estimate_norm(kps.reshape(5, 2), 128).astype(np.float64)
         # frame -> stored canvas -> aligned crop: the canvas point p is the frame point inv(stored) p.
         to_crop = matrix @ np.vstack([cv2.invertAffineTransform(stored), [0, 0, 1]])
+        corners = np.array([[0, 0, 1], [128, 0, 1], [0, 128, 1], [128, 128, 1]], np.float64)
+        inside = corners @ np.vstack([cv2.invertAffineTransform(to_crop), [0, 0, 1]]).T
+        if inside[:, :2].min() < -1 or inside[:, :2].max() > crop.shape[0] + 1:
+            raise OutsideCrop("the tracked face reaches outside the crop detection kept")
         if np.allclose(to_crop[:, :2], np.eye(2), atol=1e-9) and np.allclose(to_crop[:, 2], np.round(to_crop[:, 2]), atol=1e-6):
             x, y = -int(round(to_crop[0, 2])), -int(round(to_crop[1, 2]))  # a whole-pixel shift: copied exactly
             aligned = crop[y:y + 128, x:x + 128]
@@ -344,7 +352,7 @@ def swap_input(row, kps, landmarks=None) -> tuple[np.ndarray, dict]:
     lm = landmarks.reshape(68, 2) - (row.crop_x, row.crop_y)
     h, w = crop.shape[:2]
     if lm.min() < 0 or (lm[:, 0] > w).any() or (lm[:, 1] > h).any():
-        raise ValueError("the face moved out of its held crop")
+        raise OutsideCrop("the tracked face reaches outside the crop detection kept")
     return crop, {"x": int(row.crop_x), "y": int(row.crop_y), "landmarks": landmarks.reshape(-1)}
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import normalize, swap_input
+from facepipe.faces import OutsideCrop, normalize, swap_input
 from facepipe.integrity import reject
 from facepipe.patches import Patch, paste_inswapper, write_patches
 from facepipe.runtime import BatchedSession, create_session
@@ -86,7 +86,7 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
 
     ordered = tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False)
     wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
-    counts = {"frames": 0, "faces": 0, "filled": 0}
+    counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0}
 
     def inputs(table) -> list[tuple]:
         """(tracked row, crop, swapper arguments) of the wanted faces of a piece of the table."""
@@ -99,11 +99,17 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
                     reject(faces, f"the tracks name face {tracked.face} of frame {frame}, which it does not hold "
                                   f"(made by another detection run)")
                 try:
-                    crop, args = swap_input(row, tracked.kps, tracked.landmarks)
+                    try:
+                        crop, args = swap_input(row, tracked.kps, tracked.landmarks)
+                    except OutsideCrop:
+                        if tracked.filled:
+                            counts["outside"] += 1
+                            continue  # interpolated: the face moved further than its held crop reaches
+                        # Smoothing moved the face further than the crop's margin (a fast, jerky
+                        # move): this frame uses the detected keypoints, which fit by construction.
+                        crop, args = swap_input(row, row.kps, row.landmarks)
+                        counts["outside"] += 1
                 except (ValueError, TypeError) as exc:
-                    if tracked.filled and "moved out" in str(exc):
-                        log.info("frame %d: the interpolated face left its held crop; not swapped", frame)
-                        continue
                     # The table passed its seal, so it was written like this: removed all the same,
                     # so that the next run detects again, and named, never swapped as garbage.
                     reject(faces, f"face {row.face} of frame {row.frame} is not usable: {exc}")
@@ -156,8 +162,9 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
             yield frame_patches
 
     count = write_patches(frames_of_patches(), out)
-    log.info("swapped %d faces in %d frames (%d of them interpolated over a detector miss)", counts["faces"],
-             counts["frames"], counts["filled"])
+    log.info("swapped %d faces in %d frames (%d of them interpolated over a detector miss); %d tracked faces "
+             "reached outside their crop (interpolated: skipped; detected: swapped at the detected keypoints)",
+             counts["faces"], counts["frames"], counts["filled"], counts["outside"])
     return count
 
 

@@ -4,14 +4,13 @@ and scikit-image's astronaut (one frontal face)."""
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from facepipe import backends, demo
 from facepipe.backends import FETCH_COMMAND, resolve_backend, resolve_jobs
 from facepipe.classic_swap import ClassicSwapper, SwapError, face_mask, source_patch
 from facepipe.embedding import cache_path, embed_image, load_source
-from facepipe.faces import detect_frames, write_faces
+from facepipe.faces import detect_frames
 from facepipe.models import model_path, models_for
 from facepipe.offline import OfflineAnalyzer, embedding_distance, kps_from_landmarks
 from facepipe.patches import read_patches

@@ -4,7 +4,6 @@ import io
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from facepipe import media, video

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -209,3 +210,43 @@ def test_map_text_round_trip_and_errors():
                          ("1=a.jpg;1=b.jpg", "twice")):
         with pytest.raises(MapError, match=message):
             parse_map(bad)
+
+
+def test_swap_input_realigns_the_kept_crop_and_refuses_a_face_outside_it():
+    from facepipe.faces import OutsideCrop, face_crop, swap_input
+    from facepipe.patches import decode_image
+
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), np.uint8), (0, 0), 2)
+    box = (120, 60, 200, 140)
+    kps = np.asarray(_kps(box), np.float32).reshape(5, 2)
+    frame = WorkFrame(1, bgr=img)
+    row = pd.Series({**face_crop(frame, {"kps": kps}, "aligned_128"), "landmarks": None})
+    row = next(pd.DataFrame([row]).itertuples(index=False))
+    assert decode_image(row.crop).shape == (144, 144, 3)
+    # The detected keypoints: exactly the crop insightface's swapper cuts from the frame.
+    crop, args = swap_input(row, kps)
+    from insightface.utils import face_align
+
+    direct = cv2.warpAffine(img, face_align.estimate_norm(kps, 128), (128, 128), borderValue=0.0)
+    assert np.array_equal(crop, direct) and np.allclose(args["matrix"], face_align.estimate_norm(kps, 128))
+    # Keypoints moved a little (smoothing): re-aligned from the kept crop, close to a fresh cut.
+    moved = kps + (1.3, -0.7)
+    again, _ = swap_input(row, moved)
+    fresh = cv2.warpAffine(img, face_align.estimate_norm(moved, 128), (128, 128), borderValue=0.0)
+    assert np.abs(again.astype(int) - fresh.astype(int))[8:-8, 8:-8].mean() < 3
+    with pytest.raises(OutsideCrop):
+        swap_input(row, kps + 25)
+
+
+def test_a_video_without_faces_has_no_persons_and_swaps_nothing(tmp_path):
+    from facepipe.cast import contact_sheet
+    from facepipe.swap import swap_segment
+
+    result = track_faces(_segments(tmp_path, [], 10), track_gap=5, smoothing=1.5, shot_threshold=30,
+                         metric="cosine")
+    assert result.tracks.empty and result.persons == []
+    assert choose(result.persons, mode="one", metric="cosine", threshold=0.35) == {}
+    rows = result.tracks.assign(source=pd.Series(dtype=str))
+    assert swap_segment(tmp_path / "seg_0000.parquet", rows, {}, tmp_path / "out.parquet") == 0
+    assert contact_sheet({"fps": 25.0, "persons": []}, {}).shape[0] > 0
