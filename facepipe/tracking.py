@@ -14,9 +14,10 @@ segments (tables only: no video is decoded), makes the decisions that need the w
   and landmarks, and the crop detection held for that frame (facepipe.faces.face_rows).
 - **Smoothing.** Keypoints and landmarks are smoothed along each track with a Gaussian of
   ``smoothing`` frames (0 = off); centred, so the face does not lag behind the head.
-- **Persons.** Tracks are grouped by identity (average-linkage clustering of their mean
-  embeddings under the backend's same-person distance); two tracks seen on one frame are never
-  one person. Persons are numbered from 1 in order of first appearance: the cast ids.
+- **Persons.** Tracks are grouped by identity (clustering of their mean embeddings under the
+  backend's same-person distance); two tracks seen on one frame are never one person. A track
+  too short to hold an identity sample joins the track it continues in place (same shot).
+  Persons are numbered from 1 in order of first appearance: the cast ids.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ HOLD_IOU = 0.3
 # ArcFace cosine distance (one person over a video is typically 0.2-0.5, two people 0.8-1.0);
 # dlib's Euclidean distance (0.6 is dlib's own cut-off; stricter, as for reference matching).
 PERSON_DISTANCE = {"cosine": 0.5, "euclidean": 0.5}
+# A track without an identity sample joins a person's track ending or starting this close in time.
+IDENTITY_REACH = 10
 # Identity samples kept per person (evenly spread over their frames) for reference matching.
 IDENTITY_SAMPLES = 32
 # Linking refuses a detection whose identity is this far from the track's latest.
@@ -227,9 +230,11 @@ def _extend(track: Track, frame: int, row) -> None:
 # Persons
 
 
-def group_persons(tracks: list[Track], *, metric: str, threshold: float | None = None) -> None:
-    """Set each track's person: average-linkage clustering of track identities under the
-    same-person distance, never joining two tracks seen on the same frame."""
+def group_persons(tracks: list[Track], *, metric: str, threshold: float | None = None, reach: int = 10) -> None:
+    """Set each track's person: clustering of track identities (the distance between the mean
+    identities of two groups) under the same-person distance, never joining two tracks seen on
+    the same frame. A track too short to hold an identity sample then joins the person whose
+    track ends (or starts) at the same place within `reach` frames in the same shot."""
     threshold = PERSON_DISTANCE[metric] if threshold is None else threshold
     clusters = [{"tracks": [t], "frames": set(t.frames), "emb": list(t.embeddings)} for t in tracks]
     ids = [identity(c["emb"], metric) for c in clusters]
@@ -252,10 +257,53 @@ def group_persons(tracks: list[Track], *, metric: str, threshold: float | None =
         clusters[i]["emb"] += clusters[j]["emb"]
         ids[i] = identity(clusters[i]["emb"], metric)
         del clusters[j], ids[j]
+    for i, cluster in enumerate(clusters):
+        for track in cluster["tracks"]:
+            track.person = i
+    _attach_unidentified(tracks, clusters, reach)
+    clusters = [c for c in clusters if c["tracks"]]
     clusters.sort(key=lambda c: (min(min(t.frames) for t in c["tracks"]), min(t.id for t in c["tracks"])))
     for number, cluster in enumerate(clusters, start=1):
         for track in cluster["tracks"]:
             track.person = number
+
+
+def _attach_unidentified(tracks: list[Track], clusters: list[dict], reach: int) -> None:
+    """A track without an identity sample (shorter than the sampling interval, e.g. a face back
+    for a few frames after a longer miss than track_gap) joins the person of the nearest track in
+    time that ends before it (or starts after it) within `reach` frames in the same shot, at the
+    same place, and is not on screen at the same time."""
+    for track in sorted(tracks, key=lambda t: t.frames[0]):
+        if track.embeddings or len(clusters[track.person]["tracks"]) > 1:
+            continue
+        first, last = _box(track.rows[0]), _box(track.rows[-1])
+        best = None
+        for other in tracks:
+            if other is track or other.shot != track.shot or other.person == track.person:
+                continue
+            if 0 < track.frames[0] - other.frames[-1] <= reach:
+                gap, a, b = track.frames[0] - other.frames[-1], _box(other.rows[-1]), first
+            elif 0 < other.frames[0] - track.frames[-1] <= reach:
+                gap, a, b = other.frames[0] - track.frames[-1], last, _box(other.rows[0])
+            else:
+                continue
+            if not _same_place(a, b) or clusters[other.person]["frames"] & set(track.frames):
+                continue
+            if best is None or gap < best[0]:
+                best = (gap, other)
+        if best is not None:
+            own, target = clusters[track.person], clusters[best[1].person]
+            own["tracks"].remove(track)
+            own["frames"] -= set(track.frames)
+            target["tracks"].append(track)
+            target["frames"] |= set(track.frames)
+            track.person = best[1].person
+
+
+def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
+    size = np.sqrt(max((a[2] - a[0]) * (a[3] - a[1]), 1.0))
+    centre = np.hypot(*((a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2)) / size
+    return box_iou(a, b) >= LINK_IOU or centre <= LINK_CENTRE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +328,7 @@ def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, sh
     held = faces[faces["hold"].astype(bool)]
     held_at = {frame: list(group.itertuples(index=False)) for frame, group in held.groupby("frame")}
     tracks = link(detected, cuts, track_gap=track_gap, metric=metric)
-    group_persons(tracks, metric=metric)
+    group_persons(tracks, metric=metric, reach=max(2 * track_gap, IDENTITY_REACH))
     rows, filled, unfilled = [], 0, 0
     for track in tracks:
         track_rows, f, u = _track_rows(track, held_at)

@@ -250,3 +250,17 @@ def test_a_video_without_faces_has_no_persons_and_swaps_nothing(tmp_path):
     rows = result.tracks.assign(source=pd.Series(dtype=str))
     assert swap_segment(tmp_path / "seg_0000.parquet", rows, {}, tmp_path / "out.parquet") == 0
     assert contact_sheet({"fps": 25.0, "persons": []}, {}).shape[0] > 0
+
+
+def test_a_short_track_without_identity_joins_the_person_it_continues(tmp_path):
+    """A face missed for longer than track_gap comes back for a few frames between identity
+    samples: its track has no identity of its own, and joins the track it continues in place."""
+    rows = [_row(f, 0, (100, 50, 160, 110), A_EMB if f % 10 == 1 else None) for f in range(1, 13)]
+    rows += [_row(f, 0, (102, 50, 162, 110)) for f in range(20, 25)]  # back after 7 missed frames
+    rows += [_row(f, 0, (300, 50, 360, 110), B_EMB if f % 10 == 1 else None) for f in range(1, 25)]
+    result = track_faces(_segments(tmp_path, rows, 24), track_gap=3, smoothing=0, shot_threshold=30,
+                         metric="cosine")
+    table = result.tracks
+    left = table[table["x1"] < 200]
+    assert left["track"].nunique() == 2 and left["person"].nunique() == 1
+    assert len(result.persons) == 2
