@@ -162,6 +162,10 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
         made_by[name] = str(i + 1)
     if not jobs:
         raise JobError("the jobs sheet has no rows")
+    for name in jobs:
+        if f"{name}.cast" in jobs:
+            raise JobError(f"jobs {name!r} and {name + '.cast'!r} would both write results/{name}.cast.png "
+                           f"(the first's cast sheet, the second's still result): rename one of them")
     return jobs
 
 

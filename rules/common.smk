@@ -1,5 +1,6 @@
 # Helper functions shared by the rules: the job table, per-job options, model paths,
 # the segment list read from the prepare_target checkpoint, and the final outputs.
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -24,7 +25,6 @@ from facepipe import provenance
 
 
 wildcard_constraints:
-    name=r"[^/]+",
     segment=r"seg_\d{4}",
     model=r"[^/]+",
     role=r"source|reference|map\d+|mapref\d+",
@@ -50,6 +50,14 @@ try:
     JOBS = load_jobs()
 except JobError as exc:
     raise WorkflowError(str(exc))
+
+
+# A job name is exactly one of the jobs' names: results/NAME.cast.png is job NAME's cast sheet,
+# never the still result of a job called "NAME.cast".
+wildcard_constraints:
+    name="|".join(re.escape(name) for name in sorted(JOBS, key=len, reverse=True))
+    or r"[^/]+",
+
 
 # backend=auto becomes a concrete backend here, at DAG-build time, so rules see (and their
 # params record) the backend that runs; the lines are repeated at the end of the run.

@@ -210,8 +210,9 @@ def test_one_cluster_job_per_segment(cluster):
     rules = [j.removeprefix("rule_") for j in jobs if j.startswith("rule_")]
     assert len(groups) == 2, jobs  # one per segment, each running swap and render
     assert all(g == "group_segment_render_segment_swap_faces" for g in groups), jobs
-    # detection per segment; tracking and the cast run on the main host (localrules)
-    assert rules == ["detect_faces", "detect_faces", "embed_face", "mux_video"], jobs
+    # Detection (a job per segment) and tracking (on the main host) finished in the failing run,
+    # which stopped at embed_face: the rerun resumes after them.
+    assert rules == ["embed_face", "mux_video"], jobs
 
 
 def test_gpu_requested_through_plugin_resources_only_by_gpu_jobs(cluster):
