@@ -180,7 +180,7 @@ def frame_thumbnail(frame) -> bytes:
 
 def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_frame: int = 1,
               hold_frames: int = 0, identity_every: int = IDENTITY_EVERY,
-              thumbnails: list | None = None) -> Iterator[list[dict]]:
+              thumbnails: list | None = None, progress=None) -> Iterator[list[dict]]:
     """The faces-table rows of a segment's working frames (facepipe.video.WorkFrame, numbered
     from 1), one list per frame; analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of
     face crop to keep for the swap.
@@ -195,6 +195,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     after this one decodes the video. Frames are handed on hold_frames late for this.
 
     thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
+    progress: a facepipe.progress.Progress, told of every frame analysed.
     """
     from collections import deque
 
@@ -243,6 +244,8 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             rows.append(row)
         counts["found"] += len(rows)
         counts["with_faces"] += bool(rows)
+        if progress is not None:
+            progress.update()
         entry = (number, frame, faces, rows)
         if crop and hold_frames > 0:
             # Faces of the last frame not found on this one: held forward for hold_frames frames.
@@ -381,10 +384,12 @@ def detect_segment(analyzer, frames: Iterable, manifest: dict, segment: str, fac
                    frames_out: str | Path, *, crop: str, hold_frames: int, identity_every: int = IDENTITY_EVERY) -> None:
     """Detection of one segment: its faces table (face_rows, written as it comes) and its frames
     table (a thumbnail per frame, facepipe.tracking finds shot changes from it)."""
+    from facepipe.progress import Progress
     from facepipe.tables import FRAMES_SCHEMA, write_table
 
     first = 1 if manifest["is_image"] else manifest["ranges"][segment]["start"] + 1
     thumbnails: list = []
-    write_faces(face_rows(analyzer, frames, crop, first_frame=first, hold_frames=hold_frames,
-                          identity_every=identity_every, thumbnails=thumbnails), faces_out)
+    with Progress(manifest["segments"][segment], f"detect_faces {segment}", log) as progress:
+        write_faces(face_rows(analyzer, frames, crop, first_frame=first, hold_frames=hold_frames,
+                              identity_every=identity_every, thumbnails=thumbnails, progress=progress), faces_out)
     write_table([[{"frame": n, "thumb": t} for n, t in thumbnails]], frames_out, FRAMES_SCHEMA)

@@ -70,7 +70,8 @@ def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndar
     return out
 
 
-def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path) -> int:
+def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *,
+                 what: str = "swap_faces") -> int:
     """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
     the face patches, in the tracks' order within each frame.
 
@@ -84,8 +85,11 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
 
     from facepipe.tables import iter_frame_rows
 
+    from facepipe.progress import Progress
+
     ordered = tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False)
     wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
+    progress = Progress(len(wanted), f"{what} (frames with faces to swap)", log)
     counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0}
 
     def inputs(table) -> list[tuple]:
@@ -157,11 +161,13 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
             frame_patches = [p for p in patches[done:done + len(group)] if p is not None]
             done += len(group)
             counts["frames"] += 1
+            progress.update()
             counts["faces"] += len(frame_patches)
             counts["filled"] += sum(bool(item[0].filled) for item in group)
             yield frame_patches
 
     count = write_patches(frames_of_patches(), out)
+    progress.close()
     log.info("swapped %d faces in %d frames (%d of them interpolated over a detector miss); %d tracked faces "
              "reached outside their crop (interpolated: skipped; detected: swapped at the detected keypoints)",
              counts["faces"], counts["frames"], counts["filled"], counts["outside"])
@@ -203,4 +209,4 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     used = {key: sources[key] for key in dict.fromkeys(rows["source"])}
     swappers = make_swappers(backend, model, used, providers, precision=precision, threads=threads,
                              batch_size=batch_size, source_file=", ".join(embeddings.values()))
-    return swap_segment(faces, rows, swappers, out)
+    return swap_segment(faces, rows, swappers, out, what=f"swap_faces {segment}")

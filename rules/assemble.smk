@@ -18,6 +18,8 @@ rule render_segment:
         encoder=opt("encoder"),
         preset=opt("preset"),
         crf=opt("crf"),
+    message:
+        "Rendering: job {wildcards.name}, {wildcards.segment} (progress in {log})"
     script:
         "../scripts/render_segment.py"
 

@@ -31,6 +31,8 @@ rule swap_faces:
         precision=opt("precision"),
         backend=opt("backend"),
         batch_size=opt("batch_size"),
+    message:
+        "Swapping faces: job {wildcards.name}, {wildcards.segment} (progress in {log})"
     script:
         "../scripts/swap_faces.py"
 
@@ -63,5 +65,7 @@ rule enhance_faces:
         enhancer=opt("enhancer"),
         providers=opt("providers"),
         batch_size=opt("batch_size"),
+    message:
+        "Enhancing faces: job {wildcards.name}, {wildcards.segment} (progress in {log})"
     script:
         "../scripts/enhance_faces.py"

@@ -2,6 +2,7 @@ from pathlib import Path
 
 from facepipe.enhance import GFPGAN, enhance_segment, pass_through_segment
 from facepipe.integrity import read_sealed_json
+from facepipe.progress import Progress, counted
 from facepipe.scripting import gpu_start, run
 from facepipe.video import iter_frames
 
@@ -18,8 +19,10 @@ def main(sm, log):
     enhancer = GFPGAN(sm.input.enhancer, sm.params.providers, threads=sm.threads, precision=precision,
                       batch_size=degradation.batch_size(sm.params.batch_size))
     manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
-    frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
-    enhance_segment(frames, sm.input.patches, enhancer, sm.output.patches)
+    segment = sm.wildcards.segment
+    frames = iter_frames(sm.input.target, sm.input.segments, manifest, segment, threads=sm.threads)
+    with Progress(manifest["segments"][segment], f"enhance_faces {segment}", log) as progress:
+        enhance_segment(counted(frames, progress), sm.input.patches, enhancer, sm.output.patches)
 
 
 run(snakemake, main)

@@ -2,6 +2,7 @@ from pathlib import Path
 
 from facepipe.integrity import read_sealed_json
 from facepipe.patches import FramePatches
+from facepipe.progress import Progress, counted
 from facepipe.scripting import run
 from facepipe.video import SegmentWriter, iter_frames, render_segment
 
@@ -10,11 +11,14 @@ def main(sm, log):
     manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
     segment = sm.wildcards.segment
     frames = iter_frames(sm.input.target, sm.input.segments, manifest, segment, threads=sm.threads)
+    progress = Progress(manifest["segments"][segment], f"render_segment {segment}", log)
+    frames = counted(frames, progress)
     patches = FramePatches(sm.input.patches)  # verified here, before the encoder starts
     with SegmentWriter(sm.output.video, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
                        encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
                        threads=sm.threads) as writer:
         patched = render_segment(frames, patches, writer)
+        progress.close()
         expected = manifest["segments"][segment]
         if writer.frames != expected:
             raise RuntimeError(f"{segment}: {writer.frames} frames rendered, the plan has {expected}")

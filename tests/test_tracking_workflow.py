@@ -249,3 +249,20 @@ def test_smoothing_lowers_the_jitter_of_the_pasted_face(whole, clip, tmp_path):
     print(f"pasted-face jitter, mean |second difference| of its centre: {raw:.2f} px raw, {smoothed:.2f} px "
           f"with keypoint_smoothing=1.5")
     assert smoothed < 0.5 * raw
+
+
+def test_segment_logs_show_progress(split, clip):
+    """Every segment job logs its progress: frames done of total, frames per second, time left."""
+    import re
+
+    for rule in ("detect_faces", "render_segment"):
+        log = (split / "logs" / NAME / rule / "seg_0001.log").read_text()
+        lines = re.findall(rf"{rule} seg_0001: (\d+)/(\d+) frames \((\d+)%\), ([\d.]+) frames/s", log)
+        assert lines, log[-2000:]
+        done = [int(d) for d, *_ in lines]
+        assert done == sorted(done) and done[-1] == int(lines[-1][1]) == 12
+        # at least every tenth of the frames (12 frames: every frame)
+        assert all(b - a <= max(1, 12 // 10) for a, b in zip([0] + done, done))
+        assert "left" in log
+    swap_log = (split / "logs" / NAME / "swap_faces" / "seg_0001.log").read_text()
+    assert re.search(r"swap_faces seg_0001 \(frames with faces to swap\): 12/12 frames \(100%\)", swap_log)
