@@ -27,6 +27,7 @@ include: "rules/prepare.smk"
 include: "rules/faces.smk"
 include: "rules/swap.smk"
 include: "rules/assemble.smk"
+include: "rules/preview.smk"
 
 
 rule all:

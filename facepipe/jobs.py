@@ -163,9 +163,10 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
     if not jobs:
         raise JobError("the jobs sheet has no rows")
     for name in jobs:
-        if f"{name}.cast" in jobs:
-            raise JobError(f"jobs {name!r} and {name + '.cast'!r} would both write results/{name}.cast.png "
-                           f"(the first's cast sheet, the second's still result): rename one of them")
+        for sheet in ("cast", "preview"):
+            if f"{name}.{sheet}" in jobs:
+                raise JobError(f"jobs {name!r} and {name + '.' + sheet!r} would both write results/{name}.{sheet}.png "
+                               f"(the first's {sheet} sheet, the second's still result): rename one of them")
     return jobs
 
 

@@ -35,6 +35,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "detect_faces": ("target", "backend", "track_gap", "providers", "degrade", "min_free_gpu_mb"),
     "track_faces": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
     "cast_sheet": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
+    "preview_plan": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
+    "preview_sheet": ("target",),
     "embed_face": ("source", "reference", "map", "source_face", "providers", "backend"),
     "swap_faces": ("faces", "map", "reference_threshold", "providers", "precision", "backend", "batch_size",
                    "degrade", "min_free_gpu_mb"),

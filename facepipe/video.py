@@ -334,8 +334,30 @@ def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, se
     if manifest["is_image"]:
         yield WorkFrame(1, bgr=load_image(target, manifest.get("max_height", 0)))
         return
-    yield from _decode_range(source_path(target, prepared_dir, manifest), manifest,
-                             manifest["ranges"][segment], threads=threads)
+    plan = manifest["ranges"][segment]
+    if "frames_at" in plan:  # chosen frames, not a range (facepipe.preview)
+        yield from _decode_frames_at(source_path(target, prepared_dir, manifest), manifest, plan["frames_at"],
+                                     threads=threads)
+        return
+    yield from _decode_range(source_path(target, prepared_dir, manifest), manifest, plan, threads=threads)
+
+
+def _decode_frames_at(path: Path, manifest: dict, frames_at: list[int], *, threads: int) -> Iterator[WorkFrame]:
+    """The working frames with these video frame numbers (from 1, ascending), numbered 1.. in that
+    order: each segment holding some of them is decoded from its seek point up to the last one."""
+    ranges = sorted((r for r in manifest["ranges"].values() if "start" in r), key=lambda r: r["start"])
+    index = 0
+    for i, seg in enumerate(ranges):
+        end = ranges[i + 1]["start"] if i + 1 < len(ranges) else manifest["frames"]
+        wanted = [f for f in frames_at if seg["start"] < f <= end]
+        if not wanted:
+            continue
+        upto = {**seg, "frames": max(wanted) - seg["start"]}
+        for frame in _decode_range(path, manifest, upto, threads=threads):
+            if seg["start"] + frame.number in wanted:
+                index += 1
+                frame.number = index
+                yield frame
 
 
 def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
@@ -517,3 +539,14 @@ def render_image(frame: WorkFrame, patches: dict) -> np.ndarray:
     img = frame.bgr().copy()
     apply_patches(img, patches.get(frame.number, []))
     return img
+
+
+def load_plan(plan: str | Path) -> tuple[dict, Path]:
+    """A stage's plan, verified: the prepare_target folder (its manifest.json) or a plan file of
+    its own (the preview's manifest); and the folder its relative paths start from."""
+    from facepipe.integrity import read_sealed_json
+
+    plan = Path(plan)
+    if plan.is_dir():
+        return read_sealed_json(plan / "manifest.json", owner=plan), plan
+    return read_sealed_json(plan), plan.parent

@@ -11,6 +11,8 @@ rule render_segment:
         "logs/{name}/render_segment/{segment}.log",
     benchmark:
         "benchmarks/{name}/render_segment/{segment}.tsv"
+    wildcard_constraints:
+        segment=r"seg_\d{4}",
     conda:
         "../envs/facepipe.yaml"
     threads: 1

@@ -25,7 +25,8 @@ from facepipe import provenance
 
 
 wildcard_constraints:
-    segment=r"seg_\d{4}",
+    # seg_0000, seg_0001, ...; and "preview", a few chosen frames (rules/preview.smk)
+    segment=r"seg_\d{4}|preview",
     model=r"[^/]+",
     role=r"source|reference|map\d+|mapref\d+",
     stem=r"[^/]+",
@@ -247,6 +248,20 @@ def swap_embeddings(wildcards):
         role: f"work/{wildcards.name}/{role}_embedding.npz"
         for role in swap_roles(JOBS[wildcards.name])
     }
+
+
+def segment_plan(wildcards):
+    """The plan a segment's stage reads: the job's segments folder, or the preview's own plan."""
+    if wildcards.segment == "preview":
+        return f"work/{wildcards.name}/preview/manifest.json"
+    return f"work/{wildcards.name}/segments"
+
+
+def tracks_table(wildcards):
+    """The tracks a segment's swap reads: the job's, or those cut for the preview's frames."""
+    if wildcards.segment == "preview":
+        return f"work/{wildcards.name}/preview/tracks.parquet"
+    return f"work/{wildcards.name}/tracks.parquet"
 
 
 def segment_files(pattern):

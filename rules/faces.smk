@@ -12,6 +12,8 @@ rule detect_faces:
         "logs/{name}/detect_faces/{segment}.log",
     benchmark:
         "benchmarks/{name}/detect_faces/{segment}.tsv"
+    wildcard_constraints:
+        segment=r"seg_\d{4}",
     retries: 3
     conda:
         "../envs/facepipe.yaml"

@@ -5,7 +5,7 @@ rule swap_faces:
         unpack(swap_embeddings),
         stamp=stamp("swap_faces"),
         faces="work/{name}/faces/{segment}.parquet",
-        tracks="work/{name}/tracks.parquet",
+        tracks=tracks_table,
         persons="work/{name}/persons.json",
         swapper=batched_model_file("swapper"),
     output:
@@ -43,7 +43,7 @@ rule enhance_faces:
     input:
         stamp=stamp("enhance_faces"),
         target=opt("target"),
-        segments="work/{name}/segments",
+        segments=segment_plan,
         patches="work/{name}/swapped/{segment}.parquet",
         enhancer=batched_model_file("enhancer"),
     output:

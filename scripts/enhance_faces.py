@@ -1,10 +1,7 @@
-from pathlib import Path
-
 from facepipe.enhance import GFPGAN, enhance_segment, pass_through_segment
-from facepipe.integrity import read_sealed_json
 from facepipe.progress import Progress, counted
 from facepipe.scripting import gpu_start, run
-from facepipe.video import iter_frames
+from facepipe.video import iter_frames, load_plan
 
 
 def main(sm, log):
@@ -18,9 +15,9 @@ def main(sm, log):
     precision = "fp16" if degradation.fp16 else "fp32"
     enhancer = GFPGAN(sm.input.enhancer, sm.params.providers, threads=sm.threads, precision=precision,
                       batch_size=degradation.batch_size(sm.params.batch_size))
-    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
+    manifest, prepared = load_plan(sm.input.segments)  # the preview has a plan of its own
     segment = sm.wildcards.segment
-    frames = iter_frames(sm.input.target, sm.input.segments, manifest, segment, threads=sm.threads)
+    frames = iter_frames(sm.input.target, prepared, manifest, segment, threads=sm.threads)
     with Progress(manifest["segments"][segment], f"enhance_faces {segment}", log) as progress:
         enhance_segment(counted(frames, progress), sm.input.patches, enhancer, sm.output.patches)
 

@@ -266,3 +266,56 @@ def test_segment_logs_show_progress(split, clip):
         assert "left" in log
     swap_log = (split / "logs" / NAME / "swap_faces" / "seg_0001.log").read_text()
     assert re.search(r"swap_faces seg_0001 \(frames with faces to swap\): 12/12 frames \(100%\)", swap_log)
+
+
+@pytest.fixture(scope="module")
+def previewed(tmp_path_factory, clip):
+    wd = copy_workflow(tmp_path_factory.mktemp("preview"))
+    pin_backend(wd, "offline")
+    shutil.copytree(clip.path.parent, wd / "inputs")
+    write_sheet(wd / "config" / "jobs.tsv", [{"name": NAME, "target": "inputs/two people.mp4",
+                                              "source": "inputs/hanks.png", "segment_seconds": 2}])
+    snakemake(wd, "preview")
+    return wd
+
+
+def test_preview_shows_before_and_after_without_the_full_run(previewed, clip):
+    from facepipe.media import carries_ai_label
+
+    sheet = cv2.imread(str(previewed / "results" / f"{NAME}.preview.png"))
+    assert sheet is not None and carries_ai_label(previewed / "results" / f"{NAME}.preview.png")
+    w, h = clip.size
+    band = 22
+    pairs = sheet.shape[0] // (h + band)
+    assert 3 <= pairs <= 6 and sheet.shape[0] == pairs * (h + band) and sheet.shape[1] == 2 * w + 4
+    changed = 0
+    for i in range(pairs):
+        top = i * (h + band) + band
+        before, after = sheet[top:top + h, :w].astype(int), sheet[top:top + h, w + 4:].astype(int)
+        diff = np.abs(before - after).sum(axis=2) > 30
+        changed += diff.mean() > 0.005  # the swapped face
+        assert diff.mean() < 0.2  # ...and not the rest of the frame
+    assert changed == pairs
+    # Only the preview's frames were swapped: no segment was swapped, rendered or muxed.
+    assert not (previewed / "results" / f"{NAME}.mp4").exists()
+    assert not list((previewed / "work" / NAME / "swapped").glob("seg_*"))
+    assert not (previewed / "work" / NAME / "encoded").exists()
+    # Both persons of the cast are in it: their best frames were chosen.
+    from facepipe.integrity import read_sealed_json
+
+    plan = read_sealed_json(previewed / "work" / NAME / "preview" / "manifest.json")
+    persons = {p for p in tracks_of(previewed, "preview")["person"]}
+    assert persons == {1, 2} and len(plan["ranges"]["preview"]["frames_at"]) == pairs
+
+
+def tracks_of(wd: Path, segment: str) -> pd.DataFrame:
+    from facepipe.tables import read_table
+
+    return read_table(wd / "work" / NAME / ("preview" if segment == "preview" else "") / "tracks.parquet")
+
+
+def test_preview_reruns_only_what_it_needs(previewed):
+    planned = planned_jobs(previewed, "preview", "--config", "faces=many")
+    assert planned == {"swap_faces": 1, "preview_sheet": 1, "preview": 1}, planned
+    planned = planned_jobs(previewed, "preview", "--config", "crf=30")
+    assert planned == {}, planned

@@ -1,0 +1,9 @@
+from facepipe.preview import render_preview
+from facepipe.scripting import run
+
+
+def main(sm, log):
+    render_preview(sm.input.target, sm.input.plan, sm.input.patches, sm.output.sheet)
+
+
+run(snakemake, main)
