@@ -20,6 +20,9 @@ except JobError as exc:
 validate(config, "config/schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/models.smk"
@@ -28,6 +31,7 @@ include: "rules/faces.smk"
 include: "rules/swap.smk"
 include: "rules/assemble.smk"
 include: "rules/preview.smk"
+include: "rules/qc.smk"
 
 
 rule all:

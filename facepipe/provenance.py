@@ -37,6 +37,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "cast_sheet": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
     "preview_plan": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
     "preview_sheet": ("target",),
+    "qc_report": ("target", "backend", "providers"),
     "embed_face": ("source", "reference", "map", "source_face", "providers", "backend"),
     "swap_faces": ("faces", "map", "reference_threshold", "providers", "precision", "backend", "batch_size",
                    "degrade", "min_free_gpu_mb"),

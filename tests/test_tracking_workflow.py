@@ -319,3 +319,24 @@ def test_preview_reruns_only_what_it_needs(previewed):
     assert planned == {"swap_faces": 1, "preview_sheet": 1, "preview": 1}, planned
     planned = planned_jobs(previewed, "preview", "--config", "crf=30")
     assert planned == {}, planned
+
+
+def test_qc_report_figures_and_html_report(previewed):
+    """After `snakemake qc`, each job has its QC figures, and Snakemake's report of that target
+    holds the result, the cast, the preview and the figures, each with its caption."""
+    snakemake(previewed, "qc")
+    qc = previewed / "results" / "qc" / NAME
+    for figure in ("before_after", "timeline", "similarity", "timings", "providers"):
+        img = cv2.imread(str(qc / f"{figure}.png"))
+        assert img is not None and img.shape[0] > 100, figure
+    identity = pd.read_csv(qc / "identity.tsv", sep="\t")
+    # The source is Tom Hanks (person B in the clip): on person A's faces, the result is closer to him
+    # than the target was.
+    assert len(identity) > 10 and identity["after"].notna().mean() > 0.8
+    assert (identity["after"] < identity["before"]).mean() > 0.8
+    snakemake(previewed, "--report", "report.html", "qc")
+    html = (previewed / "report.html").read_text(errors="replace")
+    for name in ("timeline.png", "similarity.png", "before_after.png", "providers.png", "timings.png",
+                 f"{NAME}.cast.png", f"{NAME}.preview.png", f"{NAME}.mp4"):
+        assert name in html, name
+    assert "reproducible face-swap workflow" in html

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+from facepipe.backends import make_analyzer
+from facepipe.qc import qc_report
+from facepipe.scripting import run
+from facepipe.tracking import PERSON_DISTANCE
+from facepipe.backends import METRICS
+
+
+def main(sm, log):
+    analyzer = make_analyzer(
+        sm.params.backend,
+        sm.input.detector,
+        sm.input.recognizer,
+        sm.params.providers,
+        threads=sm.threads,
+    )
+    sources = [
+        getattr(sm.input, role)
+        for role in sm.input.keys()
+        if role == "source" or (role.startswith("map") and not role.startswith("mapref"))
+    ]
+    qc_report(
+        name=sm.wildcards.name,
+        target=sm.input.target,
+        result=sm.input.result,
+        plan=sm.input.segments,
+        faces_dir=Path(sm.input.faces[0]).parent,
+        swapped_dir=Path(sm.input.swapped[0]).parent,
+        tracks=Path(sm.input.tracks),
+        persons=Path(sm.input.persons),
+        embeddings=sources,
+        backend=sm.params.backend,
+        analyzer=analyzer,
+        outputs=dict(sm.output.items()),
+        threshold=PERSON_DISTANCE[METRICS[sm.params.backend]],
+    )
+
+
+run(snakemake, main)
