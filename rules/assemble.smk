@@ -20,8 +20,6 @@ rule render_segment:
         encoder=opt("encoder"),
         preset=opt("preset"),
         crf=opt("crf"),
-    message:
-        "Rendering: job {wildcards.name}, {wildcards.segment} (progress in {log})"
     script:
         "../scripts/render_segment.py"
 

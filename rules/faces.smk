@@ -30,8 +30,6 @@ rule detect_faces:
         # Crops are held over this many frames where a face is missed, for the tracker's gaps.
         track_gap=opt("track_gap"),
         identity_every=IDENTITY_EVERY,
-    message:
-        "Detecting faces: job {wildcards.name}, {wildcards.segment} (progress in {log})"
     script:
         "../scripts/detect_faces.py"
 

@@ -31,8 +31,6 @@ rule swap_faces:
         precision=opt("precision"),
         backend=opt("backend"),
         batch_size=opt("batch_size"),
-    message:
-        "Swapping faces: job {wildcards.name}, {wildcards.segment} (progress in {log})"
     script:
         "../scripts/swap_faces.py"
 
@@ -65,7 +63,5 @@ rule enhance_faces:
         enhancer=opt("enhancer"),
         providers=opt("providers"),
         batch_size=opt("batch_size"),
-    message:
-        "Enhancing faces: job {wildcards.name}, {wildcards.segment} (progress in {log})"
     script:
         "../scripts/enhance_faces.py"
