@@ -14,8 +14,9 @@ segments (tables only: no video is decoded), makes the decisions that need the w
   and landmarks, and the crop detection held for that frame (facepipe.faces.face_rows).
 - **Smoothing.** Keypoints and landmarks are smoothed along each track with a Gaussian of
   ``smoothing`` frames (0 = off); centred, so the face does not lag behind the head.
-- **Persons.** Tracks are grouped by identity (clustering of their mean embeddings under the
-  backend's same-person distance); two tracks seen on one frame are never one person. A track
+- **Persons.** Tracks are grouped by identity (SciPy's average-linkage clustering of their mean
+  embeddings, cut at the backend's same-person distance); two tracks seen on one frame are never
+  one person. A track
   too short to hold an identity sample joins the track it continues in place (same shot).
   Persons are numbered from 1 in order of first appearance: the cast ids.
 """
@@ -49,6 +50,9 @@ HOLD_IOU = 0.3
 PERSON_DISTANCE = {"cosine": 0.5, "euclidean": 0.5}
 # A track without an identity sample joins a person's track ending or starting this close in time.
 IDENTITY_REACH = 10
+# The distance given to two tracks seen on the same frame: larger than any average-linkage
+# height that a group could bring under the threshold.
+APART = 1e9
 # Identity samples kept per person (evenly spread over their frames) for reference matching.
 IDENTITY_SAMPLES = 32
 # Linking refuses a detection whose identity is this far from the track's latest.
@@ -231,39 +235,45 @@ def _extend(track: Track, frame: int, row) -> None:
 
 
 def group_persons(tracks: list[Track], *, metric: str, threshold: float | None = None, reach: int = 10) -> None:
-    """Set each track's person: clustering of track identities (the distance between the mean
-    identities of two groups) under the same-person distance, never joining two tracks seen on
-    the same frame. A track too short to hold an identity sample then joins the person whose
-    track ends (or starts) at the same place within `reach` frames in the same shot."""
+    """Set each track's person: average-linkage clustering (SciPy) of the tracks' identities, cut
+    at the same-person distance, never joining two tracks seen on the same frame. A track too
+    short to hold an identity sample then joins the person whose track ends (or starts) at the
+    same place within `reach` frames in the same shot."""
     threshold = PERSON_DISTANCE[metric] if threshold is None else threshold
-    clusters = [{"tracks": [t], "frames": set(t.frames), "emb": list(t.embeddings)} for t in tracks]
-    ids = [identity(c["emb"], metric) for c in clusters]
-    while True:
-        best = None
-        for i in range(len(clusters)):
-            if ids[i] is None:
-                continue
-            for j in range(i + 1, len(clusters)):
-                if ids[j] is None or clusters[i]["frames"] & clusters[j]["frames"]:
-                    continue
-                d = distance(ids[i], ids[j], metric)
-                if d < threshold and (best is None or d < best[0]):
-                    best = (d, i, j)
-        if best is None:
-            break
-        _, i, j = best
-        clusters[i]["tracks"] += clusters[j]["tracks"]
-        clusters[i]["frames"] |= clusters[j]["frames"]
-        clusters[i]["emb"] += clusters[j]["emb"]
-        ids[i] = identity(clusters[i]["emb"], metric)
-        del clusters[j], ids[j]
-    for i, cluster in enumerate(clusters):
+    labels = {id(t): i for i, t in enumerate(tracks)}  # every track on its own, to start with
+    known = [t for t in tracks if t.embeddings]
+    if len(known) > 1:
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import pdist, squareform
+
+        ids = np.stack([identity(t.embeddings, metric) for t in known])
+        square = squareform(pdist(ids, "cosine" if metric == "cosine" else "euclidean"))
+        # Two tracks on one frame are two people: a distance no average of a group can bring
+        # under the threshold keeps them (and any groups holding them) apart.
+        by_frame: dict[int, list[int]] = {}
+        for i, t in enumerate(known):
+            for f in t.frames:
+                by_frame.setdefault(f, []).append(i)
+        for members in by_frame.values():
+            if len(members) > 1:
+                square[np.ix_(members, members)] = APART
+        np.fill_diagonal(square, 0.0)
+        groups = fcluster(linkage(squareform(square, checks=False), "average"), threshold, criterion="distance")
+        for t, g in zip(known, groups):
+            labels[id(t)] = len(tracks) + int(g)
+    clusters: dict[int, dict] = {}
+    for t in tracks:
+        cluster = clusters.setdefault(labels[id(t)], {"tracks": [], "frames": set()})
+        cluster["tracks"].append(t)
+        cluster["frames"] |= set(t.frames)
+    clusters_list = list(clusters.values())
+    for i, cluster in enumerate(clusters_list):
         for track in cluster["tracks"]:
             track.person = i
-    _attach_unidentified(tracks, clusters, reach)
-    clusters = [c for c in clusters if c["tracks"]]
-    clusters.sort(key=lambda c: (min(min(t.frames) for t in c["tracks"]), min(t.id for t in c["tracks"])))
-    for number, cluster in enumerate(clusters, start=1):
+    _attach_unidentified(tracks, clusters_list, reach)
+    clusters_list = [c for c in clusters_list if c["tracks"]]
+    clusters_list.sort(key=lambda c: (min(min(t.frames) for t in c["tracks"]), min(t.id for t in c["tracks"])))
+    for number, cluster in enumerate(clusters_list, start=1):
         for track in cluster["tracks"]:
             track.person = number
 
