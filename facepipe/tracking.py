@@ -283,12 +283,21 @@ def _attach_unidentified(tracks: list[Track], clusters: list[dict], reach: int) 
     for a few frames after a longer miss than track_gap) joins the person of the nearest track in
     time that ends before it (or starts after it) within `reach` frames in the same shot, at the
     same place, and is not on screen at the same time."""
-    for track in sorted(tracks, key=lambda t: t.frames[0]):
+    import bisect
+
+    # Tracks by the frame they end on and the frame they start on: only those within reach are looked at.
+    by_end = sorted(tracks, key=lambda t: t.frames[-1])
+    ends = [t.frames[-1] for t in by_end]
+    by_start = sorted(tracks, key=lambda t: t.frames[0])
+    starts = [t.frames[0] for t in by_start]
+    for track in by_start:
         if track.embeddings or len(clusters[track.person]["tracks"]) > 1:
             continue
         first, last = _box(track.rows[0]), _box(track.rows[-1])
         best = None
-        for other in tracks:
+        before = by_end[bisect.bisect_left(ends, track.frames[0] - reach):bisect.bisect_left(ends, track.frames[0])]
+        after = by_start[bisect.bisect_right(starts, track.frames[-1]):bisect.bisect_right(starts, track.frames[-1] + reach)]
+        for other in before + after:
             if other is track or other.shot != track.shot or other.person == track.person:
                 continue
             if 0 < track.frames[0] - other.frames[-1] <= reach:
