@@ -176,25 +176,7 @@ def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: s
         shot = bisect.bisect_right(cuts, frame)
         active = [t for t in active if t.shot == shot and frame - t.frames[-1] <= track_gap + 1]
         rows = list(group)
-        cost = np.full((len(active), len(rows)), np.inf)
-        for i, track in enumerate(active):
-            pred = track.predicted_box(frame)
-            size = np.sqrt(max((pred[2] - pred[0]) * (pred[3] - pred[1]), 1.0))
-            last_emb = track.embeddings[-1] if track.embeddings else None
-            for j, row in enumerate(rows):
-                box = _box(row)
-                iou = box_iou(pred, box)
-                centre = np.hypot(*((pred[:2] + pred[2:]) / 2 - (box[:2] + box[2:]) / 2)) / size
-                if iou < LINK_IOU and centre > LINK_CENTRE:
-                    continue
-                kps_move = np.abs(np.asarray(row.kps) - np.asarray(track.last.kps)).mean() / size
-                c = (1.0 - iou) + centre + kps_move
-                if last_emb is not None and row.embedding is not None:
-                    d = distance(last_emb, row.embedding, metric)
-                    if d > far:
-                        continue
-                    c += d
-                cost[i, j] = c
+        cost = _link_costs(active, rows, frame, metric, far)
         taken = set()
         for i, j in _assignment(cost):
             _extend(active[i], frame, rows[j])
@@ -206,6 +188,49 @@ def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: s
                 tracks.append(track)
                 active.append(track)
     return tracks
+
+
+def _link_costs(active: list[Track], rows: list, frame: int, metric: str, far: float) -> np.ndarray:
+    """Cost of continuing each active track with each detection of the frame (inf: not allowed):
+    1 - overlap with the track's predicted box, plus the centre distance and the keypoints' mean
+    move (both in face sizes), plus the identity distance where both have one. All pairs at once,
+    so a frame full of faces costs array operations, not a Python loop per pair."""
+    if not active or not rows:
+        return np.full((len(active), len(rows)), np.inf)
+    pred = np.stack([t.predicted_box(frame) for t in active])
+    boxes = np.stack([_box(r) for r in rows])
+    ix = np.clip(np.minimum(pred[:, None, 2], boxes[None, :, 2]) - np.maximum(pred[:, None, 0], boxes[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(pred[:, None, 3], boxes[None, :, 3]) - np.maximum(pred[:, None, 1], boxes[None, :, 1]), 0, None)
+    area = lambda b: np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)  # noqa: E731
+    union = area(pred)[:, None] + area(boxes)[None, :] - ix * iy
+    iou = np.where(union > 0, ix * iy / np.where(union > 0, union, 1), 0.0)
+    size = np.sqrt(np.maximum((pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1]), 1.0))[:, None]
+    centre = np.linalg.norm((pred[:, None, :2] + pred[:, None, 2:]) / 2 - (boxes[None, :, :2] + boxes[None, :, 2:]) / 2,
+                            axis=2) / size
+    last_kps = np.stack([np.asarray(t.last.kps, np.float64) for t in active])
+    kps = np.stack([np.asarray(r.kps, np.float64) for r in rows])
+    move = np.abs(kps[None] - last_kps[:, None]).mean(axis=2) / size
+    cost = (1.0 - iou) + centre + move
+    allowed = (iou >= LINK_IOU) | (centre <= LINK_CENTRE)
+    with_id = [i for i, t in enumerate(active) if t.embeddings]
+    rows_id = [j for j, r in enumerate(rows) if r.embedding is not None]
+    if with_id and rows_id:
+        d = distances(np.stack([np.asarray(active[i].embeddings[-1], np.float64) for i in with_id]),
+                      np.stack([np.asarray(rows[j].embedding, np.float64) for j in rows_id]), metric)
+        block = np.ix_(with_id, rows_id)
+        cost[block] += d
+        allowed[block] &= d <= far
+    return np.where(allowed, cost, np.inf)
+
+
+def distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """distance() between every row of a and every row of b."""
+    if metric == "cosine":
+        unit = lambda m: m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)  # noqa: E731
+        return 1.0 - unit(a) @ unit(b).T
+    if metric == "euclidean":
+        return np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+    raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
 
 
 def _assignment(cost: np.ndarray) -> list[tuple[int, int]]:
