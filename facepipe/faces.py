@@ -387,7 +387,9 @@ def detect_segment(analyzer, frames: Iterable, manifest: dict, segment: str, fac
     from facepipe.progress import Progress
     from facepipe.tables import FRAMES_SCHEMA, write_table
 
-    first = 1 if manifest["is_image"] else manifest["ranges"][segment]["start"] + 1
+    from facepipe.video import planned_starts
+
+    first = planned_starts(manifest)[segment] + 1
     thumbnails: list = []
     with Progress(manifest["segments"][segment], f"detect_faces {segment}", log) as progress:
         write_faces(face_rows(analyzer, frames, crop, first_frame=first, hold_frames=hold_frames,

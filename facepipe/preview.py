@@ -40,12 +40,6 @@ def choose_frames(persons: list[dict], starts: dict[str, int], total: int, count
     return sorted(chosen)
 
 
-def segment_starts(manifest: dict) -> dict[str, int]:
-    if manifest["is_image"]:
-        return {"seg_0000": 0}
-    return {name: r["start"] for name, r in manifest["ranges"].items() if "start" in r}
-
-
 def plan_preview(manifest: dict, prepared_dir: str | Path, faces_dir: str | Path, tracks: str | Path,
                  persons: str | Path, manifest_out: str | Path, faces_out: str | Path, tracks_out: str | Path,
                  count: int = FRAMES) -> list[int]:
@@ -56,8 +50,9 @@ def plan_preview(manifest: dict, prepared_dir: str | Path, faces_dir: str | Path
     from facepipe.faces import write_faces
     from facepipe.integrity import read_sealed_json, write_sealed_json
     from facepipe.tables import FACES_SCHEMA, TRACKS_SCHEMA, TableWriter, read_columns
+    from facepipe.video import planned_starts
 
-    starts = segment_starts(manifest)
+    starts = planned_starts(manifest)
     cast = read_sealed_json(persons)["persons"]
     frames = choose_frames(cast, starts, manifest["frames"], count)
     ordered = sorted(starts.items(), key=lambda kv: kv[1])

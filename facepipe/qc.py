@@ -53,12 +53,12 @@ def _save(fig, out: str | Path) -> None:
 def frame_counts(manifest: dict, faces_dir: Path, swapped_dir: Path, tracks: Path) -> pd.DataFrame:
     """Per video frame: faces detected, faces swapped, gaps filled (tables only)."""
     from facepipe.patches import iter_patches
-    from facepipe.preview import segment_starts
+    from facepipe.video import planned_starts
     from facepipe.tables import read_columns
 
     total = manifest["frames"]
     counts = pd.DataFrame({"frame": np.arange(1, total + 1), "detected": 0, "swapped": 0, "filled": 0})
-    for segment, start in segment_starts(manifest).items():
+    for segment, start in planned_starts(manifest).items():
         faces = read_columns(faces_dir / f"{segment}.parquet", ["frame", "hold"])
         detected = faces[~faces["hold"].astype(bool)].groupby("frame").size()
         counts.loc[start + detected.index - 1, "detected"] = detected.to_numpy()
@@ -103,10 +103,10 @@ def timeline_figure(counts: pd.DataFrame, tracks: pd.DataFrame, cuts: list[int],
 def swapped_faces(manifest: dict, swapped_dir: Path) -> list[tuple[int, np.ndarray]]:
     """(video frame, 5 keypoints) of every swapped face."""
     from facepipe.patches import iter_patches
-    from facepipe.preview import segment_starts
+    from facepipe.video import planned_starts
 
     out = []
-    for segment, start in segment_starts(manifest).items():
+    for segment, start in planned_starts(manifest).items():
         for frame, patches in iter_patches(swapped_dir / f"{segment}.parquet"):
             out += [(start + frame, np.asarray(p.kps, np.float64).reshape(5, 2)) for p in patches if p.kps is not None]
     return out
@@ -263,9 +263,12 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     from facepipe.embedding import load_embedding
     from facepipe.gpu import summarize
     from facepipe.integrity import read_sealed_json
-    from facepipe.preview import before_after_sheet, choose_frames, segment_starts
+    from fractions import Fraction
+
+    from facepipe.media import write_labelled_png
+    from facepipe.preview import before_after_sheet, choose_frames
     from facepipe.tables import read_columns
-    from facepipe.video import iter_frames, load_plan
+    from facepipe.video import iter_frames, load_plan, planned_starts
 
     manifest, prepared = load_plan(plan)
     cast = read_sealed_json(persons)
@@ -277,7 +280,7 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     faces = swapped_faces(manifest, swapped_dir)
     samples = [faces[i] for i in np.linspace(0, len(faces) - 1, min(SAMPLES, len(faces))).round().astype(int)] \
         if faces else []
-    sheet_frames = choose_frames(cast["persons"], segment_starts(manifest), manifest["frames"], SHEET_FRAMES)
+    sheet_frames = choose_frames(cast["persons"], planned_starts(manifest), manifest["frames"], SHEET_FRAMES)
     wanted = sorted({f for f, _ in samples} | set(sheet_frames))
     after = result_frames(result, set(wanted), manifest["is_image"])
     decode_plan = dict(manifest)
@@ -289,10 +292,8 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     identities.to_csv(outputs["identity_table"], sep="\t", index=False)
     similarity_figure(identities, threshold, metric, outputs["similarity"])
 
-    fps = 0.0 if manifest["is_image"] else float(__import__("fractions").Fraction(manifest["fps"]))
+    fps = 0.0 if manifest["is_image"] else float(Fraction(manifest["fps"]))
     pairs = [(f, before[f], after[f]) for f in sheet_frames if f in before and f in after]
-    from facepipe.media import write_labelled_png
-
     write_labelled_png(before_after_sheet(pairs, fps), outputs["sheet"])
     timings_figure(stage_timings(Path("benchmarks") / name), outputs["timings"])
     degraded = [line for line in summarize("work", logger=log) if line.startswith(f"{name}/")]

@@ -141,7 +141,8 @@ def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
 
 def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, bytes]]:
     """Every segment's faces (video frame numbers added) and frame thumbnails, verified."""
-    from facepipe.tables import open_table, reject
+    from facepipe.integrity import reject
+    from facepipe.tables import open_table
 
     tables, thumbs = [], {}
     for seg in segments:
@@ -482,8 +483,10 @@ def describe_persons(table: pd.DataFrame, fps: float) -> list[dict]:
 
 def segments_of(manifest: dict, faces_dir: str | Path) -> list[Segment]:
     """The job's segments in order, with the video frame each starts after."""
+    from facepipe.video import planned_starts
+
     faces_dir = Path(faces_dir)
-    starts = {"seg_0000": 0} if manifest["is_image"] else {k: r["start"] for k, r in manifest["ranges"].items()}
+    starts = planned_starts(manifest)
     return [Segment(name, starts[name], faces_dir / f"{name}.parquet", faces_dir / f"{name}.frames.parquet")
             for name in sorted(manifest["segments"])]
 

@@ -541,6 +541,13 @@ def render_image(frame: WorkFrame, patches: dict) -> np.ndarray:
     return img
 
 
+def planned_starts(manifest: dict) -> dict[str, int]:
+    """Each segment's first frame as a video frame number minus one (a still: seg_0000 at 0)."""
+    if manifest["is_image"]:
+        return {"seg_0000": 0}
+    return {name: r["start"] for name, r in manifest["ranges"].items() if "start" in r}
+
+
 def load_plan(plan: str | Path) -> tuple[dict, Path]:
     """A stage's plan, verified: the prepare_target folder (its manifest.json) or a plan file of
     its own (the preview's manifest); and the folder its relative paths start from."""

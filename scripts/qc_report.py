@@ -1,10 +1,9 @@
 from pathlib import Path
 
-from facepipe.backends import make_analyzer
+from facepipe.backends import METRICS, make_analyzer
 from facepipe.qc import qc_report
 from facepipe.scripting import run
 from facepipe.tracking import PERSON_DISTANCE
-from facepipe.backends import METRICS
 
 
 def main(sm, log):
