@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from facepipe.alignment import alignment_matrix
 from facepipe.runtime import create_session
 from facepipe.tables import FACES_SCHEMA
 
@@ -56,18 +57,16 @@ class FaceAnalyzer:
 
     def analyze(self, img: np.ndarray, embed: bool = True) -> list[dict]:
         """Faces in one BGR image, largest first, each with box, score, kps and embedding."""
-        from insightface.utils import face_align
-
         det, kpss = self.detector.detect(img, input_size=self.det_size)
-        crop = lambda kps: face_align.norm_crop(img, landmark=kps, image_size=self.recognizer.input_size[0])  # noqa: E731
+        size = self.recognizer.input_size[0] if self.recognizer else 0
+        crop = lambda kps: cv2.warpAffine(img, alignment_matrix(kps, "arcface_112_v2", size), (size, size),  # noqa: E731
+                                          borderValue=0.0)
         return self._faces(det, kpss, crop, embed)
 
     def analyze_frame(self, frame, embed: bool = True) -> list[dict]:
         """analyze() of a working frame (facepipe.video.WorkFrame) without converting all of it:
         the detector gets the frame already at its input size, scaled from the YUV planes, and
         the recognizer's crops are warped from the planes."""
-        from insightface.utils import face_align
-
         h, w = frame.shape
         small = frame.scaled_bgr(detector_size(w, h, self.det_size[0]))
         # The detector's input fits the frame's shape (its sides multiples of the largest
@@ -79,7 +78,7 @@ class FaceAnalyzer:
         if kpss is not None:
             kpss = kpss * scale
         size = self.recognizer.input_size[0] if self.recognizer else 0
-        crop = lambda kps: frame.warp_bgr(face_align.estimate_norm(kps, size), size)  # noqa: E731
+        crop = lambda kps: frame.warp_bgr(alignment_matrix(kps, "arcface_112_v2", size), size)  # noqa: E731
         return self._faces(det, kpss, crop, embed)
 
     def _faces(self, det, kpss, crop, embed: bool = True) -> list[dict]:
@@ -143,11 +142,9 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
     from facepipe.patches import encode_image
 
     if kind == "aligned_128":
-        from insightface.utils import face_align
-
         size = aligned_size(kind)
         pad = round(size * margin)
-        matrix = face_align.estimate_norm(np.asarray(face["kps"]).reshape(5, 2), size).astype(np.float64)
+        matrix = alignment_matrix(face["kps"], "arcface_128", size)
         matrix[:, 2] += pad
         return {"crop": encode_image(frame.warp_bgr(matrix, size + 2 * pad)), "crop_x": 0, "crop_y": 0,
                 "crop_matrix": matrix.reshape(-1).tolist()}
@@ -328,12 +325,10 @@ def swap_input(row, kps, landmarks=None) -> tuple[np.ndarray, dict]:
     if kps.size != 10 or not np.isfinite(kps).all():
         raise ValueError("its keypoints are not 10 finite numbers")
     if row.crop_matrix is not None:  # aligned_128
-        from insightface.utils import face_align
-
         stored = check_matrix(row.crop_matrix, "crop matrix")
         if crop.shape[0] != crop.shape[1] or crop.shape[0] < 128:
             raise ValueError(f"its aligned crop is {crop.shape[1]}x{crop.shape[0]}, not a square of 128 px or more")
-        matrix = face_align.estimate_norm(kps.reshape(5, 2), 128).astype(np.float64)
+        matrix = alignment_matrix(kps, "arcface_128", 128)
         # frame -> stored canvas -> aligned crop: the canvas point p is the frame point inv(stored) p.
         to_crop = matrix @ np.vstack([cv2.invertAffineTransform(stored), [0, 0, 1]])
         corners = np.array([[0, 0, 1], [128, 0, 1], [0, 128, 1], [128, 128, 1]], np.float64)
