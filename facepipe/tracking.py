@@ -198,6 +198,10 @@ def _link_costs(active: list[Track], rows: list, frame: int, metric: str, far: f
     so a frame full of faces costs array operations, not a Python loop per pair."""
     if not active or not rows:
         return np.full((len(active), len(rows)), np.inf)
+    if len(active) == 1 and len(rows) == 1:
+        # One face followed on one frame, the usual case: the same sums on Python floats cost a
+        # tenth of the array operations' set-up.
+        return np.array([[_link_cost(active[0], rows[0], frame, metric, far)]])
     pred = np.stack([t.predicted_box(frame) for t in active])
     boxes = np.stack([_box(r) for r in rows])
     ix = np.clip(np.minimum(pred[:, None, 2], boxes[None, :, 2]) - np.maximum(pred[:, None, 0], boxes[None, :, 0]), 0, None)
@@ -222,6 +226,25 @@ def _link_costs(active: list[Track], rows: list, frame: int, metric: str, far: f
         cost[block] += d
         allowed[block] &= d <= far
     return np.where(allowed, cost, np.inf)
+
+
+def _link_cost(track: Track, row, frame: int, metric: str, far: float) -> float:
+    """_link_costs for one track and one detection."""
+    px1, py1, px2, py2 = (float(v) for v in track.predicted_box(frame))
+    x1, y1, x2, y2 = float(row.x1), float(row.y1), float(row.x2), float(row.y2)
+    inter = max(0.0, min(px2, x2) - max(px1, x1)) * max(0.0, min(py2, y2) - max(py1, y1))
+    union = max(0.0, px2 - px1) * max(0.0, py2 - py1) + max(0.0, x2 - x1) * max(0.0, y2 - y1) - inter
+    iou = inter / union if union > 0 else 0.0
+    size = max((px2 - px1) * (py2 - py1), 1.0) ** 0.5
+    centre = float(np.hypot((px1 + px2) / 2 - (x1 + x2) / 2, (py1 + py2) / 2 - (y1 + y2) / 2)) / size
+    move = float(np.abs(np.asarray(row.kps, np.float64) - np.asarray(track.last.kps, np.float64)).mean()) / size
+    cost = (1.0 - iou) + centre + move
+    allowed = iou >= LINK_IOU or centre <= LINK_CENTRE
+    if track.embeddings and row.embedding is not None:
+        d = distance(track.embeddings[-1], row.embedding, metric)
+        cost += d
+        allowed = allowed and d <= far
+    return cost if allowed else np.inf
 
 
 def distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
