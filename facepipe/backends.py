@@ -18,27 +18,21 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facepipe.models import BACKENDS, model_path, models_for
+from facepipe.models import BACKENDS, LEARNED as LEARNED_GROUP, MODELS, crop_size, model_path, models_for, swapper_for
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
 CHOICES = (AUTO, *BACKENDS)
-LEARNED = "insightface"
-OFFLINE = "offline"
+# What backend=auto picks: the first backend of the learned models that are not stand-ins
+# when their files are there, else the first that needs no file at all.
+LEARNED = next(b.name for b in BACKENDS.values() if b.group == LEARNED_GROUP and not b.standin)
+OFFLINE = next(b.name for b in BACKENDS.values() if b.group != LEARNED_GROUP)
 # The one command that puts the learned models in place (rules/models.smk).
 FETCH_COMMAND = "snakemake --cores all fetch_models"
 
-METRICS = {"insightface": "cosine", "standin": "cosine", "offline": "euclidean"}
-REFERENCE_THRESHOLDS = {
-    # ArcFace cosine distance; insightface's own same-person cut-off is around 0.3-0.4.
-    "insightface": 0.35,
-    "standin": 0.35,
-    # Euclidean, stricter than dlib's generic same-person 0.6: replacing the wrong person is
-    # worse than missing one, and two different people in insightface's group photo t1.jpg
-    # are 0.60 apart (tests/test_offline.py), while one face photographed twice is ~0.1-0.45.
-    "offline": 0.5,
-}
+METRICS = {name: b.metric for name, b in BACKENDS.items()}
+REFERENCE_THRESHOLDS = {name: b.reference_threshold for name, b in BACKENDS.items()}
 
 
 @dataclass
@@ -51,9 +45,9 @@ class Resolution:
     info: list[str] = field(default_factory=list)
 
 
-def learned_model_files(precision: str, models_dir: str | Path = "resources/models") -> list[Path]:
-    """The files the learned backend needs for a swap (without an enhancer)."""
-    return [model_path(key, LEARNED, models_dir) for key in models_for(LEARNED, "none", precision).values()]
+def learned_model_files(precision: str, models_dir: str | Path = "resources/models", swapper: str = "") -> list[Path]:
+    """The files the learned backend needs for a swap with ``swapper`` (without an enhancer)."""
+    return [model_path(key, LEARNED, models_dir) for key in models_for(LEARNED, "none", precision, swapper).values()]
 
 
 def _present(path: Path) -> bool:
@@ -63,13 +57,13 @@ def _present(path: Path) -> bool:
 
 
 def resolve_backend(backend: str, enhancer: str, precision: str,
-                    models_dir: str | Path = "resources/models") -> Resolution:
+                    models_dir: str | Path = "resources/models", swapper: str = "") -> Resolution:
     """The concrete backend (and enhancer) for one job's configured choice."""
     if backend not in CHOICES:
         raise ValueError(f"unknown backend {backend!r}; expected one of {CHOICES}")
     if backend != AUTO:
         return Resolution(backend, enhancer)
-    missing = [p for p in learned_model_files(precision, models_dir) if not _present(p)]
+    missing = [p for p in learned_model_files(precision, models_dir, swapper) if not _present(p)]
     if not missing:
         return Resolution(LEARNED, enhancer, info=[
             f"backend=auto: the learned models are in {models_dir}, so backend {LEARNED} runs"])
@@ -89,15 +83,26 @@ def resolve_backend(backend: str, enhancer: str, precision: str,
 
 
 def resolve_jobs(jobs: dict[str, dict], models_dir: str | Path = "resources/models") -> tuple[list[str], list[str]]:
-    """Resolve backend, enhancer and reference_threshold of every job in place.
+    """Resolve backend, enhancer, swapper and reference_threshold of every job in place;
+    ValueError naming the job for a swapper that does not run with its backend.
 
     Returns the (deduplicated) warnings and info lines, each naming the jobs it concerns.
     """
     warnings: dict[str, list[str]] = {}
     info: dict[str, list[str]] = {}
     for name, job in jobs.items():
-        res = resolve_backend(job["backend"], job["enhancer"], job["precision"], models_dir)
+        configured, chosen = job["backend"], job.get("swapper") or ""
+        res = resolve_backend(configured, job["enhancer"], job["precision"], models_dir, chosen)
         job["backend"], job["enhancer"] = res.backend, res.enhancer
+        own = BACKENDS[res.backend]
+        if configured == AUTO and chosen in MODELS and MODELS[chosen].group != own.group:
+            chosen = ""  # auto fell back to the offline backend (warned above): its own swapper runs
+        job["swapper"] = chosen or own.default_swapper
+        try:
+            swapper_for(res.backend, job["swapper"], job["precision"])
+            crop_size(job["swapper"], job.get("pixel_boost") or 0)
+        except ValueError as exc:
+            raise ValueError(f"job {name!r}: {exc}") from None
         if job.get("reference_threshold") is None:
             job["reference_threshold"] = REFERENCE_THRESHOLDS[res.backend]
         for line in res.warnings:
@@ -116,61 +121,46 @@ def backend_summary(jobs: dict[str, dict]) -> str:
     return "; ".join(f"backend {b}: {', '.join(names)}" for b, names in sorted(by_backend.items()))
 
 
-def face_crop_kind(backend: str) -> str:
-    """The crop of each face detection keeps for the backend's swapper (facepipe.faces.face_crop)."""
-    return "landmark_box" if backend == OFFLINE else "aligned_128"
+def face_crop_kind(swapper: str, pixel_boost: int = 0) -> str:
+    """The crop of each face detection keeps for the job's swapper (facepipe.faces.face_crop)."""
+    from facepipe.models import crop_kind
+
+    return crop_kind(swapper, pixel_boost)
 
 
 def make_analyzer(backend: str, detector: str | Path, recognizer: str | Path, providers: list[str], *,
                   threads: int = 0, embed: bool = True, **learned_kwargs):
-    """The face analyzer of a backend; ``learned_kwargs`` (precision, det_size) apply to the learned one."""
-    if backend == OFFLINE:
-        from facepipe.offline import OfflineAnalyzer
+    """The face analyzer of a backend; ``learned_kwargs`` (precision, det_size) apply to one on ONNX Runtime."""
+    from facepipe.models.zoo import load_analyzer
 
-        return OfflineAnalyzer(detector, recognizer, threads=threads, embed=embed)
-    if backend in METRICS:
-        from facepipe.faces import FaceAnalyzer
-
-        return FaceAnalyzer(detector, recognizer, providers, threads=threads, embed=embed, **learned_kwargs)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS} (auto is resolved by the workflow)")
+    return load_analyzer(backend, detector, recognizer, providers, threads=threads, embed=embed, **learned_kwargs)
 
 
-def make_swapper(backend: str, model: str | Path | None, source: dict, providers: list[str], *,
-                 precision: str = "fp32", threads: int = 0, source_file: str = "source embedding",
-                 batch_size: int = 1):
-    """The swapper of a backend. ``source`` is the source record (facepipe.embedding.load_source)."""
-    if backend == OFFLINE:
-        from facepipe.classic_swap import ClassicSwapper
-
-        return ClassicSwapper.from_source(source, where=str(source_file))
-    if backend in METRICS:
-        from facepipe.swap import Swapper
-
-        if not model:
-            raise ValueError(f"backend {backend} needs a swapper model file")
-        return Swapper(model, providers, precision=precision, threads=threads, batch_size=batch_size)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS} (auto is resolved by the workflow)")
-
-
-def make_swappers(backend: str, model: str | Path | None, sources: dict[str, dict], providers: list[str], *,
-                  precision: str = "fp32", threads: int = 0, batch_size: int = 1,
+def make_swappers(swapper: str, model: str | Path | None, sources: dict[str, dict], providers: list[str], *,
+                  precision: str = "fp32", threads: int = 0, batch_size: int = 1, pixel_boost: int = 0,
                   source_file: str = "source embedding") -> dict[str, tuple]:
-    """key -> (swapper, source embedding) for each source record: one learned swapper (one model
-    session) serves every source; the classic one is made per source (it warps the source's pixels)."""
+    """key -> (swapper, its prepared source) for each source record: one swapper (one model
+    session) serves every source."""
+    from facepipe.models.zoo import load
+
     if not sources:
         return {}
-    if backend == OFFLINE:
-        return {key: (make_swapper(backend, model, record, providers, source_file=source_file),
-                      record["embedding"]) for key, record in sources.items()}
-    shared = make_swapper(backend, model, next(iter(sources.values())), providers, precision=precision,
-                          threads=threads, source_file=source_file, batch_size=batch_size)
-    return {key: (shared, record["embedding"]) for key, record in sources.items()}
+    shared = load(swapper, model, providers, precision=precision, threads=threads, batch_size=batch_size,
+                  pixel_boost=pixel_boost)
+    prepared = {}
+    for key, record in sources.items():
+        try:
+            prepared[key] = (shared, shared.prepare_source(record))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{source_file}: {exc}") from None
+    return prepared
 
 
 def fetchable_learned_models(models_dir: str | Path = "resources/models") -> list[str]:
     """Every learned model the downloader can fetch and verify (the pinned ones): the target
-    of `snakemake --cores all fetch_models`. The fp16 swapper is made from inswapper_128 when
-    precision=fp16 asks for it (rule make_fp16_model), not fetched."""
+    of `snakemake --cores all fetch_models`. FP16 copies are made from the FP32 files when
+    precision=fp16 asks for them (rule make_fp16_model), not fetched."""
     from facepipe.models import MODELS
 
-    return [str(model_path(key, LEARNED, models_dir)) for key, spec in MODELS.items() if spec.pinned]
+    return [str(model_path(key, LEARNED, models_dir)) for key, spec in MODELS.items()
+            if spec.fetchable and spec.group == LEARNED_GROUP]

@@ -11,7 +11,10 @@ from facepipe.selection import MapError, map_text, parse_map
 # Keys a row of the sheet (or the command line) may set for its own job.
 OPTION_KEYS = (
     "backend",
+    "swapper",
+    "pixel_boost",
     "enhancer",
+    "enhancer_blend",
     "faces",
     "reference",
     "reference_threshold",
@@ -30,9 +33,9 @@ OPTION_KEYS = (
     "preset",
     "crf",
 )
-INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap"}
+INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap", "pixel_boost", "enhancer_blend"}
 TEXT_COLUMNS = {"name", "target", "source", "reference", "providers", "encoder", "preset",
-                "backend", "enhancer", "faces", "precision", "map"}
+                "backend", "swapper", "enhancer", "faces", "precision", "map"}
 
 
 class JobError(Exception):
@@ -144,6 +147,8 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
                 value = int(value)
             job[key] = value
         job["name"] = name
+        job["swapper"] = str(job.get("swapper") or "")
+        _check_models(name, job)
         job["target"] = str(row["target"])
         job["source"] = str(_clean(row.get("source")) or "")
         try:
@@ -169,6 +174,20 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
                                f"(the first's {sheet} sheet, the second's still result): rename one of them")
     return jobs
 
+
+
+def _check_models(name: str, job: dict) -> None:
+    """A swapper or enhancer the registry does not offer is an error naming the ones it does."""
+    from facepipe.models import offered
+
+    swappers = offered("swapper")
+    if job["swapper"] and job["swapper"] not in swappers:
+        raise JobError(f"job {name!r}: unknown swapper {job['swapper']!r}{nearest(job['swapper'], swappers)}; "
+                       f"expected empty (the backend's own) or one of {', '.join(swappers)}")
+    enhancers = offered("enhancer")
+    if job.get("enhancer") not in ("none", *enhancers):
+        raise JobError(f"job {name!r}: unknown enhancer {job.get('enhancer')!r}{nearest(job.get('enhancer'), enhancers)}; "
+                       f"expected none or one of {', '.join(enhancers)}")
 
 
 def face_images(job: dict) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """Face patches: what the swap and enhance stages hand on, instead of whole frames.
 
 A patch is the smallest thing that reproduces a stage's change to a frame: the learned
-swapper's 128 px aligned crop and its affine matrix, the enhancer's 512 px aligned crop and
-matrix, or (classic swap) the final pixels of a rectangle. Applying a frame's patches in order
+swapper's aligned crop and its affine matrix (kind "inswapper": pasted back with insightface's
+mask, whichever swapper made it), the enhancer's aligned crop and matrix (kind "ffhq"), or (classic swap) the final pixels of a rectangle. Applying a frame's patches in order
 to the decoded frame gives exactly the frame the stage made, so the render stage can decode,
 paste and encode in one pass, and only a few kB per face are stored between stages.
 
@@ -327,9 +327,9 @@ def decode_image(data: bytes) -> np.ndarray:
     return img
 
 
-# The side of the aligned crop each kind of patch holds: inswapper_128's output is 128 px, the
-# enhancer's its model's input (512 for GFPGAN 1.4), so only that it is square is checked.
-INSWAPPER_SIZE = 128
+# The side of the aligned crop a patch holds is its model's (128 or 256 px, times the pixel
+# boost; an enhancer's 256 to 2048), so what is checked is that it is square and not tiny.
+MIN_ALIGNED_SIZE = 64
 
 
 def check_matrix(values, what: str = "matrix") -> np.ndarray:
@@ -346,10 +346,8 @@ def check_matrix(values, what: str = "matrix") -> np.ndarray:
 def check_patch(patch: Patch) -> Patch:
     """ValueError unless a patch read back from a table is one a stage can have made."""
     h, w = patch.image.shape[:2]
-    if patch.kind == "inswapper" and (h, w) != (INSWAPPER_SIZE, INSWAPPER_SIZE):
-        raise ValueError(f"its inswapper image is {w}x{h}, not {INSWAPPER_SIZE}x{INSWAPPER_SIZE}")
-    if patch.kind == "ffhq" and h != w:
-        raise ValueError(f"its enhanced image is {w}x{h}, not square")
+    if patch.kind in ("inswapper", "ffhq") and (h != w or h < MIN_ALIGNED_SIZE):
+        raise ValueError(f"its {patch.kind} image is {w}x{h}, not a square of {MIN_ALIGNED_SIZE} px or more")
     if patch.kind in ("inswapper", "ffhq"):
         check_matrix(patch.matrix)
     elif patch.x < 0 or patch.y < 0:

@@ -46,7 +46,8 @@ OPSET = 17
 # release we may meet (the installed 1.31 reads up to a much newer IR).
 IR_VERSION = 8
 
-_ELEM = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "int64": TensorProto.INT64}
+_ELEM = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE,
+         "int64": TensorProto.INT64}
 
 Dim = int | str  # int: fixed size; str: symbolic dim_param
 
@@ -77,37 +78,37 @@ def _det_outputs() -> tuple[TensorSig, ...]:
     return tuple(TensorSig(n, "float32", ("?", widths[kind])) for kind in ("score", "bbox", "kps") for n in names[kind])
 
 
-_SWAPPER_SIG = ModelSignature(
-    inputs=(
-        TensorSig("target", "float32", (1, 3, 128, 128)),
-        TensorSig("source", "float32", (1, 512)),
-    ),
-    outputs=(TensorSig("output", "float32", (1, 3, 128, 128)),),
-)
+# Signatures of the real published files, by model family, sized from the registry entry
+# (facepipe.models.registry). Sources: insightface's own model-loading log lines
+# ("det_10g.onnx detection [1, 3, '?', '?']", "w600k_r50.onnx recognition ['None', 3, 112,
+# 112]"), SCRFD's fixed output names used across many projects, and FaceFusion's inference
+# code, which binds the swappers' inputs by name ("target", "source") and the restorers' as
+# "input" (CodeFormer also "weight", a double), and reads the first output. HyperSwap's second
+# output (a face mask) is as third-party loaders describe it; nothing here reads it. FP16
+# copies keep float32 inputs and outputs (keep_io_types), as FaceFusion's FP16 files do.
+def _image(name: str, size: int) -> TensorSig:
+    return TensorSig(name, "float32", (1, 3, size, size))
 
-# Signatures of the real published files, as insightface / FaceFusion ship them
-# (det_10g and w600k_r50 from buffalo_l.zip; the rest from FaceFusion
-# models-3.0.0). Sources: insightface's own model-loading log lines
-# ("det_10g.onnx detection [1, 3, '?', '?']", "w600k_r50.onnx recognition
-# ['None', 3, 112, 112]"), SCRFD's fixed output names used across many
-# projects, and FaceFusion's inference code. FaceFusion's fp16 inswapper was
-# converted with keep_io_types=True: float32 I/O, float16 inside.
-SIGNATURES: dict[str, ModelSignature] = {
-    "det_10g": ModelSignature(
-        inputs=(TensorSig("input.1", "float32", (1, 3, "?", "?")),),
-        outputs=_det_outputs(),
-    ),
-    "w600k_r50": ModelSignature(
-        inputs=(TensorSig("input.1", "float32", ("None", 3, 112, 112)),),
-        outputs=(TensorSig("683", "float32", ("None", 512)),),
-    ),
-    "inswapper_128": _SWAPPER_SIG,
-    "inswapper_128_fp16": _SWAPPER_SIG,
-    "gfpgan_1.4": ModelSignature(
-        inputs=(TensorSig("input", "float32", (1, 3, 512, 512)),),
-        outputs=(TensorSig("output", "float32", (1, 3, 512, 512)),),
-    ),
-}
+
+def signature(spec) -> ModelSignature:
+    """The inputs and outputs of the real model of a registry entry."""
+    size = spec.size
+    if spec.family == "scrfd":
+        return ModelSignature((TensorSig("input.1", "float32", (1, 3, "?", "?")),), _det_outputs())
+    if spec.family == "arcface":
+        return ModelSignature((TensorSig("input.1", "float32", ("None", 3, size, size)),),
+                              (TensorSig("683", "float32", ("None", 512)),))
+    if spec.family == "inswapper":
+        return ModelSignature((_image("target", size), TensorSig("source", "float32", (1, 512))),
+                              (_image("output", size),))
+    if spec.family == "hyperswap":
+        return ModelSignature((TensorSig("source", "float32", (1, 512)), _image("target", size)),
+                              (_image("output", size), TensorSig("mask", "float32", (1, 1, size, size))))
+    if spec.family == "restorer":
+        weight = tuple(TensorSig(name, "float64", (1,)) for name in spec.extra_inputs)
+        return ModelSignature((_image("input", size), *weight), (_image("output", size),))
+    raise KeyError(f"no stand-in for model family {spec.family!r} ({spec.key})")
+
 
 # insightface.utils.face_align.arcface_dst: the 5-point template of a 112x112
 # ArcFace crop (left eye, right eye, nose, left mouth, right mouth).
@@ -242,47 +243,85 @@ def _recognizer(g: _Graph) -> None:
     g.op("MatMul", [centred, g.const(proj)], "683")
 
 
-def _swapper(g: _Graph, fp16: bool) -> None:
+def _swapper(g: _Graph, spec, fp16: bool) -> None:
     rng = np.random.default_rng(_SEED + 2)
-    # The real inswapper's emap (512x512) is the graph's last initializer;
-    # insightface's INSwapper reads graph.initializer[-1]. Added last below.
-    emap = np.linalg.qr(rng.standard_normal((512, 512)))[0].astype(np.float32)
     colour = rng.standard_normal((512, 3)).astype(np.float32)
     ftype = np.float16 if fp16 else np.float32
-
-    latent = g.op("MatMul", ["source", "emap"])
+    signed = spec.output == "signed"
+    if spec.family == "inswapper":
+        # The real inswapper's emap (512x512) is the graph's last initializer; insightface's
+        # INSwapper reads graph.initializer[-1]. Added last below.
+        emap = np.linalg.qr(rng.standard_normal((512, 512)))[0].astype(np.float32)
+        latent = g.op("MatMul", ["source", "emap"])
+    else:
+        latent = "source"
     target = "target"
+    if signed:
+        # Inputs (and outputs) in [-1, 1]: computed on [0, 1] like the others.
+        target = g.op("Add", [g.op("Mul", [target, g.const(0.5)]), g.const(0.5)])
     if fp16:
-        # FaceFusion's fp16 file keeps float32 I/O and computes in float16.
+        # FaceFusion's fp16 files keep float32 I/O and compute in float16.
         latent = g.op("Cast", [latent], to=TensorProto.FLOAT16)
         target = g.op("Cast", [target], to=TensorProto.FLOAT16)
     shift = g.op("Mul", [g.op("Tanh", [g.op("MatMul", [latent, g.const(colour, ftype)])]), g.const(0.35, ftype)])
     shift = g.op("Reshape", [shift, g.const([1, 3, 1, 1], np.int64)])
     bgr = g.op("Gather", [target, g.const([2, 1, 0], np.int64)], axis=1)
     mixed = g.op("Add", [g.op("Add", [g.op("Mul", [bgr, g.const(0.8, ftype)]), g.const(0.1, ftype)]), shift])
+    clipped = g.op("Clip", [mixed, g.const(0.0, ftype), g.const(1.0, ftype)])
     if fp16:
-        clipped = g.op("Clip", [mixed, g.const(0.0, ftype), g.const(1.0, ftype)])
-        g.op("Cast", [clipped], "output", to=TensorProto.FLOAT)
-    else:
-        g.op("Clip", [mixed, g.const(0.0), g.const(1.0)], "output")
-    g.inits.append(numpy_helper.from_array(emap, name="emap"))
+        clipped = g.op("Cast", [clipped], to=TensorProto.FLOAT)
+    if signed:
+        clipped = g.op("Sub", [g.op("Mul", [clipped, g.const(2.0)]), g.const(1.0)])
+    g.op("Identity", [clipped], "output")
+    if spec.family == "hyperswap":
+        # A mask of ones, the shape of the real model's second output.
+        g.op("Add", [g.op("Mul", [g.op("ReduceMean", ["output"], axes=[1], keepdims=1), g.const(0.0)]),
+                     g.const(1.0)], "mask")
+    if spec.family == "inswapper":
+        g.inits.append(numpy_helper.from_array(emap, name="emap"))
 
 
-def _enhancer(g: _Graph) -> None:
+def _enhancer(g: _Graph, spec) -> None:
     a = 0.15
     k = np.array([[0, -a, 0], [-a, 1 + 4 * a, -a], [0, -a, 0]], dtype=np.float32)
     weight = np.repeat(k[None, None], 3, axis=0)  # depthwise: [3, 1, 3, 3]
     sharp = g.op("Conv", ["input", g.const(weight)], group=3, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    for name in spec.extra_inputs:
+        # A fidelity weight (CodeFormer's): 1 keeps the input, 0 sharpens fully.
+        w = g.op("Cast", [name], to=TensorProto.FLOAT)
+        sharp = g.op("Add", [sharp, g.op("Mul", [g.op("Sub", ["input", sharp]), w])])
     g.op("Clip", [sharp, g.const(-1.0), g.const(1.0)], "output")
 
 
-_BUILDERS = {
-    "det_10g": _detector,
-    "w600k_r50": _recognizer,
-    "inswapper_128": lambda g: _swapper(g, fp16=False),
-    "inswapper_128_fp16": lambda g: _swapper(g, fp16=True),
-    "gfpgan_1.4": _enhancer,
-}
+def _build(g: _Graph, spec) -> None:
+    if spec.family == "scrfd":
+        _detector(g)
+    elif spec.family == "arcface":
+        _recognizer(g)
+    elif spec.family in ("inswapper", "hyperswap"):
+        _swapper(g, spec, fp16=bool(spec.derived_from))
+    elif spec.family == "restorer":
+        _enhancer(g, spec)
+    else:
+        raise KeyError(f"no stand-in for model family {spec.family!r} ({spec.key})")
+
+
+def standin_keys() -> list[str]:
+    """Every model that has a stand-in: the learned ones (the offline models are real files
+    shipped in packages, or code)."""
+    from facepipe.models import LEARNED, MODELS
+
+    return sorted(k for k, s in MODELS.items() if s.group == LEARNED and s.filename)
+
+
+def _signatures() -> dict[str, ModelSignature]:
+    from facepipe.models import MODELS
+
+    return {key: signature(MODELS[key]) for key in standin_keys()}
+
+
+# key -> the real model's inputs and outputs, for every model with a stand-in.
+SIGNATURES: dict[str, ModelSignature] = _signatures()
 
 
 def _value_info(sig: TensorSig) -> onnx.ValueInfoProto:
@@ -290,12 +329,15 @@ def _value_info(sig: TensorSig) -> onnx.ValueInfoProto:
 
 
 def make_standin(key: str) -> onnx.ModelProto:
-    """Build (in memory) the stand-in for model ``key``."""
-    if key not in _BUILDERS:
-        raise KeyError(f"no stand-in for {key!r}; available: {sorted(_BUILDERS)}")
-    sig = SIGNATURES[key]
+    """Build (in memory) the stand-in for model ``key`` (facepipe.models registry key)."""
+    from facepipe.models import MODELS
+
+    if key not in standin_keys():
+        raise KeyError(f"no stand-in for {key!r}; available: {standin_keys()}")
+    spec = MODELS[key]
+    sig = signature(spec)
     g = _Graph()
-    _BUILDERS[key](g)
+    _build(g, spec)
     graph = helper.make_graph(
         g.nodes,
         f"facepipe_standin_{key}",
@@ -342,14 +384,14 @@ def build_standin(key: str, dest: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """``python -m facepipe.standin KEY DEST`` (or ``all DIR``)."""
     parser = argparse.ArgumentParser(description="Build a stand-in ONNX model (not a real face model).")
-    parser.add_argument("key", choices=[*sorted(_BUILDERS), "all"])
+    parser.add_argument("key", choices=[*standin_keys(), "all"])
     parser.add_argument("dest", type=Path, help="output file, or a folder when KEY is 'all'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.key == "all":
         from facepipe.models import MODELS
 
-        for key in sorted(_BUILDERS):
+        for key in standin_keys():
             build_standin(key, args.dest / MODELS[key].filename)
     else:
         build_standin(args.key, args.dest)

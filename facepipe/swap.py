@@ -1,83 +1,28 @@
-"""Face swapping per segment with insightface's INSwapper (inswapper_128 and its FP16 variant)."""
+"""Face swapping per segment: the tracked faces of the chosen persons, from the crops detection
+kept, through the job's swapper (facepipe.models)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import OutsideCrop, normalize, swap_input
+from facepipe.faces import OutsideCrop, swap_input
 from facepipe.integrity import reject
-from facepipe.patches import Patch, paste_inswapper, write_patches
-from facepipe.runtime import BatchedSession, create_session
+from facepipe.patches import Patch, write_patches
 
 log = logging.getLogger(__name__)
 
-class Swapper:
-    """insightface's INSwapper, on batches of face crops (runtime.BatchedSession): the published
-    inswapper_128 takes one face per call, its batched copy (facepipe.batching) ``batch_size``.
-    On a GPU the source latents, the same for every batch of the job, are copied there once.
-    """
-
-    def __init__(self, model: str | Path, providers: list[str], *, precision: str = "fp32", threads: int = 0,
-                 io_binding: bool | None = None, batch_size: int = 1):
-        from insightface.model_zoo.inswapper import INSwapper
-
-        session = create_session(model, providers, precision=precision, threads=threads)
-        self.model = INSwapper(model_file=str(model), session=session)
-        self.runner = BatchedSession(session, batch_size, name=str(model), io_binding=io_binding)
-
-    @property
-    def batch_size(self) -> int:
-        return self.runner.size
-
-    def patch_from_crop(self, crop: np.ndarray, matrix: np.ndarray, source_embedding: np.ndarray, **_) -> Patch:
-        """The swapped face from its aligned 128 px crop, as INSwapper.get computes it."""
-        return self.patches_from_crops([crop], [matrix], source_embedding)[0]
-
-    def patches_from_crops(self, crops: list[np.ndarray], matrices: list[np.ndarray],
-                           source_embedding: np.ndarray) -> list[Patch]:
-        """Swapped faces for many aligned 128 px crops, ``batch_size`` per model call."""
-        model = self.model
-        latent = self._latent(source_embedding)
-        fakes = []
-        for chunk, call in self.runner.batches(crops):
-            blob = cv2.dnn.blobFromImages(call, 1.0 / model.input_std, model.input_size, (model.input_mean,) * 3,
-                                          swapRB=True)
-            latents = {model.input_names[1]: np.repeat(latent, len(call), axis=0)}
-            pred = self.runner.run({model.input_names[0]: blob}, latents)[0][:len(chunk)]
-            fakes.extend(np.clip(255 * pred.transpose((0, 2, 3, 1)), 0, 255).astype(np.uint8))
-        return [Patch(kind="inswapper", image=np.ascontiguousarray(fake[:, :, ::-1]),
-                      matrix=np.asarray(matrix).reshape(2, 3)) for fake, matrix in zip(fakes, matrices)]
-
-    def _latent(self, source_embedding: np.ndarray) -> np.ndarray:
-        key = np.asarray(source_embedding, np.float32).tobytes()
-        if getattr(self, "_latent_key", None) != key:
-            latent = normalize(source_embedding).reshape((1, -1))
-            latent = np.dot(latent, self.model.emap)
-            self._latent_value = (latent / np.linalg.norm(latent)).astype(np.float32)
-            self._latent_key = key
-        return self._latent_value
-
-
-def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """insightface's paste-back, on the face's surroundings only (see patches.paste_inswapper)."""
-    out = img.copy()
-    paste_inswapper(out, fake, matrix)
-    return out
-
-
-def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *,
+def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *, crop_kind: str,
                  what: str = "swap_faces") -> int:
     """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
     the face patches, in the tracks' order within each frame.
 
     tracks: the segment's rows of the job's tracks table (facepipe.tracking) that are swapped,
-    with a ``source`` column naming each one's entry in ``swappers`` (key -> (swapper, source
-    embedding)). Each face is re-aligned to its tracked keypoints (facepipe.faces.swap_input);
+    with a ``source`` column naming each one's entry in ``swappers`` (key -> (swapper, its
+    prepared source), facepipe.backends.make_swappers); crop_kind: the crop detection kept. Each face is re-aligned to its tracked keypoints (facepipe.faces.swap_input);
     an interpolated face uses the crop detection held for its frame. The faces table is verified
     before its first row is used (facepipe.tables.iter_frame_rows).
     """
@@ -104,14 +49,14 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
                                   f"(made by another detection run)")
                 try:
                     try:
-                        crop, args = swap_input(row, tracked.kps, tracked.landmarks)
+                        crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind)
                     except OutsideCrop:
                         if tracked.filled:
                             counts["outside"] += 1
                             continue  # interpolated: the face moved further than its held crop reaches
                         # Smoothing moved the face further than the crop's margin (a fast, jerky
                         # move): this frame uses the detected keypoints, which fit by construction.
-                        crop, args = swap_input(row, row.kps, row.landmarks)
+                        crop, args = swap_input(row, row.kps, row.landmarks, crop_kind)
                         counts["outside"] += 1
                 except (ValueError, TypeError) as exc:
                     # The table passed its seal, so it was written like this: removed all the same,
@@ -123,14 +68,9 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     def swapped(items: list[tuple]) -> list[Patch | None]:
         patches: list[Patch | None] = [None] * len(items)
         for key in dict.fromkeys(tracked.source for tracked, _, _ in items):
-            swapper, embedding = swappers[key]
+            swapper, source = swappers[key]
             index = [i for i, (tracked, _, _) in enumerate(items) if tracked.source == key]
-            crops = [items[i][1] for i in index]
-            args = [items[i][2] for i in index]
-            if hasattr(swapper, "patches_from_crops"):
-                made = swapper.patches_from_crops(crops, [a["matrix"] for a in args], embedding)
-            else:
-                made = [swapper.patch_from_crop(crop, source_embedding=embedding, **a) for crop, a in zip(crops, args)]
+            made = swapper.swap([items[i][1] for i in index], [items[i][2] for i in index], source)
             for i, patch in zip(index, made):
                 patches[i] = patch
         for patch, (tracked, _, _) in zip(patches, items):
@@ -143,7 +83,7 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     def frames_of_patches():
         # A row group of whole frames at a time; the faces of consecutive frames go through the
         # swapper together, a batch at a time.
-        step = max(getattr(swapper, "batch_size", 1) for swapper, _ in swappers.values()) if swappers else 1
+        step = max(swapper.batch_size for swapper, _ in swappers.values()) if swappers else 1
         pending: list[tuple] = []
         for table in iter_frame_rows(faces):
             for item in inputs(table):
@@ -175,16 +115,18 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
 
 
 def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path, segment: str, out: str | Path, *,
-                     embeddings: dict[str, str], backend: str, model: str | Path | None, providers: list[str],
-                     precision: str, threads: int, batch_size: int, mode: str, map_option: str,
-                     threshold: float) -> int:
+                     embeddings: dict[str, str], backend: str, swapper: str, model: str | Path | None,
+                     providers: list[str], precision: str, threads: int, batch_size: int, mode: str,
+                     map_option: str, threshold: float, pixel_boost: int = 0) -> int:
     """The swap stage of one segment: which persons get which source (facepipe.selection, decided
     for the whole job from its persons), then swap_segment on this segment's tracked faces.
 
-    embeddings: the job's embedding records by role (source, reference; map{i}, mapref{i})."""
+    embeddings: the job's embedding records by role (source, reference; map{i}, mapref{i});
+    swapper: the registry key of the model file ``model`` (facepipe.models)."""
     from facepipe.backends import METRICS, make_swappers
     from facepipe.embedding import load_source
     from facepipe.integrity import read_sealed_json
+    from facepipe.models import crop_kind
     from facepipe.selection import SOURCE, choose, parse_map
     from facepipe.tables import read_columns
 
@@ -207,6 +149,7 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     rows = rows[rows["person"].isin(list(chosen))].copy()
     rows["source"] = rows["person"].map(chosen)
     used = {key: sources[key] for key in dict.fromkeys(rows["source"])}
-    swappers = make_swappers(backend, model, used, providers, precision=precision, threads=threads,
-                             batch_size=batch_size, source_file=", ".join(embeddings.values()))
-    return swap_segment(faces, rows, swappers, out, what=f"swap_faces {segment}")
+    swappers = make_swappers(swapper, model, used, providers, precision=precision, threads=threads,
+                             batch_size=batch_size, pixel_boost=pixel_boost, source_file=", ".join(embeddings.values()))
+    return swap_segment(faces, rows, swappers, out, crop_kind=crop_kind(swapper, pixel_boost),
+                        what=f"swap_faces {segment}")

@@ -1,4 +1,5 @@
-from facepipe.enhance import GFPGAN, enhance_segment, pass_through_segment
+from facepipe.enhance import enhance_segment, pass_through_segment
+from facepipe.models.zoo import load
 from facepipe.progress import Progress, counted
 from facepipe.scripting import gpu_start, run
 from facepipe.video import iter_frames, load_plan
@@ -13,8 +14,9 @@ def main(sm, log):
         return
     log.info("enhancer %s", sm.params.enhancer)
     precision = "fp16" if degradation.fp16 else "fp32"
-    enhancer = GFPGAN(sm.input.enhancer, sm.params.providers, threads=sm.threads, precision=precision,
-                      batch_size=degradation.batch_size(sm.params.batch_size))
+    enhancer = load(sm.params.enhancer, sm.input.enhancer, sm.params.providers, threads=sm.threads,
+                    precision=precision, batch_size=degradation.batch_size(sm.params.batch_size),
+                    blend=sm.params.enhancer_blend / 100)
     manifest, prepared = load_plan(sm.input.segments)  # the preview has a plan of its own
     segment = sm.wildcards.segment
     frames = iter_frames(sm.input.target, prepared, manifest, segment, threads=sm.threads)

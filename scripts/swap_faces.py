@@ -17,6 +17,8 @@ def main(sm, log):
         sm.output.patches,
         embeddings=embeddings,
         backend=sm.params.backend,
+        swapper=sm.params.swapper,
+        pixel_boost=sm.params.pixel_boost,
         model=sm.input.get("swapper"),
         providers=sm.params.providers,
         precision="fp16" if degradation.fp16 else sm.params.precision,

@@ -8,11 +8,10 @@ from onnx import TensorProto, helper
 
 from facepipe.batching import BATCH_NOTE_KEY, check_batched, make_batched, with_dynamic_batch
 from facepipe.download import ChecksumError, verify_before_use
-from facepipe.enhance import GFPGAN
 from facepipe.models import batched_path
 from facepipe.standin import build_standin
 from facepipe.patches import Patch
-from facepipe.swap import Swapper
+from model_helpers import INSWAPPER_CROP, inswapper, restorer, swap_crops
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +91,13 @@ def test_batched_swap_gives_the_one_at_a_time_patches(models, pad):
     crops = _crops(11, 128)
     matrices = [np.array([[1, 0, i], [0, 1, 2 * i]], np.float64) for i in range(11)]
     source = np.random.default_rng(0).standard_normal(512).astype(np.float32)
-    single = Swapper(models["inswapper_128"], ["cpu"], batch_size=4)
+    single = inswapper(models["inswapper_128"], batch_size=4)
     assert single.batch_size == 1  # the published signature's batch is fixed: one per call
-    batched = Swapper(_batched(models, "inswapper_128"), ["cpu"], batch_size=4)
+    batched = inswapper(_batched(models, "inswapper_128"), batch_size=4)
     assert batched.batch_size == 4
     batched.runner.pad = pad  # what a TensorRT session does: the last batch of 3 padded to 4
-    want = [single.patch_from_crop(c, m, source) for c, m in zip(crops, matrices)]
-    got = batched.patches_from_crops(crops, matrices, source)
+    want = [swap_crops(single, [c], [m], source)[0] for c, m in zip(crops, matrices)]
+    got = swap_crops(batched, crops, matrices, source)
     assert len(got) == 11
     for w, g in zip(want, got):
         assert np.abs(w.image.astype(int) - g.image.astype(int)).max() <= 1
@@ -111,15 +110,15 @@ def test_batched_io_bound_swap_follows_the_batch_size(models):
     crops, matrices = _crops(5, 128), [np.eye(2, 3)] * 5
     source = np.random.default_rng(1).standard_normal(512).astype(np.float32)
     path = _batched(models, "inswapper_128")
-    plain = Swapper(path, ["cpu"], batch_size=2, io_binding=False).patches_from_crops(crops, matrices, source)
-    bound = Swapper(path, ["cpu"], batch_size=2, io_binding=True).patches_from_crops(crops, matrices, source)
+    plain = swap_crops(inswapper(path, batch_size=2, io_binding=False), crops, matrices, source)
+    bound = swap_crops(inswapper(path, batch_size=2, io_binding=True), crops, matrices, source)
     assert all(np.array_equal(p.image, b.image) for p, b in zip(plain, bound))
 
 
 def test_batched_enhancer_gives_the_one_at_a_time_crops(models):
     crops = _crops(5, 512, seed=4)
-    single = GFPGAN(models["gfpgan_1.4"], ["cpu"], batch_size=4)
-    batched = GFPGAN(_batched(models, "gfpgan_1.4"), ["cpu"], batch_size=2)
+    single = restorer(models["gfpgan_1.4"], batch_size=4)
+    batched = restorer(_batched(models, "gfpgan_1.4"), batch_size=2)
     assert (single.batch_size, batched.batch_size) == (1, 2)
     want = [single.enhance([c])[0] for c in crops]
     got = batched.enhance(crops)
@@ -150,7 +149,7 @@ def test_batched_segment_swap_keeps_every_frames_faces_in_order(models, tmp_path
     d = models["inswapper_128"].parent
     det, rec = build_standin("det_10g", d / "det_10g.onnx"), build_standin("w600k_r50", d / "w600k_r50.onnx")
     img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
-    row = detect_frames(FaceAnalyzer(det, rec, ["cpu"]), [WorkFrame(1, bgr=img)], crop="aligned_128").iloc[0]
+    row = detect_frames(FaceAnalyzer(det, rec, ["cpu"]), [WorkFrame(1, bgr=img)], crop=INSWAPPER_CROP).iloc[0]
     crops = iter(_crops(6, 144, seed=9))  # detection's canvas: the 128 px crop and a margin
     table = pd.DataFrame([{**row.to_dict(), "frame": frame, "face": face, "crop": encode_image(next(crops))}
                           for frame, faces in ((1, 3), (2, 1), (4, 2)) for face in range(faces)])
@@ -161,8 +160,9 @@ def test_batched_segment_swap_keeps_every_frames_faces_in_order(models, tmp_path
         out = tmp_path / f"patches_{batch}.parquet"
         tracked = table.assign(seg_frame=table["frame"], filled=False, person=table["face"] + 1, track=0,
                                source="source")
-        swappers = {"source": (Swapper(model, ["cpu"], batch_size=batch), source)}
-        assert swap_segment(tmp_path / "faces.parquet", tracked, swappers, out) == 6
+        swapper = inswapper(model, batch_size=batch)
+        swappers = {"source": (swapper, swapper.prepare_source({"embedding": source}))}
+        assert swap_segment(tmp_path / "faces.parquet", tracked, swappers, out, crop_kind=INSWAPPER_CROP) == 6
         results.append([patch for patches in read_patches(out).values() for patch in patches])
     single, batched = results
     assert [(p.frame, p.face) for p in batched] == [(1, 0), (1, 1), (1, 2), (2, 0), (4, 0), (4, 1)]
@@ -191,7 +191,7 @@ def test_batched_enhancer_over_a_segment_gives_the_one_at_a_time_patches(models,
     results = []
     for model, batch in ((models["gfpgan_1.4"], 1), (_batched(models, "gfpgan_1.4"), 4)):
         out = tmp_path / f"enhanced_{batch}.parquet"
-        assert enhance_segment(frames(), tmp_path / "swapped.parquet", GFPGAN(model, ["cpu"], batch_size=batch),
+        assert enhance_segment(frames(), tmp_path / "swapped.parquet", restorer(model, batch_size=batch),
                                out) == 6
         results.append(read_patches(out))
     single, batched = results

@@ -58,8 +58,8 @@ def test_detection_on_planes_finds_the_faces_the_bgr_path_finds(standin_models, 
     i420 = cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420)
     bgr = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
     analyzer = FaceAnalyzer(standin_models["det_10g"], standin_models["w600k_r50"], ["cpu"])
-    from_planes = detect_frames(analyzer, [video.WorkFrame(1, i420=i420)], crop="aligned_128")
-    from_bgr = detect_frames(analyzer, [video.WorkFrame(1, bgr=bgr)], crop="aligned_128")
+    from_planes = detect_frames(analyzer, [video.WorkFrame(1, i420=i420)], crop="aligned:arcface_128:128")
+    from_bgr = detect_frames(analyzer, [video.WorkFrame(1, bgr=bgr)], crop="aligned:arcface_128:128")
     assert len(from_planes) == len(from_bgr) == 1
     # The same face; the detector's input differs (fitted to 16:9, not square), so the box
     # is where the stand-in puts it for that input: inside the frame, as a real face would be.

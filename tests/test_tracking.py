@@ -149,7 +149,7 @@ def test_detection_holds_crops_on_both_sides_of_a_miss_and_samples_identity():
     frames = [WorkFrame(n, bgr=np.full((100, 100, 3), n, np.uint8)) for n in range(1, 13)]
     analyzer = _Blinking(missed={5, 6, 7})
     thumbs = []
-    per_frame = list(face_rows(analyzer, frames, "aligned_128", first_frame=11, hold_frames=2, identity_every=5,
+    per_frame = list(face_rows(analyzer, frames, "aligned:arcface_128:128", first_frame=11, hold_frames=2, identity_every=5,
                                thumbnails=thumbs))
     assert len(per_frame) == 12 and len(thumbs) == 12
     held = [(r["frame"], r["held_from"]) for rows in per_frame for r in rows if r["hold"]]
@@ -222,11 +222,12 @@ def test_swap_input_realigns_the_kept_crop_and_refuses_a_face_outside_it():
     box = (120, 60, 200, 140)
     kps = np.asarray(_kps(box), np.float32).reshape(5, 2)
     frame = WorkFrame(1, bgr=img)
-    row = pd.Series({**face_crop(frame, {"kps": kps}, "aligned_128"), "landmarks": None})
+    row = pd.Series({**face_crop(frame, {"kps": kps}, "aligned:arcface_128:128"), "landmarks": None})
     row = next(pd.DataFrame([row]).itertuples(index=False))
     assert decode_image(row.crop).shape == (144, 144, 3)
     # The detected keypoints: exactly the crop insightface's swapper cuts from the frame.
-    crop, args = swap_input(row, kps)
+    kind = "aligned:arcface_128:128"
+    crop, args = swap_input(row, kps, kind=kind)
     from insightface.utils import face_align
 
     matrix = alignment_matrix(kps, "arcface_128", 128)
@@ -237,11 +238,11 @@ def test_swap_input_realigns_the_kept_crop_and_refuses_a_face_outside_it():
     assert np.allclose(args["matrix"], face_align.estimate_norm(kps, 128), atol=1e-3)
     # Keypoints moved a little (smoothing): re-aligned from the kept crop, close to a fresh cut.
     moved = kps + (1.3, -0.7)
-    again, _ = swap_input(row, moved)
+    again, _ = swap_input(row, moved, kind=kind)
     fresh = cv2.warpAffine(img, alignment_matrix(moved, "arcface_128", 128), (128, 128), borderValue=0.0)
     assert np.abs(again.astype(int) - fresh.astype(int))[8:-8, 8:-8].mean() < 3
     with pytest.raises(OutsideCrop):
-        swap_input(row, kps + 25)
+        swap_input(row, kps + 25, kind=kind)
 
 
 def test_a_video_without_faces_has_no_persons_and_swaps_nothing(tmp_path):
@@ -253,7 +254,8 @@ def test_a_video_without_faces_has_no_persons_and_swaps_nothing(tmp_path):
     assert result.tracks.empty and result.persons == []
     assert choose(result.persons, mode="one", metric="cosine", threshold=0.35) == {}
     rows = result.tracks.assign(source=pd.Series(dtype=str))
-    assert swap_segment(tmp_path / "seg_0000.parquet", rows, {}, tmp_path / "out.parquet") == 0
+    assert swap_segment(tmp_path / "seg_0000.parquet", rows, {}, tmp_path / "out.parquet",
+                        crop_kind="aligned:arcface_128:128") == 0
     assert contact_sheet({"fps": 25.0, "persons": []}, {}).shape[0] > 0
 
 

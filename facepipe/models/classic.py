@@ -1,0 +1,20 @@
+"""The offline backend's classic swap behind the swapper interface (facepipe.classic_swap does
+the work): the source is the record's crop and landmarks, each face its frame pixels."""
+
+from __future__ import annotations
+
+
+class ClassicSwap:
+    batch_size = 1
+
+    def __init__(self, spec, model=None, providers=None, **_):
+        self.spec = spec
+
+    def prepare_source(self, record: dict, where: str = "source embedding"):
+        from facepipe.classic_swap import ClassicSwapper
+
+        return ClassicSwapper.from_source(record, where=where)
+
+    def swap(self, crops: list, args: list[dict], source) -> list:
+        """A patch (or None: nothing to paste) per face, from its crop and landmarks."""
+        return [source.patch_from_crop(crop, **a) for crop, a in zip(crops, args)]

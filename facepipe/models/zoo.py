@@ -1,0 +1,48 @@
+"""The router: the class that runs a model, from its registry entry's family.
+
+A new model of a known family is a registry entry only; a new family is one class and one
+line here.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from facepipe.models.registry import backend, spec
+
+# family -> "module:class" (imported only when a model of that family is loaded)
+FAMILIES = {
+    "inswapper": "facepipe.models.inswapper:InSwapper",
+    "hyperswap": "facepipe.models.hyperswap:HyperSwap",
+    "classic": "facepipe.models.classic:ClassicSwap",
+    "restorer": "facepipe.models.face_restorer:FaceRestorer",
+    # A backend's detector and recognizer run together, in its analyzer (load_analyzer).
+    "scrfd": "facepipe.faces:FaceAnalyzer",
+    "arcface": "facepipe.faces:FaceAnalyzer",
+    "dlib": "facepipe.offline:OfflineAnalyzer",
+}
+
+
+def family_class(family: str):
+    try:
+        module, name = FAMILIES[family].split(":")
+    except KeyError:
+        raise ValueError(f"no class runs model family {family!r}; known: {sorted(FAMILIES)}") from None
+    return getattr(import_module(module), name)
+
+
+def load(key: str, path=None, providers: list[str] | None = None, **kwargs):
+    """A swapper or enhancer, ready to run: the class of its family on its file."""
+    s = spec(key)
+    return family_class(s.family)(s, path, providers or [], **kwargs)
+
+
+def load_analyzer(backend_name: str, detector, recognizer, providers: list[str], *, threads: int = 0,
+                  embed: bool = True, **learned_kwargs):
+    """The face analyzer of a backend (detection, keypoints, identity): the class of its
+    detector's family. ``learned_kwargs`` (precision, det_size) go to an analyzer on ONNX
+    Runtime; an analyzer that runs no ONNX model takes only the files, threads and embed."""
+    cls = family_class(spec(backend(backend_name).detector).family)
+    if backend(backend_name).gpu:
+        return cls(detector, recognizer, providers, threads=threads, embed=embed, **learned_kwargs)
+    return cls(detector, recognizer, threads=threads, embed=embed)

@@ -1,0 +1,33 @@
+"""Test helpers for the face models: load a swapper or restorer by registry key, swap single
+crops, and insightface's own paste-back for comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facepipe.models.zoo import load
+from facepipe.patches import paste_inswapper
+
+INSWAPPER_CROP = "aligned:arcface_128:128"
+
+
+def inswapper(path, **kwargs):
+    """inswapper_128 (or a stand-in of it) at ``path``, on the CPU."""
+    return load("inswapper_128", path, ["cpu"], **kwargs)
+
+
+def restorer(path, key: str = "gfpgan_1.4", **kwargs):
+    return load(key, path, ["cpu"], **kwargs)
+
+
+def swap_crops(swapper, crops, matrices, embedding):
+    """Patches for aligned crops with their matrices, from a raw source embedding."""
+    source = swapper.prepare_source({"embedding": np.asarray(embedding, np.float32)})
+    return swapper.swap(list(crops), [{"matrix": m} for m in matrices], source)
+
+
+def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The workflow's paste-back (facepipe.patches.paste_inswapper) on a copy of the frame."""
+    out = img.copy()
+    paste_inswapper(out, fake, matrix)
+    return out
