@@ -69,8 +69,8 @@ def resolve_backend(backend: str, enhancer: str, precision: str,
             f"backend=auto: the learned models are in {models_dir}, so backend {LEARNED} runs"])
     res = Resolution(OFFLINE, enhancer, warnings=[
         f"backend=auto: the learned models are not there ({', '.join(str(p) for p in missing)} missing), "
-        f"so backend OFFLINE runs (dlib landmarks and identity, classic landmark-warp swap; lower quality "
-        f"than the learned swapper). Fetch the learned models with: {FETCH_COMMAND}"])
+        f"so backend {OFFLINE.upper()} runs ({BACKENDS[OFFLINE].description}; lower quality than the learned "
+        f"swappers). Fetch the learned models with: {FETCH_COMMAND}"])
     if enhancer != "none":
         enh = model_path(enhancer, LEARNED, models_dir)
         if not _present(enh):
@@ -92,6 +92,7 @@ def resolve_jobs(jobs: dict[str, dict], models_dir: str | Path = "resources/mode
     info: dict[str, list[str]] = {}
     for name, job in jobs.items():
         configured, chosen = job["backend"], job.get("swapper") or ""
+        job["configured_swapper"], job["configured_enhancer"] = chosen, job["enhancer"]
         res = resolve_backend(configured, job["enhancer"], job["precision"], models_dir, chosen)
         job["backend"], job["enhancer"] = res.backend, res.enhancer
         own = BACKENDS[res.backend]
@@ -156,11 +157,19 @@ def make_swappers(swapper: str, model: str | Path | None, sources: dict[str, dic
     return prepared
 
 
-def fetchable_learned_models(models_dir: str | Path = "resources/models") -> list[str]:
-    """Every learned model the downloader can fetch and verify (the pinned ones): the target
-    of `snakemake --cores all fetch_models`. FP16 copies are made from the FP32 files when
-    precision=fp16 asks for them (rule make_fp16_model), not fetched."""
-    from facepipe.models import MODELS
-
-    return [str(model_path(key, LEARNED, models_dir)) for key, spec in MODELS.items()
-            if spec.fetchable and spec.group == LEARNED_GROUP]
+def fetchable_learned_models(jobs: dict[str, dict] | None = None, models_dir: str | Path = "resources/models") -> list[str]:
+    """The learned models `snakemake --cores all fetch_models` fetches and verifies: every job's
+    detector, recognizer, swapper and enhancer as the job chose them (also for a job that
+    backend=auto sent to the offline backend, which is what the command is for); without jobs,
+    the learned backend's defaults. FP16 copies are made from the FP32 files when precision=fp16
+    asks for them (rule make_fp16_model), not fetched."""
+    wanted: list[str] = []
+    for job in (jobs or {"": {}}).values():
+        swapper = job.get("configured_swapper") or ""
+        if swapper not in MODELS or MODELS[swapper].group != LEARNED_GROUP:
+            swapper = ""
+        enhancer = job.get("configured_enhancer") or "none"
+        for key in models_for(LEARNED, enhancer, "fp32", swapper).values():
+            if MODELS[key].fetchable:
+                wanted.append(str(model_path(key, LEARNED, models_dir)))
+    return list(dict.fromkeys(wanted))

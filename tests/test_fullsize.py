@@ -1,4 +1,4 @@
-"""Full-size stand-ins (facepipe.fullsize) and the model benchmark's timing (facepipe.modelbench)."""
+"""Full-size stand-ins (tools/fullsize.py) and the model benchmark's timing (tools/modelbench.py)."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from facepipe.fullsize import REAL_PARAMS, make_fullsize, size_of
-from facepipe.modelbench import model_files, time_model
+from fullsize import REAL_PARAMS, make_fullsize, size_of
+from modelbench import model_files, time_model
 from facepipe.standin import SIGNATURES
 
 
@@ -34,7 +34,7 @@ def test_detector_outputs_have_scrfd_shapes_for_a_fitted_input():
 
 
 @pytest.mark.parametrize("key, width", [("det_10g", 1), ("w600k_r50", 1), ("inswapper_128", 0.5),
-                                        ("gfpgan_1.4", 0.25)])
+                                        ("hyperswap_1a_256", 0.25), ("gfpgan_1.4", 0.25)])
 def test_fullsize_standins_are_sized_like_the_real_models(key, width):
     # The convolutions' parameters grow with the square of the width: a quarter-width build
     # says what the full one holds, without building the 500 MB ones here.

@@ -60,7 +60,7 @@ def test_model_path_per_backend():
     with pytest.raises(KeyError):
         model_path("nope", "insightface")
     with pytest.raises(ValueError, match="code, not a file"):
-        model_path("landmark_warp", "offline")
+        model_path(BACKENDS["offline"].default_swapper, "offline")
 
 
 def test_models_for():
@@ -73,9 +73,10 @@ def test_models_for():
     assert chosen["swapper"] == "inswapper_128_fp16"
     assert chosen["enhancer"] == "gfpgan_1.4"
     assert models_for("insightface", "none", "fp16", "hyperswap_1b_256")["swapper"] == "hyperswap_1b_256_fp16"
-    assert models_for("offline", "none", "fp16")["swapper"] == "landmark_warp"
+    assert models_for("offline", "none", "fp16")["swapper"] == BACKENDS["offline"].default_swapper
     for bad in (("x", "none", "fp32"), ("insightface", "codeformer2", "fp32"), ("insightface", "none", "int8"),
-                ("offline", "none", "fp32", "hyperswap_1a_256"), ("insightface", "none", "fp32", "landmark_warp")):
+                ("offline", "none", "fp32", "hyperswap_1a_256"),
+                ("insightface", "none", "fp32", BACKENDS["offline"].default_swapper)):
         with pytest.raises(ValueError):
             models_for(*bad)
 
@@ -83,7 +84,7 @@ def test_models_for():
 def test_crop_kinds_and_pixel_boost():
     assert crop_kind("inswapper_128") == "aligned:arcface_128:128"
     assert crop_kind("hyperswap_1a_256", 512) == "aligned:arcface_128:512"
-    assert crop_kind("landmark_warp", 512) == "landmark_box"
+    assert crop_kind(BACKENDS["offline"].default_swapper, 512) == "landmark_box"
     assert crop_size("inswapper_128", 384) == 384
     for bad in (100, 192, 64):
         with pytest.raises(ValueError, match="multiple"):
@@ -94,3 +95,18 @@ def test_every_backend_names_models_of_its_own_group():
     for name, b in BACKENDS.items():
         for key in (b.detector, b.recognizer, b.default_swapper):
             assert MODELS[key].group == b.group, (name, key)
+
+
+def test_the_readme_model_table_is_the_registrys():
+    """Each model's licence and the sources that confirm its hash, as the registry has them."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "model_table.py"
+    module_spec = importlib.util.spec_from_file_location("model_table", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    readme = (path.parents[1] / "README.md").read_text()
+    assert module.table() in readme, "README's model table is stale: paste the output of tools/model_table.py"
+    for key, spec in MODELS.items():
+        if not spec.derived_from:
+            assert f"| `{key}` |" in readme and spec.licence.replace("|", "\\|") in readme, key

