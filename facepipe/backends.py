@@ -157,7 +157,8 @@ def make_swappers(swapper: str, model: str | Path | None, sources: dict[str, dic
     return prepared
 
 
-def fetchable_learned_models(jobs: dict[str, dict] | None = None, models_dir: str | Path = "resources/models") -> list[str]:
+def fetchable_learned_models(jobs: dict[str, dict] | None = None,
+                             models_dir: str | Path = "resources/models") -> list[str]:
     """The learned models `snakemake --cores all fetch_models` fetches and verifies: every job's
     detector, recognizer, swapper and enhancer as the job chose them (also for a job that
     backend=auto sent to the offline backend, which is what the command is for); without jobs,

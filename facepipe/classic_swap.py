@@ -6,7 +6,8 @@ with a feathered mask that lies inside the convex hull of the target's landmarks
 outside that hull changes, so no seam shows at its edge and the rest of the frame is
 bit-identical to the input.
 
-It needs, from the source, a crop of the source image and the 68 landmarks in that crop:
+It works on 68 landmarks (given, or the face mesh's 68-point subset: as_68). It needs, from the
+source, a crop of the source image and its landmarks in that crop:
 `source_patch` makes them and the embedding cache stores them (facepipe.embedding).
 """
 
@@ -43,8 +44,8 @@ def _hull_bbox(points: np.ndarray, shape: tuple[int, int], margin: float) -> tup
 
 
 def source_patch(img: np.ndarray, landmarks: np.ndarray, *, margin: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
-    """The source face's crop (BGR) and its 68 landmarks in crop coordinates."""
-    lm = np.asarray(landmarks, dtype=np.float32).reshape(68, 2)
+    """The source face's crop (BGR) and its landmarks (68 points, or the mesh's 468) in crop coordinates."""
+    lm = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
     x0, y0, x1, y1 = _hull_bbox(lm, img.shape[:2], margin)
     crop = img[y0:y1, x0:x1]
     lm = lm - np.array([x0, y0], dtype=np.float32)
@@ -54,6 +55,20 @@ def source_patch(img: np.ndarray, landmarks: np.ndarray, *, margin: float = 0.15
         crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         lm = lm * scale
     return np.ascontiguousarray(crop), lm.astype(np.float32)
+
+
+def as_68(landmarks, what: str) -> np.ndarray:
+    """The 68 landmarks (iBUG layout) of a face: as given, or taken from the face mesh's 468 points
+    (facepipe.mesh.MESH_TO_68; the offline backend's faces tables and sources hold the mesh)."""
+    lm = np.asarray(landmarks, dtype=np.float32)
+    if lm.size == 2 * 468:
+        from facepipe.mesh import landmarks_68
+
+        lm = landmarks_68(lm)
+    if lm.size != 136 or not np.isfinite(lm).all():
+        raise SwapError(f"{what} has {lm.size // 2} landmarks, not 68 (or the mesh's 468) finite points; the "
+                        f"classic swapper needs a faces table and source made with backend=offline")
+    return lm.reshape(68, 2)
 
 
 def triangulate(points: np.ndarray) -> np.ndarray:
@@ -90,7 +105,7 @@ class ClassicSwapper:
 
     def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray):
         self.src = np.ascontiguousarray(source_crop)
-        self.src_lm = np.asarray(source_landmarks, dtype=np.float32).reshape(68, 2)
+        self.src_lm = as_68(source_landmarks, "the source face")
         # One triangulation, made on the source, used for every target: corresponding
         # triangles then always cover the same part of the face.
         self.triangles = triangulate(self.src_lm)
@@ -117,7 +132,7 @@ class ClassicSwapper:
             if lm is None:
                 raise SwapError("a target face has no 68 landmarks; the classic swapper needs a faces table "
                                 "made with backend=offline")
-            patch = self.swap_one(img, np.asarray(lm, dtype=np.float32).reshape(68, 2))
+            patch = self.swap_one(img, as_68(lm, "a target face"))
             if patch is not None:
                 apply_patch(img, patch)
             out.append(patch)
@@ -125,10 +140,10 @@ class ClassicSwapper:
 
     def patch_from_crop(self, crop: np.ndarray, *, x: int, y: int, landmarks, **_):
         """The swapped face from the crop detection kept (the landmarks' rectangle at x, y)."""
-        if landmarks is None or np.size(landmarks) != 136:
-            raise SwapError("a target face has no 68 landmarks; the classic swapper needs a faces table "
+        if landmarks is None:
+            raise SwapError("a target face has no landmarks; the classic swapper needs a faces table "
                             "made with backend=offline")
-        lm = np.asarray(landmarks, dtype=np.float32).reshape(68, 2) - np.array([x, y], np.float32)
+        lm = as_68(landmarks, "a target face") - np.array([x, y], np.float32)
         patch = self.swap_one(crop, lm)
         if patch is not None:
             patch.x, patch.y = patch.x + x, patch.y + y

@@ -15,7 +15,6 @@ Design rules, and why:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from facepipe.integrity import digest_file
 from facepipe.models import MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,7 @@ class ModelUnavailableError(Exception):
 
 def sha256_file(path: str | Path) -> str:
     """SHA-256 of a file, streamed so 500 MB models do not sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return digest_file(path)
 
 
 def verify(path: str | Path, expected_sha256: str | Iterable[str]) -> str:

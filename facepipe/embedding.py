@@ -1,20 +1,19 @@
 """The source (or reference) identity embedding, cached across jobs and runs.
 
-The cache lives under resources/embeddings/, keyed by the image's content hash and by the
+The cache lives under the folder the embed_face rule gives, resources/embeddings/ and the
+stage's code version (facepipe.provenance), keyed by the image's content hash and by the
 detector and recognizer files' content: the same photo used by ten jobs is analysed once,
-and a different model never reuses an embedding it did not make.
+and a different model, or other code, never reuses an embedding it did not make.
 
-With the offline backend the record also holds what the classic swapper needs from the
-source: a crop of the source image around the face (``source_crop``) and its 68 landmarks
-in that crop (``source_landmarks``). Its key names the backend as well as the model files'
-hashes, so offline and learned caches never mix.
+With the offline backend the record also holds what its swappers need from the source: a
+crop of the source image around the face (``source_crop``) and its landmarks in that crop
+(``source_landmarks``: the face mesh's 468 points, facepipe.mesh). Its key names the backend as well as the model files'
+hashes, so the caches of different backends never mix.
 
 Both the cache entries and the job's own copy (work/NAME/source_embedding.npz) are sealed
 (facepipe.integrity). The job's copy is an intermediate like any other: a damaged one is removed
 and reported. A cache entry is only ever a shortcut: one that is damaged or unreadable is
-recomputed with a warning naming it, never a failure. An entry from a version that did not seal
-is loaded in full (the zip archive's CRC-32 of every array is checked as it is read) and, when
-that succeeds and it holds a usable embedding, sealed then; otherwise it is recomputed.
+recomputed with a warning naming it, never a failure; so is one without a seal.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import numpy as np
 
 from facepipe.download import sha256_file
 from facepipe.faces import pick_face
-from facepipe.integrity import check_bytes, discard, place_sealed, read_verified, reject, seal, seal_path
+from facepipe.integrity import check_bytes, discard, place_sealed, read_verified, reject
 from facepipe.media import read_image
 
 log = logging.getLogger(__name__)
@@ -37,9 +36,7 @@ log = logging.getLogger(__name__)
 def cache_path(cache_dir: str | Path, image: str | Path, detector: str | Path, recognizer: str | Path,
                face_index: int, backend: str = "insightface") -> Path:
     rec = Path(recognizer)
-    model_key = f"{rec.stem}-{sha256_file(rec)[:12]}-det{sha256_file(detector)[:8]}"
-    if backend != "insightface":  # insightface keeps its original key, so existing caches stay valid
-        model_key = f"{backend}-{model_key}"
+    model_key = f"{backend}-{rec.stem}-{sha256_file(rec)[:12]}-det{sha256_file(detector)[:8]}"
     face = "largest" if face_index is None or face_index < 0 else f"face{face_index}"
     return Path(cache_dir) / model_key / f"{sha256_file(image)[:16]}-{face}.npz"
 
@@ -83,10 +80,9 @@ def read_cache(path: Path) -> dict | None:
     removed with a warning naming it, and the caller recomputes it)."""
     if not path.exists():
         return None
-    legacy = not seal_path(path).exists()
     try:
         data = path.read_bytes()
-        problem = None if legacy else check_bytes(path, data)
+        problem = check_bytes(path, data)
     except OSError as exc:
         problem = f"it cannot be read ({exc.strerror or exc})"
     record = None
@@ -102,13 +98,6 @@ def read_cache(path: Path) -> dict | None:
         except OSError as exc:
             log.warning("could not remove the damaged cache entry %s: %s", path, exc)
         return None
-    if legacy:
-        # Written by a version that did not seal; it loaded in full, so it is sealed now.
-        try:
-            seal(path)
-            log.info("embedding cache entry %s had no seal (older version): checked and sealed", path)
-        except OSError as exc:
-            log.warning("could not seal the cache entry %s: %s", path, exc)
     return record
 
 

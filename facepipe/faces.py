@@ -22,13 +22,12 @@ from facepipe.tables import FACES_SCHEMA
 log = logging.getLogger(__name__)
 
 DET_SIZE = (640, 640)
-# landmarks: the 68 points (flattened) from the offline backend, which its classic swapper
-# needs; null for the learned backend, and readers must not rely on the column being there.
+# landmarks: the offline backend's 468 mesh points (flattened; facepipe.mesh), which its swappers
+# need; null for the learned backend, and readers must not rely on the column being there.
 # crop: the face as the swapper takes it (encode_image), cut out at detection so the swap stage never
 # decodes the video: the aligned crop and its matrix (crop_matrix, frame -> crop) for the
 # learned swapper, or the landmarks' rectangle at (crop_x, crop_y) for the classic one.
 FACE_COLUMNS = FACES_SCHEMA.names  # the table's types: facepipe.tables
-CROP_KINDS = ("aligned_128", "landmark_box")
 
 
 class FaceError(Exception):
@@ -127,34 +126,42 @@ THUMB_SIZE = 24  # side of the frame thumbnails shot changes are found from (fac
 SAME_FACE_IOU = 0.3
 
 
-def aligned_size(kind: str) -> int:
-    """The side of the aligned crop a crop kind feeds the swapper (0: not an aligned kind)."""
-    return 128 if kind == "aligned_128" else 0
+def parse_crop_kind(kind: str) -> tuple[str, int]:
+    """(template, side) of an aligned crop kind ``aligned:{template}:{side}`` (facepipe.models.
+    crop_kind); ("", 0) for ``landmark_box``; ValueError for anything else."""
+    if kind == "landmark_box":
+        return "", 0
+    parts = kind.split(":")
+    if len(parts) == 3 and parts[0] == "aligned" and parts[2].isdigit() and int(parts[2]) > 0:
+        from facepipe.alignment import TEMPLATES
+
+        if parts[1] in TEMPLATES:
+            return parts[1], int(parts[2])
+    raise ValueError(f"unknown crop kind {kind!r}; expected aligned:TEMPLATE:SIDE or landmark_box")
 
 
 def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict:
     """The crop columns of one face (see FACE_COLUMNS) from its working frame (WorkFrame).
 
-    aligned_128: the arcface-template crop insightface's swapper takes, on a canvas `margin`
-    wider on every side; crop_matrix maps the frame to the canvas. landmark_box: the frame's
-    pixels around the 68 landmarks' rectangle, `margin` wider, at (crop_x, crop_y).
+    aligned:TEMPLATE:SIDE: the crop the swapper takes (the face's keypoints on TEMPLATE, SIDE px
+    square), on a canvas `margin` wider on every side; crop_matrix maps the frame to the canvas.
+    landmark_box: the frame's pixels around the landmarks' rectangle, `margin` wider, at
+    (crop_x, crop_y).
     """
     from facepipe.patches import encode_image
 
-    if kind == "aligned_128":
-        size = aligned_size(kind)
+    template, size = parse_crop_kind(kind)
+    if template:
         pad = round(size * margin)
-        matrix = alignment_matrix(face["kps"], "arcface_128", size)
+        matrix = alignment_matrix(face["kps"], template, size)
         matrix[:, 2] += pad
         return {"crop": encode_image(frame.warp_bgr(matrix, size + 2 * pad)), "crop_x": 0, "crop_y": 0,
                 "crop_matrix": matrix.reshape(-1).tolist()}
-    if kind == "landmark_box":
-        from facepipe.classic_swap import _hull_bbox
+    from facepipe.classic_swap import _hull_bbox
 
-        img = frame.bgr()
-        x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(68, 2), img.shape[:2], margin)
-        return {"crop": encode_image(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
-    raise ValueError(f"unknown crop kind {kind!r}; known: {CROP_KINDS}")
+    img = frame.bgr()
+    x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), img.shape[:2], margin)
+    return {"crop": encode_image(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
 
 
 def box_iou(a, b) -> float:
@@ -307,12 +314,13 @@ class OutsideCrop(ValueError):
     """The tracked face does not fit the crop detection kept for it."""
 
 
-def swap_input(row, kps, landmarks=None) -> tuple[np.ndarray, dict]:
+def swap_input(row, kps, landmarks=None, kind: str = "") -> tuple[np.ndarray, dict]:
     """The crop the swapper takes for a face, from the crop detection kept (a faces-table row),
     re-aligned to the tracked keypoints ``kps`` (or, landmark_box, cut around ``landmarks``).
+    ``kind``: the crop kind detection kept (facepipe.models.crop_kind).
 
     Returns the crop and the arguments the swapper needs with it: ``matrix`` (frame -> aligned
-    crop) for the learned swapper; ``x``, ``y`` and ``landmarks`` for the classic one.
+    crop) for a learned swapper; ``x``, ``y`` and ``landmarks`` for the classic one.
     ValueError for a crop that is not what detection writes, so a damaged crop never reaches
     the swapper (which would quietly resize it), or a face that moved out of its held crop.
     """
@@ -324,30 +332,37 @@ def swap_input(row, kps, landmarks=None) -> tuple[np.ndarray, dict]:
     kps = np.asarray(kps, np.float64)
     if kps.size != 10 or not np.isfinite(kps).all():
         raise ValueError("its keypoints are not 10 finite numbers")
-    if row.crop_matrix is not None:  # aligned_128
+    template, size = parse_crop_kind(kind)
+    if row.crop_matrix is not None:
+        if not template:
+            raise ValueError(f"it has an aligned crop, but the swap takes {kind}")
         stored = check_matrix(row.crop_matrix, "crop matrix")
-        if crop.shape[0] != crop.shape[1] or crop.shape[0] < 128:
-            raise ValueError(f"its aligned crop is {crop.shape[1]}x{crop.shape[0]}, not a square of 128 px or more")
-        matrix = alignment_matrix(kps, "arcface_128", 128)
+        if crop.shape[0] != crop.shape[1] or crop.shape[0] < size:
+            raise ValueError(f"its aligned crop is {crop.shape[1]}x{crop.shape[0]}, not a square of {size} px or more")
+        matrix = alignment_matrix(kps, template, size)
         # frame -> stored canvas -> aligned crop: the canvas point p is the frame point inv(stored) p.
         to_crop = matrix @ np.vstack([cv2.invertAffineTransform(stored), [0, 0, 1]])
-        corners = np.array([[0, 0, 1], [128, 0, 1], [0, 128, 1], [128, 128, 1]], np.float64)
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
         inside = corners @ np.vstack([cv2.invertAffineTransform(to_crop), [0, 0, 1]]).T
         if inside[:, :2].min() < -1 or inside[:, :2].max() > crop.shape[0] + 1:
             raise OutsideCrop("the tracked face reaches outside the crop detection kept")
-        if np.allclose(to_crop[:, :2], np.eye(2), atol=1e-9) and np.allclose(to_crop[:, 2], np.round(to_crop[:, 2]), atol=1e-6):
+        whole_pixels = np.allclose(to_crop[:, 2], np.round(to_crop[:, 2]), atol=1e-6)
+        if np.allclose(to_crop[:, :2], np.eye(2), atol=1e-9) and whole_pixels:
             x, y = -int(round(to_crop[0, 2])), -int(round(to_crop[1, 2]))  # a whole-pixel shift: copied exactly
-            aligned = crop[y:y + 128, x:x + 128]
+            aligned = crop[y:y + size, x:x + size]
         else:
-            aligned = cv2.warpAffine(crop, to_crop, (128, 128), borderValue=0.0)
+            aligned = cv2.warpAffine(crop, to_crop, (size, size), borderValue=0.0)
         return np.ascontiguousarray(aligned), {"matrix": matrix}
+    if template:
+        raise ValueError(f"it has no crop matrix, but the swap takes an aligned crop ({kind})")
     # landmark_box: the classic swapper works on the frame's own pixels around the landmarks.
     landmarks = np.asarray(row.landmarks if landmarks is None else landmarks, np.float64)
-    if landmarks.size != 136 or not np.isfinite(landmarks).all():
-        raise ValueError("its crop has no matrix and no 68 finite landmarks")
+    # 68 points (dlib's layout) or the face mesh's 468 (facepipe.mesh), flattened.
+    if landmarks.size not in (136, 936) or not np.isfinite(landmarks).all():
+        raise ValueError("its crop has no matrix and no 68 or 468 finite landmarks")
     if row.crop_x < 0 or row.crop_y < 0:
         raise ValueError(f"its crop corner ({row.crop_x}, {row.crop_y}) is outside the frame")
-    lm = landmarks.reshape(68, 2) - (row.crop_x, row.crop_y)
+    lm = landmarks.reshape(-1, 2) - (row.crop_x, row.crop_y)
     h, w = crop.shape[:2]
     if lm.min() < 0 or (lm[:, 0] > w).any() or (lm[:, 1] > h).any():
         raise OutsideCrop("the tracked face reaches outside the crop detection kept")
@@ -376,7 +391,8 @@ def pick_face(faces: list[dict], image: str | Path, face_index: int = -1) -> dic
 
 
 def detect_segment(analyzer, frames: Iterable, manifest: dict, segment: str, faces_out: str | Path,
-                   frames_out: str | Path, *, crop: str, hold_frames: int, identity_every: int = IDENTITY_EVERY) -> None:
+                   frames_out: str | Path, *, crop: str, hold_frames: int,
+                   identity_every: int = IDENTITY_EVERY) -> None:
     """Detection of one segment: its faces table (face_rows, written as it comes) and its frames
     table (a thumbnail per frame, facepipe.tracking finds shot changes from it)."""
     from facepipe.progress import Progress

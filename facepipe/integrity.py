@@ -12,9 +12,8 @@ work/NAME/segments) takes the directory with it: only that makes Snakemake plan 
 
 A file without a seal counts as damaged too: it was not finished by this workflow, or was
 made by a version that did not seal, and cannot be trusted either way. The one exception is
-the embedding cache, shared across jobs and only a shortcut (facepipe.embedding): a damaged
-entry there is recomputed with a warning, and an unsealed one from an older version is checked
-by loading it in full and sealed.
+the embedding cache, shared across jobs and only a shortcut (facepipe.embedding): a damaged or
+unsealed entry there is recomputed with a warning.
 """
 
 from __future__ import annotations
@@ -37,10 +36,15 @@ class DamagedIntermediateError(Exception):
 
 
 def digest_file(path: str | Path) -> str:
-    """SHA-256 of a file's content (the one streaming digest the package has, facepipe.download's)."""
-    from facepipe.download import sha256_file
-
-    return sha256_file(path)
+    """SHA-256 of a file's content, streamed so 500 MB models do not sit in memory: the one
+    streaming digest the package has (facepipe.download's sha256_file is this one). Here, not
+    there: every stage reads sealed files, and facepipe.download imports the model registry, which
+    would make every stage's code version (facepipe.provenance) depend on it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def seal_path(path: str | Path) -> Path:

@@ -186,7 +186,8 @@ def _check_models(name: str, job: dict) -> None:
                        f"expected empty (the backend's own) or one of {', '.join(swappers)}")
     enhancers = offered("enhancer")
     if job.get("enhancer") not in ("none", *enhancers):
-        raise JobError(f"job {name!r}: unknown enhancer {job.get('enhancer')!r}{nearest(job.get('enhancer'), enhancers)}; "
+        enhancer = job.get("enhancer")
+        raise JobError(f"job {name!r}: unknown enhancer {enhancer!r}{nearest(enhancer, enhancers)}; "
                        f"expected none or one of {', '.join(enhancers)}")
 
 

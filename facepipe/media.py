@@ -193,7 +193,7 @@ def probe(path: str | Path) -> ProbeResult:
     """Measure the target from its packets: exact frame count, rate, duration, rotation, audio."""
     import av
 
-    from facepipe.preflight import target_kind
+    from facepipe.filekind import target_kind
 
     path = check_input_file(path, "target")
     try:
@@ -263,7 +263,8 @@ def probe(path: str | Path) -> ProbeResult:
         duration = (end - start) if end is not None and end > start else 0.0
         if duration <= 0 and header_rate:
             duration = frames / float(header_rate)
-        measured = Fraction(frames) / Fraction(duration).limit_denominator(100000) if duration > 0 else Fraction(header_rate)
+        measured = (Fraction(frames) / Fraction(duration).limit_denominator(100000) if duration > 0
+                    else Fraction(header_rate))
         # Prefer the header's exact rational when the packets agree with it (30000/1001 stays
         # exact), and for a truncated file, whose last packets are missing.
         if header_rate and (lost or abs(float(measured) - float(header_rate)) <= 0.01 * float(header_rate)):
@@ -279,7 +280,8 @@ def probe(path: str | Path) -> ProbeResult:
             frames=frames,
             duration=round(duration, 6),
             fps=f"{fps.numerator}/{fps.denominator}",
-            header_fps=f"{Fraction(header_rate).numerator}/{Fraction(header_rate).denominator}" if header_rate else "0/1",
+            header_fps=(f"{Fraction(header_rate).numerator}/{Fraction(header_rate).denominator}" if header_rate
+                        else "0/1"),
             has_audio=audio is not None and audio_end is not None,
             audio_codec=audio.codec_context.name if audio is not None else None,
             audio_duration=round(audio_end - audio_start, 6) if audio_end is not None else None,
@@ -468,7 +470,7 @@ def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = No
 
 def _result_tags(path: str | Path) -> dict:
     """A result's metadata: a PNG's text chunks, an MP4's container tags ({} when unreadable)."""
-    from facepipe.preflight import sniff_image
+    from facepipe.filekind import sniff_image
 
     try:
         with open(path, "rb") as f:

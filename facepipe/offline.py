@@ -1,4 +1,6 @@
-"""The offline backend: face detection, 68 landmarks and identity embeddings with dlib.
+"""The offline backend's dlib parts: identity embeddings (used by facepipe.mesh.MeshAnalyzer, the
+offline backend's analyzer), and dlib's HOG detector with 68 landmarks (OfflineAnalyzer, registry
+entry dlib_landmarks_68: the baseline the tests compare MeshAnalyzer with).
 
 Its weights come inside PyPI packages (``face-recognition-models``, used with the prebuilt
 ``dlib-bin`` wheel), so it works on a machine that has never downloaded a model:

@@ -2,7 +2,8 @@
 
 A patch is the smallest thing that reproduces a stage's change to a frame: the learned
 swapper's aligned crop and its affine matrix (kind "inswapper": pasted back with insightface's
-mask, whichever swapper made it), the enhancer's aligned crop and matrix (kind "ffhq"), or (classic swap) the final pixels of a rectangle. Applying a frame's patches in order
+mask, whichever swapper made it), the enhancer's aligned crop and matrix (kind "ffhq"), or (classic
+swap) the final pixels of a rectangle. Applying a frame's patches in order
 to the decoded frame gives exactly the frame the stage made, so the render stage can decode,
 paste and encode in one pass, and only a few kB per face are stored between stages.
 

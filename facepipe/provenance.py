@@ -6,19 +6,29 @@ Snakemake sees a result newer than everything it knows of, and keeps it. So the 
 its own account, independent of Snakemake's:
 
 - Every result carries a **record** in its metadata: a digest of its inputs' content, the job's
-  settings and the code version (`job_record`). At plan time the record in an existing result
-  is compared with the job's current one. A result without a record was not made here and is
-  never adopted or overwritten: the run stops before any job. A result whose record differs is
-  remade.
+  settings and the code version of each stage that makes it (`job_record`). At plan time the
+  record in an existing result is compared with the job's current one. A result without a record
+  was not made here and is never adopted or overwritten: the run stops before any job. A result
+  whose record differs is remade.
 - Every stage of a job has a **stamp**, `work/{name}/stamps/{stage}.json`, an input of its
-  rule: the part of the record that stage depends on. A stamp is rewritten (so it becomes newer
-  than the stage's outputs, and Snakemake reruns the stage and everything after it) exactly when
-  its content changes. A stamp that has to be made anew while the result's record matches the
-  job (work/ deleted, nothing changed) is dated in the past, so nothing reruns.
+  rule: the part of the record that stage depends on, and that stage's own code version. A stamp
+  is rewritten (so it becomes newer than the stage's outputs, and Snakemake reruns the stage and
+  everything after it) exactly when its content changes. A stamp that has to be made anew while
+  the result's record matches the job (work/ deleted, nothing changed) is dated in the past, so
+  nothing reruns.
+
+A stage's **code version** (`code_version`) digests exactly the code it runs: its rule script
+and the facepipe modules that script imports, followed transitively through every import
+statement in them (found by reading their source, so imports inside functions count too). Each
+rule also takes it through params:, so Snakemake's own params trigger agrees with the stamps.
+Upgrading the code reruns exactly the stages whose code changed, and those after them; an
+intermediate is therefore always made by the code of the stage that reads it expects, and no
+reader needs to tolerate the layouts of older versions.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -32,7 +42,9 @@ import facepipe
 STAGES: dict[str, tuple[str, ...]] = {
     "probe_target": ("target",),
     "prepare_target": ("target", "max_height", "fps", "segment_seconds"),
-    "detect_faces": ("target", "backend", "track_gap", "providers", "degrade", "min_free_gpu_mb"),
+    # The swapper and its pixel boost decide the crop detection keeps for the swap.
+    "detect_faces": ("target", "backend", "track_gap", "providers", "degrade", "min_free_gpu_mb", "swapper",
+                     "pixel_boost"),
     "track_faces": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
     "cast_sheet": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
     "preview_plan": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
@@ -40,8 +52,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "qc_report": ("target", "backend", "providers"),
     "embed_face": ("source", "reference", "map", "source_face", "providers", "backend"),
     "swap_faces": ("faces", "map", "reference_threshold", "providers", "precision", "backend", "batch_size",
-                   "degrade", "min_free_gpu_mb"),
-    "enhance_faces": ("enhancer", "providers", "batch_size", "degrade", "min_free_gpu_mb"),
+                   "degrade", "min_free_gpu_mb", "swapper", "pixel_boost"),
+    "enhance_faces": ("enhancer", "enhancer_blend", "providers", "batch_size", "degrade", "min_free_gpu_mb"),
     "render_segment": ("target", "encoder", "preset", "crf"),
     "mux_video": ("target",),
     "finalize_image": ("target",),
@@ -58,19 +70,134 @@ STAMP_DIR = "stamps"
 PAST = 1
 
 
-def code_version(workflow_dir: str | Path | None = None) -> str:
-    """Digest of the package's code and of the workflow's Snakefile, rules and scripts."""
-    h = hashlib.sha256()
-    package = Path(facepipe.__file__).parent
-    files = [(package, p) for p in package.rglob("*.py")]
-    if workflow_dir is not None:
-        base = Path(workflow_dir)
-        files += [(base, base / "Snakefile")] if (base / "Snakefile").is_file() else []
-        files += [(base, p) for p in (base / "rules").glob("*.smk")]
-        files += [(base, p) for p in (base / "scripts").glob("*.py")]
-    for root, path in sorted(files, key=lambda rp: str(rp[1].relative_to(rp[0]))):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+# --- code versions ---------------------------------------------------------------------------
+
+# Calls that import a module named at run time: a module that makes one may import any module
+# of its own package, so all of them count (an over-approximation; missing one is not allowed).
+_DYNAMIC_IMPORTS = {"import_module", "__import__", "iter_modules", "walk_packages"}
+
+
+def package_modules(package_dir: str | Path) -> dict[str, Path]:
+    """Dotted module name -> source file, for every module of the package at package_dir."""
+    package_dir = Path(package_dir)
+    modules = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _imported(tree: ast.Module, name: str, is_package: bool, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that the module `name` (parsed as tree) may import."""
+    found = set()
+    own_package = name if is_package else name.rpartition(".")[0]
+
+    def absolute(module: str | None, level: int) -> str:
+        if not level:
+            return module or ""
+        base = own_package.split(".")
+        base = base[:len(base) - (level - 1)]
+        return ".".join(base + ([module] if module else []))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = absolute(node.module, node.level)
+            found.add(module)
+            # `from package import name`: name may be a submodule.
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if called not in _DYNAMIC_IMPORTS:
+                continue
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and called in ("import_module",
+                                                                                          "__import__"):
+                text = arg.value
+                level = len(text) - len(text.lstrip("."))
+                found.add(absolute(text.lstrip(".") or None, level))
+            else:
+                found.update(m for m in modules if not own_package or m == own_package
+                             or m.startswith(own_package + "."))
+    return found
+
+
+class CodeVersions:
+    """Code versions of rule scripts against one package (its modules read and parsed once)."""
+
+    def __init__(self, package_dir: str | Path | None = None):
+        self.package_dir = Path(package_dir or Path(facepipe.__file__).parent)
+        self.modules = package_modules(self.package_dir)
+        self._imports: dict[str, set[str]] = {}
+        self._strings: dict[str, set[str]] = {}
+        self.data_files = sorted(p for p in self.package_dir.rglob("*")
+                                 if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts)
+
+    def _parse(self, name: str, path: Path) -> tuple[set[str], set[str]]:
+        """The package's modules a module (or script) imports, and its string constants."""
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        imported = _imported(tree, name, path.name == "__init__.py", self.modules)
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        return {m for m in imported if m in self.modules}, strings
+
+    def _scan(self, name: str) -> set[str]:
+        # Package modules are read once: the package does not change while the workflow is planned.
+        if name not in self._imports:
+            self._imports[name], self._strings[name] = self._parse(name, self.modules[name])
+        return self._imports[name]
+
+    def modules_of(self, script: str | Path) -> list[str]:
+        """The package's modules the script runs: those it imports, transitively, and the
+        packages that hold them (importing a.b runs a/__init__.py first)."""
+        return self._closure(self._parse("__main__", Path(script))[0])
+
+    def _closure(self, imported: set[str]) -> list[str]:
+        todo = sorted(imported)
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            parents = [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]
+            todo += [m for m in (*self._scan(name), *parents) if m not in seen]
+        return sorted(seen)
+
+    def files_of(self, script: str | Path) -> list[Path]:
+        """The files whose content the script's results depend on: the script, its modules, and
+        the package's data files they name (a file whose name appears in one of their strings)."""
+        imported, strings = self._parse("__main__", Path(script))
+        names = self._closure(imported)
+        strings = strings.union(*(self._strings[n] for n in names))
+        data = [f for f in self.data_files if any(f.name in text for text in strings)]
+        return [Path(script), *(self.modules[n] for n in names), *data]
+
+    def version(self, script: str | Path) -> str:
+        """Digest of the script's name and content and of each package file it depends on."""
+        script = Path(script)
+        h = hashlib.sha256()
+        for i, path in enumerate(self.files_of(script)):
+            # The script by its own name (scripts/NAME.py), the package's files by their place in
+            # it: the version does not depend on where the workflow or the package lies.
+            name = f"scripts/{script.name}" if i == 0 else path.relative_to(self.package_dir.parent).as_posix()
+            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return h.hexdigest()[:16]
+
+
+_VERSIONS: dict[Path, CodeVersions] = {}
+
+
+def code_version(script: str | Path, package_dir: str | Path | None = None) -> str:
+    """A rule script's code version: the script and the facepipe modules it imports, transitively
+    (see CodeVersions). The package is the one imported here, i.e. the code the scripts run."""
+    key = Path(package_dir or Path(facepipe.__file__).parent).resolve()
+    if key not in _VERSIONS:
+        _VERSIONS[key] = CodeVersions(key)
+    return _VERSIONS[key].version(script)
 
 
 def digest_or_missing(digest):
@@ -115,11 +242,23 @@ class DigestCache:
         os.replace(tmp, self.path)
 
 
-def job_record(job: dict, config: dict, *, code: str, digest, made_by_workflow) -> dict:
+def result_stages(job: dict, *, is_image: bool) -> list[str]:
+    """The stages whose outputs make up a job's result (not the cast, preview or QC beside it):
+    their code versions go into the result's record."""
+    stages = ["probe_target", "prepare_target", "detect_faces", "track_faces", "embed_face", "swap_faces"]
+    if job["enhancer"] != "none":
+        stages.append("enhance_faces")
+    return stages + (["finalize_image"] if is_image else ["render_segment", "mux_video"])
+
+
+def job_record(job: dict, config: dict, *, code: dict[str, str], digest, made_by_workflow) -> dict:
     """The record of what makes a job's result: its input files' content, settings and code.
 
-    `digest(path)` gives a file's content digest; `made_by_workflow(path)` says whether a rule
-    makes the file (then it is not digested: it may not exist yet).
+    `code` maps each stage that makes the result (result_stages) to its code version: a result
+    made by other code for any of them is remade, and a change to the code of a stage that does
+    not feed the result (QC, say) leaves it alone. `digest(path)` gives a file's content digest;
+    `made_by_workflow(path)` says whether a rule makes the file (then it is not digested: it may
+    not exist yet).
     """
     from facepipe.jobs import face_images
 
@@ -128,7 +267,7 @@ def job_record(job: dict, config: dict, *, code: str, digest, made_by_workflow) 
         inputs[role] = MADE_BY_WORKFLOW if made_by_workflow(path) else digest(path)
     settings = {k: v for k, v in job.items() if k not in (*INPUT_FILES, "name")}
     settings.update({k: config.get(k) for k in GLOBAL_SETTINGS})
-    return {"facepipe": facepipe_version(), "code": code, "inputs": inputs, "settings": settings}
+    return {"facepipe": facepipe_version(), "code": dict(code), "inputs": inputs, "settings": settings}
 
 
 def facepipe_version() -> str:
@@ -145,11 +284,11 @@ def record_text(record: dict) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def stage_stamp(record: dict, stage: str) -> str:
-    """A stage's stamp content: the parts of the record it depends on, and the code version."""
+def stage_stamp(record: dict, stage: str, code: str) -> str:
+    """A stage's stamp content: the parts of the record it depends on, and its own code version."""
     wanted = STAGES[stage]
     # A map's photos are inputs map0, mapref0, ... (facepipe.jobs.face_images): "map" wants them all.
-    part = {"code": record["code"],
+    part = {"code": code,
             "inputs": {k: v for k, v in record["inputs"].items()
                        if k in wanted or ("map" in wanted and k.startswith("map"))},
             "settings": {k: v for k, v in record["settings"].items() if k in wanted}}
@@ -175,8 +314,11 @@ def result_state(result: str | Path, record: dict, read_record) -> str:
     return "current" if found == json.loads(record_text(record)) else "stale"
 
 
-def settle_stamps(name: str, record: dict, state: str, stages=STAGES, *, dry_run: bool = False) -> list[str]:
+def settle_stamps(name: str, record: dict, state: str, code: dict[str, str], stages=STAGES, *,
+                  dry_run: bool = False) -> list[str]:
     """Write the job's stage stamps; returns the stages whose stamp changed (they rerun).
+
+    `code` maps every stage to its code version (code_version of its rule script).
 
     A stamp is rewritten only when its content changes. One made anew is dated in the past
     when the result is current (nothing needs remaking), else now. A stale result also renews
@@ -187,7 +329,7 @@ def settle_stamps(name: str, record: dict, state: str, stages=STAGES, *, dry_run
     renewed = []
     for stage in stages:
         path = Path(stamp_path(name, stage))
-        content = stage_stamp(record, stage)
+        content = stage_stamp(record, stage, code[stage])
         try:
             old = path.read_text()
         except OSError:

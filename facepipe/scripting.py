@@ -1,10 +1,13 @@
 """The glue every rule script uses: logging into the rule's log file and clear failures.
 
 A rule script that fails says so in one console line naming the rule, its wildcards and the cause;
-the full story (a traceback, for anything unexpected) is in the rule's log file. Whatever fails,
-the temporary files of the job's outputs are removed, and a full disk is reported with the path,
-the space the stage needs (an estimate) and the space free. GPU rules, which Snakemake retries,
-record the cause so a retry can tell running out of memory (degrade and try again) from anything
+the full story (a traceback, for anything unexpected) is in the rule's log file. That holds for an
+exception raised anywhere in the script's process, not only in its main(): importing this module
+in a rule script (the package's __init__ does so as soon as the script imports any facepipe module)
+installs a sys.excepthook and a threading.excepthook that put what nothing caught into the log.
+Whatever fails, the temporary files of the job's outputs are removed, and a full disk is reported
+with the path, the space the stage needs (an estimate) and the space free. GPU rules, which
+Snakemake retries, record the cause so a retry can tell running out of memory (degrade and try again) from anything
 else (fail again at once, doing nothing); see facepipe.gpu.
 """
 
@@ -19,6 +22,7 @@ import os
 import shutil
 import statistics
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -26,18 +30,20 @@ from typing import Callable
 
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from facepipe.download import ChecksumError, ModelUnavailableError
-    from facepipe.faces import FaceError
-    from facepipe.gpu import GpuMemoryError
-    from facepipe.integrity import DamagedIntermediateError
-    from facepipe.jobs import JobError
-    from facepipe.media import MediaError
-    from facepipe.classic_swap import SwapError
-    from facepipe.offline import OfflineModelError
+# Errors whose message says all a user needs (no traceback): (module, class). Looked up among the
+# modules already loaded, not imported here: an exception can only come from a loaded module, and
+# importing them all would make every stage's code version (facepipe.provenance) depend on them.
+_EXPECTED_ERRORS = (
+    ("facepipe.media", "MediaError"), ("facepipe.jobs", "JobError"), ("facepipe.faces", "FaceError"),
+    ("facepipe.download", "ChecksumError"), ("facepipe.download", "ModelUnavailableError"),
+    ("facepipe.gpu", "GpuMemoryError"), ("facepipe.classic_swap", "SwapError"),
+    ("facepipe.offline", "OfflineModelError"), ("facepipe.integrity", "DamagedIntermediateError"),
+)
 
-    return (MediaError, JobError, FaceError, ChecksumError, ModelUnavailableError, GpuMemoryError,
-            SwapError, OfflineModelError, DamagedIntermediateError)
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    found = (getattr(sys.modules.get(module), name, None) for module, name in _EXPECTED_ERRORS)
+    return tuple(cls for cls in found if isinstance(cls, type) and issubclass(cls, BaseException))
 
 
 class _NotFileOnly(logging.Filter):
@@ -254,6 +260,64 @@ def keep_freed_memory(limit_mb: int = 64) -> bool:
 def _where(sm) -> str:
     values = [str(v) for v in sm.wildcards]
     return f" ({', '.join(values)})" if values else ""
+
+
+# --- what nothing caught ---------------------------------------------------------------------------
+
+def rule_job():
+    """The `snakemake` object of the rule script this process runs (Snakemake defines it in the
+    script, which runs as __main__), or None outside a rule script."""
+    sm = getattr(sys.modules.get("__main__"), "snakemake", None)
+    return sm if hasattr(sm, "rule") and hasattr(sm, "log") and hasattr(sm, "wildcards") else None
+
+
+def _write_to_log(logfile: str, text: str) -> None:
+    """Add text to the rule's log: through the log's handler when logging writes it (its own file
+    position would otherwise write over what is added beside it), else at the file's end."""
+    target = os.path.abspath(logfile)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
+            logging.getLogger("facepipe.rule").error("%s", text, extra={"file_only": True})
+            handler.flush()
+            return
+    Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "a", encoding="utf-8") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR facepipe.rule: {text}\n")
+
+
+def _report_uncaught(exc: BaseException, where: str) -> bool:
+    """Traceback to the rule's log, one line to the console; False when there is no rule log to
+    take it (not a rule script, a rule without log:, or a log that cannot be written)."""
+    sm = rule_job()
+    logfile = str(sm.log[0]) if sm is not None and len(sm.log) else None
+    if logfile is None:
+        return False
+    detail = "".join(traceback.format_exception(exc)).rstrip()
+    try:
+        _write_to_log(logfile, f"unexpected error {where} in rule {sm.rule}:\n{detail}")
+    except Exception:  # whatever stops the log from taking it: the console gets the traceback
+        return False
+    print(f"ERROR in rule {sm.rule}{_where(sm)}: {_cause(exc)} (uncaught {where}; details in {logfile})",
+          file=sys.stderr)
+    return True
+
+
+def _excepthook(exc_type, exc, tb) -> None:
+    if not _report_uncaught(exc.with_traceback(tb), "in the rule script"):
+        _previous_excepthook(exc_type, exc, tb)
+
+
+def _thread_excepthook(args) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return _previous_thread_excepthook(args)
+    name = args.thread.name if args.thread is not None else "?"
+    if not _report_uncaught(args.exc_value, f"in thread {name}"):
+        _previous_thread_excepthook(args)
+
+
+_previous_excepthook, _previous_thread_excepthook = sys.excepthook, threading.excepthook
+if rule_job() is not None:
+    sys.excepthook, threading.excepthook = _excepthook, _thread_excepthook
 
 
 def run(snakemake, main: Callable) -> None:

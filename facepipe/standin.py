@@ -150,7 +150,8 @@ class _Graph:
     def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs) -> str:
         self._n += 1
         out = output or f"standin_t{self._n}_{op_type.lower()}"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"standin_{op_type.lower()}_{self._n}", **attrs))
+        name = f"standin_{op_type.lower()}_{self._n}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
         return out
 
 

@@ -22,7 +22,8 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
 
     tracks: the segment's rows of the job's tracks table (facepipe.tracking) that are swapped,
     with a ``source`` column naming each one's entry in ``swappers`` (key -> (swapper, its
-    prepared source), facepipe.backends.make_swappers); crop_kind: the crop detection kept. Each face is re-aligned to its tracked keypoints (facepipe.faces.swap_input);
+    prepared source), facepipe.backends.make_swappers); crop_kind: the crop detection kept.
+    Each face is re-aligned to its tracked keypoints (facepipe.faces.swap_input);
     an interpolated face uses the crop detection held for its frame. The faces table is verified
     before its first row is used (facepipe.tables.iter_frame_rows).
     """

@@ -204,8 +204,9 @@ def _link_costs(active: list[Track], rows: list, frame: int, metric: str, far: f
         return np.array([[_link_cost(active[0], rows[0], frame, metric, far)]])
     pred = np.stack([t.predicted_box(frame) for t in active])
     boxes = np.stack([_box(r) for r in rows])
-    ix = np.clip(np.minimum(pred[:, None, 2], boxes[None, :, 2]) - np.maximum(pred[:, None, 0], boxes[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(pred[:, None, 3], boxes[None, :, 3]) - np.maximum(pred[:, None, 1], boxes[None, :, 1]), 0, None)
+    pr, bx = pred[:, None], boxes[None, :]  # every predicted box against every detected one
+    ix = np.clip(np.minimum(pr[..., 2], bx[..., 2]) - np.maximum(pr[..., 0], bx[..., 0]), 0, None)
+    iy = np.clip(np.minimum(pr[..., 3], bx[..., 3]) - np.maximum(pr[..., 1], bx[..., 1]), 0, None)
     area = lambda b: np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)  # noqa: E731
     union = area(pred)[:, None] + area(boxes)[None, :] - ix * iy
     iou = np.where(union > 0, ix * iy / np.where(union > 0, union, 1), 0.0)
@@ -345,7 +346,8 @@ def _attach_unidentified(tracks: list[Track], clusters: list[dict], reach: int) 
         first, last = _box(track.rows[0]), _box(track.rows[-1])
         best = None
         before = by_end[bisect.bisect_left(ends, track.frames[0] - reach):bisect.bisect_left(ends, track.frames[0])]
-        after = by_start[bisect.bisect_right(starts, track.frames[-1]):bisect.bisect_right(starts, track.frames[-1] + reach)]
+        after = by_start[bisect.bisect_right(starts, track.frames[-1]):
+                         bisect.bisect_right(starts, track.frames[-1] + reach)]
         for other in before + after:
             if other is track or other.shot != track.shot or other.person == track.person:
                 continue
@@ -441,7 +443,8 @@ def _out_row(track: Track, frame: int, row, box, kps, landmarks, *, filled: bool
     return {"frame": frame, "segment": row.segment, "seg_frame": int(row.seg_frame), "face": int(row.face),
             "filled": filled, "track": track.id, "person": track.person,
             "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
-            "kps": np.asarray(kps, np.float64), "landmarks": None if landmarks is None else np.asarray(landmarks, np.float64),
+            "kps": np.asarray(kps, np.float64),
+            "landmarks": None if landmarks is None else np.asarray(landmarks, np.float64),
             "embedding": None if filled or row.embedding is None else np.asarray(row.embedding, np.float64)}
 
 

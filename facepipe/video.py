@@ -19,7 +19,6 @@ import math
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -51,14 +50,6 @@ def working_size(width: int, height: int, rotation: int, max_height: int) -> tup
     if max_height and max_height > 0 and height > max_height:
         width, height = width * max_height / height, max_height
     return max(2, int(width) // 2 * 2), max(2, int(height) // 2 * 2)
-
-
-@dataclass(frozen=True)
-class SegmentRange:
-    name: str
-    start: int  # index of the segment's first output frame in the whole video
-    frames: int
-    seek_pts: int  # pts (stream time base) of the input frame shown as the first output frame
 
 
 class FrameClock:
@@ -155,7 +146,7 @@ def plan_segments(
         rotation = 0
         ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
     expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
-    lost = probe_info.get("lost_frames", 0) + max(0, expected - total - 1)
+    lost = probe_info["lost_frames"] + max(0, expected - total - 1)
     if lost:
         log.warning("target %s: %d frame(s) could not be read and are missing from the output "
                     "(damaged or truncated file); %d frames are processed", target, lost, total)
@@ -332,7 +323,7 @@ def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, se
                 threads: int = 0) -> Iterator[WorkFrame]:
     """The working frames of one segment, numbered from 1, decoded straight from the target."""
     if manifest["is_image"]:
-        yield WorkFrame(1, bgr=load_image(target, manifest.get("max_height", 0)))
+        yield WorkFrame(1, bgr=load_image(target, manifest["max_height"]))
         return
     plan = manifest["ranges"][segment]
     if "frames_at" in plan:  # chosen frames, not a range (facepipe.preview)
@@ -399,7 +390,7 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
 
     start, count, seek_pts = seg["start"], seg["frames"], seg["seek_pts"]
     clock = FrameClock(manifest["t0"], Fraction(manifest["time_base"]), Fraction(manifest["fps"]))
-    rotation = manifest.get("rotation", 0)
+    rotation = manifest["rotation"]
     emitted, held = 0, None
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

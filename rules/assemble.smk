@@ -17,6 +17,7 @@ rule render_segment:
         "../envs/facepipe.yaml"
     threads: 1
     params:
+        code=code_version("render_segment"),
         encoder=opt("encoder"),
         preset=opt("preset"),
         crf=opt("crf"),
@@ -40,6 +41,7 @@ rule mux_video:
     conda:
         "../envs/facepipe.yaml"
     params:
+        code=code_version("mux_video"),
         keep_intermediates=config["keep_intermediates"],
         record=record_text,
     script:
@@ -61,6 +63,7 @@ rule finalize_image:
     conda:
         "../envs/facepipe.yaml"
     params:
+        code=code_version("finalize_image"),
         record=record_text,
     script:
         "../scripts/finalize_image.py"

@@ -14,7 +14,7 @@ from facepipe.backends import (
 from facepipe.gpu import nvml_memory_mb
 from facepipe.faces import IDENTITY_EVERY
 from facepipe.jobs import JobError, build_jobs, face_images, read_sheet, swap_roles
-from facepipe.models import batched_path, model_path, models_for
+from facepipe.models import BACKENDS, MODELS, batched_path, model_path, models_for
 from facepipe.preflight import (
     PreflightError,
     check_input_files,
@@ -62,7 +62,10 @@ wildcard_constraints:
 
 # backend=auto becomes a concrete backend here, at DAG-build time, so rules see (and their
 # params record) the backend that runs; the lines are repeated at the end of the run.
-BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(JOBS)
+try:
+    BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(JOBS)
+except ValueError as exc:
+    raise WorkflowError(str(exc))
 if workflow.is_main_process:
     for line in BACKEND_WARNINGS:
         logger.warning(line)
@@ -86,7 +89,7 @@ def gpu_count(wildcards):
     """
     wants = set(JOBS[wildcards.name]["providers"]) & {"cuda", "tensorrt"}
     return int(
-        HAVE_GPU and bool(wants) and JOBS[wildcards.name]["backend"] != "offline"
+        HAVE_GPU and bool(wants) and BACKENDS[JOBS[wildcards.name]["backend"]].gpu
     )
 
 
@@ -122,14 +125,25 @@ _DIGESTS = provenance.DigestCache(".snakemake/facepipe/digests.json")
 _RECORDS = {}
 
 
+def code_version(rule_name):
+    """Params value and stamp part: the code a rule runs, its script scripts/RULE.py (every rule
+    with a script is named after it) and the facepipe modules that imports, transitively. A code
+    change reruns exactly the rules whose code changed, and what follows them. fetch_model takes
+    none: what it fetches is fixed by the model's pinned SHA-256, whatever code fetched it.
+    """
+    script = Path(workflow.basedir) / "scripts" / f"{rule_name}.py"
+    return provenance.code_version(script)
+
+
 def job_record(name):
-    """The record of what makes job `name`'s result (its inputs' content, settings, code)."""
+    """The record of what makes job `name`'s result (its inputs' content, settings, and the code
+    of the stages that make it)."""
     if name not in _RECORDS:
-        code = provenance.code_version(workflow.basedir)
+        stages = provenance.result_stages(JOBS[name], is_image=is_image_job(name))
         _RECORDS[name] = provenance.job_record(
             JOBS[name],
             config,
-            code=code,
+            code={stage: code_version(stage) for stage in stages},
             digest=provenance.digest_or_missing(_DIGESTS.digest),
             made_by_workflow=made_by_workflow,
         )
@@ -186,7 +200,8 @@ def settle_provenance(name):
             f"{result_path(name)} exists but {made_by}, so it is neither used nor overwritten: "
             f"move it away, or give job {name!r} another name"
         )
-    provenance.settle_stamps(name, record, state, dry_run=workflow.dryrun)
+    code = {stage: code_version(stage) for stage in provenance.STAGES}
+    provenance.settle_stamps(name, record, state, code, dry_run=workflow.dryrun)
     if state == "stale":
         logger.info(
             f"{result_path(name)} was made from other inputs, settings or code: it will be remade"
@@ -201,21 +216,22 @@ def read_result_record(path):
 
 def job_models(wildcards):
     j = JOBS[wildcards.name]
-    return models_for(j["backend"], j["enhancer"], j["precision"])
+    return models_for(j["backend"], j["enhancer"], j["precision"], j["swapper"])
 
 
 def model_file(role):
     """Input function: the model file a job uses for one role (detector, swapper, ...).
 
-    No file for a role the backend does without (the offline backend has no swapper model).
-    The offline backend's files lie inside the installed face_recognition_models package:
-    source files to Snakemake, never fetched.
+    No file for a role without one (no enhancer; a swapper that is code, not a file). A model
+    inside an installed package is a source file to Snakemake, never fetched.
     """
 
     def _path(wildcards):
         j = JOBS[wildcards.name]
         key = job_models(wildcards).get(role)
-        return [] if key is None else str(model_path(key, j["backend"]))
+        if key is None or not MODELS[key].filename:
+            return []
+        return str(model_path(key, j["backend"]))
 
     return _path
 
@@ -311,8 +327,6 @@ def encoded_segments(wildcards):
 
 
 def model_key_for_file(filename):
-    from facepipe.models import MODELS
-
     for key, spec in MODELS.items():
         if spec.filename == filename:
             return key

@@ -7,6 +7,7 @@ rule make_demo_inputs:
     conda:
         "../envs/facepipe.yaml"
     params:
+        code=code_version("make_demo_inputs"),
         seconds=4,
         fps=25,
     script:

@@ -22,11 +22,14 @@ rule detect_faces:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,
     params:
+        code=code_version("detect_faces"),
         degrade=config["degrade"],
         min_free_gpu_mb=config["min_free_gpu_mb"],
         providers=opt("providers"),
         backend=opt("backend"),
-        crop=lambda wildcards: face_crop_kind(JOBS[wildcards.name]["backend"]),
+        crop=lambda wildcards: face_crop_kind(
+            JOBS[wildcards.name]["swapper"], JOBS[wildcards.name]["pixel_boost"]
+        ),
         # Crops are held over this many frames where a face is missed, for the tracker's gaps.
         track_gap=opt("track_gap"),
         identity_every=IDENTITY_EVERY,
@@ -62,6 +65,7 @@ rule track_faces:
     resources:
         mem_mb=4096,
     params:
+        code=code_version("track_faces"),
         backend=opt("backend"),
         track_gap=opt("track_gap"),
         keypoint_smoothing=opt("keypoint_smoothing"),
@@ -87,12 +91,15 @@ rule cast_sheet:
     priority: -1
     conda:
         "../envs/facepipe.yaml"
+    params:
+        code=code_version("cast_sheet"),
     script:
         "../scripts/cast_sheet.py"
 
 
 # The identity embedding of the source (or reference) face. The script keeps a cache under
-# resources/embeddings keyed by the image's content hash and the models, shared by all jobs.
+# resources/embeddings/CODE (this rule's code version) keyed by the image's content hash and
+# the models, shared by all jobs.
 rule embed_face:
     input:
         stamp=stamp("embed_face"),
@@ -106,6 +113,7 @@ rule embed_face:
     conda:
         "../envs/facepipe.yaml"
     params:
+        code=code_version("embed_face"),
         face_index=lambda wildcards: (
             JOBS[wildcards.name]["source_face"] if wildcards.role == "source" else -1
         ),

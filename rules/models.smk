@@ -20,6 +20,7 @@ rule make_standin_model:
     conda:
         "../envs/facepipe.yaml"
     params:
+        code=code_version("make_standin_model"),
         key=lambda wildcards: model_key_for_file(wildcards.model),
     script:
         "../scripts/make_standin_model.py"
@@ -29,7 +30,7 @@ rule make_standin_model:
 # learned backend from then on (the command the offline fallback's warning names).
 rule fetch_models:
     input:
-        fetchable_learned_models(),
+        fetchable_learned_models(JOBS),
 
 
 # FP16 swapper made here from the verified FP32 one: no unpinned download is ever used.
@@ -42,6 +43,8 @@ rule make_fp16_model:
         "logs/models/fp16_{stem}.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        code=code_version("make_fp16_model"),
     script:
         "../scripts/make_fp16_model.py"
 
@@ -58,6 +61,7 @@ rule make_batched_model:
     conda:
         "../envs/facepipe.yaml"
     params:
+        code=code_version("make_batched_model"),
         precision=lambda wildcards: (
             "fp16" if wildcards.model_stem.endswith("_fp16") else "fp32"
         ),

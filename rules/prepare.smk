@@ -8,6 +8,8 @@ rule probe_target:
         "logs/{name}/probe_target.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        code=code_version("probe_target"),
     script:
         "../scripts/probe_target.py"
 
@@ -30,6 +32,7 @@ checkpoint prepare_target:
     conda:
         "../envs/facepipe.yaml"
     params:
+        code=code_version("prepare_target"),
         max_height=opt("max_height"),
         fps=opt("fps"),
         segment_seconds=opt("segment_seconds"),

@@ -22,6 +22,8 @@ rule preview_plan:
         "logs/{name}/preview_plan.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        code=code_version("preview_plan"),
     script:
         "../scripts/preview_plan.py"
 
@@ -42,6 +44,8 @@ rule preview_sheet:
         "logs/{name}/preview_sheet.log",
     conda:
         "../envs/facepipe.yaml"
+    params:
+        code=code_version("preview_sheet"),
     script:
         "../scripts/preview_sheet.py"
 

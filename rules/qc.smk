@@ -71,6 +71,7 @@ rule qc_report:
     resources:
         mem_mb=4096,
     params:
+        code=code_version("qc_report"),
         backend=opt("backend"),
         providers=opt("providers"),
     script:

@@ -22,6 +22,7 @@ rule swap_faces:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,
     params:
+        code=code_version("swap_faces"),
         degrade=config["degrade"],
         min_free_gpu_mb=config["min_free_gpu_mb"],
         faces=opt("faces"),
@@ -30,6 +31,8 @@ rule swap_faces:
         providers=opt("providers"),
         precision=opt("precision"),
         backend=opt("backend"),
+        swapper=opt("swapper"),
+        pixel_boost=opt("pixel_boost"),
         batch_size=opt("batch_size"),
     script:
         "../scripts/swap_faces.py"
@@ -58,9 +61,11 @@ rule enhance_faces:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,
     params:
+        code=code_version("enhance_faces"),
         degrade=config["degrade"],
         min_free_gpu_mb=config["min_free_gpu_mb"],
         enhancer=opt("enhancer"),
+        enhancer_blend=opt("enhancer_blend"),
         providers=opt("providers"),
         batch_size=opt("batch_size"),
     script:

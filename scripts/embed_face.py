@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from facepipe.embedding import embed_image
 from facepipe.scripting import run
 
@@ -10,7 +12,8 @@ def main(sm, log):
         sm.output.embedding,
         providers=sm.params.providers,
         face_index=sm.params.face_index,
-        cache_dir=sm.params.cache_dir,
+        # Per code version: an embedding made by other code is never reused (facepipe.provenance).
+        cache_dir=Path(sm.params.cache_dir) / sm.params.code,
         threads=sm.threads,
         backend=sm.params.backend,
     )

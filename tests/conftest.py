@@ -1,9 +1,13 @@
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The benchmarks' own modules (tools/fullsize.py, tools/modelbench.py) are not in the product
+# package; their tests import them from tools/, as the benchmark scripts there do.
+sys.path.append(str(REPO / "tools"))
 WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
 
 

@@ -374,3 +374,13 @@ def test_an_empty_degradation_record_does_not_fail_a_finished_run(wd):
     assert "ignoring unreadable degradation record work/earlier/degradations/swap_faces-seg_0000.json (empty)" \
         in proc.stderr
     assert media.probe(wd / "results/finished.mp4").frames == 25
+
+
+def test_every_expected_error_scripting_names_exists():
+    """scripting looks the expected errors up among the loaded modules by name (importing them
+    would tie every stage's code version to them): a renamed class must not silently drop out."""
+    import importlib
+
+    for module, name in scripting._EXPECTED_ERRORS:
+        assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)
+    assert len(scripting._expected_errors()) == len(scripting._EXPECTED_ERRORS)

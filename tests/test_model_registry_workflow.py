@@ -86,7 +86,7 @@ def test_pixel_boost_keeps_more_detail_than_one_pass(every_model):
 def test_changing_the_swapper_or_its_boost_reruns_detection_onwards_not_the_plan(every_model):
     wd, rows, _ = every_model
     name = rows[0]["name"]
-    jobs = planned_jobs(wd, f"results/{name}.png", "--config", f"pixel_boost=256")
+    jobs = planned_jobs(wd, f"results/{name}.png", "--config", "pixel_boost=256")
     # The sheet's own value wins over the config default, so nothing changes for this job...
     assert jobs == {}
     from workflow_helpers import write_sheet

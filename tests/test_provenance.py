@@ -27,22 +27,35 @@ JOB = {"name": "j", "target": "t.mp4", "source": "s.png", "reference": "", "back
 CONFIG = {"degrade": ["fp16"], "min_free_gpu_mb": 1024}
 
 
+CODE = {stage: f"code-of-{stage}" for stage in provenance.STAGES}
+
+
 def record(**changes):
     job = {**JOB, **changes}
-    return provenance.job_record(job, CONFIG, code="c0de", digest=lambda p: f"sha-of-{p}",
+    code = {s: CODE[s] for s in provenance.result_stages(job, is_image=False)}
+    return provenance.job_record(job, CONFIG, code=code, digest=lambda p: f"sha-of-{p}",
                                  made_by_workflow=lambda p: False)
 
 
+def stamps(rec, code=CODE):
+    return {s: provenance.stage_stamp(rec, s, code[s]) for s in provenance.STAGES}
+
+
 def test_each_stage_stamp_changes_only_with_what_the_stage_depends_on():
-    base = record()
-    crf = record(crf=30)
-    changed = [s for s in provenance.STAGES if provenance.stage_stamp(base, s) != provenance.stage_stamp(crf, s)]
-    assert changed == ["render_segment"]
-    source = record(source="other.png")
-    changed = [s for s in provenance.STAGES if provenance.stage_stamp(base, s) != provenance.stage_stamp(source, s)]
-    assert changed == ["embed_face"]
-    code = provenance.job_record(JOB, CONFIG, code="new", digest=lambda p: "x", made_by_workflow=lambda p: False)
-    assert all(provenance.stage_stamp(base, s) != provenance.stage_stamp(code, s) for s in provenance.STAGES)
+    base = stamps(record())
+    for changed_job, expected in ((record(crf=30), ["render_segment"]), (record(source="other.png"), ["embed_face"])):
+        assert [s for s in provenance.STAGES if stamps(changed_job)[s] != base[s]] == expected
+    # A stage's code version is in its own stamp only.
+    new_code = {**CODE, "swap_faces": "other code"}
+    assert [s for s in provenance.STAGES if stamps(record(), new_code)[s] != base[s]] == ["swap_faces"]
+
+
+def test_the_result_record_holds_the_code_of_the_stages_that_make_it_and_no_other():
+    assert set(record()["code"]) == {"probe_target", "prepare_target", "detect_faces", "track_faces", "embed_face",
+                                     "swap_faces", "render_segment", "mux_video"}
+    assert "enhance_faces" in record(enhancer="gfpgan_1.4")["code"]
+    still = provenance.result_stages(JOB, is_image=True)
+    assert "finalize_image" in still and not {"render_segment", "mux_video"} & set(still)
 
 
 def test_every_rule_option_is_in_its_stage_stamp():
@@ -63,14 +76,16 @@ def test_every_rule_option_is_in_its_stage_stamp():
 def test_stamps_are_rewritten_only_on_change_and_dated_in_the_past_for_a_current_result(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = record()
-    assert set(provenance.settle_stamps("j", base, "absent")) == set(provenance.STAGES)
-    assert provenance.settle_stamps("j", base, "absent") == []
+    assert set(provenance.settle_stamps("j", base, "absent", CODE)) == set(provenance.STAGES)
+    assert provenance.settle_stamps("j", base, "absent", CODE) == []
     # Trying a setting with --dry-run leaves the stamps as they are.
-    assert provenance.settle_stamps("j", record(crf=30), "stale", dry_run=True) == []
-    assert provenance.settle_stamps("j", record(crf=30), "stale") == ["render_segment", "mux_video",
-                                                                       "finalize_image"]
+    assert provenance.settle_stamps("j", record(crf=30), "stale", CODE, dry_run=True) == []
+    assert provenance.settle_stamps("j", record(crf=30), "stale", CODE) == ["render_segment", "mux_video",
+                                                                             "finalize_image"]
+    # New code for QC: its stamp only (the result's record does not hold QC's code).
+    assert provenance.settle_stamps("j", record(crf=30), "current", {**CODE, "qc_report": "new"}) == ["qc_report"]
     shutil.rmtree(tmp_path / "work")
-    assert provenance.settle_stamps("j", base, "current") == []
+    assert provenance.settle_stamps("j", base, "current", CODE) == []
     assert os.path.getmtime(provenance.stamp_path("j", "detect_faces")) == provenance.PAST
 
 

@@ -149,8 +149,8 @@ def test_detection_holds_crops_on_both_sides_of_a_miss_and_samples_identity():
     frames = [WorkFrame(n, bgr=np.full((100, 100, 3), n, np.uint8)) for n in range(1, 13)]
     analyzer = _Blinking(missed={5, 6, 7})
     thumbs = []
-    per_frame = list(face_rows(analyzer, frames, "aligned:arcface_128:128", first_frame=11, hold_frames=2, identity_every=5,
-                               thumbnails=thumbs))
+    per_frame = list(face_rows(analyzer, frames, "aligned:arcface_128:128", first_frame=11, hold_frames=2,
+                               identity_every=5, thumbnails=thumbs))
     assert len(per_frame) == 12 and len(thumbs) == 12
     held = [(r["frame"], r["held_from"]) for rows in per_frame for r in rows if r["hold"]]
     # forward from frame 4 over 5 and 6; back from frame 8 over 7 and 6

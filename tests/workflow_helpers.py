@@ -10,19 +10,21 @@ from pathlib import Path
 from facepipe.slurmprobe import env_for_local_snakemake
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run Snakemake in workdir; env: extra environment variables (e.g. PYTHONPATH)."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env=env_for_local_snakemake())
+                          env={**env_for_local_snakemake(), **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
                              f"{proc.stderr[-8000:]}")
     return proc
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str, int]:
     """Rule -> job count from the 'Job stats' table of a dry run; {} when nothing is to be done."""
-    proc = snakemake(workdir, "--dry-run", *args)
+    proc = snakemake(workdir, "--dry-run", *args, env=env)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}

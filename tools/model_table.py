@@ -32,6 +32,8 @@ def table() -> str:
             continue
         if spec.package:
             pinned = f"inside the `{spec.package.replace('_', '-')}` package (no download)"
+        elif spec.converted_from:
+            pinned = f"converted here from the installed `{spec.converted_from}`, checked against LiteRT (no download)"
         elif not spec.filename:
             pinned = "code, no file"
         else:

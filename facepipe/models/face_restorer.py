@@ -55,5 +55,6 @@ class FaceRestorer:
             pred = self.runner.run({"input": np.ascontiguousarray(blob)}, self.constants)[0][:len(chunk)]
             pred = (np.clip(pred, -1, 1) + 1) / 2
             restored = (pred.transpose(0, 2, 3, 1)[..., ::-1] * 255.0).round().clip(0, 255).astype(np.uint8)
-            out.extend(cv2.addWeighted(crop, 1 - self.blend, face, self.blend, 0) for crop, face in zip(chunk, restored))
+            out.extend(cv2.addWeighted(crop, 1 - self.blend, face, self.blend, 0)
+                       for crop, face in zip(chunk, restored))
         return out

@@ -61,7 +61,8 @@ class AlignedSwapper:
         matrices in ``args``; all tiles of all faces go through the model a batch at a time."""
         for crop in crops:
             if crop.shape[:2] != (self.crop_size, self.crop_size):
-                raise ValueError(f"{self.spec.key} takes {self.crop_size} px crops, got {crop.shape[1]}x{crop.shape[0]}")
+                raise ValueError(f"{self.spec.key} takes {self.crop_size} px crops, "
+                                 f"got {crop.shape[1]}x{crop.shape[0]}")
         tiles = [t for crop in crops for t in implode_pixel_boost(crop, self.tiles, self.size)]
         out = []
         for chunk, call in self.runner.batches(tiles):

@@ -1,0 +1,308 @@
+"""The offline backend's swap over MediaPipe's dense face mesh (468 points, facepipe.mesh).
+
+For each target face:
+
+1. **Warp.** The source face is warped onto the target's mesh piecewise-affinely over the mesh's
+   canonical triangulation (852 triangles, facepipe/data/face_mesh_triangles.txt). A triangle
+   that faces away in the target or in the source (its winding flipped: the far side of a turned
+   face) is left out, so a turned face never gets folded-over pixels.
+2. **Regions.** The identity regions come from the source: the face inside its oval, less the
+   eyes and the mouth, which stay the target's own pixels (a feathered hole around each), so the
+   target's gaze, blinks, expression and speech are kept exactly.
+3. **Tone and light.** The warped face takes the target skin's Lab mean and spread (Reinhard),
+   then the target's low-frequency shading: the difference of the two faces' masked Gaussian
+   means (about a sixth of the face wide) is added, so a shadow or a light falloff across the
+   target face is carried over and the blend edge has nothing left to hide.
+4. **Sharpness.** The target's own sharpness is measured over its skin (variance of the
+   Laplacian) and the warped source is blurred with the Gaussian sigma (searched) that gives
+   it the same: a defocused or soft target gets an equally soft face.
+5. **Blend.** A feathered alpha inside the face oval (eroded, then blurred, so it is zero on
+   and outside the oval): every pixel outside the oval is bit-identical to the input.
+
+The source needs, from facepipe.embedding's record, ``source_crop`` and ``source_landmarks``
+(its 468 mesh points in the crop).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepipe.classic_swap import SwapError, _hull_bbox
+
+log = logging.getLogger(__name__)
+
+NUM_POINTS = 468
+TRIANGLES_FILE = Path(__file__).with_name("data") / "face_mesh_triangles.txt"
+
+# Closed contours of the mesh (MediaPipe's FACEMESH_FACE_OVAL, _LEFT_EYE, _RIGHT_EYE and the
+# outer loop of FACEMESH_LIPS, in order; tests/test_mesh.py uses them).
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+EYE_IMAGE_LEFT = [33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]
+EYE_IMAGE_RIGHT = [263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249]
+LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+# The oval's points above the brows, and how far (share of the way) they are pulled towards the
+# mid-brow point 9: the upper forehead is often hair (a fringe) in the source or the target, and
+# pasting it gives a band of the wrong texture.
+FOREHEAD = [389, 251, 284, 332, 297, 338, 10, 109, 67, 103, 54, 21, 162]
+MID_BROW = 9
+FOREHEAD_PULL = 0.45
+
+# Feathering width as a share of the face width (as the classic swapper).
+FEATHER = 0.05
+# How far the kept eyes and mouth reach beyond their contours, as a share of the face width:
+# the lids, lashes and lip edges move with the expression, so the target keeps a rim of them.
+EYE_MARGIN = 0.0
+MOUTH_MARGIN = 0.02
+# The kept regions' soft edge, as a share of the face width.
+KEEP_FEATHER = 0.015
+# The Gaussian of the shading transfer, as a share of the face width: coarse enough to leave the
+# source's features alone, fine enough to follow a shadow across the face.
+LIGHT_SIGMA = 1 / 3
+# How far from the kept eyes and mouth the sharpness is matched, as a share of the face width:
+# beyond the kept parts' fade (KEEP_FEATHER, blurred by up to 1.5x the matched sigma).
+MATCH_KEEP_MARGIN = 0.045
+# Sharpness search: Gaussian sigmas tried (px), finest first.
+_SIGMAS = np.concatenate([[0.0], np.geomspace(0.3, 12.0, 24)])
+_STD_GAIN = (0.5, 2.0)
+
+
+@lru_cache(maxsize=1)
+def triangles() -> np.ndarray:
+    """The mesh's canonical triangles, (852, 3) vertex indices."""
+    rows = [line.split() for line in TRIANGLES_FILE.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    tris = np.array(rows, dtype=np.int32)
+    if tris.ndim != 2 or tris.shape[1] != 3 or tris.min() < 0 or tris.max() >= NUM_POINTS:
+        raise SwapError(f"{TRIANGLES_FILE} is not a list of face-mesh triangles")
+    return tris
+
+
+def _points(landmarks, what: str) -> np.ndarray:
+    pts = np.asarray(landmarks, dtype=np.float32)
+    if pts.size != 2 * NUM_POINTS or not np.isfinite(pts).all():
+        raise SwapError(f"{what} has {pts.size // 2} landmarks, not the face mesh's {NUM_POINTS} finite points; "
+                        f"the mesh swapper needs a faces table and source made with backend=offline")
+    return pts.reshape(NUM_POINTS, 2)
+
+
+def _poly_mask(points: np.ndarray, idx: list[int], shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(points[idx]).astype(np.int32)], 255)
+    return mask
+
+
+def _signed_area(p: np.ndarray) -> np.ndarray:
+    """Twice the signed area of each triangle (n, 3, 2)."""
+    a, b = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+
+
+def sharpness(gray: np.ndarray, mask: np.ndarray) -> float:
+    """Variance of the Laplacian over a mask: the measure of sharpness used to match and to test."""
+    lap = cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F, ksize=3)
+    vals = lap[mask]
+    return float(vals.var()) if vals.size > 16 else 0.0
+
+
+def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float]:
+    """The warped face blurred to the target's sharpness over ``region``, and the sigma used (the
+    smallest tried whose sharpness is at most the target's; 0 when the warp is already as soft)."""
+    t_gray = cv2.cvtColor(target, cv2.COLOR_BGR2GRAY)
+    w_gray = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY)
+    goal = sharpness(t_gray, region)
+    prev_sigma, prev_s = 0.0, sharpness(w_gray, region)
+    if prev_s <= goal or goal <= 0:
+        return warped, 0.0
+    sigma = float(_SIGMAS[-1])  # softer than the softest tried: that one
+    for cand in _SIGMAS[1:]:
+        s = sharpness(cv2.GaussianBlur(w_gray, (0, 0), float(cand)), region)
+        if s <= goal:
+            # Between the last two sigmas tried, interpolated in log-sharpness.
+            t = (np.log(prev_s) - np.log(goal)) / max(np.log(prev_s) - np.log(max(s, 1e-9)), 1e-9)
+            sigma = prev_sigma + float(t) * (float(cand) - prev_sigma)
+            break
+        prev_sigma, prev_s = float(cand), s
+    if sigma <= 0.05:
+        return warped, 0.0
+    return cv2.GaussianBlur(warped, (0, 0), float(sigma)), float(sigma)
+
+
+def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian mean of img over mask only (normalised convolution)."""
+    m = mask.astype(np.float32)
+    num = cv2.GaussianBlur(img * m[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(m, (0, 0), sigma)[..., None]
+    return num / np.maximum(den, 1e-3)
+
+
+def match_tone(warped: np.ndarray, target: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
+    """Reinhard colour transfer in Lab over ``region``, then the target's shading (masked Gaussian
+    means of both, difference added)."""
+    if region.sum() < 16:
+        return warped
+    w_lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
+    t_lab = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
+    w_px, t_px = w_lab[region], t_lab[region]
+    gain = np.clip((t_px.std(axis=0) + 1e-3) / (w_px.std(axis=0) + 1e-3), *_STD_GAIN)
+    out = (w_lab - w_px.mean(axis=0)) * gain + t_px.mean(axis=0)
+    out += _masked_blur(t_lab, region, sigma) - _masked_blur(out, region, sigma)
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+class MeshSwapper:
+    """Pastes one source face onto target faces over the dense mesh; the interface of
+    facepipe.swap.Swapper and facepipe.classic_swap.ClassicSwapper."""
+
+    def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray):
+        self.src = np.ascontiguousarray(source_crop)
+        self.src_pts = _points(source_landmarks, "the source face")
+        self.triangles = triangles()
+        self._src_area = _signed_area(self.src_pts[self.triangles])
+
+    @classmethod
+    def from_source(cls, data: dict, where: str = "source embedding") -> "MeshSwapper":
+        missing = [k for k in ("source_crop", "source_landmarks") if k not in data]
+        if missing:
+            raise SwapError(f"{where} has no {', '.join(missing)}: it was made by another backend; "
+                            f"the offline swapper needs one made with backend=offline")
+        return cls(data["source_crop"], data["source_landmarks"])
+
+    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> list:
+        """One "pixels" patch per face, each made on the frame with the earlier ones applied."""
+        from facepipe.patches import apply_patch
+
+        img = img.copy()
+        out = []
+        for face in target_faces:
+            lm = face.get("landmarks") if hasattr(face, "get") else None
+            if lm is None:
+                raise SwapError("a target face has no landmarks; the mesh swapper needs a faces table "
+                                "made with backend=offline")
+            patch = self.swap_one(img, _points(lm, "a target face"))
+            if patch is not None:
+                apply_patch(img, patch)
+            out.append(patch)
+        return out
+
+    def patch_from_crop(self, crop: np.ndarray, *, x: int, y: int, landmarks, **_):
+        """The swapped face from the crop detection kept (the landmarks' rectangle at x, y)."""
+        if landmarks is None:
+            raise SwapError("a target face has no landmarks; the mesh swapper needs a faces table "
+                            "made with backend=offline")
+        pts = _points(landmarks, "a target face") - np.array([x, y], np.float32)
+        patch = self.swap_one(crop, pts)
+        if patch is not None:
+            patch.x, patch.y = patch.x + x, patch.y + y
+        return patch
+
+    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> np.ndarray:
+        from facepipe.patches import apply_patches
+
+        out = img.copy()
+        apply_patches(out, [p for p in self.patches(img, target_faces) if p is not None])
+        return out
+
+    def masks(self, pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The face oval's mask and the kept (target) eyes-and-mouth mask, uint8, for points in a
+        frame of ``shape``."""
+        face_w = float(pts[:, 0].max() - pts[:, 0].min())
+        region = pts.copy()
+        region[FOREHEAD] += FOREHEAD_PULL * (pts[MID_BROW] - pts[FOREHEAD])
+        oval = _poly_mask(region, FACE_OVAL, shape)
+        keep = np.zeros(shape, np.uint8)
+        for idx, margin in ((EYE_IMAGE_LEFT, EYE_MARGIN), (EYE_IMAGE_RIGHT, EYE_MARGIN), (LIPS_OUTER, MOUTH_MARGIN)):
+            part = _poly_mask(pts, idx, shape)
+            r = max(1, int(round(margin * face_w)))
+            keep |= cv2.dilate(part, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+        return oval, keep
+
+    @staticmethod
+    def match_region(core: np.ndarray, keep: np.ndarray, face_w: float) -> np.ndarray:
+        """Where the sharpness is matched: the pixels the result takes from the source alone (the
+        oval's core, where alpha is 1), away from the kept eyes and mouth and their fades. There
+        the target's own lids and lip edges, sharper than its skin, would otherwise set the goal,
+        and the pasted skin would come out too sharp (1.5x at a defocus of 1.5 px)."""
+        r = max(2, int(round(MATCH_KEEP_MARGIN * face_w)))
+        near_keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
+        k = max(2, int(round(FEATHER * face_w)))
+        full = cv2.erode(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)) > 0
+        region = full & ~near_keep
+        if region.sum() < 64:  # a small face: the whole skin, less the kept parts
+            region = (core > 0) & (keep == 0)
+        return region
+
+    def swap_one(self, img: np.ndarray, target_pts: np.ndarray):
+        """The swapped face as a "pixels" patch over its mesh's rectangle, or None."""
+        from facepipe.patches import Patch
+
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = _hull_bbox(target_pts, (h, w), 0.0)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None  # a face this small (or off-frame) has nothing to paste onto
+        pts = target_pts - np.array([x0, y0], np.float32)
+        shape = (y1 - y0, x1 - x0)
+        face_w = float(pts[:, 0].max() - pts[:, 0].min())
+
+        # Piecewise-affine warp in one remap: which triangle each pixel lies in, and that
+        # triangle's target -> source map. Triangles flipped in either face are skipped.
+        tris = self.triangles
+        dst = pts[tris]
+        area = _signed_area(dst)
+        usable = (np.abs(area) > 1e-2) & (np.sign(area) == np.sign(self._src_area)) & (np.abs(self._src_area) > 1e-2)
+        tri_id = np.full(shape, -1, dtype=np.int32)
+        inv = np.zeros((len(tris) + 1, 2, 3), dtype=np.float32)
+        for i in np.flatnonzero(usable):
+            inv[i] = cv2.getAffineTransform(dst[i].astype(np.float32), self.src_pts[tris[i]].astype(np.float32))
+            cv2.fillConvexPoly(tri_id, np.round(dst[i]).astype(np.int32), int(i))
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+        a = inv[tri_id]  # -1 picks the all-zero last entry
+        map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
+        map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
+        warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+        oval, keep = self.masks(pts, shape)
+        inside = (oval > 0) & (tri_id >= 0)
+        k = max(2, int(round(FEATHER * face_w)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)
+        # Erode by k, blur with a (2k+1) kernel: the ramp reaches back out by at most k pixels, so
+        # alpha is zero on and outside the oval.
+        core = cv2.erode(inside.astype(np.uint8), kernel)
+        if core.sum() == 0:
+            return None
+        alpha = cv2.GaussianBlur(core.astype(np.float32), (2 * k + 1, 2 * k + 1), k / 2.0)
+
+        roi = img[y0:y1, x0:x1]
+        skin = (core > 0) & (keep == 0)
+        if skin.sum() < 16:
+            return None
+        warped = match_tone(warped, roi, skin, max(2.0, LIGHT_SIGMA * face_w))
+        warped, blur = match_sharpness(warped, roi, self.match_region(core, keep, face_w))
+        if 2 * blur > k:
+            # The edge of the pasted face is no sharper than the target either: on a defocused face
+            # the feather's ramp (sigma k/2) would otherwise be the sharpest thing in it (a ratio of
+            # 1.6 at a defocus of 3 px). Wider ramp, still zero on and outside the oval.
+            k = int(np.ceil(2 * blur))
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)
+            core = cv2.erode(inside.astype(np.uint8), kernel)
+            if core.sum() == 0:
+                return None
+            alpha = cv2.GaussianBlur(core.astype(np.float32), (2 * k + 1, 2 * k + 1), k / 2.0)
+        # The kept eyes and mouth fade in over at least the target's own blur: a hard edge between
+        # the source's lids and the target's eyes would be the sharpest thing in a defocused face.
+        kk = max(1, int(round(KEEP_FEATHER * face_w)))
+        keep_soft = cv2.GaussianBlur(cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kk + 1,) * 2))
+                                     .astype(np.float32) / 255.0, (0, 0), max(kk / 2.0, 1.5 * blur))
+        alpha *= 1.0 - keep_soft
+        alpha[~inside] = 0.0
+        blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
+        blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+        final = roi.copy()
+        changed = alpha > 0
+        final[changed] = blended[changed]
+        return Patch(kind="pixels", image=final, x=x0, y=y0)

