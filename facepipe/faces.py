@@ -62,6 +62,11 @@ class FaceAnalyzer:
                                           borderValue=0.0)
         return self._faces(det, kpss, crop, embed)
 
+    def analyze_frames(self, items: Iterable[tuple]) -> Iterator[list[dict]]:
+        """analyze_frame of every (working frame, embed) pair, in order."""
+        for frame, embed in items:
+            yield self.analyze_frame(frame, embed)
+
     def analyze_frame(self, frame, embed: bool = True) -> list[dict]:
         """analyze() of a working frame (facepipe.video.WorkFrame) without converting all of it:
         the detector gets the frame already at its input size, scaled from the YUV planes, and
@@ -216,12 +221,9 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     def embeds(number: int) -> bool:
         return (first_frame + number - 2) % identity_every == 0 if identity_every > 0 else False
 
-    # An analyzer may spread the frames over processes itself (the offline one does); the
-    # learned one works on the frames' YUV planes.
-    if hasattr(analyzer, "analyze_frames"):
-        per_frame = analyzer.analyze_frames((frame.bgr(), embeds(frame.number)) for frame in seen())
-    else:
-        per_frame = (analyzer.analyze_frame(frame, embed=embeds(frame.number)) for frame in seen())
+    # Every analyzer takes (working frame, embed?) pairs: the learned one works on the frames' YUV
+    # planes, the offline one spreads them over processes itself.
+    per_frame = analyzer.analyze_frames((frame, embeds(frame.number)) for frame in seen())
 
     # Recent frames: (number, frame, faces, rows), handed on once hold_frames newer ones follow.
     recent: deque = deque()

@@ -256,7 +256,9 @@ class MeshAnalyzer:
 
     def __init__(self, detector: str | Path, recognizer: str | Path, providers: list[str] | None = None, *,
                  threads: int = 0, embed: bool = True, min_score: float = MIN_SCORE, tile: int = TILE,
-                 refine: bool = True, rotations: bool = True, follow: bool = True):
+                 refine: bool = True, rotations: bool = True, follow: bool = True, **_learned_options):
+        # The learned analyzer's options (precision, det_size) do not apply to MediaPipe's fixed
+        # inputs; they are accepted so that every analyzer is made the same way.
         from facepipe.offline import OfflineModelError, _check_file, _import_dlib
 
         self.detector_path = _check_model(Path(detector))
@@ -438,8 +440,9 @@ class MeshAnalyzer:
             out.append(self.analyze(img, embed, follow))
         return out
 
-    def analyze_frames(self, images: Iterable[tuple[np.ndarray, bool]]):
-        """Faces of every (image, embed) pair, in order, DETECT_EVERY consecutive frames at a time
+    def analyze_frames(self, items: Iterable[tuple]):
+        """Faces of every (working frame, embed) pair (facepipe.video.WorkFrame), in order,
+        DETECT_EVERY consecutive frames at a time
         (analyze_chunk: the detector runs on the first, faces are followed on the others); over
         `threads` worker processes (dlib's ResNet is single-threaded and dominates when a frame is
         embedded). A face that comes into view is found at the next chunk; detection's held crops
@@ -457,6 +460,7 @@ class MeshAnalyzer:
             if chunk:
                 yield chunk
 
+        images = ((frame.bgr(), embed) for frame, embed in items)
         workers = self.threads
         if workers <= 1:
             for chunk in chunks(images):

@@ -108,8 +108,11 @@ class OfflineAnalyzer:
     larger = more confident), not a probability.
     """
 
-    def __init__(self, landmarks_model: str | Path, recognizer: str | Path, *, threads: int = 0,
-                 upsample: int | None = None, det_thresh: float = 0.0, embed: bool = True):
+    def __init__(self, landmarks_model: str | Path, recognizer: str | Path, providers: list[str] | None = None, *,
+                 threads: int = 0, upsample: int | None = None, det_thresh: float = 0.0, embed: bool = True,
+                 **_onnx_options):
+        # providers and the ONNX analyzers' options (precision, det_size) do not apply: dlib runs
+        # on the CPU; they are accepted so that every analyzer is made the same way.
         dlib = _import_dlib()
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
@@ -162,8 +165,9 @@ class OfflineAnalyzer:
         return faces
 
 
-    def analyze_frames(self, images: Iterable[tuple[np.ndarray, bool]]):
-        """Faces of every (image, embed) pair, in order; over `threads` worker processes.
+    def analyze_frames(self, items: Iterable[tuple]):
+        """Faces of every (working frame, embed) pair (facepipe.video.WorkFrame), in order; over
+        `threads` worker processes.
 
         dlib's CPU ResNet is single-threaded and costs ~0.1 s per face, the bulk of the
         detection time, so frames are spread over processes (each loads the models once),
@@ -172,6 +176,7 @@ class OfflineAnalyzer:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        images = ((frame.bgr(), embed) for frame, embed in items)
         workers = self.threads
         if workers <= 1:
             for img, embed in images:

@@ -131,8 +131,7 @@ def code_version(rule_name):
     change reruns exactly the rules whose code changed, and what follows them. fetch_model takes
     none: what it fetches is fixed by the model's pinned SHA-256, whatever code fetched it.
     """
-    script = Path(workflow.basedir) / "scripts" / f"{rule_name}.py"
-    return provenance.code_version(script)
+    return provenance.rule_code_versions(Path(workflow.basedir) / "scripts")[rule_name]
 
 
 def job_record(name):

@@ -237,3 +237,22 @@ def test_without_snakemakes_metadata_the_stamps_rerun_exactly_those_stages(own_p
     # Restoring the module is a change too: the stages run again, with the code of before.
     snakemake(wd, "qc", env=env)
     assert json.loads(read_result_record(wd / "results" / f"{NAME}.mp4"))["code"] == before["code"]
+
+
+def test_a_runs_job_processes_reuse_its_code_versions_and_nothing_else_does(tmp_path, monkeypatch):
+    """The main process leaves the versions to the job processes it starts; a workflow with other
+    scripts (or another package) computes its own."""
+    from facepipe import provenance
+
+    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV, raising=False)
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    first = provenance.rule_code_versions(scripts)
+    assert first["swap_faces"] == provenance.code_version(scripts / "swap_faces.py")
+    stored = json.loads(os.environ[provenance.CODE_VERSIONS_ENV])
+    stored["versions"]["swap_faces"] = "from-the-main-process"
+    monkeypatch.setenv(provenance.CODE_VERSIONS_ENV, json.dumps(stored))
+    assert provenance.rule_code_versions(scripts)["swap_faces"] == "from-the-main-process"
+    other = tmp_path / "scripts"
+    other.mkdir()
+    (other / "swap_faces.py").write_text("import facepipe.swap\n")
+    assert provenance.rule_code_versions(other)["swap_faces"] != "from-the-main-process"

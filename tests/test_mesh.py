@@ -136,8 +136,10 @@ def test_mesh_points_mapped_to_68_lie_on_dlibs_own_landmarks(t1_faces, t1, hog):
         lm = face_of(t1_faces, centre(ref))
         iod = np.linalg.norm(ref["landmarks"][36:42].mean(0) - ref["landmarks"][42:48].mean(0))
         # brows, nose, eyes and mouth (the jaw line's definition differs between the layouts)
-        errors.append(np.linalg.norm(landmarks_68(lm["landmarks"])[17:] - ref["landmarks"][17:], axis=1).mean() / iod)
-    print(f"\nmesh->68 vs dlib's predictor: mean error {np.mean(errors):.3f} of the eye distance (max {max(errors):.3f})")
+        error = np.linalg.norm(landmarks_68(lm["landmarks"])[17:] - ref["landmarks"][17:], axis=1).mean()
+        errors.append(error / iod)
+    print(f"\nmesh->68 vs dlib's predictor: mean error {np.mean(errors):.3f} of the eye distance "
+          f"(max {max(errors):.3f})")
     assert len(errors) == 6 and np.mean(errors) < 0.1
 
 
@@ -212,7 +214,8 @@ def test_swap_keeps_the_targets_eyes_and_mouth(analyzer, t1, t1_faces, astronaut
     target = analyzer.analyze(astronaut)[0]
     out = MeshSwapper(*source_patch(t1, source["landmarks"])).swap(astronaut, [{"landmarks": target["landmarks"]}])
     for idx in (mesh_swap.EYE_IMAGE_LEFT, mesh_swap.EYE_IMAGE_RIGHT, INNER_LIPS):
-        inner = cv2.erode(mesh_swap._poly_mask(target["landmarks"], idx, astronaut.shape[:2]), np.ones((3, 3), np.uint8)) > 0
+        polygon = mesh_swap._poly_mask(target["landmarks"], idx, astronaut.shape[:2])
+        inner = cv2.erode(polygon, np.ones((3, 3), np.uint8)) > 0
         assert inner.sum() > 20 and np.array_equal(out[inner], astronaut[inner])
 
 

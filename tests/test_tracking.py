@@ -133,6 +133,10 @@ class _Blinking:
         self.missed = set(missed)
         self.embedded = []
 
+    def analyze_frames(self, items):
+        for frame, embed in items:
+            yield self.analyze_frame(frame, embed)
+
     def analyze_frame(self, frame, embed=True):
         if embed:
             self.embedded.append(frame.number)

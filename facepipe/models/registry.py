@@ -123,7 +123,10 @@ class Backend:
     # Distance under which a person counts as the reference person, in `metric`.
     reference_threshold: float
     standin: bool = False  # runs generated stand-ins of its models (never a real swap)
-    gpu: bool = True  # its models can run on a GPU
+    # Its detection and swap hold a GPU (the declared `gpu` resource) when the job's providers ask
+    # for one. The offline backend's small MediaPipe models use a GPU when there is one (through
+    # the job's providers) without holding it: its swap and identity run on the CPU.
+    gpu: bool = True
     description: str = ""
 
 

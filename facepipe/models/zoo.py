@@ -43,9 +43,7 @@ def load(key: str, path=None, providers: list[str] | None = None, **kwargs):
 def load_analyzer(backend_name: str, detector, recognizer, providers: list[str], *, threads: int = 0,
                   embed: bool = True, **learned_kwargs):
     """The face analyzer of a backend (detection, keypoints, identity): the class of its
-    detector's family. ``learned_kwargs`` (precision, det_size) go to an analyzer on ONNX
-    Runtime; an analyzer that runs no ONNX model takes only the files, threads and embed."""
+    detector's family, on the job's providers. ``learned_kwargs`` (precision, det_size) are the
+    learned analyzer's; an analyzer they do not apply to accepts and ignores them."""
     cls = family_class(spec(backend(backend_name).detector).family)
-    if backend(backend_name).gpu:
-        return cls(detector, recognizer, providers, threads=threads, embed=embed, **learned_kwargs)
-    return cls(detector, recognizer, threads=threads, embed=embed)
+    return cls(detector, recognizer, providers, threads=threads, embed=embed, **learned_kwargs)
