@@ -1,6 +1,6 @@
 """Batched copies of fixed-batch models, made once and proven equal before they are used.
 
-inswapper_128 and GFPGAN 1.4 are published with a batch size fixed at 1, so each face costs
+The published swappers and face restorers have a batch size fixed at 1, so each face costs
 one model call. On a GPU a 128 px face is far too small to fill the device: the call's fixed
 cost dominates, and a batch of faces per call is what pays. This module makes a copy of such
 a model whose batch dimension is symbolic: graph inputs and outputs get a free first

@@ -13,9 +13,10 @@ For each target face:
    then the target's low-frequency shading: the difference of the two faces' masked Gaussian
    means (about a sixth of the face wide) is added, so a shadow or a light falloff across the
    target face is carried over and the blend edge has nothing left to hide.
-4. **Sharpness.** The target's own sharpness is measured over its skin (variance of the
-   Laplacian) and the warped source is blurred with the Gaussian sigma (searched) that gives
-   it the same: a defocused or soft target gets an equally soft face.
+4. **Sharpness.** The target's own blur is estimated over its face (blur_sigma: Zhuo & Sim's
+   gradient ratio at its edges, which the edges' contrast does not change) and the warped source
+   is blurred with the Gaussian sigma (searched) that gives it the same: a defocused or soft
+   target gets an equally soft face, and the feather widens with the target's blur.
 5. **Blend.** A feathered alpha inside the face oval (eroded, then blurred, so it is zero on
    and outside the oval): every pixel outside the oval is bit-identical to the input.
 
@@ -64,9 +65,11 @@ KEEP_FEATHER = 0.015
 # The Gaussian of the shading transfer, as a share of the face width: coarse enough to leave the
 # source's features alone, fine enough to follow a shadow across the face.
 LIGHT_SIGMA = 1 / 3
-# How far from the kept eyes and mouth the sharpness is matched, as a share of the face width:
-# beyond the kept parts' fade (KEEP_FEATHER, blurred by up to 1.5x the matched sigma).
-MATCH_KEEP_MARGIN = 0.045
+# The feather's Gaussian on a defocused face, over the target's estimated blur: the ramp is a
+# Gaussian cut at 2 sigma (kernel 2k+1), which reads sharper than a Gaussian edge of the same sigma.
+# With a gain of 1 the pasted skin of t1's faces read 10-30% less blurred than the target's at a
+# defocus of 3 px (blur_sigma).
+RAMP_GAIN = 1.3
 # Sharpness search: Gaussian sigmas tried (px), finest first.
 _SIGMAS = np.concatenate([[0.0], np.geomspace(0.3, 12.0, 24)])
 _STD_GAIN = (0.5, 2.0)
@@ -110,24 +113,70 @@ def sharpness(gray: np.ndarray, mask: np.ndarray) -> float:
     return float(vals.var()) if vals.size > 16 else 0.0
 
 
+# Blur estimation (Zhuo & Sim's gradient-ratio defocus estimate): the re-blur applied (px), and the
+# share of the region's strongest gradients, at their local maxima, that it is read at.
+_REBLUR = 1.0
+_EDGE_SHARE = 0.10
+
+
+def _gradient(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    return np.hypot(gx, gy), gx, gy
+
+
+def _edge_peaks(mag: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Where the gradient magnitude is a maximum across the edge (non-maximum suppression along the
+    gradient's direction, quantised to 45 degrees, as Canny's)."""
+    angle = (np.round(np.arctan2(gy, gx) / (np.pi / 4)).astype(int)) % 4
+    pad = np.pad(mag, 1, mode="edge")
+    h, w = mag.shape
+    peak = np.zeros(mag.shape, bool)
+    for d, (dy, dx) in enumerate(((0, 1), (1, 1), (1, 0), (1, -1))):
+        fwd = pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        bwd = pad[1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+        peak |= (angle == d) & (mag >= fwd) & (mag >= bwd)
+    return peak
+
+
+def blur_sigma(gray: np.ndarray, mask: np.ndarray) -> float:
+    """The Gaussian blur (px) of the edges over a mask, after Zhuo & Sim ("Defocus map estimation
+    from a single image", 2011): at an edge blurred by s, re-blurring by s0 divides the gradient by
+    R = sqrt(s^2 + s0^2) / s, so s = s0 / sqrt(R^2 - 1). It is read at the region's strongest
+    gradients (local maxima) and the median taken: a ratio, so the edges' contrast (stubble, a
+    dark brow, make-up) cancels, which the Laplacian's variance counts. 0 where there are no edges."""
+    g = gray.astype(np.float32)
+    m1, gx, gy = _gradient(g)
+    m2 = _gradient(cv2.GaussianBlur(g, (0, 0), _REBLUR))[0]
+    vals = m1[mask]
+    if vals.size < 16:
+        return 0.0
+    sel = mask & (m1 >= np.quantile(vals, 1 - _EDGE_SHARE)) & (m1 > 1.0)
+    sel &= _edge_peaks(m1, gx, gy)
+    r = m1[sel] / np.maximum(m2[sel], 1e-6)
+    r = r[r > 1.001]
+    if r.size < 8:
+        return 0.0
+    return float(np.median(_REBLUR / np.sqrt(r ** 2 - 1)))
+
+
 def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float]:
-    """The warped face blurred to the target's sharpness over ``region``, and the sigma used (the
-    smallest tried whose sharpness is at most the target's; 0 when the warp is already as soft)."""
+    """The warped face blurred to the target's blur over ``region`` (blur_sigma), and the sigma used
+    (the smallest tried that makes it at least as blurred as the target's; 0 when it already is)."""
     t_gray = cv2.cvtColor(target, cv2.COLOR_BGR2GRAY)
     w_gray = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY)
-    goal = sharpness(t_gray, region)
-    prev_sigma, prev_s = 0.0, sharpness(w_gray, region)
-    if prev_s <= goal or goal <= 0:
+    goal = blur_sigma(t_gray, region)
+    prev_sigma, prev_b = 0.0, blur_sigma(w_gray, region)
+    if prev_b >= goal or goal <= 0:
         return warped, 0.0
     sigma = float(_SIGMAS[-1])  # softer than the softest tried: that one
     for cand in _SIGMAS[1:]:
-        s = sharpness(cv2.GaussianBlur(w_gray, (0, 0), float(cand)), region)
-        if s <= goal:
-            # Between the last two sigmas tried, interpolated in log-sharpness.
-            t = (np.log(prev_s) - np.log(goal)) / max(np.log(prev_s) - np.log(max(s, 1e-9)), 1e-9)
+        b = blur_sigma(np.round(cv2.GaussianBlur(w_gray, (0, 0), float(cand))), region)
+        if b >= goal:
+            # Between the last two sigmas tried, interpolated linearly in the estimated blur.
+            t = (goal - prev_b) / max(b - prev_b, 1e-9)
             sigma = prev_sigma + float(t) * (float(cand) - prev_sigma)
             break
-        prev_sigma, prev_s = float(cand), s
+        prev_sigma, prev_b = float(cand), b
     if sigma <= 0.05:
         return warped, 0.0
     return cv2.GaussianBlur(warped, (0, 0), float(sigma)), float(sigma)
@@ -222,21 +271,6 @@ class MeshSwapper:
             keep |= cv2.dilate(part, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
         return oval, keep
 
-    @staticmethod
-    def match_region(core: np.ndarray, keep: np.ndarray, face_w: float) -> np.ndarray:
-        """Where the sharpness is matched: the pixels the result takes from the source alone (the
-        oval's core, where alpha is 1), away from the kept eyes and mouth and their fades. There
-        the target's own lids and lip edges, sharper than its skin, would otherwise set the goal,
-        and the pasted skin would come out too sharp (1.5x at a defocus of 1.5 px)."""
-        r = max(2, int(round(MATCH_KEEP_MARGIN * face_w)))
-        near_keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
-        k = max(2, int(round(FEATHER * face_w)))
-        full = cv2.erode(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)) > 0
-        region = full & ~near_keep
-        if region.sum() < 64:  # a small face: the whole skin, less the kept parts
-            region = (core > 0) & (keep == 0)
-        return region
-
     def swap_one(self, img: np.ndarray, target_pts: np.ndarray):
         """The swapped face as a "pixels" patch over its mesh's rectangle, or None."""
         from facepipe.patches import Patch
@@ -282,12 +316,18 @@ class MeshSwapper:
         if skin.sum() < 16:
             return None
         warped = match_tone(warped, roi, skin, max(2.0, LIGHT_SIGMA * face_w))
-        warped, blur = match_sharpness(warped, roi, self.match_region(core, keep, face_w))
-        if 2 * blur > k:
+        # The blur is read over the whole face inside the core, the eyes and mouth included: the
+        # estimate is a ratio at edges, so their contrast does not set the goal (as it did for the
+        # Laplacian's variance), and they are the face's surest edges.
+        region = core > 0
+        warped, blur = match_sharpness(warped, roi, region)
+        ramp = RAMP_GAIN * blur_sigma(cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY), region)
+        if blur > 0 and 2 * ramp > k:
             # The edge of the pasted face is no sharper than the target either: on a defocused face
-            # the feather's ramp (sigma k/2) would otherwise be the sharpest thing in it (a ratio of
-            # 1.6 at a defocus of 3 px). Wider ramp, still zero on and outside the oval.
-            k = int(np.ceil(2 * blur))
+            # the feather's ramp (sigma k/2) would otherwise be the sharpest thing in it. Its width
+            # follows the target's own blur (not the blur added to the source, which is less), and
+            # it stays zero on and outside the oval.
+            k = int(np.ceil(2 * ramp))
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)
             core = cv2.erode(inside.astype(np.uint8), kernel)
             if core.sum() == 0:

@@ -18,7 +18,6 @@ swapper.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Iterable
@@ -28,18 +27,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Model key -> file inside the face_recognition_models package.
-OFFLINE_FILES = {
-    "dlib_landmarks_68": "shape_predictor_68_face_landmarks.dat",
-    "dlib_resnet_v1": "dlib_face_recognition_resnet_model_v1.dat",
-}
-PACKAGE = "face_recognition_models"
+# The registry (facepipe.models.registry) says which file of which package each model is.
 INSTALL_HINT = "pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 (both are in requirements.txt)"
-
-# dlib's documented decision threshold for its ResNet embedding (same person below it; its
-# quoted 99.38% LFW accuracy is at this value). faces=reference uses a stricter default,
-# facepipe.backends.REFERENCE_THRESHOLDS["offline"].
-DLIB_SAME_PERSON = 0.6
 
 # The HOG detector scans an 80x80 window; upsampling small frames once lets it find faces
 # down to ~40 px, which the faces of a group shot in a 640x360 video are.
@@ -56,26 +45,17 @@ class OfflineModelError(Exception):
     """The offline backend's packages or model files are missing."""
 
 
-def models_dir() -> Path:
-    """The folder of .dat files inside the installed face_recognition_models package.
-
-    Found without importing the package: its __init__ imports pkg_resources, which newer
-    setuptools no longer ships, and we only need the file paths.
-    """
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise OfflineModelError(f"the offline backend needs the {PACKAGE!r} package, which is not installed; "
-                                f"{INSTALL_HINT}")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
-
-
 def offline_model_path(key: str) -> Path:
-    """Where the offline backend's model ``key`` lies (inside the installed package)."""
+    """Where the offline model ``key`` of the registry lies (inside the installed package)."""
+    from facepipe.models import package_file, spec
+
+    model = spec(key)
+    if not model.package:
+        raise KeyError(f"model {key!r} is not a file inside an installed package")
     try:
-        name = OFFLINE_FILES[key]
-    except KeyError:
-        raise KeyError(f"unknown offline model {key!r}; known: {sorted(OFFLINE_FILES)}") from None
-    return models_dir() / name
+        return package_file(model.package, model.filename)
+    except FileNotFoundError as exc:
+        raise OfflineModelError(f"{exc}; {INSTALL_HINT}") from None
 
 
 def kps_from_landmarks(landmarks: np.ndarray) -> np.ndarray:

@@ -282,7 +282,7 @@ class BoundRunner:
 class BatchedSession:
     """A session fed up to ``batch_size`` items per call: the swapper's and enhancer's faces.
 
-    A model whose batch is fixed (the published inswapper_128 and GFPGAN 1.4) takes its fixed
+    A model whose batch is fixed (the published swappers and restorers) takes its fixed
     size whatever ``batch_size`` says; a batched copy (facepipe.batching) takes ``batch_size``.
     On TensorRT every batch is padded to the full size, so one engine serves the whole job. On
     a GPU the calls go through IO binding (BoundRunner); ``io_binding`` forces it on or off.

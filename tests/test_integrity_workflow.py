@@ -84,7 +84,7 @@ def test_a_damaged_table_stops_its_reader_and_the_next_run_remakes_it(workspace,
 
 def test_a_damaged_embedding_cache_entry_is_recomputed_with_a_warning(workspace):
     wd, clean = workspace
-    (entry,) = (wd / "resources" / "embeddings").glob("*/*.npz")
+    (entry,) = (wd / "resources" / "embeddings").rglob("*.npz")
     assert integrity.check(entry) is None
     flip_bytes(entry)
     # A second job with the same source photo (its own sheet, so the first job is left alone).

@@ -1,4 +1,4 @@
-"""insightface's inswapper (inswapper_128 and its FP16 copy)."""
+"""insightface's inswapper (the 128 px swapper, and its FP16 copy)."""
 
 from __future__ import annotations
 

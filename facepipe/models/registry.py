@@ -196,7 +196,7 @@ _SPECS: tuple[ModelSpec, ...] = (
               sha256="5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5",
               licence="ResearchRAIL (HyperSwap by FaceFusion)", sources=(_ZOO, _DAW, _CMK),
               description="FaceFusion's HyperSwap 1c, 256 px", **_SWAPPER_256),
-    ModelSpec(key="mesh_warp", role="swapper", family="mesh_warp", group=OFFLINE_GROUP,
+    ModelSpec(key="mesh_warp", role="swapper", family="mesh", group=OFFLINE_GROUP,
               licence="this project's code (MIT); the mesh's triangle list is MediaPipe's (Apache-2.0)",
               description="dense-mesh swap: the source's face warped over the target's 468-point mesh, "
                           "the target's eyes and mouth kept, tone and sharpness matched"),

@@ -15,7 +15,7 @@ FAMILIES = {
     "inswapper": "facepipe.models.inswapper:InSwapper",
     "hyperswap": "facepipe.models.hyperswap:HyperSwap",
     "classic": "facepipe.models.classic:ClassicSwap",
-    "mesh_warp": "facepipe.models.mesh_warp:MeshWarp",
+    "mesh": "facepipe.models.mesh_warp:MeshWarp",
     "restorer": "facepipe.models.face_restorer:FaceRestorer",
     # A backend's detector and recognizer run together, in its analyzer (load_analyzer).
     "scrfd": "facepipe.faces:FaceAnalyzer",
