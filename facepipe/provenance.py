@@ -206,23 +206,55 @@ def code_version(script: str | Path, package_dir: str | Path | None = None) -> s
 CODE_VERSIONS_ENV = "FACEPIPE_CODE_VERSIONS"
 
 
-def rule_code_versions(scripts_dir: str | Path) -> dict[str, str]:
+def _code_files_state(scripts_dir: Path, package: Path) -> list:
+    """(path, size, mtime in ns) of every file the code versions are made from: a change to any
+    of them shows here."""
+    state = []
+    for folder in (scripts_dir, package):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                st = path.stat()
+                state.append([str(path), st.st_size, st.st_mtime_ns])
+    return state
+
+
+def rule_code_versions(scripts_dir: str | Path, cache_file: str | Path | None = None) -> dict[str, str]:
     """Script name (without .py) -> code_version, for every rule script in ``scripts_dir``.
 
     Computed once per run: the first process computes them and leaves them in its environment,
     which the job processes it starts inherit. They are used only when they were made for the
     same scripts folder and package, so a workflow started from inside a job computes its own.
+    With ``cache_file``, a run whose scripts and package files all have the sizes and times the
+    last run saw takes that run's versions instead of reading every module again.
     """
     scripts_dir = Path(scripts_dir).resolve()
-    package = str(Path(facepipe.__file__).parent.resolve())
+    package = Path(facepipe.__file__).parent.resolve()
     try:
         cached = json.loads(os.environ.get(CODE_VERSIONS_ENV, ""))
-        if cached["scripts"] == str(scripts_dir) and cached["package"] == package:
+        if cached["scripts"] == str(scripts_dir) and cached["package"] == str(package):
             return cached["versions"]
     except (ValueError, KeyError, TypeError):
         pass
-    versions = {path.stem: code_version(path) for path in sorted(scripts_dir.glob("*.py"))}
-    os.environ[CODE_VERSIONS_ENV] = json.dumps({"scripts": str(scripts_dir), "package": package,
+    state = _code_files_state(scripts_dir, package)
+    versions = None
+    if cache_file is not None:
+        try:
+            saved = json.loads(Path(cache_file).read_text())
+            if saved["files"] == state:
+                versions = saved["versions"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if versions is None:
+        versions = {path.stem: code_version(path) for path in sorted(scripts_dir.glob("*.py"))}
+        if cache_file is not None:
+            try:
+                Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(f"{cache_file}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"files": state, "versions": versions}))
+                os.replace(tmp, cache_file)
+            except OSError:
+                pass  # a cache that cannot be written costs the next run time, not this one
+    os.environ[CODE_VERSIONS_ENV] = json.dumps({"scripts": str(scripts_dir), "package": str(package),
                                                 "versions": versions})
     return versions
 

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facepipe.tracking import distance
-
 log = logging.getLogger(__name__)
 
 SOURCE = "source"  # the job's own source, for faces=one|many|reference
@@ -89,6 +87,9 @@ def map_text(entries: list[MapEntry]) -> str:
 def person_distance(person: dict, reference: np.ndarray, metric: str) -> float | None:
     """The median distance of a person's identity samples to a reference embedding (None: the
     person has no sample)."""
+    # Imported here: the workflow reads maps (parse_map) while it plans, without the tracker.
+    from facepipe.tracking import distance
+
     samples = person.get("identity") or []
     if not samples:
         return None

@@ -131,7 +131,9 @@ def code_version(rule_name):
     change reruns exactly the rules whose code changed, and what follows them. fetch_model takes
     none: what it fetches is fixed by the model's pinned SHA-256, whatever code fetched it.
     """
-    return provenance.rule_code_versions(Path(workflow.basedir) / "scripts")[rule_name]
+    return provenance.rule_code_versions(
+        Path(workflow.basedir) / "scripts", ".snakemake/facepipe/code_versions.json"
+    )[rule_name]
 
 
 def job_record(name):

@@ -256,3 +256,26 @@ def test_a_runs_job_processes_reuse_its_code_versions_and_nothing_else_does(tmp_
     other.mkdir()
     (other / "swap_faces.py").write_text("import facepipe.swap\n")
     assert provenance.rule_code_versions(other)["swap_faces"] != "from-the-main-process"
+
+
+def test_the_code_versions_cache_is_used_only_while_no_file_changed(tmp_path, monkeypatch):
+    """A saved set of versions is taken only when every script and package file has the size
+    and time it had; an edited module gives a new version at once."""
+    from facepipe import provenance
+
+    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV, raising=False)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    script = scripts / "swap_faces.py"
+    script.write_text("import facepipe.swap\n")
+    cache = tmp_path / "cache.json"
+    first = provenance.rule_code_versions(scripts, cache)
+    assert cache.is_file()
+    saved = json.loads(cache.read_text())
+    saved["versions"]["swap_faces"] = "from-the-cache"
+    cache.write_text(json.dumps(saved))
+    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV)
+    assert provenance.rule_code_versions(scripts, cache)["swap_faces"] == "from-the-cache"
+    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV)
+    script.write_text("import facepipe.swap  # edited\n")
+    assert provenance.rule_code_versions(scripts, cache)["swap_faces"] not in ("from-the-cache", first["swap_faces"])
