@@ -100,18 +100,34 @@ def _match_colour(warped: np.ndarray, target: np.ndarray, region: np.ndarray) ->
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
 
-class ClassicSwapper:
-    """Pastes one source face onto target faces; the interface of facepipe.swap.Swapper."""
+def blended_patch(roi: np.ndarray, warped: np.ndarray, alpha: np.ndarray, x0: int, y0: int):
+    """The "pixels" patch of ``warped`` blended over the frame's ``roi`` (at x0, y0) by ``alpha``:
+    where alpha is 0 the frame's own pixels, exactly."""
+    from facepipe.patches import Patch
 
-    def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray):
-        self.src = np.ascontiguousarray(source_crop)
-        self.src_lm = as_68(source_landmarks, "the source face")
-        # One triangulation, made on the source, used for every target: corresponding
-        # triangles then always cover the same part of the face.
-        self.triangles = triangulate(self.src_lm)
+    blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
+    blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    final = roi.copy()
+    changed = alpha > 0
+    final[changed] = blended[changed]
+    return Patch(kind="pixels", image=final, x=x0, y=y0)
+
+
+class PixelSwapper:
+    """What the offline swaps share: a source crop with its points, pasted over each target face's
+    points as a "pixels" patch. Subclasses say how points are read (``points``) and swap one face
+    (``swap_one``); ``name`` is what their errors call them."""
+
+    name = "offline"
+
+    def points(self, landmarks, what: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def swap_one(self, img: np.ndarray, points: np.ndarray):
+        raise NotImplementedError
 
     @classmethod
-    def from_source(cls, data: dict, where: str = "source embedding") -> "ClassicSwapper":
+    def from_source(cls, data: dict, where: str = "source embedding"):
         """From the source record (facepipe.embedding's npz): needs source_crop and source_landmarks."""
         missing = [k for k in ("source_crop", "source_landmarks") if k not in data]
         if missing:
@@ -119,10 +135,14 @@ class ClassicSwapper:
                             f"the offline swapper needs one made with backend=offline")
         return cls(data["source_crop"], data["source_landmarks"])
 
+    def _no_landmarks(self) -> SwapError:
+        return SwapError(f"a target face has no landmarks; the {self.name} swapper needs a faces table made "
+                         f"with backend=offline")
+
     def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> list:
         """One "pixels" patch per face (the final pixels of the face's rectangle), each made on the
-        frame with the earlier ones applied; `source_embedding` is unused (the classic swap works
-        on pixels) and accepted for the learned Swapper's interface."""
+        frame with the earlier ones applied; `source_embedding` is unused (these swaps work on
+        pixels) and accepted for the learned swappers' interface."""
         from facepipe.patches import apply_patch
 
         img = img.copy()
@@ -130,9 +150,8 @@ class ClassicSwapper:
         for face in target_faces:
             lm = face.get("landmarks") if hasattr(face, "get") else None
             if lm is None:
-                raise SwapError("a target face has no 68 landmarks; the classic swapper needs a faces table "
-                                "made with backend=offline")
-            patch = self.swap_one(img, as_68(lm, "a target face"))
+                raise self._no_landmarks()
+            patch = self.swap_one(img, self.points(lm, "a target face"))
             if patch is not None:
                 apply_patch(img, patch)
             out.append(patch)
@@ -141,10 +160,8 @@ class ClassicSwapper:
     def patch_from_crop(self, crop: np.ndarray, *, x: int, y: int, landmarks, **_):
         """The swapped face from the crop detection kept (the landmarks' rectangle at x, y)."""
         if landmarks is None:
-            raise SwapError("a target face has no landmarks; the classic swapper needs a faces table "
-                            "made with backend=offline")
-        lm = as_68(landmarks, "a target face") - np.array([x, y], np.float32)
-        patch = self.swap_one(crop, lm)
+            raise self._no_landmarks()
+        patch = self.swap_one(crop, self.points(landmarks, "a target face") - np.array([x, y], np.float32))
         if patch is not None:
             patch.x, patch.y = patch.x + x, patch.y + y
         return patch
@@ -157,9 +174,24 @@ class ClassicSwapper:
         apply_patches(out, [p for p in self.patches(img, target_faces) if p is not None])
         return out
 
+
+class ClassicSwapper(PixelSwapper):
+    """Pastes one source face onto target faces over 68 landmarks (a mesh's 68-point subset)."""
+
+    name = "classic"
+
+    def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray):
+        self.src = np.ascontiguousarray(source_crop)
+        self.src_lm = as_68(source_landmarks, "the source face")
+        # One triangulation, made on the source, used for every target: corresponding
+        # triangles then always cover the same part of the face.
+        self.triangles = triangulate(self.src_lm)
+
+    def points(self, landmarks, what: str) -> np.ndarray:
+        return as_68(landmarks, what)
+
     def swap_one(self, img: np.ndarray, target_lm: np.ndarray):
         """The swapped face as a "pixels" patch over its landmarks' rectangle, or None."""
-        from facepipe.patches import Patch
 
         h, w = img.shape[:2]
         x0, y0, x1, y1 = _hull_bbox(target_lm, (h, w), 0.0)
@@ -197,10 +229,4 @@ class ClassicSwapper:
         alpha[~inside] = 0.0
 
         roi = img[y0:y1, x0:x1]
-        warped = _match_colour(warped, roi, core > 0)
-        blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
-        blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-        final = roi.copy()
-        changed = alpha > 0
-        final[changed] = blended[changed]
-        return Patch(kind="pixels", image=final, x=x0, y=y0)
+        return blended_patch(roi, _match_colour(warped, roi, core > 0), alpha, x0, y0)

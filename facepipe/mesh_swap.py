@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.classic_swap import SwapError, _hull_bbox
+from facepipe.classic_swap import PixelSwapper, SwapError, _hull_bbox, blended_patch
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,11 @@ def match_tone(warped: np.ndarray, target: np.ndarray, region: np.ndarray, sigma
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
 
-class MeshSwapper:
-    """Pastes one source face onto target faces over the dense mesh; the interface of
-    facepipe.swap.Swapper and facepipe.classic_swap.ClassicSwapper."""
+class MeshSwapper(PixelSwapper):
+    """Pastes one source face onto target faces over the dense mesh (the offline swappers'
+    interface, facepipe.classic_swap.PixelSwapper)."""
+
+    name = "mesh"
 
     def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray):
         self.src = np.ascontiguousarray(source_crop)
@@ -214,48 +216,8 @@ class MeshSwapper:
         self.triangles = triangles()
         self._src_area = _signed_area(self.src_pts[self.triangles])
 
-    @classmethod
-    def from_source(cls, data: dict, where: str = "source embedding") -> "MeshSwapper":
-        missing = [k for k in ("source_crop", "source_landmarks") if k not in data]
-        if missing:
-            raise SwapError(f"{where} has no {', '.join(missing)}: it was made by another backend; "
-                            f"the offline swapper needs one made with backend=offline")
-        return cls(data["source_crop"], data["source_landmarks"])
-
-    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> list:
-        """One "pixels" patch per face, each made on the frame with the earlier ones applied."""
-        from facepipe.patches import apply_patch
-
-        img = img.copy()
-        out = []
-        for face in target_faces:
-            lm = face.get("landmarks") if hasattr(face, "get") else None
-            if lm is None:
-                raise SwapError("a target face has no landmarks; the mesh swapper needs a faces table "
-                                "made with backend=offline")
-            patch = self.swap_one(img, _points(lm, "a target face"))
-            if patch is not None:
-                apply_patch(img, patch)
-            out.append(patch)
-        return out
-
-    def patch_from_crop(self, crop: np.ndarray, *, x: int, y: int, landmarks, **_):
-        """The swapped face from the crop detection kept (the landmarks' rectangle at x, y)."""
-        if landmarks is None:
-            raise SwapError("a target face has no landmarks; the mesh swapper needs a faces table "
-                            "made with backend=offline")
-        pts = _points(landmarks, "a target face") - np.array([x, y], np.float32)
-        patch = self.swap_one(crop, pts)
-        if patch is not None:
-            patch.x, patch.y = patch.x + x, patch.y + y
-        return patch
-
-    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> np.ndarray:
-        from facepipe.patches import apply_patches
-
-        out = img.copy()
-        apply_patches(out, [p for p in self.patches(img, target_faces) if p is not None])
-        return out
+    def points(self, landmarks, what: str) -> np.ndarray:
+        return _points(landmarks, what)
 
     def masks(self, pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The face oval's mask and the kept (target) eyes-and-mouth mask, uint8, for points in a
@@ -273,7 +235,6 @@ class MeshSwapper:
 
     def swap_one(self, img: np.ndarray, target_pts: np.ndarray):
         """The swapped face as a "pixels" patch over its mesh's rectangle, or None."""
-        from facepipe.patches import Patch
 
         h, w = img.shape[:2]
         x0, y0, x1, y1 = _hull_bbox(target_pts, (h, w), 0.0)
@@ -340,9 +301,4 @@ class MeshSwapper:
                                      .astype(np.float32) / 255.0, (0, 0), max(kk / 2.0, 1.5 * blur))
         alpha *= 1.0 - keep_soft
         alpha[~inside] = 0.0
-        blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
-        blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-        final = roi.copy()
-        changed = alpha > 0
-        final[changed] = blended[changed]
-        return Patch(kind="pixels", image=final, x=x0, y=y0)
+        return blended_patch(roi, warped, alpha, x0, y0)

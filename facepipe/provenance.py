@@ -102,7 +102,15 @@ def _imported(tree: ast.Module, name: str, is_package: bool, modules: dict[str, 
         return ".".join(base + ([module] if module else []))
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
+            # A "module:Class" string, as a router names the classes it imports at run time
+            # ("facepipe.models.inswapper:InSwapper"), counts as an import of the module. (A bare
+            # module name does not: facepipe.scripting names error classes' modules that it only
+            # looks for among those already imported.)
+            named = node.value.partition(":")[0]
+            if named in modules:
+                found.add(named)
+        elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             module = absolute(node.module, node.level)

@@ -34,3 +34,22 @@ def copy_workflow(dest: Path) -> Path:
         else:
             shutil.copy2(src, dest / part)
     return dest
+
+
+# Real photos shipped inside installed packages, read once per session: insightface's group
+# photo t1.jpg (six faces) and scikit-image's astronaut (one face), as BGR.
+@pytest.fixture(scope="session")
+def t1():
+    import cv2
+
+    from facepipe import demo
+
+    return cv2.imread(str(demo.insightface_image("t1.jpg")))
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    import cv2
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)

@@ -279,3 +279,15 @@ def test_the_code_versions_cache_is_used_only_while_no_file_changed(tmp_path, mo
     monkeypatch.delenv(provenance.CODE_VERSIONS_ENV)
     script.write_text("import facepipe.swap  # edited\n")
     assert provenance.rule_code_versions(scripts, cache)["swap_faces"] not in ("from-the-cache", first["swap_faces"])
+
+
+def test_a_module_the_router_names_is_part_of_the_code_that_uses_it():
+    """facepipe.models.zoo imports each family's class from a "module:Class" string at run time:
+    the swap's code version must still cover those modules (and the swaps they call)."""
+    from facepipe.provenance import CodeVersions
+
+    modules = CodeVersions().modules_of(Path(__file__).resolve().parents[1] / "scripts" / "swap_faces.py")
+    assert {"facepipe.models.inswapper", "facepipe.models.hyperswap", "facepipe.models.mesh_warp",
+            "facepipe.mesh_swap", "facepipe.classic_swap"} <= set(modules)
+    render = CodeVersions().modules_of(Path(__file__).resolve().parents[1] / "scripts" / "render_segment.py")
+    assert "facepipe.models.zoo" not in render and "facepipe.mesh_swap" not in render

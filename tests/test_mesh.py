@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import demo, mesh, mesh_swap
+from facepipe import mesh, mesh_swap
 from facepipe.classic_swap import ClassicSwapper, face_mask, source_patch
 from facepipe.mesh import MeshAnalyzer, MeshModelError, landmarks_68
 from facepipe.mesh_swap import MeshSwapper, sharpness
@@ -47,18 +47,6 @@ def analyzer(models):
 @pytest.fixture(scope="module")
 def hog():
     return OfflineAnalyzer(model_path("dlib_landmarks_68", "offline"), model_path("dlib_resnet_v1", "offline"))
-
-
-@pytest.fixture(scope="module")
-def t1():
-    return cv2.imread(str(demo.insightface_image("t1.jpg")))
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    from skimage import data
-
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
 @pytest.fixture(scope="module")

@@ -36,18 +36,6 @@ def analyzer():
 
 
 @pytest.fixture(scope="module")
-def t1():
-    return cv2.imread(str(demo.insightface_image("t1.jpg")))
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    from skimage import data
-
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-
-
-@pytest.fixture(scope="module")
 def t1_faces(analyzer, t1):
     return analyzer.analyze(t1)
 
@@ -206,7 +194,7 @@ def test_classic_swapper_needs_an_offline_source_record(tmp_path):
     with pytest.raises(SwapError, match="src.npz.*backend=offline"):
         ClassicSwapper.from_source({"embedding": np.zeros(512)}, where=str(tmp_path / "src.npz"))
     swapper = ClassicSwapper(np.zeros((100, 100, 3), np.uint8), np.random.default_rng(0).uniform(10, 90, (68, 2)))
-    with pytest.raises(SwapError, match="68 landmarks"):
+    with pytest.raises(SwapError, match="no landmarks.*backend=offline"):
         swapper.swap(np.zeros((50, 50, 3), np.uint8), [{"kps": np.zeros((5, 2))}])
 
 
