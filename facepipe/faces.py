@@ -371,11 +371,6 @@ def swap_input(row, kps, landmarks=None, kind: str = "") -> tuple[np.ndarray, di
     return crop, {"x": int(row.crop_x), "y": int(row.crop_y), "landmarks": landmarks.reshape(-1)}
 
 
-def normalize(vec: np.ndarray) -> np.ndarray:
-    vec = np.asarray(vec, dtype=np.float32).reshape(-1)
-    return vec / (np.linalg.norm(vec) + 1e-12)
-
-
 def pick_face(faces: list[dict], image: str | Path, face_index: int = -1) -> dict:
     """The face of a source/reference image to use: the largest, unless an index is given."""
     if not faces:
