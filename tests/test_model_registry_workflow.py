@@ -28,7 +28,9 @@ def _jobs() -> list[dict]:
         for boost in (0, 2 * size):
             rows.append({"name": f"{key}-boost{boost}", "swapper": key, "pixel_boost": boost, "enhancer": "none"})
     for key in offered("enhancer", LEARNED):
-        rows.append({"name": f"enhance-{key}", "swapper": "", "pixel_boost": 0, "enhancer": key})
+        # Each enhancer after a plain and after a boosted swap (its crop is its own either way).
+        for boost in (0, 256):
+            rows.append({"name": f"enhance-{key}-boost{boost}", "swapper": "", "pixel_boost": boost, "enhancer": key})
     return [{"target": "inputs/t1.png", "source": "inputs/source.png", "faces": "many", **row} for row in rows]
 
 
@@ -53,7 +55,7 @@ def every_model(tmp_path_factory):
 
 def test_every_swapper_and_enhancer_runs_with_and_without_pixel_boost(every_model):
     wd, rows, t1 = every_model
-    assert len(rows) == 2 * len(offered("swapper", LEARNED)) + len(offered("enhancer", LEARNED))
+    assert len(rows) == 2 * len(offered("swapper", LEARNED)) + 2 * len(offered("enhancer", LEARNED))
     for row in rows:
         name = row["name"]
         result = cv2.imread(str(wd / "results" / f"{name}.png"))
