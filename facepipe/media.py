@@ -447,9 +447,10 @@ def first_frame_time(path: str | Path, kind: str) -> float | None:
     return None
 
 
-def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = None) -> None:
+def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = None,
+                       texts: dict[str, str] | None = None) -> None:
     """Write a still result (BGR) marked as AI-generated in a PNG text chunk, and its record
-    (read_result_record) in another."""
+    (read_result_record) in another; texts: more text chunks (a sheet's layout)."""
     from PIL import Image, PngImagePlugin
 
     out = Path(out)
@@ -460,6 +461,8 @@ def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = No
     if record is not None:
         # Pillow writes an iTXt chunk (UTF-8) when the text is not Latin-1.
         info.add_text(RECORD_KEY, record)
+    for key, text in (texts or {}).items():
+        info.add_text(key, text)
     tmp = temporary_beside(out, ".png")
     try:
         Image.fromarray(np.ascontiguousarray(img[:, :, ::-1])).save(tmp, format="PNG", pnginfo=info)

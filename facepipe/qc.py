@@ -1,6 +1,6 @@
 """The quality-control figures of a finished job, for Snakemake's HTML report.
 
-- a before/after contact sheet of frames of the result;
+- a before/after sheet of the swapped faces, cropped and enlarged, each with its person (facepipe.face_sheet);
 - a timeline per frame: faces detected, faces swapped, gaps filled, the persons' tracks, shot cuts;
 - the identity distance of the swapped faces to the source over time, measured by the backend's
   own recognizer on the result (and, for comparison, on the target's faces at the same places);
@@ -100,16 +100,25 @@ def timeline_figure(counts: pd.DataFrame, tracks: pd.DataFrame, cuts: list[int],
 # Identity of the swapped faces
 
 
-def swapped_faces(manifest: dict, swapped_dir: Path) -> list[tuple[int, np.ndarray]]:
-    """(video frame, 5 keypoints) of every swapped face."""
+def swapped_faces(manifest: dict, swapped_dir: Path, tracks: Path) -> pd.DataFrame:
+    """Every swapped face: its video frame, its 5 keypoints, and the tracked row it was made for
+    (person and box), found by segment, frame and face."""
     from facepipe.patches import iter_patches
+    from facepipe.tables import read_columns
     from facepipe.video import planned_starts
 
-    out = []
+    rows = []
     for segment, start in planned_starts(manifest).items():
         for frame, patches in iter_patches(swapped_dir / f"{segment}.parquet"):
-            out += [(start + frame, np.asarray(p.kps, np.float64).reshape(5, 2)) for p in patches if p.kps is not None]
-    return out
+            rows += [{"segment": segment, "seg_frame": frame, "face": p.face, "frame": start + frame,
+                      "patch_kps": np.asarray(p.kps, np.float64).reshape(5, 2)}
+                     for p in patches if p.kps is not None]
+    columns = ["segment", "seg_frame", "face", "frame", "patch_kps"]
+    swapped = pd.DataFrame(rows, columns=columns)
+    tracked = read_columns(tracks, ["segment", "seg_frame", "face", "person", "filled", "x1", "y1", "x2", "y2",
+                                    "kps"])
+    return swapped.merge(tracked, on=["segment", "seg_frame", "face"], how="left").sort_values(
+        ["frame", "person"], kind="stable").reset_index(drop=True)
 
 
 def result_frames(result: str | Path, wanted: set[int], is_image: bool) -> dict[int, np.ndarray]:
@@ -265,8 +274,8 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     from facepipe.integrity import read_sealed_json
     from fractions import Fraction
 
-    from facepipe.media import write_labelled_png
-    from facepipe.preview import before_after_sheet, choose_frames
+    from facepipe.face_sheet import SheetFace, write_face_sheet
+    from facepipe.preview import choose_frames
     from facepipe.tables import read_columns
     from facepipe.video import iter_frames, load_plan, planned_starts
 
@@ -277,10 +286,13 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     tracked = read_columns(tracks, ["frame", "person", "track", "filled"])
     timeline_figure(counts, tracked, cast["cuts"], outputs["timeline"])
 
-    faces = swapped_faces(manifest, swapped_dir)
-    samples = [faces[i] for i in np.linspace(0, len(faces) - 1, min(SAMPLES, len(faces))).round().astype(int)] \
-        if faces else []
-    sheet_frames = choose_frames(cast["persons"], planned_starts(manifest), manifest["frames"], SHEET_FRAMES)
+    faces = swapped_faces(manifest, swapped_dir, tracks)
+    pairs = list(zip(faces["frame"], faces["patch_kps"]))
+    samples = [pairs[i] for i in np.linspace(0, len(pairs) - 1, min(SAMPLES, len(pairs))).round().astype(int)] \
+        if pairs else []
+    # The sheet shows the swapped faces: frames chosen among them, each face with its person.
+    shown = faces.dropna(subset=["person"]).astype({"person": int})
+    sheet_frames = choose_frames(shown, cast["persons"], planned_starts(manifest), manifest["frames"], SHEET_FRAMES)
     wanted = sorted({f for f, _ in samples} | set(sheet_frames))
     after = result_frames(result, set(wanted), manifest["is_image"])
     decode_plan = dict(manifest)
@@ -293,8 +305,9 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     similarity_figure(identities, threshold, metric, outputs["similarity"])
 
     fps = 0.0 if manifest["is_image"] else float(Fraction(manifest["fps"]))
-    pairs = [(f, before[f], after[f]) for f in sheet_frames if f in before and f in after]
-    write_labelled_png(before_after_sheet(pairs, fps), outputs["sheet"])
+    write_face_sheet([(f, before[f], after[f], [SheetFace(f, int(r.person), (r.x1, r.y1, r.x2, r.y2))
+                                                for r in shown[shown["frame"] == f].itertuples()])
+                      for f in sheet_frames if f in before and f in after], fps, outputs["sheet"])
     timings_figure(stage_timings(Path("benchmarks") / name), outputs["timings"])
     degraded = [line for line in summarize("work", logger=log) if line.startswith(f"{name}/")]
     providers_figure(providers(Path("logs") / name), degraded, backend, outputs["providers"])

@@ -34,6 +34,7 @@ rule preview_sheet:
         target=opt("target"),
         plan="work/{name}/preview/manifest.json",
         patches=lambda wildcards: final_patches_file(wildcards.name, "preview"),
+        tracks="work/{name}/preview/tracks.parquet",
     output:
         sheet=report(
             "results/{name}.preview.png",

@@ -3,7 +3,7 @@ from facepipe.scripting import run
 
 
 def main(sm, log):
-    render_preview(sm.input.target, sm.input.plan, sm.input.patches, sm.output.sheet)
+    render_preview(sm.input.target, sm.input.plan, sm.input.patches, sm.input.tracks, sm.output.sheet)
 
 
 run(snakemake, main)

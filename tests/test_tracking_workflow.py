@@ -284,33 +284,86 @@ def previewed(tmp_path_factory, clip):
     return wd
 
 
-def test_preview_shows_before_and_after_without_the_full_run(previewed, clip):
+def swapped_persons(wd: Path, segment_frames: dict[str, dict[int, int]], tracks: Path) -> dict[int, set[int]]:
+    """Video frame -> the persons whose faces the swap patched on it, from the patches of the given
+    segments (segment -> its frame -> video frame) and the tracked rows they were made for."""
+    from facepipe.patches import iter_patches
+    from facepipe.tables import read_table
+
+    tracked = read_table(tracks)
+    person = {(r.segment, int(r.seg_frame), int(r.face)): int(r.person) for r in tracked.itertuples()}
+    out: dict[int, set[int]] = {}
+    for segment, video_frame in segment_frames.items():
+        for frame, patches in iter_patches(wd / "work" / NAME / "swapped" / f"{segment}.parquet"):
+            out.setdefault(video_frame[frame], set()).update(person[(segment, frame, p.face)] for p in patches)
+    return out
+
+
+def check_face_sheet(path: Path, swapped: dict[int, set[int]], fps: float) -> dict:
+    """A before/after sheet (facepipe.face_sheet) shows, for each frame it shows, every person swapped
+    on it as an enlarged face crop before and after, under a band that names the person and the frame;
+    every swapped person is on it at least once, and no two of its frames are the same frame."""
+    import dlib
+
+    from facepipe.face_sheet import band_texts, draw_band, read_layout
     from facepipe.media import carries_ai_label
 
-    sheet = cv2.imread(str(previewed / "results" / f"{NAME}.preview.png"))
-    assert sheet is not None and carries_ai_label(previewed / "results" / f"{NAME}.preview.png")
-    w, h = clip.size
-    band = 22
-    pairs = sheet.shape[0] // (h + band)
-    assert 3 <= pairs <= 6 and sheet.shape[0] == pairs * (h + band) and sheet.shape[1] == 2 * w + 4
-    changed = 0
-    for i in range(pairs):
-        top = i * (h + band) + band
-        before, after = sheet[top:top + h, :w].astype(int), sheet[top:top + h, w + 4:].astype(int)
-        diff = np.abs(before - after).sum(axis=2) > 30
-        changed += diff.mean() > 0.005  # the swapped face
-        assert diff.mean() < 0.2  # ...and not the rest of the frame
-    assert changed == pairs
+    sheet = cv2.imread(str(path))
+    assert sheet is not None and carries_ai_label(path)
+    layout = read_layout(path)
+    rows = [r for r in layout["rows"] if r["person"] is not None]
+    frames = sorted({r["frame"] for r in layout["rows"]})
+    assert len(frames) == len({r["frame"] for r in layout["rows"] if r["person"] is None} | {r["frame"] for r in rows})
+    for frame in frames:
+        assert {r["person"] for r in rows if r["frame"] == frame} == swapped.get(frame, set()), frame
+    assert {r["person"] for r in rows} == set().union(*swapped.values()) != set()
+    detector = dlib.get_frontal_face_detector()
+    for row in rows:
+        x, y, w, h = row["before"]
+        ax, ay, aw, ah = row["after"]
+        assert w == h == aw == ah >= 256 and ay == y and ax >= x + w and y + h <= sheet.shape[0]
+        before, after = sheet[y:y + h, x:x + w], sheet[ay:ay + ah, ax:ax + aw]
+        # Enlarged: the face fills a good part of the crop, at its centre (dlib finds it in the pixels).
+        found = detector(cv2.cvtColor(before, cv2.COLOR_BGR2RGB), 0)
+        assert found, row
+        face = max(found, key=lambda r: r.height())
+        assert face.height() >= 0.3 * h and abs(face.center().x - w / 2) < 0.15 * w, (row, face)
+        centre = (slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
+        assert np.abs(before[centre].astype(int) - after[centre].astype(int)).sum(axis=2).mean() > 5, row
+        # The band names the person and the frame and its time, as written here (the same pixels
+        # as drawing this text; a band for another person is not).
+        seconds = (row["frame"] - 1) / fps
+        label = f"person {row['person']}, frame {row['frame']} ({int(seconds // 60)}:{seconds % 60:04.1f})"
+        band = sheet[y - layout["band"]:y]
+        assert np.array_equal(band, draw_band(sheet.shape[1], band_texts(label))), label
+        other = label.replace(f"person {row['person']},", f"person {row['person'] + 1},")
+        assert not np.array_equal(band, draw_band(sheet.shape[1], band_texts(other)))
+    return layout
+
+
+def test_preview_shows_each_swapped_face_enlarged_without_the_full_run(previewed, clip):
+    from facepipe.integrity import read_sealed_json
+
+    plan = read_sealed_json(previewed / "work" / NAME / "preview" / "manifest.json")
+    frames_at = plan["ranges"]["preview"]["frames_at"]
+    swapped = swapped_persons(previewed, {"preview": dict(enumerate(frames_at, start=1))},
+                              previewed / "work" / NAME / "preview" / "tracks.parquet")
+    layout = check_face_sheet(previewed / "results" / f"{NAME}.preview.png", swapped, clip.fps)
+    assert sorted({r["frame"] for r in layout["rows"]}) == frames_at and 3 <= len(frames_at) <= 6
+    # The clip's faces are smaller than the crops: each is shown enlarged.
+    assert all(r["scale"] > 1.1 for r in layout["rows"] if r["person"] is not None)
     # Only the preview's frames were swapped: no segment was swapped, rendered or muxed.
     assert not (previewed / "results" / f"{NAME}.mp4").exists()
     assert not list((previewed / "work" / NAME / "swapped").glob("seg_*"))
     assert not (previewed / "work" / NAME / "encoded").exists()
-    # Both persons of the cast are in it: their best frames were chosen.
-    from facepipe.integrity import read_sealed_json
+    # Both persons of the cast are in it (their best frames were chosen), and no two frames show
+    # the same faces at the same place, size and pose.
+    from facepipe.preview import frame_faces, near_identical
 
-    plan = read_sealed_json(previewed / "work" / NAME / "preview" / "manifest.json")
-    persons = {p for p in tracks_of(previewed, "preview")["person"]}
-    assert persons == {1, 2} and len(plan["ranges"]["preview"]["frames_at"]) == pairs
+    assert {p for p in tracks_of(previewed, "preview")["person"]} == {1, 2}
+    faces = frame_faces(tracks_of(previewed, "preview").assign(frame=lambda t: [frames_at[i - 1]
+                                                                               for i in t["seg_frame"]]))
+    assert not any(near_identical(faces.get(a, {}), faces.get(b, {})) for a in frames_at for b in frames_at if a < b)
 
 
 def tracks_of(wd: Path, segment: str) -> pd.DataFrame:
@@ -326,7 +379,7 @@ def test_preview_reruns_only_what_it_needs(previewed):
     assert planned == {}, planned
 
 
-def test_qc_report_figures_and_html_report(previewed):
+def test_qc_report_figures_and_html_report(previewed, clip):
     """After `snakemake qc`, each job has its QC figures, and Snakemake's report of that target
     holds the result, the cast, the preview and the figures, each with its caption."""
     snakemake(previewed, "qc")
@@ -334,6 +387,15 @@ def test_qc_report_figures_and_html_report(previewed):
     for figure in ("before_after", "timeline", "similarity", "timings", "providers"):
         img = cv2.imread(str(qc / f"{figure}.png"))
         assert img is not None and img.shape[0] > 100, figure
+    # The before/after sheet shows the result's swapped faces, enlarged, each with its person.
+    from facepipe.integrity import read_sealed_json
+
+    manifest = read_sealed_json(previewed / "work" / NAME / "segments" / "manifest.json")
+    segments = {seg: {f: r["start"] + f for f in range(1, r["frames"] + 1)}
+                for seg, r in manifest["ranges"].items() if "start" in r}
+    swapped = swapped_persons(previewed, segments, previewed / "work" / NAME / "tracks.parquet")
+    layout = check_face_sheet(qc / "before_after.png", swapped, clip.fps)
+    assert len({r["frame"] for r in layout["rows"]}) >= 3
     identity = pd.read_csv(qc / "identity.tsv", sep="\t")
     # The source is Tom Hanks (person B in the clip): on person A's faces, the result is closer to him
     # than the target was.

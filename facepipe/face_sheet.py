@@ -1,0 +1,166 @@
+"""The before/after sheet of the preview and of QC: each swapped face cropped and enlarged.
+
+A face of a few dozen pixels in a whole frame shrunk to a sheet's width cannot be judged, so each
+row of the sheet is one swapped face of one frame: the face's box with a margin, scaled to CROP
+pixels, before and after side by side, labelled with the person's id (the cast's, as in
+results/NAME.cast.png) and the frame and its time, beside a small thumbnail of the whole frame
+that marks where the face is. The layout (each row's person, frame, box and where its crops lie
+on the sheet) is written into the PNG as a text chunk (LAYOUT_KEY), so tools and tests can read
+what the sheet shows without guessing from its pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CROP = 288  # side of each enlarged face crop, px
+MARGIN = 0.4  # room around the face box on every side, as a fraction of the box's larger side
+CONTEXT = 192  # width of the whole-frame thumbnail
+BAND = 30  # height of the label band above each row
+GAP = 6
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+FONT_SCALE = 0.6
+LAYOUT_KEY = "facepipe_sheet"
+BACKGROUND = 255
+RED = (0, 0, 200)
+
+
+@dataclass
+class SheetFace:
+    """One swapped face of one frame: the person it belongs to and its box in the frame."""
+
+    frame: int  # video frame, from 1
+    person: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+
+
+def face_region(box, shape) -> tuple[int, int, int]:
+    """(x, y, side) of the square around a face box with MARGIN on every side; it may reach past
+    the frame's edges (crop_face pads there), so the face always sits at the centre."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1, 8.0) * (1 + 2 * MARGIN)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return int(round(cx - side / 2)), int(round(cy - side / 2)), max(1, int(round(side)))
+
+
+def crop_face(img: np.ndarray, region: tuple[int, int, int]) -> np.ndarray:
+    """The square region of the frame, padded with grey past its edges, scaled to CROP x CROP."""
+    x, y, side = region
+    h, w = img.shape[:2]
+    pad = max(0, -x, -y, x + side - w, y + side - h)
+    if pad:
+        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    square = img[y + pad:y + pad + side, x + pad:x + pad + side]
+    interpolation = cv2.INTER_CUBIC if side < CROP else cv2.INTER_AREA
+    return cv2.resize(square, (CROP, CROP), interpolation=interpolation)
+
+
+def context_thumbnail(img: np.ndarray, boxes: list[tuple[float, float, float, float]], marked: int
+                      ) -> tuple[np.ndarray, float]:
+    """The whole frame at CONTEXT px wide (never taller than CROP), the row's face boxed in red and
+    the frame's other swapped faces in grey; and its scale."""
+    h, w = img.shape[:2]
+    scale = min(CONTEXT / w, CROP / h)
+    thumb = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        colour = RED if i == marked else (160, 160, 160)
+        cv2.rectangle(thumb, (round(x1 * scale), round(y1 * scale)), (round(x2 * scale), round(y2 * scale)),
+                      colour, 2 if i == marked else 1)
+    return thumb, scale
+
+
+def frame_text(frame: int, fps: float) -> str:
+    """A frame and, in a video, its time (as the cast sheet writes it)."""
+    from facepipe.cast import timestamp
+
+    return f"frame {frame}" + (f" ({timestamp(frame, fps)})" if fps else "")
+
+
+def row_label(face: SheetFace, fps: float) -> str:
+    """What a row's band says first: whose face, which frame, when."""
+    return f"person {face.person}, {frame_text(face.frame, fps)}"
+
+
+def draw_band(width: int, texts: list[tuple[int, str]]) -> np.ndarray:
+    """A white band of width px with each (x, text) written at x."""
+    band = np.full((BAND, width, 3), BACKGROUND, np.uint8)
+    for x, text in texts:
+        cv2.putText(band, text, (x, BAND - 9), FONT, FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def band_texts(label: str) -> list[tuple[int, str]]:
+    """Where each text of a row's band goes: the label from the left, 'before' and 'after' at the
+    right ends of their crops."""
+    def right_aligned(right: int, text: str) -> tuple[int, str]:
+        return right - cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] - 6, text
+
+    before_x, after_x = CONTEXT + GAP, CONTEXT + 2 * GAP + CROP
+    return [(4, label), right_aligned(before_x + CROP, "before"), right_aligned(after_x + CROP, "after")]
+
+
+def face_sheet(frames: list[tuple[int, np.ndarray, np.ndarray, list[SheetFace]]], fps: float
+               ) -> tuple[np.ndarray, dict]:
+    """The sheet of (frame, before, after, its swapped faces) and its layout (see LAYOUT_KEY).
+
+    A frame with no swapped face gets one row with only its thumbnail and a note, so a sheet
+    never hides a chosen frame."""
+    width = CONTEXT + 2 * (GAP + CROP)
+    rows, layout_rows = [], []
+    top = 0
+    for frame, before, after, faces in frames:
+        if not faces:
+            label = f"{frame_text(frame, fps)}: no face swapped"
+            thumb, _ = context_thumbnail(after, [], -1)
+            body = np.full((thumb.shape[0], width, 3), BACKGROUND, np.uint8)
+            body[:, :thumb.shape[1]] = thumb
+            rows += [draw_band(width, [(4, label)]), body]
+            layout_rows.append({"frame": frame, "person": None, "label": label, "top": top})
+            top += BAND + body.shape[0]
+            continue
+        boxes = [f.box for f in faces]
+        for i, face in enumerate(faces):
+            label = row_label(face, fps)
+            region = face_region(face.box, before.shape)
+            thumb, _ = context_thumbnail(before, boxes, i)
+            body = np.full((CROP, width, 3), BACKGROUND, np.uint8)
+            body[:thumb.shape[0], :thumb.shape[1]] = thumb
+            before_x, after_x = CONTEXT + GAP, CONTEXT + 2 * GAP + CROP
+            body[:, before_x:before_x + CROP] = crop_face(before, region)
+            body[:, after_x:after_x + CROP] = crop_face(after, region)
+            rows += [draw_band(width, band_texts(label)), body]
+            y = top + BAND
+            layout_rows.append({
+                "frame": frame, "person": face.person, "label": label, "top": top,
+                "box": [round(float(v), 1) for v in face.box], "region": list(region),
+                "scale": round(CROP / region[2], 3),
+                "before": [before_x, y, CROP, CROP], "after": [after_x, y, CROP, CROP],
+                "context": [0, y, thumb.shape[1], thumb.shape[0]],
+            })
+            top += BAND + CROP
+    if not rows:
+        rows = [draw_band(width, [(4, "no frame to show")])]
+    sheet = np.vstack(rows)
+    return sheet, {"crop": CROP, "band": BAND, "rows": layout_rows}
+
+
+def write_face_sheet(frames, fps: float, out: str | Path) -> dict:
+    """Write the sheet as a PNG labelled AI-generated (facepipe.media), its layout in a text chunk."""
+    from facepipe.media import write_labelled_png
+
+    sheet, layout = face_sheet(frames, fps)
+    write_labelled_png(sheet, out, texts={LAYOUT_KEY: json.dumps(layout)})
+    return layout
+
+
+def read_layout(path: str | Path) -> dict:
+    """The layout a sheet was written with (write_face_sheet)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return json.loads(img.text[LAYOUT_KEY])
