@@ -101,11 +101,63 @@ def read_cache(path: Path) -> dict | None:
     return record
 
 
+# How large a source face is: the side, in photo pixels, of the square its swapper's aligned crop
+# (facepipe.alignment: the five keypoints placed on the swapper's template) covers. A learned
+# swapper needs its input size there, or the photo is enlarged to fill its input. The offline swaps
+# paste the source's own pixels and have no template: for them the face is measured on
+# insightface's 112 px recognition crop, and under MIN_PASTED_FACE px it is enlarged onto a
+# typical target face and looks soft (a 112 px aligned crop, as insightface ships, is too small).
+MIN_PASTED_FACE = 128
+PASTED_TEMPLATE = "arcface_112_v2"
+# A photo whose channels differ by at most this on nearly every pixel is a greyscale photo (a JPEG
+# of a grey image decodes with channels a unit or two apart).
+GREY_SPREAD, GREY_SHARE = 2, 0.995
+
+
+def needed_face_size(backend: str, swapper: str = "") -> tuple[str, int, str]:
+    """(the swapper a job runs, the face size in px it needs from a source photo, the template the
+    face is measured on)."""
+    from facepipe.models.registry import MODELS, swapper_for
+
+    spec = MODELS[swapper_for(backend, swapper)]
+    if spec.size and spec.template:
+        return spec.key, spec.size, spec.template
+    return spec.key, MIN_PASTED_FACE, PASTED_TEMPLATE
+
+
+def face_size(kps, template: str) -> float:
+    """The side, in photo pixels, of the aligned crop of ``template`` around the keypoints."""
+    from facepipe.alignment import alignment_matrix
+
+    matrix = alignment_matrix(kps, template, 1)  # photo -> a 1 px crop: its scale is 1 / the side
+    return 1.0 / float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+
+
+def source_warnings(image: str | Path, img: np.ndarray, kps, swapper: str, needed: int, template: str
+                    ) -> list[str]:
+    """One line per problem of a source photo the swap will still use: a face smaller than the
+    swapper needs (face_size), a greyscale photo. img: the photo as decoded (BGR); kps: the face's
+    five keypoints."""
+    lines = []
+    size = face_size(kps, template)
+    if size < needed:
+        lines.append(f"source photo {str(image)!r}: its face is {size:.0f} px (the side of its aligned {template} "
+                     f"crop, in a {img.shape[1]}x{img.shape[0]} px photo), under the {needed} px {swapper} needs; "
+                     f"the swapped face will be soft. Use a larger photo of the face")
+    spread = img.max(axis=2).astype(np.int16) - img.min(axis=2)
+    if (spread <= GREY_SPREAD).mean() >= GREY_SHARE:
+        lines.append(f"source photo {str(image)!r} ({img.shape[1]}x{img.shape[0]} px) is greyscale: the swap takes "
+                     f"the face's identity (and, offline, its skin) from it. Use a colour photo")
+    return lines
+
+
 def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path, out: str | Path, *,
                 providers: list[str], face_index: int = -1, cache_dir: str | Path = "resources/embeddings",
-                threads: int = 0, backend: str = "insightface") -> dict:
-    """Write the embedding of the chosen face of `image` to `out`, from the cache when possible."""
-    read_image(image, "source")  # a clear error for a missing, empty or non-image file
+                threads: int = 0, backend: str = "insightface", swapper: str | None = None) -> dict:
+    """Write the embedding of the chosen face of `image` to `out`, from the cache when possible.
+    swapper: for a photo the swap takes a face from, the job's ``swapper`` option (empty: the
+    backend's own): a face too small for it, or a greyscale photo, is named in a warning."""
+    img = read_image(image, "source")  # a clear error for a missing, empty or non-image file
     cached = cache_path(cache_dir, image, detector, recognizer, face_index, backend)
     data = read_cache(cached)
     if data is not None:
@@ -115,7 +167,6 @@ def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path,
         from facepipe.backends import make_analyzer
 
         analyzer = make_analyzer(backend, detector, recognizer, providers, threads=threads)
-        img = read_image(image, "source")
         face = pick_face(analyzer.analyze(img), image, face_index)
         data = {"embedding": face["embedding"], "box": face["box"], "kps": face["kps"],
                 "score": np.float32(face["score"])}
@@ -129,6 +180,9 @@ def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path,
             log.info("embedding cached at %s", cached)
         except OSError as exc:  # a read-only or full cache costs the next job time, not this one's result
             log.warning("could not write the embedding cache entry %s: %s", cached, exc)
+    if swapper is not None:
+        for line in source_warnings(image, img, data["kps"], *needed_face_size(backend, swapper)):
+            log.warning(line)
     _save(Path(out), data)
     return data
 

@@ -119,6 +119,7 @@ rule embed_face:
         ),
         providers=opt("providers"),
         backend=opt("backend"),
+        swapper=opt("swapper"),
         cache_dir="resources/embeddings",
     script:
         "../scripts/embed_face.py"

@@ -4,6 +4,12 @@ from facepipe.embedding import embed_image
 from facepipe.scripting import run
 
 
+def swap_source(role):
+    """Whether an embedding role is a photo the swap takes a face from: the source, or a map
+    entry's source (mapN), not a reference photo (reference, maprefN)."""
+    return role == "source" or (role.startswith("map") and not role.startswith("mapref"))
+
+
 def main(sm, log):
     embed_image(
         sm.input.image,
@@ -16,6 +22,8 @@ def main(sm, log):
         cache_dir=Path(sm.params.cache_dir) / sm.params.code,
         threads=sm.threads,
         backend=sm.params.backend,
+        # A photo the swap takes a face from (not a reference photo, which only finds a person).
+        swapper=sm.params.swapper if swap_source(sm.wildcards.role) else None,
     )
 
 
