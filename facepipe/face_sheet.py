@@ -39,11 +39,12 @@ class SheetFace:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
 
 
-def face_region(box, shape) -> tuple[int, int, int]:
-    """(x, y, side) of the square around a face box with MARGIN on every side; it may reach past
-    the frame's edges (crop_face pads there), so the face always sits at the centre."""
+def face_region(box, shape, margin: float = MARGIN) -> tuple[int, int, int]:
+    """(x, y, side) of the square around a face box with a margin on every side (a fraction of the
+    box's larger side); it may reach past the frame's edges (crop_face pads there), so the face
+    always sits at the centre."""
     x1, y1, x2, y2 = box
-    side = max(x2 - x1, y2 - y1, 8.0) * (1 + 2 * MARGIN)
+    side = max(x2 - x1, y2 - y1, 8.0) * (1 + 2 * margin)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     return int(round(cx - side / 2)), int(round(cy - side / 2)), max(1, int(round(side)))
 

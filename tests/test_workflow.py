@@ -210,6 +210,12 @@ def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
     assert [p.kind for p in patches] == ["pixels"]
     faces = read_faces(wd / "work/demo/faces/seg_0000.parquet")
     row = faces[(faces["frame"] == 50) & (faces["face"] == patches[0].face)].iloc[0]
+    # The demo's face is large enough to see the swap at normal size, on every frame, and it turns:
+    # its eye line tilts through several degrees over the clip.
+    assert faces["frame"].nunique() == 100 and (faces["y2"] - faces["y1"]).min() >= 150
+    eyes = np.stack([np.asarray(k).reshape(5, 2)[:2] for k in faces["kps"]])
+    tilt = np.degrees(np.arctan2(eyes[:, 1, 1] - eyes[:, 0, 1], eyes[:, 1, 0] - eyes[:, 0, 0]))
+    assert np.ptp(tilt) > 4, np.ptp(tilt)
     hull = face_mask(np.asarray(row.landmarks).reshape(-1, 2), before.shape[:2])
     diff = np.abs(before.astype(int) - after.astype(int)).sum(axis=2)
     assert diff[hull > 0].mean() > 10
