@@ -16,6 +16,15 @@ its own account, independent of Snakemake's:
   everything after it) exactly when its content changes. A stamp that has to be made anew while
   the result's record matches the job (work/ deleted, nothing changed) is dated in the past, so
   nothing reruns.
+- A job whose plan (the prepare_target checkpoint's folder) is gone cannot be judged by those
+  stamps: Snakemake skips every check of a job whose inputs wait on an incomplete checkpoint, and
+  the checkpoint runs only when a job after it must, so with work/ deleted and the source changed
+  it would keep the old result ("Nothing to be done"). For that case the job has a **remake
+  token**, `work/{name}/stamps/remake.json`, an input of prepare_target (which waits on no
+  checkpoint): written with new content, dated now, whenever the plan is missing and the result
+  is stale or a stage's stamp changed, so the plan is made again and everything after it is
+  judged afresh; otherwise dated in the past, so it never makes anything rerun
+  (`settle_remake_token`).
 
 A stage's **code version** (`code_version`) digests exactly the code it runs: its rule script
 and the facepipe modules that script imports, followed transitively through every import
@@ -32,6 +41,7 @@ import ast
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import facepipe
@@ -66,6 +76,8 @@ GLOBAL_SETTINGS = ("degrade", "min_free_gpu_mb")
 MADE_BY_WORKFLOW = "made by the workflow"
 MISSING = "missing"
 STAMP_DIR = "stamps"
+# The remake token's name among the stamps (settle_remake_token).
+REMAKE_TOKEN = "remake"
 # The time given to a stamp made anew for a job whose result is current: older than any output.
 PAST = 1
 
@@ -364,6 +376,40 @@ def stage_stamp(record: dict, stage: str, code: str) -> str:
 
 def stamp_path(name: str, stage: str) -> str:
     return f"work/{name}/{STAMP_DIR}/{stage}.json"
+
+
+def remake_token_path(name: str) -> str:
+    return stamp_path(name, REMAKE_TOKEN)
+
+
+def plan_path(name: str) -> str:
+    """The prepare_target checkpoint's output folder (the segment plan)."""
+    return f"work/{name}/segments"
+
+
+def settle_remake_token(name: str, *, remake: bool) -> bool:
+    """Write job `name`'s remake token (see the module's docstring); returns whether it asks for a
+    remake. `remake`: the result is stale or a stage's stamp changed. Only a missing plan needs
+    the token: with the plan there, Snakemake judges every job by its stamps and records.
+
+    The token's new content is unique (the time and process), so Snakemake's record of an earlier
+    token's checksum never makes it look unchanged. A token that asks for nothing is dated in the
+    past, which also takes back one a dry run of another setting wrote.
+    """
+    path = Path(remake_token_path(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if remake and not Path(plan_path(name)).is_dir():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"remake": f"{time.time_ns()}-{os.getpid()}"}) + "\n")
+        os.replace(tmp, path)
+        return True
+    if not path.exists():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"remake": None}) + "\n")
+        os.replace(tmp, path)
+    if path.stat().st_mtime != PAST:
+        os.utime(path, (PAST, PAST))
+    return False
 
 
 def result_state(result: str | Path, record: dict, read_record) -> str:

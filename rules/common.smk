@@ -171,6 +171,13 @@ def stamp(rule_name):
     return _path
 
 
+def remake_token(wildcards):
+    """Input function of prepare_target: the job's remake token (facepipe.provenance), settled
+    with the stamps."""
+    settle_provenance(wildcards.name)
+    return provenance.remake_token_path(wildcards.name)
+
+
 _SETTLED = set()
 
 
@@ -202,7 +209,11 @@ def settle_provenance(name):
             f"move it away, or give job {name!r} another name"
         )
     code = {stage: code_version(stage) for stage in provenance.STAGES}
-    provenance.settle_stamps(name, record, state, code, dry_run=workflow.dryrun)
+    renewed = provenance.settle_stamps(name, record, state, code, dry_run=workflow.dryrun)
+    # A current result needs none of its own stages again, whatever a stamp says (a dry run of
+    # another setting may have left one); a stage beside it (cast, preview, QC) may.
+    beside = set(renewed) - set(provenance.result_stages(JOBS[name], is_image=is_image_job(name)))
+    provenance.settle_remake_token(name, remake=state == "stale" or bool(beside))
     if state == "stale":
         logger.info(
             f"{result_path(name)} was made from other inputs, settings or code: it will be remade"

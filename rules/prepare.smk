@@ -21,6 +21,8 @@ rule probe_target:
 checkpoint prepare_target:
     input:
         stamp=stamp("prepare_target"),
+        # Makes the plan again when it is gone and the result must be remade (see common.smk).
+        remake=remake_token,
         target=opt("target"),
         probe="work/{name}/probe.json",
     output:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import cv2
 import pytest
@@ -112,51 +113,85 @@ def test_digest_cache_follows_content(tmp_path):
 
 # --- workflow ------------------------------------------------------------------------------------
 
-@pytest.fixture()
-def job_dir(tmp_path, media_dir):
-    wd = standin_job(tmp_path / "wf", {"clip.mp4": media_dir / "silent.mp4", "face.png": media_dir / "astronaut.png"},
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory, media_dir):
+    """One finished stand-in job, run once for the module; each test works on a copy of it."""
+    wd = standin_job(tmp_path_factory.mktemp("provenance") / "wf",
+                     {"clip.mp4": media_dir / "silent.mp4", "face.png": media_dir / "astronaut.png"},
                      {"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/face.png"})
     snakemake(wd)
     return wd
 
 
-def forget(wd):
-    """What a user may delete: the intermediates and Snakemake's own records."""
-    shutil.rmtree(wd / "work")
-    shutil.rmtree(wd / ".snakemake")
+@pytest.fixture()
+def job_dir(tmp_path, finished_job):
+    """A copy of the finished job, file times kept (as Snakemake and the stamps compare them)."""
+    return Path(shutil.copytree(finished_job, tmp_path / "wf", symlinks=True))
+
+
+# What a user may delete: the intermediates, Snakemake's own records, or both.
+LOSSES = {"work": ["work"], "snakemake": [".snakemake"], "both": ["work", ".snakemake"]}
+
+
+def forget(wd, loss="both"):
+    for folder in LOSSES[loss]:
+        shutil.rmtree(wd / folder)
 
 
 def result_record(wd):
     return json.loads(read_result_record(wd / "results" / "clip.mp4"))
 
 
+def make_change(wd, media_dir, change) -> list[str]:
+    """Change the job's source, a setting, a stage's code or its target; the arguments that a run
+    with the change needs."""
+    if change == "source":
+        face = wd / "inputs" / "face.png"
+        cv2.imwrite(str(face), cv2.flip(cv2.imread(str(face)), 1))  # another photo at the same path
+    elif change == "setting":
+        return ["--config", "crf=30"]
+    elif change == "code":
+        with open(wd / "scripts" / "render_segment.py", "a") as fh:
+            fh.write("# a change to the render stage's code\n")
+    else:
+        shutil.copy(media_dir / "clip.mp4", wd / "inputs" / "clip.mp4")  # same path, other content
+    return []
+
+
 @pytest.mark.workflow
-def test_result_carries_its_record(job_dir):
-    rec = result_record(job_dir)
+def test_result_carries_its_record(finished_job):
+    rec = result_record(finished_job)
     assert set(rec["inputs"]) == {"target", "source"}
     assert rec["settings"]["crf"] == 18 and rec["code"]
 
 
 @pytest.mark.workflow
-def test_unchanged_job_remakes_nothing_after_work_and_snakemake_are_deleted(job_dir):
-    forget(job_dir)
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_unchanged_job_remakes_nothing_after_work_or_snakemake_are_deleted(job_dir, loss):
+    forget(job_dir, loss)
+    assert planned_jobs(job_dir) == {}
+    if loss != "snakemake":
+        # A dry run with another setting plans the remake, and takes nothing of it back to the
+        # real run. (With work/ kept but .snakemake/ lost, a dry run cannot see a changed setting
+        # or stage code: it leaves the stamps as they are, and Snakemake has no record of the old
+        # params or code. The real run rewrites the stamps and remakes:
+        # test_a_change_remakes_...[setting-snakemake] and [code-snakemake].)
+        assert planned_jobs(job_dir, "--config", "crf=30").get("mux_video") == 1
     assert planned_jobs(job_dir) == {}
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("change", ["source", "setting", "target"])
-def test_a_change_remakes_the_result_after_work_and_snakemake_are_deleted(job_dir, media_dir, change):
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("change", ["source", "setting", "code", "target"])
+def test_a_change_remakes_the_result_after_work_or_snakemake_are_deleted(job_dir, media_dir, loss, change):
+    """Every combination of lost intermediates, lost Snakemake records and a changed input,
+    setting or code version remakes the result. (work/ alone lost once kept the old result: its
+    plan, a checkpoint, was gone, and Snakemake judges nothing after a checkpoint it need not run.)"""
     before = result_record(job_dir)
-    forget(job_dir)
-    args = []
-    if change == "source":
-        face = job_dir / "inputs" / "face.png"
-        cv2.imwrite(str(face), cv2.flip(cv2.imread(str(face)), 1))  # another photo at the same path
-    elif change == "setting":
-        args = ["--config", "crf=30"]
-    else:
-        shutil.copy(media_dir / "clip.mp4", job_dir / "inputs" / "clip.mp4")  # same path, other content
-    assert planned_jobs(job_dir, *args).get("mux_video") == 1
+    forget(job_dir, loss)
+    args = make_change(job_dir, media_dir, change)
+    if not (loss == "snakemake" and change in ("setting", "code")):  # a dry run cannot see these (above)
+        assert planned_jobs(job_dir, *args).get("mux_video") == 1
     snakemake(job_dir, *args)
     after = result_record(job_dir)
     assert after != before
