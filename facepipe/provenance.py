@@ -60,7 +60,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "preview_plan": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
     "preview_sheet": ("target",),
     "qc_report": ("target", "backend", "providers"),
-    "embed_face": ("source", "reference", "map", "source_face", "providers", "backend"),
+    "embed_face": ("source", "reference", "map", "source_face", "providers", "backend", "swapper"),
     "swap_faces": ("faces", "map", "reference_threshold", "providers", "precision", "backend", "batch_size",
                    "degrade", "min_free_gpu_mb", "swapper", "pixel_boost"),
     "enhance_faces": ("enhancer", "enhancer_blend", "providers", "batch_size", "degrade", "min_free_gpu_mb"),
