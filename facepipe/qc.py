@@ -23,6 +23,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 SAMPLES = 40  # swapped faces measured for the similarity plot
+MEASURE_SIDE = 240  # px: the largest region around a face the recognizer runs on (face_identity)
 SHEET_FRAMES = 6
 
 
@@ -149,10 +150,16 @@ def face_identity(analyzer, img: np.ndarray, kps: np.ndarray) -> np.ndarray | No
     region = np.ascontiguousarray(img[y0:y1, x0:x1])
     if region.size == 0:
         return None
+    # A large face is measured at a smaller scale: the detector's cost grows with the pixels, and
+    # the face still fills the recognizer's own input (dlib's 150 px chip) from there.
+    scale = min(1.0, MEASURE_SIDE / max(region.shape[:2]))
+    if scale < 1.0:
+        region = cv2.resize(region, (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))),
+                            interpolation=cv2.INTER_AREA)
     faces = [f for f in analyzer.analyze(region) if f.get("embedding") is not None]
     if not faces:
         return None
-    local = centre - (x0, y0)
+    local = (centre - (x0, y0)) * scale
     best = min(faces, key=lambda f: float(np.linalg.norm(np.asarray(f["kps"]).reshape(5, 2).mean(axis=0) - local)))
     return np.asarray(best["embedding"], np.float64)
 
