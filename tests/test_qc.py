@@ -25,3 +25,52 @@ def test_providers_are_read_from_the_rules_logs(tmp_path):
     table = providers(logs)
     assert sorted(zip(table["model"], table["provider"], table["jobs"])) == [
         ("inswapper_128.onnx", "CPUExecutionProvider", 1), ("inswapper_128.onnx", "CUDAExecutionProvider", 1)]
+
+
+def _tracked(rows):
+    import numpy as np
+    import pandas as pd
+
+    out = []
+    for frame, person, x, size, filled in rows:
+        kps = np.array([[0.35, 0.45], [0.65, 0.45], [0.5, 0.6], [0.38, 0.75], [0.62, 0.75]]) * size + (x, 50)
+        out.append({"frame": frame, "person": person, "filled": filled, "x1": x, "y1": 50.0, "x2": x + size,
+                    "y2": 50.0 + size, "kps": kps.ravel().tolist()})
+    return pd.DataFrame(out)
+
+
+def test_sheet_frames_differ_and_skip_filled_frames():
+    """A still stretch of video gives one frame of the sheet; a moving one several; a frame whose
+    face was filled over a detector miss is not chosen while others are there."""
+    from facepipe.preview import choose_frames
+
+    still = [(f, 1, 100.0, 80.0, False) for f in range(1, 51)]
+    moving = [(f, 1, 100.0 + 4 * (f - 50), 80.0, f == 75) for f in range(51, 101)]
+    persons = [{"person": 1, "presence": 1.0, "thumbnail": {"segment": "seg_0000", "frame": 10}}]
+    frames = choose_frames(_tracked(still + moving), persons, {"seg_0000": 0}, 100, count=6)
+    assert 10 in frames and sum(f <= 50 for f in frames) == 1 and len(frames) >= 4 and 75 not in frames
+    # Nothing moves at all: one frame, not six copies of it.
+    assert choose_frames(_tracked(still), persons, {"seg_0000": 0}, 50, count=6) == [10]
+
+
+def test_face_sheet_rows_enlarge_each_face_and_name_its_person(tmp_path):
+    import numpy as np
+
+    from facepipe.face_sheet import CROP, SheetFace, read_layout, write_face_sheet
+    from facepipe.media import carries_ai_label
+
+    before = np.full((270, 480, 3), 90, np.uint8)
+    after = before.copy()
+    after[60:120, 200:250] = 200
+    faces = [SheetFace(7, 2, (200.0, 60.0, 250.0, 120.0)), SheetFace(7, 5, (20.0, 150.0, 80.0, 260.0))]
+    layout = write_face_sheet([(7, before, after, faces), (9, before, before, [])], 25.0, tmp_path / "s heet.png")
+    assert carries_ai_label(tmp_path / "s heet.png") and read_layout(tmp_path / "s heet.png") == layout
+    rows = layout["rows"]
+    assert [(r["frame"], r["person"]) for r in rows] == [(7, 2), (7, 5), (9, None)]
+    assert rows[0]["label"] == "person 2, frame 7 (0:00.2)" and rows[2]["label"] == "frame 9 (0:00.3): no face swapped"
+    # A 60 px face in a square of 1.8 times its side, scaled to CROP px.
+    assert rows[0]["region"][2] == 108 and rows[0]["scale"] == round(CROP / 108, 3)
+    sheet = __import__("cv2").imread(str(tmp_path / "s heet.png"))
+    x, y, w, h = rows[0]["after"]
+    centre = sheet[y + h // 2 - 20:y + h // 2 + 20, x + w // 2 - 20:x + w // 2 + 20]
+    assert w == h == CROP and (centre > 180).all()  # the changed face, enlarged, at the crop's centre
