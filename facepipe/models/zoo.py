@@ -17,6 +17,9 @@ FAMILIES = {
     "classic": "facepipe.models.classic:ClassicSwap",
     "mesh": "facepipe.models.mesh_warp:MeshWarp",
     "restorer": "facepipe.models.face_restorer:FaceRestorer",
+    # Mask models on the swapper's aligned crop: what covers a face, and its parts.
+    "xseg": "facepipe.models.occluder:Occluder",
+    "bisenet": "facepipe.models.face_parser:FaceParser",
     # A backend's detector and recognizer run together, in its analyzer (load_analyzer).
     "scrfd": "facepipe.faces:FaceAnalyzer",
     "arcface": "facepipe.faces:FaceAnalyzer",
@@ -35,7 +38,7 @@ def family_class(family: str):
 
 
 def load(key: str, path=None, providers: list[str] | None = None, **kwargs):
-    """A swapper or enhancer, ready to run: the class of its family on its file."""
+    """A swapper, enhancer, occluder or face parser, ready to run: the class of its family on its file."""
     s = spec(key)
     return family_class(s.family)(s, path, providers or [], **kwargs)
 
