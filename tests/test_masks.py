@@ -23,8 +23,8 @@ def standins(tmp_path_factory):
     return {key: build_standin(key, folder / MODELS[key].filename) for key in MASK_MODELS}
 
 
-def _model(standins, key, batch_size=1):
-    return load(key, standins[key], ["cpu"], batch_size=batch_size)
+def _model(standins, key, **kwargs):
+    return load(key, standins[key], ["cpu"], **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,12 @@ def test_batched_equals_one_by_one(standins, photo_crops, key):
     batched = _model(standins, key, batch_size=4)
     assert batched.batch_size == 4  # the published files have a free batch, like the stand-ins
     single = _model(standins, key, batch_size=1)
-    for a, b in zip(batched.masks(photo_crops), [single.masks([c])[0] for c in photo_crops]):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    # IO binding (the GPU path; on a CPU session the same results) with a last, smaller batch.
+    bound = _model(standins, key, batch_size=4, io_binding=True)
+    one_by_one = [single.masks([c])[0] for c in photo_crops]
+    for masks in (batched.masks(photo_crops), bound.masks(photo_crops)):
+        for a, b in zip(masks, one_by_one, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 @pytest.mark.parametrize("key", MASK_MODELS)
@@ -125,3 +129,10 @@ def test_the_parser_keeps_the_regions_asked_for(standins, key):
     assert max(nose_only.sum(), eyes.sum()) < no_mouth.sum() < whole.sum()
     with pytest.raises(ValueError, match="unknown face region"):
         parser.masks([crop], ["beard"])
+
+
+@pytest.mark.parametrize("key", MASK_MODELS)
+def test_a_stand_in_says_so_when_it_is_loaded(standins, caplog, key):
+    with caplog.at_level("WARNING"):
+        _model(standins, key)
+    assert f"STAND-IN model {standins[key]}" in caplog.text and f"stands in for {key}" in caplog.text
