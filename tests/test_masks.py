@@ -41,7 +41,7 @@ def _at(side, fx, fy):
 
 
 def test_the_issue_asks_for_an_occluder_and_a_face_parser_and_both_are_offered():
-    assert {"xseg_1", "xseg_3"} <= set(offered("occluder"))
+    assert {"xseg_1", "xseg_2", "xseg_3"} <= set(offered("occluder"))
     assert "bisenet_resnet_34" in offered("parser")
     assert "GPL-3.0" in MODELS["xseg_1"].licence and "non-commercial" in MODELS["bisenet_resnet_34"].licence
 

@@ -10,7 +10,7 @@ A model is offered only when at least two independent public sources state the s
 (and size, where they give one) for the file FaceFusion or insightface publishes; FaceFusion
 itself publishes CRC32 side files only. Models that did not pass (SimSwap, whose embedding
 converter has no published SHA-256; Ghost and UniFace, with one source each; GFPGAN 1.2/1.3;
-the masks xseg_2 and bisenet_resnet_18) are listed in the README with the reason.
+the face parser bisenet_resnet_18) are listed in the README with the reason.
 
 Hash provenance of the two insightface models: det_10g.onnx and w600k_r50.onnx are the members
 of insightface's buffalo_l.zip (v0.7 release, itself 80ffe37d...b0ca2f, 288,621,354 bytes); the
@@ -53,6 +53,7 @@ _MAZE = "huggingface.co/maze/faceX (Git LFS pointer)"
 _REACTOR_README = "github.com/Gourieff/ComfyUI-ReActor README.md, 'Models Hashsum'"
 _INSIGHTFACE_MIRROR = "huggingface.co/Aloukik21/z-image (Git LFS pointer, buffalo_l)"
 _DAW_MASKS = "github.com/DaWasteh/DaWastehs-ComfyUI-Bundle tools/upgrade_v100.py (MODEL_FILES, with byte sizes)"
+_DLC_OCCLUDER = "github.com/laurigates/Deep-Live-Cam modules/face_occluder.py"
 
 _NON_COMMERCIAL_INSIGHTFACE = "non-commercial research only (insightface pretrained models)"
 
@@ -241,14 +242,19 @@ _SPECS: tuple[ModelSpec, ...] = (
               sources=(_DFA, _MAZE, _REACTOR), template="ffhq_512", size=512,
               description="RestoreFormer++ face restorer, 512 px", **_RESTORER),
     # ---- masks (what covers a face, and which parts of it are face): FaceFusion 3.x's files.
-    # Byte sizes as the sources state them: xseg_1 70,324,286; xseg_3 70,327,709;
-    # bisenet_resnet_34 93,632,546. xseg_2 and bisenet_resnet_18 are not offered (README). One user's
+    # Byte sizes as the sources state them: xseg_1 and xseg_2 70,324,286; xseg_3 70,327,709;
+    # bisenet_resnet_34 93,632,546. bisenet_resnet_18 is not offered (README). One user's
     # comparison (DaWasteh's docs) finds xseg_1 also marks beard, open mouth and glasses lenses as
     # covering, and xseg_3 keeps them as face.
     ModelSpec(key="xseg_1", filename="xseg_1.onnx", url=_ff("models-3.1.0", "xseg_1.onnx"),
               sha256="c4d1498b8a03b5fe2a3a5d2ef2a0402ab03bd51edaf5b2d8d5fb764702a97dd3",
               sources=(_FUSE, _DAW_MASKS),
               description="XSeg occlusion model 1 (FaceFusion 3.1's xseg_1): where something covers the face",
+              **_OCCLUDER),
+    ModelSpec(key="xseg_2", filename="xseg_2.onnx", url=_ff("models-3.1.0", "xseg_2.onnx"),
+              sha256="cd9a0879eaf43841d765472cf1f8c330dbf9dcb03da0eace93e95f3bcc399042",
+              sources=(_DLC_OCCLUDER, _DAW_MASKS),
+              description="XSeg occlusion model 2 (FaceFusion 3.1's xseg_2): where something covers the face",
               **_OCCLUDER),
     ModelSpec(key="xseg_3", filename="xseg_3.onnx", url=_ff("models-3.2.0", "xseg_3.onnx"),
               sha256="48ccd7e8541e159a5a754ec9e62df2f12065f7df8f9af842c1750342c6533559",
