@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from facepipe.jobs import JobError, check_config
+from facepipe.preflight import schema_problem, stop_run
 
 min_version("9.0")
 
@@ -13,10 +14,15 @@ configfile: "config/config.yaml"
 
 
 # Unknown keys (typos) are errors naming the nearest valid key; booleans read as users write them.
+# A user's mistake is one line (stop_run), without Snakemake's location and banner.
+CONFIG_SCHEMA = Path(workflow.basedir) / "config/schemas/config.schema.yaml"
 try:
-    check_config(config, Path(workflow.basedir) / "config/schemas/config.schema.yaml")
+    check_config(config, CONFIG_SCHEMA)
 except JobError as exc:
-    raise WorkflowError(str(exc))
+    stop_run(str(exc))
+problem = schema_problem(config, CONFIG_SCHEMA, "configuration key")
+if problem:
+    stop_run(problem)
 validate(config, "config/schemas/config.schema.yaml")
 
 
@@ -39,3 +45,7 @@ rule all:
     default_target: True
     input:
         final_outputs,
+
+
+# Last, once every rule is known: the demo's inputs are made by a rule, a user's must exist.
+check_job_files()

@@ -151,6 +151,41 @@ def source_warnings(image: str | Path, img: np.ndarray, kps, swapper: str, neede
     return lines
 
 
+def face_record(image: str | Path, detector: str | Path, recognizer: str | Path, *, providers: list[str],
+                face_index: int = -1, cache_dir: str | Path = "resources/embeddings", threads: int = 0,
+                backend: str = "insightface", img: np.ndarray | None = None) -> dict:
+    """The record of the chosen face of `image` (embedding, box, kps, score, the number of faces
+    found, and offline the source crop), from the cache or analysed and cached. FaceError when the
+    photo has no face (or not the face asked for). The workflow calls this once while it plans
+    (facepipe.preflight.check_face_photos), so the embed_face job reads the cache entry."""
+    cached = cache_path(cache_dir, image, detector, recognizer, face_index, backend)
+    data = read_cache(cached)
+    if data is not None:
+        log.info("embedding cache hit: %s (image %s)", cached, image)
+        return data
+    log.info("embedding cache miss: analysing %s", image)
+    from facepipe.backends import make_analyzer
+
+    if img is None:
+        img = read_image(image, "source")
+    analyzer = make_analyzer(backend, detector, recognizer, providers, threads=threads)
+    faces = analyzer.analyze(img)
+    face = pick_face(faces, image, face_index)
+    data = {"embedding": face["embedding"], "box": face["box"], "kps": face["kps"],
+            "score": np.float32(face["score"]), "face_count": np.int32(len(faces))}
+    if face.get("landmarks") is not None:
+        from facepipe.classic_swap import source_patch
+
+        data["landmarks"] = face["landmarks"]
+        data["source_crop"], data["source_landmarks"] = source_patch(img, face["landmarks"])
+    try:
+        _save(cached, data)
+        log.info("embedding cached at %s", cached)
+    except OSError as exc:  # a read-only or full cache costs the next job time, not this one's result
+        log.warning("could not write the embedding cache entry %s: %s", cached, exc)
+    return data
+
+
 def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path, out: str | Path, *,
                 providers: list[str], face_index: int = -1, cache_dir: str | Path = "resources/embeddings",
                 threads: int = 0, backend: str = "insightface", swapper: str | None = None) -> dict:
@@ -158,28 +193,8 @@ def embed_image(image: str | Path, detector: str | Path, recognizer: str | Path,
     swapper: for a photo the swap takes a face from, the job's ``swapper`` option (empty: the
     backend's own): a face too small for it, or a greyscale photo, is named in a warning."""
     img = read_image(image, "source")  # a clear error for a missing, empty or non-image file
-    cached = cache_path(cache_dir, image, detector, recognizer, face_index, backend)
-    data = read_cache(cached)
-    if data is not None:
-        log.info("embedding cache hit: %s (image %s)", cached, image)
-    else:
-        log.info("embedding cache miss: analysing %s", image)
-        from facepipe.backends import make_analyzer
-
-        analyzer = make_analyzer(backend, detector, recognizer, providers, threads=threads)
-        face = pick_face(analyzer.analyze(img), image, face_index)
-        data = {"embedding": face["embedding"], "box": face["box"], "kps": face["kps"],
-                "score": np.float32(face["score"])}
-        if face.get("landmarks") is not None:
-            from facepipe.classic_swap import source_patch
-
-            data["landmarks"] = face["landmarks"]
-            data["source_crop"], data["source_landmarks"] = source_patch(img, face["landmarks"])
-        try:
-            _save(cached, data)
-            log.info("embedding cached at %s", cached)
-        except OSError as exc:  # a read-only or full cache costs the next job time, not this one's result
-            log.warning("could not write the embedding cache entry %s: %s", cached, exc)
+    data = face_record(image, detector, recognizer, providers=providers, face_index=face_index,
+                       cache_dir=cache_dir, threads=threads, backend=backend, img=img)
     if swapper is not None:
         for line in source_warnings(image, img, data["kps"], *needed_face_size(backend, swapper)):
             log.warning(line)

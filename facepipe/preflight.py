@@ -7,13 +7,148 @@ fails after minutes of detection and swapping for a reason that was visible at t
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from facepipe.filekind import sniff_image, target_kind
 
 
 class PreflightError(Exception):
     """A job that would fail after the heavy work; the message names the job and the problem."""
+
+
+def stop_run(message: str, *, at_once: bool = False, workflow=None) -> NoReturn:
+    """End the run over a user's mistake with one line on standard error: no traceback and no
+    Snakemake banner, which say nothing to a user and push the line off the screen.
+
+    While the Snakefile is read, SystemExit passes through Snakemake untouched. Inside an input
+    function (at_once) Snakemake wraps every exception, SystemExit included, in its banner; there
+    the process ends at once: nothing has started then (Snakemake takes its lock and starts jobs
+    only once the plan is built), and workflow's temporary folder is removed first.
+    """
+    sys.stdout.flush()
+    print(f"facepipe: error: {message}", file=sys.stderr, flush=True)
+    if not at_once:
+        raise SystemExit(1)
+    tmp = getattr(workflow, "_snakemake_tmp_dir", None)
+    if tmp is not None and hasattr(tmp, "cleanup"):
+        tmp.cleanup()
+    os._exit(1)
+
+
+def schema_problem(instance: dict, schema_path: str | Path, where: str) -> str | None:
+    """The first way instance breaks the JSON schema, as one line naming the key, the value and the
+    values allowed (jsonschema's own report is seven lines of schema internals); None when it fits.
+    where: how the user names the place ('configuration key', "jobs sheet 'x.tsv' row 2, column")."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is None:
+        return None
+    path = [str(p) for p in error.absolute_path]
+    if not path:
+        return f"{where}: {error.message}"
+    key, value = path[0], instance.get(path[0])
+    return f"{where} {key!r}: {value!r} is not allowed; {_allowed(error)}"
+
+
+def _allowed(error) -> str:
+    """What a failed schema keyword allows, in words."""
+    keyword, rule = error.validator, error.validator_value
+    if keyword == "enum":
+        return f"allowed values: {', '.join(map(str, rule))}"
+    if keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        low = error.schema.get("minimum", error.schema.get("exclusiveMinimum"))
+        high = error.schema.get("maximum", error.schema.get("exclusiveMaximum"))
+        above = "above" if "exclusiveMinimum" in error.schema else "at least"
+        number = "a whole number" if error.schema.get("type") == "integer" else "a number"
+        if low is not None and high is not None:
+            return f"allowed: {number} from {low} to {high}" + (
+                f" (above {low})" if "exclusiveMinimum" in error.schema else "")
+        return f"allowed: {number} {above} {low}" if low is not None else f"allowed: {number} up to {high}"
+    if keyword == "type":
+        kinds = rule if isinstance(rule, list) else [rule]
+        words = {"integer": "a whole number", "number": "a number", "string": "text", "boolean": "true or false",
+                 "array": "a list, e.g. [a,b]", "object": "a mapping", "null": "empty"}
+        return f"allowed: {' or '.join(words.get(k, k) for k in kinds)}"
+    if keyword == "pattern":
+        return f"allowed: text matching {rule}"
+    if keyword == "uniqueItems":
+        return "allowed: a list without repeats"
+    if keyword == "minItems":
+        return f"allowed: a list of at least {rule} item(s)"
+    return f"the schema says: {error.message}"
+
+
+def file_hint(path: str | Path) -> str:
+    """What a user may not see in a path: spaces at its ends, a line break."""
+    text = str(path)
+    if text != text.rstrip():
+        return " (note the trailing space)"
+    if text != text.lstrip():
+        return " (note the leading space)"
+    if any(c in text for c in "\r\n\t"):
+        return " (note the line break or tab in it)"
+    return ""
+
+
+def check_readable(name: str, role: str, path: str | Path) -> None:
+    """A job's own input file exists, is a file and can be read (a missing target was
+    Snakemake's MissingInputException, far from the job that names it)."""
+    file = Path(path)
+    if not file.exists():
+        raise PreflightError(f"job {name!r}: no such file: {str(path)!r}{file_hint(path)}; fix the {role} "
+                             f"path (relative paths start at the workflow folder)")
+    if not file.is_file():
+        raise PreflightError(f"job {name!r}: the {role} {str(path)!r} is a folder, not a file; give the file's path")
+    try:
+        with open(file, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise PreflightError(f"job {name!r}: the {role} {str(path)!r} cannot be read ({exc.strerror}); "
+                             f"check its permissions") from None
+
+
+def check_names(jobs: dict[str, dict]) -> None:
+    """Job names become file names and Snakemake wildcard values: braces would be read as
+    wildcards, and control characters (a line break from a quoted sheet cell) break the logs,
+    the mux's arguments and the user's shell."""
+    for name in jobs:
+        if "{" in name or "}" in name:
+            raise PreflightError(f"job {name!r}: a job name may not contain braces {{ or }} (Snakemake reads them "
+                                 f"as wildcards); rename the job in the sheet's name column or with name=...")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise PreflightError(f"job {name!r}: a job name may not contain a line break, tab or other control "
+                                 f"character; rename the job in the sheet's name column or with name=...")
+
+
+# The folders a run writes into (with .snakemake/, which Snakemake itself needs first).
+OUTPUT_FOLDERS = ("results", "work", "logs", "benchmarks")
+
+
+def check_writable(workdir: str | Path = ".") -> None:
+    """Every folder a run writes can be written, tried with a real file: a read-only mount or
+    folder otherwise fails at the first job's output (an OSError traceback), after the work."""
+    import errno
+    import tempfile
+
+    base = Path(workdir)
+    for folder in OUTPUT_FOLDERS:
+        path = base / folder
+        where = path if path.exists() else base
+        if path.exists() and not path.is_dir():
+            raise PreflightError(f"{folder}/ is not a folder ({str(path)!r} is a file): move the file away")
+        try:
+            with tempfile.NamedTemporaryFile(dir=where, prefix=".facepipe-write-check-"):
+                pass
+        except OSError as exc:
+            why = "on a read-only file system" if exc.errno == errno.EROFS else f"not writable ({exc.strerror})"
+            raise PreflightError(f"{folder}/ ({str(path.resolve())!r}) is {why}: results cannot be written; make it "
+                                 f"writable, or run the workflow from a copy in a folder you can write") from None
 
 
 # Folders the workflow writes: an input inside them would be overwritten, removed or be its
@@ -133,10 +268,12 @@ def check_face_image(name: str, role: str, image: str | Path) -> None:
 
 
 def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
-    """The checks that need only the job table: locations, name lengths, encoder settings (each
-    tried once)."""
+    """The checks that need only the job table: names, locations, name lengths, writable output
+    folders, encoder settings (each tried once)."""
+    check_names(jobs)
     check_input_locations(jobs, workdir)
     check_name_lengths(jobs, workdir)
+    check_writable(workdir)
     tried = set()
     for job in jobs.values():
         if target_kind(job["target"]) == "image":
@@ -148,15 +285,17 @@ def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
 
 
 def check_input_files(name: str, job: dict, made_by_workflow=lambda path: False) -> None:
-    """A job's own files: a still target OpenCV can decode, and source and reference photos that are
-    decodable stills. Files a rule of the workflow makes (the demo's) are left to that rule and to
-    the stage that reads them."""
+    """A job's own files: a target that exists and can be read (a still one OpenCV can decode),
+    and source and reference photos that are decodable stills. Files a rule of the workflow makes
+    (the demo's) are left to that rule and to the stage that reads them."""
     from facepipe.jobs import face_images
 
     if not made_by_workflow(job["target"]):
+        check_readable(name, "target", job["target"])
         check_target_readable_kind(name, job["target"])
     for role, file in face_images(job).items():
         if not made_by_workflow(file):
+            check_readable(name, _role_text(role), file)
             check_face_image(name, _role_text(role), file)
 
 
@@ -167,3 +306,32 @@ def _role_text(role: str) -> str:
     if role.startswith("map"):
         return f"map entry {int(role[3:]) + 1}'s source photo"
     return role
+
+
+def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: str | Path, *,
+                      cache_dir: str | Path) -> list[str]:
+    """The face of each of a job's photos (source, reference, map photos), found with the job's own
+    detector and recognizer on the CPU, once per photo and models (the embedding cache, which
+    embed_face then reads): PreflightError for a photo without a face, or without the face
+    source_face asks for. Returns a warning line per photo that shows several faces, saying which
+    one is used."""
+    from facepipe.embedding import face_record
+    from facepipe.faces import FaceError
+    from facepipe.jobs import face_images
+
+    lines = []
+    for role, image in face_images(job).items():
+        face_index = job["source_face"] if role == "source" else -1
+        try:
+            record = face_record(image, detector, recognizer, providers=["cpu"], face_index=face_index,
+                                 cache_dir=cache_dir, backend=job["backend"])
+        except FaceError as exc:
+            raise PreflightError(f"job {name!r}, {_role_text(role)}: {exc}") from None
+        count = int(record.get("face_count", 1))
+        if count > 1:
+            used = "the largest (face 0)" if face_index is None or face_index < 0 else f"face {face_index}"
+            how = ("set source_face=N to use another (0 = the largest)" if role == "source"
+                   else "crop the photo to the one person to use another")
+            lines.append(f"job {name!r}: the {_role_text(role)} {str(image)!r} shows {count} faces: using {used}; "
+                         f"{how}")
+    return lines

@@ -2,6 +2,7 @@
 # the segment list read from the prepare_target checkpoint, and the final outputs.
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -17,8 +18,11 @@ from facepipe.jobs import JobError, build_jobs, face_images, read_sheet, swap_ro
 from facepipe.models import BACKENDS, MODELS, batched_path, model_path, models_for
 from facepipe.preflight import (
     PreflightError,
+    check_face_photos,
     check_input_files,
     check_jobs,
+    schema_problem,
+    stop_run,
     target_kind,
 )
 from facepipe import provenance
@@ -37,6 +41,16 @@ def load_jobs():
     if config.get("target"):
         return build_jobs(config, None)
     sheet = read_sheet(config["jobs"])
+    # One line naming the row, the column, the value and what is allowed (Snakemake's validate
+    # prints jsonschema's dump); validate then still runs, as the schema's reference.
+    schema = Path(workflow.basedir) / "config/schemas/jobs.schema.yaml"
+    for number, row in enumerate(sheet.to_dict("records"), start=1):
+        given = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+        problem = schema_problem(
+            given, schema, f"jobs sheet {config['jobs']!r} row {number}, column"
+        )
+        if problem:
+            raise JobError(problem)
     validate(sheet, "../config/schemas/jobs.schema.yaml", set_default=False)
     return build_jobs(config, sheet)
 
@@ -50,7 +64,7 @@ if workflow.is_main_process and not workflow.dryrun:
 try:
     JOBS = load_jobs()
 except JobError as exc:
-    raise WorkflowError(str(exc))
+    stop_run(str(exc))
 
 
 # A job name is exactly one of the jobs' names: results/NAME.cast.png is job NAME's cast sheet,
@@ -61,21 +75,77 @@ wildcard_constraints:
 
 
 # backend=auto becomes a concrete backend here, at DAG-build time, so rules see (and their
-# params record) the backend that runs; the lines are repeated at the end of the run.
+# params record) the backend that runs; the lines are printed once, when the run plans its jobs
+# (announce_backends).
 try:
     BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(JOBS)
 except ValueError as exc:
-    raise WorkflowError(str(exc))
+    stop_run(str(exc))
 if workflow.is_main_process:
-    for line in BACKEND_WARNINGS:
-        logger.warning(line)
-    for line in BACKEND_INFO:
-        logger.info(line)
     # Everything that can fail before the heavy work fails here, before any job runs.
     try:
         check_jobs(JOBS)
     except PreflightError as exc:
-        raise WorkflowError(str(exc))
+        stop_run(str(exc))
+
+
+def check_job_files():
+    """Every job's own files exist and can be read (called at the end of the Snakefile, once the
+    rules that make the demo's files are known). The main process only: a job's process never
+    needs it, and it is cheap enough for --lint and --report."""
+    if not workflow.is_main_process:
+        return
+    for name, job in JOBS.items():
+        try:
+            check_input_files(name, job, made_by_workflow)
+        except PreflightError as exc:
+            stop_run(str(exc))
+
+
+def planning_a_run():
+    """Whether Snakemake is planning jobs to run (a run or a dry run), not a report, a summary or
+    a graph: only then is the source photos' check worth its cost. Known only once the plan is
+    being built (input functions), not while the Snakefile is read."""
+    return workflow.is_main_process and workflow.executor_plugin is not None
+
+
+_ANNOUNCED = []
+
+
+def announce_backends():
+    """The backend=auto lines, once per run (not in --report or --lint)."""
+    if _ANNOUNCED or not planning_a_run():
+        return
+    _ANNOUNCED.append(True)
+    for line in BACKEND_WARNINGS:
+        logger.warning(line)
+    for line in BACKEND_INFO:
+        logger.info(line)
+
+
+def check_job_photos(name):
+    """The faces of job `name`'s photos, found with its own detector while the run plans, before
+    any job starts: a source without a face stops the run here, not after the target's
+    detection. The record is the embedding cache's entry, so embed_face reads it. Skipped when the
+    job's models are not made yet (a first run: embed_face finds the faces then)."""
+    roles = job_models(SimpleNamespace(name=name))
+    files = [
+        str(model_path(roles[role], JOBS[name]["backend"]))
+        for role in ("detector", "recognizer")
+    ]
+    if not all(Path(file).is_file() for file in files):
+        return
+    try:
+        lines = check_face_photos(
+            name,
+            JOBS[name],
+            *files,
+            cache_dir=Path("resources/embeddings") / code_version("embed_face"),
+        )
+    except PreflightError as exc:
+        stop_run(str(exc), at_once=True, workflow=workflow)
+    for line in lines:
+        logger.warning(line)
 
 
 HAVE_GPU = nvml_memory_mb() is not None
@@ -190,10 +260,7 @@ def settle_provenance(name):
     if name in _SETTLED or not workflow.is_main_process:
         return
     _SETTLED.add(name)
-    try:
-        check_input_files(name, JOBS[name], made_by_workflow)
-    except PreflightError as exc:
-        raise WorkflowError(str(exc))
+    announce_backends()
     record = job_record(name)
     state = provenance.result_state(result_path(name), record, read_result_record)
     if state == "foreign":
@@ -204,15 +271,24 @@ def settle_provenance(name):
             if carries_ai_label(result_path(name))
             else "was not made by this workflow (it carries no facepipe record)"
         )
-        raise WorkflowError(
+        stop_run(
             f"{result_path(name)} exists but {made_by}, so it is neither used nor overwritten: "
-            f"move it away, or give job {name!r} another name"
+            f"move it away, or give job {name!r} another name",
+            at_once=True,
+            workflow=workflow,
         )
+    # Before any stamp is written: a photo without a face leaves nothing behind.
+    if state != "current" and planning_a_run():
+        check_job_photos(name)
     code = {stage: code_version(stage) for stage in provenance.STAGES}
-    renewed = provenance.settle_stamps(name, record, state, code, dry_run=workflow.dryrun)
+    renewed = provenance.settle_stamps(
+        name, record, state, code, dry_run=workflow.dryrun
+    )
     # A current result needs none of its own stages again, whatever a stamp says (a dry run of
     # another setting may have left one); a stage beside it (cast, preview, QC) may.
-    beside = set(renewed) - set(provenance.result_stages(JOBS[name], is_image=is_image_job(name)))
+    beside = set(renewed) - set(
+        provenance.result_stages(JOBS[name], is_image=is_image_job(name))
+    )
     provenance.settle_remake_token(name, remake=state == "stale" or bool(beside))
     if state == "stale":
         logger.info(
@@ -357,10 +433,8 @@ def print_run_summary():
 
 
 def print_backend_summary():
-    """Which backend ran (and, when auto fell back to offline, how to get the learned models)."""
+    """Which backend ran, in one short line (the backend=auto lines came once, at the start)."""
     logger.info(backend_summary(JOBS))
-    for line in BACKEND_WARNINGS:
-        logger.warning(line)
 
 
 def release_scheduler_timers():

@@ -81,15 +81,19 @@ def test_undecodable_heic_still_fails_before_the_work(tmp_path):
 
 
 def test_a_source_that_is_not_a_decodable_still_fails_before_the_work(tmp_path):
-    job = {"target": "in/clip.mp4", "encoder": "libx264", "preset": "veryfast", "crf": 18}
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
+    job = {"target": str(target), "encoder": "libx264", "preset": "veryfast", "crf": 18}
     video = tmp_path / "face.png"
     video.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
     with pytest.raises(PreflightError, match="source file .*face.png' is not a still image"):
         check_input_files("j", {**job, "source": str(video)})
+    still = tmp_path / "face.jpg"
+    cv2.imwrite(str(still), np.full((8, 8, 3), 128, np.uint8))
     heic = tmp_path / "IMG_0002.HEIC"
     heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
     with pytest.raises(PreflightError, match="reference file .*IMG_0002.HEIC' is a HEIF image.*convert it"):
-        check_input_files("j", {**job, "source": str(tmp_path / "missing.png"), "reference": str(heic)})
+        check_input_files("j", {**job, "source": str(still), "reference": str(heic)})
 
 
 def test_missing_encoder_and_bad_preset_fail_before_the_work():
