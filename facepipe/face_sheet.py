@@ -22,6 +22,7 @@ CROP = 288  # side of each enlarged face crop, px
 MARGIN = 0.4  # room around the face box on every side, as a fraction of the box's larger side
 CONTEXT = 192  # width of the whole-frame thumbnail
 BAND = 30  # height of the label band above each row
+MAX_FACES = 12  # rows of faces on a sheet at most: a crowd would make a sheet no one scrolls through
 GAP = 6
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_SCALE = 0.6
@@ -105,16 +106,36 @@ def band_texts(label: str) -> list[tuple[int, str]]:
     return [(4, label), right_aligned(before_x + CROP, "before"), right_aligned(after_x + CROP, "after")]
 
 
+def kept_faces(frames: list[tuple], limit: int = MAX_FACES) -> list[list[SheetFace]]:
+    """Each frame's faces that get a row, ``limit`` in all at most: every person's first face
+    first (so each swapped person is on the sheet), then the others in frame order."""
+    keep, persons, count = set(), set(), 0
+    for pass_ in ("first of each person", "the rest"):
+        for f, (_, _, _, faces) in enumerate(frames):
+            for i, face in enumerate(faces):
+                new_person = face.person not in persons
+                if count < limit and (f, i) not in keep and (new_person or pass_ == "the rest"):
+                    keep.add((f, i))
+                    persons.add(face.person)
+                    count += 1
+    return [[face for i, face in enumerate(faces) if (f, i) in keep] for f, (_, _, _, faces) in enumerate(frames)]
+
+
 def face_sheet(frames: list[tuple[int, np.ndarray, np.ndarray, list[SheetFace]]], fps: float
                ) -> tuple[np.ndarray, dict]:
     """The sheet of (frame, before, after, its swapped faces) and its layout (see LAYOUT_KEY).
 
     A frame with no swapped face gets one row with only its thumbnail and a note, so a sheet
-    never hides a chosen frame."""
+    never hides a chosen frame. A crowd is shown as MAX_FACES rows at most (kept_faces); the
+    layout counts the faces left out, and the sheet's last band says so."""
     width = CONTEXT + 2 * (GAP + CROP)
     rows, layout_rows = [], []
     top = 0
-    for frame, before, after, faces in frames:
+    kept = kept_faces(frames)
+    left_out = sum(len(f[3]) for f in frames) - sum(len(k) for k in kept)
+    for (frame, before, after, all_faces), faces in zip(frames, kept):
+        if all_faces and not faces:
+            continue  # a frame whose faces are all left out
         if not faces:
             label = f"{frame_text(frame, fps)}: no face swapped"
             thumb, _ = context_thumbnail(after, [], -1)
@@ -124,11 +145,11 @@ def face_sheet(frames: list[tuple[int, np.ndarray, np.ndarray, list[SheetFace]]]
             layout_rows.append({"frame": frame, "person": None, "label": label, "top": top})
             top += BAND + body.shape[0]
             continue
-        boxes = [f.box for f in faces]
-        for i, face in enumerate(faces):
+        boxes = [f.box for f in all_faces]
+        for face in faces:
             label = row_label(face, fps)
             region = face_region(face.box, before.shape)
-            thumb, _ = context_thumbnail(before, boxes, i)
+            thumb, _ = context_thumbnail(before, boxes, all_faces.index(face))
             body = np.full((CROP, width, 3), BACKGROUND, np.uint8)
             body[:thumb.shape[0], :thumb.shape[1]] = thumb
             before_x, after_x = CONTEXT + GAP, CONTEXT + 2 * GAP + CROP
@@ -144,10 +165,12 @@ def face_sheet(frames: list[tuple[int, np.ndarray, np.ndarray, list[SheetFace]]]
                 "context": [0, y, thumb.shape[1], thumb.shape[0]],
             })
             top += BAND + CROP
+    if left_out:
+        rows.append(draw_band(width, [(4, f"{left_out} more swapped face(s) of these frames not shown")]))
     if not rows:
         rows = [draw_band(width, [(4, "no frame to show")])]
     sheet = np.vstack(rows)
-    return sheet, {"crop": CROP, "band": BAND, "rows": layout_rows}
+    return sheet, {"crop": CROP, "band": BAND, "rows": layout_rows, "left_out": left_out}
 
 
 def write_face_sheet(frames, fps: float, out: str | Path) -> dict:

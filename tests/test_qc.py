@@ -74,3 +74,18 @@ def test_face_sheet_rows_enlarge_each_face_and_name_its_person(tmp_path):
     x, y, w, h = rows[0]["after"]
     centre = sheet[y + h // 2 - 20:y + h // 2 + 20, x + w // 2 - 20:x + w // 2 + 20]
     assert w == h == CROP and (centre > 180).all()  # the changed face, enlarged, at the crop's centre
+
+
+def test_a_crowd_keeps_every_person_within_the_row_limit():
+    import numpy as np
+
+    from facepipe.face_sheet import MAX_FACES, SheetFace, face_sheet
+
+    img = np.zeros((90, 160, 3), np.uint8)
+    frames = [(f, img, img, [SheetFace(f, p, (10.0 * p, 10.0, 10.0 * p + 20, 30.0)) for p in range(1, 7)])
+              for f in (1, 5, 9)]
+    frames[2][3].append(SheetFace(9, 7, (5.0, 50.0, 25.0, 70.0)))  # a person seen only in the last frame
+    _, layout = face_sheet(frames, 25.0)
+    shown = [(r["frame"], r["person"]) for r in layout["rows"]]
+    assert len(shown) == MAX_FACES and layout["left_out"] == 19 - MAX_FACES
+    assert {p for _, p in shown} == set(range(1, 8)) and shown == sorted(shown)
