@@ -29,7 +29,10 @@ table stores them flattened, x0, y0, x1, y1, ...; 936 numbers).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -527,6 +530,29 @@ def check_inputs(seed: int = 0) -> list[np.ndarray]:
             (photo / 255.0)[None], (photo / 127.5 - 1.0)[None]]
 
 
+@contextlib.contextmanager
+def native_stderr_to_log(logger: logging.Logger):
+    """What native code writes to file descriptor 2 meanwhile goes to the log, not the console:
+    LiteRT prints 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.' there when it allocates
+    its tensors, and no environment variable silences it."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace").strip()
+            if text:
+                logger.info("LiteRT: %s", text)
+
+
 def convert(tflite: str | Path, out: str | Path, *, tolerance: float = CHECK_TOLERANCE) -> dict:
     """Convert one .tflite model to ONNX with tflite2onnx, check it against LiteRT on
     check_inputs(), and place it sealed at ``out``. Returns the check's figures; raises
@@ -546,7 +572,8 @@ def convert(tflite: str | Path, out: str | Path, *, tolerance: float = CHECK_TOL
     try:
         tflite2onnx.convert(str(tflite), str(tmp))
         interp = Interpreter(model_path=str(tflite))
-        interp.allocate_tensors()
+        with native_stderr_to_log(log):
+            interp.allocate_tensors()
         inp = interp.get_input_details()[0]
         outs = interp.get_output_details()
         session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])

@@ -3,6 +3,8 @@
 A stage counts its frames through a ``Progress``; it logs ``what: done/total frames (percent),
 frames per second, time left`` whenever another tenth of the frames is done or ``interval``
 seconds have passed since the last line, whichever comes first, and a last line at the end.
+The lines go to the job's log and, marked CONSOLE, to the console as well (facepipe.scripting), so
+a run shows each running job's progress without anyone opening a log.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ T = TypeVar("T")
 
 STEP = 0.1  # a line at least every tenth of the frames
 INTERVAL = 10.0  # ... or every this many seconds
+# extra= of a record the console shows although it is not a warning (facepipe.scripting).
+CONSOLE = {"console": True}
+
+
+def say(log: logging.Logger, message: str, *args) -> None:
+    """An info line the console shows too: a step of a job that counts no frames."""
+    log.info(message, *args, extra=CONSOLE)
 
 
 def duration(seconds: float) -> str:
@@ -52,7 +61,8 @@ class Progress:
         share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         left = (f", {duration((self.total - self.done) / rate)} left"
                 if self.total and rate > 0 and self.done < self.total else "")
-        self.log.info("%s: %d/%d frames%s, %.1f frames/s%s", self.what, self.done, self.total, share, rate, left)
+        self.log.info("%s: %d/%d frames%s, %.1f frames/s%s", self.what, self.done, self.total, share, rate, left,
+                      extra=CONSOLE)
         self.last_time, self.logged = now, self.done
         while self.next_count <= self.done:
             self.next_count += self.every

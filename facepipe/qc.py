@@ -283,9 +283,13 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
 
     from facepipe.face_sheet import SheetFace, write_face_sheet
     from facepipe.preview import choose_frames
+    from facepipe.progress import Progress, counted, say
     from facepipe.tables import read_columns
     from facepipe.video import iter_frames, load_plan, planned_starts
 
+    # Progress on the console too (facepipe.progress): the identity check analyses up to SAMPLES
+    # faces twice, which on a CPU takes a while.
+    say(log, "qc_report: faces detected, tracked and swapped per frame")
     manifest, prepared = load_plan(plan)
     cast = read_sealed_json(persons)
     metric = METRICS[backend]
@@ -301,16 +305,19 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     shown = faces.dropna(subset=["person"]).astype({"person": int})
     sheet_frames = choose_frames(shown, cast["persons"], planned_starts(manifest), manifest["frames"], SHEET_FRAMES)
     wanted = sorted({f for f, _ in samples} | set(sheet_frames))
+    say(log, "qc_report: decoding %d frames of the result and of the target", len(wanted))
     after = result_frames(result, set(wanted), manifest["is_image"])
     decode_plan = dict(manifest)
     if not manifest["is_image"]:
         decode_plan["ranges"] = {**manifest["ranges"], "qc": {"frames_at": wanted}}
     before = {f: frame.bgr() for f, frame in zip(wanted, iter_frames(target, prepared, decode_plan, "qc"))}
     sources = [load_embedding(path) for path in embeddings]
-    identities = identity_table(samples, after, before, analyzer, sources, metric)
+    with Progress(len(samples), "qc_report identity of the swapped faces", log) as progress:
+        identities = identity_table(counted(samples, progress), after, before, analyzer, sources, metric)
     identities.to_csv(outputs["identity_table"], sep="\t", index=False)
     similarity_figure(identities, threshold, metric, outputs["similarity"])
 
+    say(log, "qc_report: face sheet, timings and providers")
     fps = 0.0 if manifest["is_image"] else float(Fraction(manifest["fps"]))
     write_face_sheet([(f, before[f], after[f], [SheetFace(f, int(r.person), (r.x1, r.y1, r.x2, r.y2))
                                                 for r in shown[shown["frame"] == f].itertuples()])

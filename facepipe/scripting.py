@@ -53,23 +53,49 @@ class _NotFileOnly(logging.Filter):
         return not getattr(record, "file_only", False)
 
 
+class _WarningsAndProgress(logging.Filter):
+    """Keeps the console to warnings, errors and the lines marked for it (facepipe.progress.CONSOLE:
+    progress), when everything goes to the log file anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(record, "console", False)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """A progress line on the console is short and names its job (several run at once):
+    '10:12:03 demo: detect_faces seg_0000: 50/100 frames (50%), 12.0 frames/s, 4 s left'."""
+
+    def __init__(self, fmt: str, job: str):
+        super().__init__(fmt)
+        self.job = job
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "console", False) and record.levelno < logging.WARNING:
+            return f"{self.formatTime(record, '%H:%M:%S')} {self.job}{record.getMessage()}"
+        return super().format(record)
+
+
 def setup_logging(logfile: str | Path | None) -> logging.Logger:
-    """Everything to the rule's log file; warnings and errors to the console as well (but not
-    what is logged with extra={"file_only": True}: tracebacks, which the console's one line names)."""
+    """Everything to the rule's log file; warnings, errors and progress lines to the console as
+    well (but not what is logged with extra={"file_only": True}: tracebacks, which the console's
+    one line names)."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    text = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(logfile, mode="w", encoding="utf-8")
-        fh.setFormatter(fmt)
+        fh.setFormatter(logging.Formatter(text))
         root.addHandler(fh)
+    sm = rule_job()
+    name = dict(sm.wildcards.items()).get("name") if sm is not None else None
     sh = logging.StreamHandler(sys.stderr)
-    sh.setLevel(logging.WARNING if logfile else logging.INFO)
-    sh.setFormatter(fmt)
+    sh.setLevel(logging.INFO)
+    sh.setFormatter(_ConsoleFormatter(text, f"{name}: " if name else ""))
     if logfile:
         sh.addFilter(_NotFileOnly())
+        sh.addFilter(_WarningsAndProgress())
     root.addHandler(sh)
     # ONNX Runtime and insightface print to stdout; keep that in the log, not the console.
     return logging.getLogger("facepipe.rule")
