@@ -314,10 +314,11 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
     detector and recognizer on the CPU, once per photo and models (the embedding cache, which
     embed_face then reads): PreflightError for a photo without a face, or without the face
     source_face asks for. Returns a warning line per photo that shows several faces, saying which
-    one is used."""
-    from facepipe.embedding import face_record
+    one is used, and per source photo whose face is too small for the swapper or that is greyscale."""
+    from facepipe.embedding import face_record, needed_face_size, source_warnings
     from facepipe.faces import FaceError
     from facepipe.jobs import face_images
+    from facepipe.media import read_image
 
     lines = []
     for role, image in face_images(job).items():
@@ -334,4 +335,10 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
                    else "crop the photo to the one person to use another")
             lines.append(f"job {name!r}: the {_role_text(role)} {str(image)!r} shows {count} faces: using {used}; "
                          f"{how}")
+        if role == "source" or (role.startswith("map") and not role.startswith("mapref")):
+            # A face too small for the swapper, or a greyscale photo: said now, on the console, and
+            # again in embed_face's log (facepipe.embedding.embed_image).
+            needed = needed_face_size(job["backend"], job.get("swapper") or "")
+            lines += [f"job {name!r}: {line}" for line in source_warnings(image, read_image(image), record["kps"],
+                                                                          *needed)]
     return lines

@@ -96,3 +96,20 @@ def test_embedding_a_small_greyscale_source_warns_on_every_run(offline_models, t
     astronaut = demo.write_astronaut(tmp_path / "astronaut.png")
     embed_image(astronaut, det, rec, tmp_path / "astronaut.npz", swapper="", **kwargs)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_plan_says_it_on_the_console_too(offline_models, tmp_path):
+    """facepipe.preflight.check_face_photos, which the main run calls while it plans and whose lines
+    it prints: a small greyscale source gets both lines, a reference photo none."""
+    from facepipe.preflight import check_face_photos
+
+    det, rec = offline_models
+    hanks = cv2.imread(str(demo.insightface_image("Tom_Hanks_54745.png")))
+    small = tmp_path / "small grey.png"
+    cv2.imwrite(str(small), cv2.cvtColor(cv2.copyMakeBorder(hanks, 56, 56, 56, 56, cv2.BORDER_REPLICATE),
+                                         cv2.COLOR_BGR2GRAY))
+    job = {"source": str(small), "reference": str(small), "map": "", "source_face": -1, "backend": "offline",
+           "swapper": ""}
+    lines = check_face_photos("job one", job, det, rec, cache_dir=tmp_path / "cache")
+    assert len(lines) == 2 and all(line.startswith("job 'job one': source photo") for line in lines), lines
+    assert "mesh_warp" in lines[0] and "greyscale" in lines[1]
