@@ -322,6 +322,8 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
 
     lines = []
     for role, image in face_images(job).items():
+        if not Path(image).is_file():
+            continue  # made by a rule of the workflow (the demo's photo): its embed_face job checks it
         face_index = job["source_face"] if role == "source" else -1
         try:
             record = face_record(image, detector, recognizer, providers=["cpu"], face_index=face_index,
@@ -342,3 +344,36 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
             lines += [f"job {name!r}: {line}" for line in source_warnings(image, read_image(image), record["kps"],
                                                                           *needed)]
     return lines
+
+
+def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[Path] | None:
+    """The job's detector and recognizer (keys) for the photo check of a run whose model rules
+    have not run yet (they run only once the plan is built), made as those rules make them, in a
+    folder of the run's own: a stand-in is generated, an offline model converted from its package
+    file (seconds; the conversion makes the mesh beside the detector too); a package file is used
+    where it is. None when a model would have to be downloaded: the embed_face job checks then."""
+    from facepipe.models import MODELS, model_path
+    from facepipe.models.registry import backend as backend_spec
+    from facepipe.models.registry import conversion_source, converted
+
+    folder = Path(folder)
+    paths = []
+    for key in keys:
+        spec, where = MODELS[key], model_path(key, backend)
+        if where.is_file():
+            paths.append(where)
+        elif backend_spec(backend).standin:
+            from facepipe.standin import build_standin
+
+            paths.append(build_standin(key, folder / "standin" / spec.filename))
+        elif spec.converted_from:
+            from facepipe.mesh import convert
+
+            for made in converted():
+                target = folder / "offline" / MODELS[made].filename
+                if not target.is_file():
+                    convert(conversion_source(made), target)
+            paths.append(folder / "offline" / spec.filename)
+        else:
+            return None
+    return paths

@@ -21,6 +21,7 @@ from facepipe.preflight import (
     check_face_photos,
     check_input_files,
     check_jobs,
+    models_for_check,
     schema_problem,
     stop_run,
     target_kind,
@@ -126,22 +127,26 @@ def announce_backends():
 def check_job_photos(name):
     """The faces of job `name`'s photos, found with its own detector while the run plans, before
     any job starts: a source without a face stops the run here, not after the target's
-    detection. The record is the embedding cache's entry, so embed_face reads it. Skipped when the
-    job's models are not made yet (a first run: embed_face finds the faces then)."""
-    roles = job_models(SimpleNamespace(name=name))
-    files = [
-        str(model_path(roles[role], JOBS[name]["backend"]))
-        for role in ("detector", "recognizer")
+    detection. The record is the embedding cache's entry, so embed_face reads it. On a run whose
+    model rules have not run yet, the models are made for the check in the run's temporary folder
+    (preflight.models_for_check); a model that needs a download leaves the check to embed_face.
+    """
+    keys = [
+        job_models(SimpleNamespace(name=name))[r] for r in ("detector", "recognizer")
     ]
-    if not all(Path(file).is_file() for file in files):
-        return
+    backend = JOBS[name]["backend"]
+    cache_dir = Path("resources/embeddings") / code_version("embed_face")
+    files = [model_path(key, backend) for key in keys]
+    if not all(file.is_file() for file in files):
+        made = Path(workflow.snakemake_tmp_dir) / "facepipe-check-models"
+        files = models_for_check(backend, keys, made)
+        if files is None:
+            return
+        # Models made here may differ in their bytes from the rules' own: their cache entries
+        # would never be read.
+        cache_dir = made / "embeddings"
     try:
-        lines = check_face_photos(
-            name,
-            JOBS[name],
-            *files,
-            cache_dir=Path("resources/embeddings") / code_version("embed_face"),
-        )
+        lines = check_face_photos(name, JOBS[name], *files, cache_dir=cache_dir)
     except PreflightError as exc:
         stop_run(str(exc), at_once=True, workflow=workflow)
     for line in lines:

@@ -1,8 +1,8 @@
 """A user's mistakes stop the run before any job, each with one line naming the file or key, the
 problem and the fix: no traceback, no Snakemake error banner, and no detection or other job run.
 
-Each case runs the workflow for real (not a dry run) on one copy with the stand-in backend, whose
-models a first run made, as a user's earlier run would have."""
+Each case runs the workflow for real (not a dry run) on one copy with the stand-in backend, as a
+first run: no model made yet."""
 
 from __future__ import annotations
 
@@ -30,9 +30,6 @@ def wd(tmp_path_factory, media_dir):
     shutil.copy(media_dir / "silent.mp4", inputs / "clip.mp4")
     shutil.copy(media_dir / "astronaut.png", inputs / "astronaut.png")
     cv2.imwrite(str(inputs / "no face.png"), np.full((240, 240, 3), 128, np.uint8))
-    # The job's models, made as a first run makes them.
-    snakemake(wd, "resources/models/standin/det_10g.onnx", "resources/models/standin/w600k_r50.onnx")
-    shutil.rmtree(wd / "logs")
     return wd
 
 
@@ -68,10 +65,23 @@ def assert_stopped_with(proc: subprocess.CompletedProcess, wd, *expected: str) -
     return lines[0]
 
 
-def test_source_without_a_face_stops_before_detection(wd):
-    proc = run_sheet(wd, [row(source="inputs/no face.png")])
-    assert_stopped_with(proc, wd, "job 'clip', source:", "no face found in image 'inputs/no face.png'",
-                        "use a photo with a clearly visible face")
+@pytest.mark.parametrize("models", ["first run", "models made"])
+def test_source_without_a_face_stops_before_detection(wd, models):
+    """On a first run the job's models are made for the check in the run's temporary folder; once
+    their rules made them, those are used (and the check's record is the embedding cache's)."""
+    folder = wd / "resources" / "models" / "standin"
+    if models == "models made":
+        from facepipe.standin import build_standin
+
+        for key, file in (("det_10g", "det_10g.onnx"), ("w600k_r50", "w600k_r50.onnx")):
+            build_standin(key, folder / file)
+    try:
+        proc = run_sheet(wd, [row(source="inputs/no face.png")])
+        assert_stopped_with(proc, wd, "job 'clip', source:", "no face found in image 'inputs/no face.png'",
+                            "use a photo with a clearly visible face")
+    finally:
+        shutil.rmtree(wd / "resources" / "models", ignore_errors=True)
+    assert not (wd / "resources" / "embeddings").exists() or models == "models made"
 
 
 def test_missing_target(wd):
@@ -131,6 +141,7 @@ def test_several_faces_say_which_is_used(tmp_path, monkeypatch, astronaut):
     """check_face_photos (what the run calls while it plans) names the photo, the number of faces
     and the face used; the record is cached, so the photo is analysed once."""
     from facepipe import backends
+    from facepipe.alignment import template_points
     from facepipe.preflight import check_face_photos
 
     calls = []
@@ -138,8 +149,10 @@ def test_several_faces_say_which_is_used(tmp_path, monkeypatch, astronaut):
     class ThreeFaces:
         def analyze(self, img):
             calls.append(1)
-            return [{"embedding": np.ones(4, np.float32), "box": np.zeros(4), "kps": np.zeros((5, 2)),
-                     "score": 0.9} for _ in range(3)]
+            # Three faces the size of the astronaut's (a 200 px aligned crop: not too small to swap).
+            kps = template_points("arcface_128", 200.0) + (150.0, 100.0)
+            return [{"embedding": np.ones(4, np.float32), "box": np.zeros(4), "kps": kps, "score": 0.9}
+                    for _ in range(3)]
 
     monkeypatch.setattr(backends, "make_analyzer", lambda *a, **k: ThreeFaces())
     photo = tmp_path / "group photo.png"
