@@ -131,6 +131,8 @@ def check_job_photos(name):
     model rules have not run yet, the models are made for the check in the run's temporary folder
     (preflight.models_for_check); a model that needs a download leaves the check to embed_face.
     """
+    if not any(Path(photo).is_file() for photo in face_images(JOBS[name]).values()):
+        return  # photos a rule makes (the demo's): their embed_face jobs check them
     keys = [
         job_models(SimpleNamespace(name=name))[r] for r in ("detector", "recognizer")
     ]
