@@ -132,7 +132,7 @@ def check_job_photos(name):
     (preflight.models_for_check); a model that needs a download leaves the check to embed_face.
     """
     if not any(Path(photo).is_file() for photo in face_images(JOBS[name]).values()):
-        return  # photos a rule makes (the demo's): their embed_face jobs check them
+        return  # photos made by the workflow (the demo's) are checked by their embed_face jobs
     keys = [
         job_models(SimpleNamespace(name=name))[r] for r in ("detector", "recognizer")
     ]

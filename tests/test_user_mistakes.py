@@ -168,3 +168,10 @@ def test_several_faces_say_which_is_used(tmp_path, monkeypatch, astronaut):
     assert len(calls) == 1
     lines = check_face_photos("x", dict(job, source_face=2), det, rec, cache_dir=tmp_path / "cache")
     assert "using face 2" in lines[0]
+
+
+def test_lint_neither_checks_photos_nor_finds_lints(wd):
+    """The photo check costs a detector run: only a run (or dry run) that plans jobs makes it."""
+    proc = run_sheet(wd, [row(source="inputs/no face.png")], "--lint")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "in a good condition" in out and "no face" not in out, out[-3000:]
