@@ -15,8 +15,40 @@ from facepipe.patches import Patch, write_patches
 
 log = logging.getLogger(__name__)
 
+def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -> dict:
+    """Each swapped track's appearance (facepipe.occlusion) from samples spread along it in this
+    segment; tracks without a dense mesh (468 points) have none. One extra read of the faces
+    table, decoding only the sampled crops."""
+    from facepipe.occlusion import TrackAppearance, sample_frames
+    from facepipe.tables import iter_frame_rows
+
+    appearances, wanted = {}, {}
+    for track, rows in tracks.groupby("track"):
+        meshes = [np.asarray(lm, np.float32).reshape(-1, 2) for lm in rows["landmarks"] if lm is not None]
+        if len(meshes) != len(rows) or not meshes or meshes[0].shape[0] != 468:
+            continue
+        appearances[track] = TrackAppearance(meshes)
+        by_frame = dict(zip(rows["seg_frame"].astype(int), rows.itertuples(index=False)))
+        for frame in sample_frames(list(by_frame)):
+            wanted[(frame, int(by_frame[frame].face))] = by_frame[frame]
+    if not wanted:
+        return appearances
+    for table in iter_frame_rows(faces):
+        for row in table.itertuples(index=False):
+            tracked = wanted.get((int(row.frame), int(row.face)))
+            if tracked is None:
+                continue
+            try:
+                crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind)
+            except (OutsideCrop, ValueError, TypeError):
+                continue  # the swap itself names a face it cannot use
+            mesh = np.asarray(args["landmarks"], np.float32).reshape(-1, 2) - (args["x"], args["y"])
+            appearances[tracked.track].add_sample(crop, mesh)
+    return {track: app for track, app in appearances.items() if app.samples}
+
+
 def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *, crop_kind: str,
-                 what: str = "swap_faces") -> int:
+                 what: str = "swap_faces", occlusion: bool = False) -> int:
     """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
     the face patches, in the tracks' order within each frame.
 
@@ -25,8 +57,11 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     prepared source), facepipe.backends.make_swappers); crop_kind: the crop detection kept.
     Each face is re-aligned to its tracked keypoints (facepipe.faces.swap_input);
     an interpolated face uses the crop detection held for its frame. The faces table is verified
-    before its first row is used (facepipe.tables.iter_frame_rows).
+    before its first row is used (facepipe.tables.iter_frame_rows). occlusion: whatever covers a
+    tracked face keeps the target's pixels (facepipe.occlusion; swaps of pixels over a dense mesh).
     """
+    from facepipe.occlusion import keep_occluded
+
     from itertools import groupby
 
     from facepipe.tables import iter_frame_rows
@@ -36,7 +71,11 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     ordered = tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False)
     wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
     progress = Progress(len(wanted), f"{what} (frames with faces to swap)", log)
-    counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0}
+    counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0, "occluded": 0}
+    appearances = track_appearances(faces, tracks, crop_kind) if occlusion else {}
+    if occlusion:
+        log.info("occlusion: the appearance of %d of %d tracks read from the faces themselves", len(appearances),
+                 tracks["track"].nunique())
 
     def inputs(table) -> list[tuple]:
         """(tracked row, crop, swapper arguments) of the wanted faces of a piece of the table."""
@@ -74,7 +113,14 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
             made = swapper.swap([items[i][1] for i in index], [items[i][2] for i in index], source)
             for i, patch in zip(index, made):
                 patches[i] = patch
-        for patch, (tracked, _, _) in zip(patches, items):
+        for patch, (tracked, crop, args) in zip(patches, items):
+            appearance = appearances.get(tracked.track)
+            if patch is not None and appearance is not None and patch.kind == "pixels":
+                mesh = np.asarray(args["landmarks"], np.float32).reshape(-1, 2) - (args["x"], args["y"])
+                covered = appearance.mask(crop, mesh)
+                if covered.any():
+                    keep_occluded(patch, crop, args["x"], args["y"], covered)
+                    counts["occluded"] += 1
             # A swapper may make no patch for a face (the classic one, for a face too small to swap).
             if patch is not None:
                 patch.frame, patch.face = int(tracked.seg_frame), int(tracked.face)
@@ -110,8 +156,9 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     count = write_patches(frames_of_patches(), out)
     progress.close()
     log.info("swapped %d faces in %d frames (%d of them interpolated over a detector miss); %d tracked faces "
-             "reached outside their crop (interpolated: skipped; detected: swapped at the detected keypoints)",
-             counts["faces"], counts["frames"], counts["filled"], counts["outside"])
+             "reached outside their crop (interpolated: skipped; detected: swapped at the detected keypoints); "
+             "%d partly covered (kept in front)", counts["faces"], counts["frames"], counts["filled"],
+             counts["outside"], counts["occluded"])
     return count
 
 
