@@ -139,15 +139,16 @@ def make_analyzer(backend: str, detector: str | Path, recognizer: str | Path, pr
 
 def make_swappers(swapper: str, model: str | Path | None, sources: dict[str, dict], providers: list[str], *,
                   precision: str = "fp32", threads: int = 0, batch_size: int = 1, pixel_boost: int = 0,
-                  source_file: str = "source embedding") -> dict[str, tuple]:
+                  shape_transfer: int | None = None, source_file: str = "source embedding") -> dict[str, tuple]:
     """key -> (swapper, its prepared source) for each source record: one swapper (one model
-    session) serves every source."""
+    session) serves every source. ``shape_transfer`` (None: the swapper's default) is the offline
+    mesh swap's; the other swappers take it and do not use it."""
     from facepipe.models.zoo import load
 
     if not sources:
         return {}
     shared = load(swapper, model, providers, precision=precision, threads=threads, batch_size=batch_size,
-                  pixel_boost=pixel_boost)
+                  pixel_boost=pixel_boost, shape_transfer=shape_transfer)
     prepared = {}
     for key, record in sources.items():
         try:

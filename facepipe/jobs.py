@@ -13,6 +13,7 @@ OPTION_KEYS = (
     "backend",
     "swapper",
     "pixel_boost",
+    "shape_transfer",
     "enhancer",
     "enhancer_blend",
     "faces",
@@ -33,7 +34,8 @@ OPTION_KEYS = (
     "preset",
     "crf",
 )
-INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap", "pixel_boost", "enhancer_blend"}
+INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap", "pixel_boost", "shape_transfer",
+            "enhancer_blend"}
 TEXT_COLUMNS = {"name", "target", "source", "reference", "providers", "encoder", "preset",
                 "backend", "swapper", "enhancer", "faces", "precision", "map"}
 

@@ -62,7 +62,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "qc_report": ("target", "backend", "providers"),
     "embed_face": ("source", "reference", "map", "source_face", "providers", "backend", "swapper"),
     "swap_faces": ("faces", "map", "reference_threshold", "providers", "precision", "backend", "batch_size",
-                   "degrade", "min_free_gpu_mb", "swapper", "pixel_boost"),
+                   "degrade", "min_free_gpu_mb", "swapper", "pixel_boost", "shape_transfer"),
     "enhance_faces": ("enhancer", "enhancer_blend", "providers", "batch_size", "degrade", "min_free_gpu_mb"),
     "render_segment": ("target", "encoder", "preset", "crf"),
     "mux_video": ("target",),

@@ -165,7 +165,7 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
 def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path, segment: str, out: str | Path, *,
                      embeddings: dict[str, str], backend: str, swapper: str, model: str | Path | None,
                      providers: list[str], precision: str, threads: int, batch_size: int, mode: str,
-                     map_option: str, threshold: float, pixel_boost: int = 0) -> int:
+                     map_option: str, threshold: float, pixel_boost: int = 0, shape_transfer: int | None = None) -> int:
     """The swap stage of one segment: which persons get which source (facepipe.selection, decided
     for the whole job from its persons), then swap_segment on this segment's tracked faces.
 
@@ -198,6 +198,7 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     rows["source"] = rows["person"].map(chosen)
     used = {key: sources[key] for key in dict.fromkeys(rows["source"])}
     swappers = make_swappers(swapper, model, used, providers, precision=precision, threads=threads,
-                             batch_size=batch_size, pixel_boost=pixel_boost, source_file=", ".join(embeddings.values()))
+                             batch_size=batch_size, pixel_boost=pixel_boost, shape_transfer=shape_transfer,
+                             source_file=", ".join(embeddings.values()))
     return swap_segment(faces, rows, swappers, out, crop_kind=crop_kind(swapper, pixel_boost),
                         what=f"swap_faces {segment}")

@@ -33,6 +33,7 @@ rule swap_faces:
         backend=opt("backend"),
         swapper=opt("swapper"),
         pixel_boost=opt("pixel_boost"),
+        shape_transfer=opt("shape_transfer"),
         batch_size=opt("batch_size"),
     script:
         "../scripts/swap_faces.py"

@@ -19,6 +19,7 @@ def main(sm, log):
         backend=sm.params.backend,
         swapper=sm.params.swapper,
         pixel_boost=sm.params.pixel_boost,
+        shape_transfer=sm.params.shape_transfer,
         model=sm.input.get("swapper"),
         providers=sm.params.providers,
         precision="fp16" if degradation.fp16 else sm.params.precision,

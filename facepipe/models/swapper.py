@@ -34,7 +34,10 @@ class AlignedSwapper:
     """
 
     def __init__(self, spec: ModelSpec, model, providers: list[str], *, precision: str = "fp32", threads: int = 0,
-                 batch_size: int = 1, io_binding: bool | None = None, pixel_boost: int = 0):
+                 batch_size: int = 1, io_binding: bool | None = None, pixel_boost: int = 0,
+                 shape_transfer: int | None = None):
+        # shape_transfer is the offline mesh swap's (facepipe.mesh_swap): a learned swapper makes
+        # the face from the source's identity vector and takes no shape from the source's mesh.
         self.spec = spec
         self.model = str(model)
         self.size = spec.size
