@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from facepipe.patches import FramePatches, Patch, apply_patches, write_patches
+from facepipe.patches import FramePatches, Patch, apply_patches, mask_in_crop, write_patches
 from facepipe.video import WorkFrame
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhancer, out: str | Path) -> int:
     """Enhance the swapped faces of a segment with ``enhancer`` (a FaceRestorer); writes the swap
     patches followed, frame by frame,
-    by the enhancer's (applied in that order they give the enhanced frame).
+    by the enhancer's (applied in that order they give the enhanced frame). A swapped face's paste
+    mask goes with it into the enhancer's crop (facepipe.patches.mask_in_crop).
 
     Every face is cropped from its swapped frame, so the faces of several frames go through
     the enhancer together, ``enhancer.batch_size`` at a time.
@@ -36,8 +37,10 @@ def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhan
             patches = list(swapped)
             for face in swapped:
                 image, matrix = next(faces)
+                # What the swap kept of the target (an occluder, a region left out) stays the
+                # target's in the enhanced face too: the swap's mask, in the enhancer's crop.
                 patches.append(Patch(kind="ffhq", image=image, matrix=matrix, frame=face.frame, face=face.face,
-                                     kps=face.kps))
+                                     kps=face.kps, mask=mask_in_crop(face, matrix, image.shape[0])))
             yield patches
 
     def frames_of_patches():

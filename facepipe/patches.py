@@ -7,6 +7,10 @@ swap) the final pixels of a rectangle. Applying a frame's patches in order
 to the decoded frame gives exactly the frame the stage made, so the render stage can decode,
 paste and encode in one pass, and only a few kB per face are stored between stages.
 
+A patch may carry a paste mask (Patch.mask): what covers the face (a hand, a cup) or a region the
+job keeps is 0 there, and every paste of an aligned crop goes through it, so the target's own
+pixels stay in front wherever the stage that made the patch said so.
+
 The blending maths lives here, shared by the stages (which apply each patch before making the
 next, so a second face is swapped on a frame that already has the first) and the render.
 """
@@ -37,6 +41,11 @@ class Patch:
     frame: int = 0
     face: int = 0
     kps: np.ndarray | None = field(default=None, repr=False)  # the target face's 5 keypoints
+    # The paste mask: uint8, image's height x width, in the image's own pixel space (the aligned
+    # crop for "inswapper" and "ffhq", the rectangle for "pixels"); 255 pastes the patch's pixels
+    # fully, 0 keeps the target's own. None: the paste's own feather alone. "pixels" patches
+    # have it baked into their pixels already: for them it only records what was kept.
+    mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -46,9 +55,9 @@ class Patch:
 def apply_patch(img: np.ndarray, patch: Patch) -> tuple[int, int, int, int] | None:
     """Apply one patch to a BGR frame in place; the rectangle (x0, y0, x1, y1) it changed, or None."""
     if patch.kind == "inswapper":
-        return paste_inswapper(img, patch.image, patch.matrix)
+        return paste_inswapper(img, patch.image, patch.matrix, patch.mask)
     if patch.kind == "ffhq":
-        return paste_ffhq(img, patch.image, patch.matrix)
+        return paste_ffhq(img, patch.image, patch.matrix, patch.mask)
     rect = patch_rect(patch, img.shape)
     if rect is not None:
         x0, y0, x1, y1 = rect
@@ -153,6 +162,20 @@ def _inswapper_feather(size: int, shifted: np.ndarray, roi_size: tuple[int, int]
     return _Feather(weight[: support[3] - support[1], : support[2] - support[0]], support, half)
 
 
+def _warped_mask(mask: np.ndarray, shifted: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A patch's paste mask (uint8, 255: the patch) warped by `shifted` (crop -> part of the
+    frame) into a `size` (w, h) part of the frame, as blend weights in [0, 1].
+
+    Warped as uint8: OpenCV's fixed-point bilinear weights sum exactly, so a mask of 255 stays
+    255 and its weight is exactly 1. Beyond the crop's outer pixel centres the mask repeats its
+    edge: the feather alone fades the crop's edge out (it still weighs a little there at small
+    scales), and a border of 0 would dim it, so a mask of 255 everywhere would not paste exactly
+    as no mask does.
+    """
+    warped = cv2.warpAffine(mask, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return warped.astype(np.float32) / np.float32(255)
+
+
 def _inswapper_geometry(fake: np.ndarray, matrix: np.ndarray, shape, even: bool = False):
     """ROI (x0, y0, x1, y1) of the frame, the crop -> ROI matrix and the feather, or None."""
     size = fake.shape[0]
@@ -170,13 +193,15 @@ def _inswapper_geometry(fake: np.ndarray, matrix: np.ndarray, shape, even: bool 
     return (x0, y0, x1, y1), shifted, feather
 
 
-def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
+def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray,
+                    mask: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
     """Blend a swapped aligned crop back into the frame (in place), working only around the face.
 
     The mask is insightface's own (INSwapper.get with paste_back=True: the warped crop square,
     eroded by a tenth of its size and feathered by a twentieth), but insightface warps and blurs
     full-frame images for every face, which costs ~0.3 s per 1080p frame; here the same
     operations run on the face's bounding box plus the feathering margin, with the same result.
+    A paste mask (Patch.mask, in the crop's space) multiplies that feather.
     """
     found = _inswapper_geometry(fake, matrix, img.shape)
     if found is None:
@@ -186,17 +211,22 @@ def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> tu
     # Only where the weight is not 0 does the frame change: warp and blend just there.
     shifted[:, 2] -= (sx0, sy0)
     fake_part = cv2.warpAffine(fake, shifted, (sx1 - sx0, sy1 - sy0), borderValue=0.0)
+    weight = feather.weight
+    if mask is not None:
+        weight = weight * _warped_mask(mask, shifted, (sx1 - sx0, sy1 - sy0))
     part = img[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
-    part[:] = cv2.blendLinear(fake_part, part, feather.weight, 1 - feather.weight)
+    part[:] = cv2.blendLinear(fake_part, part, weight, 1 - weight)
     return x0, y0, x1, y1
 
 
-def paste_inswapper_i420(planes, fake: np.ndarray, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
+def paste_inswapper_i420(planes, fake: np.ndarray, matrix: np.ndarray,
+                         mask: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
     """paste_inswapper on a frame given as its (Y, U, V) planes (even size), blended in YUV.
 
     Converting to YUV is affine, so blending there with the same weights is blending in BGR up
     to rounding; chroma blends at its own half resolution with the half-resolution weights.
     The frame is never converted to BGR, and only the crop itself is converted to YUV.
+    A paste mask multiplies the luma weights, and its 2x2 averages the chroma's.
     """
     y_plane, u_plane, v_plane = planes
     found = _inswapper_geometry(fake, matrix, y_plane.shape, even=True)
@@ -209,11 +239,19 @@ def paste_inswapper_i420(planes, fake: np.ndarray, matrix: np.ndarray) -> tuple[
     # Outside the crop the warp gives black, as insightface's (BGR 0) is: Y 16, U and V 128.
     part = y_plane[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
     warped = cv2.warpAffine(fy, shifted, (sx1 - sx0, sy1 - sy0), borderValue=16)
-    part[:] = cv2.blendLinear(warped, part, feather.weight, 1 - feather.weight)
+    weight = feather.weight
+    mask_weight = None if mask is None else _warped_mask(mask, shifted, (sx1 - sx0, sy1 - sy0))
+    if mask_weight is not None:
+        weight = weight * mask_weight
+    part[:] = cv2.blendLinear(warped, part, weight, 1 - weight)
     cw, ch = (sx1 - sx0) // 2, (sy1 - sy0) // 2
     half = feather.half
     if half is None:
-        half = cv2.resize(feather.weight, (cw, ch), interpolation=cv2.INTER_AREA)
+        half = cv2.resize(weight, (cw, ch), interpolation=cv2.INTER_AREA)
+    elif mask_weight is not None:
+        # The feather's own half-resolution weights (what the unmasked paste uses) times the
+        # mask's 2x2 averages: a mask of 1 everywhere leaves them exactly as they were.
+        half = half * cv2.resize(mask_weight, (cw, ch), interpolation=cv2.INTER_AREA)
     # A chroma sample stands for a 2x2 block: its centre is at (2i + 0.5) in luma coordinates.
     shifted_half = shifted * 0.5
     shifted_half[:, 2] -= 0.25
@@ -243,6 +281,34 @@ def _moved(patch: Patch, x0: int, y0: int) -> Patch:
     return replace(patch, matrix=matrix)
 
 
+def patch_to_frame(patch: Patch) -> np.ndarray:
+    """The 2x3 matrix from a patch image's pixels to the frame's: the inverse of an aligned
+    crop's matrix, or the translation to a rectangle's corner."""
+    if patch.kind == "pixels":
+        return np.array([[1.0, 0.0, patch.x], [0.0, 1.0, patch.y]])
+    return cv2.invertAffineTransform(np.asarray(patch.matrix, np.float64).reshape(2, 3))
+
+
+def mask_in_crop(patch: Patch, matrix: np.ndarray, size: int) -> np.ndarray | None:
+    """A patch's paste mask carried into another aligned crop of the same frame (frame -> crop
+    `matrix`, size x size), so a later stage's patch of the face (the enhancer's) keeps the
+    target's pixels where this one did; None when the patch has no mask or it keeps nothing there.
+
+    Beyond the patch's own image the mask repeats its edge: an occluder that crosses the edge goes
+    on, a mask of 255 stays 255, and no seam appears along the patch's border.
+    """
+    if patch.mask is None:
+        return None
+    frame_to_crop = np.asarray(matrix, np.float64).reshape(2, 3)
+    to_frame = patch_to_frame(patch)
+    # crop(frame(p)): the linear parts multiply, the offsets go through the second's linear part.
+    composed = np.hstack([frame_to_crop[:, :2] @ to_frame[:, :2],
+                          (frame_to_crop[:, :2] @ to_frame[:, 2] + frame_to_crop[:, 2])[:, None]])
+    carried = cv2.warpAffine(patch.mask, composed, (size, size), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+    return None if carried.min() == 255 else carried
+
+
 def apply_patches_i420(i420: np.ndarray, patches: list[Patch]) -> tuple[int, int, int, int] | None:
     """apply_patches on an I420 frame, in place, converting nothing outside the faces.
 
@@ -254,7 +320,7 @@ def apply_patches_i420(i420: np.ndarray, patches: list[Patch]) -> tuple[int, int
     rect = None
     for patch in patches:
         if patch.kind == "inswapper":
-            r = paste_inswapper_i420(planes, patch.image, patch.matrix)
+            r = paste_inswapper_i420(planes, patch.image, patch.matrix, patch.mask)
         else:
             r = patch_rect(patch, (h, w))
             if r is not None:
@@ -284,8 +350,10 @@ def box_mask(size: int, blur: float = 0.3, padding: float = 0.05) -> np.ndarray:
 _BOX_MASKS: dict[int, np.ndarray] = {}
 
 
-def paste_ffhq(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Blend an enhanced FFHQ-aligned crop back into the frame (in place) with a feathered box mask."""
+def paste_ffhq(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
+               mask: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
+    """Blend an enhanced FFHQ-aligned crop back into the frame (in place) with a feathered box
+    mask, times the paste mask (Patch.mask, in the crop's space) when there is one."""
     size = crop.shape[0]
     if size not in _BOX_MASKS:
         _BOX_MASKS[size] = box_mask(size)
@@ -296,10 +364,13 @@ def paste_ffhq(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> tuple[i
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
     roi_size = (x1 - x0, y1 - y0)
-    mask = cv2.warpAffine(_BOX_MASKS[size], shifted, roi_size).clip(0, 1)[:, :, None]
+    weight = cv2.warpAffine(_BOX_MASKS[size], shifted, roi_size).clip(0, 1)
+    if mask is not None:
+        weight = weight * _warped_mask(mask, shifted, roi_size)
+    weight = weight[:, :, None]
     pasted = cv2.warpAffine(crop, shifted, roi_size, borderMode=cv2.BORDER_REPLICATE)
     roi = img[y0:y1, x0:x1]
-    img[y0:y1, x0:x1] = (mask * pasted + (1 - mask) * roi).round().astype(np.uint8)
+    img[y0:y1, x0:x1] = (weight * pasted + (1 - weight) * roi).round().astype(np.uint8)
     return x0, y0, x1, y1
 
 
@@ -326,6 +397,28 @@ def decode_image(data: bytes) -> np.ndarray:
         what = "nothing" if img is None else f"{getattr(img, 'dtype', type(img).__name__)} {getattr(img, 'shape', '')}"
         raise ValueError(f"image bytes decode to {what}, not a BGR uint8 image")
     return img
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """A paste mask as bytes: a single-channel PNG (masks are mostly one value, which PNG's
+    filters and deflate make a few hundred bytes)."""
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(mask))
+    if not ok:
+        raise ValueError(f"a mask of {mask.dtype} {mask.shape} does not encode as PNG")
+    return data.tobytes()
+
+
+def decode_mask(data: bytes) -> np.ndarray:
+    """A paste mask from its bytes (encode_mask); ValueError unless they hold a single-channel
+    uint8 PNG, so bytes that decode to something else never reach a paste."""
+    mask = None
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise ValueError("mask bytes do not decode as PNG")
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise ValueError(f"mask bytes decode to {mask.dtype} {mask.shape}, not a single-channel uint8 mask")
+    return mask
 
 
 # The side of the aligned crop a patch holds is its model's (128 or 256 px, times the pixel
@@ -355,6 +448,11 @@ def check_patch(patch: Patch) -> Patch:
         raise ValueError(f"its corner ({patch.x}, {patch.y}) is outside the frame")
     if patch.kps is not None and (patch.kps.size != 10 or not np.isfinite(patch.kps).all()):
         raise ValueError("its keypoints are not 10 finite numbers")
+    mask = patch.mask
+    if mask is not None and (not isinstance(mask, np.ndarray) or mask.dtype != np.uint8
+                             or mask.shape != (h, w)):
+        what = f"{getattr(mask, 'dtype', type(mask).__name__)} {getattr(mask, 'shape', '')}"
+        raise ValueError(f"its mask is {what}, not uint8 {h}x{w} as its image")
     return patch
 
 
@@ -362,11 +460,11 @@ def patch_row(p: Patch) -> dict:
     return {"frame": p.frame, "face": p.face, "kind": p.kind, "x": p.x, "y": p.y,
             "matrix": None if p.matrix is None else np.asarray(p.matrix, np.float64).reshape(-1).tolist(),
             "kps": None if p.kps is None else np.asarray(p.kps, np.float32).reshape(-1).tolist(),
-            "image": encode_image(p.image)}
+            "image": encode_image(p.image), "mask": None if p.mask is None else encode_mask(p.mask)}
 
 
 def write_patches(frames: Iterable[list[Patch]], path: str | Path) -> int:
-    """A segment's patch table (frame, face, kind, corner, matrix, kps, image) from each frame's
+    """A segment's patch table (frame, face, kind, corner, matrix, kps, image, mask) from each frame's
     patches, written as they come (facepipe.tables); returns the number of patches."""
     from facepipe.tables import PATCHES_SCHEMA, write_table
 
@@ -388,7 +486,8 @@ def iter_patches(path: str | Path) -> Iterator[tuple[int, list[Patch]]]:
                 kind=row.kind, image=decode_image(row.image),
                 matrix=None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3),
                 x=int(row.x), y=int(row.y), frame=int(row.frame), face=int(row.face),
-                kps=None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2)))
+                kps=None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2),
+                mask=None if row.mask is None else decode_mask(row.mask)))
         except (ValueError, TypeError) as exc:
             reject(path, f"the patch of frame {row.frame}, face {row.face} is not usable: {exc}")
 

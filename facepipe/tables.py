@@ -48,6 +48,7 @@ TRACKS_SCHEMA = pa.schema([
 PATCHES_SCHEMA = pa.schema([
     ("frame", pa.int64()), ("face", pa.int64()), ("kind", pa.string()), ("x", pa.int64()), ("y", pa.int64()),
     ("matrix", _FLOATS), ("kps", _FLOATS), ("image", pa.binary()),
+    ("mask", pa.binary()),  # the paste mask (facepipe.patches.Patch.mask) as PNG; null: none
 ])
 
 
