@@ -3,31 +3,34 @@
 For each target face:
 
 1. **Shape.** The target's mesh is moved towards the source's proportions (``shape_transfer``,
-   0-100): both meshes are put in one frame (the affine map that best lays the source's upper face
-   on the target's), and a share of the source-minus-target offset of each point is added to the
-   target's, fading to none at the face oval (which stays where the target's head is). The eyes
-   move as a whole and the lips only by their corners' shift and width, so the target's blinks and
-   mouth opening (its expression) are kept; the offset fades out as the face turns away, where the
-   2-D difference is mostly pose.
+   0-100): the source is laid on the target by the affine map that best fits their upper faces,
+   each half of the face is scaled to the target's half-width (a turned face's far half is
+   foreshortened more than its near one), and a share of the source-minus-target offset of each
+   point is added to the target's, fading to none at the face oval (the target's head outline).
+   The eyes move as a whole and the lips only by their corners' shift and width, so the target's
+   blinks and mouth opening (its expression) are kept; the move fades out as either face turns
+   away, and is halved until no triangle folds over.
 2. **Warp.** The source face is warped onto the (moved) target mesh piecewise-affinely over the
-   mesh's canonical triangulation (852 triangles, facepipe/data/face_mesh_triangles.txt, oriented
+   mesh's canonical triangulation (852 triangles, facepipe/data/face_mesh_triangles.txt, wound
    consistently at load). A triangle that faces away in the source is filled from its mirror image
    on the source's other half (facepipe/data/face_mesh_mirror.txt); one that faces away in the
-   target, or in the source on both halves, keeps the target's own pixels (alpha 0). Nothing is ever
-   read from an empty part of the warp.
+   target, or in the source on both halves, and any pixel whose map lands outside the source's
+   visible face, keep the target's own pixels (alpha 0): nothing from an empty part of the warp
+   reaches the result. Near the oval, what is clearly not skin in either face (hair, background
+   where the oval runs past a turned face's outline) also keeps the target's pixels.
 3. **Regions.** The face inside its oval, less the eyes and the mouth, is the source's; the eyes
    and the mouth are the target's own pixels, moved with the mesh, so its gaze, blinks, expression
    and speech are kept.
-4. **Light and tone.** The source's own low-frequency shading and colour (its masked Gaussian mean
-   in Lab over skin, about a sixth of the face wide) are taken out and the target's put in: the
-   source's texture without its light, on the target's skin tone (saturation included). The means
-   are read over skin only: pixels of the target's face that are far in colour from its skin (hair,
-   background showing inside the oval) are left out.
+4. **Light and tone** (relight). The target's local mean colour (a masked Gaussian mean in Lab
+   over its skin, a sixth of the face wide) plus the source's lightness over its own local mean,
+   shades and highlights softly compressed, each shade in the colour the target's own shaded skin
+   has (shade_slope), plus the source's colour detail: the source's texture without its light and
+   colour cast, on the target's skin tone and saturation.
 5. **Sharpness.** The warped source is blurred to the target's own blur (blur_sigma, Zhuo & Sim).
 6. **Blend.** Gradient-domain: the harmonic (Poisson) correction that makes the pasted face equal
-   the target on the paste's border, from the target's skin only (OpenCV's seamlessClone of the
-   border difference), then a feathered alpha inside the face oval: every pixel outside the oval is
-   bit-identical to the input.
+   the target along the paste's border, read from skin only (OpenCV's seamlessClone of the border
+   difference over a flat image), then a feathered alpha inside the face oval: every pixel outside
+   the oval is bit-identical to the input.
 
 The source needs, from facepipe.embedding's record, ``source_crop`` and ``source_landmarks``
 (its 468 mesh points in the crop).
@@ -93,9 +96,10 @@ KEEP_FEATHER = 0.015
 # leave the source's features (its nose's and cheekbones' relief) alone, fine enough to take out
 # the shading of its own light (a shadow down a cheek) and to follow the target's.
 LIGHT_SIGMA = 1 / 6
-# How much of the source's own colour detail (its a and b over their local means: lips, freckles,
-# a flush) is kept on the target's tone.
-COLOUR_DETAIL = 1.0
+# The range (Lab a and b) the source's own colour detail (its a and b over their local means:
+# freckles, a flush) is softly compressed into: more of it and a source's ginger brows, red lip
+# line or hair strand lands on the target's skin as an orange or blue smudge.
+COLOUR_RANGE = 4.0
 # The ranges (Lab lightness, 0-255) the source skin's shades, and its highlights, are softly
 # compressed into: a highlight is the source's light (a shine on its cheek), and on a target
 # already lit brightly it would burn out to a flat white patch.
@@ -113,8 +117,6 @@ SKIN_LIGHT_LIMITS = (50.0, 90.0)
 # How far inside the oval (share of the face width) the skin's colour is read, and everything is
 # taken for face.
 SKIN_CORE = 0.12
-# The sharpness search's gain limits (as before).
-_STD_GAIN = (0.5, 2.0)
 # Shape transfer: the default strength (0-100; see the README), how far in from the oval (share
 # of the face width) the offset fades in, the largest move (share of the face width), and the
 # face's turn (1 - near/far cheek distance ratio) at which it fades out entirely.
@@ -362,7 +364,7 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     out = _masked_mean(target_lab, target_skin, sigma)
     out[..., 0] += squeezed
     out[..., 1:] += squeezed[..., None] * shade_slope(target_lab, target_skin)
-    out[..., 1:] += COLOUR_DETAIL * (warped_lab[..., 1:] - source_mean[..., 1:])
+    out[..., 1:] += COLOUR_RANGE * np.tanh((warped_lab[..., 1:] - source_mean[..., 1:]) / COLOUR_RANGE)
     return out
 
 
