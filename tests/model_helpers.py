@@ -26,8 +26,8 @@ def swap_crops(swapper, crops, matrices, embedding):
     return swapper.swap(list(crops), [{"matrix": m} for m in matrices], source)
 
 
-def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """The workflow's paste-back (facepipe.patches.paste_inswapper) on a copy of the frame."""
     out = img.copy()
-    paste_inswapper(out, fake, matrix)
+    paste_inswapper(out, fake, matrix, mask)
     return out

@@ -59,16 +59,31 @@ def test_yuv444_uses_opencv_coefficients():
     assert np.array_equal(u[::2, ::2], ru) and np.array_equal(v[::2, ::2], rv)
 
 
+def paste_mask(kind):
+    """A patch's paste mask (Patch.mask) on a 128 px crop: none, the left half kept, or a round
+    object in front of the lower face (hard edges: the hardest case for 4:2:0 chroma)."""
+    if kind is None:
+        return None
+    mask = np.full((128, 128), 255, np.uint8)
+    if kind == "half":
+        mask[:, :64] = 0
+    else:
+        cv2.circle(mask, (50, 90), 25, 0, -1)
+    return mask
+
+
+@pytest.mark.parametrize("mask", [None, "half", "object"])
 @pytest.mark.parametrize("scale, angle", [(5.0, 0), (5.0, 25), (2.5, 45), (1.0, 10), (0.4, -30)])
-def test_swapped_face_pasted_in_yuv_matches_the_bgr_paste(frame, scale, angle):
+def test_swapped_face_pasted_in_yuv_matches_the_bgr_paste(frame, scale, angle, mask):
     rng = np.random.default_rng(1)
     fake = cv2.GaussianBlur(rng.integers(0, 256, (128, 128, 3), np.uint8), (0, 0), 3)
     matrix = crop_matrix((640, 300), scale, angle)
+    mask = paste_mask(mask)
 
     reference = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
-    paste_inswapper(reference, fake, matrix)  # itself within 2 levels of insightface (test_swap.py)
+    paste_inswapper(reference, fake, matrix, mask)  # itself within 2 levels of insightface (test_swap.py)
     ours = frame.copy()
-    rect = apply_patches_i420(ours, [Patch("inswapper", fake, matrix)])
+    rect = apply_patches_i420(ours, [Patch("inswapper", fake, matrix, mask=mask)])
 
     # Compared where the paste changed the frame and the frame's own BGR round trip is exact
     # (elsewhere the BGR path starts from clipped colours).
