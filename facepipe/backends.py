@@ -171,7 +171,7 @@ def fetchable_learned_models(jobs: dict[str, dict] | None = None,
         if swapper not in MODELS or MODELS[swapper].group != LEARNED_GROUP:
             swapper = ""
         enhancer = job.get("configured_enhancer") or "none"
-        for key in models_for(LEARNED, enhancer, "fp32", swapper).values():
+        for key in models_for(LEARNED, enhancer, "fp32", swapper, job.get("face_mask") or ()).values():
             if MODELS[key].fetchable:
                 wanted.append(str(model_path(key, LEARNED, models_dir)))
     return list(dict.fromkeys(wanted))

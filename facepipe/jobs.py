@@ -14,6 +14,10 @@ OPTION_KEYS = (
     "swapper",
     "pixel_boost",
     "shape_transfer",
+    "face_mask",
+    "mask_blur",
+    "mask_padding",
+    "mask_regions",
     "enhancer",
     "enhancer_blend",
     "faces",
@@ -37,7 +41,10 @@ OPTION_KEYS = (
 INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap", "pixel_boost", "shape_transfer",
             "enhancer_blend"}
 TEXT_COLUMNS = {"name", "target", "source", "reference", "providers", "encoder", "preset",
-                "backend", "swapper", "enhancer", "faces", "precision", "map"}
+                "backend", "swapper", "enhancer", "faces", "precision", "map", "face_mask", "mask_padding",
+                "mask_regions"}
+# Options that are lists: a sheet cell gives them comma-separated (numbers for mask_padding).
+LIST_KEYS = {"providers", "face_mask", "mask_regions", "mask_padding"}
 
 
 class JobError(Exception):
@@ -143,8 +150,10 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
             value = _clean(row.get(key))
             if value is None:
                 continue
-            if key == "providers" and isinstance(value, str):
+            if key in LIST_KEYS and isinstance(value, str):
                 value = [p.strip() for p in value.split(",") if p.strip()]
+                if key == "mask_padding":
+                    value = [float(p) for p in value]
             if key in INT_KEYS:
                 value = int(value)
             job[key] = value

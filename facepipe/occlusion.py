@@ -223,21 +223,25 @@ def sample_frames(frames: list[int], count: int = SAMPLES) -> set[int]:
     return {frames[int(round(i))] for i in np.linspace(0, len(frames) - 1, count)}
 
 
-def keep_occluded(patch, crop: np.ndarray, crop_x: int, crop_y: int, occlusion: np.ndarray) -> None:
+def keep_occluded(patch, crop: np.ndarray, crop_x: int, crop_y: int, occlusion: np.ndarray) -> np.ndarray:
     """Put the target's own pixels back into a "pixels" patch where `occlusion` (on the crop at
-    crop_x, crop_y in the frame) says something covers the face, in place."""
+    crop_x, crop_y in the frame) says something covers the face, in place. Returns what was kept
+    over the patch's rectangle (float32, 1 = the target's pixels), for the mask's debug view."""
     px, py = patch.x - crop_x, patch.y - crop_y
     h, w = patch.image.shape[:2]
+    kept = np.zeros((h, w), np.float32)
     # The part of the patch the crop shows (a swap pastes inside the crop it was given).
     x0, y0 = max(px, 0), max(py, 0)
     x1, y1 = min(px + w, crop.shape[1]), min(py + h, crop.shape[0])
     if x1 <= x0 or y1 <= y0:
-        return
-    weight = occlusion[y0:y1, x0:x1, None]
+        return kept
+    weight = occlusion[y0:y1, x0:x1]
     if not weight.any():
-        return
+        return kept
+    kept[y0 - py:y1 - py, x0 - px:x1 - px] = weight
     image = patch.image.copy()
     region = image[y0 - py:y1 - py, x0 - px:x1 - px].astype(np.float32)
-    mixed = region * (1 - weight) + crop[y0:y1, x0:x1].astype(np.float32) * weight
+    mixed = region * (1 - weight[..., None]) + crop[y0:y1, x0:x1].astype(np.float32) * weight[..., None]
     image[y0 - py:y1 - py, x0 - px:x1 - px] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
     patch.image = image
+    return kept

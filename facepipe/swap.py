@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facepipe.faces import OutsideCrop, swap_input
+from facepipe.faces import OutsideCrop, parse_crop_kind, swap_input
+from facepipe.models.face_parser import DEFAULT_REGIONS
 from facepipe.integrity import reject
 from facepipe.patches import Patch, write_patches
 
@@ -48,7 +49,7 @@ def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -
 
 
 def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *, crop_kind: str,
-                 what: str = "swap_faces", occlusion: bool = False) -> int:
+                 what: str = "swap_faces", occlusion: bool = False, masks=None, regions=None) -> int:
     """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
     the face patches, in the tracks' order within each frame.
 
@@ -59,7 +60,12 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     an interpolated face uses the crop detection held for its frame. The faces table is verified
     before its first row is used (facepipe.tables.iter_frame_rows). occlusion: whatever covers a
     tracked face keeps the target's pixels (facepipe.occlusion; swaps of pixels over a dense mesh).
+    masks: the job's masks on aligned crops (facepipe.masks.AlignedCropMasks; learned swappers):
+    each patch carries its paste mask, which the render and the enhancer paste through.
+    regions: the face regions swapped (face_mask region on the offline swaps, from the mesh);
+    the rest of the face keeps the target's pixels.
     """
+    from facepipe.masks import as_patch_mask, mesh_region_keep
     from facepipe.occlusion import keep_occluded
 
     from itertools import groupby
@@ -113,14 +119,25 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
             made = swapper.swap([items[i][1] for i in index], [items[i][2] for i in index], source)
             for i, patch in zip(index, made):
                 patches[i] = patch
+        aligned = [i for i, patch in enumerate(patches) if patch is not None and patch.kind != "pixels"]
+        if masks is not None and aligned:
+            # The masks see the target's own crop, the one the swapper took (same alignment).
+            for i, mask in zip(aligned, masks.masks([items[i][1] for i in aligned])):
+                patches[i].mask = as_patch_mask(mask)
         for patch, (tracked, crop, args) in zip(patches, items):
             appearance = appearances.get(tracked.track)
-            if patch is not None and appearance is not None and patch.kind == "pixels":
+            if patch is not None and patch.kind == "pixels" and (appearance or regions) is not None:
                 mesh = np.asarray(args["landmarks"], np.float32).reshape(-1, 2) - (args["x"], args["y"])
-                covered = appearance.mask(crop, mesh)
-                if covered.any():
-                    keep_occluded(patch, crop, args["x"], args["y"], covered)
-                    counts["occluded"] += 1
+                kept = np.zeros(crop.shape[:2], np.float32)
+                if appearance is not None:
+                    kept = appearance.mask(crop, mesh)
+                    counts["occluded"] += int(kept.any())
+                if regions is not None and mesh.shape[0] == 468:
+                    kept = np.maximum(kept, mesh_region_keep(mesh, crop.shape[:2], regions))
+                if kept.any():
+                    # The patch's mask (informational on pixels) shows what was kept, for the
+                    # preview's and QC's mask view.
+                    patch.mask = as_patch_mask(1.0 - keep_occluded(patch, crop, args["x"], args["y"], kept))
             # A swapper may make no patch for a face (the classic one, for a face too small to swap).
             if patch is not None:
                 patch.frame, patch.face = int(tracked.seg_frame), int(tracked.face)
@@ -165,12 +182,16 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
 def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path, segment: str, out: str | Path, *,
                      embeddings: dict[str, str], backend: str, swapper: str, model: str | Path | None,
                      providers: list[str], precision: str, threads: int, batch_size: int, mode: str,
-                     map_option: str, threshold: float, pixel_boost: int = 0, shape_transfer: int | None = None) -> int:
+                     map_option: str, threshold: float, pixel_boost: int = 0, shape_transfer: int | None = None,
+                     face_mask=(), mask_blur: float = 0.3, mask_padding=(0, 0, 0, 0), mask_regions=(),
+                     occluder: str | Path | None = None, parser: str | Path | None = None) -> int:
     """The swap stage of one segment: which persons get which source (facepipe.selection, decided
     for the whole job from its persons), then swap_segment on this segment's tracked faces.
 
     embeddings: the job's embedding records by role (source, reference; map{i}, mapref{i});
-    swapper: the registry key of the model file ``model`` (facepipe.models)."""
+    swapper: the registry key of the model file ``model`` (facepipe.models). face_mask, mask_blur,
+    mask_padding, mask_regions: the job's masks (facepipe.masks), with its ``occluder`` and
+    ``parser`` model files where those masks need them."""
     from facepipe.backends import METRICS, make_swappers
     from facepipe.embedding import load_source
     from facepipe.integrity import read_sealed_json
@@ -200,5 +221,20 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     swappers = make_swappers(swapper, model, used, providers, precision=precision, threads=threads,
                              batch_size=batch_size, pixel_boost=pixel_boost, shape_transfer=shape_transfer,
                              source_file=", ".join(embeddings.values()))
-    return swap_segment(faces, rows, swappers, out, crop_kind=crop_kind(swapper, pixel_boost),
-                        what=f"swap_faces {segment}")
+    kind = crop_kind(swapper, pixel_boost)
+    on_pixels = not parse_crop_kind(kind)[0]  # the offline swaps work on the frame's own pixels
+    masks = None
+    if not on_pixels and face_mask:
+        from facepipe.masks import AlignedCropMasks
+        from facepipe.models import BACKENDS
+        from facepipe.models.zoo import load
+
+        b = BACKENDS[backend]
+        options = dict(providers=providers, threads=threads, batch_size=batch_size)
+        masks = AlignedCropMasks(face_mask, blur=mask_blur, padding=mask_padding,
+                                 regions=mask_regions or DEFAULT_REGIONS,
+                                 occluder=load(b.occluder, occluder, **options) if occluder else None,
+                                 parser=load(b.parser, parser, **options) if parser else None)
+    return swap_segment(faces, rows, swappers, out, crop_kind=kind, what=f"swap_faces {segment}",
+                        occlusion=on_pixels and "occlusion" in face_mask, masks=masks,
+                        regions=tuple(mask_regions or DEFAULT_REGIONS) if on_pixels and "region" in face_mask else None)

@@ -311,7 +311,9 @@ def read_result_record(path):
 
 def job_models(wildcards):
     j = JOBS[wildcards.name]
-    return models_for(j["backend"], j["enhancer"], j["precision"], j["swapper"])
+    return models_for(
+        j["backend"], j["enhancer"], j["precision"], j["swapper"], j["face_mask"]
+    )
 
 
 def model_file(role):

@@ -8,6 +8,9 @@ rule swap_faces:
         tracks=tracks_table,
         persons="work/{name}/persons.json",
         swapper=batched_model_file("swapper"),
+        # The mask models, only for the face_mask types that need them (facepipe.masks).
+        occluder=model_file("occluder"),
+        parser=model_file("parser"),
     output:
         patches="work/{name}/swapped/{segment}.parquet",
     log:
@@ -34,6 +37,10 @@ rule swap_faces:
         swapper=opt("swapper"),
         pixel_boost=opt("pixel_boost"),
         shape_transfer=opt("shape_transfer"),
+        face_mask=opt("face_mask"),
+        mask_blur=opt("mask_blur"),
+        mask_padding=opt("mask_padding"),
+        mask_regions=opt("mask_regions"),
         batch_size=opt("batch_size"),
     script:
         "../scripts/swap_faces.py"

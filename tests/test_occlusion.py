@@ -128,3 +128,22 @@ def test_a_face_with_nothing_in_front_is_swapped_as_without_occlusion(analyzer, 
                     for a, b in zip(with_mask, plain)])
     print(f"\nno object: {same:.3f} of the face as the plain swap makes it")
     assert same >= 0.85
+
+
+def test_offline_regions_keep_the_target_outside_the_chosen_ones(analyzer):
+    from facepipe.masks import MESH_EYEBROW_IMAGE_LEFT, mesh_region_keep
+
+    frame = clips.astronaut()
+    points = analyzer.analyze(frame, embed=False)[0]["landmarks"].astype(np.float32)
+    shape = frame.shape[:2]
+    nose_tip, cheek = (np.round(points[i]).astype(int) for i in (4, 205))
+    brow = np.round(points[MESH_EYEBROW_IMAGE_LEFT].mean(0)).astype(int)
+    skin_only = mesh_region_keep(points, shape, ["skin"])
+    assert skin_only[nose_tip[1], nose_tip[0]] > 0.99
+    assert skin_only[brow[1], brow[0]] > 0.5  # a thin region: its feather reaches its middle
+    assert skin_only[cheek[1], cheek[0]] < 0.01
+    everything = mesh_region_keep(points, shape, ["skin", "left-eyebrow", "right-eyebrow", "left-eye",
+                                                  "right-eye", "nose", "mouth", "upper-lip", "lower-lip"])
+    assert everything.max() < 0.01
+    nose_only = mesh_region_keep(points, shape, ["nose"])
+    assert nose_only[nose_tip[1], nose_tip[0]] < 0.01 and nose_only[cheek[1], cheek[0]] > 0.99

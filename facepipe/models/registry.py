@@ -132,6 +132,10 @@ class Backend:
     # the job's providers) without holding it: its swap and identity run on the CPU.
     gpu: bool = True
     description: str = ""
+    # The mask models of face_mask's occlusion and region (facepipe.masks); empty: the backend
+    # makes those masks without a model (the offline one, from the track and its mesh).
+    occluder: str = ""
+    parser: str = ""
 
 
 _SWAPPER_256 = dict(template="arcface_128", size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="signed")
@@ -289,9 +293,11 @@ BACKENDS: dict[str, Backend] = {
     for b in (
         Backend(name="insightface", group=LEARNED, detector="det_10g", recognizer="w600k_r50",
                 default_swapper="inswapper_128", metric="cosine", reference_threshold=0.35,
+                occluder="xseg_1", parser="bisenet_resnet_34",
                 description="the learned models, fetched and verified on first use"),
         Backend(name="standin", group=LEARNED, detector="det_10g", recognizer="w600k_r50",
                 default_swapper="inswapper_128", metric="cosine", reference_threshold=0.35, standin=True,
+                occluder="xseg_1", parser="bisenet_resnet_34",
                 description="tiny generated models with the learned models' inputs and outputs; not a real swap"),
         # Euclidean, stricter than dlib's generic same-person 0.6: replacing the wrong person is
         # worse than missing one; two different people in insightface's t1.jpg are 0.60 apart.
@@ -387,12 +393,18 @@ def swapper_for(backend_name: str, swapper: str = "", precision: str = "fp32") -
     return fp16 if precision == "fp16" and fp16 in MODELS else key
 
 
-def models_for(backend_name: str, enhancer: str, precision: str, swapper: str = "") -> dict[str, str]:
+def models_for(backend_name: str, enhancer: str, precision: str, swapper: str = "",
+               face_mask=()) -> dict[str, str]:
     """Role -> model key for one job (a role without a model file is still named: the classic
-    swap is a model of the registry without a file)."""
+    swap is a model of the registry without a file). The mask models come with the face_mask
+    types that need them (facepipe.masks), where the backend has them."""
     b = backend(backend_name)
     chosen = {"detector": b.detector, "recognizer": b.recognizer,
               "swapper": swapper_for(backend_name, swapper, precision)}
+    if "occlusion" in face_mask and b.occluder:
+        chosen["occluder"] = b.occluder
+    if "region" in face_mask and b.parser:
+        chosen["parser"] = b.parser
     if enhancer != "none":
         s = MODELS.get(enhancer)
         if s is None or s.role != "enhancer":
