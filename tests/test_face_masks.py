@@ -101,3 +101,40 @@ def test_mask_models_come_with_the_mask_types_that_need_them():
     # The offline backend makes its own occlusion and regions: no model.
     offline = models_for("offline", "none", "fp32", face_mask=["box", "occlusion", "region"])
     assert "occluder" not in offline and "parser" not in offline
+
+
+def _pasted(frame, fake, mask, side=SIDE):
+    """`fake` pasted as a swapped aligned crop whose frame -> crop matrix is a plain shift: the
+    crop is the frame's square at (100, 80)."""
+    from facepipe.patches import Patch, apply_patch
+
+    matrix = np.array([[1.0, 0.0, -100.0], [0.0, 1.0, -80.0]])
+    out = frame.copy()
+    apply_patch(out, Patch(kind="inswapper", image=fake, matrix=matrix, mask=as_patch_mask(mask)))
+    return out, frame[80:80 + side, 100:100 + side], out[80:80 + side, 100:100 + side]
+
+
+def test_the_occlusion_stand_ins_mask_reaches_the_paste(mask_models):
+    frame = np.zeros((480, 480, 3), np.uint8)
+    frame[80:80 + SIDE, 100:100 + SIDE] = synthetic_face()
+    frame[80 + 150:80 + 220, 100 + 60:100 + 140] = 5  # a dark object over the face
+    crop = frame[80:80 + SIDE, 100:100 + SIDE]
+    mask = AlignedCropMasks(["box", "occlusion"], blur=0.3, padding=(0, 0, 0, 0), regions=[],
+                            occluder=mask_models["occluder"]).masks([crop])[0]
+    fake = np.full((SIDE, SIDE, 3), (30, 200, 30), np.uint8)  # the "swapped" face: plain green
+    _, before, after = _pasted(frame, fake, mask)
+    assert np.array_equal(after[165:205, 80:120], before[165:205, 80:120])  # the object stays in front
+    assert (after[100, 128] != before[100, 128]).any()  # the face beside it is swapped
+
+
+def test_mouth_keeps_the_targets_mouth_on_the_learned_path():
+    frame = np.zeros((480, 480, 3), np.uint8)
+    frame[80:80 + SIDE, 100:100 + SIDE] = synthetic_face()
+    mask = AlignedCropMasks(["mouth"], blur=0.3, padding=(0, 0, 0, 0), regions=[]).masks(
+        [frame[80:80 + SIDE, 100:100 + SIDE]])[0]
+    fake = np.full((SIDE, SIDE, 3), (30, 200, 30), np.uint8)
+    _, before, after = _pasted(frame, fake, mask)
+    mx, my = (TEMPLATES["arcface_128"][3:5].mean(0) * SIDE).round().astype(int)
+    assert np.array_equal(after[my - 4:my + 4, mx - 8:mx + 8], before[my - 4:my + 4, mx - 8:mx + 8])
+    nx, ny = (TEMPLATES["arcface_128"][2] * SIDE).round().astype(int)
+    assert (after[ny - 10, nx] != before[ny - 10, nx]).any()  # the nose is swapped
