@@ -242,7 +242,9 @@ def still_kind(path: str | Path) -> tuple[str | None, bool]:
 
 
 def check_target_readable_kind(name: str, target: str | Path) -> None:
-    """A still target must be one OpenCV can read (HEIF/AVIF often is not)."""
+    """A still target must be one OpenCV can read (HEIF/AVIF often is not); any other target a
+    container with a video stream (its header only: the probe_target job measures the rest), so an
+    empty or damaged file is named now, not in a failing job."""
     path = Path(target)
     if not path.is_file():
         return  # made by a rule, or missing: the probe names it
@@ -250,6 +252,23 @@ def check_target_readable_kind(name: str, target: str | Path) -> None:
     if kind is not None and not decodable:
         raise PreflightError(f"job {name!r}: target file {str(path)!r} is a {kind.upper()} still image that "
                              f"cannot be decoded here; convert it to PNG or JPEG")
+    if kind is not None:
+        return
+    if path.stat().st_size == 0:
+        raise PreflightError(f"job {name!r}: target file {str(path)!r} is empty (0 bytes); give the video or image "
+                             f"itself (a copy that did not finish?)")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            has_video = bool(container.streams.video)
+    except Exception as exc:  # PyAV raises a family of errors; all mean "not media we can read"
+        detail = " ".join(str(exc).split())
+        raise PreflightError(f"job {name!r}: target file {str(path)!r} is not a readable video or image ({detail}); "
+                             f"give a video (MP4, MOV, MKV, ...) or an image (PNG, JPEG, ...)") from None
+    if not has_video:
+        raise PreflightError(f"job {name!r}: target file {str(path)!r} has no video stream (only sound?); give a "
+                             f"video or an image")
 
 
 def check_face_image(name: str, role: str, image: str | Path) -> None:

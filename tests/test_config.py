@@ -80,10 +80,8 @@ def test_undecodable_heic_still_fails_before_the_work(tmp_path):
     check_input_files("h", job, made_by_workflow=lambda path: True)  # a rule's file: its rule's business
 
 
-def test_a_source_that_is_not_a_decodable_still_fails_before_the_work(tmp_path):
-    target = tmp_path / "clip.mp4"
-    target.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
-    job = {"target": str(target), "encoder": "libx264", "preset": "veryfast", "crf": 18}
+def test_a_source_that_is_not_a_decodable_still_fails_before_the_work(tmp_path, media_dir):
+    job = {"target": str(media_dir / "silent.mp4"), "encoder": "libx264", "preset": "veryfast", "crf": 18}
     video = tmp_path / "face.png"
     video.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
     with pytest.raises(PreflightError, match="source file .*face.png' is not a still image"):

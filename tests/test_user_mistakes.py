@@ -100,6 +100,14 @@ def test_unreadable_target(wd):
     assert_stopped_with(proc, wd, "'inputs/folder.mp4' is a folder, not a file")
 
 
+@pytest.mark.parametrize("content, problem", [(b"", "is empty (0 bytes)"),
+                                              (b"a shopping list, not a video\n" * 40, "is not a readable video")])
+def test_target_that_is_not_a_video(wd, content, problem):
+    (wd / "inputs" / "broken.mp4").write_bytes(content)
+    proc = run_sheet(wd, [row(target="inputs/broken.mp4")])
+    assert_stopped_with(proc, wd, "target file 'inputs/broken.mp4'", problem)
+
+
 def test_bad_option_value_names_key_value_and_allowed_values(wd):
     proc = run_sheet(wd, [row()], "--config", "faces=all")
     assert_stopped_with(proc, wd, "configuration key 'faces': 'all' is not allowed",
