@@ -496,7 +496,8 @@ def iter_patches(path: str | Path) -> Iterator[tuple[int, list[Patch]]]:
                 matrix=None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3),
                 x=int(row.x), y=int(row.y), frame=int(row.frame), face=int(row.face),
                 kps=None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2),
-                mask=None if row.mask is None else decode_mask(row.mask)))
+                # A table from before masks has no mask column: its patches paste as they did.
+                mask=None if getattr(row, "mask", None) is None else decode_mask(row.mask)))
         except (ValueError, TypeError) as exc:
             reject(path, f"the patch of frame {row.frame}, face {row.face} is not usable: {exc}")
 

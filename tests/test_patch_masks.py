@@ -162,6 +162,18 @@ def test_masks_survive_the_patch_table(tmp_path):
             assert got.mask.dtype == np.uint8 and np.array_equal(got.mask, want.mask)
 
 
+def test_a_table_from_before_masks_reads_as_patches_without_one(tmp_path):
+    import pyarrow as pa
+
+    from facepipe.tables import PATCHES_SCHEMA, write_table
+
+    patch = Patch("inswapper", smooth_noise(128, 9), np.eye(2, 3), frame=1)
+    row = {k: v for k, v in patch_row(patch).items() if k != "mask"}
+    write_table([[row]], tmp_path / "old.parquet", pa.schema([f for f in PATCHES_SCHEMA if f.name != "mask"]))
+    (got,) = read_patches(tmp_path / "old.parquet")[1]
+    assert got.mask is None and np.array_equal(got.image, patch.image)
+
+
 @pytest.mark.parametrize("bad", ["shape", "not png", "colour", "16 bit"])
 def test_a_damaged_mask_is_an_error_naming_the_table(tmp_path, bad):
     from facepipe.tables import PATCHES_SCHEMA, write_table
