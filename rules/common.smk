@@ -131,7 +131,8 @@ def check_job_photos(name):
     model rules have not run yet, the models are made for the check in the run's temporary folder
     (preflight.models_for_check); a model that needs a download leaves the check to embed_face.
     """
-    if not any(Path(photo).is_file() for photo in face_images(JOBS[name]).values()):
+    photos = face_images(JOBS[name]).values()
+    if not any(Path(p).is_file() and not made_by_workflow(p) for p in photos):
         return  # photos made by the workflow (the demo's) are checked by their embed_face jobs
     keys = [
         job_models(SimpleNamespace(name=name))[r] for r in ("detector", "recognizer")
@@ -148,7 +149,13 @@ def check_job_photos(name):
         # would never be read.
         cache_dir = made / "embeddings"
     try:
-        lines = check_face_photos(name, JOBS[name], *files, cache_dir=cache_dir)
+        lines = check_face_photos(
+            name,
+            JOBS[name],
+            *files,
+            cache_dir=cache_dir,
+            made_by_workflow=made_by_workflow,
+        )
     except PreflightError as exc:
         stop_run(str(exc), at_once=True, workflow=workflow)
     for line in lines:
