@@ -6,6 +6,7 @@ fails after minutes of detection and swapping for a reason that was visible at t
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -346,11 +347,18 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
         if made_by_workflow(image) or not Path(image).is_file():
             continue
         face_index = job["source_face"] if role == "source" else -1
+        # pick_face's own warning about several faces is for embed_face's log: the console gets
+        # the line below, which names the job.
+        faces_log = logging.getLogger("facepipe.faces")
+        level = faces_log.level
+        faces_log.setLevel(logging.ERROR)
         try:
             record = face_record(image, detector, recognizer, providers=["cpu"], face_index=face_index,
                                  cache_dir=cache_dir, backend=job["backend"])
         except (FaceError, MediaError) as exc:
             raise PreflightError(f"job {name!r}, {_role_text(role)}: {exc}") from None
+        finally:
+            faces_log.setLevel(level)
         count = int(record.get("face_count", 1))
         if count > 1:
             used = "the largest (face 0)" if face_index is None or face_index < 0 else f"face {face_index}"
