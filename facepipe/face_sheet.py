@@ -7,6 +7,10 @@ results/NAME.cast.png) and the frame and its time, beside a small thumbnail of t
 that marks where the face is. The layout (each row's person, frame, box and where its crops lie
 on the sheet) is written into the PNG as a text chunk (LAYOUT_KEY), so tools and tests can read
 what the sheet shows without guessing from its pixels.
+
+Where the swap's masks kept some of the target's own pixels (facepipe.masks: a hand in front of
+the face, a region left out), a third crop shows the result with what was kept tinted, as
+FaceFusion's face debugger does, so a user sees what the masks protected.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ FONT_SCALE = 0.6
 LAYOUT_KEY = "facepipe_sheet"
 BACKGROUND = 255
 RED = (0, 0, 200)
+KEPT_TINT = (255, 80, 200)  # BGR: the kept pixels in the mask crop
 
 
 @dataclass
@@ -121,19 +126,47 @@ def kept_faces(frames: list[tuple], limit: int = MAX_FACES) -> list[list[SheetFa
     return [[face for i, face in enumerate(faces) if (f, i) in keep] for f, (_, _, _, faces) in enumerate(frames)]
 
 
-def face_sheet(frames: list[tuple[int, np.ndarray, np.ndarray, list[SheetFace]]], fps: float
-               ) -> tuple[np.ndarray, dict]:
-    """The sheet of (frame, before, after, its swapped faces) and its layout (see LAYOUT_KEY).
+def kept_map(patches: list, shape: tuple[int, int]) -> np.ndarray | None:
+    """Where a frame's face patches keep the target's own pixels (their paste masks,
+    facepipe.patches.Patch.mask), as a float32 map of the frame (1 = kept); None when none does."""
+    from facepipe.patches import patch_to_frame
+
+    kept = None
+    for patch in patches:
+        if patch.mask is None:
+            continue
+        warped = cv2.warpAffine(255 - patch.mask, patch_to_frame(patch), (shape[1], shape[0]),
+                                flags=cv2.INTER_LINEAR, borderValue=0).astype(np.float32) / 255.0
+        kept = warped if kept is None else np.maximum(kept, warped)
+    return kept
+
+
+def mask_view(after_crop: np.ndarray, kept_crop: np.ndarray) -> np.ndarray:
+    """The after crop with the kept pixels tinted and outlined."""
+    weight = np.clip(kept_crop, 0, 1)[..., None] * 0.55
+    view = (after_crop.astype(np.float32) * (1 - weight) + np.array(KEPT_TINT, np.float32) * weight)
+    view = np.clip(view, 0, 255).astype(np.uint8)
+    contours, _ = cv2.findContours((kept_crop > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(view, contours, -1, KEPT_TINT, 1, cv2.LINE_AA)
+    return view
+
+
+def face_sheet(frames: list[tuple], fps: float) -> tuple[np.ndarray, dict]:
+    """The sheet of (frame, before, after, its swapped faces[, kept_map]) and its layout (see
+    LAYOUT_KEY). With a kept map on any frame, every face row gets a third crop: the masks' view.
 
     A frame with no swapped face gets one row with only its thumbnail and a note, so a sheet
     never hides a chosen frame. A crowd is shown as MAX_FACES rows at most (kept_faces); the
     layout counts the faces left out, and the sheet's last band says so."""
-    width = CONTEXT + 2 * (GAP + CROP)
+    masks = [f[4] if len(f) > 4 else None for f in frames]
+    frames = [f[:4] for f in frames]
+    with_masks = any(m is not None for m in masks)
+    width = CONTEXT + (3 if with_masks else 2) * (GAP + CROP)
     rows, layout_rows = [], []
     top = 0
     kept = kept_faces(frames)
     left_out = sum(len(f[3]) for f in frames) - sum(len(k) for k in kept)
-    for (frame, before, after, all_faces), faces in zip(frames, kept):
+    for (frame, before, after, all_faces), faces, mask in zip(frames, kept, masks):
         if all_faces and not faces:
             continue  # a frame whose faces are all left out
         if not faces:
@@ -155,15 +188,25 @@ def face_sheet(frames: list[tuple[int, np.ndarray, np.ndarray, list[SheetFace]]]
             before_x, after_x = CONTEXT + GAP, CONTEXT + 2 * GAP + CROP
             body[:, before_x:before_x + CROP] = crop_face(before, region)
             body[:, after_x:after_x + CROP] = crop_face(after, region)
-            rows += [draw_band(width, band_texts(label)), body]
+            texts = band_texts(label)
             y = top + BAND
-            layout_rows.append({
+            entry = {
                 "frame": frame, "person": face.person, "label": label, "top": top,
                 "box": [round(float(v), 1) for v in face.box], "region": list(region),
                 "scale": round(CROP / region[2], 3),
                 "before": [before_x, y, CROP, CROP], "after": [after_x, y, CROP, CROP],
                 "context": [0, y, thumb.shape[1], thumb.shape[0]],
-            })
+            }
+            if with_masks:
+                mask_x = after_x + GAP + CROP
+                kept_crop = crop_face(np.zeros(before.shape[:2], np.float32) if mask is None else mask, region)
+                body[:, mask_x:mask_x + CROP] = mask_view(crop_face(after, region), kept_crop)
+                text = "masks: kept tinted"
+                texts.append((mask_x + CROP - cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] - 6, text))
+                entry["mask"] = [mask_x, y, CROP, CROP]
+                entry["kept_share"] = round(float((kept_crop > 0.5).mean()), 4)
+            rows += [draw_band(width, texts), body]
+            layout_rows.append(entry)
             top += BAND + CROP
     if left_out:
         rows.append(draw_band(width, [(4, f"{left_out} more swapped face(s) of these frames not shown")]))

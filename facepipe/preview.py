@@ -152,7 +152,7 @@ def render_preview(target: str | Path, plan_path: str | Path, patches: str | Pat
     and with the job's face patches, cropped and enlarged, labelled with its person."""
     from fractions import Fraction
 
-    from facepipe.face_sheet import write_face_sheet
+    from facepipe.face_sheet import kept_map, write_face_sheet
     from facepipe.integrity import read_sealed_json
     from facepipe.patches import read_patches
     from facepipe.tables import read_columns
@@ -167,7 +167,8 @@ def render_preview(target: str | Path, plan_path: str | Path, patches: str | Pat
         before = frame.bgr().copy()
         number = frames_at[frame.number - 1]
         faces = sheet_faces(by_frame.get(frame.number, []), tracked[tracked["seg_frame"] == frame.number], number)
-        frames.append((number, before, render_image(frame, by_frame), faces))
+        frames.append((number, before, render_image(frame, by_frame), faces,
+                       kept_map(by_frame.get(frame.number, []), before.shape[:2])))
     fps = 0.0 if plan["is_image"] else float(Fraction(plan["fps"]))
     layout = write_face_sheet(frames, fps, out)
     log.info("preview of %d frames, %d swapped faces shown: %s", len(frames),

@@ -281,7 +281,8 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
     from facepipe.integrity import read_sealed_json
     from fractions import Fraction
 
-    from facepipe.face_sheet import SheetFace, write_face_sheet
+    from facepipe.face_sheet import SheetFace, kept_map, write_face_sheet
+    from facepipe.patches import read_patches
     from facepipe.preview import choose_frames
     from facepipe.progress import Progress, counted, say
     from facepipe.tables import read_columns
@@ -319,8 +320,14 @@ def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | 
 
     say(log, "qc_report: face sheet, timings and providers")
     fps = 0.0 if manifest["is_image"] else float(Fraction(manifest["fps"]))
+    # The masks' view: what the swap's masks kept of each sheet frame (its segment's patches).
+    where = {int(r.frame): (r.segment, int(r.seg_frame)) for r in faces.itertuples()}
+    segment_patches = {seg: read_patches(swapped_dir / f"{seg}.parquet")
+                       for seg in {where[f][0] for f in sheet_frames if f in where}}
+    kept = {f: kept_map(segment_patches[where[f][0]].get(where[f][1], []), before[f].shape[:2])
+            for f in sheet_frames if f in where and f in before}
     write_face_sheet([(f, before[f], after[f], [SheetFace(f, int(r.person), (r.x1, r.y1, r.x2, r.y2))
-                                                for r in shown[shown["frame"] == f].itertuples()])
+                                                for r in shown[shown["frame"] == f].itertuples()], kept.get(f))
                       for f in sheet_frames if f in before and f in after], fps, outputs["sheet"])
     timings_figure(stage_timings(Path("benchmarks") / name), outputs["timings"])
     degraded = [line for line in summarize("work", logger=log) if line.startswith(f"{name}/")]

@@ -89,3 +89,34 @@ def test_a_crowd_keeps_every_person_within_the_row_limit():
     shown = [(r["frame"], r["person"]) for r in layout["rows"]]
     assert len(shown) == MAX_FACES and layout["left_out"] == 19 - MAX_FACES
     assert {p for _, p in shown} == set(range(1, 8)) and shown == sorted(shown)
+
+
+def test_face_sheet_shows_what_the_masks_kept(tmp_path):
+    """The masks' debug view: a third crop tints what the swap's masks kept of the target."""
+    import numpy as np
+
+    from facepipe.face_sheet import CROP, SheetFace, kept_map, write_face_sheet
+    from facepipe.patches import Patch
+
+    before = np.full((270, 480, 3), 90, np.uint8)
+    after = before.copy()
+    after[60:120, 200:250] = 200
+    # A pixels patch over the face whose mask kept its left half as the target's.
+    mask = np.full((60, 50), 255, np.uint8)
+    mask[:, :25] = 0
+    patch = Patch(kind="pixels", image=after[60:120, 200:250].copy(), x=200, y=60, mask=mask)
+    kept = kept_map([patch], before.shape[:2])
+    assert kept[90, 210] == 1.0 and kept[90, 240] == 0.0 and kept[10, 10] == 0.0
+    assert kept_map([Patch(kind="pixels", image=patch.image, x=200, y=60)], before.shape[:2]) is None
+    faces = [SheetFace(7, 2, (200.0, 60.0, 250.0, 120.0))]
+    layout = write_face_sheet([(7, before, after, faces, kept)], 25.0, tmp_path / "sheet.png")
+    row = layout["rows"][0]
+    assert row["mask"][2] == CROP and 0.05 < row["kept_share"] < 0.5
+    sheet = __import__("cv2").imread(str(tmp_path / "sheet.png"))
+    x, y, w, h = row["mask"]
+    left, right = sheet[y + h // 2, x + w // 2 - 30], sheet[y + h // 2, x + w // 2 + 30]
+    assert left[0] > left[1] + 40  # the kept half tinted (blue-magenta)
+    assert abs(int(right[0]) - int(right[1])) < 10  # the swapped half as it is
+    # No masks anywhere: two crops per row, as before.
+    plain = write_face_sheet([(7, before, after, faces)], 25.0, tmp_path / "plain.png")
+    assert "mask" not in plain["rows"][0]
