@@ -96,6 +96,10 @@ KEEP_FEATHER = 0.015
 # leave the source's features (its nose's and cheekbones' relief) alone, fine enough to take out
 # the shading of its own light (a shadow down a cheek) and to follow the target's.
 LIGHT_SIGMA = 1 / 6
+# The source's own mean is read at half that Gaussian: the shading of its light at the scale of a
+# cheek (a hollow under a cheekbone lit from one side) goes too; on a target lit otherwise, stretched
+# over a differently shaped cheek, it reads as a flat brown smudge.
+SOURCE_LIGHT_SCALE = 0.5
 # The range (Lab a and b) the source's own colour detail (its a and b over their local means:
 # freckles, a flush) is softly compressed into: more of it and a source's ginger brows, red lip
 # line or hair strand lands on the target's skin as an orange or blue smudge.
@@ -352,7 +356,7 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     (shade_slope): the source's colour and its shading at the mean's scale (a shadow down one side
     of its face) do not come along, and a shade of the source reads as a shade of the target's skin,
     not as a grey smudge."""
-    source_mean = _masked_mean(warped_lab, source_skin, sigma)
+    source_mean = _masked_mean(warped_lab, source_skin, sigma * SOURCE_LIGHT_SCALE)
     detail = warped_lab[..., 0] - source_mean[..., 0]
     # The skin's shades and highlights are compressed (the source's eye sockets, the shadow beside
     # its nose, a shine are its light as much as its shape); its brows keep their full darkness
