@@ -101,7 +101,8 @@ def test_unreadable_target(wd):
 
 
 @pytest.mark.parametrize("content, problem", [(b"", "is empty (0 bytes)"),
-                                              (b"a shopping list, not a video\n" * 40, "is not a readable video")])
+                                              (b"a shopping list, not a video\n" * 40, "is not a readable video")],
+                         ids=["empty", "text"])
 def test_target_that_is_not_a_video(wd, content, problem):
     (wd / "inputs" / "broken.mp4").write_bytes(content)
     proc = run_sheet(wd, [row(target="inputs/broken.mp4")])
