@@ -47,7 +47,7 @@ def test_every_offered_download_is_pinned_by_two_sources():
 def test_the_swappers_and_enhancers_users_asked_for_are_offered():
     assert {"inswapper_128", "hyperswap_1a_256", "hyperswap_1b_256", "hyperswap_1c_256"} <= set(offered("swapper"))
     assert {"gfpgan_1.4", "codeformer", "gpen_bfr_512", "restoreformer_plus_plus"} <= set(offered("enhancer"))
-    # SimSwap's embedding converter has no published SHA-256: not offered (README "Models").
+    # SimSwap's embedding converter has no published SHA-256: not offered (docs/models.md).
     assert not any(k.startswith("simswap") for k in MODELS)
 
 
@@ -97,7 +97,7 @@ def test_every_backend_names_models_of_its_own_group():
             assert MODELS[key].group == b.group, (name, key)
 
 
-def test_the_readme_model_table_is_the_registrys():
+def test_the_documented_model_table_is_the_registrys():
     """Each model's licence and the sources that confirm its hash, as the registry has them."""
     import importlib.util
 
@@ -105,8 +105,8 @@ def test_the_readme_model_table_is_the_registrys():
     module_spec = importlib.util.spec_from_file_location("model_table", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    readme = (path.parents[1] / "README.md").read_text()
-    assert module.table() in readme, "README's model table is stale: paste the output of tools/model_table.py"
+    readme = (path.parents[1] / "docs" / "models.md").read_text()
+    assert module.table() in readme, "docs/models.md's model table is stale: paste the output of tools/model_table.py"
     for key, spec in MODELS.items():
         if not spec.derived_from:
             assert f"| `{key}` |" in readme and spec.licence.replace("|", "\\|") in readme, key

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Print the README's model table from the registry (facepipe/models/registry.py).
+"""Print the model table of docs/models.md from the registry (facepipe/models/registry.py).
 
     python tools/model_table.py
 
-tests/test_readme.py checks that the README holds exactly this table, so a registry entry and
+tests/test_models.py checks that docs/models.md holds exactly this table, so a registry entry and
 its documentation cannot drift apart.
 """
 

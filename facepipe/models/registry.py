@@ -10,7 +10,7 @@ A model is offered only when at least two independent public sources state the s
 (and size, where they give one) for the file FaceFusion or insightface publishes; FaceFusion
 itself publishes CRC32 side files only. Models that did not pass (SimSwap, whose embedding
 converter has no published SHA-256; Ghost and UniFace, with one source each; GFPGAN 1.2/1.3;
-the face parser bisenet_resnet_18) are listed in the README with the reason.
+the face parser bisenet_resnet_18) are listed in docs/models.md with the reason.
 
 Hash provenance of the two insightface models: det_10g.onnx and w600k_r50.onnx are the members
 of insightface's buffalo_l.zip (v0.7 release, itself 80ffe37d...b0ca2f, 288,621,354 bytes); the
@@ -39,7 +39,7 @@ LEARNED, OFFLINE_GROUP = "learned", "offline"
 _BUFFALO_L_ZIP = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
 _FF = "https://github.com/facefusion/facefusion-assets/releases/download"
 
-# Sources that state a file's SHA-256 (see tools/ and the README's model table). Each names
+# Sources that state a file's SHA-256 (see tools/ and the model table of docs/models.md). Each names
 # where the hash is written, so anyone can check it; two independent ones are required.
 _DFA = "huggingface.co/DeepFakeApp/model (Git LFS pointer)"
 _ZOO = "github.com/rishabh4496/roop-ultimate face_engine/models/zoo.py"
