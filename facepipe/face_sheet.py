@@ -101,14 +101,20 @@ def draw_band(width: int, texts: list[tuple[int, str]]) -> np.ndarray:
     return band
 
 
-def band_texts(label: str) -> list[tuple[int, str]]:
-    """Where each text of a row's band goes: the label from the left, 'before' and 'after' at the
-    right ends of their crops."""
+MASK_TEXT = "masks: kept tinted"
+
+
+def band_texts(label: str, with_masks: bool = False) -> list[tuple[int, str]]:
+    """Where each text of a row's band goes: the label from the left, 'before', 'after' (and, on a
+    sheet with the masks' view, MASK_TEXT) at the right ends of their crops."""
     def right_aligned(right: int, text: str) -> tuple[int, str]:
         return right - cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] - 6, text
 
     before_x, after_x = CONTEXT + GAP, CONTEXT + 2 * GAP + CROP
-    return [(4, label), right_aligned(before_x + CROP, "before"), right_aligned(after_x + CROP, "after")]
+    texts = [(4, label), right_aligned(before_x + CROP, "before"), right_aligned(after_x + CROP, "after")]
+    if with_masks:
+        texts.append(right_aligned(after_x + GAP + 2 * CROP, MASK_TEXT))
+    return texts
 
 
 def kept_faces(frames: list[tuple], limit: int = MAX_FACES) -> list[list[SheetFace]]:
@@ -188,7 +194,7 @@ def face_sheet(frames: list[tuple], fps: float) -> tuple[np.ndarray, dict]:
             before_x, after_x = CONTEXT + GAP, CONTEXT + 2 * GAP + CROP
             body[:, before_x:before_x + CROP] = crop_face(before, region)
             body[:, after_x:after_x + CROP] = crop_face(after, region)
-            texts = band_texts(label)
+            texts = band_texts(label, with_masks)
             y = top + BAND
             entry = {
                 "frame": frame, "person": face.person, "label": label, "top": top,
@@ -201,8 +207,6 @@ def face_sheet(frames: list[tuple], fps: float) -> tuple[np.ndarray, dict]:
                 mask_x = after_x + GAP + CROP
                 kept_crop = crop_face(np.zeros(before.shape[:2], np.float32) if mask is None else mask, region)
                 body[:, mask_x:mask_x + CROP] = mask_view(crop_face(after, region), kept_crop)
-                text = "masks: kept tinted"
-                texts.append((mask_x + CROP - cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] - 6, text))
                 entry["mask"] = [mask_x, y, CROP, CROP]
                 entry["kept_share"] = round(float((kept_crop > 0.5).mean()), 4)
             rows += [draw_band(width, texts), body]
