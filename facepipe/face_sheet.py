@@ -61,7 +61,9 @@ def crop_face(img: np.ndarray, region: tuple[int, int, int]) -> np.ndarray:
     h, w = img.shape[:2]
     pad = max(0, -x, -y, x + side - w, y + side - h)
     if pad:
-        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        # Grey past a frame's edges; nothing past a map's (the masks' kept map: nothing kept there).
+        outside = (128, 128, 128) if img.ndim == 3 else 0
+        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=outside)
     square = img[y + pad:y + pad + side, x + pad:x + pad + side]
     interpolation = cv2.INTER_CUBIC if side < CROP else cv2.INTER_AREA
     return cv2.resize(square, (CROP, CROP), interpolation=interpolation)

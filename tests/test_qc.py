@@ -120,3 +120,13 @@ def test_face_sheet_shows_what_the_masks_kept(tmp_path):
     # No masks anywhere: two crops per row, as before.
     plain = write_face_sheet([(7, before, after, faces)], 25.0, tmp_path / "plain.png")
     assert "mask" not in plain["rows"][0]
+
+
+def test_a_crop_past_the_frame_is_grey_and_past_a_kept_map_keeps_nothing():
+    import numpy as np
+
+    from facepipe.face_sheet import crop_face
+
+    region = (-40, -40, 100)  # a face at the frame's corner: the crop reaches past two edges
+    assert (crop_face(np.zeros((90, 160, 3), np.uint8), region)[:20, :20] == 128).all()
+    assert crop_face(np.zeros((90, 160), np.float32), region).max() == 0
