@@ -236,6 +236,6 @@ def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
     jobs = planned_jobs(wd, "--config", "backend=standin")
     assert {"detect_faces", "embed_face", "swap_faces", "mux_video"} <= set(jobs)
     assert "prepare_target" not in jobs
-    # The command the warning names fetches the four verifiable learned models.
-    # The learned models the job would use: detector, recognizer and swapper (no enhancer chosen).
-    assert planned_jobs(wd, "fetch_models") == {"fetch_model": 3, "fetch_models": 1}
+    # The command the warning names fetches the learned models the job would use: detector,
+    # recognizer, swapper and the occluder of the default face_mask (no enhancer chosen).
+    assert planned_jobs(wd, "fetch_models") == {"fetch_model": 4, "fetch_models": 1}
