@@ -143,7 +143,16 @@ def kept_map(patches: list, shape: tuple[int, int]) -> np.ndarray | None:
     for patch in patches:
         if patch.mask is None:
             continue
-        warped = cv2.warpAffine(255 - patch.mask, patch_to_frame(patch), (shape[1], shape[0]),
+        held = 255 - patch.mask
+        if patch.kind != "pixels":
+            # An aligned crop's own paste mask leaves out its border (insightface's erodes the
+            # square by a tenth of its side): only what the mask keeps inside it was protected.
+            side = held.shape[0]
+            inner = np.zeros_like(held)
+            edge = side // 10
+            inner[edge:side - edge, edge:side - edge] = held[edge:side - edge, edge:side - edge]
+            held = inner
+        warped = cv2.warpAffine(held, patch_to_frame(patch), (shape[1], shape[0]),
                                 flags=cv2.INTER_LINEAR, borderValue=0).astype(np.float32) / 255.0
         kept = warped if kept is None else np.maximum(kept, warped)
     return kept
