@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -373,6 +374,24 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
             lines += [f"job {name!r}: {line}" for line in source_warnings(image, read_image(image), record["kps"],
                                                                           *needed)]
     return lines
+
+
+@contextmanager
+def package_warnings_to(console):
+    """Within the block, the package's warnings (logger "facepipe") go to ``console`` (Snakemake's
+    logger in the main process, which has no handler for them) as "WARNING name: message"."""
+
+    class Forward(logging.Handler):
+        def emit(self, record):
+            console.warning(f"WARNING {record.name}: {record.getMessage()}")
+
+    handler = Forward(logging.WARNING)
+    package = logging.getLogger("facepipe")
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
 
 
 def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[Path] | None:

@@ -22,6 +22,7 @@ from facepipe.preflight import (
     check_input_files,
     check_jobs,
     models_for_check,
+    package_warnings_to,
     schema_problem,
     stop_run,
     target_kind,
@@ -149,13 +150,16 @@ def check_job_photos(name):
         # would never be read.
         cache_dir = made / "embeddings"
     try:
-        lines = check_face_photos(
-            name,
-            JOBS[name],
-            *files,
-            cache_dir=cache_dir,
-            made_by_workflow=made_by_workflow,
-        )
+        # What the package warns of while checking (a damaged cache entry it recomputes) reaches
+        # the console, as it would from the embed_face job the check stands in for.
+        with package_warnings_to(logger):
+            lines = check_face_photos(
+                name,
+                JOBS[name],
+                *files,
+                cache_dir=cache_dir,
+                made_by_workflow=made_by_workflow,
+            )
     except PreflightError as exc:
         stop_run(str(exc), at_once=True, workflow=workflow)
     for line in lines:
