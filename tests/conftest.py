@@ -53,3 +53,16 @@ def astronaut():
     from skimage import data
 
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="session")
+def mesh_analyzer(tmp_path_factory):
+    """The offline backend's MediaPipe analyzer, its two models converted once per session as the
+    rule converts them."""
+    from facepipe import mesh
+    from facepipe.models import model_path
+
+    folder = tmp_path_factory.mktemp("offline_models")
+    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
+        mesh.convert(mesh.tflite_path(name), folder / name)
+    return mesh.MeshAnalyzer(folder / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))

@@ -16,11 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import mesh, mesh_swap
+from facepipe import mesh_swap
 from facepipe.classic_swap import source_patch
-from facepipe.mesh import MeshAnalyzer
 from facepipe.mesh_swap import MeshSwapper
-from facepipe.models import model_path
 
 TURNS = (-60, -40, -20, 0, 20, 40, 60)
 # The pure colour the source crop is painted outside its face oval: no face has it, so any of it
@@ -33,11 +31,8 @@ BLOTCH_Z = 3.0
 
 
 @pytest.fixture(scope="module")
-def analyzer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("offline_models")
-    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
-        mesh.convert(mesh.tflite_path(name), folder / name)
-    return MeshAnalyzer(folder / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
+def analyzer(mesh_analyzer):
+    return mesh_analyzer
 
 
 def largest(faces):

@@ -13,11 +13,8 @@ import numpy as np
 import occlusion_clips as clips
 import pytest
 
-from facepipe import mesh
 from facepipe.classic_swap import source_patch
-from facepipe.mesh import MeshAnalyzer
 from facepipe.mesh_swap import FACE_OVAL, MeshSwapper
-from facepipe.models import model_path
 from facepipe.occlusion import TrackAppearance, keep_occluded, sample_frames
 from facepipe.patches import apply_patch
 
@@ -28,11 +25,8 @@ FRAMES = 40
 
 
 @pytest.fixture(scope="module")
-def analyzer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("offline_models")
-    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
-        mesh.convert(mesh.tflite_path(name), folder / name)
-    return MeshAnalyzer(folder / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
+def analyzer(mesh_analyzer):
+    return mesh_analyzer
 
 
 @pytest.fixture(scope="module")
