@@ -374,6 +374,19 @@ def swap_embeddings(wildcards):
     }
 
 
+def photos_first(wildcards):
+    """Input function of detect_faces: the job's embeddings, for a backend whose models are fetched
+    on first use. Before they are there the source photos cannot be checked while the run plans
+    (check_job_photos), so the target's detection waits for embed_face, which stops the run on a
+    photo without a face. Always for such a backend, so the rule's inputs are the same from run to
+    run; ancient, so a new embedding (another source) never reruns detection."""
+    j = JOBS[wildcards.name]
+    keys = [job_models(wildcards)[role] for role in ("detector", "recognizer")]
+    if BACKENDS[j["backend"]].standin or not any(MODELS[k].fetchable for k in keys):
+        return []
+    return [ancient(path) for path in swap_embeddings(wildcards).values()]
+
+
 def segment_plan(wildcards):
     """The plan a segment's stage reads: the job's segments folder, or the preview's own plan."""
     if wildcards.segment == "preview":

@@ -5,6 +5,7 @@ rule detect_faces:
         segments="work/{name}/segments",
         detector=model_file("detector"),
         recognizer=model_file("recognizer"),
+        photos=photos_first,
     output:
         faces="work/{name}/faces/{segment}.parquet",
         frames="work/{name}/faces/{segment}.frames.parquet",

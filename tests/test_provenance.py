@@ -238,3 +238,17 @@ def test_a_result_of_an_older_version_without_a_record_is_not_adopted_either(job
     assert proc.returncode != 0
     assert "was made by an older facepipe that wrote no record" in proc.stdout + proc.stderr
     assert result.read_bytes() == before
+
+
+@pytest.mark.workflow
+def test_detection_waits_for_the_source_check_when_models_are_still_to_be_fetched(job_dir):
+    """Before the learned models are fetched the run cannot check the source photo while it plans:
+    the target's detection then waits for embed_face, which stops the run on a photo without a
+    face. (Stand-ins are checked while the run plans: no such wait.)"""
+    def edges(*args):
+        dot = snakemake(job_dir, "--dag", *args).stdout
+        label = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)', dot, re.M))
+        return {(label[a], label[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)}
+
+    assert ("embed_face", "detect_faces") in edges("--config", "backend=insightface")
+    assert ("embed_face", "detect_faces") not in edges("--config", "backend=standin", "crf=30", "track_gap=4")
