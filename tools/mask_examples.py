@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""docs/masks.png: what each face mask keeps, as before/after crops on real photos (the README's
-"Masks" section). Offline backend (the swap every new user sees first), MediaPipe models converted
-into a temporary folder; the source is t1.jpg's man in grey, the target scikit-image's astronaut
-with objects cut from photos in installed packages (tests/occlusion_clips.py).
+"""docs/masks.png: what each face mask keeps, as crops on real photos (the README's "Masks"
+section). Offline backend (the swap every new user sees first), MediaPipe models converted into a
+temporary folder; the source is t1.jpg's man in grey, the target scikit-image's astronaut with
+objects cut from photos in installed packages (tests/occlusion_clips.py). The learned path's box
+and mouth masks are shown on the swapper's aligned crop, what they keep tinted (no real learned
+swapper is at hand to show its swap).
 
     python tools/mask_examples.py [out.png]
 """
@@ -23,7 +25,9 @@ import occlusion_clips as clips  # noqa: E402
 
 from facepipe import demo, mesh  # noqa: E402
 from facepipe.classic_swap import source_patch  # noqa: E402
-from facepipe.masks import mesh_region_keep  # noqa: E402
+from facepipe.alignment import alignment_matrix  # noqa: E402
+from facepipe.face_sheet import mask_view  # noqa: E402
+from facepipe.masks import box_mask, mesh_region_keep, mouth_keep_mask  # noqa: E402
 from facepipe.mesh import MeshAnalyzer  # noqa: E402
 from facepipe.mesh_swap import MeshSwapper  # noqa: E402
 from facepipe.models import model_path  # noqa: E402
@@ -70,9 +74,19 @@ def main(out: Path) -> None:
             c = img[box[1]:box[3], box[0]:box[2]]
             return cv2.resize(c, (240, int(240 * c.shape[0] / c.shape[1])), interpolation=cv2.INTER_CUBIC)
 
-        cells = [label(crop(frame), "target"), label(crop(swapped()), "no mask (box only)"),
-                 label(crop(swapped(appearance.mask(frame, points))), "occlusion"),
-                 label(crop(swapped(mesh_region_keep(points, frame.shape[:2], ["skin"]))), "region: skin only")]
+        cells = [label(crop(frame), "target"), label(crop(swapped()), "offline, no mask"),
+                 label(crop(swapped(appearance.mask(frame, points))), "offline: occlusion"),
+                 label(crop(swapped(mesh_region_keep(points, frame.shape[:2], ["skin"]))), "offline: region skin")]
+        # The learned path's fixed masks on the swapper's own crop (arcface_128, 256 px).
+        face = analyzer.analyze(clips.astronaut(), embed=False)[0]
+        matrix = alignment_matrix(face["kps"], "arcface_128", 256)
+        aligned = cv2.warpAffine(clips.astronaut(), matrix, (256, 256), flags=cv2.INTER_AREA)
+        height = cells[0].shape[0] - 26
+        for text, kept in (("learned: box (kept tinted)", 1 - box_mask(256, 0.3, (0, 0, 0, 0))),
+                           ("learned: mouth (kept tinted)", mouth_keep_mask(256))):
+            view = cv2.resize(mask_view(aligned, kept.astype(np.float32)), (height, height))
+            cells.append(label(cv2.copyMakeBorder(view, 0, 0, 0, 240 - height, cv2.BORDER_CONSTANT,
+                                                  value=(255, 255, 255)) if height < 240 else view[:, :240], text))
     sheet = np.hstack(cells)
     cv2.imwrite(str(out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {out} ({out.stat().st_size // 1024} kB)")
