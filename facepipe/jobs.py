@@ -98,13 +98,23 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     writes them on the command line (keep_intermediates=true, name=2024). Changes config in place."""
     import yaml
 
-    properties = yaml.safe_load(Path(schema_path).read_text())["properties"]
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    properties = schema["properties"]
     for key in list(config):
         if key not in properties:
             raise JobError(f"unknown configuration key {key!r} (in --config or the config file)"
                            f"{nearest(key, properties)}; valid keys: {', '.join(sorted(properties))}")
     for key, spec in properties.items():
+        if "$ref" in spec:  # "#/definitions/options/NAME": the option's own definition
+            spec = schema["definitions"]["options"][spec["$ref"].rsplit("/", 1)[1]]
         value, kind = config.get(key), spec.get("type")
+        if kind == "array" and isinstance(value, list) and spec.get("items", {}).get("type") == "number":
+            # --config mask_padding=[0,0,10,0] gives the numbers as text.
+            try:
+                config[key] = [float(v) if isinstance(v, str) else v for v in value]
+            except ValueError:
+                pass  # the schema's check names the value
+            continue
         if kind == "boolean" and isinstance(value, (str, int)) and not isinstance(value, bool):
             word = str(value).strip().lower()
             if word not in BOOLEAN_WORDS:

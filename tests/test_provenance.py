@@ -252,3 +252,12 @@ def test_detection_waits_for_the_source_check_when_models_are_still_to_be_fetche
 
     assert ("embed_face", "detect_faces") in edges("--config", "backend=insightface")
     assert ("embed_face", "detect_faces") not in edges("--config", "backend=standin", "crf=30", "track_gap=4")
+
+
+@pytest.mark.workflow
+def test_a_mask_option_reruns_the_swap_onward_and_nothing_before(job_dir):
+    for change in ("face_mask=[box,mouth]", "mask_blur=0.5", "mask_padding=[0,0,10,0]", "mask_regions=[skin,nose]"):
+        jobs = planned_jobs(job_dir, "--config", change)
+        assert {"swap_faces", "render_segment", "mux_video"} <= set(jobs), change
+        assert not set(jobs) & {"probe_target", "prepare_target", "detect_faces", "track_faces", "embed_face",
+                                "cast_sheet"}, (change, jobs)
