@@ -153,9 +153,10 @@ def source_warnings(image: str | Path, img: np.ndarray, kps, swapper: str, neede
 
 def face_record(image: str | Path, detector: str | Path, recognizer: str | Path, *, providers: list[str],
                 face_index: int = -1, cache_dir: str | Path = "resources/embeddings", threads: int = 0,
-                backend: str = "insightface", img: np.ndarray | None = None) -> dict:
+                backend: str = "insightface", img: np.ndarray | None = None, save: bool = True) -> dict:
     """The record of the chosen face of `image` (embedding, box, kps, score, the number of faces
-    found, and offline the source crop), from the cache or analysed and cached. FaceError when the
+    found, and offline the source crop), from the cache or analysed and cached (unless not `save`:
+    a dry run writes nothing of the workflow's). FaceError when the
     photo has no face (or not the face asked for). The workflow calls this once while it plans
     (facepipe.preflight.check_face_photos), so the embed_face job reads the cache entry."""
     cached = cache_path(cache_dir, image, detector, recognizer, face_index, backend)
@@ -178,6 +179,8 @@ def face_record(image: str | Path, detector: str | Path, recognizer: str | Path,
 
         data["landmarks"] = face["landmarks"]
         data["source_crop"], data["source_landmarks"] = source_patch(img, face["landmarks"])
+    if not save:
+        return data
     try:
         _save(cached, data)
         log.info("embedding cached at %s", cached)

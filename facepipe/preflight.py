@@ -330,14 +330,16 @@ def _role_text(role: str) -> str:
 
 
 def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: str | Path, *,
-                      cache_dir: str | Path, made_by_workflow=lambda path: False) -> list[str]:
+                      cache_dir: str | Path, made_by_workflow=lambda path: False,
+                      save_cache: bool = True) -> list[str]:
     """The face of each of a job's photos (source, reference, map photos), found with the job's own
     detector and recognizer on the CPU, once per photo and models (the embedding cache, which
     embed_face then reads): PreflightError for a photo without a face, or without the face
     source_face asks for. Returns a warning line per photo that shows several faces, saying which
     one is used, and per source photo whose face is too small for the swapper or that is greyscale.
     Photos a rule of the workflow makes (the demo's) are left to their embed_face jobs, as
-    check_input_files leaves them to their rules."""
+    check_input_files leaves them to their rules. save_cache=False (a dry run) reads the cache but
+    writes nothing to it."""
     from facepipe.embedding import face_record, needed_face_size, source_warnings
     from facepipe.faces import FaceError
     from facepipe.jobs import face_images
@@ -355,7 +357,7 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
         faces_log.setLevel(logging.ERROR)
         try:
             record = face_record(image, detector, recognizer, providers=["cpu"], face_index=face_index,
-                                 cache_dir=cache_dir, backend=job["backend"])
+                                 cache_dir=cache_dir, backend=job["backend"], save=save_cache)
         except (FaceError, MediaError) as exc:
             raise PreflightError(f"job {name!r}, {_role_text(role)}: {exc}") from None
         finally:

@@ -159,6 +159,8 @@ def check_job_photos(name):
                 *files,
                 cache_dir=cache_dir,
                 made_by_workflow=made_by_workflow,
+                # A dry run writes nothing of the workflow's: the photo is checked, not cached.
+                save_cache=not workflow.dryrun,
             )
     except PreflightError as exc:
         stop_run(str(exc), at_once=True, workflow=workflow)
