@@ -58,3 +58,16 @@ def test_embedding_cache_key_follows_content_not_name(tmp_path):
     before = cache_path(tmp_path, a, det, rec, -1)
     rec.write_bytes(b"another recognizer")  # a different model never reuses the embedding
     assert cache_path(tmp_path, a, det, rec, -1).parent != before.parent
+
+
+def test_mask_options_per_row_of_the_sheet(tmp_path):
+    sheet = tmp_path / "jobs.tsv"
+    sheet.write_text("name\ttarget\tsource\tface_mask\tmask_padding\tmask_regions\tmask_blur\n"
+                     "a\ta.mp4\ts.png\tbox,mouth\t0,0,10,0\tskin,nose\t0.5\n"
+                     "b\tb.mp4\ts.png\t\t\t\t\n")
+    defaults = {**CONFIG, "face_mask": ["box", "occlusion"], "mask_padding": [0, 0, 0, 0],
+                "mask_regions": ["skin"], "mask_blur": 0.3}
+    jobs = build_jobs(defaults, read_sheet(sheet))
+    assert jobs["a"]["face_mask"] == ["box", "mouth"] and jobs["a"]["mask_padding"] == [0.0, 0.0, 10.0, 0.0]
+    assert jobs["a"]["mask_regions"] == ["skin", "nose"] and jobs["a"]["mask_blur"] == 0.5
+    assert jobs["b"]["face_mask"] == ["box", "occlusion"] and jobs["b"]["mask_blur"] == 0.3
