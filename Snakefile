@@ -4,8 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from facepipe.jobs import JobError, check_config
-from facepipe.preflight import schema_problem, stop_run
+from facepipe.workflow.jobs import JobError, check_config
+from facepipe.workflow.preflight import schema_problem, stop_run
 
 min_version("9.0")
 

@@ -2,7 +2,7 @@
 
 The GPU rules have `retries:`, and Snakemake retries a failed job whatever the cause. Only running
 out of memory is worth another attempt, so each failed attempt records its cause
-(work/NAME/failures/RULE-SEGMENT.json, written by facepipe.scripting.run): an attempt after an
+(work/NAME/failures/RULE-SEGMENT.json, written by facepipe.workflow.rule_script.run): an attempt after an
 out-of-memory failure applies one more step of the configured degradation order (FP16, a lower
 working resolution, no enhancer), and an attempt after any other failure stops at once with the
 same cause, doing no work. A job that starts with less free GPU memory than the configured
@@ -38,7 +38,7 @@ OOM_MESSAGES = ("out of memory", "failed to allocate memory", "cudnn_status_allo
                 "cudaerrormemoryallocation", "cuda_error_out_of_memory", "cublas_status_alloc_failed",
                 "std::bad_alloc", "outofmemory")
 
-# Causes a failed attempt can record (see facepipe.scripting.run).
+# Causes a failed attempt can record (see facepipe.workflow.rule_script.run).
 OOM, DISK_FULL, ERROR = "oom", "disk_full", "error"
 
 

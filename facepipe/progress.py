@@ -3,8 +3,9 @@
 A stage counts its frames through a ``Progress``; it logs ``what: done/total frames (percent),
 frames per second, time left`` whenever another tenth of the frames is done or ``interval``
 seconds have passed since the last line, whichever comes first, and a last line at the end.
-The lines go to the job's log and, marked CONSOLE, to the console as well (facepipe.scripting), so
-a run shows each running job's progress without anyone opening a log.
+The lines go to the job's log and, marked CONSOLE, to the console as well
+(facepipe.workflow.rule_script), so a run shows each running job's progress without anyone opening a
+log. It stands at the package's root because every floor uses it: detection, the swap and QC.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ T = TypeVar("T")
 
 STEP = 0.1  # a line at least every tenth of the frames
 INTERVAL = 10.0  # ... or every this many seconds
-# extra= of a record the console shows although it is not a warning (facepipe.scripting).
+# extra= of a record the console shows although it is not a warning (facepipe.workflow.rule_script).
 CONSOLE = {"console": True}
 
 

@@ -6,17 +6,12 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from facepipe.backends import (
-    backend_summary,
-    face_crop_kind,
-    fetchable_learned_models,
-    resolve_jobs,
-)
+from facepipe.models.backends import backend_summary, face_crop_kind, fetchable_learned_models, resolve_jobs
 from facepipe.gpu import nvml_memory_mb
-from facepipe.faces import IDENTITY_EVERY
-from facepipe.jobs import JobError, build_jobs, face_images, read_sheet, swap_roles
+from facepipe.faces.detection import IDENTITY_EVERY
+from facepipe.workflow.jobs import JobError, build_jobs, face_images, read_sheet, swap_roles
 from facepipe.models import BACKENDS, MODELS, batched_path, model_path, models_for
-from facepipe.preflight import (
+from facepipe.workflow.preflight import (
     PreflightError,
     check_face_photos,
     check_input_files,
@@ -27,7 +22,7 @@ from facepipe.preflight import (
     stop_run,
     target_kind,
 )
-from facepipe import provenance
+from facepipe.workflow import provenance
 
 
 wildcard_constraints:
@@ -59,7 +54,7 @@ def load_jobs():
 
 # Only the main process of a real run: job subprocesses and cluster jobs parse this file too.
 if workflow.is_main_process and not workflow.dryrun:
-    from facepipe.locks import clear_stale_locks
+    from facepipe.workflow.locks import clear_stale_locks
 
     clear_stale_locks(".snakemake", logger=logger)
 
@@ -248,7 +243,7 @@ def record_text(wildcards):
 
 
 def stamp(rule_name):
-    """Input function: a rule's stamp (facepipe.provenance), settled for its job first.
+    """Input function: a rule's stamp (facepipe.workflow.provenance), settled for its job first.
 
     Settled while Snakemake builds the job graph (input functions run then), not while the
     Snakefile is read: only then does the workflow know whether this is a dry run.
@@ -262,7 +257,7 @@ def stamp(rule_name):
 
 
 def remake_token(wildcards):
-    """Input function of prepare_target: the job's remake token (facepipe.provenance), settled
+    """Input function of prepare_target: the job's remake token (facepipe.workflow.provenance), settled
     with the stamps."""
     settle_provenance(wildcards.name)
     return provenance.remake_token_path(wildcards.name)
@@ -284,7 +279,7 @@ def settle_provenance(name):
     record = job_record(name)
     state = provenance.result_state(result_path(name), record, read_result_record)
     if state == "foreign":
-        from facepipe.media import carries_ai_label
+        from facepipe.media.ffmpeg import carries_ai_label
 
         made_by = (
             "was made by an older facepipe that wrote no record of its inputs"
@@ -317,7 +312,7 @@ def settle_provenance(name):
 
 
 def read_result_record(path):
-    from facepipe.media import read_result_record as read
+    from facepipe.media.ffmpeg import read_result_record as read
 
     return read(path)
 
@@ -369,7 +364,7 @@ def embedding_image(wildcards):
 
 
 def swap_embeddings(wildcards):
-    """The embeddings the swap reads, by role (facepipe.jobs.swap_roles)."""
+    """The embeddings the swap reads, by role (facepipe.workflow.jobs.swap_roles)."""
     return {
         role: f"work/{wildcards.name}/{role}_embedding.npz"
         for role in swap_roles(JOBS[wildcards.name])
@@ -417,7 +412,7 @@ def segment_files(pattern):
 
 def manifest(wildcards):
     """The prepare_target checkpoint's manifest: the segments and their frame counts."""
-    from facepipe.integrity import DamagedIntermediateError, read_sealed_json
+    from facepipe.media.integrity import DamagedIntermediateError, read_sealed_json
 
     seg_dir = checkpoints.prepare_target.get(name=wildcards.name).output.segments
     try:

@@ -49,7 +49,7 @@ rule make_fp16_model:
         "../scripts/make_fp16_model.py"
 
 
-# The batched copy of a model (facepipe.batching), stand-ins included: made once, and used only
+# The batched copy of a model (facepipe.models.batching), stand-ins included: made once, and used only
 # after a batch through it gave what the original gives one face at a time.
 rule make_batched_model:
     input:

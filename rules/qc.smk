@@ -1,4 +1,4 @@
-# Quality control of finished jobs, for Snakemake's HTML report (facepipe.qc):
+# Quality control of finished jobs, for Snakemake's HTML report (facepipe.report.qc):
 #   snakemake --cores all qc && snakemake --report report.html qc
 # Not part of the default target: it decodes the result and the target again and runs the
 # recognizer on the swapped faces, after the result is made. The target holds every job's

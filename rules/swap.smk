@@ -8,7 +8,7 @@ rule swap_faces:
         tracks=tracks_table,
         persons="work/{name}/persons.json",
         swapper=batched_model_file("swapper"),
-        # The mask models, only for the face_mask types that need them (facepipe.masks).
+        # The mask models, only for the face_mask types that need them (facepipe.swap.masks).
         occluder=model_file("occluder"),
         parser=model_file("parser"),
     output:
@@ -47,7 +47,7 @@ rule swap_faces:
 
 
 # In the DAG only when an enhancer is chosen, so its model is fetched and loaded only then.
-# Swap and enhance hand on face patches, not frames (facepipe.patches).
+# Swap and enhance hand on face patches, not frames (facepipe.media.patches).
 rule enhance_faces:
     input:
         stamp=stamp("enhance_faces"),

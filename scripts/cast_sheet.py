@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from facepipe.cast import write_cast
-from facepipe.integrity import read_sealed_json
-from facepipe.scripting import run
+from facepipe.faces.cast import write_cast
+from facepipe.media.integrity import read_sealed_json
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

@@ -1,5 +1,5 @@
-from facepipe.mesh import convert
-from facepipe.scripting import run
+from facepipe.models.face_mesh import convert
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

@@ -1,10 +1,11 @@
 from pathlib import Path
 
-from facepipe.backends import make_analyzer
-from facepipe.faces import DET_SIZE, detect_segment
-from facepipe.integrity import read_sealed_json
-from facepipe.scripting import gpu_start, run
-from facepipe.video import iter_frames
+from facepipe.models.backends import make_analyzer
+from facepipe.models.face_analyzer import DET_SIZE
+from facepipe.faces.detection import detect_segment
+from facepipe.media.integrity import read_sealed_json
+from facepipe.workflow.rule_script import gpu_start, run
+from facepipe.media.video import iter_frames
 
 
 def main(sm, log):

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from facepipe.embedding import embed_image
-from facepipe.scripting import run
+from facepipe.faces.embedding import embed_image
+from facepipe.workflow.rule_script import run
 
 
 def swap_source(role):
@@ -18,7 +18,7 @@ def main(sm, log):
         sm.output.embedding,
         providers=sm.params.providers,
         face_index=sm.params.face_index,
-        # Per code version: an embedding made by other code is never reused (facepipe.provenance).
+        # Per code version: an embedding made by other code is never reused (facepipe.workflow.provenance).
         cache_dir=Path(sm.params.cache_dir) / sm.params.code,
         threads=sm.threads,
         backend=sm.params.backend,

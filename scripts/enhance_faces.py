@@ -1,8 +1,8 @@
-from facepipe.enhance import enhance_segment, pass_through_segment
+from facepipe.swap.enhance import enhance_segment, pass_through_segment
 from facepipe.models.zoo import load
 from facepipe.progress import Progress, counted
-from facepipe.scripting import gpu_start, run
-from facepipe.video import iter_frames, load_plan
+from facepipe.workflow.rule_script import gpu_start, run
+from facepipe.media.video import iter_frames, load_plan
 
 
 def main(sm, log):

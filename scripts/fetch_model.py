@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from facepipe.download import ModelUnavailableError, fetch, fetch_all_missing_message
+from facepipe.models.download import ModelUnavailableError, fetch, fetch_all_missing_message
 from facepipe.models import MODELS
-from facepipe.scripting import run
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

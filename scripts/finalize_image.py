@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from facepipe.integrity import read_sealed_json
-from facepipe.media import write_labelled_png
-from facepipe.patches import read_patches
-from facepipe.scripting import run
-from facepipe.video import iter_frames, render_image
+from facepipe.media.integrity import read_sealed_json
+from facepipe.media.files import write_labelled_png
+from facepipe.media.patches import read_patches
+from facepipe.workflow.rule_script import run
+from facepipe.media.video import iter_frames, render_image
 
 
 def main(sm, log):

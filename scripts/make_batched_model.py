@@ -1,5 +1,5 @@
-from facepipe.batching import make_batched
-from facepipe.scripting import run
+from facepipe.models.batching import make_batched
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

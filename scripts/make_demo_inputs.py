@@ -1,5 +1,5 @@
-from facepipe.demo import make_demo_inputs
-from facepipe.scripting import run
+from facepipe.media.demo import make_demo_inputs
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

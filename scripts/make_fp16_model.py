@@ -1,5 +1,5 @@
-from facepipe.fp16 import convert_to_fp16
-from facepipe.scripting import run
+from facepipe.models.fp16 import convert_to_fp16
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

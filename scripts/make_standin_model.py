@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from facepipe.scripting import run
-from facepipe.standin import build_standin
+from facepipe.workflow.rule_script import run
+from facepipe.models.standin import build_standin
 
 
 def main(sm, log):

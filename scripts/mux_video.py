@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from facepipe import integrity
-from facepipe.media import mux_video
-from facepipe.scripting import run
+from facepipe.media import integrity
+from facepipe.media.ffmpeg import mux_video
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

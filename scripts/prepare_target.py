@@ -1,7 +1,7 @@
-from facepipe.integrity import read_sealed_json, seal
-from facepipe.media import atomic_output_dir
-from facepipe.scripting import run
-from facepipe.video import plan_segments
+from facepipe.media.integrity import read_sealed_json, seal
+from facepipe.media.files import atomic_output_dir
+from facepipe.workflow.rule_script import run
+from facepipe.media.video import plan_segments
 
 
 def main(sm, log):

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from facepipe.preview import plan_preview
-from facepipe.scripting import run
-from facepipe.video import load_plan
+from facepipe.report.preview import plan_preview
+from facepipe.workflow.rule_script import run
+from facepipe.media.video import load_plan
 
 
 def main(sm, log):

@@ -1,5 +1,5 @@
-from facepipe.preview import render_preview
-from facepipe.scripting import run
+from facepipe.report.preview import render_preview
+from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):

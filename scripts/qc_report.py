@@ -1,9 +1,9 @@
 from pathlib import Path
 
-from facepipe.backends import METRICS, make_analyzer
-from facepipe.qc import qc_report
-from facepipe.scripting import run
-from facepipe.tracking import PERSON_DISTANCE
+from facepipe.models.backends import METRICS, make_analyzer
+from facepipe.report.qc import qc_report
+from facepipe.workflow.rule_script import run
+from facepipe.faces.tracking import PERSON_DISTANCE
 
 
 def main(sm, log):

@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from facepipe.integrity import read_sealed_json
-from facepipe.patches import FramePatches
+from facepipe.media.integrity import read_sealed_json
+from facepipe.media.patches import FramePatches
 from facepipe.progress import Progress, counted
-from facepipe.scripting import run
-from facepipe.video import SegmentWriter, iter_frames, render_segment
+from facepipe.workflow.rule_script import run
+from facepipe.media.video import SegmentWriter, iter_frames, render_segment
 
 
 def main(sm, log):

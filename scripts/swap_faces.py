@@ -1,5 +1,5 @@
-from facepipe.scripting import gpu_start, run
-from facepipe.swap import swap_job_segment
+from facepipe.workflow.rule_script import gpu_start, run
+from facepipe.swap.segment import swap_job_segment
 
 
 def main(sm, log):

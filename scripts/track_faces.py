@@ -1,9 +1,9 @@
 from pathlib import Path
 
-from facepipe.backends import METRICS
-from facepipe.integrity import read_sealed_json
-from facepipe.scripting import run
-from facepipe.tracking import run_tracking
+from facepipe.models.backends import METRICS
+from facepipe.media.integrity import read_sealed_json
+from facepipe.workflow.rule_script import run
+from facepipe.faces.tracking import run_tracking
 
 
 def main(sm, log):

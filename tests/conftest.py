@@ -14,7 +14,7 @@ WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles",
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory):
     """Short clips and photos made once from images shipped in installed packages."""
-    from facepipe import demo
+    from facepipe.media import demo
 
     d = tmp_path_factory.mktemp("media")
     demo.make_clip(demo.insightface_image("t1.jpg"), d / "clip.mp4", seconds=2, fps=25, size=(320, 180))
@@ -42,7 +42,7 @@ def copy_workflow(dest: Path) -> Path:
 def t1():
     import cv2
 
-    from facepipe import demo
+    from facepipe.media import demo
 
     return cv2.imread(str(demo.insightface_image("t1.jpg")))
 
@@ -59,7 +59,7 @@ def astronaut():
 def mesh_analyzer(tmp_path_factory):
     """The offline backend's MediaPipe analyzer, its two models converted once per session as the
     rule converts them."""
-    from facepipe import mesh
+    from facepipe.models import face_mesh as mesh
     from facepipe.models import model_path
 
     folder = tmp_path_factory.mktemp("offline_models")

@@ -1,11 +1,11 @@
-"""Five-point alignment (facepipe.alignment): the same transforms insightface's estimate_norm
+"""Five-point alignment (facepipe.models.alignment): the same transforms insightface's estimate_norm
 gives, the templates FaceFusion's models use, and no reflection."""
 
 import numpy as np
 import pytest
 from insightface.utils import face_align
 
-from facepipe.alignment import TEMPLATES, alignment_matrix, similarity, template_points
+from facepipe.models.alignment import TEMPLATES, alignment_matrix, similarity, template_points
 
 
 def _faces(count: int, seed: int = 0):

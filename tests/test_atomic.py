@@ -2,7 +2,7 @@
 
 import pytest
 
-from facepipe.media import atomic_output_dir
+from facepipe.media.files import atomic_output_dir
 
 
 def test_directory_appears_only_when_complete(tmp_path):

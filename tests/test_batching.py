@@ -1,4 +1,4 @@
-"""Batched copies of fixed-batch models (facepipe.batching) and the batched swap and enhancer."""
+"""Batched copies of fixed-batch models (facepipe.models.batching) and the batched swap and enhancer."""
 
 import numpy as np
 import onnx
@@ -6,11 +6,11 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 
-from facepipe.batching import BATCH_NOTE_KEY, check_batched, make_batched, with_dynamic_batch
-from facepipe.download import ChecksumError, verify_before_use
+from facepipe.models.batching import BATCH_NOTE_KEY, check_batched, make_batched, with_dynamic_batch
+from facepipe.models.download import ChecksumError, verify_before_use
 from facepipe.models import batched_path
-from facepipe.standin import build_standin
-from facepipe.patches import Patch
+from facepipe.models.standin import build_standin
+from facepipe.media.patches import Patch
 from model_helpers import INSWAPPER_CROP, inswapper, restorer, swap_crops
 
 
@@ -140,11 +140,12 @@ def test_batched_segment_swap_keeps_every_frames_faces_in_order(models, tmp_path
     import cv2
     import pandas as pd
 
-    from facepipe.demo import insightface_image
-    from facepipe.faces import FaceAnalyzer, detect_frames, write_faces
-    from facepipe.patches import encode_image, read_patches
-    from facepipe.swap import swap_segment
-    from facepipe.video import WorkFrame
+    from facepipe.media.demo import insightface_image
+    from facepipe.models.face_analyzer import FaceAnalyzer
+    from facepipe.faces.detection import detect_frames, write_faces
+    from facepipe.media.patches import encode_image, read_patches
+    from facepipe.swap.segment import swap_segment
+    from facepipe.media.video import WorkFrame
 
     d = models["inswapper_128"].parent
     det, rec = build_standin("det_10g", d / "det_10g.onnx"), build_standin("w600k_r50", d / "w600k_r50.onnx")
@@ -175,10 +176,10 @@ def test_batched_enhancer_over_a_segment_gives_the_one_at_a_time_patches(models,
     """Faces of several frames share an enhancer batch; every frame still gets its own."""
     import cv2
 
-    from facepipe.demo import insightface_image
-    from facepipe.enhance import enhance_segment
-    from facepipe.patches import read_patches, write_patches
-    from facepipe.video import WorkFrame
+    from facepipe.media.demo import insightface_image
+    from facepipe.swap.enhance import enhance_segment
+    from facepipe.media.patches import read_patches, write_patches
+    from facepipe.media.video import WorkFrame
 
     img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
     kps = np.array([[250, 150], [290, 150], [270, 175], [255, 200], [285, 200]], np.float32)

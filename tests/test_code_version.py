@@ -1,4 +1,4 @@
-"""The code's version is a rerun trigger, per stage (facepipe.provenance.code_version).
+"""The code's version is a rerun trigger, per stage (facepipe.workflow.provenance.code_version).
 
 Each rule's code version digests its script and the facepipe modules that script imports,
 transitively. Changing one module reruns the stages that use it (and what follows them), no
@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO, copy_workflow
 from workflow_helpers import pin_backend, planned_jobs, snakemake, write_sheet
 
-from facepipe import provenance
-from facepipe.media import read_result_record
+from facepipe.workflow import provenance
+from facepipe.media.ffmpeg import read_result_record
 
 # --- unit: the import analysis -------------------------------------------------------------------
 
@@ -142,7 +142,7 @@ def test_every_stage_module_is_found_in_the_real_package():
     for script in sorted((REPO / "scripts").glob("*.py")):
         direct = set(re.findall(r"^(?:from|import) (facepipe[\w.]*)", script.read_text(), re.M))
         assert direct <= set(versions.modules_of(script)), script.name
-    assert "facepipe.qc" not in versions.modules_of(REPO / "scripts" / "render_segment.py")
+    assert "facepipe.report.qc" not in versions.modules_of(REPO / "scripts" / "render_segment.py")
 
 
 def test_stages_that_run_no_model_do_not_depend_on_the_model_registry():
@@ -196,14 +196,14 @@ def test_the_copy_runs_its_own_package(own_package):
 @pytest.mark.workflow
 @pytest.mark.parametrize("module, jobs", [
     # QC only: nothing of the result, the cast or the preview uses it.
-    ("qc.py", {"qc_report": 1}),
+    ("report/qc.py", {"qc_report": 1}),
     # The enhancement (the clip's one segment and the preview), and what reads its patches: the
     # render and mux, the preview sheet, and QC (it reads the result). Never detection, tracking,
     # embedding or the swap.
-    ("enhance.py", {"enhance_faces": 2, "render_segment": 1, "mux_video": 1, "preview_sheet": 1, "qc_report": 1}),
+    ("swap/enhance.py", {"enhance_faces": 2, "render_segment": 1, "mux_video": 1, "preview_sheet": 1, "qc_report": 1}),
     # The preview's own stages and the swap and enhancement of its frames only (not of the clip's
     # segment), and QC, which imports the module too.
-    ("preview.py", {"preview_plan": 1, "swap_faces": 1, "enhance_faces": 1, "preview_sheet": 1, "qc_report": 1}),
+    ("report/preview.py", {"preview_plan": 1, "swap_faces": 1, "enhance_faces": 1, "preview_sheet": 1, "qc_report": 1}),
 ])
 def test_changing_one_module_reruns_the_stages_that_use_it_and_no_others(own_package, module, jobs):
     wd, env = own_package
@@ -223,7 +223,7 @@ def test_without_snakemakes_metadata_the_stamps_rerun_exactly_those_stages(own_p
     wd, env = own_package
     before = json.loads(read_result_record(wd / "results" / f"{NAME}.mp4"))
     shutil.rmtree(wd / ".snakemake")
-    restore = _changed(wd, "enhance.py")
+    restore = _changed(wd, "swap/enhance.py")
     try:
         proc = snakemake(wd, "qc", env=env)
         ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
@@ -242,7 +242,7 @@ def test_without_snakemakes_metadata_the_stamps_rerun_exactly_those_stages(own_p
 def test_a_runs_job_processes_reuse_its_code_versions_and_nothing_else_does(tmp_path, monkeypatch):
     """The main process leaves the versions to the job processes it starts; a workflow with other
     scripts (or another package) computes its own."""
-    from facepipe import provenance
+    from facepipe.workflow import provenance
 
     monkeypatch.delenv(provenance.CODE_VERSIONS_ENV, raising=False)
     scripts = Path(__file__).resolve().parents[1] / "scripts"
@@ -254,20 +254,20 @@ def test_a_runs_job_processes_reuse_its_code_versions_and_nothing_else_does(tmp_
     assert provenance.rule_code_versions(scripts)["swap_faces"] == "from-the-main-process"
     other = tmp_path / "scripts"
     other.mkdir()
-    (other / "swap_faces.py").write_text("import facepipe.swap\n")
+    (other / "swap_faces.py").write_text("import facepipe.swap.segment\n")
     assert provenance.rule_code_versions(other)["swap_faces"] != "from-the-main-process"
 
 
 def test_the_code_versions_cache_is_used_only_while_no_file_changed(tmp_path, monkeypatch):
     """A saved set of versions is taken only when every script and package file has the size
     and time it had; an edited module gives a new version at once."""
-    from facepipe import provenance
+    from facepipe.workflow import provenance
 
     monkeypatch.delenv(provenance.CODE_VERSIONS_ENV, raising=False)
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     script = scripts / "swap_faces.py"
-    script.write_text("import facepipe.swap\n")
+    script.write_text("import facepipe.swap.segment\n")
     cache = tmp_path / "cache.json"
     first = provenance.rule_code_versions(scripts, cache)
     assert cache.is_file()
@@ -277,17 +277,17 @@ def test_the_code_versions_cache_is_used_only_while_no_file_changed(tmp_path, mo
     monkeypatch.delenv(provenance.CODE_VERSIONS_ENV)
     assert provenance.rule_code_versions(scripts, cache)["swap_faces"] == "from-the-cache"
     monkeypatch.delenv(provenance.CODE_VERSIONS_ENV)
-    script.write_text("import facepipe.swap  # edited\n")
+    script.write_text("import facepipe.swap.segment  # edited\n")
     assert provenance.rule_code_versions(scripts, cache)["swap_faces"] not in ("from-the-cache", first["swap_faces"])
 
 
 def test_a_module_the_router_names_is_part_of_the_code_that_uses_it():
     """facepipe.models.zoo imports each family's class from a "module:Class" string at run time:
     the swap's code version must still cover those modules (and the swaps they call)."""
-    from facepipe.provenance import CodeVersions
+    from facepipe.workflow.provenance import CodeVersions
 
     modules = CodeVersions().modules_of(Path(__file__).resolve().parents[1] / "scripts" / "swap_faces.py")
     assert {"facepipe.models.inswapper", "facepipe.models.hyperswap", "facepipe.models.mesh_warp",
-            "facepipe.mesh_swap", "facepipe.classic_swap"} <= set(modules)
+            "facepipe.models.mesh_swap", "facepipe.models.classic_swap"} <= set(modules)
     render = CodeVersions().modules_of(Path(__file__).resolve().parents[1] / "scripts" / "render_segment.py")
-    assert "facepipe.models.zoo" not in render and "facepipe.mesh_swap" not in render
+    assert "facepipe.models.zoo" not in render and "facepipe.models.mesh_swap" not in render

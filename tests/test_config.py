@@ -9,8 +9,8 @@ import pytest
 from conftest import copy_workflow
 from workflow_helpers import pin_backend, snakemake, write_sheet
 
-from facepipe.jobs import JobError, build_jobs, check_config, read_sheet
-from facepipe.preflight import PreflightError, check_encoder, check_input_files, check_jobs, target_kind
+from facepipe.workflow.jobs import JobError, build_jobs, check_config, read_sheet
+from facepipe.workflow.preflight import PreflightError, check_encoder, check_input_files, check_jobs, target_kind
 from test_jobs import CONFIG
 
 SCHEMA = "config/schemas/config.schema.yaml"

@@ -16,15 +16,15 @@ from workflow_helpers import snakemake
 
 @pytest.fixture()
 def as_job_clip(monkeypatch):
-    """A rule script's process of job 'clip' (facepipe.scripting.rule_job); the root logger, which
+    """A rule script's process of job 'clip' (facepipe.workflow.rule_script.rule_job); the root logger, which
     setup_logging replaces, put back after."""
-    from facepipe import scripting
+    from facepipe.workflow import rule_script
 
     job = SimpleNamespace(wildcards=SimpleNamespace(items=lambda: [("name", "clip"), ("segment", "seg_0000")]))
-    monkeypatch.setattr(scripting, "rule_job", lambda: job)
+    monkeypatch.setattr(rule_script, "rule_job", lambda: job)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    yield scripting.setup_logging
+    yield rule_script.setup_logging
     for handler in root.handlers:
         handler.close()
     root.handlers[:], root.level = handlers, level
@@ -36,7 +36,7 @@ def test_progress_lines_reach_the_console_named_by_job(as_job_clip, tmp_path, ca
     logfile = tmp_path / "job.log"
     log = as_job_clip(logfile)  # now, while capsys holds sys.stderr
     log.info("an info line for the log only")
-    with Progress(2, "detect_faces seg_0000", logging.getLogger("facepipe.faces")) as progress:
+    with Progress(2, "detect_faces seg_0000", logging.getLogger("facepipe.faces.detection")) as progress:
         progress.update(2)
     log.warning("a warning")
     err = capsys.readouterr().err.splitlines()
@@ -48,7 +48,7 @@ def test_progress_lines_reach_the_console_named_by_job(as_job_clip, tmp_path, ca
 
 
 def test_native_stderr_goes_to_the_log(capfd, caplog):
-    from facepipe.mesh import native_stderr_to_log
+    from facepipe.models.face_mesh import native_stderr_to_log
 
     with caplog.at_level(logging.INFO, logger="native-test"):
         with native_stderr_to_log(logging.getLogger("native-test")):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.download import (
+from facepipe.models.download import (
     ChecksumError,
     ModelUnavailableError,
     fetch,
@@ -57,7 +57,7 @@ def test_verify_rejects_a_flipped_byte(good):
 def test_fetch_installs_a_good_file(good, tmp_path, caplog):
     dest = tmp_path / "models" / "toy.onnx"
     spec = _spec(good.as_uri(), hashlib.sha256(PAYLOAD).hexdigest())
-    with caplog.at_level(logging.INFO, logger="facepipe.download"):
+    with caplog.at_level(logging.INFO, logger="facepipe.models.download"):
         assert fetch(spec, dest, retries=1) == dest
     assert dest.read_bytes() == PAYLOAD
     assert _leftovers(dest.parent) == ["toy.onnx"]
@@ -123,7 +123,7 @@ def test_unpinned_model_is_never_downloaded_but_hand_placed_copy_is_used(good, t
         fetch(spec, dest, retries=1)
     assert not dest.exists()
     dest.write_bytes(PAYLOAD)
-    with caplog.at_level(logging.WARNING, logger="facepipe.download"):
+    with caplog.at_level(logging.WARNING, logger="facepipe.models.download"):
         assert fetch(spec, dest) == dest
     assert hashlib.sha256(PAYLOAD).hexdigest() in caplog.text
 
@@ -149,8 +149,8 @@ def test_real_specs_use_their_own_filename(tmp_path):
 
 def test_a_corrupt_real_model_on_disk_is_refused_before_use(tmp_path):
     """A file sitting where a real model belongs is hashed before any session is built."""
-    from facepipe.download import verify_before_use
-    from facepipe.runtime import create_session
+    from facepipe.models.download import verify_before_use
+    from facepipe.models.runtime import create_session
 
     bad = tmp_path / "det_10g.onnx"
     bad.write_bytes(b"not the pinned detector")

@@ -1,4 +1,4 @@
-"""The job's face masks on the learned path (facepipe.masks), on synthetic faces and the mask
+"""The job's face masks on the learned path (facepipe.swap.masks), on synthetic faces and the mask
 models' stand-ins: each mask type keeps exactly what it should, and they combine by product."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facepipe.alignment import TEMPLATES
-from facepipe.masks import AlignedCropMasks, as_patch_mask, box_mask, mouth_keep_mask
+from facepipe.models.alignment import TEMPLATES
+from facepipe.swap.masks import AlignedCropMasks, as_patch_mask, box_mask, mouth_keep_mask
 from facepipe.models import MODELS, BACKENDS, models_for
 from facepipe.models.face_parser import REGIONS
 from facepipe.models.zoo import load
-from facepipe.standin import build_standin, parser_label_map
+from facepipe.models.standin import build_standin, parser_label_map
 
 SIDE = 256
 
@@ -57,7 +57,7 @@ def test_region_mask_swaps_exactly_the_chosen_regions(mask_models, regions):
     masks = AlignedCropMasks(["region"], blur=0.0, padding=(0, 0, 0, 0), regions=regions,
                              parser=mask_models["parser"])
     mask = masks.masks([synthetic_face()])[0]
-    # The stand-in draws its layout at an eighth of its 512 px input (facepipe.standin).
+    # The stand-in draws its layout at an eighth of its 512 px input (facepipe.models.standin).
     layout = np.kron(parser_label_map(MODELS[BACKENDS["standin"].parser].size // 8), np.ones((4, 4), np.uint8))
     chosen = np.isin(layout, [REGIONS[r] for r in regions])
     # Away from the regions' edges (the finishing blur softens them, as FaceFusion's does):
@@ -106,7 +106,7 @@ def test_mask_models_come_with_the_mask_types_that_need_them():
 def _pasted(frame, fake, mask, side=SIDE):
     """`fake` pasted as a swapped aligned crop whose frame -> crop matrix is a plain shift: the
     crop is the frame's square at (100, 80)."""
-    from facepipe.patches import Patch, apply_patch
+    from facepipe.media.patches import Patch, apply_patch
 
     matrix = np.array([[1.0, 0.0, -100.0], [0.0, 1.0, -80.0]])
     out = frame.copy()

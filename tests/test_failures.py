@@ -1,6 +1,6 @@
 """Failures: one clear line, nothing left behind, and a retry only where it can help.
 
-Rule scripts run through facepipe.scripting.run. Unit tests call it with a stand-in for Snakemake's
+Rule scripts run through facepipe.workflow.rule_script.run. Unit tests call it with a stand-in for Snakemake's
 `snakemake` object; workflow tests run the stand-in backend on a one-second clip.
 """
 
@@ -18,10 +18,12 @@ import pytest
 from conftest import copy_workflow
 from snakemake.iocontainers import Namedlist, Wildcards
 
-from facepipe import gpu, media, scripting
+from facepipe import gpu
+from facepipe.media import ffmpeg, files
+from facepipe.workflow import rule_script
 from facepipe.slurmprobe import env_for_local_snakemake
-from facepipe.tables import PATCHES_SCHEMA, TableWriter
-from facepipe.video import SegmentWriter
+from facepipe.media.tables import PATCHES_SCHEMA, TableWriter
+from facepipe.media.video import SegmentWriter
 
 ORDER = ["fp16", "resolution", "no_enhancer"]
 
@@ -29,7 +31,7 @@ ORDER = ["fp16", "resolution", "no_enhancer"]
 @pytest.fixture
 def here(tmp_path, monkeypatch):
     """A job's working directory (rule scripts use relative paths); the logging and OpenCV state that
-    scripting.run sets up for a rule process is put back afterwards."""
+    rule_script.run sets up for a rule process is put back afterwards."""
     import cv2
 
     monkeypatch.chdir(tmp_path)
@@ -57,10 +59,10 @@ def fake_sm(rule="swap_faces", attempt=1, outputs=None, inputs=None, segment="se
 
 
 def run(sm, main, capsys) -> tuple[int, str, str]:
-    """scripting.run's exit code, console (stderr) and log file."""
+    """rule_script.run's exit code, console (stderr) and log file."""
     code = 0
     try:
-        scripting.run(sm, main)
+        rule_script.run(sm, main)
     except SystemExit as exc:
         code = exc.code
     log = Path(sm.log[0])
@@ -97,7 +99,7 @@ def test_an_unexpected_error_is_one_console_line_and_a_traceback_in_the_log(here
 
 def test_an_expected_error_is_one_line_without_a_traceback(here, capsys):
     def main(sm, log):
-        raise media.MediaError("target file 'x.mp4' is empty (0 bytes)")
+        raise files.MediaError("target file 'x.mp4' is empty (0 bytes)")
 
     code, console, logtext = run(fake_sm(rule="probe_target", attempt=None), main, capsys)
     assert code == 1
@@ -111,7 +113,7 @@ def test_a_failure_other_than_memory_is_not_retried(here, capsys):
     calls = []
 
     def failing(sm, log):
-        calls.append(scripting.gpu_start(sm))
+        calls.append(rule_script.gpu_start(sm))
         raise ValueError("bad landmarks")
 
     code, console, _ = run(fake_sm(attempt=1), failing, capsys)
@@ -135,7 +137,7 @@ def test_out_of_memory_is_retried_degraded(here, capsys):
     seen = []
 
     def main(sm, log):
-        degradation = scripting.gpu_start(sm)
+        degradation = rule_script.gpu_start(sm)
         seen.append(degradation.steps)
         if sm.resources.get("attempt") == 1:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for "
@@ -153,7 +155,7 @@ def test_out_of_memory_is_retried_degraded(here, capsys):
 
 def test_a_first_attempt_ignores_the_failure_record_of_an_earlier_run(here, capsys):
     gpu.record_failure("work/job/failures/swap_faces-seg_0000.json", "swap_faces", 1, gpu.ERROR, "old")
-    code, _, _ = run(fake_sm(attempt=1), lambda sm, log: scripting.gpu_start(sm), capsys)
+    code, _, _ = run(fake_sm(attempt=1), lambda sm, log: rule_script.gpu_start(sm), capsys)
     assert code == 0
     assert not Path("work/job/failures/swap_faces-seg_0000.json").exists()
 
@@ -167,7 +169,7 @@ def test_full_disk_in_a_table_writer_is_one_line_and_leaves_nothing(here, capsys
         Path(f"work/job/swapped/seg_000{i}.parquet").write_bytes(b"\0" * size)
 
     def main(sm, log):
-        scripting.gpu_start(sm)
+        rule_script.gpu_start(sm)
         with TableWriter(sm.output.patches, PATCHES_SCHEMA, rows_per_group=1) as writer:
             row = {"frame": 0, "face": 0, "kind": "swap", "x": 0, "y": 0, "matrix": [1.0], "kps": [1.0],
                    "image": b"x" * 100_000}
@@ -198,7 +200,7 @@ def test_full_disk_removes_temporaries_a_writer_left_behind(here, capsys, writer
 
     def main(sm, log):
         if writer == "dir":
-            with media.atomic_output_dir(out) as partial:
+            with files.atomic_output_dir(out) as partial:
                 (partial / "manifest.json").write_text("{}")
                 full_disk()
         path = Path(out)
@@ -229,7 +231,7 @@ def test_a_temporary_older_than_the_attempt_is_left_alone(here, capsys):
 
 def test_ffmpeg_saying_no_space_left_is_a_full_disk(here, capsys):
     def main(sm, log):
-        raise media.MediaError("ffmpeg failed while encoding seg_0000.mp4 (exit 1): [out#0/mp4 @ 0x5] Error "
+        raise files.MediaError("ffmpeg failed while encoding seg_0000.mp4 (exit 1): [out#0/mp4 @ 0x5] Error "
                                "writing trailer: No space left on device")
 
     code, console, _ = run(fake_sm(rule="render_segment", attempt=None,
@@ -373,7 +375,7 @@ def test_an_empty_degradation_record_does_not_fail_a_finished_run(wd):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ignoring unreadable degradation record work/earlier/degradations/swap_faces-seg_0000.json (empty)" \
         in proc.stderr
-    assert media.probe(wd / "results/finished.mp4").frames == 25
+    assert ffmpeg.probe(wd / "results/finished.mp4").frames == 25
 
 
 def test_every_expected_error_scripting_names_exists():
@@ -381,6 +383,6 @@ def test_every_expected_error_scripting_names_exists():
     would tie every stage's code version to them): a renamed class must not silently drop out."""
     import importlib
 
-    for module, name in scripting._EXPECTED_ERRORS:
+    for module, name in rule_script._EXPECTED_ERRORS:
         assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)
-    assert len(scripting._expected_errors()) == len(scripting._EXPECTED_ERRORS)
+    assert len(rule_script._expected_errors()) == len(rule_script._EXPECTED_ERRORS)

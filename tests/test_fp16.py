@@ -6,9 +6,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from facepipe.download import ChecksumError, verify_before_use
-from facepipe.fp16 import convert_to_fp16
-from facepipe.standin import SIGNATURES, build_standin
+from facepipe.models.download import ChecksumError, verify_before_use
+from facepipe.models.fp16 import convert_to_fp16
+from facepipe.models.standin import SIGNATURES, build_standin
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from fullsize import REAL_PARAMS, make_fullsize, size_of
 from modelbench import model_files, time_model
-from facepipe.standin import SIGNATURES
+from facepipe.models.standin import SIGNATURES
 
 
 def _session(model):

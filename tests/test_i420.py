@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.demo import insightface_image
-from facepipe.i420 import bgr_to_yuv444, region_bgr, split_i420, write_region
-from facepipe.patches import Patch, apply_patch, apply_patches_i420, paste_inswapper
-from facepipe.video import WorkFrame
+from facepipe.media.demo import insightface_image
+from facepipe.media.i420 import bgr_to_yuv444, region_bgr, split_i420, write_region
+from facepipe.media.patches import Patch, apply_patch, apply_patches_i420, paste_inswapper
+from facepipe.media.video import WorkFrame
 
 W, H = 1280, 720
 

@@ -1,4 +1,4 @@
-"""Sealed intermediates (facepipe.integrity): a file changed after it was written is never used.
+"""Sealed intermediates (facepipe.media.integrity): a file changed after it was written is never used.
 
 The damage is the one reported: bytes flipped in the middle of a file whose timestamp was kept,
 so nothing but the content tells it apart from the file that was written.
@@ -11,9 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from facepipe import integrity
-from facepipe.integrity import DamagedIntermediateError
-from facepipe.patches import Patch, encode_image
+from facepipe.media import integrity
+from facepipe.media.integrity import DamagedIntermediateError
+from facepipe.media.patches import Patch, encode_image
 
 
 def flip_bytes(path, count=64, at=None):
@@ -149,7 +149,7 @@ def tracked_faces():
 
 
 def swap(faces, swapper, out):
-    from facepipe.swap import swap_segment
+    from facepipe.swap.segment import swap_segment
 
     return swap_segment(faces, tracked_faces(), {"source": (swapper, np.ones(512, np.float32))}, out,
                         crop_kind="aligned:arcface_128:128")
@@ -179,7 +179,7 @@ class CopySwap:
 
 
 def test_faces_table_with_flipped_bytes_is_refused_by_each_reader(tmp_path):
-    from facepipe.faces import read_faces, write_faces
+    from facepipe.faces.detection import read_faces, write_faces
 
     faces = tmp_path / "faces" / "seg_0001.parquet"
     write_faces(face_table_rows(), faces)
@@ -203,7 +203,7 @@ def test_faces_table_with_flipped_bytes_is_refused_by_each_reader(tmp_path):
 
 
 def test_patch_table_with_flipped_bytes_is_refused_by_each_reader(tmp_path):
-    from facepipe.patches import FramePatches, read_patches, write_patches
+    from facepipe.media.patches import FramePatches, read_patches, write_patches
 
     table = tmp_path / "swapped" / "seg_0001.parquet"
     for reader in (read_patches, FramePatches):
@@ -216,8 +216,8 @@ def test_patch_table_with_flipped_bytes_is_refused_by_each_reader(tmp_path):
 
 
 def test_enhancer_pass_through_verifies_the_swap_and_seals_its_copy(tmp_path):
-    from facepipe.enhance import pass_through_segment
-    from facepipe.patches import read_patches, write_patches
+    from facepipe.swap.enhance import pass_through_segment
+    from facepipe.media.patches import read_patches, write_patches
 
     swapped, enhanced = tmp_path / "swapped.parquet", tmp_path / "enhanced.parquet"
     write_patches(patch_frames(), swapped)
@@ -230,14 +230,14 @@ def test_enhancer_pass_through_verifies_the_swap_and_seals_its_copy(tmp_path):
 
 
 def test_verification_reads_each_table_once_not_per_row_group(tmp_path, monkeypatch):
-    from facepipe.patches import read_patches, write_patches
-    from facepipe.tables import PATCHES_SCHEMA, TableWriter
+    from facepipe.media.patches import read_patches, write_patches
+    from facepipe.media.tables import PATCHES_SCHEMA, TableWriter
 
     table = tmp_path / "p.parquet"
     write_patches(patch_frames(), table)
     assert __import__("pyarrow.parquet").parquet.ParquetFile(table).num_row_groups == 1
     with TableWriter(table, PATCHES_SCHEMA, rows_per_group=4) as writer:  # many row groups
-        from facepipe.patches import patch_row
+        from facepipe.media.patches import patch_row
         for frame in patch_frames():
             writer.add([patch_row(p) for p in frame])
     digests = []
@@ -249,7 +249,7 @@ def test_verification_reads_each_table_once_not_per_row_group(tmp_path, monkeypa
 
 def test_page_checksums_catch_damage_behind_a_matching_seal(tmp_path):
     """The second line: a page changed before it was sealed (say, in memory) still fails its CRC."""
-    from facepipe.patches import read_patches, write_patches
+    from facepipe.media.patches import read_patches, write_patches
 
     table = tmp_path / "p.parquet"
     write_patches(patch_frames(), table)
@@ -263,7 +263,7 @@ def test_page_checksums_catch_damage_behind_a_matching_seal(tmp_path):
 # --- tables that decode to garbage (sealed as written) ------------------------------------------
 
 def test_a_crop_of_the_wrong_size_is_an_error_naming_the_table(tmp_path):
-    from facepipe.faces import write_faces
+    from facepipe.faces.detection import write_faces
 
     faces = tmp_path / "faces.parquet"
     write_faces(face_table_rows(crop_size=96), faces)
@@ -273,7 +273,7 @@ def test_a_crop_of_the_wrong_size_is_an_error_naming_the_table(tmp_path):
 
 
 def test_crop_bytes_that_are_no_image_are_an_error_naming_the_table(tmp_path):
-    from facepipe.faces import write_faces
+    from facepipe.faces.detection import write_faces
 
     def rows():
         for frame_rows in face_table_rows():
@@ -287,8 +287,8 @@ def test_crop_bytes_that_are_no_image_are_an_error_naming_the_table(tmp_path):
 
 @pytest.mark.parametrize("bad", ["size", "matrix", "bytes"])
 def test_a_patch_that_is_not_what_a_stage_makes_is_an_error_naming_the_table(tmp_path, bad):
-    from facepipe.patches import patch_row, read_patches
-    from facepipe.tables import PATCHES_SCHEMA, write_table
+    from facepipe.media.patches import patch_row, read_patches
+    from facepipe.media.tables import PATCHES_SCHEMA, write_table
 
     def rows():
         for frame in patch_frames(size=32 if bad == "size" else 128):
@@ -311,7 +311,7 @@ def test_a_patch_that_is_not_what_a_stage_makes_is_an_error_naming_the_table(tmp
 
 @pytest.fixture(scope="module")
 def standin_models(tmp_path_factory):
-    from facepipe.standin import build_standin
+    from facepipe.models.standin import build_standin
 
     d = tmp_path_factory.mktemp("models") / "standin"
     d.mkdir()
@@ -320,8 +320,8 @@ def standin_models(tmp_path_factory):
 
 @pytest.fixture
 def embed(standin_models, tmp_path):
-    from facepipe import demo
-    from facepipe.embedding import cache_path, embed_image
+    from facepipe.media import demo
+    from facepipe.faces.embedding import cache_path, embed_image
 
     image = demo.write_astronaut(tmp_path / "astronaut.png")
     det, rec = standin_models["det_10g"], standin_models["w600k_r50"]
@@ -335,12 +335,12 @@ def embed(standin_models, tmp_path):
 
 
 def test_a_damaged_cache_entry_is_recomputed_with_a_warning(embed, tmp_path, caplog):
-    from facepipe.embedding import load_source
+    from facepipe.faces.embedding import load_source
 
     first = embed("a.npz")
     assert integrity.check(embed.entry) is None and integrity.check(tmp_path / "a.npz") is None
     flip_bytes(embed.entry)
-    with caplog.at_level(logging.INFO, logger="facepipe.embedding"):
+    with caplog.at_level(logging.INFO, logger="facepipe.faces.embedding"):
         again = embed("b.npz")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(embed.entry) in w and "recomputing" in w for w in warnings), warnings
@@ -353,7 +353,7 @@ def test_a_damaged_cache_entry_is_recomputed_with_a_warning(embed, tmp_path, cap
 def test_a_truncated_cache_entry_is_recomputed(embed, caplog):
     first = embed("a.npz")
     embed.entry.write_bytes(embed.entry.read_bytes()[:50])
-    with caplog.at_level(logging.WARNING, logger="facepipe.embedding"):
+    with caplog.at_level(logging.WARNING, logger="facepipe.faces.embedding"):
         again = embed("b.npz")
     assert str(embed.entry) in caplog.text
     assert np.array_equal(again["embedding"], first["embedding"])
@@ -364,7 +364,7 @@ def test_an_unsealed_cache_entry_is_recomputed_with_a_warning(embed, caplog):
     this code: it is not trusted, however well it loads."""
     first = embed("a.npz")
     integrity.unseal(embed.entry)
-    with caplog.at_level(logging.INFO, logger="facepipe.embedding"):
+    with caplog.at_level(logging.INFO, logger="facepipe.faces.embedding"):
         again = embed("b.npz")
     assert "cache miss" in caplog.text and str(embed.entry) in caplog.text and "recomputing" in caplog.text
     assert np.array_equal(again["embedding"], first["embedding"])
@@ -375,7 +375,7 @@ def test_an_unsealed_damaged_cache_entry_is_recomputed(embed, caplog):
     first = embed("a.npz")
     integrity.unseal(embed.entry)
     flip_bytes(embed.entry)  # in the embedding's bytes: the archive's CRC-32 no longer matches
-    with caplog.at_level(logging.INFO, logger="facepipe.embedding"):
+    with caplog.at_level(logging.INFO, logger="facepipe.faces.embedding"):
         again = embed("b.npz")
     assert "recomputing" in caplog.text and "cache miss" in caplog.text
     assert np.array_equal(again["embedding"], first["embedding"])
@@ -383,7 +383,7 @@ def test_an_unsealed_damaged_cache_entry_is_recomputed(embed, caplog):
 
 
 def test_a_damaged_job_embedding_is_refused_and_removed(embed, tmp_path):
-    from facepipe.embedding import load_embedding, load_source
+    from facepipe.faces.embedding import load_embedding, load_source
 
     embed("source_embedding.npz")
     path = tmp_path / "source_embedding.npz"
@@ -395,8 +395,8 @@ def test_a_damaged_job_embedding_is_refused_and_removed(embed, tmp_path):
 
 
 def test_probe_and_plan_written_by_the_scripts_are_sealed(tmp_path):
-    """What the scripts write is what they read: the JSON text facepipe.media writes, sealed."""
-    from facepipe.media import write_json
+    """What the scripts write is what they read: the JSON text facepipe.media.files writes, sealed."""
+    from facepipe.media.files import write_json
 
     plain, sealed = tmp_path / "plain.json", tmp_path / "sealed.json"
     write_json(plain, {"b": 1, "a": [1, 2]})

@@ -17,7 +17,7 @@ from conftest import copy_workflow
 from test_integrity import flip_bytes
 from workflow_helpers import pin_backend, snakemake, write_sheet
 
-from facepipe import integrity
+from facepipe.media import integrity
 
 pytestmark = pytest.mark.workflow
 
@@ -93,7 +93,7 @@ def test_a_damaged_embedding_cache_entry_is_recomputed_with_a_warning(workspace)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     rel = str(entry.relative_to(wd))
-    # Found by the source photo's check while the run plans (facepipe.preflight), which
+    # Found by the source photo's check while the run plans (facepipe.workflow.preflight), which
     # recomputes the entry there; the embed_face job then reads the recomputed one.
     assert re.search(rf"WARNING .*embedding cache entry {re.escape(rel)} is damaged .*recomputing", out), out[-4000:]
     assert "cache hit" in (wd / "logs/again/embed_face_source.log").read_text()

@@ -1,6 +1,6 @@
 import pytest
 
-from facepipe.jobs import JobError, build_jobs, read_sheet
+from facepipe.workflow.jobs import JobError, build_jobs, read_sheet
 
 CONFIG = {"backend": "standin", "enhancer": "none", "faces": "one", "reference": "", "reference_threshold": 0.35,
           "source_face": -1, "max_height": 0, "fps": 0, "segment_seconds": 10, "providers": ["cuda", "cpu"],
@@ -44,7 +44,7 @@ def test_reference_mode_needs_reference():
 
 
 def test_embedding_cache_key_follows_content_not_name(tmp_path):
-    from facepipe.embedding import cache_path
+    from facepipe.faces.embedding import cache_path
 
     det, rec = tmp_path / "det.onnx", tmp_path / "rec.onnx"
     det.write_bytes(b"detector")

@@ -21,7 +21,8 @@ import pytest
 from conftest import copy_workflow
 from workflow_helpers import pin_backend, snakemake
 
-from facepipe import demo, locks
+from facepipe.media import demo
+from facepipe.workflow import locks
 from facepipe.slurmprobe import env_for_local_snakemake
 
 LOCK_ERROR = "Directory cannot be locked"
@@ -34,7 +35,7 @@ def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 
 HOLDER = """
 import sys, time
-from facepipe.locks import clear_stale_locks, hold_run_lock
+from facepipe.workflow.locks import clear_stale_locks, hold_run_lock
 if sys.argv[2] == "job":
     assert hold_run_lock(sys.argv[1])
 else:
@@ -46,7 +47,7 @@ time.sleep(120)
 CLEAR = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-from facepipe.locks import clear_stale_locks
+from facepipe.workflow.locks import clear_stale_locks
 print("removed" if clear_stale_locks(sys.argv[1], gate=sys.argv[2] == "gated") else "kept", flush=True)
 """
 

@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.alignment import template_points
-from facepipe.demo import insightface_image
+from facepipe.models.alignment import template_points
+from facepipe.media.demo import insightface_image
 from facepipe.models import MODELS, offered
 from facepipe.models.face_parser import REGIONS
 from facepipe.models.zoo import load
-from facepipe.standin import OCCLUDER_ELLIPSE, build_standin
+from facepipe.models.standin import OCCLUDER_ELLIPSE, build_standin
 
 MASK_MODELS = sorted(k for k, s in MODELS.items() if s.role in ("occluder", "parser"))
 

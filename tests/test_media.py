@@ -4,20 +4,20 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from facepipe import media, video
+from facepipe.media import ffmpeg, files, video
 
 
 def test_probe_counts_real_frames_and_audio(media_dir):
-    info = media.probe(media_dir / "clip.mp4")
+    info = ffmpeg.probe(media_dir / "clip.mp4")
     assert (info.frames, info.width, info.height) == (50, 320, 180)
     assert Fraction(info.fps) == 25
     assert abs(info.duration - 2.0) < 1e-3
     assert info.has_audio and info.audio_codec == "aac"
-    assert not media.probe(media_dir / "silent.mp4").has_audio
+    assert not ffmpeg.probe(media_dir / "silent.mp4").has_audio
 
 
 def test_probe_still_image(media_dir):
-    info = media.probe(media_dir / "astronaut.png")
+    info = ffmpeg.probe(media_dir / "astronaut.png")
     assert info.is_image and info.frames == 1 and (info.width, info.height) == (512, 512)
 
 
@@ -25,18 +25,18 @@ def test_probe_still_image(media_dir):
 def test_probe_rejects_bad_files_naming_them(tmp_path, content, problem):
     bad = tmp_path / "bad clip.mp4"
     bad.write_bytes(content)
-    with pytest.raises(media.MediaError, match=problem) as err:
-        media.probe(bad)
+    with pytest.raises(files.MediaError, match=problem) as err:
+        ffmpeg.probe(bad)
     assert "bad clip.mp4" in str(err.value)
 
 
 def test_probe_missing_file(tmp_path):
-    with pytest.raises(media.MediaError, match="does not exist"):
-        media.probe(tmp_path / "nope.mp4")
+    with pytest.raises(files.MediaError, match="does not exist"):
+        ffmpeg.probe(tmp_path / "nope.mp4")
 
 
 def test_segments_are_frame_exact_and_sampled(media_dir, tmp_path):
-    info = media.probe(media_dir / "clip.mp4").__dict__
+    info = ffmpeg.probe(media_dir / "clip.mp4").__dict__
     manifest = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "a", max_height=0, fps=0,
                                       segment_seconds=0.8)
     assert manifest["segments"] == {"seg_0000": 20, "seg_0001": 20, "seg_0002": 10}
@@ -49,37 +49,37 @@ def test_segments_are_frame_exact_and_sampled(media_dir, tmp_path):
 
 def test_rotation_is_applied(media_dir, tmp_path):
     rotated = tmp_path / "rotated.mp4"
-    media.run_ffmpeg(["-display_rotation", "90", "-i", str(media_dir / "clip.mp4"), "-c", "copy", str(rotated)],
+    ffmpeg.run_ffmpeg(["-display_rotation", "90", "-i", str(media_dir / "clip.mp4"), "-c", "copy", str(rotated)],
                      what="tagging rotation")
-    info = media.probe(rotated)
+    info = ffmpeg.probe(rotated)
     assert info.rotation in (90, 270)
     manifest = video.plan_segments(rotated, info.__dict__, tmp_path / "r", max_height=0, fps=0,
                                    segment_seconds=10)
     assert (manifest["width"], manifest["height"]) == (180, 320)
     # The upright picture, as ffmpeg's own autorotation shows it.
     upright = tmp_path / "upright.png"
-    media.run_ffmpeg(["-i", str(rotated), "-frames:v", "1", str(upright)], what="autorotating")
+    ffmpeg.run_ffmpeg(["-i", str(rotated), "-frames:v", "1", str(upright)], what="autorotating")
     (first,) = [f for f in video.iter_frames(rotated, tmp_path / "r", manifest, "seg_0000") if f.number == 1]
-    expected = media.read_image(upright)
+    expected = files.read_image(upright)
     assert first.bgr().shape == expected.shape
     assert np.abs(first.bgr().astype(int) - expected.astype(int)).mean() < 3
 
 
 def test_concat_escapes_quotes(tmp_path):
-    line = media._concat_line(tmp_path / "it's.mp4")
+    line = ffmpeg._concat_line(tmp_path / "it's.mp4")
     assert line.endswith("it'\\''s.mp4'\n")
 
 
 def test_full_range_video_is_converted_as_ffmpeg_converts_it(tmp_path):
-    from facepipe import demo
+    from facepipe.media import demo
 
     clip = demo.make_clip(demo.insightface_image(), tmp_path / "full.mp4", seconds=0.4, size=(320, 180),
                           audio=False, extra=["-vf", "scale=out_range=pc,format=yuvj420p"])
-    info = media.probe(clip)
+    info = ffmpeg.probe(clip)
     manifest = video.plan_segments(clip, info.__dict__, tmp_path / "p", max_height=0, fps=0, segment_seconds=10)
     first = next(video.iter_frames(clip, tmp_path / "p", manifest, "seg_0000"))
-    media.run_ffmpeg(["-i", str(clip), "-frames:v", "1", str(tmp_path / "first.png")], what="decoding")
-    expected = media.read_image(tmp_path / "first.png")
+    ffmpeg.run_ffmpeg(["-i", str(clip), "-frames:v", "1", str(tmp_path / "first.png")], what="decoding")
+    expected = files.read_image(tmp_path / "first.png")
     assert np.abs(first.bgr().astype(int) - expected.astype(int)).mean() < 3
     # The clip really is full range, else this test would prove nothing.
     import av
@@ -90,7 +90,7 @@ def test_full_range_video_is_converted_as_ffmpeg_converts_it(tmp_path):
 
 
 def test_target_that_cannot_seek_is_transcoded_once_and_read_from_there(media_dir, tmp_path):
-    info = media.probe(media_dir / "clip.mp4").__dict__
+    info = ffmpeg.probe(media_dir / "clip.mp4").__dict__
     manifest = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "t", max_height=0, fps=0,
                                    segment_seconds=0.8, force_transcode=True)
     assert manifest["source"] == video.TRANSCODED and (tmp_path / "t" / video.TRANSCODED).exists()

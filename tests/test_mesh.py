@@ -1,4 +1,4 @@
-"""The offline backend's MediaPipe analyzer (facepipe.mesh) and dense-mesh swap (facepipe.mesh_swap),
+"""The offline backend's MediaPipe analyzer (facepipe.models.face_mesh) and dense-mesh swap (facepipe.models.mesh_swap),
 on real photos shipped in installed packages: insightface's group photo t1.jpg (six people) and
 scikit-image's astronaut, and turned, shrunk, blurred and animated versions of them.
 
@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import mesh, mesh_swap
-from facepipe.classic_swap import ClassicSwapper, face_mask, source_patch
-from facepipe.mesh import MeshAnalyzer, MeshModelError, landmarks_68
-from facepipe.mesh_swap import MeshSwapper, sharpness
+from facepipe.models import face_mesh as mesh, mesh_swap
+from facepipe.models.classic_swap import ClassicSwapper, face_mask, source_patch
+from facepipe.models.face_mesh import MeshAnalyzer, MeshModelError, landmarks_68
+from facepipe.models.mesh_swap import MeshSwapper, sharpness
 from facepipe.models import model_path
-from facepipe.offline import OfflineAnalyzer, embedding_distance
+from hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
 
 # Face centres in t1.jpg (1280x886) read off the photo by eye (as in tests/test_offline.py).
 T1_PEOPLE = {"left woman": (115, 340), "dark-haired woman": (325, 215), "man in grey": (515, 345),
@@ -46,7 +46,7 @@ def analyzer(models):
 
 @pytest.fixture(scope="module")
 def hog():
-    return OfflineAnalyzer(model_path("dlib_landmarks_68", "offline"), model_path("dlib_resnet_v1", "offline"))
+    return OfflineAnalyzer(landmarks_model_path(), model_path("dlib_resnet_v1", "offline"))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_conversion_refuses_a_model_that_differs_from_litert(tmp_path):
 
 
 def test_the_registry_makes_the_mediapipe_models_by_conversion_never_by_download():
-    from facepipe.backends import OFFLINE, fetchable_learned_models
+    from facepipe.models.backends import OFFLINE, fetchable_learned_models
     from facepipe.models import BACKENDS, MODELS
     from facepipe.models.registry import converted
 

@@ -1,4 +1,4 @@
-"""What a viewer sees of the offline dense-mesh swap (facepipe.mesh_swap), measured on real photos
+"""What a viewer sees of the offline dense-mesh swap (facepipe.models.mesh_swap), measured on real photos
 shipped in installed packages (insightface's t1.jpg, scikit-image's astronaut) and on turned
 versions of them: no blotches, no colour from an empty part of the warp, no seams, the source's
 face shape with the target's expression.
@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import mesh_swap
-from facepipe.classic_swap import source_patch
-from facepipe.mesh_swap import MeshSwapper
+from facepipe.models import mesh_swap
+from facepipe.models.classic_swap import source_patch
+from facepipe.models.mesh_swap import MeshSwapper
 
 TURNS = (-60, -40, -20, 0, 20, 40, 60)
 # The pure colour the source crop is painted outside its face oval: no face has it, so any of it

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.demo import insightface_image
+from facepipe.media.demo import insightface_image
 from facepipe.models import LEARNED, MODELS, crop_size, offered
-from facepipe.patches import read_patches
+from facepipe.media.patches import read_patches
 from workflow_helpers import planned_jobs, snakemake, standin_job
 
 REPO = Path(__file__).resolve().parents[1]

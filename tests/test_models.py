@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.alignment import TEMPLATES
+from facepipe.models.alignment import TEMPLATES
 from facepipe.models import BACKENDS, LEARNED, MODELS, ROLES, crop_kind, crop_size, model_path, models_for, offered
 from facepipe.models.zoo import FAMILIES
 

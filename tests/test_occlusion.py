@@ -1,4 +1,4 @@
-"""The offline backend's occlusion mask (facepipe.occlusion): whatever covers a face stays in front of
+"""The offline backend's occlusion mask (facepipe.swap.occlusion): whatever covers a face stays in front of
 the swapped face, with nothing downloaded.
 
 Measured on clips of a real portrait (scikit-image's astronaut) with real objects cut from photos in
@@ -13,10 +13,10 @@ import numpy as np
 import occlusion_clips as clips
 import pytest
 
-from facepipe.classic_swap import source_patch
-from facepipe.mesh_swap import FACE_OVAL, MeshSwapper
-from facepipe.occlusion import TrackAppearance, keep_occluded, sample_frames
-from facepipe.patches import apply_patch
+from facepipe.models.classic_swap import source_patch
+from facepipe.models.mesh_swap import FACE_OVAL, MeshSwapper
+from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames
+from facepipe.media.patches import apply_patch
 
 # A pixel of the object "keeps its value" within this many levels (no compression here).
 TOLERANCE = 2
@@ -125,7 +125,7 @@ def test_a_face_with_nothing_in_front_is_swapped_as_without_occlusion(analyzer, 
 
 
 def test_offline_regions_keep_the_target_outside_the_chosen_ones(analyzer):
-    from facepipe.masks import MESH_EYEBROW_IMAGE_LEFT, mesh_region_keep
+    from facepipe.swap.masks import MESH_EYEBROW_IMAGE_LEFT, mesh_region_keep
 
     frame = clips.astronaut()
     points = analyzer.analyze(frame, embed=False)[0]["landmarks"].astype(np.float32)

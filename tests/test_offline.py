@@ -6,17 +6,19 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import backends, demo
-from facepipe.backends import FETCH_COMMAND, resolve_backend, resolve_jobs
-from facepipe.classic_swap import ClassicSwapper, SwapError, face_mask, source_patch
-from facepipe.embedding import cache_path, embed_image, load_source
-from facepipe.faces import detect_frames
+from facepipe.models import backends
+from facepipe.media import demo
+from facepipe.models.backends import FETCH_COMMAND, resolve_backend, resolve_jobs
+from facepipe.models.classic_swap import ClassicSwapper, SwapError, face_mask, source_patch
+from facepipe.faces.embedding import cache_path, embed_image, load_source
+from facepipe.faces.detection import detect_frames
 from facepipe.models import model_path, models_for
-from facepipe.offline import OfflineAnalyzer, embedding_distance, kps_from_landmarks
-from facepipe.patches import read_patches
-from facepipe.selection import choose
-from facepipe.swap import swap_segment
-from facepipe.video import WorkFrame, render_image
+from hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
+from facepipe.models.dlib_face import kps_from_landmarks
+from facepipe.media.patches import read_patches
+from facepipe.faces.selection import choose
+from facepipe.swap.segment import swap_segment
+from facepipe.media.video import WorkFrame, render_image
 from workflow_helpers import track_still
 
 # Face centres in t1.jpg (1280x886) as a person sees them (read off the photo by eye, not
@@ -32,7 +34,7 @@ def centre(face):
 
 @pytest.fixture(scope="module")
 def analyzer():
-    return OfflineAnalyzer(model_path("dlib_landmarks_68", "offline"), model_path("dlib_resnet_v1", "offline"))
+    return OfflineAnalyzer(landmarks_model_path(), model_path("dlib_resnet_v1", "offline"))
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +172,7 @@ def test_euclidean_and_cosine_metrics_differ():
 
 def test_offline_source_record_holds_the_crop_and_its_cache_is_separate(astronaut, tmp_path):
     image = demo.write_astronaut(tmp_path / "astronaut.png")
-    from facepipe import mesh
+    from facepipe.models import face_mesh as mesh
 
     # The offline backend's detector and mesh, converted as rule convert_offline_models does.
     for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):

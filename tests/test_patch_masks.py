@@ -5,11 +5,20 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.demo import insightface_image
-from facepipe.i420 import split_i420
-from facepipe.integrity import DamagedIntermediateError
-from facepipe.patches import (Patch, apply_patch, apply_patches_i420, check_patch, encode_mask, mask_in_crop,
-                              patch_row, read_patches, write_patches)
+from facepipe.media.demo import insightface_image
+from facepipe.media.i420 import split_i420
+from facepipe.media.integrity import DamagedIntermediateError
+from facepipe.media.patches import (
+    Patch,
+    apply_patch,
+    apply_patches_i420,
+    check_patch,
+    encode_mask,
+    mask_in_crop,
+    patch_row,
+    read_patches,
+    write_patches,
+)
 
 W, H = 640, 360
 CENTRE = (320, 180)
@@ -165,7 +174,7 @@ def test_masks_survive_the_patch_table(tmp_path):
 def test_a_table_from_before_masks_reads_as_patches_without_one(tmp_path):
     import pyarrow as pa
 
-    from facepipe.tables import PATCHES_SCHEMA, write_table
+    from facepipe.media.tables import PATCHES_SCHEMA, write_table
 
     patch = Patch("inswapper", smooth_noise(128, 9), np.eye(2, 3), frame=1)
     row = {k: v for k, v in patch_row(patch).items() if k != "mask"}
@@ -176,7 +185,7 @@ def test_a_table_from_before_masks_reads_as_patches_without_one(tmp_path):
 
 @pytest.mark.parametrize("bad", ["shape", "not png", "colour", "16 bit"])
 def test_a_damaged_mask_is_an_error_naming_the_table(tmp_path, bad):
-    from facepipe.tables import PATCHES_SCHEMA, write_table
+    from facepipe.media.tables import PATCHES_SCHEMA, write_table
 
     patch = Patch("inswapper", smooth_noise(128, 9), np.eye(2, 3), frame=1, mask=np.full((128, 128), 255, np.uint8))
     row = patch_row(patch)
@@ -240,8 +249,8 @@ class InvertingEnhancer:
 
 
 def test_the_enhancer_keeps_the_target_where_the_swap_did(tmp_path, bgr):
-    from facepipe.enhance import enhance_segment
-    from facepipe.video import WorkFrame
+    from facepipe.swap.enhance import enhance_segment
+    from facepipe.media.video import WorkFrame
 
     swap = Patch("inswapper", smooth_noise(128, 1), crop_matrix(2.0, 20), frame=1, mask=left_half_kept(128),
                  kps=np.zeros((5, 2), np.float32))

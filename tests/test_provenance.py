@@ -16,8 +16,8 @@ import pytest
 from conftest import REPO
 from workflow_helpers import planned_jobs, snakemake, standin_job
 
-from facepipe import provenance
-from facepipe.media import read_result_record
+from facepipe.workflow import provenance
+from facepipe.media.ffmpeg import read_result_record
 
 # --- unit ----------------------------------------------------------------------------------------
 
@@ -226,12 +226,12 @@ def test_a_foreign_file_at_the_result_path_stops_the_run_untouched(job_dir):
 @pytest.mark.workflow
 def test_a_result_of_an_older_version_without_a_record_is_not_adopted_either(job_dir):
     """Results made before records existed carry the AI label but no record: named as such, kept."""
-    from facepipe import media
+    from facepipe.media import ffmpeg, files
 
     result = job_dir / "results" / "clip.mp4"
     older = job_dir / "older.mp4"
-    media.run_ffmpeg(["-i", str(result), "-map", "0", "-c", "copy", "-map_metadata", "-1",
-                      "-metadata", f"comment={media.AI_LABEL}", str(older)], what="an older result")
+    ffmpeg.run_ffmpeg(["-i", str(result), "-map", "0", "-c", "copy", "-map_metadata", "-1",
+                      "-metadata", f"comment={files.AI_LABEL}", str(older)], what="an older result")
     os.replace(older, result)
     before = result.read_bytes()
     proc = snakemake(job_dir, check=False)

@@ -1,6 +1,6 @@
-"""The QC report's readers of benchmark files and logs (facepipe.qc)."""
+"""The QC report's readers of benchmark files and logs (facepipe.report.qc)."""
 
-from facepipe.qc import providers, stage_timings
+from facepipe.report.qc import providers, stage_timings
 
 
 def test_stage_timings_sum_segments_and_keep_the_largest_memory(tmp_path):
@@ -18,7 +18,7 @@ def test_stage_timings_sum_segments_and_keep_the_largest_memory(tmp_path):
 def test_providers_are_read_from_the_rules_logs(tmp_path):
     logs = tmp_path / "logs" / "job"
     (logs / "swap_faces").mkdir(parents=True)
-    line = "2026-11-30 INFO facepipe.runtime: resources/models/inswapper_128.onnx runs on {} (requested x)\n"
+    line = "2026-11-30 INFO facepipe.models.runtime: resources/models/inswapper_128.onnx runs on {} (requested x)\n"
     (logs / "swap_faces" / "seg_0000.log").write_text(line.format("CUDAExecutionProvider"))
     fallback = "resources/models/inswapper_128.onnx runs on CPUExecutionProvider, not on the requested X\n"
     (logs / "swap_faces" / "seg_0001.log").write_text(line.format("CPUExecutionProvider") + fallback)
@@ -42,7 +42,7 @@ def _tracked(rows):
 def test_sheet_frames_differ_and_skip_filled_frames():
     """A still stretch of video gives one frame of the sheet; a moving one several; a frame whose
     face was filled over a detector miss is not chosen while others are there."""
-    from facepipe.preview import choose_frames
+    from facepipe.report.preview import choose_frames
 
     still = [(f, 1, 100.0, 80.0, False) for f in range(1, 51)]
     moving = [(f, 1, 100.0 + 4 * (f - 50), 80.0, f == 75) for f in range(51, 101)]
@@ -56,8 +56,8 @@ def test_sheet_frames_differ_and_skip_filled_frames():
 def test_face_sheet_rows_enlarge_each_face_and_name_its_person(tmp_path):
     import numpy as np
 
-    from facepipe.face_sheet import CROP, SheetFace, read_layout, write_face_sheet
-    from facepipe.media import carries_ai_label
+    from facepipe.report.face_sheet import CROP, SheetFace, read_layout, write_face_sheet
+    from facepipe.media.ffmpeg import carries_ai_label
 
     before = np.full((270, 480, 3), 90, np.uint8)
     after = before.copy()
@@ -79,7 +79,7 @@ def test_face_sheet_rows_enlarge_each_face_and_name_its_person(tmp_path):
 def test_a_crowd_keeps_every_person_within_the_row_limit():
     import numpy as np
 
-    from facepipe.face_sheet import MAX_FACES, SheetFace, face_sheet
+    from facepipe.report.face_sheet import MAX_FACES, SheetFace, face_sheet
 
     img = np.zeros((90, 160, 3), np.uint8)
     frames = [(f, img, img, [SheetFace(f, p, (10.0 * p, 10.0, 10.0 * p + 20, 30.0)) for p in range(1, 7)])
@@ -95,8 +95,8 @@ def test_face_sheet_shows_what_the_masks_kept(tmp_path):
     """The masks' debug view: a third crop tints what the swap's masks kept of the target."""
     import numpy as np
 
-    from facepipe.face_sheet import CROP, SheetFace, kept_map, write_face_sheet
-    from facepipe.patches import Patch
+    from facepipe.report.face_sheet import CROP, SheetFace, kept_map, write_face_sheet
+    from facepipe.media.patches import Patch
 
     before = np.full((270, 480, 3), 90, np.uint8)
     after = before.copy()
@@ -125,7 +125,7 @@ def test_face_sheet_shows_what_the_masks_kept(tmp_path):
 def test_a_crop_past_the_frame_is_grey_and_past_a_kept_map_keeps_nothing():
     import numpy as np
 
-    from facepipe.face_sheet import crop_face
+    from facepipe.report.face_sheet import crop_face
 
     region = (-40, -40, 100)  # a face at the frame's corner: the crop reaches past two edges
     assert (crop_face(np.zeros((90, 160, 3), np.uint8), region)[:20, :20] == 128).all()

@@ -19,8 +19,9 @@ import pytest
 from conftest import copy_workflow
 from workflow_helpers import snakemake, write_sheet
 
-from facepipe import demo, media, video
-from facepipe.faces import FaceError, pick_face
+from facepipe.media import demo, ffmpeg as media_ffmpeg, files, video
+from facepipe.faces.detection import pick_face
+from facepipe.models.face_analyzer import FaceError
 from facepipe.slurmprobe import env_for_local_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -49,7 +50,7 @@ def decoded_frames(path, fmt="rgb24") -> list[np.ndarray]:
 
 
 def ffmpeg(*args):
-    media.run_ffmpeg([str(a) for a in args], what="making a test input")
+    media_ffmpeg.run_ffmpeg([str(a) for a in args], what="making a test input")
 
 
 # --- bad input: a clear error naming the file, non-zero exit, no final output ----------------------
@@ -77,7 +78,7 @@ def test_truncated_video_processes_the_readable_frames_and_says_how_many_were_lo
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with caplog.at_level(logging.WARNING):
-        info = media.probe(cut)
+        info = media_ffmpeg.probe(cut)
         manifest = video.plan_segments(cut, info.__dict__, tmp_path / "seg", max_height=0, fps=0,
                                        segment_seconds=10)
     assert info.lost_frames > 0 and manifest["lost_frames"] >= info.lost_frames
@@ -96,8 +97,8 @@ def test_cut_video_without_index_is_a_clear_error(tmp_path):
     full = demo.make_clip(demo.insightface_image(), tmp_path / "full.mp4", seconds=1, size=(320, 180))
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(media.MediaError, match="cut.mp4.*not a readable"):
-        media.probe(cut)
+    with pytest.raises(files.MediaError, match="cut.mp4.*not a readable"):
+        media_ffmpeg.probe(cut)
 
 
 def test_source_without_a_face_fails_before_the_swap(wd):
@@ -176,8 +177,8 @@ def awkward(wd):
 @pytest.mark.parametrize("name", ["odd", "rotated", "vfr", "tenbit", "oneframe", "noface"])
 def test_awkward_video_works(wd, awkward, name):
     out = wd / "results" / f"{name}.mp4"
-    manifest = media.read_json(wd / f"work/{name}/segments/manifest.json")
-    info = media.probe(out)
+    manifest = files.read_json(wd / f"work/{name}/segments/manifest.json")
+    info = media_ffmpeg.probe(out)
     assert info.frames == manifest["frames"] > 0
     assert info.width % 2 == 0 and info.height % 2 == 0
     if name == "odd":
@@ -185,15 +186,15 @@ def test_awkward_video_works(wd, awkward, name):
     if name == "rotated":
         assert info.height > info.width  # the upright picture, not the stored one
     if name == "vfr":
-        assert abs(info.duration - media.probe(awkward["vfr"]).duration) < 0.1
-    assert info.has_audio == media.probe(awkward[name]).has_audio
+        assert abs(info.duration - media_ffmpeg.probe(awkward["vfr"]).duration) < 0.1
+    assert info.has_audio == media_ffmpeg.probe(awkward[name]).has_audio
 
 
 def test_video_without_faces_gets_no_patches_and_its_frames_pass_through(wd, awkward):
-    from facepipe.patches import read_patches
+    from facepipe.media.patches import read_patches
 
     assert read_patches(wd / "work/noface/swapped/seg_0000.parquet") == {}
-    manifest = media.read_json(wd / "work/noface/segments/manifest.json")
+    manifest = files.read_json(wd / "work/noface/segments/manifest.json")
     frames = list(video.iter_frames(awkward["noface"], wd / "work/noface/segments", manifest, "seg_0000"))
     out = decoded_frames(wd / "results/noface.mp4", "bgr24")
     assert len(frames) == len(out) > 0
@@ -208,7 +209,7 @@ def test_hostile_names_are_data_never_shell(wd):
     source = wd / "inputs" / f"{hostile} face.png"
     shutil.copy(wd / "inputs/astronaut.png", source)
     run_job(wd, target.relative_to(wd), hostile, source=str(source.relative_to(wd)))
-    assert media.probe(wd / "results" / f"{hostile}.mp4").frames == 25
+    assert media_ffmpeg.probe(wd / "results" / f"{hostile}.mp4").frames == 25
     assert not list(wd.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
 
@@ -288,4 +289,4 @@ def test_gpu_failure_is_retried_degraded_and_listed(reference_run, tmp_path):
     assert "one face per model call" in swap_log and "1 face(s) per call" in swap_log
     assert "GPU jobs that ran degraded" in proc.stderr
     assert "detect_faces-seg_0000: resolution" in proc.stderr
-    assert media.probe(wd / "results/long.mp4").frames == 50
+    assert media_ffmpeg.probe(wd / "results/long.mp4").frames == 50

@@ -1,5 +1,5 @@
 """An unexpected exception in a rule script puts its traceback into the rule's log, wherever in
-the script it is raised: while the script imports (before facepipe.scripting.run is called), in
+the script it is raised: while the script imports (before facepipe.workflow.rule_script.run is called), in
 its main(), or in a thread. Real Snakemake runs of the probe_target rule, its script broken on purpose.
 """
 
@@ -55,7 +55,7 @@ def _insert_before(anchor: str, code: str):
 
 def test_an_import_that_fails_before_facepipe_scripting_is_imported(wd):
     """The script's first import fails: facepipe's __init__ has installed the hook by then."""
-    log = _fails_with_traceback_in_log(wd, _insert_before("from ", "from facepipe.media import no_such_name\n"),
+    log = _fails_with_traceback_in_log(wd, _insert_before("from ", "from facepipe.media.files import no_such_name\n"),
                                        "ImportError: cannot import name 'no_such_name'", "probe_target.py")
     assert "unexpected error in the rule script in rule probe_target" in log
 

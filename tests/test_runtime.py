@@ -6,13 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from facepipe.runtime import (
-    PROVIDER_NAMES,
-    create_session,
-    installed_onnxruntime_distributions,
-    is_standin,
-)
-from facepipe.standin import build_standin
+from facepipe.models.runtime import PROVIDER_NAMES, create_session, installed_onnxruntime_distributions, is_standin
+from facepipe.models.standin import build_standin
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,7 @@ def test_is_standin(recognizer, tmp_path):
 
 
 def test_gpu_request_reports_the_provider_actually_used(recognizer, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="facepipe.runtime"):
+    with caplog.at_level(logging.INFO, logger="facepipe.models.runtime"):
         session = create_session(
             recognizer, ["tensorrt", "cuda", "cpu"], threads=1, trt_cache_dir=tmp_path / "trt"
         )
@@ -60,7 +55,7 @@ def test_gpu_request_reports_the_provider_actually_used(recognizer, tmp_path, ca
 
 
 def test_cpu_only_request_is_quiet_apart_from_the_standin_label(recognizer, caplog):
-    with caplog.at_level(logging.INFO, logger="facepipe.runtime"):
+    with caplog.at_level(logging.INFO, logger="facepipe.models.runtime"):
         session = create_session(recognizer, ["cpu"], threads=2)
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert session.get_session_options().intra_op_num_threads == 2
@@ -69,7 +64,7 @@ def test_cpu_only_request_is_quiet_apart_from_the_standin_label(recognizer, capl
 
 
 def test_unknown_provider_is_dropped_with_a_warning(recognizer, caplog):
-    with caplog.at_level(logging.WARNING, logger="facepipe.runtime"):
+    with caplog.at_level(logging.WARNING, logger="facepipe.models.runtime"):
         session = create_session(recognizer, ["NoSuchExecutionProvider", "cpu"])
     assert session.get_providers()[0] == "CPUExecutionProvider"
     assert "NoSuchExecutionProvider is not available" in caplog.text

@@ -1,4 +1,4 @@
-"""The source check (facepipe.embedding.source_warnings): a source face smaller than the swapper
+"""The source check (facepipe.faces.embedding.source_warnings): a source face smaller than the swapper
 needs, or a greyscale source photo, is named in a one-line warning with the file and its size."""
 
 from __future__ import annotations
@@ -9,11 +9,17 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import demo
-from facepipe.alignment import template_points
-from facepipe.embedding import (MIN_PASTED_FACE, PASTED_TEMPLATE, embed_image, face_size, needed_face_size,
-                                source_warnings)
-from facepipe.media import read_image
+from facepipe.media import demo
+from facepipe.models.alignment import template_points
+from facepipe.faces.embedding import (
+    MIN_PASTED_FACE,
+    PASTED_TEMPLATE,
+    embed_image,
+    face_size,
+    needed_face_size,
+    source_warnings,
+)
+from facepipe.media.files import read_image
 from facepipe.models import model_path
 
 
@@ -62,7 +68,7 @@ def test_a_greyscale_photo_is_named_whether_one_channel_or_three_equal(astronaut
 
 @pytest.fixture(scope="module")
 def offline_models(tmp_path_factory):
-    from facepipe import mesh
+    from facepipe.models import face_mesh as mesh
 
     # The offline backend's detector and mesh, converted as rule convert_offline_models does.
     d = tmp_path_factory.mktemp("models")
@@ -82,7 +88,7 @@ def test_embedding_a_small_greyscale_source_warns_on_every_run(offline_models, t
     cv2.imwrite(str(small), cv2.cvtColor(cv2.copyMakeBorder(hanks, 56, 56, 56, 56, cv2.BORDER_REPLICATE),
                                          cv2.COLOR_BGR2GRAY))
     kwargs = dict(providers=["cpu"], cache_dir=tmp_path / "cache", backend="offline")
-    caplog.set_level(logging.WARNING, logger="facepipe.embedding")
+    caplog.set_level(logging.WARNING, logger="facepipe.faces.embedding")
     for run in ("miss", "hit"):
         caplog.clear()
         embed_image(small, det, rec, tmp_path / f"{run}.npz", swapper="", **kwargs)
@@ -99,9 +105,9 @@ def test_embedding_a_small_greyscale_source_warns_on_every_run(offline_models, t
 
 
 def test_the_plan_says_it_on_the_console_too(offline_models, tmp_path):
-    """facepipe.preflight.check_face_photos, which the main run calls while it plans and whose lines
+    """facepipe.workflow.preflight.check_face_photos, which the main run calls while it plans and whose lines
     it prints: a small greyscale source gets both lines, a reference photo none."""
-    from facepipe.preflight import check_face_photos
+    from facepipe.workflow.preflight import check_face_photos
 
     det, rec = offline_models
     hanks = cv2.imread(str(demo.insightface_image("Tom_Hanks_54745.png")))

@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import media, video
-from facepipe.demo import insightface_image
-from facepipe.faces import FaceAnalyzer, detect_frames, detector_size, read_faces, write_faces
-from facepipe.patches import Patch, decode_image, encode_image, read_patches, write_patches
-from facepipe.standin import build_standin
+from facepipe.media import ffmpeg, video
+from facepipe.media.demo import insightface_image
+from facepipe.models.face_analyzer import FaceAnalyzer, detector_size
+from facepipe.faces.detection import detect_frames, read_faces, write_faces
+from facepipe.media.patches import Patch, decode_image, encode_image, read_patches, write_patches
+from facepipe.models.standin import build_standin
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +82,9 @@ def test_detection_on_planes_finds_the_faces_the_bgr_path_finds(standin_models, 
 
 def test_repeated_frames_of_a_variable_rate_clip_own_their_planes(media_dir, tmp_path):
     vfr = tmp_path / "vfr.mp4"
-    media.run_ffmpeg(["-i", str(media_dir / "clip.mp4"), "-vf", "setpts='(N+0.4*mod(N,3))/25/TB'",
+    ffmpeg.run_ffmpeg(["-i", str(media_dir / "clip.mp4"), "-vf", "setpts='(N+0.4*mod(N,3))/25/TB'",
                       "-fps_mode", "passthrough", "-an", "-c:v", "libx264", str(vfr)], what="making a VFR clip")
-    info = media.probe(vfr).__dict__
+    info = ffmpeg.probe(vfr).__dict__
     manifest = video.plan_segments(vfr, info, tmp_path / "p", max_height=0, fps=25, segment_seconds=10)
     frames = list(video.iter_frames(vfr, tmp_path / "p", manifest, "seg_0000"))
     arrays = [f.i420() for f in frames]
@@ -96,14 +97,14 @@ def test_repeated_frames_of_a_variable_rate_clip_own_their_planes(media_dir, tmp
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_rule_jobs_keep_freed_buffers_for_reuse():
-    from facepipe.scripting import keep_freed_memory
+    from facepipe.workflow.rule_script import keep_freed_memory
 
     assert keep_freed_memory() is True
 
 
 def test_tables_are_read_back_a_frame_at_a_time_even_when_a_row_group_splits_a_frame(tmp_path):
-    from facepipe.patches import FramePatches, iter_patches, patch_row
-    from facepipe.tables import PATCHES_SCHEMA, TableWriter, iter_frame_rows
+    from facepipe.media.patches import FramePatches, iter_patches, patch_row
+    from facepipe.media.tables import PATCHES_SCHEMA, TableWriter, iter_frame_rows
 
     rng = np.random.default_rng(3)
     made = [Patch("pixels", rng.integers(0, 256, (4, 4, 3), np.uint8), frame=f, face=i)
@@ -121,7 +122,7 @@ def test_tables_are_read_back_a_frame_at_a_time_even_when_a_row_group_splits_a_f
 
 
 def test_a_failed_table_write_leaves_no_file(tmp_path):
-    from facepipe.tables import FACES_SCHEMA, TableWriter
+    from facepipe.media.tables import FACES_SCHEMA, TableWriter
 
     with pytest.raises(RuntimeError):
         with TableWriter(tmp_path / "faces.parquet", FACES_SCHEMA) as writer:

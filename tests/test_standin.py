@@ -14,7 +14,7 @@ from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.model_zoo.inswapper import INSwapper
 from insightface.model_zoo.scrfd import SCRFD
 
-from facepipe.standin import DET_BOX_FRACTION, SIGNATURES, build_standin
+from facepipe.models.standin import DET_BOX_FRACTION, SIGNATURES, build_standin
 
 IMAGES = Path(insightface.__file__).parent / "data" / "images"
 CPU = ["CPUExecutionProvider"]

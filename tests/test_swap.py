@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.demo import insightface_image
-from facepipe.faces import FaceAnalyzer
-from facepipe.standin import build_standin
+from facepipe.media.demo import insightface_image
+from facepipe.models.face_analyzer import FaceAnalyzer
+from facepipe.models.standin import build_standin
 from model_helpers import inswapper, paste_back, swap_crops
 
 
@@ -40,7 +40,7 @@ def test_roi_paste_back_matches_insightface(models, size):
 
 def insightface_paste_back(img, fake, matrix, mask):
     """insightface's paste-back (INSwapper.get, paste_back=True) on the whole frame, its feather
-    times a paste mask warped into the frame (facepipe.patches.Patch.mask)."""
+    times a paste mask warped into the frame (facepipe.media.patches.Patch.mask)."""
     h, w = img.shape[:2]
     inverse = cv2.invertAffineTransform(matrix)
     warped_fake = cv2.warpAffine(fake, inverse, (w, h), borderValue=0.0)

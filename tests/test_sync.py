@@ -22,7 +22,7 @@ import pytest
 from conftest import copy_workflow
 from workflow_helpers import pin_backend, snakemake, write_sheet
 
-from facepipe import demo, media
+from facepipe.media import demo, ffmpeg as media_ffmpeg, files
 
 pytestmark = pytest.mark.workflow
 
@@ -169,7 +169,7 @@ def test_result_keeps_the_targets_sync(workspace, targets, job):
     t, _ = targets
     case, layout = job.split("-")
     target, result = t[case], workspace / "results" / f"{job}.mp4"
-    manifest = media.read_json(workspace / "work" / job / "segments" / "manifest.json")
+    manifest = files.read_json(workspace / "work" / job / "segments" / "manifest.json")
     rate = Fraction(manifest["fps"])
     assert rate == (SAMPLED if layout.endswith("sampled") else FPS)
     assert (len(manifest["segments"]) > 1) == layout.startswith("several")
@@ -255,9 +255,9 @@ def test_segment_seals_go_after_the_mux_unless_kept(workspace):
 
 def _segments(tmp_path, target, fps=0):
     """Plan and encode a target's segments as the workflow does (no faces pasted)."""
-    from facepipe import video
+    from facepipe.media import video
 
-    info = media.probe(target).__dict__
+    info = media_ffmpeg.probe(target).__dict__
     manifest = video.plan_segments(target, info, tmp_path / "segments", max_height=0, fps=fps,
                                    segment_seconds=0.5)
     paths = []
@@ -277,13 +277,13 @@ def test_mux_fails_and_leaves_nothing_when_ffmpeg_logs_an_error(tmp_path, target
     # An ffmpeg that does its work, logs an error and exits 0, as it does for a damaged packet.
     wrapper = tmp_path / "ffmpeg"
     wrapper.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
-                       f"rc = subprocess.call([{media.ffmpeg_exe()!r}, *sys.argv[1:]])\n"
+                       f"rc = subprocess.call([{media_ffmpeg.ffmpeg_exe()!r}, *sys.argv[1:]])\n"
                        "print('[mov @ 0x1] stream 0, offset 0x5f626e8: partial file', file=sys.stderr)\n"
                        "sys.exit(rc)\n")
     wrapper.chmod(0o755)
-    monkeypatch.setattr(media, "ffmpeg_exe", lambda: str(wrapper))
-    with pytest.raises(media.MediaError, match="partial file") as err:
-        media.mux_video(segments, t["late_video"], info, out, frames=manifest["frames"], fps=manifest["fps"])
+    monkeypatch.setattr(media_ffmpeg, "ffmpeg_exe", lambda: str(wrapper))
+    with pytest.raises(files.MediaError, match="partial file") as err:
+        media_ffmpeg.mux_video(segments, t["late_video"], info, out, frames=manifest["frames"], fps=manifest["fps"])
     assert "re sult.mp4" in str(err.value)
     assert list(out.parent.iterdir()) == []
 
@@ -292,16 +292,16 @@ def test_mux_fails_on_a_damaged_segment_and_on_a_wrong_frame_count(tmp_path, tar
     t, _ = targets
     info, manifest, segments = _segments(tmp_path, t["late_video"])
     out = tmp_path / "result.mp4"
-    with pytest.raises(media.MediaError, match=r"it has 50 video frames, 51 were planned"):
-        media.mux_video(segments, t["late_video"], info, out, frames=51, fps=manifest["fps"])
+    with pytest.raises(files.MediaError, match=r"it has 50 video frames, 51 were planned"):
+        media_ffmpeg.mux_video(segments, t["late_video"], info, out, frames=51, fps=manifest["fps"])
     assert not out.exists()
     # Chunk offsets past the end of the file: ffmpeg logs "partial file" and exits 0.
     data = bytearray(segments[1].read_bytes())
     stco = data.find(b"stco")
     data[stco + 12:stco + 16] = (10 ** 8).to_bytes(4, "big")
     segments[1].write_bytes(bytes(data))
-    with pytest.raises(media.MediaError, match="result.mp4"):
-        media.mux_video(segments, t["late_video"], info, out, frames=manifest["frames"], fps=manifest["fps"])
+    with pytest.raises(files.MediaError, match="result.mp4"):
+        media_ffmpeg.mux_video(segments, t["late_video"], info, out, frames=manifest["frames"], fps=manifest["fps"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoded", "segments"]
 
 
@@ -309,22 +309,22 @@ def test_record_is_written_and_read_back(tmp_path, targets):
     t, _ = targets
     info, manifest, segments = _segments(tmp_path, t["late_video"])
     record = '{"facepipe": "0.1.0", "inputs": {"target": "late vidéo.mp4"}, "quote": "\'"}'
-    media.mux_video(segments, t["late_video"], info, tmp_path / "r.mp4", frames=manifest["frames"],
+    media_ffmpeg.mux_video(segments, t["late_video"], info, tmp_path / "r.mp4", frames=manifest["frames"],
                     fps=manifest["fps"], record=record)
-    assert media.read_result_record(tmp_path / "r.mp4") == record
-    media.mux_video(segments, t["late_video"], info, tmp_path / "none.mp4", frames=manifest["frames"],
+    assert media_ffmpeg.read_result_record(tmp_path / "r.mp4") == record
+    media_ffmpeg.mux_video(segments, t["late_video"], info, tmp_path / "none.mp4", frames=manifest["frames"],
                     fps=manifest["fps"])
-    assert media.read_result_record(tmp_path / "none.mp4") is None
+    assert media_ffmpeg.read_result_record(tmp_path / "none.mp4") is None
     img = np.zeros((8, 8, 3), np.uint8)
-    media.write_labelled_png(img, tmp_path / "r.png", record=record)
-    assert media.read_result_record(tmp_path / "r.png") == record
-    media.write_labelled_png(img, tmp_path / "none.png")
-    assert media.read_result_record(tmp_path / "none.png") is None
+    files.write_labelled_png(img, tmp_path / "r.png", record=record)
+    assert media_ffmpeg.read_result_record(tmp_path / "r.png") == record
+    files.write_labelled_png(img, tmp_path / "none.png")
+    assert media_ffmpeg.read_result_record(tmp_path / "none.png") is None
     (tmp_path / "junk.mp4").write_bytes(b"not media")
-    assert media.read_result_record(tmp_path / "junk.mp4") is None
-    assert media.read_result_record(tmp_path / "missing.png") is None
+    assert media_ffmpeg.read_result_record(tmp_path / "junk.mp4") is None
+    assert media_ffmpeg.read_result_record(tmp_path / "missing.png") is None
     # A user's own video with a synopsis of its own carries no facepipe record.
-    media.mux_video(segments, t["late_video"], info, tmp_path / "theirs.mp4", frames=manifest["frames"],
+    media_ffmpeg.mux_video(segments, t["late_video"], info, tmp_path / "theirs.mp4", frames=manifest["frames"],
                     fps=manifest["fps"], record='{"title": "holiday"}')
-    assert media.read_result_record(tmp_path / "theirs.mp4") is None
-    assert media.AI_LABEL in av.open(str(tmp_path / "r.mp4")).metadata["comment"]
+    assert media_ffmpeg.read_result_record(tmp_path / "theirs.mp4") is None
+    assert files.AI_LABEL in av.open(str(tmp_path / "r.mp4")).metadata["comment"]

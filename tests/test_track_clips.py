@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from facepipe.offline import OfflineAnalyzer, embedding_distance, offline_model_path
+from hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
+from facepipe.models.dlib_face import offline_model_path
 from track_clips import PERSONS, make_tracking_clip
 
 _analyzer: OfflineAnalyzer | None = None
@@ -34,7 +35,7 @@ def clip(tmp_path_factory):
     start = time.monotonic()
     truth = make_tracking_clip(tmp_path_factory.mktemp("track") / "tracking.mp4")
     made = time.monotonic() - start
-    _analyzer = OfflineAnalyzer(offline_model_path("dlib_landmarks_68"), offline_model_path("dlib_resnet_v1"),
+    _analyzer = OfflineAnalyzer(landmarks_model_path(), offline_model_path("dlib_resnet_v1"),
                                 threads=1)
     # Workers are forked before any frame is decoded (the decoder runs threads of its own);
     # each inherits the loaded models.

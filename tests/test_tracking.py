@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facepipe.alignment import alignment_matrix
-from facepipe.faces import THUMB_SIZE, face_rows, write_faces
-from facepipe.selection import MapError, choose, map_text, parse_map
-from facepipe.tables import FRAMES_SCHEMA, write_table
-from facepipe.tracking import Segment, shot_changes, track_faces
-from facepipe.video import WorkFrame
+from facepipe.models.alignment import alignment_matrix
+from facepipe.faces.detection import THUMB_SIZE, face_rows, write_faces
+from facepipe.faces.selection import MapError, choose, map_text, parse_map
+from facepipe.media.tables import FRAMES_SCHEMA, write_table
+from facepipe.faces.tracking import Segment, shot_changes, track_faces
+from facepipe.media.video import WorkFrame
 
 
 def _kps(box):
@@ -148,7 +148,7 @@ class _Blinking:
 
 
 def test_detection_holds_crops_on_both_sides_of_a_miss_and_samples_identity():
-    from facepipe.patches import decode_image
+    from facepipe.media.patches import decode_image
 
     frames = [WorkFrame(n, bgr=np.full((100, 100, 3), n, np.uint8)) for n in range(1, 13)]
     analyzer = _Blinking(missed={5, 6, 7})
@@ -218,8 +218,8 @@ def test_map_text_round_trip_and_errors():
 
 
 def test_swap_input_realigns_the_kept_crop_and_refuses_a_face_outside_it():
-    from facepipe.faces import OutsideCrop, face_crop, swap_input
-    from facepipe.patches import decode_image
+    from facepipe.faces.detection import OutsideCrop, face_crop, swap_input
+    from facepipe.media.patches import decode_image
 
     rng = np.random.default_rng(3)
     img = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), np.uint8), (0, 0), 2)
@@ -250,8 +250,8 @@ def test_swap_input_realigns_the_kept_crop_and_refuses_a_face_outside_it():
 
 
 def test_a_video_without_faces_has_no_persons_and_swaps_nothing(tmp_path):
-    from facepipe.cast import contact_sheet
-    from facepipe.swap import swap_segment
+    from facepipe.faces.cast import contact_sheet
+    from facepipe.swap.segment import swap_segment
 
     result = track_faces(_segments(tmp_path, [], 10), track_gap=5, smoothing=1.5, shot_threshold=30,
                          metric="cosine")
@@ -281,7 +281,7 @@ def test_one_track_and_one_face_cost_the_same_as_the_array_path():
     """The shortcut for one track and one detection gives what the all-pairs arrays give."""
     from types import SimpleNamespace
 
-    from facepipe.tracking import LINK_DISTANCE, Track, _link_costs
+    from facepipe.faces.tracking import LINK_DISTANCE, Track, _link_costs
 
     rng = np.random.default_rng(5)
     for case in range(200):

@@ -26,7 +26,7 @@ NAME = "two"
 
 def _inputs(dest: Path):
     """The clip, the astronaut (person A's photo) and a padded Tom Hanks (person B's) as sources."""
-    from facepipe import demo
+    from facepipe.media import demo
 
     dest.mkdir(parents=True, exist_ok=True)
     truth = make_tracking_clip(dest / "two people.mp4")
@@ -65,7 +65,7 @@ def whole(tmp_path_factory, clip):
 
 
 def _starts(wd: Path) -> dict[str, int]:
-    from facepipe.integrity import read_sealed_json
+    from facepipe.media.integrity import read_sealed_json
 
     manifest = read_sealed_json(wd / "work" / NAME / "segments" / "manifest.json")
     return {seg: r["start"] for seg, r in manifest["ranges"].items()}
@@ -73,7 +73,7 @@ def _starts(wd: Path) -> dict[str, int]:
 
 def swapped_faces(wd: Path) -> pd.DataFrame:
     """Every patch of the swap stage: video frame and the tracked keypoints it was made for."""
-    from facepipe.patches import iter_patches
+    from facepipe.media.patches import iter_patches
 
     rows = []
     for seg, start in _starts(wd).items():
@@ -104,7 +104,7 @@ def visible(clip, person: str) -> list[int]:
 
 
 def tracks(wd: Path) -> pd.DataFrame:
-    from facepipe.tables import read_table
+    from facepipe.media.tables import read_table
 
     table = read_table(wd / "work" / NAME / "tracks.parquet")
     table["kps"] = [tuple(np.round(np.asarray(k, float), 6)) for k in table["kps"]]
@@ -157,7 +157,7 @@ def test_reference_swaps_every_frame_of_the_matching_person_only(whole, clip):
 
 
 def _person_of(wd: Path, clip, who: str) -> int:
-    from facepipe.tables import read_table
+    from facepipe.media.tables import read_table
 
     table = read_table(wd / "work" / NAME / "tracks.parquet")
     votes = [row.person for row in table.itertuples()
@@ -166,9 +166,10 @@ def _person_of(wd: Path, clip, who: str) -> int:
 
 
 def _identity(img: np.ndarray, box) -> np.ndarray:
-    from facepipe.offline import OfflineAnalyzer, offline_model_path
+    from hog_analyzer import OfflineAnalyzer, landmarks_model_path
+    from facepipe.models.dlib_face import offline_model_path
 
-    analyzer = OfflineAnalyzer(offline_model_path("dlib_landmarks_68"), offline_model_path("dlib_resnet_v1"))
+    analyzer = OfflineAnalyzer(landmarks_model_path(), offline_model_path("dlib_resnet_v1"))
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     pad = (x2 - x1) // 2
     crop = np.ascontiguousarray(img[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad])
@@ -178,7 +179,8 @@ def _identity(img: np.ndarray, box) -> np.ndarray:
 
 
 def test_map_puts_each_source_on_its_own_person(whole, clip):
-    from facepipe.offline import OfflineAnalyzer, offline_model_path
+    from hog_analyzer import OfflineAnalyzer, landmarks_model_path
+    from facepipe.models.dlib_face import offline_model_path
     from workflow_helpers import frame_before_after
 
     a, b = _person_of(whole, clip, "A"), _person_of(whole, clip, "B")
@@ -194,7 +196,7 @@ def test_map_puts_each_source_on_its_own_person(whole, clip):
     # Each face moved toward its own source (dlib distance), and more than toward the other one.
     # (The offline swap keeps the target's eyes and mouth, so identity moves less than with a
     # whole-face swap: person A's distance to Hanks goes from 0.78 to 0.76 on this clip.)
-    analyzer = OfflineAnalyzer(offline_model_path("dlib_landmarks_68"), offline_model_path("dlib_resnet_v1"))
+    analyzer = OfflineAnalyzer(landmarks_model_path(), offline_model_path("dlib_resnet_v1"))
     sources = {name: analyzer.analyze(cv2.imread(str(whole / "inputs" / f"{name}.png")))[0]["embedding"]
                for name in ("hanks", "astronaut")}
     target = whole / "inputs" / "two people.mp4"
@@ -225,10 +227,10 @@ def test_smoothing_lowers_the_jitter_of_the_pasted_face(whole, clip, tmp_path):
     less from frame to frame with it."""
     from insightface.utils import face_align
 
-    from facepipe.faces import read_faces, write_faces
-    from facepipe.integrity import read_sealed_json
-    from facepipe.tables import FRAMES_SCHEMA, read_table, write_table
-    from facepipe.tracking import segments_of, track_faces
+    from facepipe.faces.detection import read_faces, write_faces
+    from facepipe.media.integrity import read_sealed_json
+    from facepipe.media.tables import FRAMES_SCHEMA, read_table, write_table
+    from facepipe.faces.tracking import segments_of, track_faces
 
     manifest = read_sealed_json(whole / "work" / NAME / "segments" / "manifest.json")
     rng = np.random.default_rng(7)
@@ -287,8 +289,8 @@ def previewed(tmp_path_factory, clip):
 def swapped_persons(wd: Path, segment_frames: dict[str, dict[int, int]], tracks: Path) -> dict[int, set[int]]:
     """Video frame -> the persons whose faces the swap patched on it, from the patches of the given
     segments (segment -> its frame -> video frame) and the tracked rows they were made for."""
-    from facepipe.patches import iter_patches
-    from facepipe.tables import read_table
+    from facepipe.media.patches import iter_patches
+    from facepipe.media.tables import read_table
 
     tracked = read_table(tracks)
     person = {(r.segment, int(r.seg_frame), int(r.face)): int(r.person) for r in tracked.itertuples()}
@@ -300,13 +302,13 @@ def swapped_persons(wd: Path, segment_frames: dict[str, dict[int, int]], tracks:
 
 
 def check_face_sheet(path: Path, swapped: dict[int, set[int]], fps: float) -> dict:
-    """A before/after sheet (facepipe.face_sheet) shows, for each frame it shows, every person swapped
+    """A before/after sheet (facepipe.report.face_sheet) shows, for each frame it shows, every person swapped
     on it as an enlarged face crop before and after, under a band that names the person and the frame;
     every swapped person is on it at least once, and no two of its frames are the same frame."""
     import dlib
 
-    from facepipe.face_sheet import band_texts, draw_band, read_layout
-    from facepipe.media import carries_ai_label
+    from facepipe.report.face_sheet import band_texts, draw_band, read_layout
+    from facepipe.media.ffmpeg import carries_ai_label
 
     sheet = cv2.imread(str(path))
     assert sheet is not None and carries_ai_label(path)
@@ -335,7 +337,7 @@ def check_face_sheet(path: Path, swapped: dict[int, set[int]], fps: float) -> di
         seconds = (row["frame"] - 1) / fps
         label = f"person {row['person']}, frame {row['frame']} ({int(seconds // 60)}:{seconds % 60:04.1f})"
         band = sheet[y - layout["band"]:y]
-        masks = "mask" in row  # the masks' view, a third crop (facepipe.face_sheet.mask_view)
+        masks = "mask" in row  # the masks' view, a third crop (facepipe.report.face_sheet.mask_view)
         assert np.array_equal(band, draw_band(sheet.shape[1], band_texts(label, masks))), label
         other = label.replace(f"person {row['person']},", f"person {row['person'] + 1},")
         assert not np.array_equal(band, draw_band(sheet.shape[1], band_texts(other, masks)))
@@ -343,7 +345,7 @@ def check_face_sheet(path: Path, swapped: dict[int, set[int]], fps: float) -> di
 
 
 def test_preview_shows_each_swapped_face_enlarged_without_the_full_run(previewed, clip):
-    from facepipe.integrity import read_sealed_json
+    from facepipe.media.integrity import read_sealed_json
 
     plan = read_sealed_json(previewed / "work" / NAME / "preview" / "manifest.json")
     frames_at = plan["ranges"]["preview"]["frames_at"]
@@ -359,7 +361,7 @@ def test_preview_shows_each_swapped_face_enlarged_without_the_full_run(previewed
     assert not (previewed / "work" / NAME / "encoded").exists()
     # Both persons of the cast are in it (their best frames were chosen), and no two frames show
     # the same faces at the same place, size and pose.
-    from facepipe.preview import frame_faces, near_identical
+    from facepipe.report.preview import frame_faces, near_identical
 
     assert {p for p in tracks_of(previewed, "preview")["person"]} == {1, 2}
     faces = frame_faces(tracks_of(previewed, "preview").assign(frame=lambda t: [frames_at[i - 1]
@@ -368,7 +370,7 @@ def test_preview_shows_each_swapped_face_enlarged_without_the_full_run(previewed
 
 
 def tracks_of(wd: Path, segment: str) -> pd.DataFrame:
-    from facepipe.tables import read_table
+    from facepipe.media.tables import read_table
 
     return read_table(wd / "work" / NAME / ("preview" if segment == "preview" else "") / "tracks.parquet")
 
@@ -389,7 +391,7 @@ def test_qc_report_figures_and_html_report(previewed, clip):
         img = cv2.imread(str(qc / f"{figure}.png"))
         assert img is not None and img.shape[0] > 100, figure
     # The before/after sheet shows the result's swapped faces, enlarged, each with its person.
-    from facepipe.integrity import read_sealed_json
+    from facepipe.media.integrity import read_sealed_json
 
     manifest = read_sealed_json(previewed / "work" / NAME / "segments" / "manifest.json")
     segments = {seg: {f: r["start"] + f for f in range(1, r["frames"] + 1)}

@@ -71,7 +71,7 @@ def test_source_without_a_face_stops_before_detection(wd, models):
     their rules made them, those are used (and the check's record is the embedding cache's)."""
     folder = wd / "resources" / "models" / "standin"
     if models == "models made":
-        from facepipe.standin import build_standin
+        from facepipe.models.standin import build_standin
 
         for key, file in (("det_10g", "det_10g.onnx"), ("w600k_r50", "w600k_r50.onnx")):
             build_standin(key, folder / file)
@@ -149,9 +149,9 @@ def test_read_only_results_folder(wd):
 def test_several_faces_say_which_is_used(tmp_path, monkeypatch, astronaut):
     """check_face_photos (what the run calls while it plans) names the photo, the number of faces
     and the face used; the record is cached, so the photo is analysed once."""
-    from facepipe import backends
-    from facepipe.alignment import template_points
-    from facepipe.preflight import check_face_photos
+    from facepipe.models import backends
+    from facepipe.models.alignment import template_points
+    from facepipe.workflow.preflight import check_face_photos
 
     calls = []
 

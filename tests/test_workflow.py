@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, copy_workflow
 from workflow_helpers import frame_before_after, planned_jobs, snakemake, standin_job, write_sheet
 
-from facepipe import media
+from facepipe.media import ffmpeg
 
 pytestmark = pytest.mark.workflow
 
@@ -53,7 +53,7 @@ def test_output_has_every_frame_and_the_audio(workspace):
     out = workspace / "results" / "clip.mp4"
     manifest = json.loads((workspace / "work/clip/segments/manifest.json").read_text())
     assert manifest["segments"] == {"seg_0000": 25, "seg_0001": 25}
-    info = media.probe(out)
+    info = ffmpeg.probe(out)
     assert info.frames == manifest["frames"] == 50
     frame = 1 / float(Fraction(manifest["fps"]))
     assert abs(stream_duration(out, "video") - manifest["frames"] * frame) <= frame
@@ -77,7 +77,7 @@ def test_swap_changed_the_face_region_only_where_a_face_was(workspace):
 def test_no_frame_files_between_stages_and_segments_removed_after_mux(workspace):
     work = workspace / "work/clip"
     assert not list(work.rglob("*.png"))
-    # Each table with its seal (facepipe.integrity), nothing else.
+    # Each table with its seal (facepipe.media.integrity), nothing else.
     assert sorted(p.name for p in (work / "swapped").iterdir()) == [
         "seg_0000.parquet", "seg_0000.parquet.sha256", "seg_0001.parquet", "seg_0001.parquet.sha256"]
     # keep_intermediates is false by default: the encoded segments went once the result was muxed.
@@ -152,13 +152,13 @@ def test_second_job_with_same_source_reuses_cached_embedding(workspace):
 def test_clip_without_audio_gives_output_without_audio(workspace, media_dir):
     shutil.copy(media_dir / "silent.mp4", workspace / "inputs/silent.mp4")
     snakemake(workspace, "--config", "target=inputs/silent.mp4", "source=inputs/astronaut.png", "name=silent")
-    info = media.probe(workspace / "results/silent.mp4")
+    info = ffmpeg.probe(workspace / "results/silent.mp4")
     assert not info.has_audio and info.frames == 25
 
 
 def test_still_image_target(workspace):
     target = workspace / "inputs" / "group photo.jpg"
-    from facepipe.demo import insightface_image
+    from facepipe.media.demo import insightface_image
 
     shutil.copy(insightface_image("t1.jpg"), target)
     snakemake(workspace, "--config", f"target={target.relative_to(workspace)}", "source=inputs/astronaut.png",
@@ -196,15 +196,15 @@ def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
     assert out.count("backend OFFLINE runs") == 1 and "snakemake --cores all fetch_models" in out
     assert "backend offline: demo" in out
 
-    info = media.probe(wd / "results/demo.mp4")
+    info = ffmpeg.probe(wd / "results/demo.mp4")
     assert info.has_audio and info.frames == 100 and (info.width, info.height) == (640, 360)
     logs = "".join(p.read_text() for p in (wd / "logs").rglob("*.log"))
     assert "detect_faces" in logs and "STAND-IN" not in logs
 
     # Frame 50 before and after the swap: the largest face (faces=one) changed inside its
     # landmark hull, nothing outside a dilated hull changed.
-    from facepipe.classic_swap import face_mask
-    from facepipe.faces import read_faces
+    from facepipe.models.classic_swap import face_mask
+    from facepipe.faces.detection import read_faces
 
     before, after, patches = frame_before_after(wd, "demo", wd / "resources/demo/target.mp4", 50)
     assert [p.kind for p in patches] == ["pixels"]

@@ -90,9 +90,10 @@ class _Source:
 
 @lru_cache(maxsize=1)
 def _analyzer():
-    from facepipe.offline import OfflineAnalyzer, offline_model_path
+    from hog_analyzer import OfflineAnalyzer, landmarks_model_path
+    from facepipe.models.dlib_face import offline_model_path
 
-    return OfflineAnalyzer(offline_model_path("dlib_landmarks_68"), offline_model_path("dlib_resnet_v1"),
+    return OfflineAnalyzer(landmarks_model_path(), offline_model_path("dlib_resnet_v1"),
                            threads=1, embed=False)
 
 
@@ -129,7 +130,7 @@ def _cover_rect(landmarks: np.ndarray, box: np.ndarray) -> np.ndarray:
 def _sources() -> dict[str, _Source]:
     from skimage import data
 
-    from facepipe.demo import insightface_image
+    from facepipe.media.demo import insightface_image
 
     # A: the astronaut, face and hair down to the top of the suit's neck ring.
     a = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
@@ -176,7 +177,7 @@ def _background_1(w: int, h: int) -> np.ndarray:
 
 def _background_2(w: int, h: int) -> np.ndarray:
     """insightface's group photo t1.jpg, cropped, warmed and blurred until no face is left in it."""
-    from facepipe.demo import insightface_image
+    from facepipe.media.demo import insightface_image
 
     t1 = cv2.imread(str(insightface_image("t1.jpg"))).astype(np.float32)
     crop = t1[:, 200:1280 - 80]  # wider than 16:9, resized to cover the frame
@@ -340,7 +341,7 @@ def render_frames(fps: int = 25, size: tuple[int, int] = (480, 270)):
 
 def make_tracking_clip(out: Path, *, fps: int = 25, size=(480, 270), audio: bool = True) -> ClipTruth:
     """Write the tracking test clip to ``out`` (MP4, H.264 yuv420p, AAC tone) and return its truth."""
-    from facepipe.media import ffmpeg_exe
+    from facepipe.media.ffmpeg import ffmpeg_exe
 
     out = Path(out)
     w, h = size

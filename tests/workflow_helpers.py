@@ -72,10 +72,10 @@ def frame_before_after(workdir: Path, name: str, target: Path, number: int, segm
                        stage: str = "swapped"):
     """A working frame as decoded from the target, and the same frame with the stage's face
     patches applied (what the render stage encodes), both BGR; and the frame's patches."""
-    from facepipe import media, patches, video
+    from facepipe.media import files, patches, video
 
     seg_dir = workdir / "work" / name / "segments"
-    manifest = media.read_json(seg_dir / "manifest.json")
+    manifest = files.read_json(seg_dir / "manifest.json")
     frame = next(f for f in video.iter_frames(target, seg_dir, manifest, segment) if f.number == number)
     by_frame = patches.read_patches(workdir / "work" / name / stage / f"{segment}.parquet")
     return frame.bgr(), video.render_image(frame, by_frame), by_frame.get(number, [])
@@ -83,13 +83,13 @@ def frame_before_after(workdir: Path, name: str, target: Path, number: int, segm
 
 def track_still(table, faces_file: Path, metric: str):
     """A one-frame faces table (detect_frames) through the tracking stage, as a still image job
-    runs it: returns the tracks table and the persons (facepipe.tracking)."""
+    runs it: returns the tracks table and the persons (facepipe.faces.tracking)."""
     import numpy as np
 
-    from facepipe.faces import THUMB_SIZE, write_faces
-    from facepipe.integrity import read_sealed_json
-    from facepipe.tables import FRAMES_SCHEMA, read_table, write_table
-    from facepipe.tracking import run_tracking
+    from facepipe.faces.detection import THUMB_SIZE, write_faces
+    from facepipe.media.integrity import read_sealed_json
+    from facepipe.media.tables import FRAMES_SCHEMA, read_table, write_table
+    from facepipe.faces.tracking import run_tracking
 
     folder = faces_file.parent
     write_faces(table, folder / "seg_0000.parquet")

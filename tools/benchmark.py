@@ -85,7 +85,7 @@ class Sampler:
 
 
 def make_clip(out: Path, seconds: float, height: int) -> None:
-    from facepipe import demo
+    from facepipe.media import demo
 
     width = round(height * 16 / 9 / 2) * 2
     demo.make_clip(demo.insightface_image("t1.jpg"), out, seconds=seconds, fps=25, size=(width, height),
@@ -93,7 +93,7 @@ def make_clip(out: Path, seconds: float, height: int) -> None:
 
 
 def plain_transcode(clip: Path, out: Path, config: dict) -> float:
-    from facepipe.media import ffmpeg_exe
+    from facepipe.media.ffmpeg import ffmpeg_exe
 
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-c:v", config["encoder"],
            "-preset", str(config["preset"]), "-crf", str(config["crf"]), "-pix_fmt", "yuv420p", "-c:a", "copy",
@@ -143,7 +143,7 @@ def fresh_workflow(wd: Path) -> Path:
 
 def tiny_clip(out: Path, seconds: float) -> Path:
     """A long clip at a tiny size: scheduling figures depend on the number of segments, not pixels."""
-    from facepipe.media import run_ffmpeg
+    from facepipe.media.ffmpeg import run_ffmpeg
 
     if not out.exists():
         run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=64x36:rate=25:duration={seconds}", "-f", "lavfi",
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from facepipe.demo import write_astronaut
+    from facepipe.media.demo import write_astronaut
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     base = args.workdir or Path(tempfile.mkdtemp(prefix="facepipe-bench-"))

@@ -7,7 +7,7 @@ Run it in the workflow's folder after a finished demo run (`snakemake --cores al
 
 The face is found in each target frame by dlib's detector (the offline backend's dependency), and
 the same square, with a margin, is cut from the result's frame (as the preview and QC sheets cut
-theirs, facepipe.face_sheet). The PNG carries the AI-generated label.
+theirs, facepipe.report.face_sheet). The PNG carries the AI-generated label.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facepipe.face_sheet import BACKGROUND, FONT, FONT_SCALE, face_region  # noqa: E402
+from facepipe.report.face_sheet import BACKGROUND, FONT, FONT_SCALE, face_region  # noqa: E402
 
 SIDE = 224  # px of each crop in the picture: small enough for the README, large enough to judge
 MARGIN = 0.25  # around dlib's face box, a fraction of its side: the face fills the crop
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="frames (from 1) to show; the defaults are the demo's two opposite turns")
     parser.add_argument("--out", type=Path, default=Path("docs/demo_before_after.png"))
     args = parser.parse_args(argv)
-    from facepipe.media import write_labelled_png
+    from facepipe.media.files import write_labelled_png
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_labelled_png(picture(args.target, args.result, args.frames), args.out)

@@ -1,8 +1,8 @@
 """Full-size stand-ins: random-weight graphs as large as the real models, for timing providers.
 
-The tiny stand-ins (facepipe.standin) make the pipeline's wiring testable but cost nothing to
+The tiny stand-ins (facepipe.models.standin) make the pipeline's wiring testable but cost nothing to
 run, so they say nothing about CPU against CUDA against TensorRT, or FP32 against FP16. These
-graphs have the real models' inputs and outputs (facepipe.standin.SIGNATURES) and a layout
+graphs have the real models' inputs and outputs (facepipe.models.standin.SIGNATURES) and a layout
 from the same architecture family, sized so that their parameter count is close to the real
 file's and their multiply-accumulates (MACs) are of the same order:
 
@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from facepipe.standin import IR_VERSION, OPSET, SIGNATURES, _value_info
+from facepipe.models.standin import IR_VERSION, OPSET, SIGNATURES, _value_info
 
 # The real files' parameter counts (from their sizes in FP32) and published FLOPs where known.
 REAL_PARAMS = {"det_10g": 4.2e6, "w600k_r50": 43.6e6, "inswapper_128": 138e6, "hyperswap_1a_256": 100.7e6,

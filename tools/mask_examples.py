@@ -23,16 +23,17 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import occlusion_clips as clips  # noqa: E402
 
-from facepipe import demo, mesh  # noqa: E402
-from facepipe.classic_swap import source_patch  # noqa: E402
-from facepipe.alignment import alignment_matrix  # noqa: E402
-from facepipe.face_sheet import mask_view  # noqa: E402
-from facepipe.masks import box_mask, mesh_region_keep, mouth_keep_mask  # noqa: E402
-from facepipe.mesh import MeshAnalyzer  # noqa: E402
-from facepipe.mesh_swap import MeshSwapper  # noqa: E402
+from facepipe.media import demo  # noqa: E402
+from facepipe.models import face_mesh as mesh  # noqa: E402
+from facepipe.models.classic_swap import source_patch  # noqa: E402
+from facepipe.models.alignment import alignment_matrix  # noqa: E402
+from facepipe.report.face_sheet import mask_view  # noqa: E402
+from facepipe.swap.masks import box_mask, mesh_region_keep, mouth_keep_mask  # noqa: E402
+from facepipe.models.face_mesh import MeshAnalyzer  # noqa: E402
+from facepipe.models.mesh_swap import MeshSwapper  # noqa: E402
 from facepipe.models import model_path  # noqa: E402
-from facepipe.occlusion import TrackAppearance, keep_occluded, sample_frames  # noqa: E402
-from facepipe.patches import apply_patch  # noqa: E402
+from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames  # noqa: E402
+from facepipe.media.patches import apply_patch  # noqa: E402
 
 
 def label(img: np.ndarray, text: str) -> np.ndarray:

@@ -26,7 +26,7 @@ import onnxruntime
 from fullsize import BUILDERS  # beside this script (tools/), not part of the product package
 from modelbench import BATCHED, describe, model_files, time_model
 
-from facepipe.runtime import PROVIDER_NAMES, _gpu_tag
+from facepipe.models.runtime import PROVIDER_NAMES, _gpu_tag
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Model timings per provider, precision and batch size, on full-size stand-ins (tools/fullsize.py).
 
-The variants are made by the workflow's own code: FP16 by facepipe.fp16, batched copies by
-facepipe.batching, sessions by facepipe.runtime.create_session (TensorRT engine cache, FP16
+The variants are made by the workflow's own code: FP16 by facepipe.models.fp16, batched copies by
+facepipe.models.batching, sessions by facepipe.models.runtime.create_session (TensorRT engine cache, FP16
 flags, CPU threads), and GPU sessions run through IO binding as the rules run them.
 """
 
@@ -16,20 +16,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from facepipe.batching import make_batched, random_feed
-from facepipe.fp16 import convert_to_fp16
+from facepipe.models.batching import make_batched, random_feed
+from facepipe.models.fp16 import convert_to_fp16
 from facepipe.models import batched_path
-from facepipe.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
+from facepipe.models.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
 from fullsize import make_fullsize, size_of
 
 log = logging.getLogger(__name__)
 
 # The models the pipeline calls with more than one face at a time. The recognizer's batch is
-# free in the published file already; the others get a batched copy (facepipe.batching).
+# free in the published file already; the others get a batched copy (facepipe.models.batching).
 # The detector sees one frame per call.
 BATCHED = {"inswapper_128", "hyperswap_1a_256", "gfpgan_1.4", "w600k_r50"}
 NEEDS_BATCHED_COPY = {"inswapper_128", "hyperswap_1a_256", "gfpgan_1.4"}
-# The detector's input for a 16:9 frame (facepipe.faces.detector_size), the others' own.
+# The detector's input for a 16:9 frame (facepipe.models.face_analyzer.detector_size), the others' own.
 DETECTOR_INPUT = (384, 640)
 
 

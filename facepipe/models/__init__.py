@@ -1,6 +1,14 @@
-"""Face models: the registry (facepipe.models.registry), one class per model family
-(inswapper, hyperswap, face restorers), and the router that loads a model by its registry
-entry (facepipe.models.zoo).
+"""Face models: every analyzer and swap, the registry and the router.
+
+- ``registry``: one entry per model file and per backend; ``zoo``: the router that loads the class
+  of a model's family; ``backends``: a job's analyzer and swappers, from its backend;
+- analyzers: ``face_analyzer`` (SCRFD + ArcFace), ``face_mesh`` (MediaPipe) with ``dlib_face``
+  (dlib identity), ``alignment`` (the five-point templates);
+- swappers: ``swapper`` (the aligned-crop base) with ``inswapper`` and ``hyperswap``; the offline
+  swaps ``classic`` (``classic_swap``) and ``mesh_warp`` (``mesh_swap``);
+- masks and restorers: ``masker`` with ``occluder`` and ``face_parser``; ``face_restorer``;
+- model files and sessions: ``download`` (pinned, verified), ``fp16``, ``batching``, ``standin``
+  (stand-ins made from an entry), ``runtime`` (ONNX Runtime sessions).
 
 Importing this package loads only the registry: a stage imports the classes it runs.
 """

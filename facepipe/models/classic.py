@@ -1,11 +1,11 @@
-"""The offline backend's classic swap behind the swapper interface (facepipe.classic_swap does
+"""The offline backend's classic swap behind the swapper interface (facepipe.models.classic_swap does
 the work): the source is the record's crop and landmarks, each face its frame pixels."""
 
 from __future__ import annotations
 
 
 class ClassicSwap:
-    """An offline swap that works on pixels (facepipe.classic_swap.PixelSwapper); a subclass
+    """An offline swap that works on pixels (facepipe.models.classic_swap.PixelSwapper); a subclass
     gives its own PixelSwapper in ``swapper_class``."""
 
     batch_size = 1
@@ -14,7 +14,7 @@ class ClassicSwap:
         self.spec = spec
 
     def swapper_class(self):
-        from facepipe.classic_swap import ClassicSwapper
+        from facepipe.models.classic_swap import ClassicSwapper
 
         return ClassicSwapper
 

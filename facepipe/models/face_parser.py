@@ -28,7 +28,7 @@ def region_classes(regions) -> list[int]:
 class FaceParser(AlignedMasker):
     """Which pixels of a face crop belong to which part of the face.
 
-    In: BGR uint8 crops of target faces, aligned by the five keypoints (facepipe.alignment) to
+    In: BGR uint8 crops of target faces, aligned by the five keypoints (facepipe.models.alignment) to
     the swapper's template, arcface_128, any square side (each is scaled to the model's 512 px
     and the result back). The model takes NCHW RGB normalised by ImageNet's mean and std, and
     gives 19 class logits per pixel (CLASSES).

@@ -11,9 +11,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.alignment import alignment_matrix
+from facepipe.models.alignment import alignment_matrix
 from facepipe.models.registry import ModelSpec
-from facepipe.runtime import BatchedSession, create_session
+from facepipe.models.runtime import BatchedSession, create_session
 
 # CodeFormer's fidelity weight (0: most restoration, 1: most faithful to the input): FaceFusion's default.
 CODEFORMER_WEIGHT = 0.5

@@ -3,7 +3,7 @@
 A mask says, per pixel of the crop, how much of the swapped face goes there: 1 = swap, 0 = keep
 the target's own pixels (a hand, a cup, hair in front of the face; the parts of the face a user
 keeps). The models run where FaceFusion's face_masker runs them: on the swapper's own crop,
-aligned by the five keypoints to the arcface_128 template (facepipe.alignment), resized to the
+aligned by the five keypoints to the arcface_128 template (facepipe.models.alignment), resized to the
 model's input side and back, in batches of crops per model call on the job's providers.
 
 The mask is finished as FaceFusion finishes it: scaled back to the crop's side, blurred, and
@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from facepipe.alignment import alignment_matrix
+from facepipe.models.alignment import alignment_matrix
 from facepipe.models.registry import ModelSpec
-from facepipe.runtime import BatchedSession, create_session
+from facepipe.models.runtime import BatchedSession, create_session
 
 # FaceFusion blurs its masks with sigma 5 px on a 256 px crop; as a fraction of the crop's side,
 # the edge is equally soft in face units at any crop size (pixel boost, 128 px inswapper crops).

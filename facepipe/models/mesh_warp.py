@@ -1,6 +1,6 @@
-"""The offline backend's dense-mesh swap behind the swapper interface (facepipe.mesh_swap does the
+"""The offline backend's dense-mesh swap behind the swapper interface (facepipe.models.mesh_swap does the
 work): the source is the record's crop and its 468 mesh points, each face its frame pixels around
-its mesh (crop kind landmark_box). ``shape_transfer`` (0-100; None: facepipe.mesh_swap's default)
+its mesh (crop kind landmark_box). ``shape_transfer`` (0-100; None: facepipe.models.mesh_swap's default)
 is how far each target face's shape moves towards the source's."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ class MeshWarp(ClassicSwap):
         self.shape_transfer = shape_transfer
 
     def swapper_class(self):
-        from facepipe.mesh_swap import MeshSwapper
+        from facepipe.models.mesh_swap import MeshSwapper
 
         return MeshSwapper
 
     def prepare_source(self, record: dict, where: str = "source embedding"):
-        from facepipe.mesh_swap import SHAPE_TRANSFER
+        from facepipe.models.mesh_swap import SHAPE_TRANSFER
 
         shape_transfer = SHAPE_TRANSFER if self.shape_transfer is None else int(self.shape_transfer)
         return self.swapper_class().from_source(record, where=where, shape_transfer=shape_transfer)

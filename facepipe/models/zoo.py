@@ -21,11 +21,12 @@ FAMILIES = {
     "xseg": "facepipe.models.occluder:Occluder",
     "bisenet": "facepipe.models.face_parser:FaceParser",
     # A backend's detector and recognizer run together, in its analyzer (load_analyzer).
-    "scrfd": "facepipe.faces:FaceAnalyzer",
-    "arcface": "facepipe.faces:FaceAnalyzer",
-    "dlib": "facepipe.offline:OfflineAnalyzer",
-    # MediaPipe's detector and its face mesh (the detector's `requires`) run in one analyzer.
-    "mediapipe": "facepipe.mesh:MeshAnalyzer",
+    "scrfd": "facepipe.models.face_analyzer:FaceAnalyzer",
+    "arcface": "facepipe.models.face_analyzer:FaceAnalyzer",
+    # MediaPipe's detector and its face mesh (the detector's `requires`) run in one analyzer, with
+    # dlib's identity model as its recognizer.
+    "mediapipe": "facepipe.models.face_mesh:MeshAnalyzer",
+    "dlib": "facepipe.models.face_mesh:MeshAnalyzer",
 }
 
 

@@ -1,0 +1,318 @@
+"""Face detection, alignment keypoints and identity embeddings, with insightface's model classes.
+
+The faces table (one row per detected face) is the contract between detection and the
+later stages: frame (1-based, matching the frame file), face (index in the frame),
+box x1..y2, det score, 5 keypoints and the 512-D identity embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from facepipe.models.alignment import alignment_matrix
+from facepipe.models.face_analyzer import FaceError, box_area
+from facepipe.media.tables import FACES_SCHEMA
+
+log = logging.getLogger(__name__)
+
+# landmarks: the offline backend's 468 mesh points (flattened; facepipe.models.face_mesh), which its swappers
+# need; null for the learned backend, and readers must not rely on the column being there.
+# crop: the face as the swapper takes it (encode_image), cut out at detection so the swap stage never
+# decodes the video: the aligned crop and its matrix (crop_matrix, frame -> crop) for the
+# learned swapper, or the landmarks' rectangle at (crop_x, crop_y) for the classic one.
+FACE_COLUMNS = FACES_SCHEMA.names  # the table's types: facepipe.media.tables
+
+
+# Crops are kept with a margin around the face, so the swap stage can re-align them to the
+# tracked (smoothed, interpolated) keypoints without decoding the video again. A held crop (see
+# face_rows) is cut where a face was just before or after a frame where it was missed; the
+# wider margin leaves room for the face to move while the detector misses it.
+CROP_MARGIN = 0.0625
+HOLD_MARGIN = 0.375
+# Detection embeds every face on one frame in IDENTITY_EVERY (counted over the whole video,
+# so the sample does not depend on how the video is split): enough for tracking and persons,
+# at a tenth of the recognizer's cost (dlib's CPU ResNet dominates offline detection).
+IDENTITY_EVERY = 10
+THUMB_SIZE = 24  # side of the frame thumbnails shot changes are found from (facepipe.faces.tracking)
+# Two detections on neighbouring frames are the same face when their boxes overlap this much.
+SAME_FACE_IOU = 0.3
+
+
+def parse_crop_kind(kind: str) -> tuple[str, int]:
+    """(template, side) of an aligned crop kind ``aligned:{template}:{side}`` (facepipe.models.
+    crop_kind); ("", 0) for ``landmark_box``; ValueError for anything else."""
+    if kind == "landmark_box":
+        return "", 0
+    parts = kind.split(":")
+    if len(parts) == 3 and parts[0] == "aligned" and parts[2].isdigit() and int(parts[2]) > 0:
+        from facepipe.models.alignment import TEMPLATES
+
+        if parts[1] in TEMPLATES:
+            return parts[1], int(parts[2])
+    raise ValueError(f"unknown crop kind {kind!r}; expected aligned:TEMPLATE:SIDE or landmark_box")
+
+
+def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict:
+    """The crop columns of one face (see FACE_COLUMNS) from its working frame (WorkFrame).
+
+    aligned:TEMPLATE:SIDE: the crop the swapper takes (the face's keypoints on TEMPLATE, SIDE px
+    square), on a canvas `margin` wider on every side; crop_matrix maps the frame to the canvas.
+    landmark_box: the frame's pixels around the landmarks' rectangle, `margin` wider, at
+    (crop_x, crop_y).
+    """
+    from facepipe.media.patches import encode_image
+
+    template, size = parse_crop_kind(kind)
+    if template:
+        pad = round(size * margin)
+        matrix = alignment_matrix(face["kps"], template, size)
+        matrix[:, 2] += pad
+        return {"crop": encode_image(frame.warp_bgr(matrix, size + 2 * pad)), "crop_x": 0, "crop_y": 0,
+                "crop_matrix": matrix.reshape(-1).tolist()}
+    from facepipe.models.classic_swap import _hull_bbox
+
+    img = frame.bgr()
+    x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), img.shape[:2], margin)
+    return {"crop": encode_image(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _matched(face: dict, faces: list[dict]) -> bool:
+    return any(box_iou(face["box"], other["box"]) >= SAME_FACE_IOU for other in faces)
+
+
+def frame_thumbnail(frame) -> bytes:
+    """A THUMB_SIZE-square BGR thumbnail of a working frame: what shot changes are found from."""
+    return frame.scaled_bgr((THUMB_SIZE, THUMB_SIZE)).tobytes()
+
+
+def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_frame: int = 1,
+              hold_frames: int = 0, identity_every: int = IDENTITY_EVERY,
+              thumbnails: list | None = None, progress=None) -> Iterator[list[dict]]:
+    """The faces-table rows of a segment's working frames (facepipe.media.video.WorkFrame, numbered
+    from 1), one list per frame; analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of
+    face crop to keep for the swap.
+
+    first_frame: the video's frame number (from 1) of the segment's first frame; faces are
+    embedded on video frames first_frame + n with n a multiple of identity_every.
+
+    hold_frames: where a face is found on one frame and not on the next (or the other way
+    round), up to this many frames on the side where it is missing get a *held* crop: cut at the
+    face's last (next) known place, marked hold=True, held_from = the frame it was found on. The
+    tracker interpolates the face over such a gap and swaps it from the held crops, so no stage
+    after this one decodes the video. Frames are handed on hold_frames late for this.
+
+    thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
+    progress: a facepipe.progress.Progress, told of every frame analysed.
+    """
+    from collections import deque
+
+    numbers, frames_kept = [], {}
+
+    def seen():
+        for frame in frames:
+            numbers.append(frame.number)
+            frames_kept[frame.number] = frame  # until its faces are cropped, just below
+            if thumbnails is not None:
+                thumbnails.append((frame.number, frame_thumbnail(frame)))
+            yield frame
+
+    def embeds(number: int) -> bool:
+        return (first_frame + number - 2) % identity_every == 0 if identity_every > 0 else False
+
+    # Every analyzer takes (working frame, embed?) pairs: the learned one works on the frames' YUV
+    # planes, the offline one spreads them over processes itself.
+    per_frame = analyzer.analyze_frames((frame, embeds(frame.number)) for frame in seen())
+
+    # Recent frames: (number, frame, faces, rows), handed on once hold_frames newer ones follow.
+    recent: deque = deque()
+    following: list[tuple[dict, int, int]] = []  # (face, frame it was last found on, frames left)
+    previous: list[dict] = []
+    counts = {"found": 0, "with_faces": 0, "held": 0}
+
+    def hold(entry, face: dict, found_on: int) -> None:
+        number, frame, _, rows = entry
+        row = _row(number, len(rows), face, hold=True, held_from=found_on)
+        if crop:
+            row.update(face_crop(frame, face, crop, HOLD_MARGIN))
+        rows.append(row)
+        counts["held"] += 1
+
+    for i, faces in enumerate(per_frame):
+        number = numbers[i]
+        frame = frames_kept.pop(number, None)
+        rows = []
+        for j, face in enumerate(faces):
+            row = _row(number, j, face)
+            if crop:
+                row.update(face_crop(frame, face, crop))
+            rows.append(row)
+        counts["found"] += len(rows)
+        counts["with_faces"] += bool(rows)
+        if progress is not None:
+            progress.update()
+        entry = (number, frame, faces, rows)
+        if crop and hold_frames > 0:
+            # Faces of the last frame not found on this one: held forward for hold_frames frames.
+            following = [(f, at, left) for f, at, left in following if not _matched(f, faces)]
+            following += [(f, number - 1, hold_frames) for f in previous if not _matched(f, faces)]
+            for f, at, left in following:
+                hold(entry, f, at)
+            following = [(f, at, left - 1) for f, at, left in following if left > 1]
+            # Faces found here but not on the last frame: held back over the frames before it.
+            for face in faces:
+                for back in reversed(recent):
+                    if back[0] < number - hold_frames or _matched(face, back[2]):
+                        break
+                    hold(back, face, number)
+            previous = faces
+        recent.append(entry)
+        while len(recent) > hold_frames:
+            yield recent.popleft()[3]
+    while recent:
+        yield recent.popleft()[3]
+    log.info("%d faces in %d frames (%d frames without a face); %d held crops for frames where a face "
+             "may have been missed", counts["found"], len(numbers), len(numbers) - counts["with_faces"],
+             counts["held"])
+
+
+def _row(number: int, index: int, face: dict, *, hold: bool = False, held_from: int = 0) -> dict:
+    x1, y1, x2, y2 = (float(v) for v in face["box"])
+    return {"frame": number, "face": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            "score": 0.0 if hold else face["score"], "kps": np.asarray(face["kps"]).reshape(-1).tolist(),
+            # None on frames outside the identity sample, and on held crops
+            "embedding": None if hold or face["embedding"] is None else face["embedding"].tolist(),
+            "landmarks": (np.asarray(face["landmarks"]).reshape(-1).tolist()
+                          if face.get("landmarks") is not None else None),
+            "hold": hold, "held_from": held_from,
+            "crop": None, "crop_x": 0, "crop_y": 0, "crop_matrix": None}
+
+
+def detect_frames(analyzer, frames: Iterable, crop: str | None = None, **kwargs) -> pd.DataFrame:
+    """face_rows as one table."""
+    return pd.DataFrame([row for rows in face_rows(analyzer, frames, crop, **kwargs) for row in rows],
+                        columns=FACE_COLUMNS)
+
+
+def write_faces(rows, path: str | Path) -> None:
+    """A faces table, from a DataFrame or from rows given frame by frame (face_rows), written
+    as it comes (facepipe.media.tables)."""
+    from facepipe.media.tables import write_table
+
+    if isinstance(rows, pd.DataFrame):
+        rows = [rows.to_dict("records")]
+    write_table(rows, path, FACES_SCHEMA)
+
+
+def read_faces(path: str | Path) -> pd.DataFrame:
+    """A whole faces table, verified (facepipe.media.integrity: a damaged one is removed and reported)."""
+    from facepipe.media.tables import read_table
+
+    return read_table(path)
+
+
+class OutsideCrop(ValueError):
+    """The tracked face does not fit the crop detection kept for it."""
+
+
+def swap_input(row, kps, landmarks=None, kind: str = "") -> tuple[np.ndarray, dict]:
+    """The crop the swapper takes for a face, from the crop detection kept (a faces-table row),
+    re-aligned to the tracked keypoints ``kps`` (or, landmark_box, cut around ``landmarks``).
+    ``kind``: the crop kind detection kept (facepipe.models.crop_kind).
+
+    Returns the crop and the arguments the swapper needs with it: ``matrix`` (frame -> aligned
+    crop) for a learned swapper; ``x``, ``y`` and ``landmarks`` for the classic one.
+    ValueError for a crop that is not what detection writes, so a damaged crop never reaches
+    the swapper (which would quietly resize it), or a face that moved out of its held crop.
+    """
+    from facepipe.media.patches import check_matrix, decode_image
+
+    if row.crop is None:
+        raise ValueError("it has no crop")
+    crop = decode_image(row.crop)
+    kps = np.asarray(kps, np.float64)
+    if kps.size != 10 or not np.isfinite(kps).all():
+        raise ValueError("its keypoints are not 10 finite numbers")
+    template, size = parse_crop_kind(kind)
+    if row.crop_matrix is not None:
+        if not template:
+            raise ValueError(f"it has an aligned crop, but the swap takes {kind}")
+        stored = check_matrix(row.crop_matrix, "crop matrix")
+        if crop.shape[0] != crop.shape[1] or crop.shape[0] < size:
+            raise ValueError(f"its aligned crop is {crop.shape[1]}x{crop.shape[0]}, not a square of {size} px or more")
+        matrix = alignment_matrix(kps, template, size)
+        # frame -> stored canvas -> aligned crop: the canvas point p is the frame point inv(stored) p.
+        to_crop = matrix @ np.vstack([cv2.invertAffineTransform(stored), [0, 0, 1]])
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+        inside = corners @ np.vstack([cv2.invertAffineTransform(to_crop), [0, 0, 1]]).T
+        if inside[:, :2].min() < -1 or inside[:, :2].max() > crop.shape[0] + 1:
+            raise OutsideCrop("the tracked face reaches outside the crop detection kept")
+        whole_pixels = np.allclose(to_crop[:, 2], np.round(to_crop[:, 2]), atol=1e-6)
+        if np.allclose(to_crop[:, :2], np.eye(2), atol=1e-9) and whole_pixels:
+            x, y = -int(round(to_crop[0, 2])), -int(round(to_crop[1, 2]))  # a whole-pixel shift: copied exactly
+            aligned = crop[y:y + size, x:x + size]
+        else:
+            aligned = cv2.warpAffine(crop, to_crop, (size, size), borderValue=0.0)
+        return np.ascontiguousarray(aligned), {"matrix": matrix}
+    if template:
+        raise ValueError(f"it has no crop matrix, but the swap takes an aligned crop ({kind})")
+    # landmark_box: the classic swapper works on the frame's own pixels around the landmarks.
+    landmarks = np.asarray(row.landmarks if landmarks is None else landmarks, np.float64)
+    # 68 points (dlib's layout) or the face mesh's 468 (facepipe.models.face_mesh), flattened.
+    if landmarks.size not in (136, 936) or not np.isfinite(landmarks).all():
+        raise ValueError("its crop has no matrix and no 68 or 468 finite landmarks")
+    if row.crop_x < 0 or row.crop_y < 0:
+        raise ValueError(f"its crop corner ({row.crop_x}, {row.crop_y}) is outside the frame")
+    lm = landmarks.reshape(-1, 2) - (row.crop_x, row.crop_y)
+    h, w = crop.shape[:2]
+    if lm.min() < 0 or (lm[:, 0] > w).any() or (lm[:, 1] > h).any():
+        raise OutsideCrop("the tracked face reaches outside the crop detection kept")
+    return crop, {"x": int(row.crop_x), "y": int(row.crop_y), "landmarks": landmarks.reshape(-1)}
+
+
+def pick_face(faces: list[dict], image: str | Path, face_index: int = -1) -> dict:
+    """The face of a source/reference image to use: the largest, unless an index is given."""
+    if not faces:
+        raise FaceError(f"no face found in image {str(image)!r}; use a photo with a clearly visible face")
+    if face_index is not None and face_index >= 0:
+        if face_index >= len(faces):
+            raise FaceError(f"image {str(image)!r} has {len(faces)} face(s); source_face={face_index} does not exist "
+                            f"(faces are numbered from 0, largest first)")
+        log.info("image %s: %d faces, using face %d as asked", image, len(faces), face_index)
+        return faces[face_index]
+    if len(faces) > 1:
+        log.warning("image %s has %d faces: using the largest (set source_face=N to choose; 0 = largest)",
+                    image, len(faces))
+    return faces[0]
+
+
+def detect_segment(analyzer, frames: Iterable, manifest: dict, segment: str, faces_out: str | Path,
+                   frames_out: str | Path, *, crop: str, hold_frames: int,
+                   identity_every: int = IDENTITY_EVERY) -> None:
+    """Detection of one segment: its faces table (face_rows, written as it comes) and its frames
+    table (a thumbnail per frame, facepipe.faces.tracking finds shot changes from it)."""
+    from facepipe.progress import Progress
+    from facepipe.media.tables import FRAMES_SCHEMA, write_table
+
+    from facepipe.media.video import planned_starts
+
+    first = planned_starts(manifest)[segment] + 1
+    thumbnails: list = []
+    with Progress(manifest["segments"][segment], f"detect_faces {segment}", log) as progress:
+        write_faces(face_rows(analyzer, frames, crop, first_frame=first, hold_frames=hold_frames,
+                              identity_every=identity_every, thumbnails=thumbnails, progress=progress), faces_out)
+    write_table([[{"frame": n, "thumb": t} for n, t in thumbnails]], frames_out, FRAMES_SCHEMA)

@@ -1,0 +1,539 @@
+"""Faces followed through the whole video: tracks, the gaps in them, and the persons they belong to.
+
+Detection decides frame by frame; this stage, run once per job on the faces tables of all its
+segments (tables only: no video is decoded), makes the decisions that need the whole video:
+
+- **Shots.** A shot change is where a frame's thumbnail differs from the one before by more than
+  ``shot_threshold`` (the mean absolute difference of the HSV channels on a 0-255 scale, as
+  PySceneDetect's content detector measures it). No track crosses a shot change.
+- **Tracks.** Detections on successive frames are linked by an optimal assignment
+  (scipy's linear_sum_assignment) on box overlap with the track's predicted box, keypoint
+  distance and, on frames where detection sampled one, identity distance. A track survives up
+  to ``track_gap`` frames without a detection. Segment boundaries are invisible here.
+- **Gaps.** Inside a track, frames where the face was missed get interpolated boxes, keypoints
+  and landmarks, and the crop detection held for that frame (facepipe.faces.detection.face_rows).
+- **Smoothing.** Keypoints and landmarks are smoothed along each track with a Gaussian of
+  ``smoothing`` frames (0 = off); centred, so the face does not lag behind the head.
+- **Persons.** Tracks are grouped by identity (SciPy's average-linkage clustering of their mean
+  embeddings, cut at the backend's same-person distance); two tracks seen on one frame are never
+  one person. A track
+  too short to hold an identity sample joins the track it continues in place (same shot).
+  Persons are numbered from 1 in order of first appearance: the cast ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from facepipe.faces.detection import box_iou
+
+log = logging.getLogger(__name__)
+
+# Columns of the faces tables the tracker reads (never the crops).
+DETECTION_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks",
+                     "hold", "held_from"]
+# Linking gates: a detection continues a track when its box overlaps the track's predicted box
+# this much, or its centre is this close (in face sizes): a face moving fast still links.
+LINK_IOU = 0.1
+LINK_CENTRE = 0.6
+# A held crop serves an interpolated face whose box it overlaps this much.
+HOLD_IOU = 0.3
+# Same-person distances between track identities, per embedding metric (facepipe.models.backends.METRICS):
+# ArcFace cosine distance (one person over a video is typically 0.2-0.5, two people 0.8-1.0);
+# dlib's Euclidean distance (0.6 is dlib's own cut-off; stricter, as for reference matching).
+PERSON_DISTANCE = {"cosine": 0.5, "euclidean": 0.5}
+# A track without an identity sample joins a person's track ending or starting this close in time.
+IDENTITY_REACH = 10
+# The distance given to two tracks seen on the same frame: larger than any average-linkage
+# height that a group could bring under the threshold.
+APART = 1e9
+# Identity samples kept per person (evenly spread over their frames) for reference matching.
+IDENTITY_SAMPLES = 32
+# Linking refuses a detection whose identity is this far from the track's latest.
+LINK_DISTANCE = {"cosine": 0.7, "euclidean": 0.65}
+
+
+@dataclass
+class Segment:
+    name: str
+    start: int  # the video frame number (from 1) of the segment's first frame, minus one
+    faces: Path
+    frames: Path
+
+
+@dataclass
+class Track:
+    id: int
+    shot: int
+    frames: list[int] = field(default_factory=list)
+    rows: list = field(default_factory=list)  # detection rows (pandas namedtuples)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    person: int = 0
+
+    @property
+    def last(self):
+        return self.rows[-1]
+
+    def predicted_box(self, frame: int) -> np.ndarray:
+        box = _box(self.rows[-1])
+        if len(self.rows) > 1:
+            step = self.frames[-1] - self.frames[-2]
+            velocity = (box - _box(self.rows[-2])) / max(step, 1)
+            box = box + velocity * (frame - self.frames[-1])
+        return box
+
+
+def _box(row) -> np.ndarray:
+    return np.array([row.x1, row.y1, row.x2, row.y2], np.float64)
+
+
+def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
+    """Identity distance in a backend's metric (cosine for ArcFace, Euclidean for dlib)."""
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if metric == "cosine":
+        return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    if metric == "euclidean":
+        return float(np.linalg.norm(a - b))
+    raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
+
+
+def identity(embeddings: list[np.ndarray], metric: str) -> np.ndarray | None:
+    """One identity from several samples: the mean (of unit vectors, for cosine)."""
+    if not embeddings:
+        return None
+    stack = np.stack([np.asarray(e, np.float64).reshape(-1) for e in embeddings])
+    if metric == "cosine":
+        stack /= np.linalg.norm(stack, axis=1, keepdims=True) + 1e-12
+    return stack.mean(axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shots
+
+
+def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
+    """Video frames that start a new shot (not frame 1): where the thumbnail's mean absolute
+    HSV difference from the previous frame's reaches ``threshold`` (0 = never)."""
+    if threshold <= 0:
+        return []
+    from facepipe.faces.detection import THUMB_SIZE
+
+    cuts, before = [], None
+    for frame in sorted(thumbnails):
+        img = np.frombuffer(thumbnails[frame], np.uint8).reshape(THUMB_SIZE, THUMB_SIZE, 3)
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV_FULL).astype(np.float32)
+        if before is not None and before[0] == frame - 1:
+            if float(np.abs(hsv - before[1]).mean()) >= threshold:
+                cuts.append(frame)
+        before = (frame, hsv)
+    return cuts
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the segments
+
+
+def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, bytes]]:
+    """Every segment's faces (video frame numbers added) and frame thumbnails, verified."""
+    from facepipe.media.integrity import reject
+    from facepipe.media.tables import open_table
+
+    tables, thumbs = [], {}
+    for seg in segments:
+        try:
+            table = open_table(seg.faces).read(columns=DETECTION_COLUMNS).to_pandas()
+        except (OSError, ValueError, KeyError) as exc:
+            reject(seg.faces, f"it cannot be read as a faces table ({exc})")
+        table["segment"] = seg.name
+        table["seg_frame"] = table["frame"]
+        table["frame"] = table["frame"] + seg.start
+        tables.append(table)
+        frames = open_table(seg.frames).read().to_pandas()
+        thumbs.update(zip((frames["frame"] + seg.start).tolist(), frames["thumb"].tolist()))
+    faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
+    return faces, thumbs
+
+
+# ---------------------------------------------------------------------------------------------
+# Linking
+
+
+def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: str) -> list[Track]:
+    """Detections (not held crops) linked into tracks, frame by frame."""
+    import bisect
+    from itertools import groupby
+
+    tracks: list[Track] = []
+    active: list[Track] = []
+    far = LINK_DISTANCE[metric]
+    ordered = detections.sort_values(["frame", "face"]).itertuples(index=False)
+    for frame, group in groupby(ordered, key=lambda row: row.frame):
+        shot = bisect.bisect_right(cuts, frame)
+        active = [t for t in active if t.shot == shot and frame - t.frames[-1] <= track_gap + 1]
+        rows = list(group)
+        cost = _link_costs(active, rows, frame, metric, far)
+        taken = set()
+        for i, j in _assignment(cost):
+            _extend(active[i], frame, rows[j])
+            taken.add(j)
+        for j, row in enumerate(rows):
+            if j not in taken:
+                track = Track(id=len(tracks) + 1, shot=shot)
+                _extend(track, frame, row)
+                tracks.append(track)
+                active.append(track)
+    return tracks
+
+
+def _link_costs(active: list[Track], rows: list, frame: int, metric: str, far: float) -> np.ndarray:
+    """Cost of continuing each active track with each detection of the frame (inf: not allowed):
+    1 - overlap with the track's predicted box, plus the centre distance and the keypoints' mean
+    move (both in face sizes), plus the identity distance where both have one. All pairs at once,
+    so a frame full of faces costs array operations, not a Python loop per pair."""
+    if not active or not rows:
+        return np.full((len(active), len(rows)), np.inf)
+    if len(active) == 1 and len(rows) == 1:
+        # One face followed on one frame, the usual case: the same sums on Python floats cost a
+        # tenth of the array operations' set-up.
+        return np.array([[_link_cost(active[0], rows[0], frame, metric, far)]])
+    pred = np.stack([t.predicted_box(frame) for t in active])
+    boxes = np.stack([_box(r) for r in rows])
+    pr, bx = pred[:, None], boxes[None, :]  # every predicted box against every detected one
+    ix = np.clip(np.minimum(pr[..., 2], bx[..., 2]) - np.maximum(pr[..., 0], bx[..., 0]), 0, None)
+    iy = np.clip(np.minimum(pr[..., 3], bx[..., 3]) - np.maximum(pr[..., 1], bx[..., 1]), 0, None)
+    area = lambda b: np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)  # noqa: E731
+    union = area(pred)[:, None] + area(boxes)[None, :] - ix * iy
+    iou = np.where(union > 0, ix * iy / np.where(union > 0, union, 1), 0.0)
+    size = np.sqrt(np.maximum((pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1]), 1.0))[:, None]
+    centre = np.linalg.norm((pred[:, None, :2] + pred[:, None, 2:]) / 2 - (boxes[None, :, :2] + boxes[None, :, 2:]) / 2,
+                            axis=2) / size
+    last_kps = np.stack([np.asarray(t.last.kps, np.float64) for t in active])
+    kps = np.stack([np.asarray(r.kps, np.float64) for r in rows])
+    move = np.abs(kps[None] - last_kps[:, None]).mean(axis=2) / size
+    cost = (1.0 - iou) + centre + move
+    allowed = (iou >= LINK_IOU) | (centre <= LINK_CENTRE)
+    with_id = [i for i, t in enumerate(active) if t.embeddings]
+    rows_id = [j for j, r in enumerate(rows) if r.embedding is not None]
+    if with_id and rows_id:
+        d = distances(np.stack([np.asarray(active[i].embeddings[-1], np.float64) for i in with_id]),
+                      np.stack([np.asarray(rows[j].embedding, np.float64) for j in rows_id]), metric)
+        block = np.ix_(with_id, rows_id)
+        cost[block] += d
+        allowed[block] &= d <= far
+    return np.where(allowed, cost, np.inf)
+
+
+def _link_cost(track: Track, row, frame: int, metric: str, far: float) -> float:
+    """_link_costs for one track and one detection."""
+    px1, py1, px2, py2 = (float(v) for v in track.predicted_box(frame))
+    x1, y1, x2, y2 = float(row.x1), float(row.y1), float(row.x2), float(row.y2)
+    inter = max(0.0, min(px2, x2) - max(px1, x1)) * max(0.0, min(py2, y2) - max(py1, y1))
+    union = max(0.0, px2 - px1) * max(0.0, py2 - py1) + max(0.0, x2 - x1) * max(0.0, y2 - y1) - inter
+    iou = inter / union if union > 0 else 0.0
+    size = max((px2 - px1) * (py2 - py1), 1.0) ** 0.5
+    centre = float(np.hypot((px1 + px2) / 2 - (x1 + x2) / 2, (py1 + py2) / 2 - (y1 + y2) / 2)) / size
+    move = float(np.abs(np.asarray(row.kps, np.float64) - np.asarray(track.last.kps, np.float64)).mean()) / size
+    cost = (1.0 - iou) + centre + move
+    allowed = iou >= LINK_IOU or centre <= LINK_CENTRE
+    if track.embeddings and row.embedding is not None:
+        d = distance(track.embeddings[-1], row.embedding, metric)
+        cost += d
+        allowed = allowed and d <= far
+    return cost if allowed else np.inf
+
+
+def distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """distance() between every row of a and every row of b."""
+    if metric == "cosine":
+        unit = lambda m: m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)  # noqa: E731
+        return 1.0 - unit(a) @ unit(b).T
+    if metric == "euclidean":
+        return np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+    raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
+
+
+def _assignment(cost: np.ndarray) -> list[tuple[int, int]]:
+    """The pairs (track, detection) of least total cost among the finite ones. Where no track
+    and no detection has a choice (the usual case), that is every finite pair, found without
+    the solver."""
+    finite = np.isfinite(cost)
+    if not finite.any():
+        return []
+    if (finite.sum(axis=0) <= 1).all() and (finite.sum(axis=1) <= 1).all():
+        return [(int(i), int(j)) for i, j in zip(*np.nonzero(finite))]
+    from scipy.optimize import linear_sum_assignment
+
+    pairs = zip(*linear_sum_assignment(np.where(finite, cost, 1e9)))
+    return [(int(i), int(j)) for i, j in pairs if finite[i, j]]
+
+
+def _extend(track: Track, frame: int, row) -> None:
+    track.frames.append(frame)
+    track.rows.append(row)
+    if row.embedding is not None:
+        track.embeddings.append(np.asarray(row.embedding, np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Persons
+
+
+def group_persons(tracks: list[Track], *, metric: str, threshold: float | None = None, reach: int = 10) -> None:
+    """Set each track's person: average-linkage clustering (SciPy) of the tracks' identities, cut
+    at the same-person distance, never joining two tracks seen on the same frame. A track too
+    short to hold an identity sample then joins the person whose track ends (or starts) at the
+    same place within `reach` frames in the same shot."""
+    threshold = PERSON_DISTANCE[metric] if threshold is None else threshold
+    labels = {id(t): i for i, t in enumerate(tracks)}  # every track on its own, to start with
+    known = [t for t in tracks if t.embeddings]
+    if len(known) > 1:
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import pdist, squareform
+
+        ids = np.stack([identity(t.embeddings, metric) for t in known])
+        square = squareform(pdist(ids, "cosine" if metric == "cosine" else "euclidean"))
+        # Two tracks on one frame are two people: a distance no average of a group can bring
+        # under the threshold keeps them (and any groups holding them) apart.
+        by_frame: dict[int, list[int]] = {}
+        for i, t in enumerate(known):
+            for f in t.frames:
+                by_frame.setdefault(f, []).append(i)
+        for members in by_frame.values():
+            if len(members) > 1:
+                square[np.ix_(members, members)] = APART
+        np.fill_diagonal(square, 0.0)
+        groups = fcluster(linkage(squareform(square, checks=False), "average"), threshold, criterion="distance")
+        for t, g in zip(known, groups):
+            labels[id(t)] = len(tracks) + int(g)
+    clusters: dict[int, dict] = {}
+    for t in tracks:
+        cluster = clusters.setdefault(labels[id(t)], {"tracks": [], "frames": set()})
+        cluster["tracks"].append(t)
+        cluster["frames"] |= set(t.frames)
+    clusters_list = list(clusters.values())
+    for i, cluster in enumerate(clusters_list):
+        for track in cluster["tracks"]:
+            track.person = i
+    _attach_unidentified(tracks, clusters_list, reach)
+    clusters_list = [c for c in clusters_list if c["tracks"]]
+    clusters_list.sort(key=lambda c: (min(min(t.frames) for t in c["tracks"]), min(t.id for t in c["tracks"])))
+    for number, cluster in enumerate(clusters_list, start=1):
+        for track in cluster["tracks"]:
+            track.person = number
+
+
+def _attach_unidentified(tracks: list[Track], clusters: list[dict], reach: int) -> None:
+    """A track without an identity sample (shorter than the sampling interval, e.g. a face back
+    for a few frames after a longer miss than track_gap) joins the person of the nearest track in
+    time that ends before it (or starts after it) within `reach` frames in the same shot, at the
+    same place, and is not on screen at the same time."""
+    import bisect
+
+    # Tracks by the frame they end on and the frame they start on: only those within reach are looked at.
+    by_end = sorted(tracks, key=lambda t: t.frames[-1])
+    ends = [t.frames[-1] for t in by_end]
+    by_start = sorted(tracks, key=lambda t: t.frames[0])
+    starts = [t.frames[0] for t in by_start]
+    for track in by_start:
+        if track.embeddings or len(clusters[track.person]["tracks"]) > 1:
+            continue
+        first, last = _box(track.rows[0]), _box(track.rows[-1])
+        best = None
+        before = by_end[bisect.bisect_left(ends, track.frames[0] - reach):bisect.bisect_left(ends, track.frames[0])]
+        after = by_start[bisect.bisect_right(starts, track.frames[-1]):
+                         bisect.bisect_right(starts, track.frames[-1] + reach)]
+        for other in before + after:
+            if other is track or other.shot != track.shot or other.person == track.person:
+                continue
+            if 0 < track.frames[0] - other.frames[-1] <= reach:
+                gap, a, b = track.frames[0] - other.frames[-1], _box(other.rows[-1]), first
+            elif 0 < other.frames[0] - track.frames[-1] <= reach:
+                gap, a, b = other.frames[0] - track.frames[-1], last, _box(other.rows[0])
+            else:
+                continue
+            if not _same_place(a, b) or clusters[other.person]["frames"] & set(track.frames):
+                continue
+            if best is None or gap < best[0]:
+                best = (gap, other)
+        if best is not None:
+            own, target = clusters[track.person], clusters[best[1].person]
+            own["tracks"].remove(track)
+            own["frames"] -= set(track.frames)
+            target["tracks"].append(track)
+            target["frames"] |= set(track.frames)
+            track.person = best[1].person
+
+
+def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
+    size = np.sqrt(max((a[2] - a[0]) * (a[3] - a[1]), 1.0))
+    centre = np.hypot(*((a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2)) / size
+    return box_iou(a, b) >= LINK_IOU or centre <= LINK_CENTRE
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole stage
+
+
+@dataclass
+class TrackingResult:
+    tracks: pd.DataFrame  # TRACKS_SCHEMA rows
+    persons: list[dict]
+    cuts: list[int]
+    filled: int
+    unfilled: int
+
+
+def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, shot_threshold: float,
+                metric: str, fps: float = 0.0) -> TrackingResult:
+    """Tracks, gaps, smoothing and persons of a job (see the module's description)."""
+    faces, thumbs = read_detections(segments)
+    cuts = shot_changes(thumbs, shot_threshold)
+    detected = faces[~faces["hold"].astype(bool)]
+    held = faces[faces["hold"].astype(bool)]
+    held_at = {frame: list(group.itertuples(index=False)) for frame, group in held.groupby("frame")}
+    tracks = link(detected, cuts, track_gap=track_gap, metric=metric)
+    group_persons(tracks, metric=metric, reach=max(2 * track_gap, IDENTITY_REACH))
+    rows, filled, unfilled = [], 0, 0
+    for track in tracks:
+        track_rows, f, u = _track_rows(track, held_at)
+        filled, unfilled = filled + f, unfilled + u
+        rows += _smoothed(track_rows, smoothing)
+    columns = ["frame", "segment", "seg_frame", "face", "filled", "track", "person", "x1", "y1", "x2", "y2",
+               "kps", "landmarks", "embedding"]
+    table = pd.DataFrame(rows, columns=columns)
+    if len(table):
+        table = table.sort_values(["frame", "person", "track"], ignore_index=True)
+    persons = describe_persons(table, fps)
+    log.info("%d detections in %d tracks of %d persons; %d shot changes %s; %d missed frames filled "
+             "inside tracks, %d left (no held crop covered them)", len(detected), len(tracks), len(persons),
+             len(cuts), cuts[:20], filled, unfilled)
+    return TrackingResult(table, persons, cuts, filled, unfilled)
+
+
+def _track_rows(track: Track, held_at: dict) -> tuple[list[dict], int, int]:
+    """A track's rows, with its gaps filled from held crops where one covers the face."""
+    out, filled, unfilled = [], 0, 0
+    for k, (frame, row) in enumerate(zip(track.frames, track.rows)):
+        if k:
+            before_frame, before = track.frames[k - 1], track.rows[k - 1]
+            for f in range(before_frame + 1, frame):
+                t = (f - before_frame) / (frame - before_frame)
+                box = (1 - t) * _box(before) + t * _box(row)
+                hold = max(held_at.get(f, []), key=lambda h: box_iou(_box(h), box), default=None)
+                if hold is None or box_iou(_box(hold), box) < HOLD_IOU:
+                    unfilled += 1
+                    continue
+                lm = (None if before.landmarks is None or row.landmarks is None
+                      else (1 - t) * np.asarray(before.landmarks) + t * np.asarray(row.landmarks))
+                out.append(_out_row(track, f, hold, box, (1 - t) * np.asarray(before.kps) + t * np.asarray(row.kps),
+                                    lm, filled=True))
+                filled += 1
+        out.append(_out_row(track, frame, row, _box(row), np.asarray(row.kps),
+                            None if row.landmarks is None else np.asarray(row.landmarks), filled=False))
+    return out, filled, unfilled
+
+
+def _out_row(track: Track, frame: int, row, box, kps, landmarks, *, filled: bool) -> dict:
+    return {"frame": frame, "segment": row.segment, "seg_frame": int(row.seg_frame), "face": int(row.face),
+            "filled": filled, "track": track.id, "person": track.person,
+            "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
+            "kps": np.asarray(kps, np.float64),
+            "landmarks": None if landmarks is None else np.asarray(landmarks, np.float64),
+            "embedding": None if filled or row.embedding is None else np.asarray(row.embedding, np.float64)}
+
+
+def _smoothed(rows: list[dict], sigma: float) -> list[dict]:
+    """Keypoints and landmarks smoothed along a track (a centred Gaussian of sigma frames).
+
+    The track's frames are consecutive once its gaps are filled; a gap that stayed open (no held
+    crop) is smoothed across as if it were filled, which is what the face did in it.
+    """
+    if sigma <= 0 or len(rows) < 2:
+        for row in rows:
+            row["kps"] = row["kps"].tolist()
+            row["landmarks"] = None if row["landmarks"] is None else row["landmarks"].tolist()
+            row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
+        return rows
+    kps = _gaussian(np.stack([r["kps"] for r in rows]), sigma)
+    has_lm = all(r["landmarks"] is not None for r in rows)
+    lms = _gaussian(np.stack([r["landmarks"] for r in rows]), sigma) if has_lm else None
+    for i, row in enumerate(rows):
+        row["kps"] = kps[i].tolist()
+        row["landmarks"] = lms[i].tolist() if has_lm else None
+        row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
+    return rows
+
+
+def _gaussian(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Each column smoothed along the rows by a Gaussian of sigma rows, the ends repeated
+    (OpenCV's separable filter: scipy.ndimage.gaussian_filter1d's mode="nearest", truncate=4)."""
+    size = 2 * int(4 * sigma + 0.5) + 1
+    kernel = cv2.getGaussianKernel(size, sigma, cv2.CV_64F)
+    return cv2.sepFilter2D(np.ascontiguousarray(values, np.float64), cv2.CV_64F, np.ones(1), kernel,
+                           borderType=cv2.BORDER_REPLICATE)
+
+
+def describe_persons(table: pd.DataFrame, fps: float) -> list[dict]:
+    """The cast: per person, frames on screen, screen time, first and last frame, face area and
+    the detected face (not interpolated) with the largest box, for a thumbnail."""
+    persons = []
+    if table.empty:
+        return persons
+    area = (table["x2"] - table["x1"]).clip(lower=0) * (table["y2"] - table["y1"]).clip(lower=0)
+    table = table.assign(area=area)
+    for person, rows in table.groupby("person", sort=True):
+        detected = rows[~rows["filled"]]
+        best = (detected if len(detected) else rows).sort_values(["area", "frame"], ascending=[False, True]).iloc[0]
+        frames = int(rows["frame"].nunique())
+        samples = [e for e in rows["embedding"] if e is not None]
+        if len(samples) > IDENTITY_SAMPLES:
+            samples = [samples[i] for i in np.linspace(0, len(samples) - 1, IDENTITY_SAMPLES).round().astype(int)]
+        persons.append({
+            "person": int(person), "frames": frames,
+            "seconds": round(frames / fps, 3) if fps > 0 else None,
+            "first_frame": int(rows["frame"].min()), "last_frame": int(rows["frame"].max()),
+            "tracks": int(rows["track"].nunique()), "filled": int(rows["filled"].sum()),
+            "presence": float(rows["area"].sum()),
+            "thumbnail": {"segment": str(best["segment"]), "frame": int(best["seg_frame"]),
+                          "face": int(best["face"])},
+            "identity": [np.round(np.asarray(e, np.float64), 5).tolist() for e in samples],
+        })
+    return persons
+
+
+def segments_of(manifest: dict, faces_dir: str | Path) -> list[Segment]:
+    """The job's segments in order, with the video frame each starts after."""
+    from facepipe.media.video import planned_starts
+
+    faces_dir = Path(faces_dir)
+    starts = planned_starts(manifest)
+    return [Segment(name, starts[name], faces_dir / f"{name}.parquet", faces_dir / f"{name}.frames.parquet")
+            for name in sorted(manifest["segments"])]
+
+
+def run_tracking(manifest: dict, faces_dir: str | Path, tracks_out: str | Path, persons_out: str | Path, *,
+                 track_gap: int, smoothing: float, shot_threshold: float, metric: str) -> TrackingResult:
+    """The tracking stage of a job: reads its faces tables, writes its tracks table (a row group
+    per segment, so the swap of one segment reads its own rows) and its persons (sealed JSON)."""
+    from fractions import Fraction
+
+    from facepipe.media.integrity import write_sealed_json
+    from facepipe.media.tables import TRACKS_SCHEMA, TableWriter
+
+    fps = float(Fraction(manifest["fps"])) if not manifest["is_image"] else 0.0
+    result = track_faces(segments_of(manifest, faces_dir), track_gap=track_gap, smoothing=smoothing,
+                         shot_threshold=shot_threshold, metric=metric, fps=fps)
+    with TableWriter(tracks_out, TRACKS_SCHEMA) as writer:
+        for _, rows in result.tracks.groupby("segment", sort=True):
+            writer.add(rows.to_dict("records"))
+            writer.flush()
+    write_sealed_json(persons_out, {"fps": fps, "frames": manifest["frames"], "cuts": result.cuts,
+                                    "filled": result.filled, "unfilled": result.unfilled,
+                                    "persons": result.persons})
+    return result

@@ -1,0 +1,160 @@
+"""Media I/O: probing the target, reading images, running ffmpeg, muxing the result.
+
+FFmpeg comes from the `imageio-ffmpeg` wheel (no system ffmpeg needed); probing uses PyAV
+so that frame counts come from the real packets rather than from the container header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+AI_LABEL = "AI-generated: face swapped by facepipe (synthetic media)"
+# The PNG text chunk holding a result's provenance record (facepipe.workflow.provenance).
+RECORD_KEY = "facepipe_record"
+
+
+class MediaError(Exception):
+    """A target or source file that cannot be used; the message names the file and the problem."""
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically so a killed job never leaves a half-written file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json_text(data))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): nothing left behind
+
+
+def json_text(data: dict) -> str:
+    """How the workflow writes its JSON files (stable: equal data, equal bytes)."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | Path):
+    """Fill a directory output under a temporary name and move it into place only when complete.
+
+    A killed job then leaves `<dir>.partial`, never a half-filled output that a later run could
+    take for finished (Snakemake's own incomplete markers are not checked for every job that a
+    checkpoint adds to the DAG). A stale `.partial` from an earlier kill is removed first.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(partial, path)
+    finally:
+        # A failure (a full disk, a bad target) leaves nothing half-made to fill the disk.
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+class AtomicWriter:
+    """A writer used as a context manager: close() (the output appears under its name) when the
+    block ends normally, abort() (nothing is left) when it raises. Subclasses define both."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:
+            # close() itself can fail (the last write or the footer hits a full disk): the
+            # temporary file must go as well, or it keeps the disk full.
+            self.abort()
+            raise
+
+
+def check_input_file(path: str | Path, role: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{role} file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise MediaError(f"{role} path {str(path)!r} is a directory, expected a video or image file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{role} file {str(path)!r} is empty (0 bytes)")
+    return path
+
+
+def read_image(path: str | Path, role: str = "image") -> np.ndarray:
+    """Read an image as BGR uint8; unicode and odd characters in the path are fine."""
+    path = check_input_file(path, role)
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise MediaError(f"{role} file {str(path)!r} is not a readable image")
+    return img
+
+
+def write_png(path: str | Path, img: np.ndarray, compression: int = 1) -> None:
+    # Low PNG compression: frames are intermediates, speed matters more than size.
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise MediaError(f"could not encode PNG for {path}")
+    buf.tofile(str(path))
+
+
+def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = None,
+                       texts: dict[str, str] | None = None) -> None:
+    """Write a still result (BGR) marked as AI-generated in a PNG text chunk, and its record
+    (read_result_record) in another; texts: more text chunks (a sheet's layout)."""
+    from PIL import Image, PngImagePlugin
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", AI_LABEL)
+    info.add_text("Software", "facepipe")
+    if record is not None:
+        # Pillow writes an iTXt chunk (UTF-8) when the text is not Latin-1.
+        info.add_text(RECORD_KEY, record)
+    for key, text in (texts or {}).items():
+        info.add_text(key, text)
+    tmp = temporary_beside(out, ".png")
+    try:
+        Image.fromarray(np.ascontiguousarray(img[:, :, ::-1])).save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def temporary_beside(out: str | Path, suffix: str) -> Path:
+    """A temporary file's path in out's folder, named after a digest of out's name: the same job
+    reuses (and so replaces) its own leftovers, and the name stays short whatever the job is
+    called (results/NAME.mp4 may already be at the file system's name limit)."""
+    import hashlib
+
+    out = Path(out)
+    return out.with_name(f".{hashlib.sha256(out.name.encode()).hexdigest()[:12]}.partial{suffix}")

