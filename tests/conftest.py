@@ -1,14 +1,8 @@
-import shutil
-import sys
-from pathlib import Path
+"""Session fixtures: the photos and clips many tests share, made once from installed packages."""
+
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# The benchmarks' own modules (tools/fullsize.py, tools/modelbench.py) are not in the product
-# package; their tests import them from tools/, as the benchmark scripts there do.
-sys.path.append(str(REPO / "tools"))
-WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
 
 
 @pytest.fixture(scope="session")
@@ -22,18 +16,6 @@ def media_dir(tmp_path_factory):
                    audio=False)
     demo.write_astronaut(d / "astronaut.png")
     return d
-
-
-def copy_workflow(dest: Path) -> Path:
-    """A fresh copy of the workflow, so each test owns its work/, results/ and .snakemake/."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in WORKFLOW_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part)
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
 
 
 # Real photos shipped inside installed packages, read once per session: insightface's group

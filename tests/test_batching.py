@@ -11,7 +11,7 @@ from facepipe.models.download import ChecksumError, verify_before_use
 from facepipe.models import batched_path
 from facepipe.models.standin import build_standin
 from facepipe.media.patches import Patch
-from model_helpers import INSWAPPER_CROP, inswapper, restorer, swap_crops
+from tests.model_helpers import INSWAPPER_CROP, inswapper, restorer, swap_crops
 
 
 @pytest.fixture(scope="module")

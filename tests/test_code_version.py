@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, copy_workflow
-from workflow_helpers import pin_backend, planned_jobs, snakemake, write_sheet
+from tests.workflow_helpers import REPO, copy_workflow
+from tests.workflow_helpers import pin_backend, planned_jobs, snakemake, write_sheet
 
 from facepipe.workflow import provenance
 from facepipe.media.ffmpeg import read_result_record

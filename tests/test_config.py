@@ -6,8 +6,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from conftest import copy_workflow
-from workflow_helpers import pin_backend, snakemake, write_sheet
+from tests.workflow_helpers import copy_workflow
+from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe.workflow.jobs import JobError, build_jobs, check_config, read_sheet
 from facepipe.workflow.preflight import PreflightError, check_encoder, check_input_files, check_jobs, target_kind
@@ -20,7 +20,7 @@ SCHEMA = "config/schemas/config.schema.yaml"
 
 @pytest.mark.parametrize("typo, nearest", [("enhacer", "enhancer"), ("max_heigth", "max_height")])
 def test_unknown_config_key_names_the_nearest(typo, nearest):
-    from conftest import REPO
+    from tests.workflow_helpers import REPO
 
     with pytest.raises(JobError, match=f"unknown configuration key '{typo}'.*did you mean '{nearest}'"):
         check_config({"crf": 18, typo: 1}, REPO / SCHEMA)
@@ -28,7 +28,7 @@ def test_unknown_config_key_names_the_nearest(typo, nearest):
 
 @pytest.mark.parametrize("word, value", [("true", True), ("False", False), ("yes", True), ("0", False)])
 def test_booleans_read_as_written(word, value):
-    from conftest import REPO
+    from tests.workflow_helpers import REPO
 
     config = {"keep_intermediates": word}
     check_config(config, REPO / SCHEMA)

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow
-from workflow_helpers import snakemake
+from tests.workflow_helpers import REPO, copy_workflow
+from tests.workflow_helpers import snakemake
 
 
 @pytest.fixture()

@@ -15,13 +15,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import copy_workflow
+from tests.workflow_helpers import copy_workflow
 from snakemake.iocontainers import Namedlist, Wildcards
 
 from facepipe import gpu
 from facepipe.media import ffmpeg, files
 from facepipe.workflow import rule_script
-from facepipe.slurmprobe import env_for_local_snakemake
+from tools.slurmprobe import env_for_local_snakemake
 from facepipe.media.tables import PATCHES_SCHEMA, TableWriter
 from facepipe.media.video import SegmentWriter
 

@@ -65,8 +65,8 @@ def test_insightface_loads_the_fp16_swapper(pair):
 def test_fp16_swapper_is_made_not_downloaded(tmp_path, media_dir):
     import shutil
 
-    from conftest import copy_workflow
-    from workflow_helpers import snakemake
+    from tests.workflow_helpers import copy_workflow
+    from tests.workflow_helpers import snakemake
 
     wd = copy_workflow(tmp_path / "wf")
     shutil.copy(media_dir / "clip.mp4", wd / "clip.mp4")

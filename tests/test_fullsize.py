@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from fullsize import REAL_PARAMS, make_fullsize, size_of
-from modelbench import model_files, time_model
+from tools.fullsize import REAL_PARAMS, make_fullsize, size_of
+from tools.modelbench import model_files, time_model
 from facepipe.models.standin import SIGNATURES
 
 

@@ -13,9 +13,9 @@ import shutil
 import av
 import numpy as np
 import pytest
-from conftest import copy_workflow
+from tests.workflow_helpers import copy_workflow
 from test_integrity import flip_bytes
-from workflow_helpers import pin_backend, snakemake, write_sheet
+from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe.media import integrity
 

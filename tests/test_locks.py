@@ -18,12 +18,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import copy_workflow
-from workflow_helpers import pin_backend, snakemake
+from tests.workflow_helpers import copy_workflow
+from tests.workflow_helpers import pin_backend, snakemake
 
 from facepipe.media import demo
 from facepipe.workflow import locks
-from facepipe.slurmprobe import env_for_local_snakemake
+from tools.slurmprobe import env_for_local_snakemake
 
 LOCK_ERROR = "Directory cannot be locked"
 

@@ -18,7 +18,7 @@ from facepipe.models.classic_swap import ClassicSwapper, face_mask, source_patch
 from facepipe.models.face_mesh import MeshAnalyzer, MeshModelError, landmarks_68
 from facepipe.models.mesh_swap import MeshSwapper, sharpness
 from facepipe.models import model_path
-from hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
+from tests.hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
 
 # Face centres in t1.jpg (1280x886) read off the photo by eye (as in tests/test_offline.py).
 T1_PEOPLE = {"left woman": (115, 340), "dark-haired woman": (325, 215), "man in grey": (515, 345),

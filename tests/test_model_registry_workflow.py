@@ -14,7 +14,7 @@ import pytest
 from facepipe.media.demo import insightface_image
 from facepipe.models import LEARNED, MODELS, crop_size, offered
 from facepipe.media.patches import read_patches
-from workflow_helpers import planned_jobs, snakemake, standin_job
+from tests.workflow_helpers import planned_jobs, snakemake, standin_job
 
 REPO = Path(__file__).resolve().parents[1]
 # What the product is made of: a model's key may appear in the registry only.
@@ -46,7 +46,7 @@ def every_model(tmp_path_factory):
     rows = _jobs()
     wd = standin_job(tmp_path_factory.mktemp("registry") / "wf", {"t1.png": inputs / "t1.png",
                                                                     "source.png": inputs / "source.png"}, rows[0])
-    from workflow_helpers import write_sheet
+    from tests.workflow_helpers import write_sheet
 
     write_sheet(wd / "config" / "jobs.tsv", rows)
     snakemake(wd, timeout=1500)
@@ -91,7 +91,7 @@ def test_changing_the_swapper_or_its_boost_reruns_detection_onwards_not_the_plan
     jobs = planned_jobs(wd, f"results/{name}.png", "--config", "pixel_boost=256")
     # The sheet's own value wins over the config default, so nothing changes for this job...
     assert jobs == {}
-    from workflow_helpers import write_sheet
+    from tests.workflow_helpers import write_sheet
 
     changed = [dict(r, pixel_boost=256) if r["name"] == name else r for r in rows]
     write_sheet(wd / "config" / "jobs.tsv", changed)
@@ -123,7 +123,7 @@ def test_no_product_file_but_the_registry_names_a_swapper_or_enhancer(key):
 def test_adding_a_model_is_one_registry_entry(tmp_path):
     """A copy of the product with one more entry in the registry (a second 256 px HyperSwap):
     its stand-in is built from the entry, the sheet may choose it, and the job runs."""
-    from conftest import copy_workflow
+    from tests.workflow_helpers import copy_workflow
 
     wd = copy_workflow(tmp_path / "wf")
     shutil.copytree(REPO / "facepipe", wd / "facepipe")
@@ -140,7 +140,7 @@ def test_adding_a_model_is_one_registry_entry(tmp_path):
     from skimage import data
 
     cv2.imwrite(str(wd / "inputs" / "source.png"), data.astronaut()[:, :, ::-1])
-    from workflow_helpers import pin_backend
+    from tests.workflow_helpers import pin_backend
 
     pin_backend(wd, "standin")
     env = {"PYTHONPATH": str(wd)}  # the copy's package, with the new entry

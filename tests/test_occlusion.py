@@ -10,7 +10,7 @@ as the workflow runs them, once with occlusion and once without, and the figures
 
 import cv2
 import numpy as np
-import occlusion_clips as clips
+from tests import occlusion_clips as clips
 import pytest
 
 from facepipe.models.classic_swap import source_patch

@@ -13,13 +13,13 @@ from facepipe.models.classic_swap import ClassicSwapper, SwapError, face_mask, s
 from facepipe.faces.embedding import cache_path, embed_image, load_source
 from facepipe.faces.detection import detect_frames
 from facepipe.models import model_path, models_for
-from hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
+from tests.hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
 from facepipe.models.dlib_face import kps_from_landmarks
 from facepipe.media.patches import read_patches
 from facepipe.faces.selection import choose
 from facepipe.swap.segment import swap_segment
 from facepipe.media.video import WorkFrame, render_image
-from workflow_helpers import track_still
+from tests.workflow_helpers import track_still
 
 # Face centres in t1.jpg (1280x886) as a person sees them (read off the photo by eye, not
 # from any detector): left to right, the woman at the left edge, the dark-haired woman,

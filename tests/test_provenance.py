@@ -13,8 +13,8 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import REPO
-from workflow_helpers import planned_jobs, snakemake, standin_job
+from tests.workflow_helpers import REPO
+from tests.workflow_helpers import planned_jobs, snakemake, standin_job
 
 from facepipe.workflow import provenance
 from facepipe.media.ffmpeg import read_result_record

@@ -16,13 +16,13 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import copy_workflow
-from workflow_helpers import snakemake, write_sheet
+from tests.workflow_helpers import copy_workflow
+from tests.workflow_helpers import snakemake, write_sheet
 
 from facepipe.media import demo, ffmpeg as media_ffmpeg, files, video
 from facepipe.faces.detection import pick_face
 from facepipe.models.face_analyzer import FaceError
-from facepipe.slurmprobe import env_for_local_snakemake
+from tools.slurmprobe import env_for_local_snakemake
 
 pytestmark = pytest.mark.workflow
 STANDIN = ("backend=standin",)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from workflow_helpers import snakemake, standin_job
+from tests.workflow_helpers import snakemake, standin_job
 
 pytestmark = pytest.mark.workflow
 

@@ -24,7 +24,7 @@ import av
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, copy_workflow
+from tests.workflow_helpers import REPO, copy_workflow
 
 pytestmark = pytest.mark.workflow
 

@@ -7,7 +7,7 @@ import pytest
 from facepipe.media.demo import insightface_image
 from facepipe.models.face_analyzer import FaceAnalyzer
 from facepipe.models.standin import build_standin
-from model_helpers import inswapper, paste_back, swap_crops
+from tests.model_helpers import inswapper, paste_back, swap_crops
 
 
 @pytest.fixture(scope="module")

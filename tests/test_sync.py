@@ -19,8 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import copy_workflow
-from workflow_helpers import pin_backend, snakemake, write_sheet
+from tests.workflow_helpers import copy_workflow
+from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe.media import demo, ffmpeg as media_ffmpeg, files
 

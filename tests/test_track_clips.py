@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
+from tests.hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
 from facepipe.models.dlib_face import offline_model_path
-from track_clips import PERSONS, make_tracking_clip
+from tests.track_clips import PERSONS, make_tracking_clip
 
 _analyzer: OfflineAnalyzer | None = None
 

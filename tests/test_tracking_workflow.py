@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import copy_workflow
-from track_clips import make_tracking_clip
-from workflow_helpers import pin_backend, planned_jobs, snakemake, write_sheet
+from tests.workflow_helpers import copy_workflow
+from tests.track_clips import make_tracking_clip
+from tests.workflow_helpers import pin_backend, planned_jobs, snakemake, write_sheet
 
 pytestmark = pytest.mark.workflow
 
@@ -166,7 +166,7 @@ def _person_of(wd: Path, clip, who: str) -> int:
 
 
 def _identity(img: np.ndarray, box) -> np.ndarray:
-    from hog_analyzer import OfflineAnalyzer, landmarks_model_path
+    from tests.hog_analyzer import OfflineAnalyzer, landmarks_model_path
     from facepipe.models.dlib_face import offline_model_path
 
     analyzer = OfflineAnalyzer(landmarks_model_path(), offline_model_path("dlib_resnet_v1"))
@@ -179,9 +179,9 @@ def _identity(img: np.ndarray, box) -> np.ndarray:
 
 
 def test_map_puts_each_source_on_its_own_person(whole, clip):
-    from hog_analyzer import OfflineAnalyzer, landmarks_model_path
+    from tests.hog_analyzer import OfflineAnalyzer, landmarks_model_path
     from facepipe.models.dlib_face import offline_model_path
-    from workflow_helpers import frame_before_after
+    from tests.workflow_helpers import frame_before_after
 
     a, b = _person_of(whole, clip, "A"), _person_of(whole, clip, "B")
     assert {a, b} == {1, 2}

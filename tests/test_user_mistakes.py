@@ -12,8 +12,8 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from conftest import copy_workflow
-from workflow_helpers import pin_backend, snakemake, write_sheet
+from tests.workflow_helpers import copy_workflow
+from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
 # What Snakemake prints around an error it reports itself, and Python around an uncaught one.
 BANNERS = ("Traceback", "Error in rule", "Exception", "WorkflowError", "Exiting because", 'File "',
@@ -42,7 +42,7 @@ def run_sheet(wd, rows: list[dict], *args: str, prefix: tuple[str, ...] = ()) ->
     if prefix:  # a command around Snakemake (a private read-only mount)
         import sys
 
-        from facepipe.slurmprobe import env_for_local_snakemake
+        from tools.slurmprobe import env_for_local_snakemake
 
         return subprocess.run([*prefix, sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=wd,
                               capture_output=True, text=True, timeout=300, env=env_for_local_snakemake())

@@ -13,8 +13,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, copy_workflow
-from workflow_helpers import frame_before_after, planned_jobs, snakemake, standin_job, write_sheet
+from tests.workflow_helpers import REPO, copy_workflow
+from tests.workflow_helpers import frame_before_after, planned_jobs, snakemake, standin_job, write_sheet
 
 from facepipe.media import ffmpeg
 

@@ -90,7 +90,7 @@ class _Source:
 
 @lru_cache(maxsize=1)
 def _analyzer():
-    from hog_analyzer import OfflineAnalyzer, landmarks_model_path
+    from tests.hog_analyzer import OfflineAnalyzer, landmarks_model_path
     from facepipe.models.dlib_face import offline_model_path
 
     return OfflineAnalyzer(landmarks_model_path(), offline_model_path("dlib_resnet_v1"),

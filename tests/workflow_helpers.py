@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from facepipe.slurmprobe import env_for_local_snakemake
+from tools.slurmprobe import env_for_local_snakemake
+
+REPO = Path(__file__).resolve().parents[1]
+# The parts of the checkout a workflow run needs (a copy holds these and the test's own inputs).
+WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A fresh copy of the workflow, so each test owns its work/, results/ and .snakemake/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part)
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600,
@@ -50,7 +67,6 @@ def standin_job(dest: Path, inputs: dict[str, Path], row: dict) -> Path:
     into its inputs/ folder (name there -> file) and a jobs sheet of one row."""
     import shutil
 
-    from conftest import copy_workflow
 
     wd = copy_workflow(dest)
     pin_backend(wd, "standin")

@@ -23,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from facepipe.slurmprobe import controller_unreachable, env_for_local_snakemake
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the checkout's tools package
+from tools.slurmprobe import controller_unreachable, env_for_local_snakemake  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         scheduling(base, source)
     if controller_unreachable():
         print("note: this machine has a SLURM client but no reachable controller; the SLURM plugin's 10 s probe "
-              "at each snakemake start was skipped (facepipe.slurmprobe)")
+              "at each snakemake start was skipped (slurmprobe)")
     print(f"workdir: {base}")
     return 0
 

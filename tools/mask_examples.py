@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # run as a script: the checkout's tests package
 
-import occlusion_clips as clips  # noqa: E402
+from tests import occlusion_clips as clips  # noqa: E402
 
 from facepipe.media import demo  # noqa: E402
 from facepipe.models import face_mesh as mesh  # noqa: E402

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import onnxruntime
 
-from fullsize import BUILDERS  # beside this script (tools/), not part of the product package
-from modelbench import BATCHED, describe, model_files, time_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the checkout's tools package
+from tools.fullsize import BUILDERS  # noqa: E402
+from tools.modelbench import BATCHED, describe, model_files, time_model  # noqa: E402
 
 from facepipe.models.runtime import PROVIDER_NAMES, _gpu_tag
 

@@ -20,7 +20,7 @@ from facepipe.models.batching import make_batched, random_feed
 from facepipe.models.fp16 import convert_to_fp16
 from facepipe.models import batched_path
 from facepipe.models.runtime import PROVIDER_NAMES, BoundRunner, create_session, runs_on_gpu
-from fullsize import make_fullsize, size_of
+from tools.fullsize import make_fullsize, size_of
 
 log = logging.getLogger(__name__)
 
