@@ -23,12 +23,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEGRADE_STEPS = ("fp16", "resolution", "no_enhancer")
-# Test-only switch: "rule[,rule...]" makes those rules fail on their first attempt as if the
-# GPU ran out of memory, so the retry-and-degrade path can be proven on a CPU machine.
-INJECT_ENV = "FACEPIPE_TEST_INJECT_GPU_OOM"
-# Test-only switch: "rule[,rule...]" makes those rules fail on their first attempt with an ordinary
-# error (not memory), so the no-retry path can be proven; "rule:enospc" fails as if the disk were full.
-INJECT_FAILURE_ENV = "FACEPIPE_TEST_INJECT_FAILURE"
 
 # How the libraries under the GPU rules say they ran out of memory. ONNX Runtime raises its own
 # RuntimeException types, not GpuMemoryError, so its messages are recognised:
@@ -199,22 +193,7 @@ def start(rule: str, attempt: int, order: list[str], min_free_mb: int, *, record
                                  "reasons": degradation.reasons})
         else:
             path.unlink(missing_ok=True)
-    if attempt == 1:
-        _inject(rule)
     return degradation
-
-
-def _inject(rule: str) -> None:
-    injected = {r.strip() for r in os.environ.get(INJECT_ENV, "").split(",") if r.strip()}
-    if rule in injected:
-        raise GpuMemoryError(f"injected GPU out-of-memory in {rule} (test switch {INJECT_ENV})")
-    for item in os.environ.get(INJECT_FAILURE_ENV, "").split(","):
-        name, _, kind = item.strip().partition(":")
-        if name != rule:
-            continue
-        if kind == "enospc":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        raise ValueError(f"injected failure in {rule} (test switch {INJECT_FAILURE_ENV})")
 
 
 class MemoryWatch:

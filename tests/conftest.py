@@ -1,8 +1,6 @@
 """Session fixtures: the photos and clips many tests share, made once from installed packages."""
 
-
 import pytest
-
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from tests.workflow_helpers import copy_workflow
+from tests.workflow_helpers import copy_workflow, fault_env
 from snakemake.iocontainers import Namedlist, Wildcards
 
 from facepipe import gpu
@@ -325,7 +325,7 @@ def run_workflow(wd, name, **env):
 
 @pytest.mark.workflow
 def test_a_run_whose_swap_fails_otherwise_than_memory_fails_once_with_its_cause(wd):
-    proc = run_workflow(wd, "broken", **{gpu.INJECT_FAILURE_ENV: "swap_faces"})
+    proc = run_workflow(wd, "broken", **fault_env(FACEPIPE_TEST_INJECT_FAILURE="swap_faces"))
     assert proc.returncode != 0
     assert "ERROR in rule swap_faces (broken, seg_0000): ValueError: injected failure in swap_faces" in proc.stderr
     assert "not retried" in proc.stderr
@@ -338,7 +338,7 @@ def test_a_run_whose_swap_fails_otherwise_than_memory_fails_once_with_its_cause(
 
 @pytest.mark.workflow
 def test_a_run_that_fills_the_disk_says_so_in_one_line_and_is_not_retried(wd):
-    proc = run_workflow(wd, "full", **{gpu.INJECT_FAILURE_ENV: "detect_faces:enospc"})
+    proc = run_workflow(wd, "full", **fault_env(FACEPIPE_TEST_INJECT_FAILURE="detect_faces:enospc"))
     assert proc.returncode != 0
     assert "ERROR in rule detect_faces (full, seg_0000): no space left on device writing " \
            "work/full/faces/seg_0000.parquet: " in proc.stderr

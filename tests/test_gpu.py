@@ -6,6 +6,7 @@ import logging
 import pytest
 
 from facepipe import gpu
+from tests.fault_switches import sitecustomize as faults
 
 ORDER = ["fp16", "resolution", "no_enhancer"]
 
@@ -33,7 +34,9 @@ def test_unknown_step_is_an_error():
 
 def test_start_records_and_injects(tmp_path, monkeypatch):
     record = tmp_path / "deg.json"
-    monkeypatch.setenv(gpu.INJECT_ENV, "swap_faces")
+    monkeypatch.setattr(gpu, "start", gpu.start)  # put back after the test switches wrap it
+    faults.wrap(gpu)
+    monkeypatch.setenv(faults.INJECT_ENV, "swap_faces")
     with pytest.raises(gpu.GpuMemoryError, match="injected"):
         gpu.start("swap_faces", 1, ORDER, 0, record=record)
     d = gpu.start("swap_faces", 2, ORDER, 0, record=record)
@@ -97,7 +100,9 @@ def test_other_failures_are_not_out_of_memory(exc):
 
 
 def test_injected_failure_switch(monkeypatch):
-    monkeypatch.setenv(gpu.INJECT_FAILURE_ENV, "swap_faces,detect_faces:enospc")
+    monkeypatch.setattr(gpu, "start", gpu.start)
+    faults.wrap(gpu)
+    monkeypatch.setenv(faults.INJECT_FAILURE_ENV, "swap_faces,detect_faces:enospc")
     with pytest.raises(ValueError, match="injected failure"):
         gpu.start("swap_faces", 1, ORDER, 0)
     with pytest.raises(OSError) as info:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from tests.workflow_helpers import copy_workflow
-from tests.workflow_helpers import snakemake, write_sheet
+from tests.workflow_helpers import fault_env, snakemake, write_sheet
 
 from facepipe.media import demo, ffmpeg as media_ffmpeg, files, video
 from facepipe.faces.detection import pick_face
@@ -280,7 +280,8 @@ def test_gpu_failure_is_retried_degraded_and_listed(reference_run, tmp_path):
                 "degrade=[resolution,fp16,no_enhancer]", *STANDIN]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *env_args], cwd=wd,
                           capture_output=True, text=True, timeout=600,
-                          env={**env_for_local_snakemake(), "FACEPIPE_TEST_INJECT_GPU_OOM": "detect_faces,swap_faces"})
+                          env={**env_for_local_snakemake(),
+                               **fault_env(FACEPIPE_TEST_INJECT_GPU_OOM="detect_faces,swap_faces")})
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (wd / "logs/long/detect_faces/seg_0000.log").read_text()
     assert "degraded" in log and "resolution" in log  # the configured order: resolution first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,16 @@ from tools.slurmprobe import env_for_local_snakemake
 REPO = Path(__file__).resolve().parents[1]
 # The parts of the checkout a workflow run needs (a copy holds these and the test's own inputs).
 WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
+
+FAULT_SWITCHES = Path(__file__).resolve().parent / "fault_switches"
+
+
+def fault_env(**switches: str) -> dict:
+    """Environment variables for a run whose rules fail on purpose (tests/fault_switches): the
+    switches, and that folder first on PYTHONPATH so that each process of the run loads them."""
+    path = os.pathsep.join(p for p in (str(FAULT_SWITCHES), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, **switches}
+
 
 
 def copy_workflow(dest: Path) -> Path:
