@@ -1,5 +1,7 @@
 """Session fixtures: the photos and clips many tests share, made once from installed packages."""
 
+import inspect
+
 import pytest
 
 
@@ -46,3 +48,26 @@ def mesh_analyzer(tmp_path_factory):
     for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
         mesh.convert(mesh.tflite_path(name), folder / name)
     return mesh.MeshAnalyzer(folder / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
+
+
+# What makes a test a workflow test: it runs Snakemake, itself or through a fixture it uses.
+_RUNS_WORKFLOW = ("snakemake(", '"snakemake"', "run_workflow(", "copy_workflow(")
+
+
+def _runs_workflow(func) -> bool:
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in _RUNS_WORKFLOW)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that runs the workflow `workflow`, so that CI's fast tier
+    (`pytest -m "not workflow"`) runs the unit tests first; a test marked by hand stays marked."""
+    for item in items:
+        if item.get_closest_marker("workflow") or not hasattr(item, "_fixtureinfo"):
+            continue
+        funcs = [item.function] + [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+        if any(_runs_workflow(f) for f in funcs):
+            item.add_marker(pytest.mark.workflow)

@@ -11,7 +11,7 @@ from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe.workflow.jobs import JobError, build_jobs, check_config, read_sheet
 from facepipe.workflow.preflight import PreflightError, check_encoder, check_input_files, check_jobs, target_kind
-from test_jobs import CONFIG
+from tests.test_jobs import CONFIG
 
 SCHEMA = "config/schemas/config.schema.yaml"
 

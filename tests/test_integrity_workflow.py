@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 from tests.workflow_helpers import copy_workflow
-from test_integrity import flip_bytes
+from tests.test_integrity import flip_bytes
 from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
 from facepipe.media import integrity
