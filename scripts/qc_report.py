@@ -3,7 +3,6 @@ from pathlib import Path
 from facepipe.models.backends import METRICS, make_analyzer
 from facepipe.report.qc import qc_report
 from facepipe.workflow.rule_script import run
-from facepipe.faces.tracking import PERSON_DISTANCE
 
 
 def main(sm, log):
@@ -32,7 +31,7 @@ def main(sm, log):
         backend=sm.params.backend,
         analyzer=analyzer,
         outputs=dict(sm.output.items()),
-        threshold=PERSON_DISTANCE[METRICS[sm.params.backend]],
+        threshold=METRICS[sm.params.backend].person_distance,
     )
 
 

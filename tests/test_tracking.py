@@ -281,14 +281,15 @@ def test_one_track_and_one_face_cost_the_same_as_the_array_path():
     """The shortcut for one track and one detection gives what the all-pairs arrays give."""
     from types import SimpleNamespace
 
-    from facepipe.faces.tracking import LINK_DISTANCE, Track, _link_costs
+    from facepipe.faces.tracking import Track, _link_costs
+    from facepipe.models.metrics import COSINE, EUCLIDEAN
 
     rng = np.random.default_rng(5)
     for case in range(200):
         def row(x, y, s, emb):
             return SimpleNamespace(x1=x, y1=y, x2=x + s, y2=y + s, kps=list(rng.uniform(x, x + s, 10)), embedding=emb)
 
-        metric = ("cosine", "euclidean")[case % 2]
+        metric = (COSINE, EUCLIDEAN)[case % 2]
         emb = lambda: list(rng.normal(size=8)) if rng.random() < 0.6 else None  # noqa: E731
         track = Track(id=1, shot=0)
         for f in (1, 2):
@@ -299,8 +300,8 @@ def test_one_track_and_one_face_cost_the_same_as_the_array_path():
                 track.embeddings.append(np.asarray(r.embedding))
         other = row(*rng.uniform(0, 100, 2), rng.uniform(20, 60), emb())
         decoy = row(500.0, 500.0, 30.0, None)  # a second face forces the array path
-        single = _link_costs([track], [other], 3, metric, LINK_DISTANCE[metric])
-        arrays = _link_costs([track], [other, decoy], 3, metric, LINK_DISTANCE[metric])[:, :1]
+        single = _link_costs([track], [other], 3, metric, metric.link_distance)
+        arrays = _link_costs([track], [other, decoy], 3, metric, metric.link_distance)[:, :1]
         assert single.shape == (1, 1)
         assert (np.isinf(single) == np.isinf(arrays)).all() and np.allclose(single[np.isfinite(single)],
                                                                              arrays[np.isfinite(arrays)])

