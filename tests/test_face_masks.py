@@ -11,7 +11,8 @@ from facepipe.swap.masks import AlignedCropMasks, as_patch_mask, box_mask, mouth
 from facepipe.models import MODELS, BACKENDS, models_for
 from facepipe.models.face_parser import REGIONS
 from facepipe.models.zoo import load
-from facepipe.models.standin import build_standin, parser_label_map
+from facepipe.models.face_parser import parser_label_map
+from facepipe.models.standin import build_standin
 
 SIDE = 256
 

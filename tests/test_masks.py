@@ -12,7 +12,8 @@ from facepipe.media.demo import insightface_image
 from facepipe.models import MODELS, offered
 from facepipe.models.face_parser import REGIONS
 from facepipe.models.zoo import load
-from facepipe.models.standin import OCCLUDER_ELLIPSE, build_standin
+from facepipe.models.occluder import OCCLUDER_ELLIPSE
+from facepipe.models.standin import build_standin
 
 MASK_MODELS = sorted(k for k, s in MODELS.items() if s.role in ("occluder", "parser"))
 

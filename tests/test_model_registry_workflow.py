@@ -149,3 +149,71 @@ def test_adding_a_model_is_one_registry_entry(tmp_path):
     assert (wd / "resources" / "models" / "standin" / "hyperswap_9z_256.onnx").is_file()
     assert "stands in for hyperswap_9z_256" in (wd / "logs" / "t1" / "swap_faces" / "seg_0000.log").read_text()
     assert (wd / "results" / "t1.png").is_file()
+
+
+# A new family of swappers, as its own module: the class that runs it (a learned swapper of
+# aligned crops, like HyperSwap) and what stands in for its model.
+NEW_FAMILY_MODULE = '''"""A toy family for the test that adds a family: a 128 px swapper taking the unit embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facepipe.models.swapper import AlignedSwapper, swapper_standin
+
+
+class ToySwap(AlignedSwapper):
+    @staticmethod
+    def standin_signature(spec):
+        from facepipe.models.standin import ModelSignature, TensorSig, image_signature
+
+        return ModelSignature((TensorSig("source", "float32", (1, 512)), image_signature("target", spec.size)),
+                              (image_signature("output", spec.size),))
+
+    @staticmethod
+    def build_standin(graph, spec) -> None:
+        swapper_standin(graph, spec)
+
+    def prepare_source(self, record: dict) -> np.ndarray:
+        embedding = np.asarray(record["embedding"], np.float32).reshape(1, -1)
+        return (embedding / np.linalg.norm(embedding)).astype(np.float32)
+'''
+
+
+def _tree(root):
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*.py")}
+
+
+def test_adding_a_family_is_one_new_module_and_its_registry_entry(tmp_path):
+    """A copy of the product with one more model family: one new module (its class and stand-in)
+    and the registry's lines for it, nothing else. Its stand-in is built, the sheet may choose
+    it, and the job runs it."""
+    from tests.workflow_helpers import copy_workflow, pin_backend
+
+    wd = copy_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / "facepipe", wd / "facepipe", ignore=shutil.ignore_patterns("__pycache__"))
+    (wd / "facepipe" / "models" / "toy_swap.py").write_text(NEW_FAMILY_MODULE)
+    registry = wd / "facepipe" / "models" / "registry.py"
+    text = registry.read_text()
+    family_anchor, model_anchor = "FAMILIES = {\n", "    # ---- enhancers"
+    assert family_anchor in text and model_anchor in text
+    text = text.replace(family_anchor, family_anchor + '    "toyswap": "facepipe.models.toy_swap:ToySwap",\n', 1)
+    entry = ('    ModelSpec(key="toyswap_128", role="swapper", family="toyswap", filename="toyswap_128.onnx", '
+             'url=_ff("models-9.9.9", "toyswap_128.onnx"), sha256="' + "cd" * 32 + '", licence="test entry", '
+             'sources=("one", "two"), template="arcface_128", size=128),\n')
+    registry.write_text(text.replace(model_anchor, entry + model_anchor, 1))
+    before, after = _tree(REPO / "facepipe"), _tree(wd / "facepipe")
+    changed = sorted(str(p) for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert changed == ["models/registry.py", "models/toy_swap.py"]
+
+    (wd / "inputs").mkdir()
+    cv2.imwrite(str(wd / "inputs" / "t1.png"), cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (480, 270)))
+    from skimage import data
+
+    cv2.imwrite(str(wd / "inputs" / "source.png"), data.astronaut()[:, :, ::-1])
+    pin_backend(wd, "standin")
+    snakemake(wd, "--config", "target=inputs/t1.png", "source=inputs/source.png", "swapper=toyswap_128",
+              env={"PYTHONPATH": str(wd)})
+    assert (wd / "resources" / "models" / "standin" / "toyswap_128.onnx").is_file()
+    assert "stands in for toyswap_128" in (wd / "logs" / "t1" / "swap_faces" / "seg_0000.log").read_text()
+    assert (wd / "results" / "t1.png").is_file()

@@ -14,7 +14,8 @@ from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.model_zoo.inswapper import INSwapper
 from insightface.model_zoo.scrfd import SCRFD
 
-from facepipe.models.standin import DET_BOX_FRACTION, SIGNATURES, build_standin
+from facepipe.models.face_analyzer import DET_BOX_FRACTION
+from facepipe.models.standin import SIGNATURES, build_standin
 
 IMAGES = Path(insightface.__file__).parent / "data" / "images"
 CPU = ["CPUExecutionProvider"]

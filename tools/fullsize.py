@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from facepipe.models.standin import IR_VERSION, OPSET, SIGNATURES, _value_info
+from facepipe.models.standin import IR_VERSION, OPSET, SIGNATURES, value_info
 
 # The real files' parameter counts (from their sizes in FP32) and published FLOPs where known.
 REAL_PARAMS = {"det_10g": 4.2e6, "w600k_r50": 43.6e6, "inswapper_128": 138e6, "hyperswap_1a_256": 100.7e6,
@@ -91,8 +91,8 @@ class Net:
 
     def model(self, key: str) -> onnx.ModelProto:
         sig = SIGNATURES[key]
-        graph = helper.make_graph(self.nodes, f"facepipe_fullsize_{key}", [_value_info(s) for s in sig.inputs],
-                                  [_value_info(s) for s in sig.outputs], initializer=self.inits)
+        graph = helper.make_graph(self.nodes, f"facepipe_fullsize_{key}", [value_info(s) for s in sig.inputs],
+                                  [value_info(s) for s in sig.outputs], initializer=self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                                   producer_name="facepipe.fullsize",
                                   doc_string=f"FULL-SIZE STAND-IN for {key}: random weights, for timing only.")

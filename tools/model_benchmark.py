@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from tools.fullsize import BUILDERS  # noqa: E402
 from tools.modelbench import BATCHED, describe, model_files, time_model  # noqa: E402
 
-from facepipe.models.runtime import PROVIDER_NAMES, _gpu_tag
+from facepipe.models.runtime import PROVIDER_NAMES, gpu_tag
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="facepipe-models-"))
-    gpu = _gpu_tag(0) if set(args.providers) & {"cuda", "tensorrt"} else "none"
+    gpu = gpu_tag(0) if set(args.providers) & {"cuda", "tensorrt"} else "none"
     print(f"onnxruntime {onnxruntime.__version__}; providers built in: {', '.join(available)}; GPU: {gpu}")
     print(f"models and engines under {workdir}; full-size stand-ins (random weights, width {args.width:g})")
     rows = []

@@ -1,8 +1,11 @@
-"""Face detection, alignment keypoints and identity embeddings, with insightface's model classes.
+"""Face detection over one segment: the backend's analyzer on each working frame, and the faces
+table it writes.
 
-The faces table (one row per detected face) is the contract between detection and the
-later stages: frame (1-based, matching the frame file), face (index in the frame),
-box x1..y2, det score, 5 keypoints and the 512-D identity embedding.
+The faces table (one row per detected face; its types: facepipe.media.tables.FACES_SCHEMA) is the
+contract between detection and the later stages: frame (1-based within the segment), face (index
+in the frame), box x1..y2, det score, 5 keypoints, the identity embedding on sampled frames (512-D
+ArcFace or 128-D dlib, by backend), the offline backend's mesh points, and the face's crop for
+the swapper, cut out here so that no later stage decodes the video for it.
 """
 
 from __future__ import annotations

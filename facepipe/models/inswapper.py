@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.models.swapper import AlignedSwapper
+from facepipe.models.swapper import AlignedSwapper, swapper_standin
 
 
 class InSwapper(AlignedSwapper):
@@ -19,6 +19,18 @@ class InSwapper(AlignedSwapper):
         self.emap = numpy_helper.to_array(onnx.load(self.model).graph.initializer[-1]).astype(np.float32)
         if self.emap.ndim != 2 or self.emap.shape[0] != self.emap.shape[1]:
             raise ValueError(f"{self.model}: its last initializer {self.emap.shape} is not inswapper's emap")
+
+    @staticmethod
+    def standin_signature(spec):
+        """FaceFusion binds the inputs by name ("target", "source") and reads the first output."""
+        from facepipe.models.standin import ModelSignature, TensorSig, image_signature
+
+        return ModelSignature((image_signature("target", spec.size), TensorSig("source", "float32", (1, 512))),
+                              (image_signature("output", spec.size),))
+
+    @staticmethod
+    def build_standin(graph, spec) -> None:
+        swapper_standin(graph, spec, emap=True)
 
     def prepare_source(self, record: dict) -> np.ndarray:
         embedding = np.asarray(record["embedding"], np.float32).reshape(1, -1)

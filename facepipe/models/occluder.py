@@ -6,6 +6,14 @@ import numpy as np
 
 from facepipe.models.masker import AlignedMasker, finish_mask
 
+# The occluder stand-in's face: an ellipse (centre x, y, semi-axes x, y as fractions of the crop)
+# around where the arcface_128 template puts the face; a pixel whose mean of the channels (in
+# [0, 1]) is at most OCCLUDER_DARK covers it, one at twice that or brighter does not.
+OCCLUDER_ELLIPSE = (0.5, 0.56, 0.36, 0.42)
+
+
+OCCLUDER_DARK = 0.08
+
 
 class Occluder(AlignedMasker):
     """Where the face is visible and where something covers it (a hand, a cup, a microphone).
@@ -22,7 +30,37 @@ class Occluder(AlignedMasker):
     layout = "nhwc"
     channels = "bgr"
 
+    @staticmethod
+    def standin_signature(spec):
+        """FaceFusion's face_masker binds the input as "input" and reads the first output; XSeg takes
+        NHWC BGR in [0, 1] with a free batch and gives [N, H, W, 1]."""
+        from facepipe.models.standin import ModelSignature, TensorSig
+
+        return ModelSignature((TensorSig("input", "float32", ("batch", spec.size, spec.size, 3)),),
+                              (TensorSig("output", "float32", ("batch", spec.size, spec.size, 1)),))
+
+    @staticmethod
+    def build_standin(graph, spec) -> None:
+        _occluder_standin(graph, spec)
+
     def masks(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """The occlusion mask of each crop (see the class), a batch of crops per model call."""
         raw = [out[..., 0] for out in self._outputs(list(crops))]
         return [finish_mask(r, (c.shape[1], c.shape[0])) for r, c in zip(raw, crops)]
+
+
+def _occluder_standin(g, spec) -> None:
+    """An ellipse where the aligned face is, less every dark pixel: 1 = face visible, 0 = covered.
+
+    Dark pixels stand for an object in front of the face, so a test can put one there and see
+    the occlusion mask reach the paste; the real XSeg learns what covers a face instead."""
+    side = spec.size
+    centre = (np.arange(side, dtype=np.float32) + 0.5) / side
+    x, y = np.meshgrid(centre, centre)
+    cx, cy, ax, ay = OCCLUDER_ELLIPSE
+    inside = ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0
+    ellipse = inside.astype(np.float32)[None, :, :, None]  # NHWC, like the real model's output
+    brightness = g.op("ReduceMean", ["input"], axes=[3], keepdims=1)  # [N, H, W, 1]
+    lit = g.op("Clip", [g.op("Mul", [g.op("Sub", [brightness, g.const(OCCLUDER_DARK)]), g.const(1.0 / OCCLUDER_DARK)]),
+                        g.const(0.0), g.const(1.0)])
+    g.op("Mul", [lit, g.const(ellipse)], "output")

@@ -38,6 +38,26 @@ PRECISIONS = ("fp32", "fp16")
 # generated stand-ins) and the offline ones (files inside PyPI packages, or none).
 LEARNED, OFFLINE_GROUP = "learned", "offline"
 
+# Each family's class, family -> "module:class" (facepipe.models.zoo imports it only when a model
+# of that family is loaded). The class runs the model and says what stands in for it.
+FAMILIES = {
+    "inswapper": "facepipe.models.inswapper:InSwapper",
+    "hyperswap": "facepipe.models.hyperswap:HyperSwap",
+    "classic": "facepipe.models.classic:ClassicSwap",
+    "mesh": "facepipe.models.mesh_warp:MeshWarp",
+    "restorer": "facepipe.models.face_restorer:FaceRestorer",
+    # Mask models on the swapper's aligned crop: what covers a face, and its parts.
+    "xseg": "facepipe.models.occluder:Occluder",
+    "bisenet": "facepipe.models.face_parser:FaceParser",
+    # A backend's detector and recognizer run together, in its analyzer (load_analyzer).
+    "scrfd": "facepipe.models.face_analyzer:FaceAnalyzer",
+    "arcface": "facepipe.models.face_analyzer:FaceAnalyzer",
+    # MediaPipe's detector and its face mesh (the detector's `requires`) run in one analyzer, with
+    # dlib's identity model as its recognizer.
+    "mediapipe": "facepipe.models.face_mesh:MeshAnalyzer",
+    "dlib": "facepipe.models.face_mesh:MeshAnalyzer",
+}
+
 _BUFFALO_L_ZIP = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
 _FF = "https://github.com/facefusion/facefusion-assets/releases/download"
 

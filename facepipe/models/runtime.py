@@ -77,7 +77,7 @@ def _full_name(provider: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _gpu_tag(device_id: int) -> str:
+def gpu_tag(device_id: int) -> str:
     """A folder-safe GPU model name, because TensorRT engines only fit the GPU
     model they were built on. Falls back to "gpu<N>" when it cannot be read."""
     smi = shutil.which("nvidia-smi")
@@ -100,7 +100,7 @@ def _provider_options(
     if name == PROVIDER_NAMES["tensorrt"]:
         # Engines depend on model, ORT/TensorRT version and GPU model; keying
         # the cache folder on all three means a stale engine is never reused.
-        cache = Path(trt_cache_dir) / model_path.stem / onnxruntime.__version__ / _gpu_tag(device_id)
+        cache = Path(trt_cache_dir) / model_path.stem / onnxruntime.__version__ / gpu_tag(device_id)
         cache.mkdir(parents=True, exist_ok=True)
         return {
             "device_id": str(device_id),

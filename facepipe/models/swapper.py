@@ -30,7 +30,9 @@ class AlignedSwapper:
     """A swapper that takes an aligned crop and a source input, bound by name ("target" and
     "source", as FaceFusion binds them), and gives the swapped crop as its first output.
 
-    Subclasses say how a source record becomes the model's "source" input (prepare_source).
+    Subclasses say how a source record becomes the model's "source" input (prepare_source), and
+    what the real model's inputs and outputs are and what stands in for it (standin_signature,
+    build_standin: facepipe.models.standin).
     """
 
     def __init__(self, spec: ModelSpec, model, providers: list[str], *, precision: str = "fp32", threads: int = 0,
@@ -83,3 +85,51 @@ class AlignedSwapper:
                                                                      self.size)),
                       matrix=np.asarray(a["matrix"], np.float64).reshape(2, 3))
                 for i, a in enumerate(args)]
+
+
+def swapper_standin(g, spec, *, emap: bool = False, mask_output: bool = False) -> None:
+    """The stand-in swap (facepipe.models.standin): the target crop with R and B swapped, lower
+    contrast, and a colour shift that is a function of the source input; ``emap``: the source goes
+    through an emap initializer, the graph's last (inswapper); ``mask_output``: a second output
+    "mask" of ones (HyperSwap's)."""
+    # lazy: onnx is needed only to build a stand-in, which a real run never does
+    from onnx import TensorProto, numpy_helper
+
+    from facepipe.models.standin import SEED
+
+    fp16 = bool(spec.derived_from)  # FaceFusion's fp16 files keep float32 I/O and compute in float16
+    rng = np.random.default_rng(SEED + 2)
+    colour = rng.standard_normal((512, 3)).astype(np.float32)
+    ftype = np.float16 if fp16 else np.float32
+    signed = spec.output == "signed"
+    if emap:
+        # The real inswapper's emap (512x512) is the graph's last initializer; insightface's
+        # INSwapper reads graph.initializer[-1]. Added last below.
+        emap_matrix = np.linalg.qr(rng.standard_normal((512, 512)))[0].astype(np.float32)
+        latent = g.op("MatMul", ["source", "emap"])
+    else:
+        latent = "source"
+    target = "target"
+    if signed:
+        # Inputs (and outputs) in [-1, 1]: computed on [0, 1] like the others.
+        target = g.op("Add", [g.op("Mul", [target, g.const(0.5)]), g.const(0.5)])
+    if fp16:
+        # FaceFusion's fp16 files keep float32 I/O and compute in float16.
+        latent = g.op("Cast", [latent], to=TensorProto.FLOAT16)
+        target = g.op("Cast", [target], to=TensorProto.FLOAT16)
+    shift = g.op("Mul", [g.op("Tanh", [g.op("MatMul", [latent, g.const(colour, ftype)])]), g.const(0.35, ftype)])
+    shift = g.op("Reshape", [shift, g.const([1, 3, 1, 1], np.int64)])
+    bgr = g.op("Gather", [target, g.const([2, 1, 0], np.int64)], axis=1)
+    mixed = g.op("Add", [g.op("Add", [g.op("Mul", [bgr, g.const(0.8, ftype)]), g.const(0.1, ftype)]), shift])
+    clipped = g.op("Clip", [mixed, g.const(0.0, ftype), g.const(1.0, ftype)])
+    if fp16:
+        clipped = g.op("Cast", [clipped], to=TensorProto.FLOAT)
+    if signed:
+        clipped = g.op("Sub", [g.op("Mul", [clipped, g.const(2.0)]), g.const(1.0)])
+    g.op("Identity", [clipped], "output")
+    if mask_output:
+        # A mask of ones, the shape of the real model's second output.
+        g.op("Add", [g.op("Mul", [g.op("ReduceMean", ["output"], axes=[1], keepdims=1), g.const(0.0)]),
+                     g.const(1.0)], "mask")
+    if emap:
+        g.inits.append(numpy_helper.from_array(emap_matrix, name="emap"))

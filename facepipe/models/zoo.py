@@ -1,33 +1,16 @@
-"""The router: the class that runs a model, from its registry entry's family.
+"""The router: the class that runs a model, from its registry entry's family
+(facepipe.models.registry.FAMILIES).
 
-A new model of a known family is a registry entry only; a new family is one class and one
-line here.
+A new model of a known family is a registry entry only; a new family is one module (its class,
+which also says what stands in for its model: facepipe.models.standin) and its entries in the
+registry (tests/test_model_registry_workflow.py adds one to a copy of the package and runs a job).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 
-from facepipe.models.registry import backend, spec
-
-# family -> "module:class" (imported only when a model of that family is loaded)
-FAMILIES = {
-    "inswapper": "facepipe.models.inswapper:InSwapper",
-    "hyperswap": "facepipe.models.hyperswap:HyperSwap",
-    "classic": "facepipe.models.classic:ClassicSwap",
-    "mesh": "facepipe.models.mesh_warp:MeshWarp",
-    "restorer": "facepipe.models.face_restorer:FaceRestorer",
-    # Mask models on the swapper's aligned crop: what covers a face, and its parts.
-    "xseg": "facepipe.models.occluder:Occluder",
-    "bisenet": "facepipe.models.face_parser:FaceParser",
-    # A backend's detector and recognizer run together, in its analyzer (load_analyzer).
-    "scrfd": "facepipe.models.face_analyzer:FaceAnalyzer",
-    "arcface": "facepipe.models.face_analyzer:FaceAnalyzer",
-    # MediaPipe's detector and its face mesh (the detector's `requires`) run in one analyzer, with
-    # dlib's identity model as its recognizer.
-    "mediapipe": "facepipe.models.face_mesh:MeshAnalyzer",
-    "dlib": "facepipe.models.face_mesh:MeshAnalyzer",
-}
+from facepipe.models.registry import FAMILIES, backend, spec
 
 
 def family_class(family: str):
