@@ -11,9 +11,9 @@ For each target face:
    blinks and mouth opening (its expression) are kept; the move fades out as either face turns
    away, and is halved until no triangle folds over.
 2. **Warp.** The source face is warped onto the (moved) target mesh piecewise-affinely over the
-   mesh's canonical triangulation (852 triangles, facepipe/data/face_mesh_triangles.txt, wound
+   mesh's canonical triangulation (852 triangles, facepipe/models/data/face_mesh_triangles.txt, wound
    consistently at load). A triangle that faces away in the source is filled from its mirror image
-   on the source's other half (facepipe/data/face_mesh_mirror.txt); one that faces away in the
+   on the source's other half (facepipe/models/data/face_mesh_mirror.txt); one that faces away in the
    target, or in the source on both halves, and any pixel whose map lands outside the source's
    visible face, keep the target's own pixels (alpha 0): nothing from an empty part of the warp
    reaches the result. Near the oval, what is clearly not skin in either face (hair, background
