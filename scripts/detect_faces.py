@@ -1,10 +1,7 @@
-from pathlib import Path
-
 from facepipe.backends import make_analyzer
 from facepipe.faces import DET_SIZE, detect_segment
-from facepipe.integrity import read_sealed_json
 from facepipe.scripting import gpu_start, run
-from facepipe.video import iter_frames
+from facepipe.video import iter_frames, load_plan
 
 
 def main(sm, log):
@@ -18,8 +15,8 @@ def main(sm, log):
         precision="fp16" if degradation.fp16 else "fp32",
         det_size=DET_SIZE[0] // 2 if degradation.lower_resolution else DET_SIZE[0],
     )
-    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
-    frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
+    manifest, prepared = load_plan(sm.input.segments)
+    frames = iter_frames(sm.input.target, prepared, manifest, sm.wildcards.segment, threads=sm.threads)
     detect_segment(
         analyzer,
         frames,

@@ -1,13 +1,13 @@
 from pathlib import Path
 
 from facepipe.backends import METRICS
-from facepipe.integrity import read_sealed_json
 from facepipe.scripting import run
 from facepipe.tracking import run_tracking
+from facepipe.video import load_plan
 
 
 def main(sm, log):
-    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
+    manifest, _ = load_plan(sm.input.segments)
     run_tracking(
         manifest,
         Path(sm.input.faces[0]).parent,
