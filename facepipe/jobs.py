@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from facepipe import roles
 from facepipe.selection import MapError, map_text, parse_map
 
 # Keys a row of the sheet (or the command line) may set for its own job.
@@ -213,19 +214,20 @@ def _check_models(name: str, job: dict) -> None:
 
 
 def face_images(job: dict) -> dict[str, str]:
-    """Every face photo a job reads, by embedding role: source, reference, and for a map entry i
-    map{i} (its source photo) and mapref{i} (its reference photo, for an entry by reference)."""
-    images = {role: job[role] for role in ("source", "reference") if job.get(role)}
+    """Every face photo a job reads, by embedding role (facepipe.roles): source, reference, and for
+    a map entry i map{i} (its source photo) and mapref{i} (its reference photo, for an entry by
+    reference)."""
+    images = {role: job[role] for role in (roles.SOURCE, roles.REFERENCE) if job.get(role)}
     for i, entry in enumerate(parse_map(job.get("map"))):
-        images[f"map{i}"] = entry.source
+        images[roles.map_source(i)] = entry.source
         if entry.reference is not None:
-            images[f"mapref{i}"] = entry.reference
+            images[roles.map_reference(i)] = entry.reference
     return images
 
 
 def swap_roles(job: dict) -> list[str]:
     """The embedding roles the swap stage reads: the map's, else the source (and reference)."""
-    roles = [role for role in face_images(job) if role.startswith("map")]
-    if roles:
-        return roles
-    return ["source", "reference"] if job["faces"] == "reference" else ["source"]
+    from_map = [role for role in face_images(job) if roles.from_map(role)]
+    if from_map:
+        return from_map
+    return [roles.SOURCE, roles.REFERENCE] if job["faces"] == "reference" else [roles.SOURCE]

@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import facepipe
+from facepipe import roles
 
 # Which inputs and settings each stage's output depends on (besides the code version and the
 # files it reads from earlier stages, which Snakemake follows by time). Every option a rule
@@ -367,10 +368,10 @@ def record_text(record: dict) -> str:
 def stage_stamp(record: dict, stage: str, code: str) -> str:
     """A stage's stamp content: the parts of the record it depends on, and its own code version."""
     wanted = STAGES[stage]
-    # A map's photos are inputs map0, mapref0, ... (facepipe.jobs.face_images): "map" wants them all.
+    # A map's photos are inputs map0, mapref0, ... (facepipe.roles): "map" wants them all.
     part = {"code": code,
             "inputs": {k: v for k, v in record["inputs"].items()
-                       if k in wanted or ("map" in wanted and k.startswith("map"))},
+                       if k in wanted or ("map" in wanted and roles.from_map(k))},
             "settings": {k: v for k, v in record["settings"].items() if k in wanted}}
     return json.dumps(part, sort_keys=True, indent=1, default=str) + "\n"
 

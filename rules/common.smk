@@ -27,14 +27,14 @@ from facepipe.preflight import (
     stop_run,
     target_kind,
 )
-from facepipe import provenance
+from facepipe import provenance, roles
 
 
 wildcard_constraints:
     # seg_0000, seg_0001, ...; and "preview", a few chosen frames (rules/preview.smk)
     segment=r"seg_\d{4}|preview",
     model=r"[^/]+",
-    role=r"source|reference|map\d+|mapref\d+",
+    role=roles.PATTERN,
     stem=r"[^/]+",
     model_stem=r"(standin/)?[^/]+",
 
