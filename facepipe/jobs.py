@@ -6,46 +6,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from facepipe import roles
+from facepipe import options, roles
 from facepipe.selection import MapError, map_text, parse_map
 
+# Every key is declared once, in facepipe.options; these are read from it.
 # Keys a row of the sheet (or the command line) may set for its own job.
-OPTION_KEYS = (
-    "backend",
-    "swapper",
-    "pixel_boost",
-    "shape_transfer",
-    "face_mask",
-    "mask_blur",
-    "mask_padding",
-    "mask_regions",
-    "enhancer",
-    "enhancer_blend",
-    "faces",
-    "reference",
-    "reference_threshold",
-    "source_face",
-    "map",
-    "track_gap",
-    "keypoint_smoothing",
-    "shot_threshold",
-    "max_height",
-    "fps",
-    "segment_seconds",
-    "providers",
-    "precision",
-    "batch_size",
-    "encoder",
-    "preset",
-    "crf",
-)
-INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap", "pixel_boost", "shape_transfer",
-            "enhancer_blend"}
-TEXT_COLUMNS = {"name", "target", "source", "reference", "providers", "encoder", "preset",
-                "backend", "swapper", "enhancer", "faces", "precision", "map", "face_mask", "mask_padding",
-                "mask_regions"}
+OPTION_KEYS = options.sheet_keys()
+INT_KEYS = options.keys_of_type("integer") & set(OPTION_KEYS)
+TEXT_COLUMNS = options.text_columns()
 # Options that are lists: a sheet cell gives them comma-separated (numbers for mask_padding).
-LIST_KEYS = {"providers", "face_mask", "mask_regions", "mask_padding"}
+LIST_KEYS = options.keys_of_type("list") & set(OPTION_KEYS)
+NUMBER_LISTS = {o.name for o in options.OPTIONS if o.type == "list" and o.item == "number"}
 
 
 class JobError(Exception):
@@ -163,7 +134,7 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
                 continue
             if key in LIST_KEYS and isinstance(value, str):
                 value = [p.strip() for p in value.split(",") if p.strip()]
-                if key == "mask_padding":
+                if key in NUMBER_LISTS:
                     value = [float(p) for p in value]
             if key in INT_KEYS:
                 value = int(value)
