@@ -108,9 +108,7 @@ def test_adding_an_option_is_one_entry():
 
 
 def test_a_sheet_list_of_numbers_is_read_as_numbers(tmp_path):
-    from test_jobs import CONFIG
-
     sheet = tmp_path / "jobs.tsv"
     sheet.write_text("name\ttarget\tsource\tmask_padding\tface_mask\nx\ta.mp4\tb.png\t0,0,10,0\tbox,mouth\n")
-    job = jobs.build_jobs(CONFIG, jobs.read_sheet(sheet))["x"]
+    job = jobs.build_jobs(options.defaults(), jobs.read_sheet(sheet))["x"]
     assert job["mask_padding"] == [0.0, 0.0, 10.0, 0.0] and job["face_mask"] == ["box", "mouth"]
