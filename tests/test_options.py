@@ -111,3 +111,18 @@ def test_a_sheet_list_of_numbers_is_read_as_numbers(tmp_path):
     sheet.write_text("name\ttarget\tsource\tmask_padding\tface_mask\nx\ta.mp4\tb.png\t0,0,10,0\tbox,mouth\n")
     job = jobs.build_jobs(options.defaults(), jobs.read_sheet(sheet))["x"]
     assert job["mask_padding"] == [0.0, 0.0, 10.0, 0.0] and job["face_mask"] == ["box", "mouth"]
+
+
+def test_declared_values_are_the_ones_the_code_knows():
+    """Values the code that uses an option defines itself: the declaration must name the same."""
+    from facepipe.gpu import DEGRADE_STEPS
+    from facepipe.masks import MASK_REGIONS, MASK_TYPES
+    from facepipe.models import PRECISIONS
+    from facepipe.runtime import PROVIDER_NAMES
+
+    declared = {name: options.allowed(option) for name, option in options.by_name().items()}
+    assert declared["face_mask"] == tuple(MASK_TYPES)
+    assert declared["mask_regions"] == tuple(MASK_REGIONS)
+    assert declared["degrade"] == tuple(DEGRADE_STEPS)
+    assert set(declared["precision"]) == set(PRECISIONS)
+    assert set(declared["providers"]) == set(PROVIDER_NAMES)
