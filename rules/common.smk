@@ -23,13 +23,14 @@ from facepipe.workflow.preflight import (
     target_kind,
 )
 from facepipe.workflow import provenance
+from facepipe.faces.detection import roles
 
 
 wildcard_constraints:
     # seg_0000, seg_0001, ...; and "preview", a few chosen frames (rules/preview.smk)
     segment=r"seg_\d{4}|preview",
     model=r"[^/]+",
-    role=r"source|reference|map\d+|mapref\d+",
+    role=roles.PATTERN,
     stem=r"[^/]+",
     model_stem=r"(standin/)?[^/]+",
 

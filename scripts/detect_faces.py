@@ -1,11 +1,8 @@
-from pathlib import Path
-
 from facepipe.models.backends import make_analyzer
 from facepipe.models.face_analyzer import DET_SIZE
 from facepipe.faces.detection import detect_segment
-from facepipe.media.integrity import read_sealed_json
 from facepipe.workflow.rule_script import gpu_start, run
-from facepipe.media.video import iter_frames
+from facepipe.media.video import iter_frames, load_plan
 
 
 def main(sm, log):
@@ -19,8 +16,8 @@ def main(sm, log):
         precision="fp16" if degradation.fp16 else "fp32",
         det_size=DET_SIZE[0] // 2 if degradation.lower_resolution else DET_SIZE[0],
     )
-    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
-    frames = iter_frames(sm.input.target, sm.input.segments, manifest, sm.wildcards.segment, threads=sm.threads)
+    manifest, prepared = load_plan(sm.input.segments)
+    frames = iter_frames(sm.input.target, prepared, manifest, sm.wildcards.segment, threads=sm.threads)
     detect_segment(
         analyzer,
         frames,

@@ -1,13 +1,8 @@
 from pathlib import Path
 
+from facepipe.faces.detection import roles
 from facepipe.faces.embedding import embed_image
 from facepipe.workflow.rule_script import run
-
-
-def swap_source(role):
-    """Whether an embedding role is a photo the swap takes a face from: the source, or a map
-    entry's source (mapN), not a reference photo (reference, maprefN)."""
-    return role == "source" or (role.startswith("map") and not role.startswith("mapref"))
 
 
 def main(sm, log):
@@ -23,7 +18,7 @@ def main(sm, log):
         threads=sm.threads,
         backend=sm.params.backend,
         # A photo the swap takes a face from (not a reference photo, which only finds a person).
-        swapper=sm.params.swapper if swap_source(sm.wildcards.role) else None,
+        swapper=sm.params.swapper if roles.is_swap_source(sm.wildcards.role) else None,
     )
 
 

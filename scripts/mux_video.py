@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from facepipe.media import integrity
+from facepipe.media.files import integrity
 from facepipe.media.ffmpeg import mux_video
 from facepipe.workflow.rule_script import run
+from facepipe.media.video import load_plan
 
 
 def main(sm, log):
@@ -17,7 +18,7 @@ def main(sm, log):
     if damaged:
         raise integrity.DamagedIntermediateError("\n".join(damaged))
     # The segment plan: the frame count and rate the result must have.
-    manifest = integrity.read_sealed_json(Path(sm.input.plan) / "manifest.json", owner=sm.input.plan)
+    manifest, _ = load_plan(sm.input.plan)
     probe = integrity.read_sealed_json(sm.input.probe)
     mux_video(segments, sm.input.target, probe, sm.output.video,
               frames=sum(manifest["segments"][s.stem] for s in segments), fps=manifest["fps"],

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from facepipe.faces.detection import roles
 from facepipe.models.backends import METRICS, make_analyzer
 from facepipe.report.qc import qc_report
 from facepipe.workflow.rule_script import run
@@ -16,7 +17,7 @@ def main(sm, log):
     sources = [
         getattr(sm.input, role)
         for role in sm.input.keys()
-        if role == "source" or (role.startswith("map") and not role.startswith("mapref"))
+        if roles.is_swap_source(role)
     ]
     qc_report(
         name=sm.wildcards.name,

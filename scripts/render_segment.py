@@ -1,16 +1,13 @@
-from pathlib import Path
-
-from facepipe.media.integrity import read_sealed_json
 from facepipe.media.patches import FramePatches
 from facepipe.progress import Progress, counted
 from facepipe.workflow.rule_script import run
-from facepipe.media.video import SegmentWriter, iter_frames, render_segment
+from facepipe.media.video import SegmentWriter, iter_frames, load_plan, render_segment
 
 
 def main(sm, log):
-    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
+    manifest, prepared = load_plan(sm.input.segments)
     segment = sm.wildcards.segment
-    frames = iter_frames(sm.input.target, sm.input.segments, manifest, segment, threads=sm.threads)
+    frames = iter_frames(sm.input.target, prepared, manifest, segment, threads=sm.threads)
     progress = Progress(manifest["segments"][segment], f"render_segment {segment}", log)
     frames = counted(frames, progress)
     patches = FramePatches(sm.input.patches)  # verified here, before the encoder starts

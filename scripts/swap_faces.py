@@ -1,3 +1,4 @@
+from facepipe.faces.detection import roles
 from facepipe.workflow.rule_script import gpu_start, run
 from facepipe.swap.segment import swap_job_segment
 
@@ -7,7 +8,7 @@ def main(sm, log):
     embeddings = {
         role: getattr(sm.input, role)
         for role in sm.input.keys()
-        if role in ("source", "reference") or role.startswith("map")
+        if roles.is_role(role)
     }
     swap_job_segment(
         sm.input.faces,

@@ -1,13 +1,13 @@
 from pathlib import Path
 
 from facepipe.models.backends import METRICS
-from facepipe.media.integrity import read_sealed_json
 from facepipe.workflow.rule_script import run
 from facepipe.faces.tracking import run_tracking
+from facepipe.media.video import load_plan
 
 
 def main(sm, log):
-    manifest = read_sealed_json(Path(sm.input.segments) / "manifest.json", owner=sm.input.segments)
+    manifest, _ = load_plan(sm.input.segments)
     run_tracking(
         manifest,
         Path(sm.input.faces[0]).parent,

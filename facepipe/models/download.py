@@ -70,7 +70,7 @@ def manual_instructions(spec: ModelSpec, dest: str | Path) -> str:
     source = spec.url
     if spec.archive:
         source = f"{spec.url} (extract member {spec.archive_member!r})"
-    sha = " or ".join(spec.accepted_sha256) or "UNPINNED (no published SHA-256; pin one in facepipe/models.py)"
+    sha = " or ".join(spec.accepted_sha256) or "UNPINNED (no published SHA-256; pin one in facepipe/models/registry.py)"
     return (
         f"  {spec.filename} ({spec.key}, {spec.licence})\n"
         f"    download: {source}\n"
@@ -184,7 +184,7 @@ def fetch(
     if not spec.pinned:
         raise ModelUnavailableError(
             f"refusing to download {spec.filename}: no pinned SHA-256 to verify it "
-            f"(see facepipe/models.py). Fetch it yourself and check it:\n"
+            f"(see facepipe/models/registry.py). Fetch it yourself and check it:\n"
             + manual_instructions(spec, dest)
         )
 

@@ -113,7 +113,7 @@ class ModelSpec:
     archive_member: str | None = None
     # Other byte-exact redistributions of the same network that are also accepted on disk.
     also_accept: tuple[str, ...] = field(default=())
-    # Made here from this (verified) model instead of downloaded: see facepipe/fp16.py.
+    # Made here from this (verified) model instead of downloaded: see facepipe/models/fp16.py.
     derived_from: str | None = None
     # Converted here (rule convert_offline_models) from this file inside an installed package,
     # "module/path/in/it" (found without importing the module): never downloaded.

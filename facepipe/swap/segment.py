@@ -192,6 +192,7 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     swapper: the registry key of the model file ``model`` (facepipe.models). face_mask, mask_blur,
     mask_padding, mask_regions: the job's masks (facepipe.swap.masks), with its ``occluder`` and
     ``parser`` model files where those masks need them."""
+    from facepipe.faces.detection import roles
     from facepipe.models.backends import METRICS, make_swappers
     from facepipe.faces.embedding import load_source
     from facepipe.media.integrity import read_sealed_json
@@ -202,14 +203,14 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     metric = METRICS[backend]
     records = {role: load_source(path) for role, path in embeddings.items()}
     entries = parse_map(map_option)
-    sources = {SOURCE: records["source"]} if "source" in records else {}
+    sources = {SOURCE: records[roles.SOURCE]} if roles.SOURCE in records else {}
     references = {}
     for i, entry in enumerate(entries):
-        sources[entry.key] = records[f"map{i}"]
+        sources[entry.key] = records[roles.map_source(i)]
         if entry.reference is not None:
-            references[entry.key] = records[f"mapref{i}"]["embedding"]
+            references[entry.key] = records[roles.map_reference(i)]["embedding"]
     cast = read_sealed_json(persons)["persons"]
-    reference = records["reference"]["embedding"] if "reference" in records else None
+    reference = records[roles.REFERENCE]["embedding"] if roles.REFERENCE in records else None
     chosen = choose(cast, mode=mode, metric=metric, threshold=threshold, reference=reference, entries=entries,
                     references=references)
     log.info("persons swapped: %s", ", ".join(f"{p} ({k})" for p, k in sorted(chosen.items())) or "none")

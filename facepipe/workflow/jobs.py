@@ -6,45 +6,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from facepipe.workflow import options
+from facepipe.faces.detection import roles
 from facepipe.faces.selection import MapError, map_text, parse_map
 
+# Every key is declared once, in facepipe.workflow.options; these are read from it.
 # Keys a row of the sheet (or the command line) may set for its own job.
-OPTION_KEYS = (
-    "backend",
-    "swapper",
-    "pixel_boost",
-    "shape_transfer",
-    "face_mask",
-    "mask_blur",
-    "mask_padding",
-    "mask_regions",
-    "enhancer",
-    "enhancer_blend",
-    "faces",
-    "reference",
-    "reference_threshold",
-    "source_face",
-    "map",
-    "track_gap",
-    "keypoint_smoothing",
-    "shot_threshold",
-    "max_height",
-    "fps",
-    "segment_seconds",
-    "providers",
-    "precision",
-    "batch_size",
-    "encoder",
-    "preset",
-    "crf",
-)
-INT_KEYS = {"source_face", "max_height", "crf", "batch_size", "track_gap", "pixel_boost", "shape_transfer",
-            "enhancer_blend"}
-TEXT_COLUMNS = {"name", "target", "source", "reference", "providers", "encoder", "preset",
-                "backend", "swapper", "enhancer", "faces", "precision", "map", "face_mask", "mask_padding",
-                "mask_regions"}
+OPTION_KEYS = options.sheet_keys()
+INT_KEYS = options.keys_of_type("integer") & set(OPTION_KEYS)
+TEXT_COLUMNS = options.text_columns()
 # Options that are lists: a sheet cell gives them comma-separated (numbers for mask_padding).
-LIST_KEYS = {"providers", "face_mask", "mask_regions", "mask_padding"}
+LIST_KEYS = options.keys_of_type("list") & set(OPTION_KEYS)
+NUMBER_LISTS = {o.name for o in options.OPTIONS if o.type == "list" and o.item == "number"}
 
 
 class JobError(Exception):
@@ -162,7 +135,7 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
                 continue
             if key in LIST_KEYS and isinstance(value, str):
                 value = [p.strip() for p in value.split(",") if p.strip()]
-                if key == "mask_padding":
+                if key in NUMBER_LISTS:
                     value = [float(p) for p in value]
             if key in INT_KEYS:
                 value = int(value)
@@ -213,19 +186,20 @@ def _check_models(name: str, job: dict) -> None:
 
 
 def face_images(job: dict) -> dict[str, str]:
-    """Every face photo a job reads, by embedding role: source, reference, and for a map entry i
-    map{i} (its source photo) and mapref{i} (its reference photo, for an entry by reference)."""
-    images = {role: job[role] for role in ("source", "reference") if job.get(role)}
+    """Every face photo a job reads, by embedding role (facepipe.faces.roles): source, reference, and for
+    a map entry i map{i} (its source photo) and mapref{i} (its reference photo, for an entry by
+    reference)."""
+    images = {role: job[role] for role in (roles.SOURCE, roles.REFERENCE) if job.get(role)}
     for i, entry in enumerate(parse_map(job.get("map"))):
-        images[f"map{i}"] = entry.source
+        images[roles.map_source(i)] = entry.source
         if entry.reference is not None:
-            images[f"mapref{i}"] = entry.reference
+            images[roles.map_reference(i)] = entry.reference
     return images
 
 
 def swap_roles(job: dict) -> list[str]:
     """The embedding roles the swap stage reads: the map's, else the source (and reference)."""
-    roles = [role for role in face_images(job) if role.startswith("map")]
-    if roles:
-        return roles
-    return ["source", "reference"] if job["faces"] == "reference" else ["source"]
+    from_map = [role for role in face_images(job) if roles.from_map(role)]
+    if from_map:
+        return from_map
+    return [roles.SOURCE, roles.REFERENCE] if job["faces"] == "reference" else [roles.SOURCE]

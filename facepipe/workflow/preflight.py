@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
+from facepipe.faces.detection import roles
 from facepipe.media.filekind import sniff_image, target_kind
 
 
@@ -180,7 +181,7 @@ def check_input_locations(jobs: dict[str, dict], workdir: str | Path = ".") -> N
             for folder in WORKFLOW_FOLDERS:
                 if _inside(path, base / folder):
                     raise PreflightError(
-                        f"job {name!r}: the {_role_text(role)} {file!r} lies inside {folder}/, which the workflow "
+                        f"job {name!r}: the {roles.describe(role)} {file!r} lies inside {folder}/, which the workflow "
                         f"writes (its files are made, replaced and removed by runs): move it elsewhere")
 
 
@@ -316,17 +317,8 @@ def check_input_files(name: str, job: dict, made_by_workflow=lambda path: False)
         check_target_readable_kind(name, job["target"])
     for role, file in face_images(job).items():
         if not made_by_workflow(file):
-            check_readable(name, _role_text(role), file)
-            check_face_image(name, _role_text(role), file)
-
-
-def _role_text(role: str) -> str:
-    """How an embedding role is named to the user: 'map0' is the map's first source photo."""
-    if role.startswith("mapref"):
-        return f"map entry {int(role[6:]) + 1}'s reference photo"
-    if role.startswith("map"):
-        return f"map entry {int(role[3:]) + 1}'s source photo"
-    return role
+            check_readable(name, roles.describe(role), file)
+            check_face_image(name, roles.describe(role), file)
 
 
 def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: str | Path, *,
@@ -349,7 +341,7 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
     for role, image in face_images(job).items():
         if made_by_workflow(image) or not Path(image).is_file():
             continue
-        face_index = job["source_face"] if role == "source" else -1
+        face_index = job["source_face"] if role == roles.SOURCE else -1
         # pick_face's own warning about several faces is for embed_face's log: the console gets
         # the line below, which names the job.
         faces_log = logging.getLogger("facepipe.faces.detection")
@@ -359,7 +351,7 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
             record = face_record(image, detector, recognizer, providers=["cpu"], face_index=face_index,
                                  cache_dir=cache_dir, backend=job["backend"], save=save_cache)
         except (FaceError, MediaError) as exc:
-            raise PreflightError(f"job {name!r}, {_role_text(role)}: {exc}") from None
+            raise PreflightError(f"job {name!r}, {roles.describe(role)}: {exc}") from None
         finally:
             faces_log.setLevel(level)
         count = int(record.get("face_count", 1))
@@ -367,9 +359,9 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
             used = "the largest (face 0)" if face_index is None or face_index < 0 else f"face {face_index}"
             how = ("set source_face=N to use another (0 = the largest)" if role == "source"
                    else "crop the photo to the one person to use another")
-            lines.append(f"job {name!r}: the {_role_text(role)} {str(image)!r} shows {count} faces: using {used}; "
+            lines.append(f"job {name!r}: the {roles.describe(role)} {str(image)!r} shows {count} faces: using {used}; "
                          f"{how}")
-        if role == "source" or (role.startswith("map") and not role.startswith("mapref")):
+        if roles.is_swap_source(role):
             # A face too small for the swapper, or a greyscale photo: said now, on the console, and
             # again in embed_face's log (facepipe.faces.embedding.embed_image).
             needed = needed_face_size(job["backend"], job.get("swapper") or "")

@@ -45,33 +45,18 @@ import time
 from pathlib import Path
 
 import facepipe
+from facepipe.workflow import options
+from facepipe.faces.detection import roles
 
 # Which inputs and settings each stage's output depends on (besides the code version and the
-# files it reads from earlier stages, which Snakemake follows by time). Every option a rule
-# takes through params: appears under its stage (tests/test_provenance.py checks the rules).
-STAGES: dict[str, tuple[str, ...]] = {
-    "probe_target": ("target",),
-    "prepare_target": ("target", "max_height", "fps", "segment_seconds"),
-    # The swapper and its pixel boost decide the crop detection keeps for the swap.
-    "detect_faces": ("target", "backend", "track_gap", "providers", "degrade", "min_free_gpu_mb", "swapper",
-                     "pixel_boost"),
-    "track_faces": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
-    "cast_sheet": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
-    "preview_plan": ("target", "backend", "track_gap", "keypoint_smoothing", "shot_threshold"),
-    "preview_sheet": ("target",),
-    "qc_report": ("target", "backend", "providers"),
-    "embed_face": ("source", "reference", "map", "source_face", "providers", "backend", "swapper"),
-    "swap_faces": ("faces", "map", "reference_threshold", "providers", "precision", "backend", "batch_size",
-                   "degrade", "min_free_gpu_mb", "swapper", "pixel_boost", "shape_transfer", "face_mask",
-                   "mask_blur", "mask_padding", "mask_regions"),
-    "enhance_faces": ("enhancer", "enhancer_blend", "providers", "batch_size", "degrade", "min_free_gpu_mb"),
-    "render_segment": ("target", "encoder", "preset", "crf"),
-    "mux_video": ("target",),
-    "finalize_image": ("target",),
-}
-INPUT_FILES = ("target", "source", "reference")
-# Settings that belong to the whole run rather than to a row of the sheet.
-GLOBAL_SETTINGS = ("degrade", "min_free_gpu_mb")
+# files it reads from earlier stages, which Snakemake follows by time): each option declares its
+# stages in facepipe.workflow.options. Every option a rule takes through params: appears under its stage
+# (tests/test_provenance.py checks the rules).
+STAGES: dict[str, tuple[str, ...]] = options.stage_map()
+# The files a job reads (their content is digested): target, source, reference.
+INPUT_FILES = tuple(o.name for o in options.OPTIONS if o.type == "path" and o.stages)
+# Settings that belong to the whole run rather than to a row of the sheet (degrade, min_free_gpu_mb).
+GLOBAL_SETTINGS = tuple(o.name for o in options.OPTIONS if o.scope == options.RUN and o.stages)
 # Made by a rule of the workflow: Snakemake follows such a file by its time, so its content
 # is not digested (it may not exist yet when the plan is made).
 MADE_BY_WORKFLOW = "made by the workflow"
@@ -367,10 +352,10 @@ def record_text(record: dict) -> str:
 def stage_stamp(record: dict, stage: str, code: str) -> str:
     """A stage's stamp content: the parts of the record it depends on, and its own code version."""
     wanted = STAGES[stage]
-    # A map's photos are inputs map0, mapref0, ... (facepipe.workflow.jobs.face_images): "map" wants them all.
+    # A map's photos are inputs map0, mapref0, ... (facepipe.faces.roles): "map" wants them all.
     part = {"code": code,
             "inputs": {k: v for k, v in record["inputs"].items()
-                       if k in wanted or ("map" in wanted and k.startswith("map"))},
+                       if k in wanted or ("map" in wanted and roles.from_map(k))},
             "settings": {k: v for k, v in record["settings"].items() if k in wanted}}
     return json.dumps(part, sort_keys=True, indent=1, default=str) + "\n"
 
