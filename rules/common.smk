@@ -23,7 +23,7 @@ from facepipe.workflow.preflight import (
     target_kind,
 )
 from facepipe.workflow import provenance
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 
 
 wildcard_constraints:

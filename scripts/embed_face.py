@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 from facepipe.faces.embedding import embed_image
 from facepipe.workflow.rule_script import run
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from facepipe.media.files import integrity
+from facepipe.media import integrity
 from facepipe.media.ffmpeg import mux_video
 from facepipe.workflow.rule_script import run
 from facepipe.media.video import load_plan

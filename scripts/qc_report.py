@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 from facepipe.models.backends import METRICS, make_analyzer
 from facepipe.report.qc import qc_report
 from facepipe.workflow.rule_script import run

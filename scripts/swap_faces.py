@@ -1,4 +1,4 @@
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 from facepipe.workflow.rule_script import gpu_start, run
 from facepipe.swap.segment import swap_job_segment
 

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory):
     """Short clips and photos made once from images shipped in installed packages."""
-    from facepipe.media.files import demo
+    from facepipe.media import demo
 
     d = tmp_path_factory.mktemp("media")
     demo.make_clip(demo.insightface_image("t1.jpg"), d / "clip.mp4", seconds=2, fps=25, size=(320, 180))
@@ -24,7 +24,7 @@ def media_dir(tmp_path_factory):
 def t1():
     import cv2
 
-    from facepipe.media.files import demo
+    from facepipe.media import demo
 
     return cv2.imread(str(demo.insightface_image("t1.jpg")))
 

@@ -19,7 +19,7 @@ from tests.workflow_helpers import copy_workflow, fault_env
 from snakemake.iocontainers import Namedlist, Wildcards
 
 from facepipe import gpu
-from facepipe.media.files import ffmpeg, files
+from facepipe.media import ffmpeg, files
 from facepipe.workflow import rule_script
 from tools.slurmprobe import env_for_local_snakemake
 from facepipe.media.tables import PATCHES_SCHEMA, TableWriter

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from facepipe.media.files import integrity
+from facepipe.media import integrity
 from facepipe.media.integrity import DamagedIntermediateError
 from facepipe.media.patches import Patch, encode_image
 
@@ -320,7 +320,7 @@ def standin_models(tmp_path_factory):
 
 @pytest.fixture
 def embed(standin_models, tmp_path):
-    from facepipe.media.files import demo
+    from facepipe.media import demo
     from facepipe.faces.embedding import cache_path, embed_image
 
     image = demo.write_astronaut(tmp_path / "astronaut.png")

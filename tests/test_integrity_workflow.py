@@ -17,7 +17,7 @@ from tests.workflow_helpers import copy_workflow
 from tests.test_integrity import flip_bytes
 from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
-from facepipe.media.files import integrity
+from facepipe.media import integrity
 
 pytestmark = pytest.mark.workflow
 

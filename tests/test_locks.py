@@ -21,7 +21,7 @@ import pytest
 from tests.workflow_helpers import copy_workflow
 from tests.workflow_helpers import pin_backend, snakemake
 
-from facepipe.media.files import demo
+from facepipe.media import demo
 from facepipe.workflow import locks
 from tools.slurmprobe import env_for_local_snakemake
 

@@ -4,7 +4,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from facepipe.media.files import ffmpeg, files, video
+from facepipe.media import ffmpeg, files, video
 
 
 def test_probe_counts_real_frames_and_audio(media_dir):
@@ -71,7 +71,7 @@ def test_concat_escapes_quotes(tmp_path):
 
 
 def test_full_range_video_is_converted_as_ffmpeg_converts_it(tmp_path):
-    from facepipe.media.files import demo
+    from facepipe.media import demo
 
     clip = demo.make_clip(demo.insightface_image(), tmp_path / "full.mp4", seconds=0.4, size=(320, 180),
                           audio=False, extra=["-vf", "scale=out_range=pc,format=yuvj420p"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facepipe.models import backends
-from facepipe.media.files import demo
+from facepipe.media import demo
 from facepipe.models.backends import FETCH_COMMAND, resolve_backend, resolve_jobs
 from facepipe.models.classic_swap import ClassicSwapper, SwapError, face_mask, source_patch
 from facepipe.faces.embedding import cache_path, embed_image, load_source

@@ -226,7 +226,7 @@ def test_a_foreign_file_at_the_result_path_stops_the_run_untouched(job_dir):
 @pytest.mark.workflow
 def test_a_result_of_an_older_version_without_a_record_is_not_adopted_either(job_dir):
     """Results made before records existed carry the AI label but no record: named as such, kept."""
-    from facepipe.media.files import ffmpeg, files
+    from facepipe.media import ffmpeg, files
 
     result = job_dir / "results" / "clip.mp4"
     older = job_dir / "older.mp4"

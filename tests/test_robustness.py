@@ -19,7 +19,7 @@ import pytest
 from tests.workflow_helpers import copy_workflow
 from tests.workflow_helpers import fault_env, snakemake, write_sheet
 
-from facepipe.media.files import demo, ffmpeg as media_ffmpeg, files, video
+from facepipe.media import demo, ffmpeg as media_ffmpeg, files, video
 from facepipe.faces.detection import pick_face
 from facepipe.models.face_analyzer import FaceError
 from tools.slurmprobe import env_for_local_snakemake

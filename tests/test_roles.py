@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 from facepipe.workflow.jobs import face_images, swap_roles
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.media.files import demo
+from facepipe.media import demo
 from facepipe.models.alignment import template_points
 from facepipe.faces.embedding import (
     MIN_PASTED_FACE,

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.media.files import ffmpeg, video
+from facepipe.media import ffmpeg, video
 from facepipe.media.demo import insightface_image
 from facepipe.models.face_analyzer import FaceAnalyzer, detector_size
 from facepipe.faces.detection import detect_frames, read_faces, write_faces

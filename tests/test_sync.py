@@ -22,7 +22,7 @@ import pytest
 from tests.workflow_helpers import copy_workflow
 from tests.workflow_helpers import pin_backend, snakemake, write_sheet
 
-from facepipe.media.files import demo, ffmpeg as media_ffmpeg, files
+from facepipe.media import demo, ffmpeg as media_ffmpeg, files
 
 pytestmark = pytest.mark.workflow
 
@@ -255,7 +255,7 @@ def test_segment_seals_go_after_the_mux_unless_kept(workspace):
 
 def _segments(tmp_path, target, fps=0):
     """Plan and encode a target's segments as the workflow does (no faces pasted)."""
-    from facepipe.media.files import video
+    from facepipe.media import video
 
     info = media_ffmpeg.probe(target).__dict__
     manifest = video.plan_segments(target, info, tmp_path / "segments", max_height=0, fps=fps,

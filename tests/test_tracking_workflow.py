@@ -26,7 +26,7 @@ NAME = "two"
 
 def _inputs(dest: Path):
     """The clip, the astronaut (person A's photo) and a padded Tom Hanks (person B's) as sources."""
-    from facepipe.media.files import demo
+    from facepipe.media import demo
 
     dest.mkdir(parents=True, exist_ok=True)
     truth = make_tracking_clip(dest / "two people.mp4")

@@ -16,7 +16,7 @@ import pytest
 from tests.workflow_helpers import REPO, copy_workflow
 from tests.workflow_helpers import frame_before_after, planned_jobs, snakemake, standin_job, write_sheet
 
-from facepipe.media.files import ffmpeg
+from facepipe.media import ffmpeg
 
 pytestmark = pytest.mark.workflow
 

@@ -99,7 +99,7 @@ def frame_before_after(workdir: Path, name: str, target: Path, number: int, segm
                        stage: str = "swapped"):
     """A working frame as decoded from the target, and the same frame with the stage's face
     patches applied (what the render stage encodes), both BGR; and the frame's patches."""
-    from facepipe.media.files import files, patches, video
+    from facepipe.media import files, patches, video
 
     seg_dir = workdir / "work" / name / "segments"
     manifest = files.read_json(seg_dir / "manifest.json")

@@ -86,7 +86,7 @@ class Sampler:
 
 
 def make_clip(out: Path, seconds: float, height: int) -> None:
-    from facepipe.media.files import demo
+    from facepipe.media import demo
 
     width = round(height * 16 / 9 / 2) * 2
     demo.make_clip(demo.insightface_image("t1.jpg"), out, seconds=seconds, fps=25, size=(width, height),

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))  # run as a script: the checkout's tests package
 
 from tests import occlusion_clips as clips  # noqa: E402
 
-from facepipe.media.files import demo  # noqa: E402
+from facepipe.media import demo  # noqa: E402
 from facepipe.models import face_mesh as mesh  # noqa: E402
 from facepipe.models.classic_swap import source_patch  # noqa: E402
 from facepipe.models.alignment import alignment_matrix  # noqa: E402

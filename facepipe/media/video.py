@@ -26,7 +26,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from facepipe.media.files import integrity
+from facepipe.media import integrity
 from facepipe.media.i420 import join_i420, split_i420
 from facepipe.media.files import AtomicWriter, MediaError, read_image, write_json
 from facepipe.media.ffmpeg import ffmpeg_exe, run_ffmpeg

@@ -192,7 +192,7 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     swapper: the registry key of the model file ``model`` (facepipe.models). face_mask, mask_blur,
     mask_padding, mask_regions: the job's masks (facepipe.swap.masks), with its ``occluder`` and
     ``parser`` model files where those masks need them."""
-    from facepipe.faces.detection import roles
+    from facepipe.faces import roles
     from facepipe.models.backends import METRICS, make_swappers
     from facepipe.faces.embedding import load_source
     from facepipe.media.integrity import read_sealed_json

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from facepipe.workflow import options
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 from facepipe.faces.selection import MapError, map_text, parse_map
 
 # Every key is declared once, in facepipe.workflow.options; these are read from it.

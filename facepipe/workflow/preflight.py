@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 from facepipe.media.filekind import sniff_image, target_kind
 
 

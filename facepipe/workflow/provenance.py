@@ -46,7 +46,7 @@ from pathlib import Path
 
 import facepipe
 from facepipe.workflow import options
-from facepipe.faces.detection import roles
+from facepipe.faces import roles
 
 # Which inputs and settings each stage's output depends on (besides the code version and the
 # files it reads from earlier stages, which Snakemake follows by time): each option declares its
