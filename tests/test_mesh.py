@@ -182,9 +182,10 @@ def test_swap_takes_the_source_identity_and_changes_nothing_outside_the_face(ana
     before = embedding_distance(target["embedding"], source["embedding"])
     after = embedding_distance(face_of(analyzer.analyze(out), centre(target))["embedding"], source["embedding"])
     print(f"\nidentity distance to the source: {before:.3f} before, {after:.3f} after")
-    # 0.09 measured: the swap takes the target's skin tone and light, not the source's (which
-    # dlib's descriptor also reads: the swap before that reached 0.20 on this pair; over twelve pairs
-    # of t1's faces and the astronaut its median distance was 0.650, this swap's is 0.656).
+    # 0.126 measured: the swap takes the target's skin tone and light, not the source's (which
+    # dlib's descriptor also reads: the swap before that reached 0.20 on this pair). Over the twelve
+    # pairs of tools/identity_benchmark.py the median distance is 0.621 (0.648 for the swap of
+    # 1da6d4d; test_mesh_quality.py holds it).
     assert after < before - 0.07
 
     dilated = cv2.dilate(face_mask(target["landmarks"], astronaut.shape[:2]), np.ones((7, 7), np.uint8)) > 0
@@ -294,7 +295,9 @@ def test_the_results_mouth_opening_follows_the_targets(analyzer, hog, t1, t1_fac
           f"\nthe same read by the face mesh (inner-lip gap): target {np.round(mesh_read['target'], 3).tolist()}; "
           f"r = {r_mesh['mesh swap']:.3f} (mesh swap), {r_mesh['classic swap']:.3f} (classic swap)")
     assert max(gap["target"]) - min(gap["target"]) > 0.1  # the clip really opens and closes the mouth
-    assert r["mesh swap"] > 0.95 and r["mesh swap"] > r["classic swap"] + 0.1
+    # 0.986 measured for the swap before issue 21, 1.000 since (the source's lips come over, the
+    # target's mouth opening, dark inside and teeth stay its own).
+    assert r["mesh swap"] >= 0.986 and r["mesh swap"] > r["classic swap"] + 0.1
     # At the widest openings (0.15) the mesh reads the dropped lower lip ~0.04 of the face height too
     # high (a flat dark gap, no lower teeth), and the source's lip covers that much of the gap.
     assert np.max(np.abs(np.subtract(gap["mesh swap"], gap["target"]))) < 0.05

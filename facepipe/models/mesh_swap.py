@@ -18,19 +18,25 @@ For each target face:
    visible face, keep the target's own pixels (alpha 0): nothing from an empty part of the warp
    reaches the result. Near the oval, what is clearly not skin in either face (hair, background
    where the oval runs past a turned face's outline) also keeps the target's pixels.
-3. **Regions.** The face inside its oval, less the eyes and the mouth, is the source's; the eyes
-   and the mouth are the target's own pixels, moved with the mesh, so its gaze, blinks, expression
-   and speech are kept.
+3. **Regions.** The face inside its oval (its forehead pulled down to above the brows, but
+   reaching BROW_MARGIN around each brow, so the source's whole brows come over) is the source's,
+   lids, lashes, brows and lips included, warped onto the target's moving mesh; the inside of each
+   eye's lid contour (iris, sclera) and the mouth's opening (teeth, the dark inside) are the
+   target's own pixels, moved with the mesh, so its gaze, blinks, expression and speech are kept.
+   Above the brows only what is skin in both faces is pasted (no fringe edge comes over as an
+   arc); around them the target's own brows are covered wherever its mesh placed them (on a face
+   turned less than BROW_MAX_TURN; one turned further keeps its own brows).
 4. **Light and tone** (relight). The target's local mean colour (a masked Gaussian mean in Lab
    over its skin, a sixth of the face wide) plus the source's lightness over its own local mean,
    shades and highlights softly compressed, each shade in the colour the target's own shaded skin
    has (shade_slope), plus the source's colour detail: the source's texture without its light and
-   colour cast, on the target's skin tone and saturation.
+   colour cast, on the target's skin tone and saturation. The source's lips keep their own
+   lightness and colour over its skin.
 5. **Sharpness.** The warped source is blurred to the target's own blur (blur_sigma, Zhuo & Sim).
 6. **Blend.** Gradient-domain: the harmonic (Poisson) correction that makes the pasted face equal
    the target along the paste's border, read from skin only (OpenCV's seamlessClone of the border
    difference over a flat image), then a feathered alpha inside the face oval: every pixel outside
-   the oval is bit-identical to the input.
+   the oval is bit-identical to the input. Around a hole inside the oval the ramp is wider.
 
 The source needs, from facepipe.faces.embedding's record, ``source_crop`` and ``source_landmarks``
 (its 468 mesh points in the crop).
@@ -61,8 +67,13 @@ FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 EYE_IMAGE_LEFT = [33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]
 EYE_IMAGE_RIGHT = [263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249]
 LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+# The inner loop of FACEMESH_LIPS: the mouth's opening (teeth, tongue, the dark inside).
+LIPS_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
 BROW_IMAGE_LEFT = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]
 BROW_IMAGE_RIGHT = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
+# Their upper edges, from the face's side to its middle.
+BROW_UPPER_LEFT = [70, 63, 105, 66, 107]
+BROW_UPPER_RIGHT = [300, 293, 334, 296, 336]
 # The mesh's points on and inside the outer lip contour (read off a frontal face's mesh: the
 # topology's, the same in every face).
 LIPS = [0, 11, 12, 13, 14, 15, 16, 17, 37, 38, 39, 40, 41, 42, 61, 62, 72, 73, 74, 76, 77, 78, 80, 81, 82, 84,
@@ -82,14 +93,32 @@ CHIN, FOREHEAD_TOP = 152, 10
 FOREHEAD = [389, 251, 284, 332, 297, 338, 10, 109, 67, 103, 54, 21, 162]
 MID_BROW = 9
 FOREHEAD_PULL = 0.45
+# Pulled that far, the oval's top cuts through the brows' outer ends; the pasted face reaches this
+# far (share of the face width) beyond each brow, within the oval, so the source's whole brows
+# (which carry much of its identity) come over without the forehead above them.
+BROW_MARGIN = 0.06
+# The face's turn (turn_of) from which the oval no longer reaches around the brows: on a face turned
+# further the mesh places the far brow too roughly, and the target's and the source's brows would
+# both show.
+BROW_MAX_TURN = 0.5
 
 # Feathering width as a share of the face width: with the Poisson correction the border has
 # nothing left to hide, so this only softens where the border runs over hair or background.
-FEATHER = 0.05
-# How far the kept eyes and mouth reach beyond their contours, as a share of the face width:
-# the lids, lashes and lip edges move with the expression, so the target keeps a rim of them.
-EYE_MARGIN = 0.0
-MOUTH_MARGIN = 0.02
+FEATHER = 0.03
+# The ramp around a hole inside the oval (an empty part of the warp), as a share of the face width.
+HOLE_FEATHER = 0.05
+# How far the kept eyes and mouth reach beyond their contours (negative: short of them), as a share
+# of the face width. The target keeps what moves with its gaze and speech and is not the source's
+# look: the inside of each eye's lid contour (iris, sclera) and the mouth's opening (teeth, the
+# dark inside); the lids, lashes and lips are the source's, warped onto the target's (moving)
+# mesh, so the expression, which is the mesh's geometry, stays the target's.
+EYE_MARGIN = -0.01
+MOUTH_MARGIN = 0.0
+# What is darker than this share of the skin's lightness around the lips is the inside of the mouth
+# (_mouth_cavity), kept as the target's.
+CAVITY_SHARE = 0.35
+# How far beyond the outer lip contour (share of the face width) it is looked for.
+CAVITY_REACH = 0.06
 # The kept regions' soft edge, as a share of the face width.
 KEEP_FEATHER = 0.015
 # The Gaussian of the light and tone transfer, as a share of the face width: coarse enough to
@@ -349,13 +378,14 @@ def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
 
 
 def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndarray, target_skin: np.ndarray,
-            sigma: float, brows: np.ndarray | None = None) -> np.ndarray:
+            sigma: float, brows: np.ndarray | None = None, lips: np.ndarray | None = None) -> np.ndarray:
     """The warped source's texture without its own light, on the target's skin and light (Lab,
     float): the target's local mean (masked Gaussian mean over its skin) plus the source's
     lightness over its own local mean, and the colour each shade has in the target's skin
     (shade_slope): the source's colour and its shading at the mean's scale (a shadow down one side
     of its face) do not come along, and a shade of the source reads as a shade of the target's skin,
-    not as a grey smudge."""
+    not as a grey smudge. The source's ``lips`` keep their whole lightness and colour over its
+    skin's (their red is the source's, on the target's skin tone)."""
     source_mean = _masked_mean(warped_lab, source_skin, sigma * SOURCE_LIGHT_SCALE)
     detail = warped_lab[..., 0] - source_mean[..., 0]
     # The skin's shades and highlights are compressed (the source's eye sockets, the shadow beside
@@ -365,10 +395,15 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
                         SHADE_RANGE * np.tanh(detail / SHADE_RANGE))
     if brows is not None:
         squeezed = np.where(brows & (detail < 0), detail, squeezed)
+    colour = warped_lab[..., 1:] - source_mean[..., 1:]
+    squeezed_colour = COLOUR_RANGE * np.tanh(colour / COLOUR_RANGE)
+    if lips is not None:
+        squeezed = np.where(lips, detail, squeezed)
+        squeezed_colour = np.where(lips[..., None], colour, squeezed_colour)
     out = _masked_mean(target_lab, target_skin, sigma)
     out[..., 0] += squeezed
     out[..., 1:] += squeezed[..., None] * shade_slope(target_lab, target_skin)
-    out[..., 1:] += COLOUR_RANGE * np.tanh((warped_lab[..., 1:] - source_mean[..., 1:]) / COLOUR_RANGE)
+    out[..., 1:] += squeezed_colour
     return out
 
 
@@ -444,6 +479,24 @@ def shape_offsets(source_pts: np.ndarray, target_pts: np.ndarray) -> np.ndarray:
     return d
 
 
+def _mouth_cavity(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """The dark inside of the mouth (uint8 mask): pixels within CAVITY_REACH of the outer lip contour
+    darker than CAVITY_SHARE of the skin's around them. The mesh's lip contours can fall
+    short of an open mouth's opening (a dropped jaw read too high), and the source's lips must not
+    cover it."""
+    shape = img.shape[:2]
+    outer = _poly_mask(pts, LIPS_OUTER, shape)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    r = max(1, int(round(CAVITY_REACH * float(np.ptp(pts[:, 0])))))
+    near = cv2.dilate(outer, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
+    ring = near & (outer == 0)
+    if ring.sum() < 8:
+        return np.zeros(shape, np.uint8)
+    # Against the skin around the lips (its upper quartile: the opening itself may lie in the ring).
+    dark = (near & (gray < CAVITY_SHARE * float(np.percentile(gray[ring], 75)))).astype(np.uint8)
+    return cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) * 255
+
+
 class MeshSwapper(PixelSwapper):
     """Pastes one source face onto target faces over the dense mesh (the offline swappers'
     interface, facepipe.models.classic_swap.PixelSwapper). ``shape_transfer`` (0-100) is how far the
@@ -491,16 +544,39 @@ class MeshSwapper(PixelSwapper):
     def masks(self, pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The face oval's mask and the kept (target) eyes-and-mouth mask, uint8, for points in a
         frame of ``shape``."""
+        return self._regions(pts, shape)[:2]
+
+    def _regions(self, pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """masks(), the forehead (the oval above the brows' upper edges, where a source's or a
+        target's fringe can hang) and the zone around the brows (BROW_MARGIN, within the oval), each
+        less the brows themselves."""
         face_w = float(pts[:, 0].max() - pts[:, 0].min())
         region = pts.copy()
         region[FOREHEAD] += FOREHEAD_PULL * (pts[MID_BROW] - pts[FOREHEAD])
         oval = _poly_mask(region, FACE_OVAL, shape)
+        brows = _poly_mask(pts, BROW_IMAGE_LEFT, shape) | _poly_mask(pts, BROW_IMAGE_RIGHT, shape)
+        r = max(1, int(round(BROW_MARGIN * face_w)))
+        around = cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) & _poly_mask(
+            pts, FACE_OVAL, shape)
+        if turn_of(pts) >= BROW_MAX_TURN:
+            around[:] = 0  # a turned face's mesh misplaces its far brow: the target keeps its brows
+        oval |= around
+        # The forehead: the oval above the line along the brows' upper edges (and the mid-brow).
+        down = pts[CHIN] - pts[FOREHEAD_TOP]
+        line = pts[BROW_UPPER_LEFT + [MID_BROW] + BROW_UPPER_RIGHT[::-1]]
+        above = np.zeros(shape, np.uint8)
+        cv2.fillPoly(above, [np.round(np.vstack([line, line[::-1] - down])).astype(np.int32)], 1)
+        band = above & oval & ~brows
+        zone = around & ~brows
         keep = np.zeros(shape, np.uint8)
-        for idx, margin in ((EYE_IMAGE_LEFT, EYE_MARGIN), (EYE_IMAGE_RIGHT, EYE_MARGIN), (LIPS_OUTER, MOUTH_MARGIN)):
+        for idx, margin in ((EYE_IMAGE_LEFT, EYE_MARGIN), (EYE_IMAGE_RIGHT, EYE_MARGIN), (LIPS_INNER, MOUTH_MARGIN)):
             part = _poly_mask(pts, idx, shape)
-            r = max(1, int(round(margin * face_w)))
-            keep |= cv2.dilate(part, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
-        return oval, keep
+            r = int(round(abs(margin) * face_w))
+            if r > 0:
+                kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+                part = cv2.dilate(part, kernel) if margin > 0 else cv2.erode(part, kernel)
+            keep |= part
+        return oval, keep, band, zone
 
     def reshaped(self, pts: np.ndarray) -> np.ndarray:
         """The target's mesh moved towards the source's proportions (shape_offsets): by
@@ -569,12 +645,15 @@ class MeshSwapper(PixelSwapper):
                                a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2], cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
 
-        oval, keep = self.masks(moved, shape)
+        oval, keep, band, zone = self._regions(moved, shape)
+        keep |= _mouth_cavity(target, moved)
         # Skin: the face less its eyes, brows and mouth, less what is not skin in colour in the
         # target or in the warped source (hair, or background where the oval runs past the face's
         # outline on a turned face). There the target keeps its own pixels, and no mean is read.
         kk = max(1, int(round(KEEP_FEATHER * face_w)))
-        features = keep | _poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape)
+        lips = _poly_mask(moved, LIPS_OUTER, shape)
+        features = (keep | lips | _poly_mask(moved, EYE_IMAGE_LEFT, shape) | _poly_mask(moved, EYE_IMAGE_RIGHT, shape)
+                    | _poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape))
         features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * kk + 1,) * 2)) > 0
         face = (oval > 0) & valid & ~features
         if face.sum() < 16:
@@ -598,7 +677,15 @@ class MeshSwapper(PixelSwapper):
         source_skin = in_centre | source_model.of(w_lab, strict=True)
         # Near the oval, what is clearly not skin in either face (by the looser test) keeps the
         # target's pixels: hair, or background where the oval runs past a turned face's outline.
-        both = (in_centre | (skin.of(t_lab) & source_model.of(w_lab))).astype(np.uint8)
+        both = in_centre | (skin.of(t_lab) & source_model.of(w_lab))
+        # Above the brows only what is close to the skin in both faces (the strict test): the edge of
+        # a fringe there passes the looser test, and pasted it reads as an orange arc. Around the
+        # brows (BROW_MARGIN) only the source is tested: the target's own brows, wherever its mesh
+        # put them, are covered by the source's, not left beside them as a second pair.
+        source_strict = source_model.of(w_lab, strict=True)
+        both &= ~(band > 0) | (skin.of(t_lab, strict=True) & source_strict)
+        both |= (zone > 0) & source_strict
+        both = both.astype(np.uint8)
         small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kk + 1,) * 2)
         both = cv2.morphologyEx(cv2.morphologyEx(both, cv2.MORPH_CLOSE, small), cv2.MORPH_OPEN, small) > 0
         inside = (oval > 0) & valid & (both | features)
@@ -614,7 +701,7 @@ class MeshSwapper(PixelSwapper):
             return None
         brows = (_poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape)) > 0
         out_lab = relight(w_lab, t_lab, face & source_skin, face & target_skin, max(2.0, LIGHT_SIGMA * face_w),
-                          cv2.dilate(brows.astype(np.uint8), small) > 0)
+                          cv2.dilate(brows.astype(np.uint8), small) > 0, lips > 0)
         warped = cv2.cvtColor(np.clip(np.round(out_lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
         # The blur is read over the whole face inside the core, the eyes and mouth included: the
@@ -632,6 +719,19 @@ class MeshSwapper(PixelSwapper):
             if core.sum() == 0:
                 return None
         alpha = cv2.GaussianBlur(core.astype(np.float32), (2 * k + 1, 2 * k + 1), k / 2.0)
+        # Around a hole inside the oval (an empty part of the warp: triangles that face away in both
+        # faces) the ramp is wider (HOLE_FEATHER): its edge runs across the face, not along its outline.
+        # (Read k in from the oval: along it the rasterised triangles and the oval differ by a pixel.)
+        inner_oval = cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+        # The mesh has no triangles in the eyes' and the mouth's openings: those are not holes.
+        openings = (_poly_mask(moved, EYE_IMAGE_LEFT, shape) | _poly_mask(moved, EYE_IMAGE_RIGHT, shape)
+                    | _poly_mask(moved, LIPS_INNER, shape))
+        openings = cv2.dilate(openings, small, iterations=2)
+        holes = ((inner_oval > 0) & ~valid & (openings == 0)).astype(np.uint8)
+        kh = max(k, int(round(HOLE_FEATHER * face_w)))
+        if holes.any() and kh > k:
+            clear = cv2.erode(1 - holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kh + 1,) * 2))
+            alpha *= cv2.GaussianBlur(clear.astype(np.float32), (2 * kh + 1, 2 * kh + 1), kh / 2.0)
         alpha[~inside] = 0.0
 
         # Where the warp is empty the target's own pixels: nothing of an empty part reaches the face.

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Identity benchmark of the offline mesh swap (facepipe.mesh_swap, the offline backend's default
+swapper): how close dlib's descriptor of the swapped face comes to the source's, and whether the
+target's expression (its mouth opening) is kept.
+
+    python tools/identity_benchmark.py                              # this checkout's swap
+    python tools/identity_benchmark.py --package-root /tmp/before   # another checkout's swap
+    python tools/identity_benchmark.py --save /tmp/h21/after        # also the face crops as PNGs
+
+Pairs: real photos shipped in installed packages, twelve pairs: scikit-image's astronaut as the
+source on each of the six faces of insightface's group photo t1.jpg, and each of those six faces
+as the source on the astronaut. Each target face is swapped as the workflow swaps it (the
+mesh_warp adapter from facepipe.models.zoo, its source prepared from the record facepipe.embedding
+makes: source_patch's crop and points; the target face's landmark_box crop, patch_from_crop, the
+patch applied to the frame), at shape_transfer 0 and at the package's default. The result's face
+is read again by the offline analyzer (MediaPipe mesh + dlib ResNet) on its neighbourhood, and its
+distance to the source's descriptor is printed per pair with the median.
+
+Expression: a 16-frame clip of the astronaut whose mouth opens (to 0.17 of the face height) and
+closes twice (tests/test_mesh.py's _open_mouth), swapped with t1's right woman as the source; the
+correlation of the result's mouth opening with the target's, read as the height of the dark inside
+of the mouth (pixels, no landmarks) and by the face mesh (inner-lip gap).
+
+--package-root runs the swap of another checkout (e.g. ``git archive 1da6d4d | tar -x -C DIR``)
+in a subprocess, while the faces are found and measured by this checkout's analyzer, so figures of
+two versions differ only by their swap. Nothing is asserted; figures are measured here and now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = "default"
+
+
+# -- the swap (run with the package under test: this checkout's, or --package-root's) ------------
+
+
+def swap_jobs(jobs: list[dict]) -> list[dict]:
+    """Each job: source image and its mesh points, target image and the faces' points, the
+    shape_transfer (an int, or DEFAULT). Returns the swapped images, the seconds each face took and
+    the shape_transfer used (None where the package has no such option)."""
+    import numpy as np
+
+    from facepipe import mesh_swap
+    from facepipe.classic_swap import _hull_bbox, source_patch
+    from facepipe.faces import CROP_MARGIN
+    from facepipe.models.zoo import load
+    from facepipe.patches import apply_patch
+
+    default = getattr(mesh_swap, "SHAPE_TRANSFER", None)
+    sources: dict = {}
+    out = []
+    for job in jobs:
+        strength = default if job["shape_transfer"] == DEFAULT else job["shape_transfer"]
+        kwargs = {} if default is None else {"shape_transfer": strength}
+        key = (id(job["source"]), job["source_key"], strength)
+        if key not in sources:
+            crop, pts = source_patch(job["source"], job["source_pts"])
+            adapter = load("mesh_warp", None, [], **kwargs)
+            sources[key] = (adapter, adapter.prepare_source({"source_crop": crop, "source_landmarks": pts}))
+        adapter, source = sources[key]
+        img = job["target"].copy()
+        seconds = []
+        for pts in job["target_pts"]:
+            x0, y0, x1, y1 = _hull_bbox(pts, img.shape[:2], CROP_MARGIN)
+            crop = np.ascontiguousarray(img[y0:y1, x0:x1])
+            best = float("inf")
+            # CPU time (all threads), the least of a few runs: on a shared machine wall time mostly
+            # measures the other processes.
+            for _ in range(job.get("repeat", 1)):
+                start = time.process_time()
+                patch = adapter.swap([crop], [{"x": x0, "y": y0, "landmarks": pts.reshape(-1)}], source)[0]
+                best = min(best, time.process_time() - start)
+            seconds.append(best)
+            if patch is not None:
+                apply_patch(img, patch)
+        out.append({"image": img, "seconds": seconds, "shape_transfer": None if default is None else strength})
+    return out
+
+
+def _worker(inp: str, outp: str, root: str) -> None:
+    sys.path.insert(0, root)
+    import facepipe
+
+    if Path(facepipe.__file__).resolve().parents[1] != Path(root).resolve():
+        raise SystemExit(f"facepipe imported from {facepipe.__file__}, not from {root}")
+    with open(inp, "rb") as f:
+        jobs = pickle.load(f)
+    with open(outp, "wb") as f:
+        pickle.dump(swap_jobs(jobs), f)
+
+
+def run_swaps(jobs: list[dict], root: Path | None) -> list[dict]:
+    if root is None:
+        return swap_jobs(jobs)
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, outp = Path(tmp) / "jobs.pkl", Path(tmp) / "out.pkl"
+        inp.write_bytes(pickle.dumps(jobs))
+        env = dict(os.environ, PYTHONPATH=str(root))
+        subprocess.run([sys.executable, __file__, "--worker", str(inp), str(outp), str(root)], check=True, env=env)
+        return pickle.loads(outp.read_bytes())
+
+
+# -- faces and measurement (this checkout's analyzer) ----------------------------------------------
+
+
+def analyzer(models: Path):
+    from facepipe import mesh
+    from facepipe.models import model_path
+
+    models.mkdir(parents=True, exist_ok=True)
+    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
+        if not (models / name).is_file():
+            mesh.convert(mesh.tflite_path(name), models / name)
+    return mesh.MeshAnalyzer(models / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
+
+
+def photos():
+    import cv2
+    from skimage import data
+
+    from facepipe import demo
+
+    return cv2.imread(str(demo.insightface_image("t1.jpg"))), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def largest(faces):
+    import numpy as np
+
+    return max(faces, key=lambda f: np.ptp(f["landmarks"][:, 0]) * np.ptp(f["landmarks"][:, 1]))
+
+
+def read_face(an, img, pts, margin: float = 0.5):
+    """The analyzer's record of the face at ``pts`` in ``img``, read on its neighbourhood (the face's
+    box ``margin`` of its width wider on every side): the face nearest the box's centre."""
+    import numpy as np
+
+    w = float(np.ptp(pts[:, 0]))
+    x0, y0 = np.maximum(pts.min(axis=0) - margin * w, 0).astype(int)
+    x1, y1 = (pts.max(axis=0) + margin * w).astype(int)
+    found = an.analyze(np.ascontiguousarray(img[y0:y1, x0:x1]))
+    if not found:
+        return None
+    centre = pts.mean(axis=0) - (x0, y0)
+    return min(found, key=lambda f: np.linalg.norm(f["landmarks"].mean(axis=0) - centre))
+
+
+def face_crop(img, pts, margin: float = 0.25):
+    import numpy as np
+
+    w = float(np.ptp(pts[:, 0]))
+    x0, y0 = np.maximum(pts.min(axis=0) - margin * w, 0).astype(int)
+    x1, y1 = (pts.max(axis=0) + margin * w).astype(int)
+    return img[y0:y1, x0:x1]
+
+
+def identity(an, root, strengths, save: Path | None, repeat: int = 1) -> dict:
+    import cv2
+    import numpy as np
+
+    t1, astronaut = photos()
+    t1_faces = sorted(an.analyze(t1), key=lambda f: f["landmarks"][:, 0].mean())
+    ast = largest(an.analyze(astronaut))
+    names = [f"t1 face {i + 1}" for i in range(len(t1_faces))]
+    pairs = []  # (name, source image, source face, target image, target face)
+    for name, face in zip(names, t1_faces):
+        pairs.append((f"astronaut -> {name}", astronaut, ast, t1, face))
+    for name, face in zip(names, t1_faces):
+        pairs.append((f"{name} -> astronaut", t1, face, astronaut, ast))
+    no_swap = [float(np.linalg.norm(tgt["embedding"] - src["embedding"])) for _, _, src, _, tgt in pairs]
+    result = {"pairs": [p[0] for p in pairs], "no swap": no_swap}
+    for strength in strengths:
+        jobs = [{"source": s_img, "source_key": n.split(" -> ")[0], "source_pts": src["landmarks"], "target": t_img,
+                 "target_pts": [tgt["landmarks"]], "shape_transfer": strength, "repeat": repeat}
+                for n, s_img, src, t_img, tgt in pairs]
+        outs = run_swaps(jobs, root)
+        dist = []
+        for (name, _, src, t_img, tgt), out in zip(pairs, outs):
+            got = read_face(an, out["image"], tgt["landmarks"])
+            dist.append(float("nan") if got is None else float(np.linalg.norm(got["embedding"] - src["embedding"])))
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                tag = name.replace(" -> ", "_to_").replace(" ", "")
+                cv2.imwrite(str(save / f"{tag}_st{strength}.png"), face_crop(out["image"], tgt["landmarks"]))
+                cv2.imwrite(str(save / f"{tag}_target.png"), face_crop(t_img, tgt["landmarks"]))
+        result[f"shape_transfer {strength}"] = {
+            "used": outs[0]["shape_transfer"], "distance": dist,
+            "seconds per face": [s for out in outs for s in out["seconds"]]}
+    return result
+
+
+def mouth(an, root) -> dict:
+    import numpy as np
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_mesh import _dark_gap, _open_mouth, _opening
+
+    t1, astronaut = photos()
+    source = max(an.analyze(t1, embed=False), key=lambda f: f["landmarks"][:, 0].mean())  # the right woman
+    target = largest(an.analyze(astronaut, embed=False))
+    pts = target["landmarks"].astype(np.float64)
+    openings = -0.03 + 0.2 * (1 - np.cos(np.linspace(0, 4 * np.pi, 16))) / 2
+    frames = [_open_mouth(astronaut, pts, o) for o in openings]
+    faces = [largest(an.analyze(frame, embed=False)) for frame in frames]
+    jobs = [{"source": t1, "source_key": "right woman", "source_pts": source["landmarks"], "target": frame,
+             "target_pts": [face["landmarks"]], "shape_transfer": DEFAULT} for frame, face in zip(frames, faces)]
+    outs = run_swaps(jobs, root)
+    gap = {"target": [_dark_gap(f, pts) for f in frames], "swap": [_dark_gap(o["image"], pts) for o in outs]}
+    read = {"target": [_opening(f) for f in faces],
+            "swap": [_opening(read_face(an, o["image"], f["landmarks"])) for o, f in zip(outs, faces)]}
+    return {"dark gap": gap, "mesh read": read,
+            "r dark gap": float(np.corrcoef(gap["swap"], gap["target"])[0, 1]),
+            "r mesh read": float(np.corrcoef(read["swap"], read["target"])[0, 1])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--package-root", type=Path, help="a checkout whose facepipe does the swap")
+    parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "facepipe_offline_models",
+                        help="where the converted MediaPipe models are kept (made when missing)")
+    parser.add_argument("--save", type=Path, help="a folder for each result's face crop (PNG)")
+    parser.add_argument("--json", type=Path, help="write the figures to this file too")
+    parser.add_argument("--no-mouth", action="store_true", help="skip the mouth-opening clip")
+    parser.add_argument("--repeat", type=int, default=1, help="time each face's swap as the fastest of this many")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(*args.worker)
+        return 0
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+
+    root = args.package_root.resolve() if args.package_root else None
+    an = analyzer(args.models)
+    figures = {"package": str(root or REPO), "identity": identity(an, root, [0, DEFAULT], args.save, args.repeat)}
+    ident = figures["identity"]
+    width = max(len(p) for p in ident["pairs"])
+    print(f"swap of {figures['package']}\ndlib distance to the source (lower is closer; same person < 0.6):")
+    print(f"{'pair':<{width}}  no swap  " + "  ".join(f"st {ident[f'shape_transfer {s}']['used']}"
+                                                     for s in (0, DEFAULT)))
+    for i, name in enumerate(ident["pairs"]):
+        print(f"{name:<{width}}  {ident['no swap'][i]:7.3f}  " +
+              "  ".join(f"{ident[f'shape_transfer {s}']['distance'][i]:5.3f}" for s in (0, DEFAULT)))
+    for s in (0, DEFAULT):
+        fig = ident[f"shape_transfer {s}"]
+        fig["median"] = float(np.nanmedian(fig["distance"]))
+        fig["median seconds per face"] = statistics.median(fig["seconds per face"])
+        print(f"median at shape_transfer {s} ({fig['used']}): {fig['median']:.3f}; "
+              f"swap {1000 * fig['median seconds per face']:.1f} ms CPU per face (median of the faces)")
+    print(f"median without a swap: {float(np.median(ident['no swap'])):.3f}")
+    if not args.no_mouth:
+        figures["mouth"] = m = mouth(an, root)
+        print(f"mouth opening's correlation with the target's (default shape_transfer): dark inside of the mouth "
+              f"r = {m['r dark gap']:.3f}, face mesh's inner-lip gap r = {m['r mesh read']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
