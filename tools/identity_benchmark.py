@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Identity benchmark of the offline mesh swap (facepipe.mesh_swap, the offline backend's default
+"""Identity benchmark of the offline mesh swap (facepipe.models.mesh_swap, the offline backend's default
 swapper): how close dlib's descriptor of the swapped face comes to the source's, and whether the
 target's expression (its mouth opening) is kept.
 
@@ -10,7 +10,7 @@ target's expression (its mouth opening) is kept.
 Pairs: real photos shipped in installed packages, twelve pairs: scikit-image's astronaut as the
 source on each of the six faces of insightface's group photo t1.jpg, and each of those six faces
 as the source on the astronaut. Each target face is swapped as the workflow swaps it (the
-mesh_warp adapter from facepipe.models.zoo, its source prepared from the record facepipe.embedding
+mesh_warp adapter from facepipe.models.zoo, its source prepared from the record facepipe.faces.embedding
 makes: source_patch's crop and points; the target face's landmark_box crop, patch_from_crop, the
 patch applied to the frame), at shape_transfer 0 and at the package's default. The result's face
 is read again by the offline analyzer (MediaPipe mesh + dlib ResNet) on its neighbourhood, and its
@@ -52,11 +52,11 @@ def swap_jobs(jobs: list[dict]) -> list[dict]:
     the shape_transfer used (None where the package has no such option)."""
     import numpy as np
 
-    from facepipe import mesh_swap
-    from facepipe.classic_swap import _hull_bbox, source_patch
-    from facepipe.faces import CROP_MARGIN
+    from facepipe.models import mesh_swap
+    from facepipe.models.classic_swap import _hull_bbox, source_patch
+    from facepipe.faces.detection import CROP_MARGIN
     from facepipe.models.zoo import load
-    from facepipe.patches import apply_patch
+    from facepipe.media.patches import apply_patch
 
     default = getattr(mesh_swap, "SHAPE_TRANSFER", None)
     sources: dict = {}
@@ -116,7 +116,7 @@ def run_swaps(jobs: list[dict], root: Path | None) -> list[dict]:
 
 
 def analyzer(models: Path):
-    from facepipe import mesh
+    from facepipe.models import face_mesh as mesh
     from facepipe.models import model_path
 
     models.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def photos():
     import cv2
     from skimage import data
 
-    from facepipe import demo
+    from facepipe.media import demo
 
     return cv2.imread(str(demo.insightface_image("t1.jpg"))), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
@@ -203,8 +203,8 @@ def identity(an, root, strengths, save: Path | None, repeat: int = 1) -> dict:
 def mouth(an, root) -> dict:
     import numpy as np
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_mesh import _dark_gap, _open_mouth, _opening
+    sys.path.insert(0, str(REPO))  # the checkout's tests package
+    from tests.test_mesh import _dark_gap, _open_mouth, _opening
 
     t1, astronaut = photos()
     source = max(an.analyze(t1, embed=False), key=lambda f: f["landmarks"][:, 0].mean())  # the right woman
