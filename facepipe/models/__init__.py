@@ -5,7 +5,8 @@
 - analyzers: ``face_analyzer`` (SCRFD + ArcFace), ``face_mesh`` (MediaPipe) with ``dlib_face``
   (dlib identity), ``alignment`` (the five-point templates);
 - swappers: ``swapper`` (the aligned-crop base) with ``inswapper`` and ``hyperswap``; the offline
-  swaps ``classic`` (``classic_swap``) and ``mesh_warp`` (``mesh_swap``);
+  swaps ``facepipe.models.classic`` (``classic_swap``) and ``facepipe.models.mesh_warp``
+  (``mesh_swap``);
 - masks and restorers: ``masker`` with ``occluder`` and ``face_parser``; ``face_restorer``;
 - model files and sessions: ``download`` (pinned, verified), ``fp16``, ``batching``, ``standin``
   (stand-ins made from an entry), ``runtime`` (ONNX Runtime sessions).

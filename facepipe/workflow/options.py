@@ -101,8 +101,8 @@ OPTIONS: tuple[Option, ...] = (
                    "swap_faces"),
            choices_from=REGISTRY_BACKENDS),
     Option("swapper", "text", "",
-           "the swap model; empty = the backend's own (`inswapper_128`, or for `offline` `mesh_warp`, the "
-           "dense-mesh swap; `landmark_warp` is its classic 68-point swap). A swapper of another backend is an "
+           "the swap model; empty = the backend's own (its default in the model table: for `offline` the "
+           "dense-mesh swap, whose classic 68-point swap is the other choice). A swapper of another backend is an "
            "error, except that with `auto` falling back to `offline` the offline swap runs (with the fallback's "
            "warning)",
            # The swapper and its pixel boost decide the crop detection keeps for the swap.
@@ -114,10 +114,11 @@ OPTIONS: tuple[Option, ...] = (
            "pixels", stages=("detect_faces", *_SWAP), minimum=0, maximum=2048,
            values="0, or a multiple of the swapper's size up to 2048"),
     Option("shape_transfer", "integer", 70,
-           "how far the offline dense-mesh swap (`mesh_warp`) moves the target's face shape towards the source's: "
+           "how far the offline dense-mesh swap moves the target's face shape towards the source's: "
            "eye spacing, nose, brows, the lips' width and the jaw inside the oval, pose taken out; the head's "
            "outline and the expression (blinks, mouth opening) stay the target's; 0 = the target's own shape. No "
-           "effect on the learned swappers or on `landmark_warp`", stages=_SWAP, minimum=0, maximum=100),
+           "effect on the learned swappers or on the offline classic 68-point swap", stages=_SWAP, minimum=0,
+           maximum=100),
     Option("face_mask", "list", ["box", "occlusion"],
            "what keeps the target's own pixels (see Masks): `box` a feathered rectangle (`mask_blur`, "
            "`mask_padding`), `occlusion` whatever covers the face, `region` only `mask_regions` are swapped, "
