@@ -31,3 +31,19 @@ def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray, mask: np.n
     out = img.copy()
     paste_inswapper(out, fake, matrix, mask)
     return out
+
+
+def swap_frame(swapper, img: np.ndarray, target_faces: list) -> np.ndarray:
+    """A whole frame with every target face replaced by an offline (pixel) swapper's source face,
+    each face swapped on the frame with the earlier ones already pasted, as the swap stage does."""
+    from facepipe.media.patches import apply_patch
+
+    out = img.copy()
+    for face in target_faces:
+        landmarks = face.get("landmarks")
+        if landmarks is None:
+            raise swapper.no_landmarks()
+        patch = swapper.swap_one(out, swapper.points(landmarks, "a target face"))
+        if patch is not None:
+            apply_patch(out, patch)
+    return out

@@ -19,6 +19,7 @@ from facepipe.models.face_mesh import MeshAnalyzer, MeshModelError, landmarks_68
 from facepipe.models.mesh_swap import MeshSwapper, sharpness
 from facepipe.models import model_path
 from tests.hog_analyzer import OfflineAnalyzer, landmarks_model_path, embedding_distance
+from tests.model_helpers import swap_frame
 
 # Face centres in t1.jpg (1280x886) read off the photo by eye (as in tests/test_offline.py).
 T1_PEOPLE = {"left woman": (115, 340), "dark-haired woman": (325, 215), "man in grey": (515, 345),
@@ -177,7 +178,8 @@ def test_recall_on_turned_faces_and_small_faces_beats_hog(analyzer, hog, t1):
 def test_swap_takes_the_source_identity_and_changes_nothing_outside_the_face(analyzer, t1, t1_faces, astronaut):
     source = face_of(t1_faces, T1_PEOPLE["right woman"])
     target = analyzer.analyze(astronaut)[0]
-    out = MeshSwapper(*source_patch(t1, source["landmarks"])).swap(astronaut, [{"landmarks": target["landmarks"]}])
+    out = swap_frame(MeshSwapper(*source_patch(t1, source["landmarks"])), astronaut,
+                     [{"landmarks": target["landmarks"]}])
 
     before = embedding_distance(target["embedding"], source["embedding"])
     after = embedding_distance(face_of(analyzer.analyze(out), centre(target))["embedding"], source["embedding"])
@@ -194,7 +196,8 @@ def test_swap_takes_the_source_identity_and_changes_nothing_outside_the_face(ana
     assert diff[dilated].mean() > 10  # the face did change
 
     # The offline backend's other swapper, landmark_warp, on the mesh's 68-point subset.
-    old = ClassicSwapper(*source_patch(t1, source["landmarks"])).swap(astronaut, [{"landmarks": target["landmarks"]}])
+    old = swap_frame(ClassicSwapper(*source_patch(t1, source["landmarks"])), astronaut,
+                     [{"landmarks": target["landmarks"]}])
     after_old = embedding_distance(face_of(analyzer.analyze(old), centre(target))["embedding"], source["embedding"])
     print(f"landmark_warp on the mesh's 68 points: {after_old:.3f} after")
     assert after_old < before - 0.1
@@ -206,8 +209,8 @@ def test_swap_keeps_the_targets_eyes_and_mouth(analyzer, t1, t1_faces, astronaut
     target's own pixels, moved with the mesh)."""
     source = face_of(t1_faces, T1_PEOPLE["right woman"])
     target = analyzer.analyze(astronaut)[0]
-    out = MeshSwapper(*source_patch(t1, source["landmarks"]), shape_transfer=0).swap(
-        astronaut, [{"landmarks": target["landmarks"]}])
+    out = swap_frame(MeshSwapper(*source_patch(t1, source["landmarks"]), shape_transfer=0),
+                     astronaut, [{"landmarks": target["landmarks"]}])
     for idx in (mesh_swap.EYE_IMAGE_LEFT, mesh_swap.EYE_IMAGE_RIGHT, INNER_LIPS):
         polygon = mesh_swap._poly_mask(target["landmarks"], idx, astronaut.shape[:2])
         inner = cv2.erode(polygon, np.ones((3, 3), np.uint8)) > 0
@@ -281,8 +284,8 @@ def test_the_results_mouth_opening_follows_the_targets(analyzer, hog, t1, t1_fac
     mesh_read = {"target": [], "mesh swap": [], "classic swap": []}
     for frame in frames:
         face = analyzer.analyze(frame, embed=False)[0]
-        outs = {"target": frame, "mesh swap": swapper.swap(frame, [face]),
-                "classic swap": classic.swap(frame, [hog.analyze(frame, embed=False)[0]])}
+        outs = {"target": frame, "mesh swap": swap_frame(swapper, frame, [face]),
+                "classic swap": swap_frame(classic, frame, [hog.analyze(frame, embed=False)[0]])}
         for name, img in outs.items():
             gap[name].append(_dark_gap(img, pts))
             mesh_read[name].append(_opening(face_of(analyzer.analyze(img, embed=False), centre(face))))
@@ -323,7 +326,7 @@ def test_the_pasted_face_is_as_sharp_as_the_defocused_face_it_covers(analyzer, t
             # The pasted face: inside the oval, away from the kept eyes and mouth and their fades.
             pasted = (cv2.erode(oval, np.ones((9, 9), np.uint8)) > 0) & (
                 cv2.dilate(keep, np.ones((int(0.08 * face_w),) * 2, np.uint8)) == 0)
-            out = gray(swapper.swap(target_img, [face]))
+            out = gray(swap_frame(swapper, target_img, [face]))
             ratio = mesh_swap.blur_sigma(gray(target_img), pasted) / mesh_swap.blur_sigma(out, pasted)
             figures[sigma].append(round(ratio, 2))
             laplacian[sigma].append(round(sharpness(out, pasted) / sharpness(gray(target_img), pasted), 2))
@@ -331,7 +334,7 @@ def test_the_pasted_face_is_as_sharp_as_the_defocused_face_it_covers(analyzer, t
             face = face_of(faces, T1_PEOPLE["man in grey"])
             with monkeypatch.context() as mp:
                 mp.setattr(mesh_swap, "match_sharpness", lambda warped, *a: (warped, 0.0))
-                plain = gray(swapper.swap(target_img, [face]))
+                plain = gray(swap_frame(swapper, target_img, [face]))
             oval, keep = swapper.masks(face["landmarks"], target_img.shape[:2])
             pasted = (cv2.erode(oval, np.ones((9, 9), np.uint8)) > 0) & (
                 cv2.dilate(keep, np.ones((int(0.08 * np.ptp(face["landmarks"][:, 0])),) * 2, np.uint8)) == 0)

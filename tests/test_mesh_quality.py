@@ -19,6 +19,7 @@ import pytest
 from facepipe.models import mesh_swap
 from facepipe.models.classic_swap import source_patch
 from facepipe.models.mesh_swap import MeshSwapper
+from tests.model_helpers import swap_frame
 
 TURNS = (-60, -40, -20, 0, 20, 40, 60)
 # The pure colour the source crop is painted outside its face oval: no face has it, so any of it
@@ -206,9 +207,9 @@ def test_turned_faces_get_no_blotch_and_nothing_from_an_empty_warp(turned, analy
         plain, plain_pts = source_patch(img, pts)
         for degrees in found:
             target, tpts = turned[degrees]
-            out = swapper.swap(target, [{"landmarks": tpts}])
+            out = swap_frame(swapper, target, [{"landmarks": tpts}])
             # The blotch share on the real source (the sentinel is a blotch by design).
-            real = MeshSwapper(plain, plain_pts).swap(target, [{"landmarks": tpts}])
+            real = swap_frame(MeshSwapper(plain, plain_pts), target, [{"landmarks": tpts}])
             blotch = round(100 * blotch_share(real, target, tpts, plain, plain_pts), 2)
             figures[(name, degrees)] = (sentinel_pixels(out, target), blotch)
     print("(source, target turn): (sentinel pixels, blotch % of the face)", figures)
@@ -229,7 +230,7 @@ def test_no_seam_at_the_oval_the_forehead_or_around_the_eyes_and_mouth(analyzer,
     ratios = {"oval": [], "forehead": [], "eyes and mouth": []}
     blotches = []
     for face in analyzer.analyze(t1, embed=False):
-        out = swapper.swap(t1, [face])
+        out = swap_frame(swapper, t1, [face])
         for place, band in border_bands(swapper, face["landmarks"], t1.shape[:2]).items():
             ratios[place].append(edge_strength(out, band) / edge_strength(t1, band))
         blotches.append(round(100 * blotch_share(out, t1, face["landmarks"], crop, crop_pts), 2))
@@ -260,7 +261,7 @@ def test_shape_transfer_brings_the_sources_proportions_and_identity(analyzer, t1
         swapper = MeshSwapper(crop, crop_pts, shape_transfer=strength)
         shape, identity = [], []
         for face in analyzer.analyze(t1, embed=False):
-            out = swapper.swap(t1, [face])
+            out = swap_frame(swapper, t1, [face])
             # Read again on the face's own neighbourhood (the whole group photo takes longer).
             x0, y0 = np.maximum(face["landmarks"].min(axis=0) - 60, 0).astype(int)
             x1, y1 = (face["landmarks"].max(axis=0) + 60).astype(int)

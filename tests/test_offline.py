@@ -20,6 +20,7 @@ from facepipe.faces.selection import choose
 from facepipe.swap.segment import swap_segment
 from facepipe.media.video import WorkFrame, render_image
 from tests.workflow_helpers import track_still
+from tests.model_helpers import swap_frame
 
 # Face centres in t1.jpg (1280x886) as a person sees them (read off the photo by eye, not
 # from any detector): left to right, the woman at the left edge, the dark-haired woman,
@@ -88,7 +89,7 @@ def test_swap_of_a_frontal_face_takes_the_source_identity_and_changes_nothing_ou
     source = face_of(t1_faces, "right woman")
     swapper = ClassicSwapper(*source_patch(t1, source["landmarks"]))
     target = analyzer.analyze(astronaut)[0]  # the astronaut's face (the largest)
-    out = swapper.swap(astronaut, [{"landmarks": target["landmarks"]}])
+    out = swap_frame(swapper, astronaut, [{"landmarks": target["landmarks"]}])
 
     before = embedding_distance(target["embedding"], source["embedding"])
     swapped = min(analyzer.analyze(out), key=lambda f: np.linalg.norm(centre(f) - centre(target)))
@@ -114,7 +115,7 @@ def test_swap_matches_the_target_colour(analyzer, astronaut, t1, t1_faces):
     tinted[:, :, 0] = np.clip(tinted[:, :, 0].astype(int) + 80, 0, 255)
     src = analyzer.analyze(tinted)[0]
     target = face_of(t1_faces, "man in grey")
-    out = ClassicSwapper(*source_patch(tinted, src["landmarks"])).swap(t1, [{"landmarks": target["landmarks"]}])
+    out = swap_frame(ClassicSwapper(*source_patch(tinted, src["landmarks"])), t1, [{"landmarks": target["landmarks"]}])
     core = cv2.erode(face_mask(target["landmarks"], t1.shape[:2]), np.ones((15, 15), np.uint8)) > 0
     lab = lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2LAB)[core].astype(float).mean(axis=0)  # noqa: E731
     tinted_face = cv2.cvtColor(tinted, cv2.COLOR_BGR2LAB)[face_mask(src["landmarks"], tinted.shape[:2]) > 0]
@@ -197,7 +198,7 @@ def test_classic_swapper_needs_an_offline_source_record(tmp_path):
         ClassicSwapper.from_source({"embedding": np.zeros(512)}, where=str(tmp_path / "src.npz"))
     swapper = ClassicSwapper(np.zeros((100, 100, 3), np.uint8), np.random.default_rng(0).uniform(10, 90, (68, 2)))
     with pytest.raises(SwapError, match="no landmarks.*backend=offline"):
-        swapper.swap(np.zeros((50, 50, 3), np.uint8), [{"kps": np.zeros((5, 2))}])
+        swapper.patch_from_crop(np.zeros((50, 50, 3), np.uint8), x=0, y=0, landmarks=None)
 
 
 def test_offline_models_are_package_files_or_made_from_them_and_there_is_no_swapper_model():

@@ -53,7 +53,7 @@ def swap_jobs(jobs: list[dict]) -> list[dict]:
     import numpy as np
 
     from facepipe.models import mesh_swap
-    from facepipe.models.classic_swap import _hull_bbox, source_patch
+    from facepipe.models.classic_swap import hull_bbox, source_patch
     from facepipe.faces.detection import CROP_MARGIN
     from facepipe.models.zoo import load
     from facepipe.media.patches import apply_patch
@@ -73,7 +73,7 @@ def swap_jobs(jobs: list[dict]) -> list[dict]:
         img = job["target"].copy()
         seconds = []
         for pts in job["target_pts"]:
-            x0, y0, x1, y1 = _hull_bbox(pts, img.shape[:2], CROP_MARGIN)
+            x0, y0, x1, y1 = hull_bbox(pts, img.shape[:2], CROP_MARGIN)
             crop = np.ascontiguousarray(img[y0:y1, x0:x1])
             best = float("inf")
             # CPU time (all threads), the least of a few runs: on a shared machine wall time mostly

@@ -78,10 +78,10 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
         matrix[:, 2] += pad
         return {"crop": encode_image(frame.warp_bgr(matrix, size + 2 * pad)), "crop_x": 0, "crop_y": 0,
                 "crop_matrix": matrix.reshape(-1).tolist()}
-    from facepipe.models.classic_swap import _hull_bbox
+    from facepipe.models.classic_swap import hull_bbox
 
     img = frame.bgr()
-    x0, y0, x1, y1 = _hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), img.shape[:2], margin)
+    x0, y0, x1, y1 = hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), img.shape[:2], margin)
     return {"crop": encode_image(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
 
 

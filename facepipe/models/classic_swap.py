@@ -34,7 +34,7 @@ class SwapError(Exception):
     """A face record the classic swapper cannot use (e.g. without 68 landmarks)."""
 
 
-def _hull_bbox(points: np.ndarray, shape: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+def hull_bbox(points: np.ndarray, shape: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
@@ -46,7 +46,7 @@ def _hull_bbox(points: np.ndarray, shape: tuple[int, int], margin: float) -> tup
 def source_patch(img: np.ndarray, landmarks: np.ndarray, *, margin: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
     """The source face's crop (BGR) and its landmarks (68 points, or the mesh's 468) in crop coordinates."""
     lm = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
-    x0, y0, x1, y1 = _hull_bbox(lm, img.shape[:2], margin)
+    x0, y0, x1, y1 = hull_bbox(lm, img.shape[:2], margin)
     crop = img[y0:y1, x0:x1]
     lm = lm - np.array([x0, y0], dtype=np.float32)
     width = float(lm[:, 0].max() - lm[:, 0].min())
@@ -135,44 +135,18 @@ class PixelSwapper:
                             f"the offline swapper needs one made with backend=offline")
         return cls(data["source_crop"], data["source_landmarks"])
 
-    def _no_landmarks(self) -> SwapError:
+    def no_landmarks(self) -> SwapError:
         return SwapError(f"a target face has no landmarks; the {self.name} swapper needs a faces table made "
                          f"with backend=offline")
-
-    def patches(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> list:
-        """One "pixels" patch per face (the final pixels of the face's rectangle), each made on the
-        frame with the earlier ones applied; `source_embedding` is unused (these swaps work on
-        pixels) and accepted for the learned swappers' interface."""
-        from facepipe.media.patches import apply_patch
-
-        img = img.copy()
-        out = []
-        for face in target_faces:
-            lm = face.get("landmarks") if hasattr(face, "get") else None
-            if lm is None:
-                raise self._no_landmarks()
-            patch = self.swap_one(img, self.points(lm, "a target face"))
-            if patch is not None:
-                apply_patch(img, patch)
-            out.append(patch)
-        return out
 
     def patch_from_crop(self, crop: np.ndarray, *, x: int, y: int, landmarks, **_):
         """The swapped face from the crop detection kept (the landmarks' rectangle at x, y)."""
         if landmarks is None:
-            raise self._no_landmarks()
+            raise self.no_landmarks()
         patch = self.swap_one(crop, self.points(landmarks, "a target face") - np.array([x, y], np.float32))
         if patch is not None:
             patch.x, patch.y = patch.x + x, patch.y + y
         return patch
-
-    def swap(self, img: np.ndarray, target_faces: list, source_embedding: np.ndarray | None = None) -> np.ndarray:
-        """Every target face replaced by the source face."""
-        from facepipe.media.patches import apply_patches
-
-        out = img.copy()
-        apply_patches(out, [p for p in self.patches(img, target_faces) if p is not None])
-        return out
 
 
 class ClassicSwapper(PixelSwapper):
@@ -194,7 +168,7 @@ class ClassicSwapper(PixelSwapper):
         """The swapped face as a "pixels" patch over its landmarks' rectangle, or None."""
 
         h, w = img.shape[:2]
-        x0, y0, x1, y1 = _hull_bbox(target_lm, (h, w), 0.0)
+        x0, y0, x1, y1 = hull_bbox(target_lm, (h, w), 0.0)
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None  # a face this small (or off-frame) has nothing to paste onto
         lm = target_lm - np.array([x0, y0], dtype=np.float32)

@@ -52,7 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.models.classic_swap import PixelSwapper, SwapError, _hull_bbox, blended_patch
+from facepipe.models.classic_swap import PixelSwapper, SwapError, hull_bbox, blended_patch
 
 log = logging.getLogger(__name__)
 
@@ -605,7 +605,7 @@ class MeshSwapper(PixelSwapper):
         """The swapped face as a "pixels" patch over its mesh's rectangle, or None."""
 
         h, w = img.shape[:2]
-        x0, y0, x1, y1 = _hull_bbox(target_pts, (h, w), 0.0)
+        x0, y0, x1, y1 = hull_bbox(target_pts, (h, w), 0.0)
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None  # a face this small (or off-frame) has nothing to paste onto
         pts = (target_pts - np.array([x0, y0], np.float32)).astype(np.float32)
