@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepipe.models.zoo import load
-from facepipe.media.patches import paste_inswapper
+from facepipe.media.patches import paste_eroded_crop
 
 INSWAPPER_CROP = "aligned:arcface_128:128"
 
@@ -27,9 +27,9 @@ def swap_crops(swapper, crops, matrices, embedding):
 
 
 def paste_back(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """The workflow's paste-back (facepipe.media.patches.paste_inswapper) on a copy of the frame."""
+    """The workflow's paste-back (facepipe.media.patches.paste_eroded_crop) on a copy of the frame."""
     out = img.copy()
-    paste_inswapper(out, fake, matrix, mask)
+    paste_eroded_crop(out, fake, matrix, mask)
     return out
 
 

@@ -200,7 +200,7 @@ def test_batched_enhancer_over_a_segment_gives_the_one_at_a_time_patches(models,
     for n in (1, 3, 4):
         kinds = [p.kind for p in batched[n]]
         faces = len(kinds) // 2
-        assert kinds == ["pixels"] * faces + ["ffhq"] * faces
+        assert kinds == ["pixels"] * faces + ["feathered_crop"] * faces
         assert [(p.frame, p.face) for p in batched[n]] == [(p.frame, p.face) for p in single[n]]
         assert all(np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
                    for a, b in zip(single[n], batched[n]))

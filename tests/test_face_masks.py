@@ -111,7 +111,7 @@ def _pasted(frame, fake, mask, side=SIDE):
 
     matrix = np.array([[1.0, 0.0, -100.0], [0.0, 1.0, -80.0]])
     out = frame.copy()
-    apply_patch(out, Patch(kind="inswapper", image=fake, matrix=matrix, mask=as_patch_mask(mask)))
+    apply_patch(out, Patch(kind="eroded_crop", image=fake, matrix=matrix, mask=as_patch_mask(mask)))
     return out, frame[80:80 + side, 100:100 + side], out[80:80 + side, 100:100 + side]
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from facepipe.media.demo import insightface_image
 from facepipe.media.i420 import bgr_to_yuv444, region_bgr, split_i420, write_region
-from facepipe.media.patches import Patch, apply_patch, apply_patches_i420, paste_inswapper
+from facepipe.media.patches import Patch, apply_patch, apply_patches_i420, paste_eroded_crop
 from facepipe.media.video import WorkFrame
 
 W, H = 1280, 720
@@ -81,9 +81,9 @@ def test_swapped_face_pasted_in_yuv_matches_the_bgr_paste(frame, scale, angle, m
     mask = paste_mask(mask)
 
     reference = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
-    paste_inswapper(reference, fake, matrix, mask)  # itself within 2 levels of insightface (test_swap.py)
+    paste_eroded_crop(reference, fake, matrix, mask)  # itself within 2 levels of insightface (test_swap.py)
     ours = frame.copy()
-    rect = apply_patches_i420(ours, [Patch("inswapper", fake, matrix, mask=mask)])
+    rect = apply_patches_i420(ours, [Patch("eroded_crop", fake, matrix, mask=mask)])
 
     # Compared where the paste changed the frame and the frame's own BGR round trip is exact
     # (elsewhere the BGR path starts from clipped colours).
@@ -103,7 +103,7 @@ def test_swapped_face_pasted_in_yuv_matches_the_bgr_paste(frame, scale, angle, m
 def test_other_patches_convert_only_their_rectangle(frame):
     rng = np.random.default_rng(2)
     enhanced = rng.integers(0, 256, (512, 512, 3), np.uint8)
-    ffhq = Patch("ffhq", enhanced, crop_matrix((400, 360), 0.5, 15) * [[4], [4]])
+    ffhq = Patch("feathered_crop", enhanced, crop_matrix((400, 360), 0.5, 15) * [[4], [4]])
     pixels = Patch("pixels", rng.integers(0, 256, (41, 33, 3), np.uint8), x=901, y=203)
     for patch in (ffhq, pixels):
         whole = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)

@@ -158,7 +158,7 @@ def swap(faces, swapper, out):
 def patch_frames(size=128, seed=1):
     rng = np.random.default_rng(seed)
     for frame in range(1, FRAMES + 1):
-        yield [Patch("inswapper", rng.integers(0, 256, (size, size, 3), np.uint8), matrix=np.eye(2, 3),
+        yield [Patch("eroded_crop", rng.integers(0, 256, (size, size, 3), np.uint8), matrix=np.eye(2, 3),
                      frame=frame, face=0, kps=np.zeros((5, 2), np.float32))]
 
 
@@ -175,7 +175,7 @@ class CopySwap:
     batch_size = 4
 
     def swap(self, crops, args, source):
-        return [Patch("inswapper", c, matrix=np.asarray(a["matrix"]).reshape(2, 3)) for c, a in zip(crops, args)]
+        return [Patch("eroded_crop", c, matrix=np.asarray(a["matrix"]).reshape(2, 3)) for c, a in zip(crops, args)]
 
 
 def test_faces_table_with_flipped_bytes_is_refused_by_each_reader(tmp_path):

@@ -71,7 +71,7 @@ def test_every_swapper_and_enhancer_runs_with_and_without_pixel_boost(every_mode
         if row["enhancer"] != "none":
             enhanced = read_patches(wd / "work" / name / "enhanced" / "seg_0000.parquet")
             size = MODELS[row["enhancer"]].size
-            restored = [p for ps in enhanced.values() for p in ps if p.kind == "ffhq"]
+            restored = [p for ps in enhanced.values() for p in ps if p.kind == "feathered_crop"]
             assert restored and all(p.image.shape[:2] == (size, size) for p in restored), name
 
 

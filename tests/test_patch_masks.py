@@ -85,11 +85,11 @@ def pasted_i420(frame, patch):
 
 
 def inswapper_patch(scale, angle, mask=None):
-    return Patch("inswapper", smooth_noise(128, 1), crop_matrix(scale, angle), mask=mask)
+    return Patch("eroded_crop", smooth_noise(128, 1), crop_matrix(scale, angle), mask=mask)
 
 
 def ffhq_patch(mask=None):
-    return Patch("ffhq", smooth_noise(512, 2), crop_matrix(0.5, 15, 512), mask=mask)
+    return Patch("feathered_crop", smooth_noise(512, 2), crop_matrix(0.5, 15, 512), mask=mask)
 
 
 @pytest.mark.parametrize("scale, angle", GEOMETRIES)
@@ -100,7 +100,7 @@ def test_a_mask_of_zeros_leaves_the_frame_as_it_was(bgr, i420, scale, angle):
         masked = Patch(patch.kind, patch.image, patch.matrix, mask=zeros)
         assert np.array_equal(pasted(bgr, masked), bgr)
         got = pasted_i420(i420, masked)
-        if patch.kind == "inswapper":  # blended in YUV: untouched exactly
+        if patch.kind == "eroded_crop":  # blended in YUV: untouched exactly
             assert np.array_equal(got, i420)
         else:  # its rectangle goes to BGR and back: untouched wherever that round trip is exact
             exact = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420) == i420
@@ -157,9 +157,9 @@ def test_masks_survive_the_patch_table(tmp_path):
     rng = np.random.default_rng(4)
     masks = [rng.integers(0, 256, (128, 128), np.uint8), None, left_half_kept(512),
              rng.integers(0, 256, (9, 7), np.uint8)]
-    made = [Patch("inswapper", smooth_noise(128, 5), np.eye(2, 3), frame=1, face=0, mask=masks[0]),
-            Patch("inswapper", smooth_noise(128, 6), np.eye(2, 3), frame=1, face=1, mask=masks[1]),
-            Patch("ffhq", smooth_noise(512, 7), np.eye(2, 3), frame=2, face=0, mask=masks[2]),
+    made = [Patch("eroded_crop", smooth_noise(128, 5), np.eye(2, 3), frame=1, face=0, mask=masks[0]),
+            Patch("eroded_crop", smooth_noise(128, 6), np.eye(2, 3), frame=1, face=1, mask=masks[1]),
+            Patch("feathered_crop", smooth_noise(512, 7), np.eye(2, 3), frame=2, face=0, mask=masks[2]),
             Patch("pixels", smooth_noise(9, 8)[:, :7], x=3, y=4, frame=3, face=0, mask=masks[3])]
     write_patches([made[:2], made[2:3], made[3:]], tmp_path / "p.parquet")
     back = [p for frame in read_patches(tmp_path / "p.parquet").values() for p in frame]
@@ -176,7 +176,7 @@ def test_a_table_from_before_masks_reads_as_patches_without_one(tmp_path):
 
     from facepipe.media.tables import PATCHES_SCHEMA, write_table
 
-    patch = Patch("inswapper", smooth_noise(128, 9), np.eye(2, 3), frame=1)
+    patch = Patch("eroded_crop", smooth_noise(128, 9), np.eye(2, 3), frame=1)
     row = {k: v for k, v in patch_row(patch).items() if k != "mask"}
     write_table([[row]], tmp_path / "old.parquet", pa.schema([f for f in PATCHES_SCHEMA if f.name != "mask"]))
     (got,) = read_patches(tmp_path / "old.parquet")[1]
@@ -187,7 +187,7 @@ def test_a_table_from_before_masks_reads_as_patches_without_one(tmp_path):
 def test_a_damaged_mask_is_an_error_naming_the_table(tmp_path, bad):
     from facepipe.media.tables import PATCHES_SCHEMA, write_table
 
-    patch = Patch("inswapper", smooth_noise(128, 9), np.eye(2, 3), frame=1, mask=np.full((128, 128), 255, np.uint8))
+    patch = Patch("eroded_crop", smooth_noise(128, 9), np.eye(2, 3), frame=1, mask=np.full((128, 128), 255, np.uint8))
     row = patch_row(patch)
     row["mask"] = {"shape": encode_mask(np.full((64, 128), 255, np.uint8)),
                    "not png": row["mask"][8:],
@@ -202,13 +202,13 @@ def test_a_damaged_mask_is_an_error_naming_the_table(tmp_path, bad):
 
 
 def test_check_patch_refuses_a_mask_that_is_not_uint8():
-    patch = Patch("inswapper", smooth_noise(128, 9), np.eye(2, 3), mask=np.ones((128, 128), np.float32))
+    patch = Patch("eroded_crop", smooth_noise(128, 9), np.eye(2, 3), mask=np.ones((128, 128), np.float32))
     with pytest.raises(ValueError, match="its mask is float32"):
         check_patch(patch)
 
 
 def test_a_swapped_faces_mask_is_carried_into_the_enhancers_crop():
-    swap = Patch("inswapper", smooth_noise(128, 1), crop_matrix(2.0, 20), mask=left_half_kept(128))
+    swap = Patch("eroded_crop", smooth_noise(128, 1), crop_matrix(2.0, 20), mask=left_half_kept(128))
     enhancer_matrix = crop_matrix(1.2, -5, 512)
     carried = mask_in_crop(swap, enhancer_matrix, 512)
     assert carried.shape == (512, 512) and carried.dtype == np.uint8
@@ -230,8 +230,8 @@ def test_a_swapped_faces_mask_is_carried_into_the_enhancers_crop():
     assert (carried[:, :38] == 0).all() and (carried[:, 42:] == 255).all()
 
     # Nothing to carry: no mask, or one that keeps nothing of the target there.
-    assert mask_in_crop(Patch("inswapper", swap.image, swap.matrix), enhancer_matrix, 512) is None
-    full = Patch("inswapper", swap.image, swap.matrix, mask=np.full((128, 128), 255, np.uint8))
+    assert mask_in_crop(Patch("eroded_crop", swap.image, swap.matrix), enhancer_matrix, 512) is None
+    full = Patch("eroded_crop", swap.image, swap.matrix, mask=np.full((128, 128), 255, np.uint8))
     assert mask_in_crop(full, enhancer_matrix, 512) is None
 
 
@@ -252,13 +252,13 @@ def test_the_enhancer_keeps_the_target_where_the_swap_did(tmp_path, bgr):
     from facepipe.swap.enhance import enhance_segment
     from facepipe.media.video import WorkFrame
 
-    swap = Patch("inswapper", smooth_noise(128, 1), crop_matrix(2.0, 20), frame=1, mask=left_half_kept(128),
+    swap = Patch("eroded_crop", smooth_noise(128, 1), crop_matrix(2.0, 20), frame=1, mask=left_half_kept(128),
                  kps=np.zeros((5, 2), np.float32))
     write_patches([[swap]], tmp_path / "swapped.parquet")
     enhance_segment([WorkFrame(1, bgr=bgr.copy())], tmp_path / "swapped.parquet", InvertingEnhancer(),
                     tmp_path / "enhanced.parquet")
     patches = read_patches(tmp_path / "enhanced.parquet")[1]
-    assert [p.kind for p in patches] == ["inswapper", "ffhq"]
+    assert [p.kind for p in patches] == ["eroded_crop", "feathered_crop"]
     assert np.array_equal(patches[1].mask, mask_in_crop(swap, patches[1].matrix, 512))
     out = bgr.copy()
     for patch in patches:

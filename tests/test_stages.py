@@ -36,10 +36,10 @@ def test_images_round_trip_exactly_and_old_png_tables_still_read():
 
 def test_patch_tables_round_trip(tmp_path):
     rng = np.random.default_rng(1)
-    made = [Patch("inswapper", rng.integers(0, 256, (128, 128, 3), np.uint8), matrix=np.eye(2, 3), frame=1,
+    made = [Patch("eroded_crop", rng.integers(0, 256, (128, 128, 3), np.uint8), matrix=np.eye(2, 3), frame=1,
                   face=0, kps=np.zeros((5, 2), np.float32)),
             Patch("pixels", rng.integers(0, 256, (9, 7, 3), np.uint8), x=3, y=4, frame=1, face=1),
-            Patch("inswapper", rng.integers(0, 256, (128, 128, 3), np.uint8), matrix=np.eye(2, 3), frame=3)]
+            Patch("eroded_crop", rng.integers(0, 256, (128, 128, 3), np.uint8), matrix=np.eye(2, 3), frame=3)]
     write_patches([made], tmp_path / "p.parquet")
     back = read_patches(tmp_path / "p.parquet")
     assert sorted(back) == [1, 3] and [p.face for p in back[1]] == [0, 1]

@@ -66,7 +66,7 @@ def test_output_has_every_frame_and_the_audio(workspace):
 
 def test_swap_changed_the_face_region_only_where_a_face_was(workspace):
     before, after, patches = frame_before_after(workspace, "clip", workspace / "inputs/clip.mp4", 1)
-    assert [p.kind for p in patches] == ["inswapper"]
+    assert [p.kind for p in patches] == ["eroded_crop"]
     diff = np.abs(before.astype(int) - after.astype(int)).sum(axis=2) > 0
     assert diff.any()
     assert diff.mean() < 0.5  # a face region, not the whole frame

@@ -1,9 +1,10 @@
 """Face patches: what the swap and enhance stages hand on, instead of whole frames.
 
-A patch is the smallest thing that reproduces a stage's change to a frame: the learned
-swapper's aligned crop and its affine matrix (kind "inswapper": pasted back with insightface's
-mask, whichever swapper made it), the enhancer's aligned crop and matrix (kind "ffhq"), or (classic
-swap) the final pixels of a rectangle. Applying a frame's patches in order
+A patch is the smallest thing that reproduces a stage's change to a frame. Its kind says how it
+is pasted: "eroded_crop", an aligned crop and its affine matrix pasted back through insightface's
+eroded and blurred mask (a learned swapper's crop, whichever swapper made it); "feathered_crop",
+an aligned crop and matrix pasted through a feathered box (a face restorer's); or "pixels", the
+final pixels of a rectangle (the offline swaps'). Applying a frame's patches in order
 to the decoded frame gives exactly the frame the stage made, so the render stage can decode,
 paste and encode in one pass, and only a few kB per face are stored between stages.
 
@@ -27,12 +28,12 @@ import numpy as np
 
 from facepipe.media.i420 import bgr_to_yuv444, chroma_aligned, frame_size, region_bgr, split_i420, write_region
 
-KINDS = ("inswapper", "ffhq", "pixels")
+KINDS = ("eroded_crop", "feathered_crop", "pixels")
 
 
 @dataclass
 class Patch:
-    kind: str  # inswapper | ffhq | pixels
+    kind: str  # how it is pasted: eroded_crop | feathered_crop | pixels (KINDS)
     image: np.ndarray  # BGR uint8
     matrix: np.ndarray | None = None  # 2x3 frame -> crop, for the aligned-crop kinds
     x: int = 0  # top-left corner, for kind "pixels"
@@ -41,8 +42,8 @@ class Patch:
     face: int = 0
     kps: np.ndarray | None = field(default=None, repr=False)  # the target face's 5 keypoints
     # The paste mask: uint8, image's height x width, in the image's own pixel space (the aligned
-    # crop for "inswapper" and "ffhq", the rectangle for "pixels"); 255 pastes the patch's pixels
-    # fully, 0 keeps the target's own. None: the paste's own feather alone. "pixels" patches
+    # crop for "eroded_crop" and "feathered_crop", the rectangle for "pixels"); 255 pastes the
+    # patch's pixels fully, 0 keeps the target's own. None: the paste's own feather alone. "pixels" patches
     # have it baked into their pixels already: for them it only records what was kept.
     mask: np.ndarray | None = field(default=None, repr=False)
 
@@ -53,10 +54,10 @@ class Patch:
 
 def apply_patch(img: np.ndarray, patch: Patch) -> tuple[int, int, int, int] | None:
     """Apply one patch to a BGR frame in place; the rectangle (x0, y0, x1, y1) it changed, or None."""
-    if patch.kind == "inswapper":
-        return paste_inswapper(img, patch.image, patch.matrix, patch.mask)
-    if patch.kind == "ffhq":
-        return paste_ffhq(img, patch.image, patch.matrix, patch.mask)
+    if patch.kind == "eroded_crop":
+        return paste_eroded_crop(img, patch.image, patch.matrix, patch.mask)
+    if patch.kind == "feathered_crop":
+        return paste_feathered_crop(img, patch.image, patch.matrix, patch.mask)
     rect = patch_rect(patch, img.shape)
     if rect is not None:
         x0, y0, x1, y1 = rect
@@ -94,7 +95,7 @@ def _roi(inverse: np.ndarray, size: int, margin: int, shape) -> tuple[int, int, 
     return x0, y0, x1, y1
 
 
-def _inswapper_roi(size: int, inverse: np.ndarray, shape) -> tuple[int, int, int, int]:
+def _eroded_roi(size: int, inverse: np.ndarray, shape) -> tuple[int, int, int, int]:
     corners = _corners(inverse, size)
     # Feathering margin from the unclipped square: an upper bound of what the mask needs.
     margin = 2 * max(int(np.sqrt(np.ptp(corners[:, 0]) * np.ptp(corners[:, 1]))) // 20, 5) + 4
@@ -109,7 +110,7 @@ def patch_rect(patch: Patch, shape) -> tuple[int, int, int, int] | None:
     else:
         inverse = cv2.invertAffineTransform(np.asarray(patch.matrix, np.float64).reshape(2, 3))
         size = patch.image.shape[0]
-        rect = _inswapper_roi(size, inverse, shape) if patch.kind == "inswapper" else _roi(inverse, size, 2, shape)
+        rect = _eroded_roi(size, inverse, shape) if patch.kind == "eroded_crop" else _roi(inverse, size, 2, shape)
     return rect if rect[2] > rect[0] and rect[3] > rect[1] else None
 
 
@@ -123,7 +124,7 @@ class _Feather:
     half: np.ndarray | None = None  # the same at half resolution, when made there (for chroma)
 
 
-def _inswapper_feather(size: int, shifted: np.ndarray, roi_size: tuple[int, int]) -> _Feather | None:
+def _eroded_feather(size: int, shifted: np.ndarray, roi_size: tuple[int, int]) -> _Feather | None:
     """The mask of an aligned crop warped by `shifted` (crop -> ROI) into an ROI; None: not visible."""
     white = cv2.warpAffine(np.full((size, size), 255, np.uint8), shifted, roi_size, borderValue=0)
     # insightface sets the warped square's pixels above 20 to 255; the faint edge below that
@@ -184,24 +185,24 @@ def _warped_mask(mask: np.ndarray, shifted: np.ndarray, size: tuple[int, int]) -
     return warped.astype(np.float32) / np.float32(255)
 
 
-def _inswapper_geometry(fake: np.ndarray, matrix: np.ndarray, shape, even: bool = False):
+def _eroded_geometry(fake: np.ndarray, matrix: np.ndarray, shape, even: bool = False):
     """ROI (x0, y0, x1, y1) of the frame, the crop -> ROI matrix and the feather, or None."""
     size = fake.shape[0]
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64).reshape(2, 3))
-    x0, y0, x1, y1 = _inswapper_roi(size, inverse, shape)
+    x0, y0, x1, y1 = _eroded_roi(size, inverse, shape)
     if even:
         x0, y0, x1, y1 = chroma_aligned((x0, y0, x1, y1), shape[1], shape[0])
     if x1 <= x0 or y1 <= y0:
         return None
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
-    feather = _inswapper_feather(size, shifted, (x1 - x0, y1 - y0))
+    feather = _eroded_feather(size, shifted, (x1 - x0, y1 - y0))
     if feather is None:
         return None
     return (x0, y0, x1, y1), shifted, feather
 
 
-def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray,
+def paste_eroded_crop(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray,
                     mask: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
     """Blend a swapped aligned crop back into the frame (in place), working only around the face.
 
@@ -211,7 +212,7 @@ def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray,
     operations run on the face's bounding box plus the feathering margin, with the same result.
     A paste mask (Patch.mask, in the crop's space) multiplies that feather.
     """
-    found = _inswapper_geometry(fake, matrix, img.shape)
+    found = _eroded_geometry(fake, matrix, img.shape)
     if found is None:
         return None
     (x0, y0, x1, y1), shifted, feather = found
@@ -227,9 +228,9 @@ def paste_inswapper(img: np.ndarray, fake: np.ndarray, matrix: np.ndarray,
     return x0, y0, x1, y1
 
 
-def paste_inswapper_i420(planes, fake: np.ndarray, matrix: np.ndarray,
+def paste_eroded_crop_i420(planes, fake: np.ndarray, matrix: np.ndarray,
                          mask: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
-    """paste_inswapper on a frame given as its (Y, U, V) planes (even size), blended in YUV.
+    """paste_eroded_crop on a frame given as its (Y, U, V) planes (even size), blended in YUV.
 
     Converting to YUV is affine, so blending there with the same weights is blending in BGR up
     to rounding; chroma blends at its own half resolution with the half-resolution weights.
@@ -237,7 +238,7 @@ def paste_inswapper_i420(planes, fake: np.ndarray, matrix: np.ndarray,
     A paste mask multiplies the luma weights, and its 2x2 averages the chroma's.
     """
     y_plane, u_plane, v_plane = planes
-    found = _inswapper_geometry(fake, matrix, y_plane.shape, even=True)
+    found = _eroded_geometry(fake, matrix, y_plane.shape, even=True)
     if found is None:
         return None
     (x0, y0, x1, y1), shifted, feather = found
@@ -320,15 +321,15 @@ def mask_in_crop(patch: Patch, matrix: np.ndarray, size: int) -> np.ndarray | No
 def apply_patches_i420(i420: np.ndarray, patches: list[Patch]) -> tuple[int, int, int, int] | None:
     """apply_patches on an I420 frame, in place, converting nothing outside the faces.
 
-    Swapped faces blend in YUV (paste_inswapper_i420); other patches convert their rectangle
+    Swapped faces blend in YUV (paste_eroded_crop_i420); other patches convert their rectangle
     to BGR and back.
     """
     w, h = frame_size(i420)  # even: working sizes always are (facepipe.media.video.working_size)
     planes = split_i420(i420, w, h)
     rect = None
     for patch in patches:
-        if patch.kind == "inswapper":
-            r = paste_inswapper_i420(planes, patch.image, patch.matrix, patch.mask)
+        if patch.kind == "eroded_crop":
+            r = paste_eroded_crop_i420(planes, patch.image, patch.matrix, patch.mask)
         else:
             r = patch_rect(patch, (h, w))
             if r is not None:
@@ -358,7 +359,7 @@ def box_mask(size: int, blur: float = 0.3, padding: float = 0.05) -> np.ndarray:
 _BOX_MASKS: dict[int, np.ndarray] = {}
 
 
-def paste_ffhq(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
+def paste_feathered_crop(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
                mask: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
     """Blend an enhanced FFHQ-aligned crop back into the frame (in place) with a feathered box
     mask, times the paste mask (Patch.mask, in the crop's space) when there is one."""
@@ -448,9 +449,9 @@ def check_matrix(values, what: str = "matrix") -> np.ndarray:
 def check_patch(patch: Patch) -> Patch:
     """ValueError unless a patch read back from a table is one a stage can have made."""
     h, w = patch.image.shape[:2]
-    if patch.kind in ("inswapper", "ffhq") and (h != w or h < MIN_ALIGNED_SIZE):
+    if patch.kind in ("eroded_crop", "feathered_crop") and (h != w or h < MIN_ALIGNED_SIZE):
         raise ValueError(f"its {patch.kind} image is {w}x{h}, not a square of {MIN_ALIGNED_SIZE} px or more")
-    if patch.kind in ("inswapper", "ffhq"):
+    if patch.kind in ("eroded_crop", "feathered_crop"):
         check_matrix(patch.matrix)
     elif patch.x < 0 or patch.y < 0:
         raise ValueError(f"its corner ({patch.x}, {patch.y}) is outside the frame")

@@ -80,7 +80,7 @@ class AlignedSwapper:
             # Truncated, as insightface's INSwapper.get and FaceFusion convert it.
             out.extend(np.clip(pred * 255.0, 0, 255).astype(np.uint8)[..., ::-1])
         n = self.tiles * self.tiles
-        return [Patch(kind="inswapper",
+        return [Patch(kind="eroded_crop",
                       image=np.ascontiguousarray(explode_pixel_boost(np.stack(out[i * n:(i + 1) * n]), self.tiles,
                                                                      self.size)),
                       matrix=np.asarray(a["matrix"], np.float64).reshape(2, 3))

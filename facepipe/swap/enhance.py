@@ -39,8 +39,9 @@ def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhan
                 image, matrix = next(faces)
                 # What the swap kept of the target (an occluder, a region left out) stays the
                 # target's in the enhanced face too: the swap's mask, in the enhancer's crop.
-                patches.append(Patch(kind="ffhq", image=image, matrix=matrix, frame=face.frame, face=face.face,
-                                     kps=face.kps, mask=mask_in_crop(face, matrix, image.shape[0])))
+                patches.append(Patch(kind="feathered_crop", image=image, matrix=matrix, frame=face.frame,
+                                     face=face.face, kps=face.kps,
+                                     mask=mask_in_crop(face, matrix, image.shape[0])))
             yield patches
 
     def frames_of_patches():

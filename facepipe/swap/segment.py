@@ -4,6 +4,7 @@ kept, through the job's swapper (facepipe.models)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -179,19 +180,58 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     return count
 
 
+@dataclass(frozen=True)
+class SwapModel:
+    """What swaps: the job's backend, its swapper (registry key) and that model's file (None for the
+    offline swaps), pixel boost, and the offline mesh swap's shape transfer."""
+
+    backend: str
+    swapper: str
+    model: str | Path | None
+    pixel_boost: int = 0
+    shape_transfer: int | None = None
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and how the models run: ONNX Runtime providers, precision, threads, faces per call."""
+
+    providers: list[str]
+    precision: str
+    threads: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which persons are swapped (facepipe.faces.selection): the job's faces mode, its map, and the
+    reference threshold."""
+
+    mode: str
+    map_option: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    """The job's masks (facepipe.swap.masks), with the occluder's and parser's model files where
+    those masks need them."""
+
+    face_mask: tuple = ()
+    blur: float = 0.3
+    padding: tuple = (0, 0, 0, 0)
+    regions: tuple = ()
+    occluder: str | Path | None = None
+    parser: str | Path | None = None
+
+
 def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path, segment: str, out: str | Path, *,
-                     embeddings: dict[str, str], backend: str, swapper: str, model: str | Path | None,
-                     providers: list[str], precision: str, threads: int, batch_size: int, mode: str,
-                     map_option: str, threshold: float, pixel_boost: int = 0, shape_transfer: int | None = None,
-                     face_mask=(), mask_blur: float = 0.3, mask_padding=(0, 0, 0, 0), mask_regions=(),
-                     occluder: str | Path | None = None, parser: str | Path | None = None) -> int:
+                     embeddings: dict[str, str], model: SwapModel, compute: Compute, selection: Selection,
+                     masks: MaskOptions = MaskOptions()) -> int:
     """The swap stage of one segment: which persons get which source (facepipe.faces.selection, decided
     for the whole job from its persons), then swap_segment on this segment's tracked faces.
 
-    embeddings: the job's embedding records by role (source, reference; map{i}, mapref{i});
-    swapper: the registry key of the model file ``model`` (facepipe.models). face_mask, mask_blur,
-    mask_padding, mask_regions: the job's masks (facepipe.swap.masks), with its ``occluder`` and
-    ``parser`` model files where those masks need them."""
+    embeddings: the job's embedding records by role (facepipe.faces.roles)."""
     from facepipe.faces import roles
     from facepipe.models.backends import METRICS, make_swappers
     from facepipe.faces.embedding import load_source
@@ -200,9 +240,9 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     from facepipe.faces.selection import SOURCE, choose, parse_map
     from facepipe.media.tables import read_columns
 
-    metric = METRICS[backend]
+    metric = METRICS[model.backend]
     records = {role: load_source(path) for role, path in embeddings.items()}
-    entries = parse_map(map_option)
+    entries = parse_map(selection.map_option)
     sources = {SOURCE: records[roles.SOURCE]} if roles.SOURCE in records else {}
     references = {}
     for i, entry in enumerate(entries):
@@ -211,31 +251,31 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
             references[entry.key] = records[roles.map_reference(i)]["embedding"]
     cast = read_sealed_json(persons)["persons"]
     reference = records[roles.REFERENCE]["embedding"] if roles.REFERENCE in records else None
-    chosen = choose(cast, mode=mode, metric=metric, threshold=threshold, reference=reference, entries=entries,
-                    references=references)
+    chosen = choose(cast, mode=selection.mode, metric=metric, threshold=selection.threshold, reference=reference,
+                    entries=entries, references=references)
     log.info("persons swapped: %s", ", ".join(f"{p} ({k})" for p, k in sorted(chosen.items())) or "none")
     rows = read_columns(tracks, ["frame", "seg_frame", "face", "filled", "track", "person", "kps", "landmarks"],
                         where=("segment", segment))
     rows = rows[rows["person"].isin(list(chosen))].copy()
     rows["source"] = rows["person"].map(chosen)
     used = {key: sources[key] for key in dict.fromkeys(rows["source"])}
-    swappers = make_swappers(swapper, model, used, providers, precision=precision, threads=threads,
-                             batch_size=batch_size, pixel_boost=pixel_boost, shape_transfer=shape_transfer,
-                             source_file=", ".join(embeddings.values()))
-    kind = crop_kind(swapper, pixel_boost)
+    swappers = make_swappers(model.swapper, model.model, used, compute.providers, precision=compute.precision,
+                             threads=compute.threads, batch_size=compute.batch_size, pixel_boost=model.pixel_boost,
+                             shape_transfer=model.shape_transfer, source_file=", ".join(embeddings.values()))
+    kind = crop_kind(model.swapper, model.pixel_boost)
     on_pixels = not parse_crop_kind(kind)[0]  # the offline swaps work on the frame's own pixels
-    masks = None
-    if not on_pixels and face_mask:
+    regions = tuple(masks.regions or DEFAULT_REGIONS)
+    crop_masks = None
+    if not on_pixels and masks.face_mask:
         from facepipe.swap.masks import AlignedCropMasks
         from facepipe.models import BACKENDS
         from facepipe.models.zoo import load
 
-        b = BACKENDS[backend]
-        options = dict(providers=providers, threads=threads, batch_size=batch_size)
-        masks = AlignedCropMasks(face_mask, blur=mask_blur, padding=mask_padding,
-                                 regions=mask_regions or DEFAULT_REGIONS,
-                                 occluder=load(b.occluder, occluder, **options) if occluder else None,
-                                 parser=load(b.parser, parser, **options) if parser else None)
+        b = BACKENDS[model.backend]
+        options = dict(providers=compute.providers, threads=compute.threads, batch_size=compute.batch_size)
+        crop_masks = AlignedCropMasks(masks.face_mask, blur=masks.blur, padding=masks.padding, regions=regions,
+                                      occluder=load(b.occluder, masks.occluder, **options) if masks.occluder else None,
+                                      parser=load(b.parser, masks.parser, **options) if masks.parser else None)
     return swap_segment(faces, rows, swappers, out, crop_kind=kind, what=f"swap_faces {segment}",
-                        occlusion=on_pixels and "occlusion" in face_mask, masks=masks,
-                        regions=tuple(mask_regions or DEFAULT_REGIONS) if on_pixels and "region" in face_mask else None)
+                        occlusion=on_pixels and "occlusion" in masks.face_mask, masks=crop_masks,
+                        regions=regions if on_pixels and "region" in masks.face_mask else None)
