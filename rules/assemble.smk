@@ -15,7 +15,7 @@ rule render_segment:
         segment=r"seg_\d{4}",
     conda:
         "../envs/facepipe.yaml"
-    threads: 1
+    threads: segment_threads
     params:
         code=code_version("render_segment"),
         encoder=opt("encoder"),
