@@ -15,7 +15,7 @@ rule render_segment:
         segment=r"seg_\d{4}",
     conda:
         "../envs/facepipe.yaml"
-    threads: segment_threads
+    threads: 1
     params:
         code=code_version("render_segment"),
         encoder=opt("encoder"),
