@@ -117,8 +117,9 @@ def make_clip(out: Path, seconds: float, height: int, cutaways: bool = True) -> 
                        zoom=0.1)
         return
     fps, frames = 25, max(1, round(seconds * 25))
-    # The group photo's pan/zoom, cut every 10 s to a dark, grainy shot without faces (the stand-in
-    # detector finds no face in a nearly flat frame; the real ones find none in noise).
+    # The group photo's pan/zoom, cut every 10 s to a dark, grainy grey shot without faces: the
+    # stand-in detector scores a frame's spread of values (colour too), so the shot is a neutral
+    # grey and nearly flat, where it finds no face; the real detectors find none in grain either.
     pan = (f"[0:v]scale={width * 2}:-2,zoompan=z='1+0.1*on/{frames}':x='iw/2-(iw/zoom/2)':"
            f"y='ih/2-(ih/zoom/2)':d=1:s={width}x{height}:fps={fps},scale=out_range=tv,format=yuv420p[pan]")
     dark = "[2:v]noise=alls=3:allf=t,format=yuv420p[dark]"
@@ -126,7 +127,7 @@ def make_clip(out: Path, seconds: float, height: int, cutaways: bool = True) -> 
            f"format=yuv420p[v]")
     run_ffmpeg(["-loop", "1", "-framerate", str(fps), "-i", str(demo.insightface_image("t1.jpg")),
                 "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-                "-f", "lavfi", "-i", f"color=c=0x141820:s={width}x{height}:r={fps}",
+                "-f", "lavfi", "-i", f"color=c=0x181818:s={width}x{height}:r={fps}",
                 "-filter_complex", ";".join([pan, dark, cut]), "-map", "[v]", "-map", "1:a",
                 "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
                 "-c:a", "aac", "-t", str(frames / fps), str(out)], what=f"making clip {out.name}")
