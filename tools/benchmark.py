@@ -369,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
             offline.append(run_workflow(wd_offline, clip, source, args.config, backend="offline"))
             for rule, times in stage_times(wd_offline, "bench").items():
                 stages.setdefault(rule, []).append(times)
+        # Each round as it ends, so a run cut short still says what it measured.
+        done = [(label, runs_[i][0]) for label, runs_ in (("floor", plains), ("pipe", pipes), ("standin", runs),
+                                                           ("offline", offline)) if i < len(runs_)]
+        print(f"round {i + 1}: " + ", ".join(f"{label} {t:.1f} s" for label, t in done), flush=True)
     plain = statistics.median(t for t, _ in plains)
     elapsed = statistics.median(t for t, _ in runs)
     peak_disk = max(s.peak_disk for _, s in runs)
