@@ -423,6 +423,33 @@ def manifest(wildcards):
         raise WorkflowError(str(exc))
 
 
+# A job with fewer segments than cores would leave cores idle in detection: each of its segment jobs
+# for detection takes a share of them (the offline backend's worker processes, which give the same
+# faces tables as one; the decoder's threads); at most this many, so a cluster job does not ask for a
+# node. The render keeps 1 thread: x264's output depends on its thread count, and a segment encoded
+# again (after a kill, with other --cores) must give the same frames (--set-threads to choose).
+MAX_SEGMENT_THREADS = 8
+
+
+def segment_threads(wildcards):
+    """Threads of a segment's detection job: the cores the job's segments leave idle shared among
+    them, at least 1 (--set-threads still overrides)."""
+    import os
+
+    try:
+        cores = workflow._cores
+    except Exception:
+        cores = None
+    if not isinstance(cores, int) or cores < 2:
+        return 1
+    cores = min(cores, os.cpu_count() or 1, MAX_SEGMENT_THREADS)
+    try:
+        segments = len(manifest(wildcards)["segments"])
+    except Exception:  # no plan yet: the job is made again once there is one
+        return 1
+    return max(1, cores // max(1, segments))
+
+
 def final_patches_file(name, segment):
     """Face patches that go into the output: the enhancer's when it runs, else the swap's."""
     stage = "swapped" if JOBS[name]["enhancer"] == "none" else "enhanced"

@@ -18,7 +18,7 @@ rule detect_faces:
     retries: 3
     conda:
         "../envs/facepipe.yaml"
-    threads: 1
+    threads: segment_threads
     resources:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,

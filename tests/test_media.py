@@ -96,3 +96,12 @@ def test_target_that_cannot_seek_is_transcoded_once_and_read_from_there(media_di
     assert manifest["source"] == video.TRANSCODED and (tmp_path / "t" / video.TRANSCODED).exists()
     frames = list(video.iter_frames(media_dir / "clip.mp4", tmp_path / "t", manifest, "seg_0001"))
     assert [f.number for f in frames] == list(range(1, manifest["segments"]["seg_0001"] + 1))
+
+
+def test_segments_start_at_the_nearest_keyframe_and_leave_no_sliver():
+    # The benchmark clip's keyframes: one 3 frames before the 30 s mark (750 frames at 25 fps).
+    assert video.segment_starts(1500, 750, [0, 249, 498, 747, 996, 1245, 1494]) == [0, 747]
+    assert video.segment_starts(1500, 750, [0, 250, 500, 750, 1000, 1250]) == [0, 750]
+    assert video.segment_starts(50, 20, [0]) == [0, 20, 40]  # no keyframe near: the length asked for
+    assert video.segment_starts(50, 20, [0, 12, 24, 36, 48]) == [0, 24]  # 48 would leave 2 frames
+    assert video.segment_starts(26, 25, [0]) == [0]  # a 1-frame last segment joins the one before

@@ -347,3 +347,22 @@ def test_the_pasted_face_is_as_sharp_as_the_defocused_face_it_covers(analyzer, t
     # Sharp: a target sharper than the source cannot be matched (the source is not sharpened).
     assert all(0.7 < r < 1.25 for r in figures[0.0]), figures[0.0]
     assert unmatched > 2 * figures[3.0][2]  # unmatched: far too sharp
+
+
+def test_a_still_shot_without_faces_is_looked_at_once_per_chunk(analyzer, t1, monkeypatch):
+    """analyze_chunk: a frame without faces that is still_frame() of the last one the detector found
+    nothing on is not looked at again; a frame that changed is, and so is every chunk's first."""
+    from facepipe.media.video import WorkFrame
+
+    dark = np.full((360, 640, 3), 20, np.uint8)
+    grain = dark + np.random.default_rng(0).integers(0, 3, dark.shape, dtype=np.uint8)
+    face = cv2.resize(t1, (640, 360))
+    looked = []
+    monkeypatch.setattr(analyzer, "analyze", lambda img, embed, follow=None: looked.append(img) or [])
+    thumb = lambda img: mesh.still_thumbnail(WorkFrame(1, bgr=img))  # noqa: E731
+    items = [(img, False, thumb(img)) for img in (dark, grain, dark, face, face)]
+    assert analyzer.analyze_chunk(items) == [[]] * 5
+    assert [img is face for img in looked] == [False, True]  # the first frame, then the one that changed
+    looked.clear()
+    assert analyzer.analyze_chunk([(img, False) for img in (dark, dark)]) == [[], []]
+    assert len(looked) == 2  # without thumbnails every frame is looked at, as before

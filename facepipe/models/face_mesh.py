@@ -434,13 +434,27 @@ class MeshAnalyzer:
         rect = dlib.rectangle(int(box[0]), int(box[1]), int(box[2]), int(box[3]))
         return dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in lm])
 
-    def analyze_chunk(self, items: list[tuple[np.ndarray, bool]]) -> list[list[dict]]:
+    def analyze_chunk(self, items: list[tuple]) -> list[list[dict]]:
         """Faces of consecutive frames: the detector on the first, and on any frame where no face
-        is left to follow; the faces of the frame before followed on the others."""
+        is left to follow; the faces of the frame before followed on the others.
+
+        Items are (image, embed) or (image, embed, still_thumbnail): a frame without faces to follow
+        whose still_thumbnail (still_thumbnail()) is still_frame() of the last frame the detector found
+        nothing on within the chunk (a static shot without faces) is not looked at again: nothing came
+        into view there. The chunk's first frame is always looked at."""
         out: list[list[dict]] = []
-        for img, embed in items:
+        empty_at = None  # thumbnail of the last frame of this chunk the detector found no face on
+        for img, embed, *rest in items:
             follow = out[-1] if out and out[-1] and self.follow else None
-            out.append(self.analyze(img, embed, follow))
+            thumb = rest[0] if rest else None
+            if (follow is None and self.follow and thumb is not None and empty_at is not None
+                    and still_frame(thumb, empty_at)):
+                out.append([])
+                continue
+            faces = self.analyze(img, embed, follow)
+            if follow is None:
+                empty_at = None if faces else thumb
+            out.append(faces)
         return out
 
     def analyze_frames(self, items: Iterable[tuple]):
@@ -463,7 +477,7 @@ class MeshAnalyzer:
             if chunk:
                 yield chunk
 
-        images = ((frame.bgr(), embed) for frame, embed in items)
+        images = ((frame.bgr(), embed, still_thumbnail(frame)) for frame, embed in items)
         workers = self.threads
         if workers <= 1:
             for chunk in chunks(images):
@@ -483,6 +497,26 @@ class MeshAnalyzer:
                     batch = []
             for faces in pool.map(_analyze_chunk, batch):
                 yield from faces
+
+
+# A frame without faces is "still" (analyze_chunk does not run the detector on it again) when its
+# luma, averaged over blocks of 1/STILL_SIZE of the frame, differs from the frame the detector found
+# nothing on by at most STILL_MEAN on average and STILL_MAX anywhere (0-255): grain and compression
+# noise average out, while a face coming into view changes its blocks by far more.
+STILL_SIZE = (32, 18)
+STILL_MEAN = 1.0
+STILL_MAX = 6
+
+
+def still_thumbnail(frame) -> np.ndarray:
+    """The block-averaged luma of a working frame (facepipe.media.video.WorkFrame) that still_frame compares."""
+    luma = cv2.cvtColor(frame.bgr(), cv2.COLOR_BGR2GRAY) if frame.is_image else frame.planes()[0]
+    return cv2.resize(luma, STILL_SIZE, interpolation=cv2.INTER_AREA)
+
+
+def still_frame(a: np.ndarray, b: np.ndarray) -> bool:
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return bool(diff.mean() <= STILL_MEAN and diff.max() <= STILL_MAX)
 
 
 def _dedup(faces: list[dict], iou: float = 0.5) -> list[dict]:
