@@ -42,3 +42,25 @@ def run_mode(workflow) -> str:
     if getattr(workflow, "dag_settings", None) is not None:
         return GRAPH_ONLY
     return READING
+
+
+def timers_of(owner) -> list:
+    """The live threading.Timer threads whose function belongs to `owner`: a bound method of it, or
+    a function that closes over it (as Snakemake's JobScheduler._schedule_reevalutation starts
+    `threading.Timer(delay, lambda: self._open_jobs.release())`). Other timers are not listed."""
+    import threading
+
+    found = []
+    for thread in threading.enumerate():
+        if not isinstance(thread, threading.Timer):
+            continue
+        function = thread.function
+        owners = [getattr(function, "__self__", None)]
+        for cell in getattr(function, "__closure__", None) or ():
+            try:
+                owners.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        if any(o is owner for o in owners):
+            found.append(thread)
+    return found

@@ -28,7 +28,7 @@ from facepipe.preflight import (
     target_kind,
 )
 from facepipe import provenance
-from facepipe.runmode import DRY_RUN, JOB, READING, RUN, run_mode
+from facepipe.runmode import DRY_RUN, JOB, READING, RUN, run_mode, timers_of
 
 
 wildcard_constraints:
@@ -539,26 +539,12 @@ def release_scheduler_timers():
     Snakemake's job rate limiter re-arms a one-second threading.Timer after every scheduling
     pass (JobScheduler._schedule_reevalutation); Python waits for it at exit, so every finished
     run would end about a second after its last job. The run is complete here, so nothing needs
-    them any more. Only the timers whose function belongs to workflow.scheduler are cancelled:
+    them any more. Only the timers of workflow.scheduler are cancelled (facepipe.runmode.timers_of):
     any other timer in the process (a package's, a plugin's) is left alone.
     """
-    import threading
-
-    scheduler = workflow.scheduler
-    if scheduler is None:
-        return
-    for thread in threading.enumerate():
-        if not isinstance(thread, threading.Timer):
-            continue
-        cells = getattr(thread.function, "__closure__", None) or ()
-        owners = {id(getattr(thread.function, "__self__", None))}
-        for cell in cells:
-            try:
-                owners.add(id(cell.cell_contents))
-            except ValueError:  # an empty cell
-                pass
-        if id(scheduler) in owners:
-            thread.cancel()
+    if workflow.scheduler is not None:
+        for timer in timers_of(workflow.scheduler):
+            timer.cancel()
 
 
 onsuccess:

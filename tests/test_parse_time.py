@@ -212,3 +212,25 @@ def test_the_recorder_sees_processes_and_nvml(recorder, tmp_path):
     new = calls(log)[before:]
     assert any("\tnvml\t" in c for c in new) and any("\tprocess\t" in c for c in new)
     assert any("\tffmpeg\t-version" in c for c in new), new
+
+
+def test_onsuccess_cancels_only_the_schedulers_own_timers():
+    """release_scheduler_timers (rules/common.smk) cancels the timers Snakemake's scheduler starts
+    (its own _schedule_reevalutation, called here on a stand-in scheduler), and no other timer."""
+    import threading
+    from types import SimpleNamespace
+
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    scheduler = SimpleNamespace(_open_jobs=threading.Semaphore(0))
+    JobScheduler._schedule_reevalutation(scheduler, 30)
+    other = threading.Timer(30, lambda: None)
+    other.start()
+    try:
+        found = runmode.timers_of(scheduler)
+        assert len(found) == 1 and found[0] is not other
+        found[0].cancel()
+        assert runmode.timers_of(scheduler) in ([], found)  # cancelled: it ends at once
+        assert other.is_alive()
+    finally:
+        other.cancel()
