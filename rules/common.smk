@@ -74,12 +74,12 @@ wildcard_constraints:
     or r"[^/]+",
 
 
-# backend=auto becomes a concrete backend here (new job dicts: load_jobs' are left as they are),
+# backend=auto becomes a concrete backend here (in new job dicts: the sheet's are left as read),
 # so rules see (and their params record) the backend that runs. It only looks for model files,
 # so a job's own process resolves it as its main process did. The lines are printed once, when
 # the run plans its jobs (plan_run).
 try:
-    JOBS, BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(load_jobs())
+    JOBS, BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(JOBS)
 except ValueError as exc:
     stop_run(str(exc))
 
