@@ -127,7 +127,8 @@ def written(before: dict, after: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory, media_dir):
-    """A finished job, and an unfinished one (only its plan made); each test works on copies."""
+    """A finished job, an unfinished one (only its plan made) and a fresh one (nothing made yet);
+    each test works on copies."""
     base = tmp_path_factory.mktemp("parse")
     inputs = {"clip.mp4": media_dir / "silent.mp4", "face.png": media_dir / "astronaut.png"}
     row = {"name": "clip", "target": "inputs/clip.mp4", "source": "inputs/face.png"}
@@ -135,17 +136,18 @@ def jobs(tmp_path_factory, media_dir):
     snakemake(finished)
     unfinished = standin_job(base / "unfinished", inputs, row)
     snakemake(unfinished, "work/clip/segments")
-    return {"finished": finished, "unfinished": unfinished}
+    fresh = standin_job(base / "fresh", inputs, row)
+    return {"finished": finished, "unfinished": unfinished, "fresh": fresh}
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("which", ["finished", "unfinished"])
-def test_lint_report_and_dry_run_write_nothing_and_start_no_process(jobs, which, recorder, tmp_path):
+@pytest.mark.parametrize("which", ["finished", "unfinished", "fresh"])
+def test_lint_report_dry_run_and_job_processes_write_nothing_and_start_no_process(jobs, which, recorder, tmp_path):
     env, log = recorder
     wd = Path(shutil.copytree(jobs[which], tmp_path / "wf", symlinks=True))
     before = tree(wd)
     planned = planned_jobs(wd, env=env)
-    assert bool(planned) == (which == "unfinished"), planned
+    assert bool(planned) == (which != "finished"), planned
     assert written(before, tree(wd)) == []
     proc = snakemake(wd, "--lint", env=env)
     assert "in a good condition" in proc.stdout + proc.stderr
@@ -157,6 +159,12 @@ def test_lint_report_and_dry_run_write_nothing_and_start_no_process(jobs, which,
     else:  # Snakemake's own answer for a result not made yet
         assert "results/clip.mp4 marked for report but does not exist" in proc.stderr, proc.stderr[-3000:]
     assert written(before, tree(wd)) == []
+    # A job's own process, as Snakemake starts it locally (subprocess) or on a cluster node (remote),
+    # up to where the rule's script would start.
+    for mode in ("subprocess", "remote"):
+        snakemake(wd, "--mode", mode, "--target-jobs", "detect_faces:name=clip,segment=seg_0000",
+                  "--allowed-rules", "detect_faces", "--force", "--dry-run", env=env)
+        assert written(before, tree(wd)) == []
     # Nothing started by the workflow's code, no NVML call and no ffmpeg. (Snakemake and its plugins
     # start a few of their own whatever the workflow: the SLURM plugin's `which sacct` when it is
     # loaded, platform's `uname -p`; their origin names the package.)
