@@ -365,6 +365,19 @@ def plan_job(name):
 _JOB_PLANS = {}
 
 
+def missing_stamps():
+    """A pattern of the stamp files (under work/) not on disk as the workflow is read: the files
+    rule stamp stands in for. Reads only; one that matches nothing when every stamp is there.
+    """
+    missing = [
+        path.removeprefix("work/")
+        for name in JOBS
+        for stage in (*provenance.STAGES, provenance.REMAKE_TOKEN)
+        if not Path(path := provenance.stamp_path(name, stage)).exists()
+    ]
+    return "|".join(re.escape(path) for path in missing) or "(?!)"
+
+
 def dry_run_stamp(name, stage, content):
     """A stamp a run would write now, written for a dry run in Snakemake's temporary folder
     (outside the working directory, removed when Snakemake ends): newer than the stage's outputs,
