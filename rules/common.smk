@@ -1,6 +1,7 @@
 # Helper functions shared by the rules: the job table, per-job options, model paths,
 # the segment list read from the prepare_target checkpoint, and the final outputs; and the run's
 # plan (plan_run, plan_job): the one place where a run checks, probes and writes before its jobs.
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -187,15 +188,17 @@ def check_job_photos(name):
 
 
 def have_gpu():
-    """Whether NVML sees a GPU here: probed once by a run's main process (plan_run), or by a
-    job's own process whose gpu resource is asked for; never by a dry run, --report or --lint
-    (they count none)."""
-    mode = plan_run()
-    if mode == JOB and not _GPU:
-        from facepipe.gpu import nvml_memory_mb
-
-        _GPU.append(nvml_memory_mb() is not None)
+    """Whether this machine has a GPU for the jobs: NVML's answer, probed once by a run's main
+    process (plan_run). A job's own process (a cluster job) probes nothing: it takes the GPUs its
+    scheduler gave it (CUDA_VISIBLE_DEVICES, SLURM_GPUS_ON_NODE, SLURM_JOB_GPUS). A dry run,
+    --report and --lint count none."""
+    if plan_run() == JOB:
+        given = (os.environ.get(v, "").strip() for v in GPU_ENVIRONMENT)
+        return any(value not in ("", "0", "-1", "NoDevFiles") for value in given)
     return bool(_GPU and _GPU[0])
+
+
+GPU_ENVIRONMENT = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS")
 
 
 def gpu_count(wildcards):

@@ -144,6 +144,7 @@ def jobs(tmp_path_factory, media_dir):
 @pytest.mark.parametrize("which", ["finished", "unfinished", "fresh"])
 def test_lint_report_dry_run_and_job_processes_write_nothing_and_start_no_process(jobs, which, recorder, tmp_path):
     env, log = recorder
+    log.unlink(missing_ok=True)
     wd = Path(shutil.copytree(jobs[which], tmp_path / "wf", symlinks=True))
     before = tree(wd)
     planned = planned_jobs(wd, env=env)
@@ -177,6 +178,7 @@ def test_a_run_checks_probes_and_writes_in_its_plan(jobs, recorder, tmp_path):
     """The counterpart: a real run's main process makes its checks (ffmpeg's encoder check), probes
     the GPU once, and writes its stamps and caches."""
     env, log = recorder
+    log.unlink(missing_ok=True)
     wd = Path(shutil.copytree(jobs["unfinished"], tmp_path / "wf", symlinks=True))
     shutil.rmtree(wd / "work" / "clip" / "stamps")
     snakemake(wd, "work/clip/probe.json", "--config", "crf=30", env=env)
