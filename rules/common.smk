@@ -14,7 +14,6 @@ from facepipe.backends import (
     fetchable_learned_models,
     resolve_jobs,
 )
-from facepipe.faces import IDENTITY_EVERY
 from facepipe.jobs import JobError, build_jobs, face_images, read_sheet, swap_roles
 from facepipe.models import BACKENDS, MODELS, batched_path, model_path, models_for
 from facepipe.preflight import (
@@ -211,6 +210,15 @@ def gpu_count(wildcards):
     return int(
         bool(wants) and BACKENDS[JOBS[wildcards.name]["backend"]].gpu and have_gpu()
     )
+
+
+def identity_every(wildcards):
+    """Params function of detect_faces: facepipe.faces.IDENTITY_EVERY. Imported when a detection
+    job is made, not while the workflow is read: facepipe.faces loads pyarrow and ONNX Runtime
+    (about 0.5 s), which every snakemake command and job process would pay."""
+    from facepipe.faces import IDENTITY_EVERY
+
+    return IDENTITY_EVERY
 
 
 def opt(key):
