@@ -1,15 +1,26 @@
 # Helper functions shared by the rules: the job table, per-job options, model paths,
-# the segment list read from the prepare_target checkpoint, and the final outputs.
+# the segment list read from the prepare_target checkpoint, and the final outputs; and the run's
+# plan (plan_run, plan_job): the one place where a run checks, probes and writes before its jobs.
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from facepipe.models.backends import backend_summary, face_crop_kind, fetchable_learned_models, resolve_jobs
-from facepipe.gpu import nvml_memory_mb
-from facepipe.faces.detection import IDENTITY_EVERY
-from facepipe.workflow.jobs import JobError, build_jobs, face_images, read_sheet, swap_roles
+from facepipe.models.backends import (
+    backend_summary,
+    face_crop_kind,
+    fetchable_learned_models,
+    resolve_jobs,
+)
+from facepipe.workflow.jobs import (
+    JobError,
+    build_jobs,
+    face_images,
+    read_sheet,
+    swap_roles,
+)
 from facepipe.models import BACKENDS, MODELS, batched_path, model_path, models_for
 from facepipe.workflow.preflight import (
     PreflightError,
@@ -23,6 +34,7 @@ from facepipe.workflow.preflight import (
     target_kind,
 )
 from facepipe.workflow import provenance
+from facepipe.workflow.runmode import DRY_RUN, JOB, READING, RUN, run_mode, timers_of
 from facepipe.faces import roles
 
 
@@ -53,12 +65,9 @@ def load_jobs():
     return build_jobs(config, sheet)
 
 
-# Only the main process of a real run: job subprocesses and cluster jobs parse this file too.
-if workflow.is_main_process and not workflow.dryrun:
-    from facepipe.workflow.locks import clear_stale_locks
-
-    clear_stale_locks(".snakemake", logger=logger)
-
+# Reading this file does no work beyond the configuration and the jobs sheet: every snakemake
+# invocation reads it (a dry run, --lint, --report, each job's own process). Checks and writes
+# wait for the plan (plan_run below).
 try:
     JOBS = load_jobs()
 except JobError as exc:
@@ -72,53 +81,73 @@ wildcard_constraints:
     or r"[^/]+",
 
 
-# backend=auto becomes a concrete backend here, at DAG-build time, so rules see (and their
-# params record) the backend that runs; the lines are printed once, when the run plans its jobs
-# (announce_backends).
+# backend=auto becomes a concrete backend here (in new job dicts: the sheet's are left as read),
+# so rules see (and their params record) the backend that runs. It only looks for model files,
+# so a job's own process resolves it as its main process did. The lines are printed once, when
+# the run plans its jobs (plan_run).
 try:
-    BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(JOBS)
+    JOBS, BACKEND_WARNINGS, BACKEND_INFO = resolve_jobs(JOBS)
 except ValueError as exc:
     stop_run(str(exc))
-if workflow.is_main_process:
-    # Everything that can fail before the heavy work fails here, before any job runs.
+
+
+# --- The run's plan: the one place that checks, probes and writes -----------------------------
+#
+# Snakemake tells a run from a dry run, --report or --lint only once it builds the job graph
+# (facepipe.workflow.runmode), and builds the graph from the stamps, so the plan is made by the first input
+# function that needs it (final_outputs, a stage's stamp, gpu_count); Snakemake's onstart comes
+# after the graph, too late. What each invocation does:
+#
+#   run, main process   once (plan_run): stale locks cleared; every check that can fail before
+#                       the heavy work (preflight: names, locations, writable folders, ffmpeg's
+#                       encoder, each job's files); the GPU probed (NVML); the backend lines.
+#                       Per job in the graph (plan_job): the result's record compared with the job,
+#                       its photos checked, its stamps and remake token written; caches saved.
+#   dry run             the same, less what writes or starts a process (the folders' write test,
+#                       ffmpeg, NVML, stamps, caches): a stamp a run would write is written to
+#                       Snakemake's temporary folder instead, so the plan shows what a run remakes.
+#   --report, --dag...  nothing: the stamps are read as they are (rule stamp stands in for any
+#                       that is missing).
+#   a job's process,    nothing (a job's process reads the code-version and digest caches the main
+#   --lint              process saved; a cluster job probes NVML only if its gpu resource asks).
+
+
+def plan_run():
+    """The run's checks, once per process (see above); returns facepipe.workflow.runmode's mode."""
+    if _PLAN:
+        return _PLAN[0]
+    mode = run_mode(workflow)
+    if mode == READING:
+        return mode  # no graph yet: nothing to plan
+    _PLAN.append(mode)
+    if mode not in (RUN, DRY_RUN):
+        return mode
+    if mode == RUN:
+        from facepipe.workflow.locks import clear_stale_locks
+
+        clear_stale_locks(".snakemake", logger=logger)
     try:
-        check_jobs(JOBS)
-    except PreflightError as exc:
-        stop_run(str(exc))
-
-
-def check_job_files():
-    """Every job's own files exist and can be read (called at the end of the Snakefile, once the
-    rules that make the demo's files are known). The main process only: a job's process never
-    needs it, and it is cheap enough for --lint and --report."""
-    if not workflow.is_main_process:
-        return
-    for name, job in JOBS.items():
-        try:
+        # Everything that can fail before the heavy work fails here, before any job runs. The
+        # demo's files are made by rules, which are all known now.
+        check_jobs(JOBS, try_outputs=mode == RUN)
+        for name, job in JOBS.items():
             check_input_files(name, job, made_by_workflow)
-        except PreflightError as exc:
-            stop_run(str(exc))
+    except PreflightError as exc:
+        stop_run(str(exc), at_once=True, workflow=workflow)
+    if mode == RUN:
+        from facepipe.gpu import nvml_memory_mb
 
-
-def planning_a_run():
-    """Whether Snakemake is planning jobs to run (a run or a dry run), not a report, a summary or
-    a graph: only then is the source photos' check worth its cost. Known only once the plan is
-    being built (input functions), not while the Snakefile is read."""
-    return workflow.is_main_process and workflow.executor_plugin is not None
-
-
-_ANNOUNCED = []
-
-
-def announce_backends():
-    """The backend=auto lines, once per run (not in --report or --lint)."""
-    if _ANNOUNCED or not planning_a_run():
-        return
-    _ANNOUNCED.append(True)
+        _GPU.append(nvml_memory_mb() is not None)
+        provenance.rule_code_versions(*_CODE_VERSION_FILES, save=True)
     for line in BACKEND_WARNINGS:
         logger.warning(line)
     for line in BACKEND_INFO:
         logger.info(line)
+    return mode
+
+
+_PLAN = []
+_GPU = []
 
 
 def check_job_photos(name):
@@ -164,7 +193,18 @@ def check_job_photos(name):
         logger.warning(line)
 
 
-HAVE_GPU = nvml_memory_mb() is not None
+def have_gpu():
+    """Whether this machine has a GPU for the jobs: NVML's answer, probed once by a run's main
+    process (plan_run). A job's own process (a cluster job) probes nothing: it takes the GPUs its
+    scheduler gave it (CUDA_VISIBLE_DEVICES, SLURM_GPUS_ON_NODE, SLURM_JOB_GPUS). A dry run,
+    --report and --lint count none."""
+    if plan_run() == JOB:
+        given = (os.environ.get(v, "").strip() for v in GPU_ENVIRONMENT)
+        return any(value not in ("", "0", "-1", "NoDevFiles") for value in given)
+    return bool(_GPU and _GPU[0])
+
+
+GPU_ENVIRONMENT = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS")
 
 
 def gpu_count(wildcards):
@@ -175,8 +215,17 @@ def gpu_count(wildcards):
     """
     wants = set(JOBS[wildcards.name]["providers"]) & {"cuda", "tensorrt"}
     return int(
-        HAVE_GPU and bool(wants) and BACKENDS[JOBS[wildcards.name]["backend"]].gpu
+        bool(wants) and BACKENDS[JOBS[wildcards.name]["backend"]].gpu and have_gpu()
     )
+
+
+def identity_every(wildcards):
+    """Params function of detect_faces: facepipe.faces.detection.IDENTITY_EVERY. Imported when a detection
+    job is made, not while the workflow is read: facepipe.faces.detection loads pyarrow and ONNX Runtime
+    (about 0.5 s), which every snakemake command and job process would pay."""
+    from facepipe.faces.detection import IDENTITY_EVERY
+
+    return IDENTITY_EVERY
 
 
 def opt(key):
@@ -194,7 +243,9 @@ def result_path(name):
 
 
 def final_outputs(wildcards):
-    """The results and cast sheets (an input function of the default target)."""
+    """The results and cast sheets (an input function of the default target, the first the
+    graph needs: the run's checks come first)."""
+    plan_run()
     return [
         path
         for name in JOBS
@@ -207,8 +258,14 @@ def made_by_workflow(path):
     return any(rule.is_producer(str(path)) for rule in workflow.rules)
 
 
+# Read by every process; saved only by a run's main process (plan_run, plan_job).
 _DIGESTS = provenance.DigestCache(".snakemake/facepipe/digests.json")
 _RECORDS = {}
+_CODE_VERSION_FILES = (
+    Path(workflow.basedir) / "scripts",
+    ".snakemake/facepipe/code_versions.json",
+)
+_CODE_VERSIONS = {}
 
 
 def code_version(rule_name):
@@ -216,10 +273,11 @@ def code_version(rule_name):
     with a script is named after it) and the facepipe modules that imports, transitively. A code
     change reruns exactly the rules whose code changed, and what follows them. fetch_model takes
     none: what it fetches is fixed by the model's pinned SHA-256, whatever code fetched it.
+    Computed once per process (or read from the cache a run's main process saved).
     """
-    return provenance.rule_code_versions(
-        Path(workflow.basedir) / "scripts", ".snakemake/facepipe/code_versions.json"
-    )[rule_name]
+    if not _CODE_VERSIONS:
+        _CODE_VERSIONS.update(provenance.rule_code_versions(*_CODE_VERSION_FILES))
+    return _CODE_VERSIONS[rule_name]
 
 
 def job_record(name):
@@ -234,7 +292,6 @@ def job_record(name):
             digest=provenance.digest_or_missing(_DIGESTS.digest),
             made_by_workflow=made_by_workflow,
         )
-        _DIGESTS.save()
     return _RECORDS[name]
 
 
@@ -244,15 +301,10 @@ def record_text(wildcards):
 
 
 def stamp(rule_name):
-    """Input function: a rule's stamp (facepipe.workflow.provenance), settled for its job first.
-
-    Settled while Snakemake builds the job graph (input functions run then), not while the
-    Snakefile is read: only then does the workflow know whether this is a dry run.
-    """
+    """Input function: a rule's stamp (facepipe.workflow.provenance), as plan_job settled it."""
 
     def _path(wildcards):
-        settle_provenance(wildcards.name)
-        return provenance.stamp_path(wildcards.name, rule_name)
+        return plan_job(wildcards.name)[rule_name]
 
     return _path
 
@@ -260,23 +312,27 @@ def stamp(rule_name):
 def remake_token(wildcards):
     """Input function of prepare_target: the job's remake token (facepipe.workflow.provenance), settled
     with the stamps."""
-    settle_provenance(wildcards.name)
-    return provenance.remake_token_path(wildcards.name)
+    return plan_job(wildcards.name)[provenance.REMAKE_TOKEN]
 
 
-_SETTLED = set()
-
-
-def settle_provenance(name):
-    """Compare job `name`'s existing result with the job and write its stamps (main process only).
+def plan_job(name):
+    """Job `name`'s part of the run's plan (see plan_run): compare its existing result with the
+    job, check its photos and write its stamps (a run's main process), or plan them (a dry run).
+    Returns stage -> the stamp file its rule reads.
 
     A file at a result's path without a record was not made by this workflow: the run stops
     before any job and the file is left as it is.
     """
-    if name in _SETTLED or not workflow.is_main_process:
-        return
-    _SETTLED.add(name)
-    announce_backends()
+    if name in _JOB_PLANS:
+        return _JOB_PLANS[name]
+    mode = plan_run()
+    paths = {
+        stage: provenance.stamp_path(name, stage)
+        for stage in (*provenance.STAGES, provenance.REMAKE_TOKEN)
+    }
+    if mode not in (RUN, DRY_RUN):
+        return paths
+    _JOB_PLANS[name] = paths
     record = job_record(name)
     state = provenance.result_state(result_path(name), record, read_result_record)
     if state == "foreign":
@@ -294,22 +350,62 @@ def settle_provenance(name):
             workflow=workflow,
         )
     # Before any stamp is written: a photo without a face leaves nothing behind.
-    if state != "current" and planning_a_run():
+    if state != "current":
         check_job_photos(name)
     code = {stage: code_version(stage) for stage in provenance.STAGES}
-    renewed = provenance.settle_stamps(
-        name, record, state, code, dry_run=workflow.dryrun
-    )
-    # A current result needs none of its own stages again, whatever a stamp says (a dry run of
-    # another setting may have left one); a stage beside it (cast, preview, QC) may.
+    if mode == RUN:
+        renewed = provenance.settle_stamps(name, record, state, code)
+    else:
+        planned = provenance.planned_stamps(name, record, state, code, dry_run=True)
+        renewed = [s for s, (_, act) in planned.items() if act == provenance.WRITE_NOW]
+        for stage in renewed:
+            paths[stage] = dry_run_stamp(name, stage, planned[stage][0])
+    # A current result needs none of its own stages again, whatever a stamp says; a stage beside
+    # it (cast, preview, QC) may.
     beside = set(renewed) - set(
         provenance.result_stages(JOBS[name], is_image=is_image_job(name))
     )
-    provenance.settle_remake_token(name, remake=state == "stale" or bool(beside))
+    remake = state == "stale" or bool(beside)
+    if mode == RUN:
+        provenance.settle_remake_token(name, remake=remake)
+        _DIGESTS.save()
+    elif provenance.remake_token_wanted(name, remake=remake):
+        paths[provenance.REMAKE_TOKEN] = dry_run_stamp(
+            name, provenance.REMAKE_TOKEN, provenance.remake_token_text()
+        )
     if state == "stale":
         logger.info(
             f"{result_path(name)} was made from other inputs, settings or code: it will be remade"
         )
+    return paths
+
+
+_JOB_PLANS = {}
+
+
+def missing_stamps():
+    """A pattern of the stamp files (under work/) not on disk as the workflow is read: the files
+    rule stamp stands in for. Reads only; one that matches nothing when every stamp is there.
+    """
+    missing = [
+        path.removeprefix("work/")
+        for name in JOBS
+        for stage in (*provenance.STAGES, provenance.REMAKE_TOKEN)
+        if not Path(path := provenance.stamp_path(name, stage)).exists()
+    ]
+    return "|".join(re.escape(path) for path in missing) or "(?!)"
+
+
+def dry_run_stamp(name, stage, content):
+    """A stamp a run would write now, written for a dry run in Snakemake's temporary folder
+    (outside the working directory, removed when Snakemake ends): newer than the stage's outputs,
+    it makes the dry run plan what the run would remake."""
+    path = (
+        Path(workflow.snakemake_tmp_dir) / "facepipe-dry-run" / name / f"{stage}.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return str(path)
 
 
 def read_result_record(path):
@@ -496,17 +592,17 @@ def print_backend_summary():
 
 
 def release_scheduler_timers():
-    """Cancel the scheduler's pending re-evaluation timers once the run is over.
+    """Cancel this run's scheduler's pending re-evaluation timers once the run is over.
 
     Snakemake's job rate limiter re-arms a one-second threading.Timer after every scheduling
-    pass; Python waits for it at exit, so every finished run would end about a second after
-    its last job. The run is complete here, so nothing needs them any more.
+    pass (JobScheduler._schedule_reevalutation); Python waits for it at exit, so every finished
+    run would end about a second after its last job. The run is complete here, so nothing needs
+    them any more. Only the timers of workflow.scheduler are cancelled (facepipe.workflow.runmode.timers_of):
+    any other timer in the process (a package's, a plugin's) is left alone.
     """
-    import threading
-
-    for thread in threading.enumerate():
-        if isinstance(thread, threading.Timer):
-            thread.cancel()
+    if workflow.scheduler is not None:
+        for timer in timers_of(workflow.scheduler):
+            timer.cancel()
 
 
 onsuccess:

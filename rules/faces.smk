@@ -33,7 +33,7 @@ rule detect_faces:
         ),
         # Crops are held over this many frames where a face is missed, for the tracker's gaps.
         track_gap=opt("track_gap"),
-        identity_every=IDENTITY_EVERY,
+        identity_every=identity_every,
     script:
         "../scripts/detect_faces.py"
 

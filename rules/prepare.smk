@@ -1,3 +1,27 @@
+# Stands in for a stage's stamp that is not on disk while Snakemake builds a graph it does not
+# run (--report, --dag, and a dry run, which writes nothing). A run writes each job's stamps before
+# its graph needs them (plan_job in rules/common.smk), so this rule never runs; a stamp it stands
+# in for only ever keeps a result, as the run's stamp dated in the past would. It produces only
+# the stamps missing when the workflow is read (missing_stamps), so Snakemake never lists it
+# beside the stamps that are there.
+localrules:
+    stamp,
+
+
+rule stamp:
+    output:
+        "work/{stamp_file}",
+    log:
+        "logs/stamp/{stamp_file}.log",
+    wildcard_constraints:
+        stamp_file=missing_stamps(),
+    run:
+        raise WorkflowError(
+            f"stamp {output[0]} is missing while the run is under way: it is written when the "
+            "run plans its jobs (rules/common.smk: plan_job); run the workflow again"
+        )
+
+
 rule probe_target:
     input:
         stamp=stamp("probe_target"),

@@ -240,22 +240,28 @@ def test_without_snakemakes_metadata_the_stamps_rerun_exactly_those_stages(own_p
 
 
 def test_a_runs_job_processes_reuse_its_code_versions_and_nothing_else_does(tmp_path, monkeypatch):
-    """The main process leaves the versions to the job processes it starts; a workflow with other
-    scripts (or another package) computes its own."""
+    """The main process of a run saves the versions; a job's own process reads them instead of
+    reading every module again, and a workflow with other scripts (or another package) computes
+    its own. Nothing goes through the environment, and only `save` writes the cache."""
     from facepipe.workflow import provenance
 
-    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV, raising=False)
+    environ = dict(os.environ)
     scripts = Path(__file__).resolve().parents[1] / "scripts"
-    first = provenance.rule_code_versions(scripts)
+    cache = tmp_path / "code_versions.json"
+    first = provenance.rule_code_versions(scripts, cache)
+    assert not cache.exists()  # a dry run, --report, a job's process: read only
     assert first["swap_faces"] == provenance.code_version(scripts / "swap_faces.py")
-    stored = json.loads(os.environ[provenance.CODE_VERSIONS_ENV])
+    provenance.rule_code_versions(scripts, cache, save=True)  # the run's main process
+    stored = json.loads(cache.read_text())
     stored["versions"]["swap_faces"] = "from-the-main-process"
-    monkeypatch.setenv(provenance.CODE_VERSIONS_ENV, json.dumps(stored))
-    assert provenance.rule_code_versions(scripts)["swap_faces"] == "from-the-main-process"
+    cache.write_text(json.dumps(stored))
+    provenance._RULE_VERSIONS.clear()  # a job's own process starts with nothing
+    assert provenance.rule_code_versions(scripts, cache)["swap_faces"] == "from-the-main-process"
     other = tmp_path / "scripts"
     other.mkdir()
     (other / "swap_faces.py").write_text("import facepipe.swap.segment\n")
-    assert provenance.rule_code_versions(other)["swap_faces"] != "from-the-main-process"
+    assert provenance.rule_code_versions(other, cache)["swap_faces"] != "from-the-main-process"
+    assert dict(os.environ) == environ
 
 
 def test_the_code_versions_cache_is_used_only_while_no_file_changed(tmp_path, monkeypatch):
@@ -263,20 +269,19 @@ def test_the_code_versions_cache_is_used_only_while_no_file_changed(tmp_path, mo
     and time it had; an edited module gives a new version at once."""
     from facepipe.workflow import provenance
 
-    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV, raising=False)
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     script = scripts / "swap_faces.py"
     script.write_text("import facepipe.swap.segment\n")
     cache = tmp_path / "cache.json"
-    first = provenance.rule_code_versions(scripts, cache)
+    first = provenance.rule_code_versions(scripts, cache, save=True)
     assert cache.is_file()
     saved = json.loads(cache.read_text())
     saved["versions"]["swap_faces"] = "from-the-cache"
     cache.write_text(json.dumps(saved))
-    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV)
+    provenance._RULE_VERSIONS.clear()
     assert provenance.rule_code_versions(scripts, cache)["swap_faces"] == "from-the-cache"
-    monkeypatch.delenv(provenance.CODE_VERSIONS_ENV)
+    provenance._RULE_VERSIONS.clear()
     script.write_text("import facepipe.swap.segment  # edited\n")
     assert provenance.rule_code_versions(scripts, cache)["swap_faces"] not in ("from-the-cache", first["swap_faces"])
 

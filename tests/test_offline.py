@@ -256,7 +256,7 @@ def test_explicit_backends_are_kept_and_thresholds_follow_the_backend(tmp_path):
     jobs = {"a": {"backend": "auto", "enhancer": "none", "precision": "fp32", "reference_threshold": None},
             "b": {"backend": "standin", "enhancer": "none", "precision": "fp32", "reference_threshold": None},
             "c": {"backend": "auto", "enhancer": "none", "precision": "fp32", "reference_threshold": 0.42}}
-    warnings, _ = resolve_jobs(jobs, tmp_path / "models")
+    jobs, warnings, _ = resolve_jobs(jobs, tmp_path / "models")
     assert [j["backend"] for j in jobs.values()] == ["offline", "standin", "offline"]
     assert [j["reference_threshold"] for j in jobs.values()] == [0.5, 0.35, 0.42]
     assert len(warnings) == 1 and "jobs: a, c" in warnings[0]
@@ -269,7 +269,7 @@ def test_fetch_models_target_lists_only_verifiable_learned_models(tmp_path):
     # What the jobs chose, also for a job that auto sent to the offline backend.
     jobs = {"a": {"backend": "auto", "swapper": "hyperswap_1b_256", "enhancer": "codeformer", "precision": "fp32"},
             "b": {"backend": "offline", "swapper": "", "enhancer": "none", "precision": "fp32"}}
-    backends.resolve_jobs(jobs, tmp_path)
+    jobs, _, _ = backends.resolve_jobs(jobs, tmp_path)
     assert jobs["a"]["backend"] == "offline" and jobs["a"]["swapper"] == backends.BACKENDS["offline"].default_swapper
     files = [p.rsplit("/", 1)[-1] for p in backends.fetchable_learned_models(jobs, tmp_path)]
     assert files == ["det_10g.onnx", "w600k_r50.onnx", "hyperswap_1b_256.onnx", "codeformer.onnx", "inswapper_128.onnx"]

@@ -83,15 +83,20 @@ def resolve_backend(backend: str, enhancer: str, precision: str,
     return res
 
 
-def resolve_jobs(jobs: dict[str, dict], models_dir: str | Path = "resources/models") -> tuple[list[str], list[str]]:
-    """Resolve backend, enhancer, swapper and reference_threshold of every job in place;
-    ValueError naming the job for a swapper that does not run with its backend.
+def resolve_jobs(jobs: dict[str, dict], models_dir: str | Path = "resources/models"
+                 ) -> tuple[dict[str, dict], list[str], list[str]]:
+    """The jobs with backend, enhancer, swapper and reference_threshold resolved, as new dicts (the
+    given ones are left as they are); ValueError naming the job for a swapper that does not run
+    with its backend.
 
-    Returns the (deduplicated) warnings and info lines, each naming the jobs it concerns.
+    Returns the resolved jobs and the (deduplicated) warnings and info lines, each naming the jobs
+    it concerns.
     """
+    resolved: dict[str, dict] = {}
     warnings: dict[str, list[str]] = {}
     info: dict[str, list[str]] = {}
-    for name, job in jobs.items():
+    for name, given in jobs.items():
+        job = dict(given)
         configured, chosen = job["backend"], job.get("swapper") or ""
         job["configured_swapper"], job["configured_enhancer"] = chosen, job["enhancer"]
         res = resolve_backend(configured, job["enhancer"], job["precision"], models_dir, chosen)
@@ -111,8 +116,9 @@ def resolve_jobs(jobs: dict[str, dict], models_dir: str | Path = "resources/mode
             warnings.setdefault(line, []).append(name)
         for line in res.info:
             info.setdefault(line, []).append(name)
+        resolved[name] = job
     fmt = lambda d: [f"{line} (jobs: {', '.join(names)})" for line, names in d.items()]  # noqa: E731
-    return fmt(warnings), fmt(info)
+    return resolved, fmt(warnings), fmt(info)
 
 
 def backend_summary(jobs: dict[str, dict]) -> str:

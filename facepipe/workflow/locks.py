@@ -16,9 +16,9 @@ is never removed, whatever else is on disk.
 
 Snakemake itself checks for conflicting locks and then writes its own in two steps, so two runs
 that start at the same moment can both pass the check. A second flock (`facepipe-gate.lock`)
-closes that gap between facepipe runs: a run holds it exclusively from the moment its Snakefile
-is read until its lock files are on disk, so the next run checks only after the first one's
-locks exist (and stops with Snakemake's lock error when they conflict).
+closes that gap between facepipe runs: a run holds it exclusively from the moment it starts to plan
+its jobs (rules/common.smk: plan_run) until its lock files are on disk, so the next run checks only
+after the first one's locks exist (and stops with Snakemake's lock error when they conflict).
 
 Only processes on one host see each other's flocks on a local file system; on NFSv4 and Lustre
 flocks reach across hosts. Where the file system refuses flocks, no lock is ever removed
@@ -194,9 +194,9 @@ def _enter_gate(base: Path, logger) -> int | None:
 def clear_stale_locks(snakemake_dir: str | Path = ".snakemake", *, logger=log, gate: bool = True) -> bool:
     """Remove Snakemake locks that no live facepipe process holds; then hold this run's shared lock.
 
-    Called once by the main process of a real run while its Snakefile is read. Returns True when
-    stale locks were removed. With `gate`, the run also holds the start gate until its own lock
-    files appear (see the module's docstring).
+    Called once by the main process of a real run as it plans its jobs (rules/common.smk: plan_run),
+    before Snakemake takes its own locks. Returns True when stale locks were removed. With `gate`,
+    the run also holds the start gate until its own lock files appear (see the module's docstring).
     """
     base = Path(snakemake_dir)
     base.mkdir(parents=True, exist_ok=True)

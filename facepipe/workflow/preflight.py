@@ -289,12 +289,15 @@ def check_face_image(name: str, role: str, image: str | Path) -> None:
                              f"decoded here" + ("; convert it to PNG or JPEG" if kind == "heif" else " (damaged?)"))
 
 
-def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
+def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".", *, try_outputs: bool = True) -> None:
     """The checks that need only the job table: names, locations, name lengths, writable output
-    folders, encoder settings (each tried once)."""
+    folders, encoder settings (each tried once). The last two write a file and start ffmpeg: only
+    with `try_outputs` (a real run; a dry run leaves them)."""
     check_names(jobs)
     check_input_locations(jobs, workdir)
     check_name_lengths(jobs, workdir)
+    if not try_outputs:
+        return
     check_writable(workdir)
     tried = set()
     for job in jobs.values():

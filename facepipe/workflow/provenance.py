@@ -206,12 +206,6 @@ def code_version(script: str | Path, package_dir: str | Path | None = None) -> s
     return _VERSIONS[key].version(script)
 
 
-# Where a run's main process leaves the rule scripts' code versions for its job processes: each
-# local job re-reads the workflow in a process of its own, and reading the package's modules
-# again there would cost every job on the critical path ~0.15 s.
-CODE_VERSIONS_ENV = "FACEPIPE_CODE_VERSIONS"
-
-
 def _code_files_state(scripts_dir: Path, package: Path) -> list:
     """(path, size, mtime in ns) of every file the code versions are made from: a change to any
     of them shows here."""
@@ -224,44 +218,47 @@ def _code_files_state(scripts_dir: Path, package: Path) -> list:
     return state
 
 
-def rule_code_versions(scripts_dir: str | Path, cache_file: str | Path | None = None) -> dict[str, str]:
+# Versions this process computed or read, by (scripts folder, package, files' state).
+_RULE_VERSIONS: dict[tuple[str, str], tuple[list, dict[str, str]]] = {}
+
+
+def rule_code_versions(scripts_dir: str | Path, cache_file: str | Path | None = None, *,
+                       save: bool = False) -> dict[str, str]:
     """Script name (without .py) -> code_version, for every rule script in ``scripts_dir``.
 
-    Computed once per run: the first process computes them and leaves them in its environment,
-    which the job processes it starts inherit. They are used only when they were made for the
-    same scripts folder and package, so a workflow started from inside a job computes its own.
-    With ``cache_file``, a run whose scripts and package files all have the sizes and times the
-    last run saw takes that run's versions instead of reading every module again.
+    Computed once per process. With ``cache_file``, versions saved there are taken when every
+    script and package file still has the size and time it had then (the cache names the
+    scripts folder and package by their files' paths, so another workflow's never matches): a
+    job's own process (a cluster job) reads what its run's main process saved instead of reading
+    every module again. Only ``save`` writes the cache (the main process of a real run does); a
+    dry run, --report or a job process only reads it. Nothing is passed through the environment.
     """
     scripts_dir = Path(scripts_dir).resolve()
     package = Path(facepipe.__file__).parent.resolve()
-    try:
-        cached = json.loads(os.environ.get(CODE_VERSIONS_ENV, ""))
-        if cached["scripts"] == str(scripts_dir) and cached["package"] == str(package):
-            return cached["versions"]
-    except (ValueError, KeyError, TypeError):
-        pass
     state = _code_files_state(scripts_dir, package)
-    versions = None
-    if cache_file is not None:
+    key = (str(scripts_dir), str(package))
+    known = _RULE_VERSIONS.get(key)
+    versions = known[1] if known and known[0] == state else None
+    saved_state = None
+    if versions is None and cache_file is not None:
         try:
             saved = json.loads(Path(cache_file).read_text())
-            if saved["files"] == state:
+            saved_state = saved["files"]
+            if saved_state == state:
                 versions = saved["versions"]
         except (OSError, ValueError, KeyError, TypeError):
             pass
     if versions is None:
         versions = {path.stem: code_version(path) for path in sorted(scripts_dir.glob("*.py"))}
-        if cache_file is not None:
-            try:
-                Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(f"{cache_file}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps({"files": state, "versions": versions}))
-                os.replace(tmp, cache_file)
-            except OSError:
-                pass  # a cache that cannot be written costs the next run time, not this one
-    os.environ[CODE_VERSIONS_ENV] = json.dumps({"scripts": str(scripts_dir), "package": str(package),
-                                                "versions": versions})
+    _RULE_VERSIONS[key] = (state, versions)
+    if save and cache_file is not None and saved_state != state:
+        try:
+            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(f"{cache_file}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"files": state, "versions": versions}))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a cache that cannot be written costs the next run time, not this one
     return versions
 
 
@@ -373,6 +370,12 @@ def plan_path(name: str) -> str:
     return f"work/{name}/segments"
 
 
+def remake_token_wanted(name: str, *, remake: bool) -> bool:
+    """Whether job `name`'s remake token asks for a remake (see settle_remake_token): `remake`
+    (the result is stale or a stage's stamp changed) while the plan is missing. Reads only."""
+    return remake and not Path(plan_path(name)).is_dir()
+
+
 def settle_remake_token(name: str, *, remake: bool) -> bool:
     """Write job `name`'s remake token (see the module's docstring); returns whether it asks for a
     remake. `remake`: the result is stale or a stage's stamp changed. Only a missing plan needs
@@ -380,13 +383,13 @@ def settle_remake_token(name: str, *, remake: bool) -> bool:
 
     The token's new content is unique (the time and process), so Snakemake's record of an earlier
     token's checksum never makes it look unchanged. A token that asks for nothing is dated in the
-    past, which also takes back one a dry run of another setting wrote.
+    past, which also takes back one an interrupted run wrote.
     """
     path = Path(remake_token_path(name))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if remake and not Path(plan_path(name)).is_dir():
+    if remake_token_wanted(name, remake=remake):
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"remake": f"{time.time_ns()}-{os.getpid()}"}) + "\n")
+        tmp.write_text(remake_token_text())
         os.replace(tmp, path)
         return True
     if not path.exists():
@@ -396,6 +399,11 @@ def settle_remake_token(name: str, *, remake: bool) -> bool:
     if path.stat().st_mtime != PAST:
         os.utime(path, (PAST, PAST))
     return False
+
+
+def remake_token_text() -> str:
+    """A remake token's content when it asks for a remake: unique to this moment and process."""
+    return json.dumps({"remake": f"{time.time_ns()}-{os.getpid()}"}) + "\n"
 
 
 def result_state(result: str | Path, record: dict, read_record) -> str:
@@ -413,19 +421,26 @@ def result_state(result: str | Path, record: dict, read_record) -> str:
     return "current" if found == json.loads(record_text(record)) else "stale"
 
 
-def settle_stamps(name: str, record: dict, state: str, code: dict[str, str], stages=STAGES, *,
-                  dry_run: bool = False) -> list[str]:
-    """Write the job's stage stamps; returns the stages whose stamp changed (they rerun).
+# What a run does with a stage's stamp (planned_stamps).
+KEEP, WRITE_PAST, WRITE_NOW = "keep", "past", "now"
+
+
+def planned_stamps(name: str, record: dict, state: str, code: dict[str, str], stages=STAGES, *,
+                   dry_run: bool = False) -> dict[str, tuple[str, str]]:
+    """stage -> (the stamp's content, what a run does with the stamp file): KEEP it as it is,
+    write it dated in the PAST (WRITE_PAST: made anew for a current result, so nothing reruns), or
+    write it dated now (WRITE_NOW: the stage reruns). Reads the stamps, writes nothing.
 
     `code` maps every stage to its code version (code_version of its rule script).
 
-    A stamp is rewritten only when its content changes. One made anew is dated in the past
-    when the result is current (nothing needs remaking), else now. A stale result also renews
-    the final stage's stamp, so at least the result is remade even when every stage's stamp
-    still matches. A dry run only makes missing stamps: trying a setting with -n must not make
-    the next real run with the old setting redo anything.
+    A stamp is rewritten only when its content changes. One made anew is dated in the past when
+    the result is current (nothing needs remaking), else now. A stale result also renews the final
+    stage's stamp, so at least the result is remade even when every stage's stamp still matches.
+    For a dry run (`dry_run`) an existing stamp is always kept: trying a setting with -n must not
+    make the next real run with the old setting redo anything (a dry run writes nothing anyway:
+    what it plans is what a real run would do with the stamps it finds).
     """
-    renewed = []
+    plan = {}
     for stage in stages:
         path = Path(stamp_path(name, stage))
         content = stage_stamp(record, stage, code[stage])
@@ -434,14 +449,31 @@ def settle_stamps(name: str, record: dict, state: str, code: dict[str, str], sta
         except OSError:
             old = None
         if old is not None and dry_run:
+            action = KEEP
+        elif old == content and not (state == "stale" and stage in ("mux_video", "finalize_image")):
+            action = KEEP
+        elif old is None and state == "current":
+            action = WRITE_PAST
+        else:
+            action = WRITE_NOW
+        plan[stage] = (content, action)
+    return plan
+
+
+def settle_stamps(name: str, record: dict, state: str, code: dict[str, str], stages=STAGES, *,
+                  dry_run: bool = False) -> list[str]:
+    """Write the job's stage stamps as planned_stamps plans them; returns the stages whose stamp
+    changed (they rerun)."""
+    renewed = []
+    for stage, (content, action) in planned_stamps(name, record, state, code, stages, dry_run=dry_run).items():
+        if action == KEEP:
             continue
-        if old == content and not (state == "stale" and stage in ("mux_video", "finalize_image")):
-            continue
+        path = Path(stamp_path(name, stage))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(content)
         os.replace(tmp, path)
-        if old is None and state == "current":
+        if action == WRITE_PAST:
             os.utime(path, (PAST, PAST))
         else:
             renewed.append(stage)
