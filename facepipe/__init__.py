@@ -16,4 +16,5 @@ import sys as _sys
 # facepipe module it imports first: from here on, an exception nothing catches (a broken import
 # included) puts its traceback into the rule's log (facepipe.workflow.rule_script).
 if hasattr(_sys.modules.get("__main__"), "snakemake"):
+    # lazy: imported only on the path that needs it
     import facepipe.workflow.rule_script  # noqa: F401

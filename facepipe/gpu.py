@@ -130,6 +130,7 @@ class Degradation:
 def nvml_memory_mb(device: int = 0) -> tuple[int, int] | None:
     """(free, total) MiB of a GPU through NVML, or None where there is no NVML or no GPU."""
     try:
+        # lazy: NVML is slow to import, and only this path needs it
         import pynvml
     except ImportError:
         return None

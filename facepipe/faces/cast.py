@@ -14,6 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepipe.media.files import temporary_beside, write_png
+from facepipe.media.patches import decode_image
+from facepipe.media.tables import read_columns
+
 CELL = 160  # thumbnail side, px
 TEXT_ROWS = 4
 LINE = 18
@@ -40,8 +44,6 @@ def cast_rows(persons: dict) -> list[dict]:
 
 def thumbnails(persons: dict, faces_dir: str | Path) -> dict[int, np.ndarray]:
     """Each person's thumbnail, from the crop of the face the tracker chose for it."""
-    from facepipe.media.patches import decode_image
-    from facepipe.media.tables import read_columns
 
     out = {}
     for p in persons["persons"]:
@@ -92,7 +94,6 @@ def contact_sheet(persons: dict, thumbs: dict[int, np.ndarray]) -> np.ndarray:
 
 def write_cast(persons: dict, faces_dir: str | Path, sheet_out: str | Path, table_out: str | Path) -> None:
     """The cast sheet (PNG) and table (TSV), each written under a temporary name first."""
-    from facepipe.media.files import temporary_beside, write_png
 
     sheet = contact_sheet(persons, thumbnails(persons, faces_dir))
     tmp = temporary_beside(sheet_out, ".png")

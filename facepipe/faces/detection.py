@@ -11,6 +11,7 @@ the swapper, cut out here so that no later stage decodes the video for it.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -18,9 +19,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from facepipe.media.patches import check_matrix, decode_image, encode_image
+from facepipe.media.tables import FACES_SCHEMA, FRAMES_SCHEMA, read_table, write_table
+from facepipe.media.video import planned_starts
 from facepipe.models.alignment import alignment_matrix
+from facepipe.models.classic_swap import hull_bbox
 from facepipe.models.face_analyzer import FaceError, box_area
-from facepipe.media.tables import FACES_SCHEMA
+from facepipe.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,7 @@ def parse_crop_kind(kind: str) -> tuple[str, int]:
         return "", 0
     parts = kind.split(":")
     if len(parts) == 3 and parts[0] == "aligned" and parts[2].isdigit() and int(parts[2]) > 0:
+        # lazy: imported only on the path that needs it
         from facepipe.models.alignment import TEMPLATES
 
         if parts[1] in TEMPLATES:
@@ -69,7 +75,6 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
     landmark_box: the frame's pixels around the landmarks' rectangle, `margin` wider, at
     (crop_x, crop_y).
     """
-    from facepipe.media.patches import encode_image
 
     template, size = parse_crop_kind(kind)
     if template:
@@ -78,7 +83,6 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
         matrix[:, 2] += pad
         return {"crop": encode_image(frame.warp_bgr(matrix, size + 2 * pad)), "crop_x": 0, "crop_y": 0,
                 "crop_matrix": matrix.reshape(-1).tolist()}
-    from facepipe.models.classic_swap import hull_bbox
 
     img = frame.bgr()
     x0, y0, x1, y1 = hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), img.shape[:2], margin)
@@ -122,7 +126,6 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
     progress: a facepipe.progress.Progress, told of every frame analysed.
     """
-    from collections import deque
 
     numbers, frames_kept = [], {}
 
@@ -214,7 +217,6 @@ def detect_frames(analyzer, frames: Iterable, crop: str | None = None, **kwargs)
 def write_faces(rows, path: str | Path) -> None:
     """A faces table, from a DataFrame or from rows given frame by frame (face_rows), written
     as it comes (facepipe.media.tables)."""
-    from facepipe.media.tables import write_table
 
     if isinstance(rows, pd.DataFrame):
         rows = [rows.to_dict("records")]
@@ -223,7 +225,6 @@ def write_faces(rows, path: str | Path) -> None:
 
 def read_faces(path: str | Path) -> pd.DataFrame:
     """A whole faces table, verified (facepipe.media.integrity: a damaged one is removed and reported)."""
-    from facepipe.media.tables import read_table
 
     return read_table(path)
 
@@ -242,7 +243,6 @@ def swap_input(row, kps, landmarks=None, kind: str = "") -> tuple[np.ndarray, di
     ValueError for a crop that is not what detection writes, so a damaged crop never reaches
     the swapper (which would quietly resize it), or a face that moved out of its held crop.
     """
-    from facepipe.media.patches import check_matrix, decode_image
 
     if row.crop is None:
         raise ValueError("it has no crop")
@@ -308,10 +308,6 @@ def detect_segment(analyzer, frames: Iterable, manifest: dict, segment: str, fac
                    identity_every: int = IDENTITY_EVERY) -> None:
     """Detection of one segment: its faces table (face_rows, written as it comes) and its frames
     table (a thumbnail per frame, facepipe.faces.tracking finds shot changes from it)."""
-    from facepipe.progress import Progress
-    from facepipe.media.tables import FRAMES_SCHEMA, write_table
-
-    from facepipe.media.video import planned_starts
 
     first = planned_starts(manifest)[segment] + 1
     thumbnails: list = []

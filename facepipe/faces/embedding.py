@@ -25,10 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.models.download import sha256_file
 from facepipe.faces.detection import pick_face
-from facepipe.media.integrity import check_bytes, discard, place_sealed, read_verified, reject
 from facepipe.media.files import read_image
+from facepipe.media.integrity import check_bytes, discard, place_sealed, read_verified, reject
+from facepipe.models.alignment import alignment_matrix
+from facepipe.models.backends import make_analyzer
+from facepipe.models.download import sha256_file
+from facepipe.models.registry import MODELS, swapper_for
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +120,6 @@ GREY_SPREAD, GREY_SHARE = 2, 0.995
 def needed_face_size(backend: str, swapper: str = "") -> tuple[str, int, str]:
     """(the swapper a job runs, the face size in px it needs from a source photo, the template the
     face is measured on)."""
-    from facepipe.models.registry import MODELS, swapper_for
 
     spec = MODELS[swapper_for(backend, swapper)]
     if spec.size and spec.template:
@@ -127,7 +129,6 @@ def needed_face_size(backend: str, swapper: str = "") -> tuple[str, int, str]:
 
 def face_size(kps, template: str) -> float:
     """The side, in photo pixels, of the aligned crop of ``template`` around the keypoints."""
-    from facepipe.models.alignment import alignment_matrix
 
     matrix = alignment_matrix(kps, template, 1)  # photo -> a 1 px crop: its scale is 1 / the side
     return 1.0 / float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
@@ -165,7 +166,6 @@ def face_record(image: str | Path, detector: str | Path, recognizer: str | Path,
         log.info("embedding cache hit: %s (image %s)", cached, image)
         return data
     log.info("embedding cache miss: analysing %s", image)
-    from facepipe.models.backends import make_analyzer
 
     if img is None:
         img = read_image(image, "source")
@@ -175,6 +175,7 @@ def face_record(image: str | Path, detector: str | Path, recognizer: str | Path,
     data = {"embedding": face["embedding"], "box": face["box"], "kps": face["kps"],
             "score": np.float32(face["score"]), "face_count": np.int32(len(faces))}
     if face.get("landmarks") is not None:
+        # lazy: imported only on the path that needs it
         from facepipe.models.classic_swap import source_patch
 
         data["landmarks"] = face["landmarks"]

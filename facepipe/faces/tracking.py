@@ -23,15 +23,21 @@ segments (tables only: no video is decoded), makes the decisions that need the w
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
+from itertools import groupby
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from facepipe.faces.detection import box_iou
+from facepipe.faces.detection import THUMB_SIZE, box_iou
+from facepipe.media.integrity import reject, write_sealed_json
+from facepipe.media.tables import TRACKS_SCHEMA, TableWriter, open_table
+from facepipe.media.video import planned_starts
 from facepipe.models.metrics import Metric
 from facepipe.models.metrics import metric as as_metric
 
@@ -103,7 +109,6 @@ def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
     HSV difference from the previous frame's reaches ``threshold`` (0 = never)."""
     if threshold <= 0:
         return []
-    from facepipe.faces.detection import THUMB_SIZE
 
     cuts, before = [], None
     for frame in sorted(thumbnails):
@@ -122,8 +127,6 @@ def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
 
 def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, bytes]]:
     """Every segment's faces (video frame numbers added) and frame thumbnails, verified."""
-    from facepipe.media.integrity import reject
-    from facepipe.media.tables import open_table
 
     tables, thumbs = [], {}
     for seg in segments:
@@ -147,8 +150,6 @@ def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, by
 
 def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: Metric | str) -> list[Track]:
     """Detections (not held crops) linked into tracks, frame by frame."""
-    import bisect
-    from itertools import groupby
 
     tracks: list[Track] = []
     active: list[Track] = []
@@ -239,6 +240,7 @@ def _assignment(cost: np.ndarray) -> list[tuple[int, int]]:
         return []
     if (finite.sum(axis=0) <= 1).all() and (finite.sum(axis=1) <= 1).all():
         return [(int(i), int(j)) for i, j in zip(*np.nonzero(finite))]
+    # lazy: SciPy is slow to import, and only this path needs it
     from scipy.optimize import linear_sum_assignment
 
     pairs = zip(*linear_sum_assignment(np.where(finite, cost, 1e9)))
@@ -267,7 +269,10 @@ def group_persons(tracks: list[Track], *, metric: Metric | str, threshold: float
     labels = {id(t): i for i, t in enumerate(tracks)}  # every track on its own, to start with
     known = [t for t in tracks if t.embeddings]
     if len(known) > 1:
+        # lazy: SciPy is slow to import, and only this path needs it
         from scipy.cluster.hierarchy import fcluster, linkage
+
+        # lazy: SciPy is slow to import, and only this path needs it
         from scipy.spatial.distance import squareform
 
         ids = np.stack([metric.identity(t.embeddings) for t in known])
@@ -308,7 +313,6 @@ def _attach_unidentified(tracks: list[Track], clusters: list[dict], reach: int) 
     for a few frames after a longer miss than track_gap) joins the person of the nearest track in
     time that ends before it (or starts after it) within `reach` frames in the same shot, at the
     same place, and is not on screen at the same time."""
-    import bisect
 
     # Tracks by the frame they end on and the frame they start on: only those within reach are looked at.
     by_end = sorted(tracks, key=lambda t: t.frames[-1])
@@ -484,7 +488,6 @@ def describe_persons(table: pd.DataFrame, fps: float) -> list[dict]:
 
 def segments_of(manifest: dict, faces_dir: str | Path) -> list[Segment]:
     """The job's segments in order, with the video frame each starts after."""
-    from facepipe.media.video import planned_starts
 
     faces_dir = Path(faces_dir)
     starts = planned_starts(manifest)
@@ -496,10 +499,6 @@ def run_tracking(manifest: dict, faces_dir: str | Path, tracks_out: str | Path, 
                  track_gap: int, smoothing: float, shot_threshold: float, metric: Metric | str) -> TrackingResult:
     """The tracking stage of a job: reads its faces tables, writes its tracks table (a row group
     per segment, so the swap of one segment reads its own rows) and its persons (sealed JSON)."""
-    from fractions import Fraction
-
-    from facepipe.media.integrity import write_sealed_json
-    from facepipe.media.tables import TRACKS_SCHEMA, TableWriter
 
     fps = float(Fraction(manifest["fps"])) if not manifest["is_image"] else 0.0
     result = track_faces(segments_of(manifest, faces_dir), track_gap=track_gap, smoothing=smoothing,

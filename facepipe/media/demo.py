@@ -8,13 +8,17 @@ so that the swap can be seen at normal size.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import cv2
 
 from facepipe.media.ffmpeg import run_ffmpeg
 from facepipe.media.files import write_png
 
 
 def insightface_image(name: str = "t1.jpg") -> Path:
+    # lazy: insightface is slow to import, and only this path needs it
     import insightface
 
     path = Path(insightface.__file__).parent / "data" / "images" / name
@@ -25,7 +29,7 @@ def insightface_image(name: str = "t1.jpg") -> Path:
 
 def write_astronaut(out: str | Path) -> Path:
     """scikit-image's astronaut photo as a BGR PNG (a single, frontal face)."""
-    import cv2
+    # lazy: scikit-image is slow to import, and only this path needs it
     from skimage import data
 
     out = Path(out)
@@ -96,7 +100,6 @@ def make_demo_clip(out: str | Path, *, seconds: float = 4, fps: int = 25, size: 
 
 def make_demo_inputs(target: str | Path, source: str | Path, *, seconds: float = 4, fps: int = 25) -> None:
     """Write the demo's target clip and source photo, each under a temporary name first."""
-    import os
 
     target, source = Path(target), Path(source)
     tmp_target = target.with_name(target.stem + ".partial" + target.suffix)

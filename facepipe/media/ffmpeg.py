@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from facepipe.media.filekind import sniff_image, target_kind
 from facepipe.media.files import AI_LABEL, RECORD_KEY, MediaError, check_input_file, temporary_beside, write_json
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class ProbeResult:
 
 
 def ffmpeg_exe() -> str:
+    # lazy: imageio-ffmpeg is slow to import, and only this path needs it
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
@@ -84,9 +86,8 @@ def run_ffmpeg(args: list[str], *, what: str, strict: bool = False) -> None:
 
 def probe(path: str | Path) -> ProbeResult:
     """Measure the target from its packets: exact frame count, rate, duration, rotation, audio."""
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
-
-    from facepipe.media.filekind import target_kind
 
     path = check_input_file(path, "target")
     try:
@@ -205,6 +206,7 @@ def _first_sample_time(path: Path, fallback: float) -> float:
     """When the first audio sample is heard: the first decoded frame's time. The decoder drops
     the samples an edit list or the encoder's priming says to skip, which a packet's pts does
     not show (a stream-copy cut starts its audio inside a packet)."""
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     try:
@@ -289,6 +291,7 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
 def _check_result(path: Path, *, frames: int, rate: Fraction, tracks: int, offset: float | None) -> str | None:
     """What is wrong with a muxed result, or None: its video frame count (packets, not decoded),
     its video duration, its audio track count, its offset between picture and sound."""
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     frame = 1 / float(rate)
@@ -328,6 +331,7 @@ def _check_result(path: Path, *, frames: int, rate: Fraction, tracks: int, offse
 def first_frame_time(path: str | Path, kind: str) -> float | None:
     """The time of the first decoded frame of the file's first video or audio stream: the first
     frame shown, the first sample heard (after what an edit list or priming says to skip)."""
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     with av.open(str(path)) as container:
@@ -342,17 +346,18 @@ def first_frame_time(path: str | Path, kind: str) -> float | None:
 
 def _result_tags(path: str | Path) -> dict:
     """A result's metadata: a PNG's text chunks, an MP4's container tags ({} when unreadable)."""
-    from facepipe.media.filekind import sniff_image
 
     try:
         with open(path, "rb") as f:
             is_png = sniff_image(f.read(32)) == "png"
         if is_png:
+            # lazy: Pillow is slow to import, and only this path needs it
             from PIL import Image
 
             with Image.open(path) as img:
                 img.load()  # text chunks after the image data are read with it
                 return dict(img.text)
+        # lazy: PyAV is slow to import, and only this path needs it
         import av
 
         with av.open(str(path)) as container:

@@ -7,6 +7,7 @@ so that frame counts come from the real packets rather than from the container h
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -130,6 +131,7 @@ def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = No
                        texts: dict[str, str] | None = None) -> None:
     """Write a still result (BGR) marked as AI-generated in a PNG text chunk, and its record
     (read_result_record) in another; texts: more text chunks (a sheet's layout)."""
+    # lazy: Pillow is slow to import, and only this path needs it
     from PIL import Image, PngImagePlugin
 
     out = Path(out)
@@ -154,7 +156,6 @@ def temporary_beside(out: str | Path, suffix: str) -> Path:
     """A temporary file's path in out's folder, named after a digest of out's name: the same job
     reuses (and so replaces) its own leftovers, and the name stays short whatever the job is
     called (results/NAME.mp4 may already be at the file system's name limit)."""
-    import hashlib
 
     out = Path(out)
     return out.with_name(f".{hashlib.sha256(out.name.encode()).hexdigest()[:12]}.partial{suffix}")

@@ -26,6 +26,8 @@ import shutil
 from pathlib import Path
 from typing import NoReturn
 
+from facepipe.media.files import json_text
+
 log = logging.getLogger(__name__)
 
 SEAL_SUFFIX = ".sha256"
@@ -179,7 +181,6 @@ def read_verified(path: str | Path, *, owner: str | Path | None = None) -> bytes
 
 def write_sealed_json(path: str | Path, data: dict) -> Path:
     """JSON written atomically and sealed (the same text as facepipe.media.files.write_json)."""
-    from facepipe.media.files import json_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

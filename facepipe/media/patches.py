@@ -19,7 +19,8 @@ next, so a second face is swapped on a frame that already has the first) and the
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,6 +28,8 @@ import cv2
 import numpy as np
 
 from facepipe.media.i420 import bgr_to_yuv444, chroma_aligned, frame_size, region_bgr, split_i420, write_region
+from facepipe.media.integrity import reject
+from facepipe.media.tables import PATCHES_SCHEMA, iter_frame_rows, write_table
 
 KINDS = ("eroded_crop", "feathered_crop", "pixels")
 
@@ -281,7 +284,6 @@ def paste_eroded_crop_i420(planes, fake: np.ndarray, matrix: np.ndarray,
 
 def _moved(patch: Patch, x0: int, y0: int) -> Patch:
     """The patch for the frame's rectangle whose top-left corner is (x0, y0)."""
-    from dataclasses import replace
 
     if patch.kind == "pixels":
         return replace(patch, x=patch.x - x0, y=patch.y - y0)
@@ -475,7 +477,6 @@ def patch_row(p: Patch) -> dict:
 def write_patches(frames: Iterable[list[Patch]], path: str | Path) -> int:
     """A segment's patch table (frame, face, kind, corner, matrix, kps, image, mask) from each frame's
     patches, written as they come (facepipe.media.tables); returns the number of patches."""
-    from facepipe.media.tables import PATCHES_SCHEMA, write_table
 
     return write_table(([patch_row(p) for p in frame] for frame in frames), path, PATCHES_SCHEMA)
 
@@ -484,10 +485,6 @@ def iter_patches(path: str | Path) -> Iterator[tuple[int, list[Patch]]]:
     """(frame, its patches in the order they were made), frame by frame, a row group at a time.
     The table is verified first (facepipe.media.tables.iter_frame_rows), and a patch that does not
     decode to what a stage makes is an error naming the file, never pasted."""
-    from itertools import groupby
-
-    from facepipe.media.integrity import reject
-    from facepipe.media.tables import iter_frame_rows
 
     def patch(row) -> Patch:
         try:

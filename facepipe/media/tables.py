@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facepipe.media.integrity import place_sealed, reject, verify
 from facepipe.media.files import AtomicWriter
+from facepipe.media.integrity import place_sealed, reject, verify
 
 _FLOATS = pa.list_(pa.float64())
 

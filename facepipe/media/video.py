@@ -14,6 +14,7 @@ touched, so the rest of every frame reaches the encoder as it was decoded.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -27,9 +28,11 @@ import cv2
 import numpy as np
 
 from facepipe.media import integrity
-from facepipe.media.i420 import join_i420, split_i420
-from facepipe.media.files import AtomicWriter, MediaError, read_image, write_json
 from facepipe.media.ffmpeg import ffmpeg_exe, run_ffmpeg
+from facepipe.media.files import AtomicWriter, MediaError, read_image, write_json
+from facepipe.media.i420 import join_i420, split_i420
+from facepipe.media.integrity import read_sealed_json
+from facepipe.media.patches import apply_patches, apply_patches_i420
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction]:
     before the edit start with that flag, and the decoder drops them. Counting them would make
     the first output frames repeat the first presented one and shift the picture against the
     sound."""
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     pts, keys = [], []
@@ -100,7 +104,6 @@ def segment_starts(total: int, seg_frames: int, keyframes: list[int]) -> list[in
     frames before its 30 s mark two segments of 996 and 504 frames, which two cores finish no
     sooner than one segment of 996; nearest, 747 and 753. A start that would leave the last
     segment under a quarter of a segment's length is not made: the frames join the segment before."""
-    import bisect
 
     starts = [0]
     while starts[-1] + seg_frames < total:
@@ -188,7 +191,6 @@ def output_frames(pts: list[int], clock: FrameClock) -> int:
 
 def _shown_at(pts: list[int], indices: list[int], k: int) -> int:
     """pts of the input frame shown as output frame k (the last one whose index is <= k)."""
-    import bisect
 
     i = bisect.bisect_right(indices, k) - 1
     return pts[max(i, 0)]
@@ -226,6 +228,7 @@ def _seek_problem(target, ranges: dict) -> str | None:
 
 
 def _first_decoded_at_or_after(path, seek_pts: int) -> int | None:
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     with av.open(str(path)) as container:
@@ -394,6 +397,7 @@ def _rotate_i420(i420: np.ndarray, w: int, h: int, rotation: int) -> np.ndarray:
 
 
 def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Iterator[WorkFrame]:
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     start, count, seek_pts = seg["start"], seg["frames"], seg["seek_pts"]
@@ -444,6 +448,7 @@ def _widen_pipe(stream, size: int = 1 << 20) -> None:
     every 3 MB frame costs ffmpeg and us dozens of wake-ups each: measured here, that was a
     third of the encoder's own CPU time."""
     try:
+        # lazy: imported only on the path that needs it
         import fcntl
 
         limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
@@ -516,7 +521,6 @@ class SegmentWriter(AtomicWriter):
 def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWriter) -> int:
     """Decode, paste, encode in one pass: each frame's patches applied in YUV around the faces,
     the rest of the frame as decoded. Returns the number of frames that had patches."""
-    from facepipe.media.patches import apply_patches_i420
 
     patched = 0
     for frame in frames:
@@ -533,7 +537,6 @@ def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWr
 
 def render_image(frame: WorkFrame, patches: dict) -> np.ndarray:
     """The still result: the working image with its patches applied."""
-    from facepipe.media.patches import apply_patches
 
     img = frame.bgr().copy()
     apply_patches(img, patches.get(frame.number, []))
@@ -550,7 +553,6 @@ def planned_starts(manifest: dict) -> dict[str, int]:
 def load_plan(plan: str | Path) -> tuple[dict, Path]:
     """A stage's plan, verified: the prepare_target folder (its manifest.json) or a plan file of
     its own (the preview's manifest); and the folder its relative paths start from."""
-    from facepipe.media.integrity import read_sealed_json
 
     plan = Path(plan)
     if plan.is_dir():

@@ -19,7 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facepipe.models import BACKENDS, LEARNED as LEARNED_GROUP, MODELS, crop_size, model_path, models_for, swapper_for
+from facepipe.models import BACKENDS, MODELS, crop_size, model_path, models_for, swapper_for
+from facepipe.models import LEARNED as LEARNED_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def backend_summary(jobs: dict[str, dict]) -> str:
 
 def face_crop_kind(swapper: str, pixel_boost: int = 0) -> str:
     """The crop of each face detection keeps for the job's swapper (facepipe.faces.detection.face_crop)."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models import crop_kind
 
     return crop_kind(swapper, pixel_boost)
@@ -139,6 +141,7 @@ def face_crop_kind(swapper: str, pixel_boost: int = 0) -> str:
 def make_analyzer(backend: str, detector: str | Path, recognizer: str | Path, providers: list[str], *,
                   threads: int = 0, embed: bool = True, **learned_kwargs):
     """The face analyzer of a backend; ``learned_kwargs`` (precision, det_size) apply to one on ONNX Runtime."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models.zoo import load_analyzer
 
     return load_analyzer(backend, detector, recognizer, providers, threads=threads, embed=embed, **learned_kwargs)
@@ -150,6 +153,7 @@ def make_swappers(swapper: str, model: str | Path | None, sources: dict[str, dic
     """key -> (swapper, its prepared source) for each source record: one swapper (one model
     session) serves every source. ``shape_transfer`` (None: the swapper's default) is the offline
     mesh swap's; the other swappers take it and do not use it."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models.zoo import load
 
     if not sources:

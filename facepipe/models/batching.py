@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from facepipe.models.download import sha256_file, write_verified_stamp
+
 log = logging.getLogger(__name__)
 
 BATCH_DIM = "batch"
@@ -111,6 +113,7 @@ def check_batched(original: onnx.ModelProto, batched: onnx.ModelProto, *, tolera
                   batch: int = CHECK_BATCH) -> str | None:
     """None when ``batched`` run on a batch equals ``original`` run item by item (on the CPU),
     else why not."""
+    # lazy: ONNX Runtime is slow to import, and only this path needs it
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -143,7 +146,6 @@ def make_batched(src: str | Path, dst: str | Path, *, precision: str = "fp32") -
     True when the copy takes a free batch; False when the rewrite failed its check and the
     original graph (batch fixed) was written instead, with the reason in its metadata.
     """
-    from facepipe.models.download import sha256_file, write_verified_stamp
 
     src, dst = Path(src), Path(dst)
     original = onnx.load(str(src))

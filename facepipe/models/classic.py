@@ -3,6 +3,8 @@ the work): the source is the record's crop and landmarks, each face its frame pi
 
 from __future__ import annotations
 
+from facepipe.models.classic_swap import ClassicSwapper
+
 
 class ClassicSwap:
     """An offline swap that works on pixels (facepipe.models.classic_swap.PixelSwapper); a subclass
@@ -14,8 +16,6 @@ class ClassicSwap:
         self.spec = spec
 
     def swapper_class(self):
-        from facepipe.models.classic_swap import ClassicSwapper
-
         return ClassicSwapper
 
     def prepare_source(self, record: dict, where: str = "source embedding"):

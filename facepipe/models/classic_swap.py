@@ -18,6 +18,8 @@ import logging
 import cv2
 import numpy as np
 
+from facepipe.media.patches import Patch
+
 log = logging.getLogger(__name__)
 
 # The source crop keeps the face at most this many pixels wide: plenty for video faces,
@@ -62,6 +64,7 @@ def as_68(landmarks, what: str) -> np.ndarray:
     (facepipe.models.face_mesh.MESH_TO_68; the offline backend's faces tables and sources hold the mesh)."""
     lm = np.asarray(landmarks, dtype=np.float32)
     if lm.size == 2 * 468:
+        # lazy: imported only on the path that needs it
         from facepipe.models.face_mesh import landmarks_68
 
         lm = landmarks_68(lm)
@@ -73,6 +76,7 @@ def as_68(landmarks, what: str) -> np.ndarray:
 
 def triangulate(points: np.ndarray) -> np.ndarray:
     """Delaunay triangles of the points, as (n, 3) indices into them."""
+    # lazy: SciPy is slow to import, and only this path needs it
     from scipy.spatial import Delaunay
 
     return Delaunay(np.asarray(points, dtype=np.float64)).simplices.astype(np.int32)
@@ -103,7 +107,6 @@ def _match_colour(warped: np.ndarray, target: np.ndarray, region: np.ndarray) ->
 def blended_patch(roi: np.ndarray, warped: np.ndarray, alpha: np.ndarray, x0: int, y0: int):
     """The "pixels" patch of ``warped`` blended over the frame's ``roi`` (at x0, y0) by ``alpha``:
     where alpha is 0 the frame's own pixels, exactly."""
-    from facepipe.media.patches import Patch
 
     blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
     blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)

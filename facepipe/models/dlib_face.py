@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facepipe.models import package_file, spec
+
 log = logging.getLogger(__name__)
 
 # The registry (facepipe.models.registry) says which file of which package each model is.
@@ -42,7 +44,6 @@ class OfflineModelError(Exception):
 
 def offline_model_path(key: str) -> Path:
     """Where the offline model ``key`` of the registry lies (inside the installed package)."""
-    from facepipe.models import package_file, spec
 
     model = spec(key)
     if not model.package:
@@ -62,6 +63,7 @@ def kps_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
 
 def import_dlib():
     try:
+        # lazy: dlib is slow to import, and only this path needs it
         import dlib
     except ImportError as exc:
         raise OfflineModelError(f"the offline backend needs dlib ({exc}); {INSTALL_HINT}") from None

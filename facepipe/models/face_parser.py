@@ -67,6 +67,7 @@ class FaceParser(AlignedMasker):
     def standin_signature(spec):
         """FaceFusion's face_masker binds the input as "input" and reads the first output; BiSeNet
         takes NCHW with a free batch and gives the 19 classes' logits."""
+        # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
         from facepipe.models.standin import ModelSignature, TensorSig
 
         return ModelSignature((TensorSig("input", "float32", ("batch", 3, spec.size, spec.size)),),

@@ -23,6 +23,7 @@ class FaceRestorer:
     @staticmethod
     def standin_signature(spec):
         """Bound as "input" (CodeFormer also "weight", a double); the first output is read."""
+        # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
         from facepipe.models.standin import ModelSignature, TensorSig, image_signature
 
         return ModelSignature((image_signature("input", spec.size),

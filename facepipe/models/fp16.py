@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def convert_to_fp16(src: str | Path, dst: str | Path) -> Path:
     """Write an FP16 copy of `src` at `dst` (atomically) and stamp it as made here."""
+    # lazy: onnxconverter-common is slow to import, and only this path needs it
     from onnxconverter_common import float16
 
     src, dst = Path(src), Path(dst)

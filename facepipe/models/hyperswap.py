@@ -13,6 +13,7 @@ class HyperSwap(AlignedSwapper):
     @staticmethod
     def standin_signature(spec):
         """Its second output (a face mask) is as third-party loaders describe it; nothing reads it."""
+        # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
         from facepipe.models.standin import ModelSignature, TensorSig, image_signature
 
         return ModelSignature((TensorSig("source", "float32", (1, 512)), image_signature("target", spec.size)),

@@ -13,7 +13,10 @@ class InSwapper(AlignedSwapper):
 
     def __init__(self, spec, model, providers, **kwargs):
         super().__init__(spec, model, providers, **kwargs)
+        # lazy: onnx is slow to import, and only this path needs it
         import onnx
+
+        # lazy: onnx is slow to import, and only this path needs it
         from onnx import numpy_helper
 
         self.emap = numpy_helper.to_array(onnx.load(self.model).graph.initializer[-1]).astype(np.float32)
@@ -23,6 +26,7 @@ class InSwapper(AlignedSwapper):
     @staticmethod
     def standin_signature(spec):
         """FaceFusion binds the inputs by name ("target", "source") and reads the first output."""
+        # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
         from facepipe.models.standin import ModelSignature, TensorSig, image_signature
 
         return ModelSignature((image_signature("target", spec.size), TensorSig("source", "float32", (1, 512))),

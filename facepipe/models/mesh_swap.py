@@ -52,7 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.models.classic_swap import PixelSwapper, SwapError, hull_bbox, blended_patch
+from facepipe.models.classic_swap import PixelSwapper, SwapError, blended_patch, hull_bbox
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,7 @@ def mirror_map_of(points: np.ndarray) -> np.ndarray:
     """The left-right correspondence read off one frontal face's mesh (how MIRROR_FILE was made):
     the mesh reflected about the line fitted through its midline points, then matched one-to-one to
     its own points by least total distance."""
+    # lazy: SciPy is slow to import, and only this path needs it
     from scipy.optimize import linear_sum_assignment
 
     p = np.asarray(points, np.float64).reshape(NUM_POINTS, 2)

@@ -6,6 +6,7 @@ is how far each target face's shape moves towards the source's."""
 from __future__ import annotations
 
 from facepipe.models.classic import ClassicSwap
+from facepipe.models.mesh_swap import SHAPE_TRANSFER, MeshSwapper
 
 
 class MeshWarp(ClassicSwap):
@@ -14,12 +15,8 @@ class MeshWarp(ClassicSwap):
         self.shape_transfer = shape_transfer
 
     def swapper_class(self):
-        from facepipe.models.mesh_swap import MeshSwapper
-
         return MeshSwapper
 
     def prepare_source(self, record: dict, where: str = "source embedding"):
-        from facepipe.models.mesh_swap import SHAPE_TRANSFER
-
         shape_transfer = SHAPE_TRANSFER if self.shape_transfer is None else int(self.shape_transfer)
         return self.swapper_class().from_source(record, where=where, shape_transfer=shape_transfer)

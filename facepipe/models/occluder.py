@@ -34,6 +34,7 @@ class Occluder(AlignedMasker):
     def standin_signature(spec):
         """FaceFusion's face_masker binds the input as "input" and reads the first output; XSeg takes
         NHWC BGR in [0, 1] with a free batch and gives [N, H, W, 1]."""
+        # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
         from facepipe.models.standin import ModelSignature, TensorSig
 
         return ModelSignature((TensorSig("input", "float32", ("batch", spec.size, spec.size, 3)),),

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from facepipe.models.download import verify_before_use
+
 log = logging.getLogger(__name__)
 
 PROVIDER_NAMES = {
@@ -124,6 +126,7 @@ def _provider_options(
 
 def is_standin(model_path: str | Path) -> bool:
     """True when the ONNX file is one of facepipe's stand-ins (see facepipe.models.standin)."""
+    # lazy: onnx is slow to import, and only this path needs it
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
@@ -147,7 +150,6 @@ def create_session(
     last so a session can always be created; every step down is a WARNING.
     """
     model_path = Path(model_path)
-    from facepipe.models.download import verify_before_use
 
     verify_before_use(model_path, log=log)
     if precision not in ("fp32", "fp16"):

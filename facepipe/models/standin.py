@@ -44,6 +44,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from facepipe.models import LEARNED, MODELS
+from facepipe.models.zoo import family_class
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
@@ -92,7 +95,6 @@ def signature(spec) -> ModelSignature:
 def _family_class(spec):
     """The class that runs the entry's family, which also says what stands in for its model (the
     one family dispatch: facepipe.models.zoo)."""
-    from facepipe.models.zoo import family_class
 
     cls = family_class(spec.family)
     if not hasattr(cls, "build_standin"):
@@ -133,14 +135,11 @@ class Graph:
 def standin_keys() -> list[str]:
     """Every model that has a stand-in: the learned ones (the offline models are real files
     shipped in packages, or code)."""
-    from facepipe.models import LEARNED, MODELS
 
     return sorted(k for k, s in MODELS.items() if s.group == LEARNED and s.filename)
 
 
 def _signatures() -> dict[str, ModelSignature]:
-    from facepipe.models import MODELS
-
     return {key: signature(MODELS[key]) for key in standin_keys()}
 
 
@@ -154,7 +153,6 @@ def value_info(sig: TensorSig) -> onnx.ValueInfoProto:
 
 def make_standin(key: str) -> onnx.ModelProto:
     """Build (in memory) the stand-in for model ``key`` (facepipe.models registry key)."""
-    from facepipe.models import MODELS
 
     if key not in standin_keys():
         raise KeyError(f"no stand-in for {key!r}; available: {standin_keys()}")
@@ -213,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.key == "all":
+        # lazy: imported only on the path that needs it
         from facepipe.models import MODELS
 
         for key in standin_keys():

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.models.registry import ModelSpec, crop_size
 from facepipe.media.patches import Patch
+from facepipe.models.registry import ModelSpec, crop_size
 from facepipe.models.runtime import BatchedSession, create_session
 
 
@@ -95,6 +95,7 @@ def swapper_standin(g, spec, *, emap: bool = False, mask_output: bool = False) -
     # lazy: onnx is needed only to build a stand-in, which a real run never does
     from onnx import TensorProto, numpy_helper
 
+    # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
     from facepipe.models.standin import SEED
 
     fp16 = bool(spec.derived_from)  # FaceFusion's fp16 files keep float32 I/O and compute in float16

@@ -22,6 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepipe.faces.cast import timestamp
+from facepipe.media.files import write_labelled_png
+from facepipe.media.patches import patch_to_frame
+
 CROP = 288  # side of each enlarged face crop, px
 MARGIN = 0.4  # room around the face box on every side, as a fraction of the box's larger side
 CONTEXT = 192  # width of the whole-frame thumbnail
@@ -85,7 +89,6 @@ def context_thumbnail(img: np.ndarray, boxes: list[tuple[float, float, float, fl
 
 def frame_text(frame: int, fps: float) -> str:
     """A frame and, in a video, its time (as the cast sheet writes it)."""
-    from facepipe.faces.cast import timestamp
 
     return f"frame {frame}" + (f" ({timestamp(frame, fps)})" if fps else "")
 
@@ -137,7 +140,6 @@ def kept_faces(frames: list[tuple], limit: int = MAX_FACES) -> list[list[SheetFa
 def kept_map(patches: list, shape: tuple[int, int]) -> np.ndarray | None:
     """Where a frame's face patches keep the target's own pixels (their paste masks,
     facepipe.media.patches.Patch.mask), as a float32 map of the frame (1 = kept); None when none does."""
-    from facepipe.media.patches import patch_to_frame
 
     kept = None
     for patch in patches:
@@ -233,7 +235,6 @@ def face_sheet(frames: list[tuple], fps: float) -> tuple[np.ndarray, dict]:
 
 def write_face_sheet(frames, fps: float, out: str | Path) -> dict:
     """Write the sheet as a PNG labelled AI-generated (facepipe.media.files), its layout in a text chunk."""
-    from facepipe.media.files import write_labelled_png
 
     sheet, layout = face_sheet(frames, fps)
     write_labelled_png(sheet, out, texts={LAYOUT_KEY: json.dumps(layout)})
@@ -242,6 +243,7 @@ def write_face_sheet(frames, fps: float, out: str | Path) -> dict:
 
 def read_layout(path: str | Path) -> dict:
     """The layout a sheet was written with (write_face_sheet)."""
+    # lazy: Pillow is slow to import, and only this path needs it
     from PIL import Image
 
     with Image.open(path) as img:

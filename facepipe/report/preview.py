@@ -11,10 +11,19 @@ will do on them.
 from __future__ import annotations
 
 import logging
+import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from facepipe.faces.detection import write_faces
+from facepipe.media.integrity import read_sealed_json, write_sealed_json
+from facepipe.media.patches import read_patches
+from facepipe.media.tables import FACES_SCHEMA, TRACKS_SCHEMA, TableWriter, read_columns
+from facepipe.media.video import iter_frames, planned_starts, render_image
+from facepipe.report.face_sheet import SheetFace, kept_map, write_face_sheet
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +106,6 @@ def plan_preview(manifest: dict, prepared_dir: str | Path, faces_dir: str | Path
                  count: int = FRAMES) -> list[int]:
     """Choose the preview's frames and write its plan (a manifest whose segment ``preview`` lists
     them), its faces table and its tracks, cut from the job's. Reads tables only."""
-    import os
-
-    from facepipe.faces.detection import write_faces
-    from facepipe.media.integrity import read_sealed_json, write_sealed_json
-    from facepipe.media.tables import FACES_SCHEMA, TRACKS_SCHEMA, TableWriter, read_columns
-    from facepipe.media.video import planned_starts
 
     starts = planned_starts(manifest)
     cast = read_sealed_json(persons)["persons"]
@@ -135,7 +138,6 @@ def plan_preview(manifest: dict, prepared_dir: str | Path, faces_dir: str | Path
 def sheet_faces(patches: list, tracked: pd.DataFrame, frame: int) -> list:
     """The swapped faces of one frame (facepipe.report.face_sheet.SheetFace), in the patches' order: each
     patch's face looked up in the frame's tracked rows (seg_frame, face) for its person and box."""
-    from facepipe.report.face_sheet import SheetFace
 
     rows = {int(r.face): r for r in tracked.itertuples(index=False)}
     out = []
@@ -150,13 +152,6 @@ def render_preview(target: str | Path, plan_path: str | Path, patches: str | Pat
                    out: str | Path) -> None:
     """The preview sheet (facepipe.report.face_sheet): each swapped face of the chosen frames, as decoded
     and with the job's face patches, cropped and enlarged, labelled with its person."""
-    from fractions import Fraction
-
-    from facepipe.report.face_sheet import kept_map, write_face_sheet
-    from facepipe.media.integrity import read_sealed_json
-    from facepipe.media.patches import read_patches
-    from facepipe.media.tables import read_columns
-    from facepipe.media.video import iter_frames, render_image
 
     plan = read_sealed_json(plan_path)
     by_frame = read_patches(patches)

@@ -13,12 +13,27 @@ Figures are drawn with matplotlib, off-screen.
 from __future__ import annotations
 
 import logging
+import os
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+
+from facepipe.faces.embedding import load_embedding
+from facepipe.faces.tracking import distance
+from facepipe.gpu import summarize
+from facepipe.media.files import temporary_beside
+from facepipe.media.integrity import read_sealed_json
+from facepipe.media.patches import iter_patches, read_patches
+from facepipe.media.tables import read_columns
+from facepipe.media.video import iter_frames, load_plan, planned_starts
+from facepipe.models.backends import METRICS
+from facepipe.progress import Progress, counted, say
+from facepipe.report.face_sheet import SheetFace, kept_map, write_face_sheet
+from facepipe.report.preview import choose_frames
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +43,17 @@ SHEET_FRAMES = 6
 
 
 def _pyplot():
+    # lazy: matplotlib is slow to import, and only this path needs it
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib is slow to import, and only this path needs it
     import matplotlib.pyplot as plt
 
     return plt
 
 
 def _save(fig, out: str | Path) -> None:
-    import os
-
-    from facepipe.media.files import temporary_beside
-
     tmp = temporary_beside(out, ".png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
     _pyplot().close(fig)
@@ -53,9 +66,6 @@ def _save(fig, out: str | Path) -> None:
 
 def frame_counts(manifest: dict, faces_dir: Path, swapped_dir: Path, tracks: Path) -> pd.DataFrame:
     """Per video frame: faces detected, faces swapped, gaps filled (tables only)."""
-    from facepipe.media.patches import iter_patches
-    from facepipe.media.video import planned_starts
-    from facepipe.media.tables import read_columns
 
     total = manifest["frames"]
     counts = pd.DataFrame({"frame": np.arange(1, total + 1), "detected": 0, "swapped": 0, "filled": 0})
@@ -104,9 +114,6 @@ def timeline_figure(counts: pd.DataFrame, tracks: pd.DataFrame, cuts: list[int],
 def swapped_faces(manifest: dict, swapped_dir: Path, tracks: Path) -> pd.DataFrame:
     """Every swapped face: its video frame, its 5 keypoints, and the tracked row it was made for
     (person and box), found by segment, frame and face."""
-    from facepipe.media.patches import iter_patches
-    from facepipe.media.tables import read_columns
-    from facepipe.media.video import planned_starts
 
     rows = []
     for segment, start in planned_starts(manifest).items():
@@ -126,6 +133,7 @@ def result_frames(result: str | Path, wanted: set[int], is_image: bool) -> dict[
     """BGR frames of the result by video frame number (from 1)."""
     if is_image:
         return {1: cv2.imread(str(result), cv2.IMREAD_COLOR)}
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     out = {}
@@ -167,7 +175,6 @@ def face_identity(analyzer, img: np.ndarray, kps: np.ndarray) -> np.ndarray | No
 def identity_table(samples, after: dict, before: dict, analyzer, sources: list[np.ndarray], metric: str
                    ) -> pd.DataFrame:
     """Per sampled face: its distance to the nearest source, in the result and in the target."""
-    from facepipe.faces.tracking import distance
 
     rows = []
     for frame, kps in samples:
@@ -275,18 +282,6 @@ def providers_figure(table: pd.DataFrame, degradations: list[str], backend: str,
 def qc_report(*, name: str, target: str | Path, result: str | Path, plan: str | Path, faces_dir: Path,
               swapped_dir: Path, tracks: Path, persons: Path, embeddings: list[str], backend: str,
               analyzer, outputs: dict, threshold: float) -> None:
-    from facepipe.models.backends import METRICS
-    from facepipe.faces.embedding import load_embedding
-    from facepipe.gpu import summarize
-    from facepipe.media.integrity import read_sealed_json
-    from fractions import Fraction
-
-    from facepipe.report.face_sheet import SheetFace, kept_map, write_face_sheet
-    from facepipe.media.patches import read_patches
-    from facepipe.report.preview import choose_frames
-    from facepipe.progress import Progress, counted, say
-    from facepipe.media.tables import read_columns
-    from facepipe.media.video import iter_frames, load_plan, planned_starts
 
     # Progress on the console too (facepipe.progress): the identity check analyses up to SAMPLES
     # faces twice, which on a CPU takes a while.

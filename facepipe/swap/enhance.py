@@ -9,11 +9,13 @@ DAG only when an enhancer is chosen.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from facepipe.media.integrity import place_sealed, verify
 from facepipe.media.patches import FramePatches, Patch, apply_patches, mask_in_crop, write_patches
 from facepipe.media.video import WorkFrame
 
@@ -70,9 +72,6 @@ def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhan
 def pass_through_segment(swap_patches: str | Path, out: str | Path) -> None:
     """The swap patches unchanged (the enhancer was dropped to save GPU memory), verified
     first and sealed as the stage's own output."""
-    import shutil
-
-    from facepipe.media.integrity import place_sealed, verify
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")

@@ -25,6 +25,7 @@ import numpy as np
 
 from facepipe.models.alignment import TEMPLATES
 from facepipe.models.face_parser import REGIONS
+from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, FACE_OVAL, LIPS_OUTER
 
 MASK_TYPES = ("box", "occlusion", "region", "mouth")
 MASK_REGIONS = tuple(REGIONS)
@@ -45,7 +46,6 @@ MESH_NOSE = [168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 97, 98, 326, 327, 129, 358, 6
 
 def mesh_regions(mesh: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """Each face region of a dense mesh as a uint8 mask of `shape` (1 inside)."""
-    from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, FACE_OVAL, LIPS_OUTER
 
     def polygon(idx, hull=False):
         mask = np.zeros(shape, np.uint8)

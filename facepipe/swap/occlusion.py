@@ -31,6 +31,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, triangles
+
 # The canonical canvas's side: enough for a hand's fingers, small enough that a face costs ~1 ms.
 CANVAS = 64
 # Samples of a track the appearance is read from (spread evenly along it).
@@ -90,7 +92,6 @@ def _remap_through(maps: np.ndarray, ids: np.ndarray, image: np.ndarray, **kwarg
 
 def _upright(points: np.ndarray) -> np.ndarray:
     """A mesh with its centroid at 0, its RMS radius 1 and its eyes level."""
-    from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT
 
     p = points - points.mean(0)
     p = p / max(float(np.sqrt((p ** 2).sum(1).mean())), 1e-6)
@@ -124,8 +125,6 @@ class TrackAppearance:
     occlusion mask of any of its faces (the module's docstring says how)."""
 
     def __init__(self, meshes: list[np.ndarray]):
-        from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, triangles
-
         self.triangles = triangles()
         self.layout = canvas_layout(meshes)
         self.canvas_ids = _triangle_ids(self.layout, self.triangles, (CANVAS, CANVAS))

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from facepipe.faces import roles
 from facepipe.faces.detection import OutsideCrop, parse_crop_kind, swap_input
-from facepipe.models.face_parser import DEFAULT_REGIONS
-from facepipe.media.integrity import reject
+from facepipe.faces.embedding import load_source
+from facepipe.faces.selection import SOURCE, choose, parse_map
+from facepipe.media.integrity import read_sealed_json, reject
 from facepipe.media.patches import Patch, write_patches
+from facepipe.media.tables import iter_frame_rows, read_columns
+from facepipe.models import crop_kind
+from facepipe.models.backends import METRICS, make_swappers
+from facepipe.models.face_parser import DEFAULT_REGIONS
+from facepipe.progress import Progress
+from facepipe.swap.masks import as_patch_mask, mesh_region_keep
+from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +31,6 @@ def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -
     """Each swapped track's appearance (facepipe.swap.occlusion) from samples spread along it in this
     segment; tracks without a dense mesh (468 points) have none. One extra read of the faces
     table, decoding only the sampled crops."""
-    from facepipe.swap.occlusion import TrackAppearance, sample_frames
-    from facepipe.media.tables import iter_frame_rows
 
     appearances, wanted = {}, {}
     for track, rows in tracks.groupby("track"):
@@ -66,14 +74,6 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     regions: the face regions swapped (face_mask region on the offline swaps, from the mesh);
     the rest of the face keeps the target's pixels.
     """
-    from facepipe.swap.masks import as_patch_mask, mesh_region_keep
-    from facepipe.swap.occlusion import keep_occluded
-
-    from itertools import groupby
-
-    from facepipe.media.tables import iter_frame_rows
-
-    from facepipe.progress import Progress
 
     ordered = tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False)
     wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
@@ -232,13 +232,6 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     for the whole job from its persons), then swap_segment on this segment's tracked faces.
 
     embeddings: the job's embedding records by role (facepipe.faces.roles)."""
-    from facepipe.faces import roles
-    from facepipe.models.backends import METRICS, make_swappers
-    from facepipe.faces.embedding import load_source
-    from facepipe.media.integrity import read_sealed_json
-    from facepipe.models import crop_kind
-    from facepipe.faces.selection import SOURCE, choose, parse_map
-    from facepipe.media.tables import read_columns
 
     metric = METRICS[model.backend]
     records = {role: load_source(path) for role, path in embeddings.items()}
@@ -267,9 +260,13 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     regions = tuple(masks.regions or DEFAULT_REGIONS)
     crop_masks = None
     if not on_pixels and masks.face_mask:
-        from facepipe.swap.masks import AlignedCropMasks
+        # lazy: imported only on the path that needs it
+        # lazy: imported only on the path that needs it
         from facepipe.models import BACKENDS
+
+        # lazy: imported only on the path that needs it
         from facepipe.models.zoo import load
+        from facepipe.swap.masks import AlignedCropMasks
 
         b = BACKENDS[model.backend]
         options = dict(providers=compute.providers, threads=compute.threads, batch_size=compute.batch_size)

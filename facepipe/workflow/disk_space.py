@@ -12,13 +12,14 @@ import shutil
 import statistics
 from pathlib import Path
 
+from facepipe.gpu import exception_chain
+
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _DISK_FULL_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))  # as ffmpeg and Arrow say it
 
 
 def disk_full_error(exc: BaseException) -> BaseException | None:
     """The exception in exc's chain that says the disk (or the quota) is full, or None."""
-    from facepipe.gpu import exception_chain
 
     for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from facepipe.workflow import options
 from facepipe.faces import roles
 from facepipe.faces.selection import MapError, map_text, parse_map
+from facepipe.workflow import options
 
 # Every key is declared once, in facepipe.workflow.options; these are read from it.
 # Keys a row of the sheet (or the command line) may set for its own job.
@@ -26,7 +28,6 @@ class JobError(Exception):
 
 def nearest(key: str, valid) -> str:
     """' (did you mean X?)' for the valid key closest to a mistyped one, or ''."""
-    import difflib
 
     match = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
@@ -40,7 +41,6 @@ def _sheet_lines(text: str) -> str:
 
 def read_sheet(path: str | Path) -> pd.DataFrame:
     """Read the jobs sheet; text columns stay text (a job named 007 keeps its zeros)."""
-    import io
 
     path = Path(path)
     if not path.exists():
@@ -69,6 +69,7 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     """Before the schema sees it: every key must be one the workflow knows (a typo is an error
     naming the nearest valid key, not an option silently ignored), and values are read as a user
     writes them on the command line (keep_intermediates=true, name=2024). Changes config in place."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     import yaml
 
     schema = yaml.safe_load(Path(schema_path).read_text())
@@ -172,6 +173,7 @@ def build_jobs(config: dict, sheet: pd.DataFrame | None) -> dict[str, dict]:
 
 def _check_models(name: str, job: dict) -> None:
     """A swapper or enhancer the registry does not offer is an error naming the ones it does."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models import offered
 
     swappers = offered("swapper")

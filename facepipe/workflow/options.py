@@ -248,10 +248,12 @@ def allowed(option: Option) -> tuple | None:
     if option.choices is not None:
         return tuple(option.choices)
     if option.choices_from == REGISTRY_BACKENDS:
+        # lazy: imported only on the path that needs it
         from facepipe.models import BACKENDS
 
         return (AUTO_BACKEND, *sorted(BACKENDS))
     if option.choices_from:
+        # lazy: imported only on the path that needs it
         from facepipe.models import offered
 
         return tuple(offered(option.choices_from))

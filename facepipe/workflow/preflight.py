@@ -6,9 +6,12 @@ fails after minutes of detection and swapping for a reason that was visible at t
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -44,7 +47,10 @@ def schema_problem(instance: dict, schema_path: str | Path, where: str) -> str |
     """The first way instance breaks the JSON schema, as one line naming the key, the value and the
     values allowed (jsonschema's own report is seven lines of schema internals); None when it fits.
     where: how the user names the place ('configuration key', "jobs sheet 'x.tsv' row 2, column")."""
+    # lazy: jsonschema is slow to import, and only this path needs it
     import jsonschema
+
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     import yaml
 
     schema = yaml.safe_load(Path(schema_path).read_text())
@@ -136,8 +142,6 @@ OUTPUT_FOLDERS = ("results", "work", "logs", "benchmarks")
 def check_writable(workdir: str | Path = ".") -> None:
     """Every folder a run writes can be written, tried with a real file: a read-only mount or
     folder otherwise fails at the first job's output (an OSError traceback), after the work."""
-    import errno
-    import tempfile
 
     base = Path(workdir)
     for folder in OUTPUT_FOLDERS:
@@ -173,6 +177,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def check_input_locations(jobs: dict[str, dict], workdir: str | Path = ".") -> None:
     """No target, source or reference lies inside results/ or work/."""
     base = Path(workdir).resolve()
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.workflow.jobs import face_images
 
     for name, job in jobs.items():
@@ -209,8 +214,8 @@ def check_encoder(encoder: str, preset: str, crf: int | None) -> None:
     """Encode one tiny frame with the job's encoder settings, as rendering will: an encoder the
     bundled ffmpeg lacks, or a preset or quality it refuses, is an error now, not after detection
     and swapping."""
-    import subprocess
 
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.media.ffmpeg import ffmpeg_exe
 
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi",
@@ -222,6 +227,7 @@ def check_encoder(encoder: str, preset: str, crf: int | None) -> None:
     args += ["-f", "null", "-"]
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0:
+        # lazy: imported only on the path that needs it
         import re
 
         # ffmpeg's first lines name the cause ("invalid preset", "Encoder not found"); the rest
@@ -234,7 +240,10 @@ def check_encoder(encoder: str, preset: str, crf: int | None) -> None:
 
 def still_kind(path: str | Path) -> tuple[str | None, bool]:
     """(the still format a file's bytes announce or None, whether OpenCV decodes it)."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     import cv2
+
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     import numpy as np
 
     with open(path, "rb") as f:
@@ -260,6 +269,7 @@ def check_target_readable_kind(name: str, target: str | Path) -> None:
     if path.stat().st_size == 0:
         raise PreflightError(f"job {name!r}: target file {str(path)!r} is empty (0 bytes); give the video or image "
                              f"itself (a copy that did not finish?)")
+    # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     try:
@@ -313,6 +323,7 @@ def check_input_files(name: str, job: dict, made_by_workflow=lambda path: False)
     """A job's own files: a target that exists and can be read (a still one OpenCV can decode),
     and source and reference photos that are decodable stills. Files a rule of the workflow makes
     (the demo's) are left to that rule and to the stage that reads them."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.workflow.jobs import face_images
 
     if not made_by_workflow(job["target"]):
@@ -335,10 +346,17 @@ def check_face_photos(name: str, job: dict, detector: str | Path, recognizer: st
     Photos a rule of the workflow makes (the demo's) are left to their embed_face jobs, as
     check_input_files leaves them to their rules. save_cache=False (a dry run) reads the cache but
     writes nothing to it."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.faces.embedding import face_record, needed_face_size, source_warnings
-    from facepipe.models.face_analyzer import FaceError
-    from facepipe.workflow.jobs import face_images
+
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.media.files import MediaError, read_image
+
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
+    from facepipe.models.face_analyzer import FaceError
+
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
+    from facepipe.workflow.jobs import face_images
 
     lines = []
     for role, image in face_images(job).items():
@@ -397,8 +415,13 @@ def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[
     folder of the run's own: a stand-in is generated, an offline model converted from its package
     file (seconds; the conversion makes the mesh beside the detector too); a package file is used
     where it is. None when a model would have to be downloaded: the embed_face job checks then."""
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models import MODELS, model_path
+
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models.registry import backend as backend_spec
+
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models.registry import conversion_source, converted
 
     folder = Path(folder)
@@ -408,10 +431,12 @@ def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[
         if where.is_file():
             paths.append(where)
         elif backend_spec(backend).standin:
+            # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
             from facepipe.models.standin import build_standin
 
             paths.append(build_standin(key, folder / "standin" / spec.filename))
         elif spec.converted_from:
+            # lazy: imported only on the path that needs it
             from facepipe.models.face_mesh import convert
 
             for made in converted():

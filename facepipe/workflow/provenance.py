@@ -42,11 +42,12 @@ import hashlib
 import json
 import os
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import facepipe
-from facepipe.workflow import options
 from facepipe.faces import roles
+from facepipe.workflow import options
 
 # Which inputs and settings each stage's output depends on (besides the code version and the
 # files it reads from earlier stages, which Snakemake follows by time): each option declares its
@@ -281,6 +282,7 @@ class DigestCache:
         self.changed = False
 
     def digest(self, file: str | Path) -> str:
+        # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
         from facepipe.media.integrity import digest_file
 
         file = Path(file)
@@ -322,6 +324,7 @@ def job_record(job: dict, config: dict, *, code: dict[str, str], digest, made_by
     `made_by_workflow(path)` says whether a rule makes the file (then it is not digested: it may
     not exist yet).
     """
+    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.workflow.jobs import face_images
 
     inputs = {}
@@ -333,8 +336,6 @@ def job_record(job: dict, config: dict, *, code: dict[str, str], digest, made_by
 
 
 def facepipe_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("facepipe")
     except PackageNotFoundError:

@@ -24,8 +24,11 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from facepipe.workflow.disk_space import disk_full_error, disk_full_message, free_bytes, megabytes, remove_temporaries
+import cv2
 
+from facepipe import gpu
+from facepipe.workflow.disk_space import disk_full_error, disk_full_message, free_bytes, megabytes, remove_temporaries
+from facepipe.workflow.locks import hold_run_lock
 
 # Errors whose message says all a user needs (no traceback): (module, class). Looked up among the
 # modules already loaded, not imported here: an exception can only come from a loaded module, and
@@ -113,7 +116,6 @@ def failure_record(sm) -> Path | None:
 
 def gpu_start(sm):
     """Degradation for this attempt of a GPU rule (see facepipe.gpu), recorded for the run summary."""
-    from facepipe import gpu
 
     segment = sm.wildcards.get("segment", "all")
     record = Path("work") / sm.wildcards.name / "degradations" / f"{sm.rule}-{segment}.json"
@@ -140,6 +142,7 @@ def keep_freed_memory(limit_mb: int = 64) -> bool:
     memory is kept for reuse. Returns False where this is not glibc (nothing changes).
     """
     try:
+        # lazy: imported only on the path that needs it
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
@@ -217,8 +220,6 @@ def run(snakemake, main: Callable) -> None:
     """Run a rule's main(snakemake, log). Any failure exits 1 with one console line naming the rule
     and the cause (and, for an unexpected error, its traceback in the rule's log file); the job's
     temporary files are removed; a retried rule records the cause for its next attempt."""
-    from facepipe import gpu
-    from facepipe.workflow.locks import hold_run_lock
 
     sm = snakemake
     began = time.time() - 1.0  # file times are coarse on some file systems
@@ -261,7 +262,6 @@ def run(snakemake, main: Callable) -> None:
     log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     # OpenCV's own thread pool follows the job's threads too: jobs share the cores the
     # scheduler counted, and oversubscribed pools spend their time waiting on each other.
-    import cv2
 
     cv2.setNumThreads(max(1, int(sm.threads)))
     keep_freed_memory()

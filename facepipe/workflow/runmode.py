@@ -21,6 +21,8 @@ that depends on it may happen then. Input functions run while the graph is built
 
 from __future__ import annotations
 
+import threading
+
 # A job's own process: it runs one job of a plan the main process made.
 JOB = "job"
 # The main process of a run (also --touch): it checks, probes and writes stamps while it plans.
@@ -48,7 +50,6 @@ def timers_of(owner) -> list:
     """The live threading.Timer threads whose function belongs to `owner`: a bound method of it, or
     a function that closes over it (as Snakemake's JobScheduler._schedule_reevalutation starts
     `threading.Timer(delay, lambda: self._open_jobs.release())`). Other timers are not listed."""
-    import threading
 
     found = []
     for thread in threading.enumerate():
