@@ -181,13 +181,18 @@ def pipe_worker(clip: str, out: str, encoder: str, preset: str, crf: str) -> int
 def in_memory_pipe(clip: Path, out: Path, config: dict) -> tuple[float, Sampler]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--pipe-worker", str(clip), str(out), config["encoder"],
            str(config["preset"]), str(config["crf"])]
+    return timed(cmd, "the in-memory pipe failed", stdout=subprocess.DEVNULL, env=workflow_env())
+
+
+def timed(cmd: list[str], failed: str, *, work: Path | None = None, **popen) -> tuple[float, Sampler]:
+    """Run cmd, sampling its memory (and work/'s disk use), and return its wall time and the sampler."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=workflow_env())
-    with Sampler(proc.pid, include_self=True) as sampler:
+    proc = subprocess.Popen(cmd, **popen)
+    with (Sampler(proc.pid, work) if work else Sampler(proc.pid, include_self=True)) as sampler:
         rc = proc.wait()
     elapsed = time.perf_counter() - start
     if rc != 0:
-        raise SystemExit(f"the in-memory pipe failed (exit {rc})")
+        raise SystemExit(f"{failed} (exit {rc})")
     return elapsed, sampler
 
 
@@ -197,28 +202,14 @@ def plain_transcode(clip: Path, out: Path, config: dict) -> tuple[float, Sampler
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-c:v", config["encoder"],
            "-preset", str(config["preset"]), "-crf", str(config["crf"]), "-pix_fmt", "yuv420p", "-c:a", "copy",
            str(out)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd)
-    with Sampler(proc.pid, include_self=True) as sampler:
-        rc = proc.wait()
-    elapsed = time.perf_counter() - start
-    if rc != 0:
-        raise SystemExit(f"the plain transcode failed (exit {rc})")
-    return elapsed, sampler
+    return timed(cmd, "the plain transcode failed")
 
 
 def run_workflow(wd: Path, clip: Path, source: Path, extra: list[str], backend: str = "standin"
                  ) -> tuple[float, Sampler]:
     cmd = [sys.executable, "-m", "snakemake", "--cores", "all", "--quiet", "all", "--config", f"target={clip}",
            f"source={source}", "name=bench", f"backend={backend}", "enhancer=none", "max_height=0", "fps=0", *extra]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=wd, env=workflow_env())
-    with Sampler(proc.pid, wd / "work") as sampler:
-        rc = proc.wait()
-    elapsed = time.perf_counter() - start
-    if rc != 0:
-        raise SystemExit(f"workflow failed (exit {rc}); see {wd}/logs")
-    return elapsed, sampler
+    return timed(cmd, f"workflow failed; see {wd}/logs", work=wd / "work", cwd=wd, env=workflow_env())
 
 
 def _spread(times: list[float]) -> str:
