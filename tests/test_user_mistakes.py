@@ -149,7 +149,7 @@ def test_read_only_results_folder(wd):
 def test_several_faces_say_which_is_used(tmp_path, monkeypatch, astronaut):
     """check_face_photos (what the run calls while it plans) names the photo, the number of faces
     and the face used; the record is cached, so the photo is analysed once."""
-    from facepipe.models import backends
+    from facepipe.faces import embedding
     from facepipe.models.alignment import template_points
     from facepipe.workflow.preflight import check_face_photos
 
@@ -163,7 +163,7 @@ def test_several_faces_say_which_is_used(tmp_path, monkeypatch, astronaut):
             return [{"embedding": np.ones(4, np.float32), "box": np.zeros(4), "kps": kps, "score": 0.9}
                     for _ in range(3)]
 
-    monkeypatch.setattr(backends, "make_analyzer", lambda *a, **k: ThreeFaces())
+    monkeypatch.setattr(embedding, "make_analyzer", lambda *a, **k: ThreeFaces())  # as face_record calls it
     photo = tmp_path / "group photo.png"
     cv2.imwrite(str(photo), astronaut)
     det, rec = tmp_path / "det.onnx", tmp_path / "rec.onnx"
