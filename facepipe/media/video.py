@@ -32,7 +32,6 @@ from facepipe.media.ffmpeg import ffmpeg_exe, run_ffmpeg
 from facepipe.media.files import AtomicWriter, MediaError, read_image, write_json
 from facepipe.media.i420 import join_i420, split_i420
 from facepipe.media.integrity import read_sealed_json
-from facepipe.media.patches import apply_patches, apply_patches_i420
 
 log = logging.getLogger(__name__)
 
@@ -517,10 +516,12 @@ class SegmentWriter(AtomicWriter):
         self.tmp.unlink(missing_ok=True)
 
 
-
 def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWriter) -> int:
     """Decode, paste, encode in one pass: each frame's patches applied in YUV around the faces,
     the rest of the frame as decoded. Returns the number of frames that had patches."""
+    # lazy: the patches module loads pyarrow (its tables); the stages that read or plan video without
+    # pasting (prepare_target, probe, detection, mux) should not pay for it at start
+    from facepipe.media.patches import apply_patches_i420
 
     patched = 0
     for frame in frames:
@@ -537,6 +538,8 @@ def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWr
 
 def render_image(frame: WorkFrame, patches: dict) -> np.ndarray:
     """The still result: the working image with its patches applied."""
+    # lazy: as in render_segment (pyarrow)
+    from facepipe.media.patches import apply_patches
 
     img = frame.bgr().copy()
     apply_patches(img, patches.get(frame.number, []))
