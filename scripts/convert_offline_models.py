@@ -1,13 +1,13 @@
-from facepipe.models.face_mesh import convert
+from facepipe.models.registry import converter
 from facepipe.workflow.rule_script import run
 
 
 def main(sm, log):
     # Inputs, outputs and keys are in the same order (rules/offline_models.smk).
     for key, source, out in zip(sm.params.models, sm.input, sm.output, strict=True):
-        result = convert(source, out, tolerance=sm.params.tolerance)
-        log.info("%s (%s): converted from %s; largest difference from LiteRT %.2e of the output range",
-                 result["model"], key, result["source"], result["max_rel_diff_vs_litert"])
+        result = converter(key)(source, out)
+        log.info("%s (%s): converted from %s and checked: %s", out, key, source,
+                 ", ".join(f"{name} {value:.2e}" for name, value in result.items() if isinstance(value, float)))
 
 
 run(snakemake, main)

@@ -33,7 +33,9 @@ def table() -> str:
         if spec.package:
             pinned = f"inside the `{spec.package.replace('_', '-')}` package (no download)"
         elif spec.converted_from:
-            pinned = f"converted here from the installed `{spec.converted_from}`, checked against LiteRT (no download)"
+            checked = "dlib" if spec.converted_from.endswith(".dat") else "LiteRT"
+            pinned = (f"converted here from the installed `{spec.converted_from}`, checked against {checked} "
+                      "(no download)")
         elif not spec.filename:
             pinned = "code, no file"
         else:

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from facepipe.models.dlib_face import OfflineModelError
+from facepipe.models.dlib_resnet import DlibResNet
 
 log = logging.getLogger(__name__)
 
@@ -268,15 +269,14 @@ class MeshAnalyzer:
                  refine: bool = True, rotations: bool = True, follow: bool = True, **_learned_options):
         # The learned analyzer's options (precision, det_size) do not apply to MediaPipe's fixed
         # inputs; they are accepted so that every analyzer is made the same way.
-        from facepipe.models.dlib_face import OfflineModelError, check_model_file, import_dlib
+        from facepipe.models.dlib_face import check_model_file, import_dlib
 
         self.detector_path = _check_model(Path(detector))
         self.mesh_path = _check_model(mesh_path_for(detector))
         self._dlib = import_dlib()
-        try:
-            self.recognizer = self._dlib.face_recognition_model_v1(str(check_model_file(recognizer, "recognition")))
-        except RuntimeError as exc:
-            raise OfflineModelError(f"cannot load dlib model {recognizer}: {exc}") from None
+        self._recognizer_path = check_model_file(recognizer, "recognition")
+        # Made on first use, like the sessions: worker processes fork before ONNX Runtime starts.
+        self._recognizer = None
         self.providers = list(providers or ["cpu"])
         self.threads = threads
         self.embed = embed
@@ -288,6 +288,16 @@ class MeshAnalyzer:
         self._sessions = None  # made on first use, so worker processes fork before ONNX Runtime starts
         self._args = (str(detector), str(recognizer), self.providers, embed, min_score, tile, refine, rotations,
                       follow)
+
+    @property
+    def recognizer(self) -> DlibResNet:
+        """dlib's identity ResNet (facepipe.models.dlib_resnet: on ONNX Runtime, checked against dlib)."""
+        if self._recognizer is None:
+            try:
+                self._recognizer = DlibResNet(self._recognizer_path, self._dlib, threads=1)
+            except RuntimeError as exc:
+                raise OfflineModelError(f"cannot load dlib model {self._recognizer_path}: {exc}") from None
+        return self._recognizer
 
     def _session(self):
         if self._sessions is None:
@@ -429,8 +439,8 @@ class MeshAnalyzer:
             shapes = self._dlib.full_object_detections()
             for face in faces:
                 shapes.append(self._dlib_shape(face["landmarks"], face["box"]))
-            # One call for all faces of the frame; num_jitters=0 is deterministic and fast.
-            for face, feat in zip(faces, self.recognizer.compute_face_descriptor(rgb, shapes, 0)):
+            # One batch for all faces of the frame.
+            for face, feat in zip(faces, self.recognizer.descriptors(rgb, shapes)):
                 face["embedding"] = np.asarray(feat, dtype=np.float32)
         faces.sort(key=lambda f: -float((f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1])))
         return faces

