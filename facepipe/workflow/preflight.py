@@ -422,7 +422,7 @@ def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[
     from facepipe.models.registry import backend as backend_spec
 
     # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
-    from facepipe.models.registry import conversion_source, converted
+    from facepipe.models.registry import conversion_source, converted, converter
 
     folder = Path(folder)
     paths = []
@@ -436,13 +436,10 @@ def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[
 
             paths.append(build_standin(key, folder / "standin" / spec.filename))
         elif spec.converted_from:
-            # lazy: imported only on the path that needs it
-            from facepipe.models.face_mesh import convert
-
             for made in converted():
                 target = folder / "offline" / MODELS[made].filename
                 if not target.is_file():
-                    convert(conversion_source(made), target)
+                    converter(made)(conversion_source(made), target)
             paths.append(folder / "offline" / spec.filename)
         else:
             return None
