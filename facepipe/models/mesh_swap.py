@@ -345,15 +345,31 @@ def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray) 
     prev_sigma, prev_b = 0.0, blur_sigma(w_gray, region)
     if prev_b >= goal or goal <= 0:
         return warped, 0.0
-    sigma = float(_SIGMAS[-1])  # softer than the softest tried: that one
-    for cand in _SIGMAS[1:]:
-        b = blur_sigma(np.round(cv2.GaussianBlur(w_gray, (0, 0), float(cand))), region)
-        if b >= goal:
-            # Between the last two sigmas tried, interpolated linearly in the estimated blur.
-            t = (goal - prev_b) / max(b - prev_b, 1e-9)
-            sigma = prev_sigma + float(t) * (float(cand) - prev_sigma)
-            break
-        prev_sigma, prev_b = float(cand), b
+    def blur_at(i: int) -> float:
+        return blur_sigma(np.round(cv2.GaussianBlur(w_gray, (0, 0), float(_SIGMAS[i]))), region)
+
+    # The first sigma whose blur reaches the goal, found by bisection (the estimated blur grows with
+    # the sigma), starting from the two sigmas around the one that Gaussian blurs composing would
+    # need (sqrt(goal^2 - blur^2)): mostly two estimates, instead of one per sigma tried.
+    lo, hi, found = 0, len(_SIGMAS), {0: prev_b}  # blur at lo is under the goal; at hi (if any) not
+    guess = int(np.searchsorted(_SIGMAS, np.sqrt(goal ** 2 - prev_b ** 2)))
+    for mid in (guess, guess - 1):
+        if lo < mid < hi:
+            found[mid] = blur_at(mid)
+            lo, hi = (mid, hi) if found[mid] < goal else (lo, mid)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        found[mid] = blur_at(mid)
+        lo, hi = (mid, hi) if found[mid] < goal else (lo, mid)
+    if hi == len(_SIGMAS):
+        sigma = float(_SIGMAS[-1])  # softer than the softest tried: that one
+    else:
+        # Between the last sigma under the goal and the first over it, interpolated linearly in the
+        # estimated blur.
+        prev_sigma, prev_b = float(_SIGMAS[lo]), found[lo]
+        b = found[hi]
+        t = (goal - prev_b) / max(b - prev_b, 1e-9)
+        sigma = prev_sigma + float(t) * (float(_SIGMAS[hi]) - prev_sigma)
     if sigma <= 0.05:
         return warped, 0.0
     return cv2.GaussianBlur(warped, (0, 0), float(sigma)), float(sigma)
@@ -487,11 +503,16 @@ def _distance_to_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return np.abs([cv2.pointPolygonTest(contour, (float(x), float(y)), True) for x, y in points])
 
 
-def _views(area: np.ndarray, mirror_tris: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """Each triangle's area (0 where it faces away) over the larger of it and its mirror image's:
-    1 where a face sees the triangle at least as well as its mirror, towards 0 as it turns away."""
+def mirror_triangles(mirror_tris: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Each triangle's mirror image's index among ``tris`` (its own where it has none)."""
     key = {tuple(sorted(t)): i for i, t in enumerate(tris.tolist())}
-    mirror = np.array([key.get(tuple(sorted(t)), i) for i, t in enumerate(mirror_tris.tolist())])
+    return np.array([key.get(tuple(sorted(t)), i) for i, t in enumerate(mirror_tris.tolist())])
+
+
+def _views(area: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """Each triangle's area (0 where it faces away) over the larger of it and its mirror image's
+    (``mirror``: mirror_triangles): 1 where a face sees the triangle at least as well as its
+    mirror, towards 0 as it turns away."""
     return area / np.maximum(np.maximum(area, area[mirror]), 1e-6)
 
 
@@ -618,7 +639,8 @@ class MeshSwapper(PixelSwapper):
         self._src_turn = turn_of(self.src_pts)
         # How well the source sees each triangle (_views; a folded one, filled from its mirror
         # image, not at all: that fill is the other cheek's light and tone).
-        self._src_view = _views(np.where(own, np.abs(area), 0.0), self._mirror_tris, self.triangles)
+        self._mirror_index = mirror_triangles(self._mirror_tris, self.triangles)
+        self._src_view = _views(np.where(own, np.abs(area), 0.0), self._mirror_index)
 
     @classmethod
     def from_source(cls, data: dict, where: str = "source embedding", shape_transfer: int = SHAPE_TRANSFER):
@@ -715,8 +737,9 @@ class MeshSwapper(PixelSwapper):
         to_src[:-1] = _affines(dst[drawn], self.src_pts[self._src_tris[drawn]])
         src_ok = np.append(self._src_ok[drawn], False)
         tri_id = np.full(shape, -1, dtype=np.int32)
-        for k, i in enumerate(drawn):
-            cv2.fillConvexPoly(tri_id, np.round(dst[i]).astype(np.int32), k)
+        corners = np.round(dst[drawn]).astype(np.int32)  # rounded at once: the loop is the swap's hottest
+        for k in range(len(drawn)):
+            cv2.fillConvexPoly(tri_id, corners[k], k)
         ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
         a = to_src[tri_id]
         map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
@@ -824,7 +847,7 @@ class MeshSwapper(PixelSwapper):
             alpha *= cv2.GaussianBlur(clear.astype(np.float32), (2 * kh + 1, 2 * kh + 1), kh / 2.0)
         # Where the source sees a triangle much worse than the target does (VIEW_POOR, VIEW_GOOD),
         # the target keeps its own pixels: see VIEW_POOR.
-        t_view = _views(np.abs(_signed_area(pts[tris])), self._mirror_tris, tris)
+        t_view = _views(np.abs(_signed_area(pts[tris])), self._mirror_index)
         share = self._src_view / np.maximum(t_view, 1e-6)
         weight = np.clip((share - VIEW_POOR) / (VIEW_GOOD - VIEW_POOR), 0.0, 1.0)
         weight = np.append(weight[drawn] ** 2 * (3 - 2 * weight[drawn]), 1.0).astype(np.float32)[tri_id]
