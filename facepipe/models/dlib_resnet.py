@@ -2,14 +2,21 @@
 
 dlib's wheel on PyPI is built without BLAS, and its ResNet takes about 90 ms a face on one CPU core:
 most of the offline detection's time (one frame in facepipe.faces.detection.IDENTITY_EVERY, every
-face). The same network on ONNX Runtime takes about 7 ms. The network is rebuilt here, in memory,
-from the model file itself (dlib_face_recognition_resnet_model_v1.dat, which the
-face-recognition-models package ships): its parameter tensors are read in the order dlib wrote
-them, onto the architecture of dlib's dnn_face_recognition_ex.cpp, and every tensor's size must
-match that architecture exactly. The result is checked against dlib's own descriptor on a fixed
-chip each time it is built; a file that does not fit, or a network that does not agree, is not
-used: dlib's own (slower) descriptor is, with a warning. Face chips are cut by dlib itself
-(get_face_chips: 150 px, padding 0.25, from the 68 points), as compute_face_descriptor cuts them.
+face). The same network on ONNX Runtime takes about 7 ms. The network is rebuilt here from the
+model file itself (dlib_face_recognition_resnet_model_v1.dat, which the face-recognition-models
+package ships): its parameter tensors are read in the order dlib wrote them, onto the architecture
+of dlib's dnn_face_recognition_ex.cpp, and every tensor's size must match that architecture exactly.
+
+- ``convert`` (rule convert_offline_models, through the registry's entry dlib_resnet_v1_onnx):
+  rebuilt once, checked against dlib's own descriptor on fixed chips, sealed. The offline backend
+  runs that file.
+- ``DlibResNet`` on the .dat itself (tools and tests pass it): rebuilt in memory and checked on one
+  chip; a file that does not fit, or a network that does not agree, is not used: dlib's own
+  (slower) descriptor is, with a warning.
+
+Face chips are cut by dlib itself (get_face_chips: 150 px, padding 0.25, from the 68 points), as
+compute_face_descriptor cuts them. The network runs on the CPU provider: it is small, and one
+batch holds a frame's faces.
 
 The architecture (dlib's names): con 32 7x7 /2, affine, relu, max_pool 3x3 /2; then residual blocks
 (con 3x3, affine, relu, con 3x3, affine, added to the block's input, relu): 3 of 32 channels; a
@@ -39,8 +46,8 @@ DESCRIPTOR_SIZE = 128
 # descriptors' norm is about 1.3; dlib's face distance threshold 0.6; the rebuilt network agrees
 # to about 3e-7, a wrong layout by far more than this).
 CHECK_TOLERANCE = 1e-4
-# (channels, residual blocks) of each level after the stem; each level after the first starts
-# with a downsampling block, and the last level is that block alone.
+# (channels, residual blocks, whether the first downsamples) of each level after the stem: the
+# last level is a downsampling block alone.
 LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 STEM_CHANNELS, STEM_KERNEL = 32, 7
 
