@@ -452,18 +452,19 @@ def test_shape_transfer_is_a_job_option_the_mesh_swap_takes_and_the_others_accep
 # -- identity -------------------------------------------------------------------------------------
 
 
-def test_identity_on_package_photos_beats_the_previous_swap(analyzer):
+def test_identity_on_package_photos_holds_at_the_previous_swaps_level(analyzer):
     """tools/identity_benchmark.py's twelve pairs (the astronaut onto each of t1's six faces and each
     of them onto the astronaut), swapped as the workflow swaps them, at the default shape_transfer:
-    the median dlib distance to the source is clearly below the previous swaps' (0.648 for the swap
-    of 1da6d4d, 0.653 before the source's brows, lids and lips came over; 0.646 measured: 0.630
-    before the target kept its lids' shade, which an open-eyed source's lit lids had covered, a
-    part of its look dlib reads and its expression)."""
+    the median dlib distance to the source stays at the previous swaps' level (0.648 for the swap of
+    1da6d4d, 0.653 before the source's brows, lids and lips came over), not above 0.655, and well
+    below no swap. Measured 0.646; it was 0.630 before the target kept its lids' shade (an open-eyed
+    source's lit lids had covered it: a part of the source's look dlib reads, and of the target's
+    expression), so it is no longer clearly below them: issue 21 stays open on this."""
     from tools import identity_benchmark
 
     figures = identity_benchmark.identity(analyzer, None, [identity_benchmark.DEFAULT], None)
     distance = figures[f"shape_transfer {identity_benchmark.DEFAULT}"]["distance"]
     print(f"\ndlib distance to the source per pair: {np.round(distance, 3).tolist()}, median "
           f"{np.median(distance):.3f} (no swap: {np.median(figures['no swap']):.3f})")
-    assert np.median(distance) < 0.648
+    assert np.median(distance) < 0.655
     assert np.median(distance) < np.median(figures["no swap"]) - 0.12
