@@ -396,15 +396,13 @@ def test_brows_take_the_target_skins_hue_with_their_own_darkness_and_saturation(
 # -- the source's face shape ----------------------------------------------------------------------
 
 
-def test_shape_transfer_brings_the_sources_proportions_and_keeps_identity(analyzer, t1, astronaut):
+def test_shape_transfer_brings_the_sources_proportions_and_identity(analyzer, t1, astronaut):
     """The astronaut as the source on t1's six faces, shape_transfer 0 and the default: the result's
     own mesh (read again by the analyzer) lies nearer the source's proportions (shape_offsets: the
     pose-normalised move still to go, over the face's width, inner points), and dlib's distance to
-    the source is no worse (median over the faces, within 0.01). The move is small on these faces:
-    most of them are turned (the transfer fades out as a face turns, where the 2-D difference is
-    mostly pose) and it fades in from the oval; dlib's distance does not tell it apart from the
-    texture's own changes (measured: 0.644 at 0 and 0.640 at the default before BAND_LIGHT, 0.621
-    and 0.628 after)."""
+    the source is lower (median over the faces). The move is small on these faces: most of them are
+    turned (the transfer fades out as a face turns, where the 2-D difference is mostly pose) and it
+    fades in from the oval."""
     src = largest(analyzer.analyze(astronaut))
     crop, crop_pts = source_patch(astronaut, src["landmarks"])
     oval = np.zeros(mesh_swap.NUM_POINTS, bool)
@@ -428,7 +426,7 @@ def test_shape_transfer_brings_the_sources_proportions_and_keeps_identity(analyz
     print("\nshape_transfer: (median shape difference to the source / face width, median dlib distance)", figures)
     (shape_0, id_0), (shape_d, id_d) = figures[0], figures[mesh_swap.SHAPE_TRANSFER]
     assert shape_d < shape_0
-    assert id_d < id_0 + 0.01
+    assert id_d < id_0
 
 
 def test_shape_transfer_is_a_job_option_the_mesh_swap_takes_and_the_others_accept(astronaut):
@@ -457,7 +455,7 @@ def test_identity_on_package_photos_holds_at_the_previous_swaps_level(analyzer):
     of them onto the astronaut), swapped as the workflow swaps them, at the default shape_transfer:
     the median dlib distance to the source stays at the previous swaps' level (0.648 for the swap of
     1da6d4d, 0.653 before the source's brows, lids and lips came over), not above 0.655, and well
-    below no swap. Measured 0.646; it was 0.630 before the target kept its lids' shade (an open-eyed
+    below no swap. Measured 0.644; it was 0.630 before the target kept its lids' shade (an open-eyed
     source's lit lids had covered it: a part of the source's look dlib reads, and of the target's
     expression), so it is no longer clearly below them: issue 21 stays open on this."""
     from tools import identity_benchmark
