@@ -27,8 +27,8 @@ For each target face:
    lids, lashes, brows and lips included, warped onto the target's moving mesh; the inside of each
    eye's lid contour (iris, sclera) and the mouth's opening (teeth, the dark inside) are the
    target's own pixels, moved with the mesh, so its gaze, blinks, expression and speech are kept.
-   Above the brows only what is skin in both faces is pasted, the source's close to its skin's
-   lightness (no fringe edge comes over as an arc); around them the target's own brows are covered wherever its mesh placed them (on a face
+   Above the brows only what is skin in both faces is pasted (no fringe edge comes over as an
+   arc); around them the target's own brows are covered wherever its mesh placed them (on a face
    turned less than BROW_MAX_TURN; one turned further keeps its own brows).
 4. **Light and tone** (relight). The target's local mean colour (a masked Gaussian mean in Lab
    over its skin, a sixth of the face wide) plus the source's lightness over its own local mean,
@@ -107,11 +107,6 @@ BROW_MARGIN = 0.06
 # further the mesh places the far brow too roughly, and the target's and the source's brows would
 # both show.
 BROW_MAX_TURN = 0.5
-# Above the brows the source's pixels must lie this close to its skin's median lightness (Lab L,
-# 0-255), besides the strict skin test (SKIN_LIGHT_LIMITS' 50): the tips of a light fringe pass that
-# test, and at the paste's edge they read as a dark arc above a brow (the demo's, with the
-# astronaut's fringe).
-BAND_LIGHT = 25.0
 
 # Feathering width as a share of the face width: with the Poisson correction the border has
 # nothing left to hide, so this only softens where the border runs over hair or background.
@@ -796,16 +791,13 @@ class MeshSwapper(PixelSwapper):
         # Near the oval, what is clearly not skin in either face (by the looser test) keeps the
         # target's pixels: hair, or background where the oval runs past a turned face's outline.
         both = in_centre | (skin.of(t_lab) & source_model.of(w_lab))
-        # Above the brows only what is close to the skin in both faces (the strict test), the source
-        # also within BAND_LIGHT of its skin's lightness: the edge of a fringe there passes the
-        # looser tests, and pasted it reads as an orange or dark arc. Around the brows
-        # (BROW_MARGIN) only the source is tested: the target's own brows, wherever its mesh put
-        # them, are covered by the source's, not left beside them as a second pair.
+        # Above the brows only what is close to the skin in both faces (the strict test): the edge of
+        # a fringe there passes the looser test, and pasted it reads as an orange arc. Around the
+        # brows (BROW_MARGIN) only the source is tested: the target's own brows, wherever its mesh
+        # put them, are covered by the source's, not left beside them as a second pair.
         source_strict = source_model.of(w_lab, strict=True)
-        above = band > 0
-        source_band = source_strict & (np.abs(w_lab[..., 0] - source_model.median[0]) <= BAND_LIGHT)
-        both &= ~above | (skin.of(t_lab, strict=True) & source_band)
-        both |= (zone > 0) & np.where(above, source_band, source_strict)
+        both &= ~(band > 0) | (skin.of(t_lab, strict=True) & source_strict)
+        both |= (zone > 0) & source_strict
         both = both.astype(np.uint8)
         small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kk + 1,) * 2)
         both = cv2.morphologyEx(cv2.morphologyEx(both, cv2.MORPH_CLOSE, small), cv2.MORPH_OPEN, small) > 0
