@@ -151,8 +151,9 @@ SOURCE_LIGHT_SCALE = 0.5
 # The most a brow's hair is more saturated than the skin (its chroma over the skin's): ginger brows
 # stay ginger, and a stray pixel of the source's lips or makeup is not painted on.
 BROW_CHROMA_MAX = 1.5
-# Around the eyes (periocular) both means are read at this share of the Gaussian: the lids' light
-# there is the target's expression (a squint's or a laugh's creases and shadow under the brow), and
+# Around the eyes (periocular) the means also follow the light at this share of the Gaussian (the
+# source's lit parts out, the target's shade in: relight): the lids' light there is the target's
+# expression (a squint's or a laugh's creases and shadow under the brow), and
 # an open-eyed source's lit lids, stretched over it, read as pale arcs around the eyes.
 FINE_LIGHT_SCALE = 0.2
 # The periocular zone: each eye's contour and its brow's, joined (their convex hull) and grown by
