@@ -159,6 +159,13 @@ FINE_LIGHT_SCALE = 0.2
 # The periocular zone: each eye's contour and its brow's, joined (their convex hull) and grown by
 # this share of the face width, with a soft edge as wide.
 PERIOCULAR_MARGIN = 0.04
+# The source skin's relief is scaled to the target's contrast (relief_gain): the spread between
+# these quantiles of each face's lightness over its local mean (at the source's light scale), and
+# the least share kept. On t1.jpg's washed-out faces (the turned woman and man: the target's spread
+# is a quarter to a third of the astronaut's) the astronaut's smile folds and cheek shading came
+# over as brown streaks at full depth.
+RELIEF_QUANTILE = 0.1
+RELIEF_GAIN_MIN = 0.5
 # The range (Lab a and b) the source's own colour detail (its a and b over their local means:
 # freckles, a flush) is softly compressed into: more of it and a source's ginger brows, red lip
 # line or hair strand lands on the target's skin as an orange or blue smudge.
@@ -430,6 +437,18 @@ def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     return np.clip(slope, -1.0, 1.0).astype(np.float32)
 
 
+def relief_gain(source_relief: np.ndarray, target_relief: np.ndarray) -> float:
+    """How much of the source skin's relief (its lightness over its local mean: folds, the shading
+    of its cheeks) the target's skin shows at its own contrast: the spread (RELIEF_QUANTILE to its
+    complement) of the target's relief over the source's, within RELIEF_GAIN_MIN and 1."""
+    if source_relief.size < 16 or target_relief.size < 16:
+        return 1.0
+    q = (100 * RELIEF_QUANTILE, 100 * (1 - RELIEF_QUANTILE))
+    source_spread = float(np.subtract(*np.percentile(source_relief, q)[::-1]))
+    target_spread = float(np.subtract(*np.percentile(target_relief, q)[::-1]))
+    return float(np.clip(target_spread / max(source_spread, 1e-6), RELIEF_GAIN_MIN, 1.0))
+
+
 def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndarray, target_skin: np.ndarray,
             sigma: float, brows: np.ndarray | None = None, lips: np.ndarray | None = None,
             fine: np.ndarray | None = None) -> np.ndarray:
@@ -465,6 +484,11 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     # (they carry identity).
     squeezed = np.where(detail > 0, HIGHLIGHT_RANGE * np.tanh(detail / HIGHLIGHT_RANGE),
                         SHADE_RANGE * np.tanh(detail / SHADE_RANGE))
+    # At the target's contrast: on a washed-out face (a pale face lit flat or overexposed) the
+    # source's folds and cheek shading at their own depth read as brown streaks on a pale mask.
+    target_local = _masked_mean(target_lab[..., :1], target_skin, sigma * SOURCE_LIGHT_SCALE)[..., 0]
+    target_relief = target_lab[..., 0] - target_local
+    squeezed *= relief_gain(detail[source_skin], target_relief[target_skin])
     colour = warped_lab[..., 1:] - source_mean[..., 1:]
     squeezed_colour = COLOUR_RANGE * np.tanh(colour / COLOUR_RANGE)
     slope = shade_slope(target_lab, target_skin)
