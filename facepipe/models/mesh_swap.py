@@ -36,8 +36,10 @@ For each target face:
    has (shade_slope), plus the source's colour detail: the source's texture without its light and
    colour cast, on the target's skin tone and saturation. The source's lips keep their own
    lightness and colour over its skin, its brows their darkness and saturation in the target
-   skin's hue. Around the eyes the light also follows at a lid's scale (FINE_LIGHT_SCALE): the
-   target's lid shade (a squint's crease) stays, the source's lit lids go.
+   skin's hue. The skin's relief (folds, a cheek's shading) is scaled to the target's own contrast
+   (relief_gain): on a washed-out face the source's smile folds would read as brown streaks.
+   Around the eyes the light also follows at a lid's scale (FINE_LIGHT_SCALE): the target's lid
+   shade (a squint's crease) stays, the source's lit lids go.
 5. **Sharpness.** The warped source is blurred to the target's own blur (blur_sigma, Zhuo & Sim).
 6. **Blend.** Gradient-domain: the harmonic (Poisson) correction that makes the pasted face equal
    the target along the paste's border, read from skin only (OpenCV's seamlessClone of the border
