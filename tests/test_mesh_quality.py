@@ -308,17 +308,23 @@ def lid_excess(result: np.ndarray, target: np.ndarray, pts: np.ndarray) -> float
     return median_over(UPPER_LIDS) - median_over(CHEEKS)
 
 
+def astronaut_on_t1s_faces(analyzer, t1, astronaut, measure) -> list[float]:
+    """measure(result, target, target points) of the astronaut swapped onto each of t1's faces in
+    turn, from the left."""
+    src = largest(analyzer.analyze(astronaut, embed=False))
+    swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
+    values = []
+    for face in sorted(analyzer.analyze(t1, embed=False), key=lambda f: f["landmarks"][:, 0].mean()):
+        values.append(measure(swap_frame(swapper, t1, [face]), t1, face["landmarks"]))
+    return values
+
+
 def test_an_open_eyed_source_leaves_no_pale_arcs_over_squinting_lids(analyzer, t1, astronaut):
     """The astronaut (open eyes, lit lids) on t1's six faces, several of them squinting or laughing:
     the swap lightens the upper lids no more than the cheeks, within 6 (Lab lightness). Before the
     target kept its lids' shade (FINE_LIGHT_SCALE) the excess reached 38 on t1's third face from
     the left and 15 on the demo's laughing man; 4 at most after."""
-    src = largest(analyzer.analyze(astronaut, embed=False))
-    swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
-    excess = []
-    for face in sorted(analyzer.analyze(t1, embed=False), key=lambda f: f["landmarks"][:, 0].mean()):
-        out = swap_frame(swapper, t1, [face])
-        excess.append(round(lid_excess(out, t1, face["landmarks"]), 1))
+    excess = [round(value, 1) for value in astronaut_on_t1s_faces(analyzer, t1, astronaut, lid_excess)]
     print("\nupper lids lightened beyond the cheeks (Lab L), t1's faces from the left:", excess)
     assert max(excess) <= 6.0, excess
 
@@ -358,12 +364,7 @@ def test_a_sources_folds_come_over_at_the_targets_contrast(analyzer, t1, astrona
     Before relief_gain the astronaut's smile folds and cheek shading came over at their own depth,
     as brown streaks on a pale mask: 1.35, 1.68 and 1.54 times the target's on t1's second, fifth
     and sixth faces from the left; 1.05 at most after."""
-    src = largest(analyzer.analyze(astronaut, embed=False))
-    swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
-    ratios = []
-    for face in sorted(analyzer.analyze(t1, embed=False), key=lambda f: f["landmarks"][:, 0].mean()):
-        out = swap_frame(swapper, t1, [face])
-        ratios.append(round(relief_ratio(out, t1, face["landmarks"]), 2))
+    ratios = [round(value, 2) for value in astronaut_on_t1s_faces(analyzer, t1, astronaut, relief_ratio)]
     print("\nplain skin's relief over the target's, t1's faces from the left:", ratios)
     assert max(ratios) <= 1.2, ratios
 
