@@ -446,8 +446,8 @@ def relief_gain(source_relief: np.ndarray, target_relief: np.ndarray) -> float:
     if source_relief.size < 16 or target_relief.size < 16:
         return 1.0
     q = (100 * RELIEF_QUANTILE, 100 * (1 - RELIEF_QUANTILE))
-    source_spread = float(np.subtract(*np.percentile(source_relief, q)[::-1]))
-    target_spread = float(np.subtract(*np.percentile(target_relief, q)[::-1]))
+    source_spread = float(np.ptp(np.percentile(source_relief, q)))
+    target_spread = float(np.ptp(np.percentile(target_relief, q)))
     return float(np.clip(target_spread / max(source_spread, 1e-6), RELIEF_GAIN_MIN, 1.0))
 
 
