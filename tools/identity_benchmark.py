@@ -21,6 +21,13 @@ closes twice (tests/test_mesh.py's _open_mouth), swapped with t1's right woman a
 correlation of the result's mouth opening with the target's, read as the height of the dark inside
 of the mouth (pixels, no landmarks) and by the face mesh (inner-lip gap).
 
+--swapper runs another offline swapper by its registry key on the same pairs (landmark_warp: the
+classic 68-point warp, the offline swap before the mesh swap; shape_transfer does not apply to it).
+--insides also measures the mesh swap's results with the insides of the eyes' lid contours and of
+the mouth's inner lip contour taken from the classic warp's result (which brings the source's own:
+its irises, the whites it shows, its teeth): how much of the distance lies in what the mesh swap
+keeps of the target there (its gaze, blinks and mouth, i.e. its expression).
+
 --package-root runs the swap of another checkout (e.g. ``git archive 1da6d4d | tar -x -C DIR``)
 in a subprocess, while the faces are found and measured by this checkout's analyzer, so figures of
 two versions differ only by their swap. Nothing is asserted; figures are measured here and now.
@@ -41,6 +48,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = "default"
+MESH = "mesh_warp"  # the offline backend's default swapper
+CLASSIC = "landmark_warp"  # the classic 68-point warp, the offline swap before it
 
 
 # -- the swap (run with the package under test: this checkout's, or --package-root's) ------------
@@ -62,12 +71,15 @@ def swap_jobs(jobs: list[dict]) -> list[dict]:
     sources: dict = {}
     out = []
     for job in jobs:
+        swapper = job.get("swapper", MESH)
+        # shape_transfer is the mesh swap's option only (and a package before it has none).
+        transfers = default is not None and swapper == MESH
         strength = default if job["shape_transfer"] == DEFAULT else job["shape_transfer"]
-        kwargs = {} if default is None else {"shape_transfer": strength}
-        key = (id(job["source"]), job["source_key"], strength)
+        kwargs = {"shape_transfer": strength} if transfers else {}
+        key = (id(job["source"]), job["source_key"], strength, swapper)
         if key not in sources:
             crop, pts = source_patch(job["source"], job["source_pts"])
-            adapter = load("mesh_warp", None, [], **kwargs)
+            adapter = load(swapper, None, [], **kwargs)
             sources[key] = (adapter, adapter.prepare_source({"source_crop": crop, "source_landmarks": pts}))
         adapter, source = sources[key]
         img = job["target"].copy()
@@ -85,7 +97,7 @@ def swap_jobs(jobs: list[dict]) -> list[dict]:
             seconds.append(best)
             if patch is not None:
                 apply_patch(img, patch)
-        out.append({"image": img, "seconds": seconds, "shape_transfer": None if default is None else strength})
+        out.append({"image": img, "seconds": seconds, "shape_transfer": strength if transfers else None})
     return out
 
 
@@ -165,7 +177,8 @@ def face_crop(img, pts, margin: float = 0.25):
     return img[y0:y1, x0:x1]
 
 
-def identity(an, root, strengths, save: Path | None, repeat: int = 1) -> dict:
+def identity(an, root, strengths, save: Path | None, repeat: int = 1, swapper: str = MESH,
+             insides: bool = False) -> dict:
     import cv2
     import numpy as np
 
@@ -179,28 +192,68 @@ def identity(an, root, strengths, save: Path | None, repeat: int = 1) -> dict:
     for name, face in zip(names, t1_faces):
         pairs.append((f"{name} -> astronaut", t1, face, astronaut, ast))
     no_swap = [float(np.linalg.norm(tgt["embedding"] - src["embedding"])) for _, _, src, _, tgt in pairs]
-    result = {"pairs": [p[0] for p in pairs], "no swap": no_swap}
-    for strength in strengths:
-        jobs = [{"source": s_img, "source_key": n.split(" -> ")[0], "source_pts": src["landmarks"], "target": t_img,
-                 "target_pts": [tgt["landmarks"]], "shape_transfer": strength, "repeat": repeat}
+    result = {"pairs": [p[0] for p in pairs], "no swap": no_swap, "swapper": swapper}
+
+    def jobs_of(strength, key):
+        return [{"source": s_img, "source_key": n.split(" -> ")[0], "source_pts": src["landmarks"], "target": t_img,
+                 "target_pts": [tgt["landmarks"]], "shape_transfer": strength, "repeat": repeat, "swapper": key}
                 for n, s_img, src, t_img, tgt in pairs]
-        outs = run_swaps(jobs, root)
-        dist = []
-        for (name, _, src, t_img, tgt), out in zip(pairs, outs):
-            got = read_face(an, out["image"], tgt["landmarks"])
-            dist.append(float("nan") if got is None else float(np.linalg.norm(got["embedding"] - src["embedding"])))
-            if save is not None:
-                save.mkdir(parents=True, exist_ok=True)
+
+    def distances(images):
+        out = []
+        for (_, _, src, _, tgt), img in zip(pairs, images):
+            got = read_face(an, img, tgt["landmarks"])
+            out.append(float("nan") if got is None else float(np.linalg.norm(got["embedding"] - src["embedding"])))
+        return out
+
+    for strength in strengths:
+        outs = run_swaps(jobs_of(strength, swapper), root)
+        dist = distances([out["image"] for out in outs])
+        if save is not None:
+            save.mkdir(parents=True, exist_ok=True)
+            for (name, _, _, t_img, tgt), out in zip(pairs, outs):
                 tag = name.replace(" -> ", "_to_").replace(" ", "")
                 cv2.imwrite(str(save / f"{tag}_st{strength}.png"), face_crop(out["image"], tgt["landmarks"]))
                 cv2.imwrite(str(save / f"{tag}_target.png"), face_crop(t_img, tgt["landmarks"]))
         result[f"shape_transfer {strength}"] = {
             "used": outs[0]["shape_transfer"], "distance": dist,
             "seconds per face": [s for out in outs for s in out["seconds"]]}
+        if insides and strength == strengths[-1]:
+            classic = [out["image"] for out in run_swaps(jobs_of(0, CLASSIC), root)]
+            result["insides"] = {"shape_transfer": outs[0]["shape_transfer"], "classic": distances(classic)}
+            for part, contours in insides_contours().items():
+                mixed = [with_insides(out["image"], other, tgt["landmarks"], contours)
+                         for out, other, (_, _, _, _, tgt) in zip(outs, classic, pairs)]
+                result["insides"][part] = distances(mixed)
     return result
 
 
-def mouth(an, root) -> dict:
+def insides_contours() -> dict:
+    """Part -> the mesh contours (MediaPipe's topology, the same in every version) whose insides it is."""
+    from facepipe.models import mesh_swap
+
+    eyes = [mesh_swap.EYE_IMAGE_LEFT, mesh_swap.EYE_IMAGE_RIGHT]
+    return {"eyes": eyes, "mouth": [mesh_swap.LIPS_INNER], "eyes and mouth": eyes + [mesh_swap.LIPS_INNER]}
+
+
+INSIDES_MARGIN = 0.02  # share of the face width the insides reach past their contours, and their soft edge
+
+
+def with_insides(image, other, pts, contours):
+    """``image`` with ``other``'s pixels inside the mesh ``contours`` (INSIDES_MARGIN wider, soft-edged)."""
+    import cv2
+    import numpy as np
+
+    mask = np.zeros(image.shape[:2], np.uint8)
+    for idx in contours:
+        cv2.fillPoly(mask, [np.round(pts[idx]).astype(np.int32)], 1)
+    r = max(1, int(INSIDES_MARGIN * float(np.ptp(pts[:, 0]))))
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), r / 2 + 0.5)[..., None]
+    return np.clip(np.round(image * (1 - alpha) + other * alpha), 0, 255).astype(np.uint8)
+
+
+def mouth(an, root, swapper: str = MESH) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(REPO))  # the checkout's tests package
@@ -214,7 +267,8 @@ def mouth(an, root) -> dict:
     frames = [_open_mouth(astronaut, pts, o) for o in openings]
     faces = [largest(an.analyze(frame, embed=False)) for frame in frames]
     jobs = [{"source": t1, "source_key": "right woman", "source_pts": source["landmarks"], "target": frame,
-             "target_pts": [face["landmarks"]], "shape_transfer": DEFAULT} for frame, face in zip(frames, faces)]
+             "target_pts": [face["landmarks"]], "shape_transfer": DEFAULT, "swapper": swapper}
+            for frame, face in zip(frames, faces)]
     outs = run_swaps(jobs, root)
     gap = {"target": [_dark_gap(f, pts) for f in frames], "swap": [_dark_gap(o["image"], pts) for o in outs]}
     read = {"target": [_opening(f) for f in faces],
@@ -233,6 +287,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures to this file too")
     parser.add_argument("--no-mouth", action="store_true", help="skip the mouth-opening clip")
     parser.add_argument("--repeat", type=int, default=1, help="time each face's swap as the fastest of this many")
+    parser.add_argument("--swapper", default=MESH, help=f"the offline swapper's registry key (default {MESH}; "
+                        f"{CLASSIC}: the classic 68-point warp)")
+    parser.add_argument("--insides", action="store_true",
+                        help="also the mesh swap with the classic warp's eyes' and mouth's insides (what they cost)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -241,26 +299,38 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
+    if args.insides and args.swapper != MESH:
+        parser.error(f"--insides measures the {MESH} swap")
     root = args.package_root.resolve() if args.package_root else None
     an = analyzer(args.models)
-    figures = {"package": str(root or REPO), "identity": identity(an, root, [0, DEFAULT], args.save, args.repeat)}
+    # shape_transfer is the mesh swap's option: another swapper runs once.
+    strengths = [0, DEFAULT] if args.swapper == MESH else [DEFAULT]
+    figures = {"package": str(root or REPO),
+               "identity": identity(an, root, strengths, args.save, args.repeat, args.swapper, args.insides)}
     ident = figures["identity"]
     width = max(len(p) for p in ident["pairs"])
-    print(f"swap of {figures['package']}\ndlib distance to the source (lower is closer; same person < 0.6):")
+    print(f"{args.swapper} swap of {figures['package']}\ndlib distance to the source (lower is closer; "
+          f"same person < 0.6):")
     print(f"{'pair':<{width}}  no swap  " + "  ".join(f"st {ident[f'shape_transfer {s}']['used']}"
-                                                     for s in (0, DEFAULT)))
+                                                     for s in strengths))
     for i, name in enumerate(ident["pairs"]):
         print(f"{name:<{width}}  {ident['no swap'][i]:7.3f}  " +
-              "  ".join(f"{ident[f'shape_transfer {s}']['distance'][i]:5.3f}" for s in (0, DEFAULT)))
-    for s in (0, DEFAULT):
+              "  ".join(f"{ident[f'shape_transfer {s}']['distance'][i]:5.3f}" for s in strengths))
+    for s in strengths:
         fig = ident[f"shape_transfer {s}"]
         fig["median"] = float(np.nanmedian(fig["distance"]))
         fig["median seconds per face"] = statistics.median(fig["seconds per face"])
         print(f"median at shape_transfer {s} ({fig['used']}): {fig['median']:.3f}; "
               f"swap {1000 * fig['median seconds per face']:.1f} ms CPU per face (median of the faces)")
     print(f"median without a swap: {float(np.median(ident['no swap'])):.3f}")
+    if args.insides:
+        fig = ident["insides"]
+        print(f"{MESH} at shape_transfer {fig['shape_transfer']} with the insides of {CLASSIC}'s result "
+              f"(median; {CLASSIC} alone: {float(np.nanmedian(fig['classic'])):.3f}):")
+        for part in insides_contours():
+            print(f"  {part:<16s} {float(np.nanmedian(fig[part])):.3f}")
     if not args.no_mouth:
-        figures["mouth"] = m = mouth(an, root)
+        figures["mouth"] = m = mouth(an, root, args.swapper)
         print(f"mouth opening's correlation with the target's (default shape_transfer): dark inside of the mouth "
               f"r = {m['r dark gap']:.3f}, face mesh's inner-lip gap r = {m['r mesh read']:.3f}")
     if args.json:
