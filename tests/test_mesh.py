@@ -172,6 +172,18 @@ def test_recall_on_turned_faces_and_small_faces_beats_hog(analyzer, hog, t1):
     assert figures["faces < 40 px"][0] == 6 and figures["faces < 40 px"][1] <= 4
 
 
+@pytest.mark.parametrize("size", [(1920, 1080), (640, 360), (1080, 1920)])
+def test_a_turned_pass_is_the_turned_frame_letterboxed(t1, size):
+    """The detector's turned passes warp the frame into the turned square at once: the same
+    pixels as cv2.rotate's turned frame letterboxed, so the back maps of detect() still hold."""
+    frame = cv2.resize(t1, size, interpolation=cv2.INTER_AREA)
+    for turn in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE):
+        square, *where = mesh._letterbox(frame, turn=turn)
+        expected, *expected_where = mesh._letterbox(cv2.rotate(frame, turn))
+        assert where == expected_where
+        assert np.array_equal(square, expected), (size, turn)
+
+
 # -- the swap ---------------------------------------------------------------------------------
 
 

@@ -182,14 +182,29 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: fl
     return out
 
 
-def _letterbox(img: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float, float, float]:
-    """The image scaled into a size x size square (aspect kept, zero padding), and the scale and
-    offset that map square pixels back to image pixels (x_img = (x_sq - off) / scale)."""
+# The index maps of cv2.rotate's turns (frame pixel x, y -> turned pixel), for a frame w x h:
+# _letterbox warps the frame into the turned square at once, instead of turning the whole frame
+# first (three full-frame copies a detection, for three 192-px squares).
+_TURNS = {
+    cv2.ROTATE_90_CLOCKWISE: lambda w, h: np.array([[0, -1, h - 1], [1, 0, 0], [0, 0, 1]], np.float64),
+    cv2.ROTATE_180: lambda w, h: np.array([[-1, 0, w - 1], [0, -1, h - 1], [0, 0, 1]], np.float64),
+    cv2.ROTATE_90_COUNTERCLOCKWISE: lambda w, h: np.array([[0, 1, 0], [-1, 0, w - 1], [0, 0, 1]], np.float64),
+}
+
+
+def _letterbox(img: np.ndarray, size: int = INPUT_SIZE,
+               turn: int | None = None) -> tuple[np.ndarray, float, float, float]:
+    """The image (turned first by ``turn``, a cv2.rotate code) scaled into a size x size square
+    (aspect kept, zero padding), and the scale and offset that map square pixels back to the
+    turned image's pixels (x_img = (x_sq - off) / scale)."""
     h, w = img.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    th, tw = (w, h) if turn in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE) else (h, w)
+    scale = size / max(th, tw)
+    nw, nh = max(1, round(tw * scale)), max(1, round(th * scale))
     ox, oy = (size - nw) / 2, (size - nh) / 2
     matrix = np.array([[scale, 0, ox], [0, scale, oy]], np.float64)
+    if turn is not None:
+        matrix = matrix @ _TURNS[turn](w, h)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     square = cv2.warpAffine(img, matrix, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT)
     return square, scale, ox, oy
@@ -331,16 +346,16 @@ class MeshAnalyzer:
         frame, its tiles, and the whole frame turned by 90, 180 and 270 degrees (BlazeFace reads
         faces up to ~45 degrees off upright; the turned passes cover the rest of the circle)."""
         h, w = img.shape[:2]
-        passes = [(img[y0:y1, x0:x1], np.array([[1, 0, x0], [0, 1, y0]], np.float64))
+        passes = [(img[y0:y1, x0:x1], None, np.array([[1, 0, x0], [0, 1, y0]], np.float64))
                   for x0, y0, x1, y1 in [(0, 0, w, h)] + tiles((h, w), self.tile)]
         if self.rotations:
-            # cv2.rotate is exact; each matrix maps the turned image's points back to the frame's.
-            passes += [(cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE), np.array([[0, 1, 0], [-1, 0, h]], np.float64)),
-                       (cv2.rotate(img, cv2.ROTATE_180), np.array([[-1, 0, w], [0, -1, h]], np.float64)),
-                       (cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE), np.array([[0, -1, w], [1, 0, 0]], np.float64))]
+            # Each matrix maps the turned image's points back to the frame's.
+            passes += [(img, cv2.ROTATE_90_CLOCKWISE, np.array([[0, 1, 0], [-1, 0, h]], np.float64)),
+                       (img, cv2.ROTATE_180, np.array([[-1, 0, w], [0, -1, h]], np.float64)),
+                       (img, cv2.ROTATE_90_COUNTERCLOCKWISE, np.array([[0, -1, w], [1, 0, 0]], np.float64))]
         all_boxes, all_kps, all_scores = [], [], []
-        for part, back in passes:
-            square, scale, ox, oy = _letterbox(part)
+        for part, turn, back in passes:
+            square, scale, ox, oy = _letterbox(part, turn=turn)
             boxes, kps, scores = self._detect_square(square)
             if not len(scores):
                 continue
