@@ -182,6 +182,19 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: fl
     return out
 
 
+def _input_tensor(bgr: np.ndarray, divisor: float, shift: float) -> np.ndarray:
+    """A model's input, 1 x 3 x H x W float32 RGB: pixel / divisor - shift. The channels are put in
+    order and planes on the uint8 image (cv2), then converted: the same values as converting the
+    strided, channel-reversed view, in a third of the time (2500 runs every 300 frames of a
+    six-face 1080p clip)."""
+    planes = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
+    x = planes.astype(np.float32)
+    x /= divisor
+    if shift:
+        x -= shift
+    return x[None]
+
+
 # The index maps of cv2.rotate's turns (frame pixel x, y -> turned pixel), for a frame w x h:
 # _letterbox warps the frame into the turned square at once, instead of turning the whole frame
 # first (three full-frame copies a detection, for three 192-px squares).
@@ -337,8 +350,7 @@ class MeshAnalyzer:
 
     def _detect_square(self, square: np.ndarray):
         det, _ = self._session()
-        x = (square[:, :, ::-1].astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
-        raw_boxes, raw_scores = det.run(None, {det.get_inputs()[0].name: np.ascontiguousarray(x)})
+        raw_boxes, raw_scores = det.run(None, {det.get_inputs()[0].name: _input_tensor(square, 127.5, 1.0)})
         return decode_detections(raw_boxes, raw_scores, self.min_score)
 
     def detect(self, img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
@@ -379,8 +391,7 @@ class MeshAnalyzer:
         m = roi_matrix(centre, size, angle)
         crop = cv2.warpAffine(img, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT)
-        x = (crop[:, :, ::-1].astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-        raw, flag = mesh.run(None, {mesh.get_inputs()[0].name: np.ascontiguousarray(x)})
+        raw, flag = mesh.run(None, {mesh.get_inputs()[0].name: _input_tensor(crop, 255.0, 0.0)})
         pts = raw.reshape(NUM_POINTS, 3)[:, :2].astype(np.float64)
         inv = cv2.invertAffineTransform(m)
         pts = pts @ inv[:, :2].T + inv[:, 2]
