@@ -36,6 +36,7 @@ import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Iterable
 
@@ -484,14 +485,17 @@ class MeshAnalyzer:
         is left to follow; the faces of the frame before followed on the others.
 
         Items are (image, embed) or (image, embed, still_thumbnail): a frame without faces to follow
-        whose still_thumbnail (still_thumbnail()) is still_frame() of the last frame the detector found
-        nothing on within the chunk (a static shot without faces) is not looked at again: nothing came
-        into view there. The chunk's first frame is always looked at."""
+        whose still_thumbnail (still_thumbnail(), or a function that makes it: only frames without
+        faces to follow need one) is still_frame() of the last frame the detector found nothing on
+        within the chunk (a static shot without faces) is not looked at again: nothing came into
+        view there. The chunk's first frame is always looked at."""
         out: list[list[dict]] = []
         empty_at = None  # thumbnail of the last frame of this chunk the detector found no face on
         for img, embed, *rest in items:
             follow = out[-1] if out and out[-1] and self.follow else None
             thumb = rest[0] if rest else None
+            if follow is None and callable(thumb):
+                thumb = thumb()
             if (follow is None and self.follow and thumb is not None and empty_at is not None
                     and still_frame(thumb, empty_at)):
                 out.append([])
@@ -520,12 +524,14 @@ class MeshAnalyzer:
             if chunk:
                 yield chunk
 
-        images = ((frame.bgr(), embed, still_thumbnail(frame)) for frame, embed in items)
         workers = self.threads
         if workers <= 1:
-            for chunk in chunks(images):
+            # In this process the thumbnail is made only for a frame that needs one (no faces to follow).
+            lazy = ((frame.bgr(), embed, partial(still_thumbnail, frame)) for frame, embed in items)
+            for chunk in chunks(lazy):
                 yield from self.analyze_chunk(chunk)
             return
+        images = ((frame.bgr(), embed, still_thumbnail(frame)) for frame, embed in items)
         # Forked before the first frame is decoded and before ONNX Runtime starts its threads.
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
