@@ -172,16 +172,20 @@ def test_recall_on_turned_faces_and_small_faces_beats_hog(analyzer, hog, t1):
     assert figures["faces < 40 px"][0] == 6 and figures["faces < 40 px"][1] <= 4
 
 
-@pytest.mark.parametrize("size", [(1920, 1080), (640, 360), (1080, 1920)])
-def test_a_turned_pass_is_the_turned_frame_letterboxed(t1, size):
-    """The detector's turned passes warp the frame into the turned square at once: the same
-    pixels as cv2.rotate's turned frame letterboxed, so the back maps of detect() still hold."""
+@pytest.mark.parametrize("size, exact", [((1920, 1080), True), ((640, 360), True), ((1080, 1920), True),
+                                         ((1280, 886), False), ((333, 886), False)])
+def test_a_turned_pass_is_the_turned_frame_letterboxed(t1, size, exact):
+    """The detector's turned passes warp the frame into the turned square at once: the same pixels
+    as cv2.rotate's turned frame letterboxed at the common video sizes, and within 1 of 255 at any
+    other (one warp's fixed-point coordinates round differently from two), so the back maps of
+    detect() still hold."""
     frame = cv2.resize(t1, size, interpolation=cv2.INTER_AREA)
     for turn in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE):
         square, *where = mesh._letterbox(frame, turn=turn)
         expected, *expected_where = mesh._letterbox(cv2.rotate(frame, turn))
         assert where == expected_where
-        assert np.array_equal(square, expected), (size, turn)
+        difference = np.abs(square.astype(int) - expected.astype(int)).max()
+        assert difference == 0 if exact else difference <= 1, (size, turn, difference)
 
 
 # -- the swap ---------------------------------------------------------------------------------

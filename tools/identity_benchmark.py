@@ -244,9 +244,11 @@ def with_insides(image, other, pts, contours):
     import cv2
     import numpy as np
 
+    from facepipe.models.mesh_swap import _poly_mask  # the swap's own filling of a mesh contour
+
     mask = np.zeros(image.shape[:2], np.uint8)
     for idx in contours:
-        cv2.fillPoly(mask, [np.round(pts[idx]).astype(np.int32)], 1)
+        mask |= _poly_mask(pts, idx, mask.shape) > 0
     r = max(1, int(INSIDES_MARGIN * float(np.ptp(pts[:, 0]))))
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), r / 2 + 0.5)[..., None]

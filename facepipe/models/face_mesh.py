@@ -198,7 +198,9 @@ def _input_tensor(bgr: np.ndarray, divisor: float, shift: float) -> np.ndarray:
 
 # The index maps of cv2.rotate's turns (frame pixel x, y -> turned pixel), for a frame w x h:
 # _letterbox warps the frame into the turned square at once, instead of turning the whole frame
-# first (three full-frame copies a detection, for three 192-px squares).
+# first (three full-frame copies a detection, for three 192-px squares). The pixels are those of
+# the turned frame letterboxed at the common video sizes; at others a few differ by 1 of 255 (one
+# warp's fixed-point coordinates round differently from two's).
 _TURNS = {
     cv2.ROTATE_90_CLOCKWISE: lambda w, h: np.array([[0, -1, h - 1], [1, 0, 0], [0, 0, 1]], np.float64),
     cv2.ROTATE_180: lambda w, h: np.array([[-1, 0, w - 1], [0, -1, h - 1], [0, 0, 1]], np.float64),
