@@ -306,23 +306,28 @@ _REBLUR = 1.0
 _EDGE_SHARE = 0.10
 
 
-def _gradient(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gradient(gray: np.ndarray, magnitude: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    return np.hypot(gx, gy), gx, gy
+    return (np.hypot(gx, gy) if magnitude else None), gx, gy
 
 
-def _edge_peaks(mag: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-    """Where the gradient magnitude is a maximum across the edge (non-maximum suppression along the
-    gradient's direction, quantised to 45 degrees, as Canny's)."""
-    angle = (np.round(np.arctan2(gy, gx) / (np.pi / 4)).astype(int)) % 4
-    pad = np.pad(mag, 1, mode="edge")
+def _edge_peaks(mag: np.ndarray, gx: np.ndarray, gy: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Which of the pixels (ys, xs) are maxima of the gradient magnitude across the edge (non-maximum
+    suppression along the gradient's direction, quantised to 45 degrees, as Canny's; beyond the
+    image's edge its edge pixels repeat). Only these pixels are read: blur_sigma's candidates are a
+    tenth of the region."""
+    angle = (np.round(np.arctan2(gy[ys, xs], gx[ys, xs]) / (np.pi / 4)).astype(int)) % 4
+    dy, dx = _PEAK_STEPS[angle].T
     h, w = mag.shape
-    peak = np.zeros(mag.shape, bool)
-    for d, (dy, dx) in enumerate(((0, 1), (1, 1), (1, 0), (1, -1))):
-        fwd = pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-        bwd = pad[1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
-        peak |= (angle == d) & (mag >= fwd) & (mag >= bwd)
-    return peak
+    here = mag[ys, xs]
+    fwd = mag[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+    bwd = mag[np.clip(ys - dy, 0, h - 1), np.clip(xs - dx, 0, w - 1)]
+    return (here >= fwd) & (here >= bwd)
+
+
+# The neighbour's step (dy, dx) across an edge for each quantised gradient direction (0, 45, 90, 135
+# degrees).
+_PEAK_STEPS = np.array([(0, 1), (1, 1), (1, 0), (1, -1)])
 
 
 def blur_sigma(gray: np.ndarray, mask: np.ndarray) -> float:
@@ -333,25 +338,29 @@ def blur_sigma(gray: np.ndarray, mask: np.ndarray) -> float:
     dark brow, make-up) cancels, which the Laplacian's variance counts. 0 where there are no edges."""
     g = gray.astype(np.float32)
     m1, gx, gy = _gradient(g)
-    m2 = _gradient(cv2.GaussianBlur(g, (0, 0), _REBLUR))[0]
     vals = m1[mask]
     if vals.size < 16:
         return 0.0
-    sel = mask & (m1 >= np.quantile(vals, 1 - _EDGE_SHARE)) & (m1 > 1.0)
-    sel &= _edge_peaks(m1, gx, gy)
-    r = m1[sel] / np.maximum(m2[sel], 1e-6)
+    ys, xs = np.nonzero(mask & (m1 >= np.quantile(vals, 1 - _EDGE_SHARE)) & (m1 > 1.0))
+    peak = _edge_peaks(m1, gx, gy, ys, xs)
+    ys, xs = ys[peak], xs[peak]
+    # The re-blurred gradient is read at those pixels only.
+    _, bx, by = _gradient(cv2.GaussianBlur(g, (0, 0), _REBLUR), magnitude=False)
+    r = m1[ys, xs] / np.maximum(np.hypot(bx[ys, xs], by[ys, xs]), 1e-6)
     r = r[r > 1.001]
     if r.size < 8:
         return 0.0
     return float(np.median(_REBLUR / np.sqrt(r ** 2 - 1)))
 
 
-def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float]:
-    """The warped face blurred to the target's blur over ``region`` (blur_sigma), and the sigma used
-    (the smallest tried that makes it at least as blurred as the target's; 0 when it already is)."""
-    t_gray = cv2.cvtColor(target, cv2.COLOR_BGR2GRAY)
+def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray,
+                    goal: float | None = None) -> tuple[np.ndarray, float]:
+    """The warped face blurred to the target's blur over ``region`` (blur_sigma; ``goal``: that blur
+    where the caller has it already), and the sigma used (the smallest tried that makes it at least
+    as blurred as the target's; 0 when it already is)."""
     w_gray = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY)
-    goal = blur_sigma(t_gray, region)
+    if goal is None:
+        goal = blur_sigma(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), region)
     prev_sigma, prev_b = 0.0, blur_sigma(w_gray, region)
     if prev_b >= goal or goal <= 0:
         return warped, 0.0
@@ -848,8 +857,9 @@ class MeshSwapper(PixelSwapper):
         # estimate is a ratio at edges, so their contrast does not set the goal, and they are the
         # face's surest edges.
         region = core > 0
-        warped, blur = match_sharpness(warped, target, region)
-        ramp = RAMP_GAIN * blur_sigma(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), region)
+        target_blur = blur_sigma(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), region)
+        warped, blur = match_sharpness(warped, target, region, target_blur)
+        ramp = RAMP_GAIN * target_blur
         if blur > 0 and 2 * ramp > k:
             # The edge of the pasted face is no sharper than the target either: on a defocused face
             # the feather's ramp (sigma k/2) would otherwise be the sharpest thing in it. Its width
