@@ -188,6 +188,55 @@ def test_a_turned_pass_is_the_turned_frame_letterboxed(t1, size, exact):
         assert difference == 0 if exact else difference <= 1, (size, turn, difference)
 
 
+@pytest.mark.parametrize("size", [(1920, 1080), (640, 360)])
+def test_a_packed_square_holds_each_turned_frame_letterboxed(t1, size):
+    """Where the frame is wide, two whole-frame passes share a square (upright and 180 degrees, or
+    90 and 270): each one's place in it is that turned frame letterboxed at the pack's scale, within
+    1 of 255, and nothing of one reaches the other's place."""
+    frame = cv2.resize(t1, size, interpolation=cv2.INTER_AREA)
+    for turns in ([None, cv2.ROTATE_180], [cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE]):
+        square, scale, offsets = mesh._pack(frame, turns)
+        tw, th = mesh._turned_shape(frame, turns[0])
+        assert scale >= mesh.PACK_MIN_SCALE * mesh._layout(tw, th, 1)[0]
+        alone = []
+        for turn, (ox, oy) in zip(turns, offsets):
+            turned = frame if turn is None else cv2.rotate(frame, turn)
+            matrix = np.array([[scale, 0, ox], [0, scale, oy]], np.float64)
+            alone.append(cv2.warpAffine(turned, matrix, square.shape[1::-1], flags=cv2.INTER_AREA,
+                                        borderMode=cv2.BORDER_CONSTANT))
+        assert not ((alone[0] > 0) & (alone[1] > 0)).any()
+        assert np.abs(square.astype(int) - alone[0] - alone[1]).max() <= 1
+
+
+def test_faces_in_a_wide_frame_are_found_at_every_turn_with_packed_passes(analyzer, t1, monkeypatch):
+    """A 16:9 frame's whole-frame passes run two to a square (8 detector runs at 1080p: 2 packed
+    squares and 6 tiles, instead of 12), and the faces of each turned frame are still found where
+    they are, through each packed image's own map back to the frame."""
+    crop = t1[60:560, 250:900]  # three of t1's people, enlarged to faces of ~240 px
+    people = np.array([T1_PEOPLE[k] for k in ("dark-haired woman", "man in grey", "man in red")], float)
+    enlarge = 1080 / crop.shape[0]
+    crop = cv2.resize(crop, None, fx=enlarge, fy=enlarge, interpolation=cv2.INTER_CUBIC)
+    frame = np.full((1080, 1920, 3), 90, np.uint8)
+    x0 = (1920 - crop.shape[1]) // 2
+    frame[:, x0:x0 + crop.shape[1]] = crop
+    truth = (people - (250, 60)) * enlarge + (x0, 0)
+    runs = []
+    detect_square = analyzer._detect_square
+    monkeypatch.setattr(analyzer, "_detect_square", lambda square: runs.append(1) or detect_square(square))
+    h, w = frame.shape[:2]
+    turns = {None: lambda p: p, cv2.ROTATE_90_CLOCKWISE: lambda p: np.stack([h - 1 - p[:, 1], p[:, 0]], 1),
+             cv2.ROTATE_180: lambda p: np.stack([w - 1 - p[:, 0], h - 1 - p[:, 1]], 1),
+             cv2.ROTATE_90_COUNTERCLOCKWISE: lambda p: np.stack([p[:, 1], w - 1 - p[:, 0]], 1)}
+    for turn, moved in turns.items():
+        img = frame if turn is None else cv2.rotate(frame, turn)
+        runs.clear()
+        found = analyzer.detect(img)
+        assert len(runs) == 8, (turn, len(runs))
+        centres = [(box[:2] + box[2:]) / 2 for box, _, _ in found]
+        hits = sum(any(np.linalg.norm(c - p) < 60 for c in centres) for p in moved(truth))
+        assert hits == 3, (turn, hits, centres)
+
+
 # -- the swap ---------------------------------------------------------------------------------
 
 
