@@ -217,7 +217,8 @@ PACK_GAP = 4
 PACK_MIN_SCALE = 0.85
 
 
-def _layout(tw: int, th: int, n: int, size: int = INPUT_SIZE) -> tuple[float, list[tuple[float, float]], tuple[int, int]]:
+def _layout(tw: int, th: int, n: int,
+            size: int = INPUT_SIZE) -> tuple[float, list[tuple[float, float]], tuple[int, int]]:
     """The scale, the offsets (x, y) and the scaled size of n images of tw x th laid side by side
     or one above the other (whichever scales them larger) in a size x size square, centred; for
     one image, the letterbox."""
