@@ -28,6 +28,11 @@ the mouth's inner lip contour taken from the classic warp's result (which brings
 its irises, the whites it shows, its teeth): how much of the distance lies in what the mesh swap
 keeps of the target there (its gaze, blinks and mouth, i.e. its expression).
 
+--shifts N measures again on the photos less their first 0..N-1 rows and columns: the same pixels at
+another place in the detector's input, which moves the detection's box and so every mesh point by
+a fraction of a pixel, as a camera's pan does. The medians move with it (see docs/benchmarks.md):
+a difference between two versions smaller than that range is not shown by one run.
+
 --package-root runs the swap of another checkout (e.g. ``git archive 1da6d4d | tar -x -C DIR``)
 in a subprocess, while the faces are found and measured by this checkout's analyzer, so figures of
 two versions differ only by their swap. Nothing is asserted; figures are measured here and now.
@@ -138,13 +143,17 @@ def analyzer(models: Path):
     return mesh.MeshAnalyzer(models / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
 
 
-def photos():
+def photos(shift: int = 0):
+    """t1.jpg and the astronaut (BGR), less their first ``shift`` rows and columns: the same pixels,
+    at another place in the detector's input (as a camera's pan moves them)."""
     import cv2
+    import numpy as np
     from skimage import data
 
     from facepipe.media import demo
 
-    return cv2.imread(str(demo.insightface_image("t1.jpg"))), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    images = cv2.imread(str(demo.insightface_image("t1.jpg"))), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    return tuple(np.ascontiguousarray(img[shift:, shift:]) for img in images)
 
 
 def largest(faces):
@@ -178,11 +187,11 @@ def face_crop(img, pts, margin: float = 0.25):
 
 
 def identity(an, root, strengths, save: Path | None, repeat: int = 1, swapper: str = MESH,
-             insides: bool = False) -> dict:
+             insides: bool = False, shift: int = 0) -> dict:
     import cv2
     import numpy as np
 
-    t1, astronaut = photos()
+    t1, astronaut = photos(shift)
     t1_faces = sorted(an.analyze(t1), key=lambda f: f["landmarks"][:, 0].mean())
     ast = largest(an.analyze(astronaut))
     names = [f"t1 face {i + 1}" for i in range(len(t1_faces))]
@@ -255,13 +264,13 @@ def with_insides(image, other, pts, contours):
     return np.clip(np.round(image * (1 - alpha) + other * alpha), 0, 255).astype(np.uint8)
 
 
-def mouth(an, root, swapper: str = MESH) -> dict:
+def mouth(an, root, swapper: str = MESH, shift: int = 0) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(REPO))  # the checkout's tests package
     from tests.test_mesh import _dark_gap, _open_mouth, _opening
 
-    t1, astronaut = photos()
+    t1, astronaut = photos(shift)
     source = max(an.analyze(t1, embed=False), key=lambda f: f["landmarks"][:, 0].mean())  # the right woman
     target = largest(an.analyze(astronaut, embed=False))
     pts = target["landmarks"].astype(np.float64)
@@ -280,6 +289,33 @@ def mouth(an, root, swapper: str = MESH) -> dict:
             "r mesh read": float(np.corrcoef(read["swap"], read["target"])[0, 1])}
 
 
+def report(package: str, ident: dict, m: dict | None, strengths: list, swapper: str, insides: bool) -> None:
+    """Print one run's figures: each pair's distances, the medians, the insides' and the mouth's."""
+    import numpy as np
+
+    width = max(len(p) for p in ident["pairs"])
+    print(f"{swapper} swap of {package}\ndlib distance to the source (lower is closer; same person < 0.6):")
+    print(f"{'pair':<{width}}  no swap  " + "  ".join(f"st {ident[f'shape_transfer {s}']['used']}"
+                                                     for s in strengths))
+    for i, name in enumerate(ident["pairs"]):
+        print(f"{name:<{width}}  {ident['no swap'][i]:7.3f}  " +
+              "  ".join(f"{ident[f'shape_transfer {s}']['distance'][i]:5.3f}" for s in strengths))
+    for s in strengths:
+        fig = ident[f"shape_transfer {s}"]
+        print(f"median at shape_transfer {s} ({fig['used']}): {fig['median']:.3f}; "
+              f"swap {1000 * fig['median seconds per face']:.1f} ms CPU per face (median of the faces)")
+    print(f"median without a swap: {float(np.median(ident['no swap'])):.3f}")
+    if insides:
+        fig = ident["insides"]
+        print(f"{MESH} at shape_transfer {fig['shape_transfer']} with the insides of {CLASSIC}'s result "
+              f"(median; {CLASSIC} alone: {float(np.nanmedian(fig['classic'])):.3f}):")
+        for part in insides_contours():
+            print(f"  {part:<16s} {float(np.nanmedian(fig[part])):.3f}")
+    if m is not None:
+        print(f"mouth opening's correlation with the target's (default shape_transfer): dark inside of the mouth "
+              f"r = {m['r dark gap']:.3f}, face mesh's inner-lip gap r = {m['r mesh read']:.3f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--package-root", type=Path, help="a checkout whose facepipe does the swap")
@@ -293,6 +329,9 @@ def main(argv=None) -> int:
                         f"{CLASSIC}: the classic 68-point warp)")
     parser.add_argument("--insides", action="store_true",
                         help="also the mesh swap with the classic warp's eyes' and mouth's insides (what they cost)")
+    parser.add_argument("--shifts", type=int, default=1,
+                        help="run on the photos less their first 0..N-1 rows and columns (the same pixels, elsewhere "
+                        "in the detector's input) and print each run's medians, their mean and range")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -307,34 +346,35 @@ def main(argv=None) -> int:
     an = analyzer(args.models)
     # shape_transfer is the mesh swap's option: another swapper runs once.
     strengths = [0, DEFAULT] if args.swapper == MESH else [DEFAULT]
-    figures = {"package": str(root or REPO),
-               "identity": identity(an, root, strengths, args.save, args.repeat, args.swapper, args.insides)}
-    ident = figures["identity"]
-    width = max(len(p) for p in ident["pairs"])
-    print(f"{args.swapper} swap of {figures['package']}\ndlib distance to the source (lower is closer; "
-          f"same person < 0.6):")
-    print(f"{'pair':<{width}}  no swap  " + "  ".join(f"st {ident[f'shape_transfer {s}']['used']}"
-                                                     for s in strengths))
-    for i, name in enumerate(ident["pairs"]):
-        print(f"{name:<{width}}  {ident['no swap'][i]:7.3f}  " +
-              "  ".join(f"{ident[f'shape_transfer {s}']['distance'][i]:5.3f}" for s in strengths))
-    for s in strengths:
-        fig = ident[f"shape_transfer {s}"]
-        fig["median"] = float(np.nanmedian(fig["distance"]))
-        fig["median seconds per face"] = statistics.median(fig["seconds per face"])
-        print(f"median at shape_transfer {s} ({fig['used']}): {fig['median']:.3f}; "
-              f"swap {1000 * fig['median seconds per face']:.1f} ms CPU per face (median of the faces)")
-    print(f"median without a swap: {float(np.median(ident['no swap'])):.3f}")
-    if args.insides:
-        fig = ident["insides"]
-        print(f"{MESH} at shape_transfer {fig['shape_transfer']} with the insides of {CLASSIC}'s result "
-              f"(median; {CLASSIC} alone: {float(np.nanmedian(fig['classic'])):.3f}):")
-        for part in insides_contours():
-            print(f"  {part:<16s} {float(np.nanmedian(fig[part])):.3f}")
-    if not args.no_mouth:
-        figures["mouth"] = m = mouth(an, root, args.swapper)
-        print(f"mouth opening's correlation with the target's (default shape_transfer): dark inside of the mouth "
-              f"r = {m['r dark gap']:.3f}, face mesh's inner-lip gap r = {m['r mesh read']:.3f}")
+    figures = {"package": str(root or REPO), "shifts": []}
+    for shift in range(max(1, args.shifts)):
+        ident = identity(an, root, strengths, args.save if shift == 0 else None, args.repeat, args.swapper,
+                         args.insides, shift)
+        for s in strengths:
+            fig = ident[f"shape_transfer {s}"]
+            fig["median"] = float(np.nanmedian(fig["distance"]))
+            fig["median seconds per face"] = statistics.median(fig["seconds per face"])
+        m = None if args.no_mouth else mouth(an, root, args.swapper, shift)
+        if shift == 0:
+            figures["identity"], figures["mouth"] = ident, m
+            report(figures["package"], ident, m, strengths, args.swapper, args.insides)
+        figures["shifts"].append({"shift": shift, "mouth": m, **{
+            f"median at shape_transfer {ident[f'shape_transfer {s}']['used']}": ident[f"shape_transfer {s}"]["median"]
+            for s in strengths}})
+    if len(figures["shifts"]) > 1:
+        print(f"the photos less their first 0..{len(figures['shifts']) - 1} rows and columns (the same pixels, "
+              "elsewhere in the detector's input):")
+        keys = [k for k in figures["shifts"][0] if k.startswith("median")]
+        rows = [[f[k] for k in keys] + ([] if args.no_mouth else [f["mouth"]["r dark gap"], f["mouth"]["r mesh read"]])
+                for f in figures["shifts"]]
+        names = keys + ([] if args.no_mouth else ["mouth r, dark inside", "mouth r, mesh read"])
+        for shift, row in enumerate(rows):
+            print(f"  shift {shift}: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, row)))
+        table = np.array(rows)
+        figures["over shifts"] = {n: {"mean": float(table[:, i].mean()), "min": float(table[:, i].min()),
+                                      "max": float(table[:, i].max())} for i, n in enumerate(names)}
+        for n, f in figures["over shifts"].items():
+            print(f"  {n}: mean {f['mean']:.3f} (from {f['min']:.3f} to {f['max']:.3f})")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1, default=float))
     return 0
