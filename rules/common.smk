@@ -519,17 +519,17 @@ def manifest(wildcards):
         raise WorkflowError(str(exc))
 
 
-# A job with fewer segments than cores would leave cores idle in detection: each of its segment jobs
-# for detection takes a share of them (the offline backend's worker processes, which give the same
-# faces tables as one; the decoder's threads); at most this many, so a cluster job does not ask for a
-# node. The render keeps 1 thread: x264's output depends on its thread count, and a segment encoded
+# A job with fewer segments than cores would leave cores idle in detection and the swap: each of its
+# segment jobs for them takes a share (the offline backend's worker processes, which give the same
+# faces tables and patches as one; the decoder's threads); at most this many, so a cluster job does
+# not ask for a node. The render keeps 1 thread: x264's output depends on its thread count, and a segment encoded
 # again (after a kill, with other --cores) must give the same frames (--set-threads to choose).
 MAX_SEGMENT_THREADS = 8
 
 
 def segment_threads(wildcards):
-    """Threads of a segment's detection job: the cores the job's segments leave idle shared among
-    them, at least 1 (--set-threads still overrides)."""
+    """Threads of a segment's detection or swap job: the cores the job's segments leave idle shared
+    among them, at least 1 (--set-threads still overrides)."""
     import os
 
     try:

@@ -20,7 +20,7 @@ rule swap_faces:
     retries: 3
     conda:
         "../envs/facepipe.yaml"
-    threads: 1
+    threads: segment_threads
     resources:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,

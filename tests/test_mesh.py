@@ -237,6 +237,41 @@ def test_faces_in_a_wide_frame_are_found_at_every_turn_with_packed_passes(analyz
         assert hits == 3, (turn, hits, centres)
 
 
+def test_the_swap_in_worker_processes_makes_the_same_patches_as_one_process(analyzer, t1, astronaut, tmp_path):
+    """A short video's one segment swaps over the job's threads as forked worker processes
+    (facepipe.swap.segment): the same patches, in the same order, as one process makes, with the
+    occlusion masks read from the tracks."""
+    from facepipe.faces.detection import detect_frames
+    from facepipe.media.patches import read_patches
+    from facepipe.media.video import WorkFrame
+    from facepipe.models.zoo import load
+    from facepipe.swap.segment import swap_segment
+    from tests.workflow_helpers import track_still
+
+    frames = [WorkFrame(n + 1, bgr=np.ascontiguousarray(np.roll(t1, 4 * n, axis=1))) for n in range(4)]
+    table = detect_frames(analyzer, frames, crop="landmark_box")
+    tracks, _ = track_still(table, tmp_path / "seg_0000.parquet", "euclidean")
+    rows = tracks.assign(source="source")
+    source = analyzer.analyze(astronaut)[0]
+    adapter = load("mesh_warp", None, [])
+    swappers = {"source": (adapter, adapter.prepare_source(
+        dict(zip(("source_crop", "source_landmarks"), source_patch(astronaut, source["landmarks"])))))}
+    made = {}
+    for workers in (1, 2):
+        out = tmp_path / f"patches_{workers}.parquet"
+        count = swap_segment(tmp_path / "seg_0000.parquet", rows, swappers, out, crop_kind="landmark_box",
+                             occlusion=True, workers=workers)
+        made[workers] = (count, read_patches(out))
+    assert made[1][0] == made[2][0] >= 20  # six faces a frame, four frames
+    one, two = made[1][1], made[2][1]
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    for frame in one:
+        assert [(p.face, p.x, p.y) for p in one[frame]] == [(p.face, p.x, p.y) for p in two[frame]]
+        for a, b in zip(one[frame], two[frame]):
+            assert np.array_equal(a.image, b.image)
+            assert (a.mask is None) == (b.mask is None) and (a.mask is None or np.array_equal(a.mask, b.mask))
+
+
 # -- the swap ---------------------------------------------------------------------------------
 
 

@@ -109,8 +109,9 @@ def frame_before_after(workdir: Path, name: str, target: Path, number: int, segm
 
 
 def track_still(table, faces_file: Path, metric: str):
-    """A one-frame faces table (detect_frames) through the tracking stage, as a still image job
-    runs it: returns the tracks table and the persons (facepipe.faces.tracking)."""
+    """A faces table (detect_frames) through the tracking stage, as a still image job runs it (a
+    table of several frames: as a 25 fps video's one segment): returns the tracks table and the
+    persons (facepipe.faces.tracking)."""
     import numpy as np
 
     from facepipe.faces.detection import THUMB_SIZE, write_faces
@@ -121,8 +122,11 @@ def track_still(table, faces_file: Path, metric: str):
     folder = faces_file.parent
     write_faces(table, folder / "seg_0000.parquet")
     thumb = np.zeros((THUMB_SIZE, THUMB_SIZE, 3), np.uint8).tobytes()
-    write_table([[{"frame": 1, "thumb": thumb}]], folder / "seg_0000.frames.parquet", FRAMES_SCHEMA)
-    manifest = {"is_image": True, "fps": "0/1", "segments": {"seg_0000": 1}, "frames": 1}
+    frames = max(1, int(table["frame"].max()) if len(table) else 1)
+    write_table([[{"frame": n, "thumb": thumb}] for n in range(1, frames + 1)], folder / "seg_0000.frames.parquet",
+                FRAMES_SCHEMA)
+    manifest = {"is_image": frames == 1, "fps": "0/1" if frames == 1 else "25/1", "segments": {"seg_0000": frames},
+                "frames": frames, "ranges": {"seg_0000": {"start": 0}}}
     run_tracking(manifest, folder, folder / "tracks.parquet", folder / "persons.json", track_gap=0,
                  smoothing=0, shot_threshold=30, metric=metric)
     return read_table(folder / "tracks.parquet"), read_sealed_json(folder / "persons.json")["persons"]

@@ -4,10 +4,14 @@ kept, through the job's swapper (facepipe.models)."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from collections import deque, namedtuple
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -57,8 +61,52 @@ def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -
     return {track: app for track, app in appearances.items() if app.samples}
 
 
+# What the swap reads of a tracked face (a row of the tracks table with its source): a plain,
+# picklable tuple, so that batches can go to worker processes.
+TrackedFace = namedtuple("TrackedFace", "seg_frame face filled track person source kps landmarks")
+
+# The batch function of the swap in progress, for worker processes: they are forked once it is set
+# and run it on the batches they are sent (swap_segment's workers).
+_batch_swap = None
+
+
+def _swap_batch(items: list[tuple]):
+    return _batch_swap(items)
+
+
+def _in_order(fn, batches, workers: int):
+    """(batch, fn(batch)) for each batch, in order; over ``workers`` forked processes when more than
+    one (a few batches per worker in flight, so memory stays bounded)."""
+    global _batch_swap
+    if workers <= 1:
+        for batch in batches:
+            yield batch, fn(batch)
+        return
+    _batch_swap = fn
+    # OpenCV's thread pool does not survive a fork (a forked worker that touches it waits for
+    # threads it does not have): the workers inherit one thread, and the processes are the
+    # parallelism.
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            flight: deque = deque()
+            for batch in batches:
+                flight.append((batch, pool.submit(_swap_batch, batch)))
+                if len(flight) >= 2 * workers:
+                    batch, done = flight.popleft()
+                    yield batch, done.result()
+            while flight:
+                batch, done = flight.popleft()
+                yield batch, done.result()
+    finally:
+        _batch_swap = None
+        cv2.setNumThreads(threads)
+
+
 def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *, crop_kind: str,
-                 what: str = "swap_faces", occlusion: bool = False, masks=None, regions=None) -> int:
+                 what: str = "swap_faces", occlusion: bool = False, masks=None, regions=None,
+                 workers: int = 1) -> int:
     """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
     the face patches, in the tracks' order within each frame.
 
@@ -73,9 +121,12 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     each patch carries its paste mask, which the render and the enhancer paste through.
     regions: the face regions swapped (face_mask region on the offline swaps, from the mesh);
     the rest of the face keeps the target's pixels.
+    workers: processes the batches are swapped in (forked with the swappers; the same patches, in
+    the same order, as one process makes).
     """
 
-    ordered = tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False)
+    ordered = (TrackedFace(*(getattr(row, field, None) for field in TrackedFace._fields))
+               for row in tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False))
     wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
     progress = Progress(len(wanted), f"{what} (frames with faces to swap)", log)
     counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0, "occluded": 0}
@@ -112,8 +163,11 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
                 out.append((tracked, crop, args))
         return out
 
-    def swapped(items: list[tuple]) -> list[Patch | None]:
+    def swapped(items: list[tuple]) -> tuple[list[Patch | None], int]:
+        """The patches of a batch of (tracked face, crop, swapper arguments), and how many of its faces
+        are partly covered (kept in front)."""
         patches: list[Patch | None] = [None] * len(items)
+        occluded = 0
         for key in dict.fromkeys(tracked.source for tracked, _, _ in items):
             swapper, source = swappers[key]
             index = [i for i, (tracked, _, _) in enumerate(items) if tracked.source == key]
@@ -132,7 +186,7 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
                 kept = np.zeros(crop.shape[:2], np.float32)
                 if appearance is not None:
                     kept = appearance.mask(crop, mesh)
-                    counts["occluded"] += int(kept.any())
+                    occluded += int(kept.any())
                 if regions is not None and mesh.shape[0] == 468:
                     kept = np.maximum(kept, mesh_region_keep(mesh, crop.shape[:2], regions))
                 if kept.any():
@@ -143,9 +197,9 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
             if patch is not None:
                 patch.frame, patch.face = int(tracked.seg_frame), int(tracked.face)
                 patch.kps = np.asarray(tracked.kps, dtype=np.float32).reshape(5, 2)
-        return patches
+        return patches, occluded
 
-    def frames_of_patches():
+    def batches():
         # A row group of whole frames at a time; the faces of consecutive frames go through the
         # swapper together, a batch at a time.
         step = max(swapper.batch_size for swapper, _ in swappers.values()) if swappers else 1
@@ -153,13 +207,18 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
         for table in iter_frame_rows(faces):
             for item in inputs(table):
                 if pending and pending[-1][0].seg_frame != item[0].seg_frame and len(pending) >= step:
-                    yield from by_frame(pending)
+                    yield pending
                     pending = []
                 pending.append(item)
-        yield from by_frame(pending)
+        if pending:
+            yield pending
 
-    def by_frame(items: list[tuple]):
-        patches = swapped(items)
+    def frames_of_patches():
+        for items, (patches, occluded) in _in_order(swapped, batches(), workers):
+            counts["occluded"] += occluded
+            yield from by_frame(items, patches)
+
+    def by_frame(items: list[tuple], patches: list[Patch | None]):
         done = 0
         for _, group in groupby(items, key=lambda item: item[0].seg_frame):
             group = list(group)
@@ -273,6 +332,10 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
         crop_masks = AlignedCropMasks(masks.face_mask, blur=masks.blur, padding=masks.padding, regions=regions,
                                       occluder=load(b.occluder, masks.occluder, **options) if masks.occluder else None,
                                       parser=load(b.parser, masks.parser, **options) if masks.parser else None)
+    # The offline swaps work on the CPU, a face at a time: the job's threads are worker processes (a
+    # short video's one segment would otherwise swap on one core). The learned ones give their
+    # threads to ONNX Runtime.
     return swap_segment(faces, rows, swappers, out, crop_kind=kind, what=f"swap_faces {segment}",
                         occlusion=on_pixels and "occlusion" in masks.face_mask, masks=crop_masks,
-                        regions=regions if on_pixels and "region" in masks.face_mask else None)
+                        regions=regions if on_pixels and "region" in masks.face_mask else None,
+                        workers=max(1, compute.threads) if on_pixels else 1)
