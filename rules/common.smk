@@ -546,6 +546,16 @@ def segment_threads(wildcards):
     return max(1, cores // max(1, segments))
 
 
+def swap_threads(wildcards):
+    """Threads of a segment's swap job: segment_threads for a swapper that works on the frame's
+    pixels (the offline swaps: a face at a time on the CPU, in worker processes); 1 for a learned
+    one (its batches run on the model's device, and a job of 2 threads would wait for the cores
+    that a 1-thread job beside it holds)."""
+    from facepipe.models.registry import spec
+
+    return 1 if spec(JOBS[wildcards.name]["swapper"]).template else segment_threads(wildcards)
+
+
 def final_patches_file(name, segment):
     """Face patches that go into the output: the enhancer's when it runs, else the swap's."""
     stage = "swapped" if JOBS[name]["enhancer"] == "none" else "enhanced"

@@ -20,7 +20,7 @@ rule swap_faces:
     retries: 3
     conda:
         "../envs/facepipe.yaml"
-    threads: segment_threads
+    threads: swap_threads
     resources:
         gpu=gpu_count,
         attempt=lambda wildcards, attempt: attempt,

@@ -200,6 +200,9 @@ def test_demo_runs_offline_out_of_the_box_and_swaps_for_real(tmp_path):
     assert info.has_audio and info.frames == 100 and (info.width, info.height) == (640, 360)
     logs = "".join(p.read_text() for p in (wd / "logs").rglob("*.log"))
     assert "detect_faces" in logs and "STAND-IN" not in logs
+    # One segment on two cores: its detection and its offline swap each take both (worker processes).
+    for stage in ("detect_faces", "swap_faces"):
+        assert "threads 2," in (wd / "logs/demo" / stage / "seg_0000.log").read_text(), stage
 
     # Frame 50 before and after the swap: the largest face (faces=one) changed inside its
     # landmark hull, nothing outside a dilated hull changed.
