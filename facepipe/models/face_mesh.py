@@ -277,7 +277,7 @@ def tiles(shape: tuple[int, int], tile: int = TILE, overlap: float = TILE_OVERLA
         return []
     # At most TILES_ACROSS tiles, overlapping, across the long side: a large frame's small faces
     # are large enough in pixels for coarser tiles, and the detector's cost grows with the number
-    # of tiles (tiles of a third of the side, as before, overlapped into four across).
+    # of tiles (tiles of a third of the side would need a fourth for their overlap).
     tile = max(tile, int(np.ceil(max(h, w) / (TILES_ACROSS - overlap * (TILES_ACROSS - 1)))))
     step = max(1, int(tile * (1 - overlap)))
 
