@@ -522,8 +522,9 @@ def manifest(wildcards):
 # A job with fewer segments than cores would leave cores idle in detection and the swap: each of its
 # segment jobs for them takes a share (the offline backend's worker processes, which give the same
 # faces tables and patches as one; the decoder's threads); at most this many, so a cluster job does
-# not ask for a node. The render keeps 1 thread: x264's output depends on its thread count, and a segment encoded
-# again (after a kill, with other --cores) must give the same frames (--set-threads to choose).
+# not ask for a node. The render keeps 1 thread: x264's output depends on its thread count, and a
+# segment encoded again (after a kill, with other --cores) must give the same frames (--set-threads
+# to choose).
 MAX_SEGMENT_THREADS = 8
 
 
@@ -551,9 +552,9 @@ def swap_threads(wildcards):
     pixels (the offline swaps: a face at a time on the CPU, in worker processes); 1 for a learned
     one (its batches run on the model's device, and a job of 2 threads would wait for the cores
     that a 1-thread job beside it holds)."""
-    from facepipe.models.registry import spec
+    from facepipe.models.registry import works_on_pixels
 
-    return 1 if spec(JOBS[wildcards.name]["swapper"]).template else segment_threads(wildcards)
+    return segment_threads(wildcards) if works_on_pixels(JOBS[wildcards.name]["swapper"]) else 1
 
 
 def final_patches_file(name, segment):

@@ -195,7 +195,7 @@ def test_a_packed_square_holds_each_turned_frame_letterboxed(t1, size):
     1 of 255, and nothing of one reaches the other's place."""
     frame = cv2.resize(t1, size, interpolation=cv2.INTER_AREA)
     for turns in ([None, cv2.ROTATE_180], [cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE]):
-        square, scale, offsets = mesh._pack(frame, turns)
+        square, scale, offsets, _ = mesh._pack(frame, turns)
         tw, th = mesh._turned_shape(frame, turns[0])
         assert scale >= mesh.PACK_MIN_SCALE * mesh._layout(tw, th, 1)[0]
         alone = []

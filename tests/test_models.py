@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from facepipe.models.alignment import TEMPLATES
-from facepipe.models import BACKENDS, LEARNED, MODELS, ROLES, crop_kind, crop_size, model_path, models_for, offered
+from facepipe.models import (BACKENDS, LEARNED, MODELS, ROLES, crop_kind, crop_size, model_path, models_for, offered,
+                             works_on_pixels)
 from facepipe.models.zoo import FAMILIES
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -85,6 +86,9 @@ def test_crop_kinds_and_pixel_boost():
     assert crop_kind("inswapper_128") == "aligned:arcface_128:128"
     assert crop_kind("hyperswap_1a_256", 512) == "aligned:arcface_128:512"
     assert crop_kind(BACKENDS["offline"].default_swapper, 512) == "landmark_box"
+    # The offline swaps work on the frame's pixels (their swap jobs take worker processes); the learned ones do not.
+    assert works_on_pixels(BACKENDS["offline"].default_swapper) and works_on_pixels("landmark_warp")
+    assert not works_on_pixels("inswapper_128") and not works_on_pixels("hyperswap_1a_256")
     assert crop_size("inswapper_128", 384) == 384
     for bad in (100, 192, 64):
         with pytest.raises(ValueError, match="multiple"):

@@ -348,8 +348,9 @@ def main(argv=None) -> int:
     strengths = [0, DEFAULT] if args.swapper == MESH else [DEFAULT]
     figures = {"package": str(root or REPO), "shifts": []}
     for shift in range(max(1, args.shifts)):
+        # Each shift's medians only: the saved crops and the insides' figures are shift 0's.
         ident = identity(an, root, strengths, args.save if shift == 0 else None, args.repeat, args.swapper,
-                         args.insides, shift)
+                         args.insides and shift == 0, shift)
         for s in strengths:
             fig = ident[f"shape_transfer {s}"]
             fig["median"] = float(np.nanmedian(fig["distance"]))

@@ -33,4 +33,5 @@ from facepipe.models.registry import (  # noqa: F401
     package_file,
     spec,
     swapper_for,
+    works_on_pixels,
 )

@@ -242,13 +242,14 @@ def _turned_shape(img: np.ndarray, turn: int | None) -> tuple[int, int]:
 
 
 def _pack(img: np.ndarray, turns: list[int | None], size: int = INPUT_SIZE
-          ) -> tuple[np.ndarray, float, list[tuple[float, float]]]:
+          ) -> tuple[np.ndarray, float, list[tuple[float, float]], tuple[int, int]]:
     """The image turned by each of ``turns`` (cv2.rotate codes or None; turned frames of one shape)
-    scaled into one size x size square (_layout, zero padding), and the scale and each one's offset
-    that map square pixels back to its turned image's pixels (x_img = (x_sq - off) / scale)."""
+    scaled into one size x size square (_layout, zero padding), the scale and each one's offset
+    that map square pixels back to its turned image's pixels (x_img = (x_sq - off) / scale), and
+    the size (w, h) each takes in the square."""
     h, w = img.shape[:2]
     tw, th = _turned_shape(img, turns[0])
-    scale, offsets, _ = _layout(tw, th, len(turns), size)
+    scale, offsets, placed = _layout(tw, th, len(turns), size)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     square = None
     for turn, (ox, oy) in zip(turns, offsets):
@@ -258,7 +259,7 @@ def _pack(img: np.ndarray, turns: list[int | None], size: int = INPUT_SIZE
         # Each image is zero outside its place (PACK_GAP apart): the sum is all of them.
         part = cv2.warpAffine(img, matrix, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT)
         square = part if square is None else cv2.add(square, part)
-    return square, scale, offsets
+    return square, scale, offsets, placed
 
 
 def _letterbox(img: np.ndarray, size: int = INPUT_SIZE,
@@ -266,7 +267,7 @@ def _letterbox(img: np.ndarray, size: int = INPUT_SIZE,
     """The image (turned first by ``turn``, a cv2.rotate code) scaled into a size x size square
     (aspect kept, zero padding), and the scale and offset that map square pixels back to the
     turned image's pixels (x_img = (x_sq - off) / scale)."""
-    square, scale, [(ox, oy)] = _pack(img, [turn], size)
+    square, scale, [(ox, oy)], _ = _pack(img, [turn], size)
     return square, scale, ox, oy
 
 
@@ -422,15 +423,14 @@ class MeshAnalyzer:
                    for x0, y0, x1, y1 in tiles((h, w), self.tile)]
         all_boxes, all_kps, all_scores = [], [], []
         for part, turns, backs in passes:
-            square, scale, offsets = _pack(part, turns)
+            square, scale, offsets, placed = _pack(part, turns)
             boxes, kps, scores = self._detect_square(square)
             if not len(scores):
                 continue
             # Each detection belongs to the image of the square nearest its centre.
-            nw, nh = _layout(*_turned_shape(part, turns[0]), len(turns))[2]
             centre = (boxes[:, :2] + boxes[:, 2:]) / 2 * INPUT_SIZE
             off = np.asarray(offsets, np.float64)
-            outside = np.maximum(np.maximum(off[None] - centre[:, None], centre[:, None] - (off + (nw, nh))[None]), 0)
+            outside = np.maximum(np.maximum(off[None] - centre[:, None], centre[:, None] - (off + placed)[None]), 0)
             owner = np.argmin(np.hypot(outside[..., 0], outside[..., 1]), axis=1)
             for i, ((ox, oy), back) in enumerate(zip(offsets, backs)):
                 mine = owner == i

@@ -476,11 +476,16 @@ def batched_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}_batched{path.suffix}")
 
 
+def works_on_pixels(swapper: str) -> bool:
+    """Whether this swapper works on the frame's own pixels around the landmarks (the offline swaps:
+    no alignment template, a face at a time on the CPU) rather than on an aligned crop."""
+    return not spec(swapper).template
+
+
 def crop_kind(swapper: str, pixel_boost: int = 0) -> str:
     """The crop detection keeps of each face for this swapper (facepipe.faces.detection.face_crop): an
-    aligned crop ``aligned:{template}:{side}``, or, for a swapper without a template (the
-    classic one works on the frame's pixels around the landmarks), ``landmark_box``."""
-    s = spec(swapper)
-    if not s.template:
+    aligned crop ``aligned:{template}:{side}``, or, for a swapper that works on pixels
+    (works_on_pixels), ``landmark_box``."""
+    if works_on_pixels(swapper):
         return "landmark_box"
-    return f"aligned:{s.template}:{crop_size(swapper, pixel_boost)}"
+    return f"aligned:{spec(swapper).template}:{crop_size(swapper, pixel_boost)}"

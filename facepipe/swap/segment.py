@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from facepipe.faces import roles
-from facepipe.faces.detection import OutsideCrop, parse_crop_kind, swap_input
+from facepipe.faces.detection import OutsideCrop, swap_input
 from facepipe.faces.embedding import load_source
 from facepipe.faces.selection import SOURCE, choose, parse_map
 from facepipe.media.integrity import read_sealed_json, reject
 from facepipe.media.patches import Patch, write_patches
 from facepipe.media.tables import iter_frame_rows, read_columns
-from facepipe.models import crop_kind
+from facepipe.models import crop_kind, works_on_pixels
 from facepipe.models.backends import METRICS, make_swappers
 from facepipe.models.face_parser import DEFAULT_REGIONS
 from facepipe.progress import Progress
@@ -315,7 +315,7 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
                              threads=compute.threads, batch_size=compute.batch_size, pixel_boost=model.pixel_boost,
                              shape_transfer=model.shape_transfer, source_file=", ".join(embeddings.values()))
     kind = crop_kind(model.swapper, model.pixel_boost)
-    on_pixels = not parse_crop_kind(kind)[0]  # the offline swaps work on the frame's own pixels
+    on_pixels = works_on_pixels(model.swapper)  # the offline swaps
     regions = tuple(masks.regions or DEFAULT_REGIONS)
     crop_masks = None
     if not on_pixels and masks.face_mask:
