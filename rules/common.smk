@@ -554,7 +554,11 @@ def swap_threads(wildcards):
     that a 1-thread job beside it holds)."""
     from facepipe.models.registry import works_on_pixels
 
-    return segment_threads(wildcards) if works_on_pixels(JOBS[wildcards.name]["swapper"]) else 1
+    return (
+        segment_threads(wildcards)
+        if works_on_pixels(JOBS[wildcards.name]["swapper"])
+        else 1
+    )
 
 
 def final_patches_file(name, segment):
