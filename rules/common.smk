@@ -21,7 +21,14 @@ from facepipe.workflow.jobs import (
     read_sheet,
     swap_roles,
 )
-from facepipe.models import BACKENDS, MODELS, batched_path, model_path, models_for
+from facepipe.models import (
+    BACKENDS,
+    MODELS,
+    batched_path,
+    model_files,
+    model_path,
+    models_for,
+)
 from facepipe.workflow.preflight import (
     PreflightError,
     check_face_photos,
@@ -166,7 +173,9 @@ def check_job_photos(name):
     backend = JOBS[name]["backend"]
     cache_dir = Path("resources/embeddings") / code_version("embed_face")
     files = [model_path(key, backend) for key in keys]
-    if not all(file.is_file() for file in files):
+    # Every file they run from, as their rules make them (a converted model's source copy, the
+    # detector's mesh): one missing (a checkout from before a rule made it) is made for the check.
+    if not all(file.is_file() for key in keys for file in model_files(key, backend)):
         made = Path(workflow.snakemake_tmp_dir) / "facepipe-check-models"
         files = models_for_check(backend, keys, made)
         if files is None:

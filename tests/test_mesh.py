@@ -106,6 +106,27 @@ def test_a_cpu_runs_the_checked_tflite_copies_on_litert_with_the_conversions_fac
         MeshAnalyzer(tmp_path / mesh.DETECTOR_FILE, model_path("dlib_resnet_v1", "offline"))
 
 
+def test_the_photo_check_converts_again_for_a_models_folder_without_the_tflite_copies(models, tmp_path):
+    """A models folder from before the copies (the ONNX files and their seals only) is made again
+    for the run's photo check (rules/common.smk check_job_photos asks model_files), never handed to
+    the analyzer as it is."""
+    from facepipe.models import BACKENDS, model_files
+    from facepipe.models.backends import OFFLINE
+    from facepipe.workflow.preflight import models_for_check
+
+    keys = [BACKENDS[OFFLINE].detector, BACKENDS[OFFLINE].recognizer]
+    (tmp_path / "offline").mkdir()
+    for name in (mesh.DETECTOR_FILE, mesh.MESH_FILE):
+        for path in (models / name, models / f"{name}.sha256"):
+            (tmp_path / "offline" / path.name).write_bytes(path.read_bytes())
+    needed = [path for key in keys for path in model_files(key, OFFLINE, tmp_path)]
+    assert mesh.source_copy(tmp_path / "offline" / mesh.MESH_FILE) in needed
+    assert not all(path.is_file() for path in needed)
+    detector, recognizer = models_for_check(OFFLINE, keys, tmp_path)
+    assert all(path.is_file() for path in needed)
+    assert MeshAnalyzer(detector, recognizer).analyze(np.zeros((64, 64, 3), np.uint8)) == []
+
+
 def test_conversion_refuses_a_model_that_differs_from_litert(tmp_path):
     with pytest.raises(MeshModelError, match="differs from LiteRT"):
         mesh.convert(mesh.tflite_path(mesh.MESH_FILE), tmp_path / "m.onnx", tolerance=1e-12)

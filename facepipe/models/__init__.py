@@ -27,6 +27,7 @@ from facepipe.models.registry import (  # noqa: F401
     batched_path,
     crop_kind,
     crop_size,
+    model_files,
     model_path,
     models_for,
     offered,

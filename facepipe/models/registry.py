@@ -414,6 +414,15 @@ def converted_files(key: str, backend_name: str, models_dir: str | Path = "resou
     return [out, out.with_suffix(Path(s.converted_from).suffix)] if s.cpu_runs_source else [out]
 
 
+def model_files(key: str, backend_name: str, models_dir: str | Path = "resources/models") -> list[Path]:
+    """Every file model ``key`` runs from: its own (a converted model's with its source's copy:
+    converted_files) and those of the models it requires (the detector's mesh)."""
+    s = spec(key)
+    own = (converted_files(key, backend_name, models_dir) if s.converted_from
+           else [model_path(key, backend_name, models_dir)])
+    return own + [path for other in s.requires for path in model_files(other, backend_name, models_dir)]
+
+
 def model_path(key: str, backend_name: str, models_dir: str | Path = "resources/models") -> Path:
     """Where the workflow expects model ``key`` when running ``backend_name``.
 

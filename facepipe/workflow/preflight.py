@@ -416,19 +416,19 @@ def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[
     file (seconds; the conversion makes the mesh beside the detector too); a package file is used
     where it is. None when a model would have to be downloaded: the embed_face job checks then."""
     # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
-    from facepipe.models import MODELS, model_path
+    from facepipe.models import MODELS, model_files, model_path
 
     # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
     from facepipe.models.registry import backend as backend_spec
 
     # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
-    from facepipe.models.registry import conversion_source, converted, converter
+    from facepipe.models.registry import conversion_source, converted, converted_files, converter
 
     folder = Path(folder)
     paths = []
     for key in keys:
         spec, where = MODELS[key], model_path(key, backend)
-        if where.is_file():
+        if all(path.is_file() for path in model_files(key, backend)):
             paths.append(where)
         elif backend_spec(backend).standin:
             # lazy: the stand-in builder, with onnx, is slow to import, and only this path needs it
@@ -437,10 +437,9 @@ def models_for_check(backend: str, keys: list[str], folder: str | Path) -> list[
             paths.append(build_standin(key, folder / "standin" / spec.filename))
         elif spec.converted_from:
             for made in converted():
-                target = folder / "offline" / MODELS[made].filename
-                if not target.is_file():
-                    converter(made)(conversion_source(made), target)
-            paths.append(folder / "offline" / spec.filename)
+                if not all(path.is_file() for path in converted_files(made, backend, folder)):
+                    converter(made)(conversion_source(made), model_path(made, backend, folder))
+            paths.append(model_path(key, backend, folder))
         else:
             return None
     return paths
