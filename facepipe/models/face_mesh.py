@@ -430,7 +430,7 @@ class MeshAnalyzer:
         return self._recognizer
 
     def _session(self):
-        """The detector and the mesh, each a function of a BGR uint8 square (MediaPipeModel)."""
+        """The detector and the mesh, each a function of a BGR uint8 square (LiteRTModel or OnnxModel)."""
         if self._sessions is None:
             # lazy: imported only on the path that needs it
             from facepipe.gpu import nvml_memory_mb
