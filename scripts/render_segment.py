@@ -13,7 +13,7 @@ def main(sm, log):
     patches = FramePatches(sm.input.patches)  # verified here, before the encoder starts
     with SegmentWriter(sm.output.video, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
                        encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
-                       threads=sm.threads) as writer:
+                       threads=sm.threads, colour=manifest["colour"]) as writer:
         patched = render_segment(frames, patches, writer)
         progress.close()
         expected = manifest["segments"][segment]

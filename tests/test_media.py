@@ -105,3 +105,69 @@ def test_segments_start_at_the_nearest_keyframe_and_leave_no_sliver():
     assert video.segment_starts(50, 20, [0]) == [0, 20, 40]  # no keyframe near: the length asked for
     assert video.segment_starts(50, 20, [0, 12, 24, 36, 48]) == [0, 24]  # 48 would leave 2 frames
     assert video.segment_starts(26, 25, [0]) == [0]  # a 1-frame last segment joins the one before
+
+
+def test_anamorphic_video_is_worked_at_square_pixels_as_a_player_shows_it(media_dir, tmp_path):
+    # DVD-style anamorphic: 240x180 stored, each pixel 4/3 as wide as tall, shown at 320x180.
+    squeezed = tmp_path / "anamorphic.mp4"
+    ffmpeg.run_ffmpeg(["-i", str(media_dir / "clip.mp4"), "-vf", "scale=240:180,setsar=4/3", "-an",
+                       "-c:v", "libx264", str(squeezed)], what="squeezing")
+    info = ffmpeg.probe(squeezed)
+    assert Fraction(info.sample_aspect) == Fraction(4, 3)
+    plain_info = ffmpeg.probe(media_dir / "clip.mp4")
+    plain_plan = video.plan_segments(media_dir / "clip.mp4", plain_info.__dict__, tmp_path / "plain", max_height=0,
+                                     fps=0, segment_seconds=10)
+    plain = next(video.iter_frames(media_dir / "clip.mp4", tmp_path / "plain", plain_plan, "seg_0000")).bgr()
+    for force_transcode in (False, True):
+        out = tmp_path / f"plan{force_transcode}"
+        manifest = video.plan_segments(squeezed, info.__dict__, out, max_height=0, fps=0, segment_seconds=10,
+                                       force_transcode=force_transcode)
+        assert (manifest["width"], manifest["height"]) == (320, 180)
+        first = next(video.iter_frames(squeezed, out, manifest, "seg_0000")).bgr()
+        # The picture in its true proportions: close to the square-pixel clip it was made from.
+        assert first.shape == (180, 320, 3)
+        assert np.abs(first.astype(int) - plain.astype(int)).mean() < 6
+    assert video.working_size(720, 576, 0, 0, Fraction(64, 45)) == (1024, 576)
+    assert video.working_size(720, 576, 90, 0, Fraction(64, 45)) == (576, 1024)
+    assert video.working_size(1440, 1080, 0, 720, Fraction(4, 3)) == (1280, 720)
+
+
+def _colour(matrix=2, primaries=2, transfer=2, rgb=False):
+    return {"matrix": matrix, "primaries": primaries, "transfer": transfer, "rgb": rgb}
+
+
+def test_the_result_is_labelled_to_show_the_targets_colours():
+    def label(colour, size=(1920, 1080), working=(1920, 1080)):
+        return video.output_colour({"colour": colour, "width": size[0], "height": size[1]}, working)
+
+    # As labelled: BT.709; HLG in BT.2020 passes on its primaries and transfer.
+    assert label(_colour(1, 1, 1)) == {"range": "tv", "colorspace": 1, "color_primaries": 1, "color_trc": 1}
+    assert label(_colour(9, 9, 18)) == {"range": "tv", "colorspace": 9, "color_primaries": 9, "color_trc": 18}
+    # Unlabelled: left so while a player would guess the same matrix for the result as for the
+    # target; labelled with the target's guess when the working size changes the guess.
+    assert label(_colour()) == {"range": "tv"}
+    assert label(_colour(), (640, 360), (640, 360)) == {"range": "tv"}
+    assert label(_colour(), (1920, 1080), (852, 480)) == {"range": "tv", "colorspace": 1}
+    # RGB pixels become YUV by BT.601 (swscale's and OpenCV's matrix).
+    assert label(_colour(0, 1, 13, rgb=True)) == {"range": "tv", "colorspace": 6, "color_primaries": 1,
+                                                  "color_trc": 13}
+
+
+def test_probe_reads_the_colour_label_and_the_segment_writer_puts_it_on(tmp_path):
+    from facepipe.media import demo
+
+    clip = demo.make_clip(demo.insightface_image(), tmp_path / "709.mp4", seconds=0.2, size=(320, 180),
+                          audio=False, extra=["-colorspace", "bt709"])
+    info = ffmpeg.probe(clip)
+    assert info.colour["matrix"] == 1 and not info.colour["rgb"]
+    out = tmp_path / "labelled.mp4"
+    with video.SegmentWriter(out, width=64, height=64, fps="25/1", encoder="libx264", preset="ultrafast",
+                             crf=23, colour={"range": "tv", "colorspace": 1, "color_primaries": 9,
+                                             "color_trc": 18}) as writer:
+        for _ in range(3):
+            writer.write(np.full((96, 64), 128, np.uint8))
+    import av
+
+    with av.open(str(out)) as c:
+        frame = next(c.decode(video=0))
+    assert (frame.colorspace, frame.color_primaries, frame.color_trc, frame.color_range) == (1, 9, 18, 1)

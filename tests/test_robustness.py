@@ -4,6 +4,7 @@ Workflow runs use the stand-in backend: these tests are about the plumbing, not 
 """
 
 import logging
+from fractions import Fraction
 import os
 import shutil
 import signal
@@ -145,7 +146,7 @@ def _awkward_inputs(d: Path) -> dict[str, Path]:
     t1 = demo.insightface_image()
     made = {}
     made["odd"] = d / "odd.mkv"
-    ffmpeg("-loop", "1", "-i", t1, "-vf", "scale=641:361", "-frames:v", "10", "-r", "25", "-c:v", "ffv1",
+    ffmpeg("-loop", "1", "-i", t1, "-vf", "scale=641:361,setsar=1", "-frames:v", "10", "-r", "25", "-c:v", "ffv1",
            made["odd"])
     made["rotated"] = d / "rotated.mp4"
     plain = demo.make_clip(t1, d / "plain.mp4", seconds=0.6, size=(320, 180))
@@ -155,6 +156,11 @@ def _awkward_inputs(d: Path) -> dict[str, Path]:
            "-c:v", "libx264", made["vfr"])
     made["tenbit"] = d / "tenbit.mp4"
     ffmpeg("-i", plain, "-pix_fmt", "yuv420p10le", "-c:v", "libx264", "-c:a", "copy", made["tenbit"])
+    # DVD-style anamorphic (each stored pixel 4/3 as wide as tall, shown at 320x180), labelled BT.709,
+    # which a player shows in other colours than the unlabelled 320x180 it was made from (BT.601).
+    made["anamorphic"] = d / "anamorphic.mp4"
+    ffmpeg("-i", plain, "-vf", "scale=240:180,setsar=4/3,setparams=colorspace=bt709:color_primaries=bt709:"
+           "color_trc=bt709", "-c:v", "libx264", "-c:a", "copy", made["anamorphic"])
     made["oneframe"] = d / "oneframe.mp4"
     ffmpeg("-i", plain, "-frames:v", "1", "-an", "-c:v", "libx264", made["oneframe"])
     made["noface"] = d / "noface.mp4"
@@ -174,7 +180,7 @@ def awkward(wd):
     return made
 
 
-@pytest.mark.parametrize("name", ["odd", "rotated", "vfr", "tenbit", "oneframe", "noface"])
+@pytest.mark.parametrize("name", ["odd", "rotated", "vfr", "tenbit", "anamorphic", "oneframe", "noface"])
 def test_awkward_video_works(wd, awkward, name):
     out = wd / "results" / f"{name}.mp4"
     manifest = files.read_json(wd / f"work/{name}/segments/manifest.json")
@@ -188,6 +194,23 @@ def test_awkward_video_works(wd, awkward, name):
     if name == "vfr":
         assert abs(info.duration - media_ffmpeg.probe(awkward["vfr"]).duration) < 0.1
     assert info.has_audio == media_ffmpeg.probe(awkward[name]).has_audio
+
+
+def test_anamorphic_labelled_video_is_shown_in_its_shape_and_colours(wd, awkward):
+    """A player shows the result as it shows the target: at 16:9, not squeezed to the stored 4:3,
+    and in the target's colours (its BT.709 label kept, not dropped for the BT.601 guessed at this size)."""
+    info = media_ffmpeg.probe(wd / "results/anamorphic.mp4")
+    assert (info.width, info.height) == (320, 180) and Fraction(info.sample_aspect) == 1
+    assert (info.colour["matrix"], info.colour["primaries"], info.colour["transfer"]) == (1, 1, 1)
+    # As a player shows them (PyAV converts by each file's label), the target stretched to 16:9.
+    target = [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA)
+              for f in decoded_frames(awkward["anamorphic"], "bgr24")]
+    result = decoded_frames(wd / "results/anamorphic.mp4", "bgr24")
+    # The mean difference over what the stand-in swap left alone (its face differs by far more than
+    # 30): an unlabelled result, shown by the BT.601 guess, is 3 levels off (red up, blue down).
+    differences = [(r.astype(float) - t).reshape(-1, 3) for t, r in zip(target, result)]
+    shift = np.mean([d[np.abs(d).max(axis=1) < 30].mean(axis=0) for d in differences], axis=0)
+    assert np.abs(shift).max() < 1.0, shift
 
 
 def test_video_without_faces_gets_no_patches_and_its_frames_pass_through(wd, awkward):

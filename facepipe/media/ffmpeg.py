@@ -53,6 +53,13 @@ class ProbeResult:
     audio_tracks: list = field(default_factory=list)
     # The streams the result cannot keep (subtitles, data, attachments, extra video), described.
     other_streams: list = field(default_factory=list)
+    # The shape of one stored pixel, "num/den" (wider than tall above 1: anamorphic video, such as
+    # DVD's 720x576 shown at 16:9); the working frames are resampled to square pixels.
+    sample_aspect: str = "1/1"
+    # The first frame's colour description, FFmpeg's numbers (AVColorSpace, AVColorPrimaries,
+    # AVColorTransferCharacteristic; 2: not given) and whether its pixels are RGB, not YUV: the
+    # result is labelled to be shown in the same colours (facepipe.media.video.output_colour).
+    colour: dict = field(default_factory=dict)
 
     def to_json(self, path: str | Path) -> None:
         write_json(path, asdict(self))
@@ -111,6 +118,9 @@ def probe(path: str | Path) -> ProbeResult:
         except (StopIteration, av.error.FFmpegError) as exc:
             raise MediaError(f"target file {str(path)!r} has no decodable video frame: {exc}") from exc
         width, height = first.width, first.height
+        sample_aspect = _sample_aspect(vstream, path)
+        colour = {"matrix": int(first.colorspace), "primaries": int(first.color_primaries),
+                  "transfer": int(first.color_trc), "rgb": _is_rgb(first.format)}
         if is_image:
             return ProbeResult(str(path), True, width, height, rotation, 1, 0.0, "0/1", "0/1", False, None, None)
 
@@ -185,7 +195,28 @@ def probe(path: str | Path) -> ProbeResult:
                          if audio_end is not None else None),
             audio_tracks=audio_tracks if audio_end is not None else [],
             other_streams=other_streams,
+            sample_aspect=f"{sample_aspect.numerator}/{sample_aspect.denominator}",
+            colour=colour,
         )
+
+
+def _sample_aspect(vstream, path) -> Fraction:
+    """The stream's sample aspect ratio as a player takes it: the container's, else the codec's;
+    1 when neither gives one, or when it is implausible (a damaged header)."""
+    sar = vstream.sample_aspect_ratio or vstream.codec_context.sample_aspect_ratio
+    if not sar or sar <= 0:
+        return Fraction(1)
+    sar = Fraction(sar)
+    if not Fraction(1, 4) <= sar <= 4:
+        log.warning("target %s: sample aspect ratio %s ignored (not plausible); square pixels assumed", path, sar)
+        return Fraction(1)
+    return sar
+
+
+def _is_rgb(pix_fmt) -> bool:
+    """Whether a pixel format holds RGB (or grey) values, not YUV."""
+    name = pix_fmt.name
+    return name.startswith(("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "pal8"))
 
 
 def describe_stream(stream) -> str:

@@ -46,13 +46,49 @@ def output_fps(probe_info: dict, fps: float) -> Fraction:
     return native
 
 
-def working_size(width: int, height: int, rotation: int, max_height: int) -> tuple[int, int]:
-    """(width, height) of the working frames: upright, height <= max_height, even (4:2:0)."""
+def working_size(width: int, height: int, rotation: int, max_height: int,
+                 sample_aspect: Fraction = Fraction(1)) -> tuple[int, int]:
+    """(width, height) of the working frames: square pixels, upright, height <= max_height, even
+    (4:2:0). Anamorphic video (``sample_aspect`` not 1) is resampled to the width it is shown at:
+    the models see faces in their true proportions, and the result needs no aspect label."""
+    width = width * Fraction(sample_aspect)
     if rotation in (90, 270):
         width, height = height, width
     if max_height and max_height > 0 and height > max_height:
         width, height = width * max_height / height, max_height
     return max(2, int(width) // 2 * 2), max(2, int(height) // 2 * 2)
+
+
+# FFmpeg's numbers (AVColorSpace, AVColorPrimaries, AVColorTransferCharacteristic): 0, 2 and 3 give
+# no colour (reserved, not given); the BT.709 and the BT.601 (SMPTE 170M) matrices.
+_NOT_GIVEN = (0, 2, 3)
+_BT709, _SMPTE170M = 1, 6
+
+
+def _looks_hd(width: int, height: int) -> bool:
+    """Whether players take an unlabelled video for BT.709 (high definition) rather than BT.601."""
+    return width >= 1280 or height > 576
+
+
+def output_colour(probe_info: dict, size: tuple[int, int]) -> dict:
+    """How the result is labelled (ffmpeg setparams' keys) so that a player shows it in the
+    target's colours. Its YUV values are the target's: decoding, resizing and the range change keep
+    the target's matrix, and an RGB target is converted with BT.601's (swscale's and OpenCV's).
+    The target's primaries and transfer (BT.2020, HLG or PQ included) are passed on; the result is
+    in limited range. An unlabelled target's matrix stays unlabelled unless the working size would
+    make a player guess another one (a 1080p target worked at 480p): then the target's guess."""
+    colour = probe_info["colour"]
+    out = {"range": "tv"}
+    matrix = _SMPTE170M if colour["rgb"] else colour["matrix"]
+    if matrix in _NOT_GIVEN:
+        target_hd = _looks_hd(probe_info["width"], probe_info["height"])
+        matrix = (_BT709 if target_hd else _SMPTE170M) if _looks_hd(*size) != target_hd else None
+    if matrix is not None:
+        out["colorspace"] = matrix
+    for key, option in (("primaries", "color_primaries"), ("transfer", "color_trc")):
+        if colour[key] not in _NOT_GIVEN:
+            out[option] = colour[key]
+    return out
 
 
 class FrameClock:
@@ -138,7 +174,8 @@ def plan_segments(
         return manifest
 
     rate = output_fps(probe_info, fps)
-    width, height = working_size(probe_info["width"], probe_info["height"], probe_info["rotation"], max_height)
+    width, height = working_size(probe_info["width"], probe_info["height"], probe_info["rotation"], max_height,
+                                 Fraction(probe_info["sample_aspect"]))
     seg_frames = max(1, round(float(segment_seconds) * float(rate)))
     source, rotation, reason = Path(target), probe_info["rotation"], None
     pts, keys, time_base = video_timestamps(target)
@@ -176,6 +213,7 @@ def plan_segments(
         # Relative to the manifest's folder; None: the target itself.
         "source": TRANSCODED if reason else None,
         "transcoded_because": reason,
+        "colour": output_colour(probe_info, (width, height)),
     }
     write_json(out_dir / "manifest.json", manifest)
     return manifest
@@ -243,7 +281,7 @@ def _first_decoded_at_or_after(path, seek_pts: int) -> int | None:
 
 def transcode_source(target, out: Path, *, rate: Fraction, size: tuple[int, int], gop: int) -> None:
     tmp = out.with_name(out.stem + ".partial" + out.suffix)
-    vf = f"fps={rate.numerator}/{rate.denominator},scale={size[0]}:{size[1]}:flags=lanczos,format=yuv420p"
+    vf = f"fps={rate.numerator}/{rate.denominator},scale={size[0]}:{size[1]}:flags=lanczos,setsar=1,format=yuv420p"
     try:
         run_ffmpeg(["-i", str(target), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "cfr",
                     "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", str(gop),
@@ -457,20 +495,25 @@ def _widen_pipe(stream, size: int = 1 << 20) -> None:
 
 
 class SegmentWriter(AtomicWriter):
-    """Encodes I420 frames through ffmpeg (a pipe, no files) with the user's encoder settings.
+    """Encodes I420 frames through ffmpeg (a pipe, no files) with the user's encoder settings,
+    labelled with ``colour`` (output_colour: setparams' keys) where given.
 
     The output appears under its name only when the encode finished; a failure leaves nothing.
     """
 
     def __init__(self, out: str | Path, *, width: int, height: int, fps: str, encoder: str, preset: str,
-                 crf: int | None, threads: int = 0):
+                 crf: int | None, threads: int = 0, colour: dict | None = None):
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.out.with_name(self.out.stem + ".partial" + self.out.suffix)
         self.frames = 0
         args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                 "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", fps,
-                "-i", "pipe:0", "-c:v", encoder]
+                "-i", "pipe:0"]
+        if colour:
+            # The colour label (output_colour) on the frames, where every encoder reads it from.
+            args += ["-vf", "setparams=" + ":".join(f"{key}={value}" for key, value in colour.items())]
+        args += ["-c:v", encoder]
         if preset:
             args += ["-preset", preset]
         if crf is not None and crf >= 0:

@@ -141,7 +141,9 @@ def result_frames(result: str | Path, wanted: set[int], is_image: bool) -> dict[
     with av.open(str(result)) as container:
         for number, frame in enumerate(container.decode(video=0), start=1):
             if number in wanted:
-                out[number] = frame.to_ndarray(format="bgr24")
+                # As the working frames are made (WorkFrame.bgr): the same conversion before and after,
+                # whatever matrix the result is labelled with.
+                out[number] = cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2BGR_I420)
             if number >= last:
                 break
     return out
