@@ -171,3 +171,24 @@ def test_probe_reads_the_colour_label_and_the_segment_writer_puts_it_on(tmp_path
     with av.open(str(out)) as c:
         frame = next(c.decode(video=0))
     assert (frame.colorspace, frame.color_primaries, frame.color_trc, frame.color_range) == (1, 9, 18, 1)
+
+
+def test_a_still_targets_transparency_is_read_upright_and_written_back(tmp_path):
+    from PIL import Image
+
+    clear = np.zeros((40, 60, 4), np.uint8)
+    clear[..., 3] = 255
+    clear[:10, :, 3] = 0
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown after a quarter turn clockwise, as read_image shows it
+    Image.fromarray(clear).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.png", exif=exif)
+    alpha = files.read_alpha(tmp_path / "turned.png")
+    assert alpha.shape == files.read_image(tmp_path / "turned.png").shape[:2] == (40, 60)
+    assert (alpha[:10] == 0).all() and (alpha[10:] == 255).all()
+    Image.fromarray(clear[..., :3]).save(tmp_path / "opaque.png")
+    assert files.read_alpha(tmp_path / "opaque.png") is None
+    assert video.load_alpha(tmp_path / "turned.png", (30, 20)).shape == (20, 30)
+    files.write_labelled_png(np.zeros((40, 60, 3), np.uint8), tmp_path / "out.png", alpha=alpha)
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")), alpha)
+        assert files.AI_LABEL in out.info["Comment"]

@@ -161,6 +161,14 @@ def _awkward_inputs(d: Path) -> dict[str, Path]:
     made["anamorphic"] = d / "anamorphic.mp4"
     ffmpeg("-i", plain, "-vf", "scale=240:180,setsar=4/3,setparams=colorspace=bt709:color_primaries=bt709:"
            "color_trc=bt709", "-c:v", "libx264", "-c:a", "copy", made["anamorphic"])
+    # A cut-out still: a clear border whose hidden colour is black, as cut-outs often hold.
+    made["cutout"] = d / "cutout.png"
+    portrait = cv2.resize(cv2.imread(str(t1)), (320, 222), interpolation=cv2.INTER_AREA)
+    alpha = np.zeros(portrait.shape[:2], np.uint8)
+    alpha[20:-20, 30:-30] = 255
+    alpha[20:-20, 30:40] = 128
+    portrait[alpha == 0] = 0
+    cv2.imwrite(str(made["cutout"]), np.dstack([portrait, alpha]))
     made["oneframe"] = d / "oneframe.mp4"
     ffmpeg("-i", plain, "-frames:v", "1", "-an", "-c:v", "libx264", made["oneframe"])
     made["noface"] = d / "noface.mp4"
@@ -211,6 +219,13 @@ def test_anamorphic_labelled_video_is_shown_in_its_shape_and_colours(wd, awkward
     differences = [(r.astype(float) - t).reshape(-1, 3) for t, r in zip(target, result)]
     shift = np.mean([d[np.abs(d).max(axis=1) < 30].mean(axis=0) for d in differences], axis=0)
     assert np.abs(shift).max() < 1.0, shift
+
+
+def test_a_cut_out_still_keeps_its_transparency(wd, awkward):
+    target = cv2.imread(str(awkward["cutout"]), cv2.IMREAD_UNCHANGED)
+    result = cv2.imread(str(wd / "results/cutout.png"), cv2.IMREAD_UNCHANGED)
+    assert result.shape == target.shape == (222, 320, 4)
+    assert np.array_equal(result[..., 3], target[..., 3])
 
 
 def test_video_without_faces_gets_no_patches_and_its_frames_pass_through(wd, awkward):

@@ -119,6 +119,23 @@ def read_image(path: str | Path, role: str = "image") -> np.ndarray:
     return img
 
 
+def read_alpha(path: str | Path) -> np.ndarray | None:
+    """An image's transparency (uint8, 255: opaque), turned upright as read_image turns the picture
+    (EXIF orientation), or None where it has none: no alpha channel or transparent colour, or every
+    pixel opaque, or a format Pillow does not read."""
+    # lazy: Pillow is slow to import, and only this path needs it
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if "A" not in im.getbands() and "transparency" not in im.info:
+                return None
+            alpha = np.asarray(ImageOps.exif_transpose(im).convert("RGBA").getchannel("A"))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return None if alpha.min() == 255 else alpha
+
+
 def write_png(path: str | Path, img: np.ndarray, compression: int = 1) -> None:
     # Low PNG compression: frames are intermediates, speed matters more than size.
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compression])
@@ -128,9 +145,10 @@ def write_png(path: str | Path, img: np.ndarray, compression: int = 1) -> None:
 
 
 def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = None,
-                       texts: dict[str, str] | None = None) -> None:
+                       texts: dict[str, str] | None = None, alpha: np.ndarray | None = None) -> None:
     """Write a still result (BGR) marked as AI-generated in a PNG text chunk, and its record
-    (read_result_record) in another; texts: more text chunks (a sheet's layout)."""
+    (read_result_record) in another; texts: more text chunks (a sheet's layout); alpha: its
+    transparency (uint8, the image's size), where the target had one."""
     # lazy: Pillow is slow to import, and only this path needs it
     from PIL import Image, PngImagePlugin
 
@@ -146,7 +164,9 @@ def write_labelled_png(img: np.ndarray, out: str | Path, record: str | None = No
         info.add_text(key, text)
     tmp = temporary_beside(out, ".png")
     try:
-        Image.fromarray(np.ascontiguousarray(img[:, :, ::-1])).save(tmp, format="PNG", pnginfo=info)
+        rgb = img[:, :, ::-1]
+        picture = Image.fromarray(np.ascontiguousarray(rgb if alpha is None else np.dstack([rgb, alpha])))
+        picture.save(tmp, format="PNG", pnginfo=info)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ import numpy as np
 
 from facepipe.media import integrity
 from facepipe.media.ffmpeg import ffmpeg_exe, run_ffmpeg
-from facepipe.media.files import AtomicWriter, MediaError, read_image, write_json
+from facepipe.media.files import AtomicWriter, MediaError, read_alpha, read_image, write_json
 from facepipe.media.i420 import join_i420, split_i420
 from facepipe.media.integrity import read_sealed_json
 
@@ -297,6 +297,16 @@ def load_image(path: str | Path, max_height: int) -> np.ndarray:
     if max_height and h > max_height:
         img = cv2.resize(img, (round(w * max_height / h), int(max_height)), interpolation=cv2.INTER_AREA)
     return img
+
+
+def load_alpha(path: str | Path, size: tuple[int, int]) -> np.ndarray | None:
+    """A still target's transparency at the working size (width, height), or None where it has
+    none: the result is as transparent as the target (a cut-out portrait keeps its clear background,
+    whatever colour its transparent pixels hold)."""
+    alpha = read_alpha(path)
+    if alpha is not None and alpha.shape[::-1] != tuple(size):
+        alpha = cv2.resize(alpha, tuple(size), interpolation=cv2.INTER_AREA)
+    return alpha
 
 
 class WorkFrame:
