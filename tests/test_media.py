@@ -192,3 +192,29 @@ def test_a_still_targets_transparency_is_read_upright_and_written_back(tmp_path)
     with Image.open(tmp_path / "out.png") as out:
         assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")), alpha)
         assert files.AI_LABEL in out.info["Comment"]
+
+
+def _comb(luma: np.ndarray) -> float:
+    """How far each row lies from the mean of its neighbours: high where two fields of different
+    moments are woven into one frame (combing)."""
+    y = luma.astype(float)
+    return float(np.abs(y[1:-1] - (y[:-2] + y[2:]) / 2).mean())
+
+
+def test_interlaced_video_is_deinterlaced_once_at_the_same_frame_count(tmp_path):
+    clip = tmp_path / "interlaced.mp4"
+    ffmpeg.run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=50", "-t", "1", "-vf",
+                       "tinterlace=interleave_top,fieldorder=tff", "-flags", "+ildct+ilme", "-c:v", "libx264",
+                       "-x264-params", "tff=1", str(clip)], what="interlacing")
+    info = ffmpeg.probe(clip)
+    assert info.interlaced and info.frames == 25
+    manifest = video.plan_segments(clip, info.__dict__, tmp_path / "p", max_height=0, fps=0, segment_seconds=10)
+    assert "interlaced" in manifest["transcoded_because"] and manifest["frames"] == 25
+    frames = list(video.iter_frames(clip, tmp_path / "p", manifest, "seg_0000"))
+    import av
+
+    with av.open(str(clip)) as c:
+        woven = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    assert len(frames) == len(woven) == 25
+    # The moving parts' combs are gone: rows agree with their neighbours as in a progressive frame.
+    assert np.mean([_comb(f.planes()[0]) for f in frames]) < 0.6 * np.mean([_comb(w) for w in woven])

@@ -169,6 +169,9 @@ def _awkward_inputs(d: Path) -> dict[str, Path]:
     alpha[20:-20, 30:40] = 128
     portrait[alpha == 0] = 0
     cv2.imwrite(str(made["cutout"]), np.dstack([portrait, alpha]))
+    made["interlaced"] = d / "interlaced.mp4"
+    ffmpeg("-i", plain, "-vf", "tinterlace=interleave_top,fieldorder=tff", "-flags", "+ildct+ilme", "-c:v", "libx264",
+           "-x264-params", "tff=1", "-c:a", "copy", made["interlaced"])
     made["oneframe"] = d / "oneframe.mp4"
     ffmpeg("-i", plain, "-frames:v", "1", "-an", "-c:v", "libx264", made["oneframe"])
     made["noface"] = d / "noface.mp4"
@@ -188,7 +191,8 @@ def awkward(wd):
     return made
 
 
-@pytest.mark.parametrize("name", ["odd", "rotated", "vfr", "tenbit", "anamorphic", "oneframe", "noface"])
+@pytest.mark.parametrize("name", ["odd", "rotated", "vfr", "tenbit", "anamorphic", "interlaced", "oneframe",
+                                  "noface"])
 def test_awkward_video_works(wd, awkward, name):
     out = wd / "results" / f"{name}.mp4"
     manifest = files.read_json(wd / f"work/{name}/segments/manifest.json")
@@ -201,6 +205,8 @@ def test_awkward_video_works(wd, awkward, name):
         assert info.height > info.width  # the upright picture, not the stored one
     if name == "vfr":
         assert abs(info.duration - media_ffmpeg.probe(awkward["vfr"]).duration) < 0.1
+    if name == "interlaced":
+        assert "interlaced" in manifest["transcoded_because"] and not info.interlaced
     assert info.has_audio == media_ffmpeg.probe(awkward[name]).has_audio
 
 

@@ -60,6 +60,8 @@ class ProbeResult:
     # AVColorTransferCharacteristic; 2: not given) and whether its pixels are RGB, not YUV: the
     # result is labelled to be shown in the same colours (facepipe.media.video.output_colour).
     colour: dict = field(default_factory=dict)
+    # Whether its frames are interlaced (two fields a field's time apart, woven into one frame).
+    interlaced: bool = False
 
     def to_json(self, path: str | Path) -> None:
         write_json(path, asdict(self))
@@ -121,6 +123,7 @@ def probe(path: str | Path) -> ProbeResult:
         sample_aspect = _sample_aspect(vstream, path)
         colour = {"matrix": int(first.colorspace), "primaries": int(first.color_primaries),
                   "transfer": int(first.color_trc), "rgb": _is_rgb(first.format)}
+        interlaced = bool(first.interlaced_frame)
         if is_image:
             return ProbeResult(str(path), True, width, height, rotation, 1, 0.0, "0/1", "0/1", False, None, None)
 
@@ -197,6 +200,7 @@ def probe(path: str | Path) -> ProbeResult:
             other_streams=other_streams,
             sample_aspect=f"{sample_aspect.numerator}/{sample_aspect.denominator}",
             colour=colour,
+            interlaced=interlaced,
         )
 
 

@@ -182,13 +182,19 @@ def plan_segments(
     if not pts:
         raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
     ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
-    reason = "asked to" if force_transcode else _seek_problem(target, ranges)
+    interlaced = probe_info["interlaced"]
+    if force_transcode:
+        reason = "asked to"
+    elif interlaced:
+        reason = "interlaced: deinterlaced once"
+    else:
+        reason = _seek_problem(target, ranges)
     if reason:
         # Transcoded once at the working rate and size, upright: later stages read it as is.
-        log.warning("target %s cannot be decoded segment by segment (%s): transcoding it once, losslessly",
-                    target, reason)
+        log.warning("target %s is transcoded once, losslessly, before the work (%s)", target,
+                    reason if interlaced else f"it cannot be decoded segment by segment: {reason}")
         source = out_dir / TRANSCODED
-        transcode_source(target, source, rate=rate, size=(width, height), gop=seg_frames)
+        transcode_source(target, source, rate=rate, size=(width, height), gop=seg_frames, deinterlace=interlaced)
         pts, keys, time_base = video_timestamps(source)
         rotation = 0
         ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
@@ -279,9 +285,14 @@ def _first_decoded_at_or_after(path, seek_pts: int) -> int | None:
     return None
 
 
-def transcode_source(target, out: Path, *, rate: Fraction, size: tuple[int, int], gop: int) -> None:
+def transcode_source(target, out: Path, *, rate: Fraction, size: tuple[int, int], gop: int,
+                     deinterlace: bool = False) -> None:
     tmp = out.with_name(out.stem + ".partial" + out.suffix)
     vf = f"fps={rate.numerator}/{rate.denominator},scale={size[0]}:{size[1]}:flags=lanczos,setsar=1,format=yuv420p"
+    if deinterlace:
+        # One frame per frame (the rate stays), each from its first field and what the fields around
+        # it show: no combs of two moments in a face, nor fields blended by the scaling.
+        vf = "bwdif=mode=send_frame:parity=auto:deint=all," + vf
     try:
         run_ffmpeg(["-i", str(target), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "cfr",
                     "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", str(gop),
