@@ -218,3 +218,19 @@ def test_interlaced_video_is_deinterlaced_once_at_the_same_frame_count(tmp_path)
     assert len(frames) == len(woven) == 25
     # The moving parts' combs are gone: rows agree with their neighbours as in a progressive frame.
     assert np.mean([_comb(f.planes()[0]) for f in frames]) < 0.6 * np.mean([_comb(w) for w in woven])
+
+
+def test_an_iphone_heic_photo_is_read(media_dir, tmp_path):
+    # (A HEIF's own rotation is applied by pillow-heif as it decodes, which then clears the EXIF one.)
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    from facepipe.workflow.preflight import still_kind
+
+    register_heif_opener()
+    png = files.read_image(media_dir / "astronaut.png")
+    Image.fromarray(png[:, :, ::-1].copy()).save(tmp_path / "IMG_0001.HEIC", quality=95)
+    assert still_kind(tmp_path / "IMG_0001.HEIC") == ("heif", True)
+    heic = files.read_image(tmp_path / "IMG_0001.HEIC", "source")
+    assert heic.shape == png.shape
+    assert np.abs(heic.astype(int) - png.astype(int)).mean() < 4

@@ -184,7 +184,14 @@ def _awkward_inputs(d: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def awkward(wd):
     made = _awkward_inputs(wd / "inputs")
-    rows = [{"name": k, "target": str(v.relative_to(wd)), "source": "inputs/astronaut.png",
+    # One job's source is an iPhone photo's format (HEIC), which OpenCV does not decode.
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    Image.open(wd / "inputs/astronaut.png").convert("RGB").save(wd / "inputs/astronaut.heic", quality=90)
+    rows = [{"name": k, "target": str(v.relative_to(wd)),
+             "source": "inputs/astronaut.heic" if k == "cutout" else "inputs/astronaut.png",
              "segment_seconds": 10} for k, v in made.items()]
     sheet = write_sheet(wd / "config" / "awkward.tsv", rows)
     snakemake(wd, "--config", f"jobs={sheet.relative_to(wd)}", *STANDIN)
@@ -228,6 +235,7 @@ def test_anamorphic_labelled_video_is_shown_in_its_shape_and_colours(wd, awkward
 
 
 def test_a_cut_out_still_keeps_its_transparency(wd, awkward):
+    """(Its source is a HEIC photo: the run's checks and its source embedding read it.)"""
     target = cv2.imread(str(awkward["cutout"]), cv2.IMREAD_UNCHANGED)
     result = cv2.imread(str(wd / "results/cutout.png"), cv2.IMREAD_UNCHANGED)
     assert result.shape == target.shape == (222, 320, 4)

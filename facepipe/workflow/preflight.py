@@ -239,22 +239,17 @@ def check_encoder(encoder: str, preset: str, crf: int | None) -> None:
 
 
 def still_kind(path: str | Path) -> tuple[str | None, bool]:
-    """(the still format a file's bytes announce or None, whether OpenCV decodes it)."""
+    """(the still format a file's bytes announce or None, whether read_image decodes it)."""
     # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
-    import cv2
-
-    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
-    import numpy as np
+    from facepipe.media.files import image_decodable
 
     with open(path, "rb") as f:
         kind = sniff_image(f.read(32))
-    decodable = kind is not None and cv2.imdecode(np.fromfile(path, dtype=np.uint8),
-                                                  cv2.IMREAD_REDUCED_COLOR_2) is not None
-    return kind, decodable
+    return kind, kind is not None and image_decodable(path)
 
 
 def check_target_readable_kind(name: str, target: str | Path) -> None:
-    """A still target must be one OpenCV can read (HEIF/AVIF often is not); any other target a
+    """A still target must be one read_image decodes (a HEIF without pillow-heif is not); any other target a
     container with a video stream (its header only: the probe_target job measures the rest), so an
     empty or damaged file is named now, not in a failing job."""
     path = Path(target)
@@ -285,8 +280,8 @@ def check_target_readable_kind(name: str, target: str | Path) -> None:
 
 
 def check_face_image(name: str, role: str, image: str | Path) -> None:
-    """A source or reference photo must be a still OpenCV can decode: a video, or an iPhone's
-    HEIC, given as the face is named now, not after the target's detection."""
+    """A source or reference photo must be a still read_image decodes: a video, or a damaged
+    photo, given as the face is named now, not after the target's detection."""
     path = Path(image)
     if not path.is_file():
         return  # made by a rule, or missing: Snakemake names a missing input itself
@@ -320,7 +315,7 @@ def check_jobs(jobs: dict[str, dict], workdir: str | Path = ".", *, try_outputs:
 
 
 def check_input_files(name: str, job: dict, made_by_workflow=lambda path: False) -> None:
-    """A job's own files: a target that exists and can be read (a still one OpenCV can decode),
+    """A job's own files: a target that exists and can be read (a still one read_image decodes),
     and source and reference photos that are decodable stills. Files a rule of the workflow makes
     (the demo's) are left to that rule and to the stage that reads them."""
     # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
