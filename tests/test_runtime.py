@@ -73,3 +73,10 @@ def test_unknown_provider_is_dropped_with_a_warning(recognizer, caplog):
 def test_bad_precision_is_rejected(recognizer):
     with pytest.raises(ValueError):
         create_session(recognizer, ["cpu"], precision="int8")
+
+
+def test_cpu_only_reads_provider_names_as_the_options_give_them():
+    from facepipe.models.runtime import cpu_only
+
+    assert cpu_only(["cpu"]) and cpu_only(["CPU"]) and cpu_only(["CPUExecutionProvider"])
+    assert not cpu_only(["cuda", "cpu"]) and not cpu_only(["TensorrtExecutionProvider", "cpu"])

@@ -434,10 +434,11 @@ class MeshAnalyzer:
         if self._sessions is None:
             # lazy: imported only on the path that needs it
             from facepipe.gpu import nvml_memory_mb
+            from facepipe.models.runtime import cpu_only
 
             # Within a worker process one thread each: the processes are the parallelism.
             threads = 1 if self.threads > 1 else self.threads
-            if nvml_memory_mb() is None or all(p.lower() in ("cpu", "cpuexecutionprovider") for p in self.providers):
+            if nvml_memory_mb() is None or cpu_only(self.providers):
                 # On a CPU the models run where MediaPipe runs them, on LiteRT's XNNPACK, from the very
                 # .tflite files their conversions were checked against (sealed beside them by convert):
                 # 2.5 ms a mesh and 4.6 ms a detector pass on one core, against 4.5 and 7.9 ms on

@@ -78,6 +78,11 @@ def _full_name(provider: str) -> str:
     return PROVIDER_NAMES.get(provider.lower(), provider)
 
 
+def cpu_only(providers: list[str]) -> bool:
+    """Whether a provider list (short or full names, as the options accept them) asks for the CPU alone."""
+    return all(_full_name(p) == _CPU for p in providers)
+
+
 @functools.lru_cache(maxsize=8)
 def gpu_tag(device_id: int) -> str:
     """A folder-safe GPU model name, because TensorRT engines only fit the GPU
