@@ -130,6 +130,8 @@ def test_anamorphic_video_is_worked_at_square_pixels_as_a_player_shows_it(media_
     assert video.working_size(720, 576, 0, 0, Fraction(64, 45)) == (1024, 576)
     assert video.working_size(720, 576, 90, 0, Fraction(64, 45)) == (576, 1024)
     assert video.working_size(1440, 1080, 0, 720, Fraction(4, 3)) == (1280, 720)
+    # What some scalers leave behind (the demo's own clip has it) is square: no resampling.
+    assert video.working_size(640, 360, 0, 0, Fraction(423, 424)) == (640, 360)
 
 
 def _colour(matrix=2, primaries=2, transfer=2, rgb=False):

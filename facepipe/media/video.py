@@ -46,12 +46,18 @@ def output_fps(probe_info: dict, fps: float) -> Fraction:
     return native
 
 
+# A sample aspect ratio within this of square is taken as square: scalers leave such ratios behind
+# (423:424), and resampling every frame for a change of width no one can see would only blur it.
+SQUARE_TOLERANCE = Fraction(1, 100)
+
+
 def working_size(width: int, height: int, rotation: int, max_height: int,
                  sample_aspect: Fraction = Fraction(1)) -> tuple[int, int]:
     """(width, height) of the working frames: square pixels, upright, height <= max_height, even
     (4:2:0). Anamorphic video (``sample_aspect`` not 1) is resampled to the width it is shown at:
     the models see faces in their true proportions, and the result needs no aspect label."""
-    width = width * Fraction(sample_aspect)
+    if abs(Fraction(sample_aspect) - 1) > SQUARE_TOLERANCE:
+        width = width * Fraction(sample_aspect)
     if rotation in (90, 270):
         width, height = height, width
     if max_height and max_height > 0 and height > max_height:
