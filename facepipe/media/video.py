@@ -297,8 +297,9 @@ def transcode_source(target, out: Path, *, rate: Fraction, size: tuple[int, int]
     vf = f"fps={rate.numerator}/{rate.denominator},scale={size[0]}:{size[1]}:flags=lanczos,setsar=1,format=yuv420p"
     if deinterlace:
         # One frame per frame (the rate stays), each from its first field and what the fields around
-        # it show: no combs of two moments in a face, nor fields blended by the scaling.
-        vf = "bwdif=mode=send_frame:parity=auto:deint=all," + vf
+        # it show: no combs of two moments in a face, nor fields blended by the scaling. Only the
+        # frames flagged interlaced (a stream may mix them with progressive ones).
+        vf = "bwdif=mode=send_frame:parity=auto:deint=interlaced," + vf
     try:
         run_ffmpeg(["-i", str(target), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "cfr",
                     "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", str(gop),
