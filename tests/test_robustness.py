@@ -4,13 +4,13 @@ Workflow runs use the stand-in backend: these tests are about the plumbing, not 
 """
 
 import logging
-from fractions import Fraction
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av

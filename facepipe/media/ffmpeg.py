@@ -218,7 +218,7 @@ def _sample_aspect(vstream, path) -> Fraction:
 
 
 def _is_rgb(pix_fmt) -> bool:
-    """Whether a pixel format holds RGB (or grey) values, not YUV."""
+    """Whether a pixel format holds RGB (or palette) values, not YUV: turned into YUV here, by BT.601."""
     name = pix_fmt.name
     return name.startswith(("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "pal8"))
 

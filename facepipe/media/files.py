@@ -143,33 +143,34 @@ def _open_with_pillow(path: str | Path):
     return Image.open(path)
 
 
-def _read_with_pillow(path: str | Path) -> np.ndarray | None:
+def _upright_with_pillow(path: str | Path, mode: str, keep=None) -> np.ndarray | None:
+    """The image in Pillow's ``mode``, upright by its EXIF orientation (as OpenCV turns it), or
+    None: a format Pillow does not read, or ``keep(image)`` false."""
     # lazy: Pillow is slow to import, and only this path needs it
     from PIL import ImageOps, UnidentifiedImageError
 
     try:
         with _open_with_pillow(path) as im:
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            if keep is not None and not keep(im):
+                return None
+            return np.asarray(ImageOps.exif_transpose(im).convert(mode))
     except (UnidentifiedImageError, OSError, ValueError):
         return None
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _read_with_pillow(path: str | Path) -> np.ndarray | None:
+    rgb = _upright_with_pillow(path, "RGB")
+    return None if rgb is None else np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def read_alpha(path: str | Path) -> np.ndarray | None:
     """An image's transparency (uint8, 255: opaque), turned upright as read_image turns the picture
     (EXIF orientation), or None where it has none: no alpha channel or transparent colour, or every
     pixel opaque, or a format Pillow does not read."""
-    # lazy: Pillow is slow to import, and only this path needs it
-    from PIL import ImageOps, UnidentifiedImageError
-
-    try:
-        with _open_with_pillow(path) as im:
-            if "A" not in im.getbands() and "transparency" not in im.info:
-                return None
-            alpha = np.asarray(ImageOps.exif_transpose(im).convert("RGBA").getchannel("A"))
-    except (UnidentifiedImageError, OSError, ValueError):
+    rgba = _upright_with_pillow(path, "RGBA", keep=lambda im: "A" in im.getbands() or "transparency" in im.info)
+    if rgba is None or rgba[..., 3].min() == 255:
         return None
-    return None if alpha.min() == 255 else alpha
+    return np.ascontiguousarray(rgba[..., 3])
 
 
 def write_png(path: str | Path, img: np.ndarray, compression: int = 1) -> None:
