@@ -6,15 +6,16 @@
 
 It makes its own clip (insightface's group photo, slow pan/zoom, sine tone; every 10 s the last
 4 s cut away to a dark shot without faces, as real footage has shots without faces; --no-cutaways
-for the pan alone), then times, in turn and --repeat times: a plain decode + encode with the
-encoder settings the workflow uses (the floor); a FaceFusion-style in-memory pipe (an ffmpeg
-reader pipe, Python holding each decoded BGR frame where a model would run, at zero model cost,
-an ffmpeg writer pipe, then the original audio muxed back); the whole workflow with
-backend=standin (model cost near zero); and the workflow with backend=offline (real CPU models,
-no download; --offline-repeat runs of it, 0 for none), all with no enhancer at native resolution.
-It prints every ratio, each run's peak resident memory of the largest process, the peak disk used
-by the intermediates (work/) and the offline run's seconds per stage from the rules' benchmark
-files. Figures are measured on the current machine; nothing is asserted.
+for the pan alone; --close-up for one face in close-up, where the offline swap costs most), then
+times, in turn and --repeat times: a plain decode + encode with the encoder settings the workflow
+uses (the floor); a FaceFusion-style in-memory pipe (an ffmpeg reader pipe, Python holding each
+decoded BGR frame where a model would run, at zero model cost, an ffmpeg writer pipe, then the
+original audio muxed back); the whole workflow with backend=standin (model cost near zero); and
+the workflow with backend=offline (real CPU models, no download; --offline-repeat runs of it, 0
+for none), all with no enhancer at native resolution. It prints every ratio, each run's peak
+resident memory of the largest process, the peak disk used by the intermediates (work/) and the
+offline run's seconds per stage from the rules' benchmark files. Figures are measured on the
+current machine; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -107,11 +108,24 @@ CUTAWAY_EVERY = 10  # seconds: the last CUTAWAY_LENGTH of every CUTAWAY_EVERY is
 CUTAWAY_LENGTH = 4
 
 
-def make_clip(out: Path, seconds: float, height: int, cutaways: bool = True) -> None:
+def make_clip(out: Path, seconds: float, height: int, cutaways: bool = True, close_up: Path | None = None) -> None:
     from facepipe.media import demo
     from facepipe.media.ffmpeg import run_ffmpeg
 
     width = round(height * 16 / 9 / 2) * 2
+    if close_up is not None:
+        # One face about a fifth of the frame wide (about 400 px at 1080p), as in an interview or a
+        # vlog: the photo's top left (its face and shoulders) at 16:9, in a slow zoom.
+        frames = max(1, round(seconds * 25))
+        run_ffmpeg(["-loop", "1", "-framerate", "25", "-i", str(close_up),
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                    "-filter_complex", f"[0:v]crop=iw*0.89:ih/2:0:0,scale={width * 2}:-2,"
+                    f"zoompan=z='1+0.1*on/{frames}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:"
+                    f"s={width}x{height}:fps=25,scale=out_range=tv,format=yuv420p[v]",
+                    "-map", "[v]", "-map", "1:a", "-frames:v", str(frames), "-c:v", "libx264", "-preset",
+                    "veryfast", "-crf", "20", "-c:a", "aac", "-t", str(frames / 25), str(out)],
+                   what=f"making clip {out.name}")
+        return
     if not cutaways:
         demo.make_clip(demo.insightface_image("t1.jpg"), out, seconds=seconds, fps=25, size=(width, height),
                        zoom=0.1)
@@ -314,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs of the workflow with backend=offline, in the same rounds (default: --repeat; "
                          "0: none)")
     ap.add_argument("--no-pipe", action="store_true", help="do not time the in-memory pipe")
+    ap.add_argument("--close-up", action="store_true",
+                    help="a clip of one face in close-up (the astronaut photo, its face about 400 px wide at "
+                         "1080p) instead of the group photo: the offline swap's cost grows with a face's size")
     ap.add_argument("--no-cutaways", action="store_true",
                     help="the clip without its shots without faces (the pan/zoom of the group photo only)")
     ap.add_argument("--scheduling", action="store_true",
@@ -323,18 +340,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from facepipe.media.demo import write_astronaut
+    from facepipe.media.demo import insightface_image, write_astronaut
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     base = args.workdir or Path(tempfile.mkdtemp(prefix="facepipe-bench-"))
     wd = fresh_workflow(base / "workflow")
     wd_offline = fresh_workflow(base / "workflow_offline") if offline_repeat else None
-    kind = "pan" if args.no_cutaways else "cuts"
+    kind = "closeup" if args.close_up else "pan" if args.no_cutaways else "cuts"
     clip = base / f"clip_{args.height}p_{args.seconds:g}s_{kind}.mp4"
+    astronaut = write_astronaut(base / "source.png")
     if not clip.exists():
         print(f"making {clip.name} ...", flush=True)
-        make_clip(clip, args.seconds, args.height, cutaways=not args.no_cutaways)
-    source = write_astronaut(base / "source.png")
+        make_clip(clip, args.seconds, args.height, cutaways=not args.no_cutaways,
+                  close_up=astronaut if args.close_up else None)
+    # The close-up's face is the astronaut's: another face swaps onto it (the group photo's largest).
+    source = insightface_image("t1.jpg") if args.close_up else astronaut
     # Models and the source embedding are made once up front: they are not per-video work.
     prepare = ["--cores", "all", "--quiet", "all", "--config", f"target={clip}", f"source={source}", "name=bench"]
     subprocess.run([sys.executable, "-m", "snakemake", "work/bench/source_embedding.npz",
@@ -370,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     minutes = args.seconds / 60
     print()
     print(f"clip: {args.height}p, {args.seconds:g} s"
-          + ("" if args.no_cutaways else f", faces absent {CUTAWAY_LENGTH} s of every {CUTAWAY_EVERY} s")
+          + (", one face in close-up" if args.close_up else "" if args.no_cutaways
+             else f", faces absent {CUTAWAY_LENGTH} s of every {CUTAWAY_EVERY} s")
           + f"; encoder {config['encoder']} preset {config['preset']} crf {config['crf']}"
           + (f"; medians of {args.repeat} alternating runs" if args.repeat > 1 else ""))
     print(_median_line("plain ffmpeg decode+encode (floor)", [t for t, _ in plains]))
