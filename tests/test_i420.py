@@ -136,3 +136,14 @@ def test_work_frame_scales_and_crops_from_the_planes_as_from_bgr(frame):
     edge = work.warp_bgr(crop_matrix((5, 5), 1.0, 0), 128)
     assert edge[:40, :40].max() <= 1 and edge[100:, 100:].mean() > 10
     assert work.shape == (H, W) and work.bgr().shape == (H, W, 3)
+
+
+def test_work_frame_converts_a_rectangle_to_the_same_pixels_as_the_whole_frame(frame):
+    """bgr_rect (detection's face crops, without converting the whole frame) gives exactly the
+    pixels of bgr() there, at odd corners too, and the same once the frame has been converted."""
+    bgr = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+    for x0, y0, x1, y1 in [(0, 0, W, H), (1, 1, 2, 2), (101, 37, 480, 333), (W - 7, H - 3, W, H), (640, 200, 641, 201)]:
+        fresh = WorkFrame(1, i420=frame.copy())
+        assert np.array_equal(fresh.bgr_rect(x0, y0, x1, y1), bgr[y0:y1, x0:x1]), (x0, y0, x1, y1)
+        fresh.bgr()
+        assert np.array_equal(fresh.bgr_rect(x0, y0, x1, y1), bgr[y0:y1, x0:x1])

@@ -286,6 +286,30 @@ def test_faces_in_a_wide_frame_are_found_at_every_turn_with_packed_passes(analyz
         assert hits == 3, (turn, hits, centres)
 
 
+def test_detection_in_worker_processes_finds_the_same_faces_and_crops_as_one_process(analyzer, t1):
+    """A short video's one segment is analysed over the job's threads (MeshAnalyzer.analyze_frames:
+    the frames go to forked workers as decoded, I420, and are converted there; the crops are cut
+    here from the planes): the same rows, landmarks and crops as one process makes, over more
+    frames than the workers hold in flight."""
+    from facepipe.faces.detection import detect_frames
+    from facepipe.media.video import WorkFrame
+
+    h, w = t1.shape[0] // 2 * 2, t1.shape[1] // 2 * 2
+
+    def frames():
+        for n in range(24):
+            shifted = np.ascontiguousarray(np.roll(t1[:h, :w], 3 * n, axis=1))
+            yield WorkFrame(n + 1, i420=cv2.cvtColor(shifted, cv2.COLOR_BGR2YUV_I420))
+
+    pooled = mesh.MeshAnalyzer(analyzer.detector_path, analyzer._recognizer_path, threads=2)
+    one = detect_frames(analyzer, frames(), crop="landmark_box")
+    two = detect_frames(pooled, frames(), crop="landmark_box")
+    assert len(one) == len(two) >= 24 * 5
+    assert one[["frame", "face", "crop_x", "crop_y"]].equals(two[["frame", "face", "crop_x", "crop_y"]])
+    assert all(np.array_equal(a, b) for a, b in zip(one["landmarks"], two["landmarks"]))
+    assert all(a == b for a, b in zip(one["crop"], two["crop"]))
+
+
 def test_the_swap_in_worker_processes_makes_the_same_patches_as_one_process(analyzer, t1, astronaut, tmp_path):
     """A short video's one segment swaps over the job's threads as forked worker processes
     (facepipe.swap.segment): the same patches, in the same order, as one process makes, with the

@@ -84,9 +84,8 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
         return {"crop": encode_image(frame.warp_bgr(matrix, size + 2 * pad)), "crop_x": 0, "crop_y": 0,
                 "crop_matrix": matrix.reshape(-1).tolist()}
 
-    img = frame.bgr()
-    x0, y0, x1, y1 = hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), img.shape[:2], margin)
-    return {"crop": encode_image(img[y0:y1, x0:x1]), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
+    x0, y0, x1, y1 = hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), frame.shape, margin)
+    return {"crop": encode_image(frame.bgr_rect(x0, y0, x1, y1)), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
 
 
 def box_iou(a, b) -> float:

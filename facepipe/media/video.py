@@ -30,7 +30,7 @@ import numpy as np
 from facepipe.media import integrity
 from facepipe.media.ffmpeg import ffmpeg_exe, run_ffmpeg
 from facepipe.media.files import AtomicWriter, MediaError, read_alpha, read_image, write_json
-from facepipe.media.i420 import join_i420, split_i420
+from facepipe.media.i420 import chroma_aligned, join_i420, region_bgr, split_i420
 from facepipe.media.integrity import read_sealed_json
 
 log = logging.getLogger(__name__)
@@ -358,6 +358,15 @@ class WorkFrame:
 
     def i420(self) -> np.ndarray:
         return self._i420
+
+    def bgr_rect(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """bgr()[y0:y1, x0:x1], converting only that rectangle (widened to whole chroma samples)
+        where the frame has not been converted whole: the same pixels."""
+        if self._bgr is not None or self._i420 is None:
+            return self.bgr()[y0:y1, x0:x1]
+        h, w = self.shape
+        ax0, ay0, ax1, ay1 = chroma_aligned((x0, y0, x1, y1), w, h)
+        return region_bgr(self.planes(), (ax0, ay0, ax1, ay1))[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0]
 
     def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = self.shape

@@ -46,6 +46,7 @@ import numpy as np
 
 from facepipe.models.dlib_face import OfflineModelError
 from facepipe.models.dlib_resnet import DlibResNet
+from facepipe.parallel import in_order
 
 log = logging.getLogger(__name__)
 
@@ -652,20 +653,16 @@ class MeshAnalyzer:
             for chunk in chunks(lazy):
                 yield from self.analyze_chunk(chunk)
             return
-        images = ((frame.bgr(), embed, still_thumbnail(frame)) for frame, embed in items)
+        # The frames go to the workers as they were decoded (I420: half the bytes of BGR) and are
+        # converted there: this process only decodes, cuts the crops and writes the table.
+        images = ((frame, embed, still_thumbnail(frame)) for frame, embed in items)
         # Forked before the first frame is decoded and before ONNX Runtime starts its threads.
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=self._args) as pool:
             pool.submit(int).result()
-            batch = []
-            for chunk in chunks(images):
-                batch.append(chunk)
-                if len(batch) == 2 * workers:  # a few chunks per worker in flight, memory bounded
-                    for faces in pool.map(_analyze_chunk, batch):
-                        yield from faces
-                    batch = []
-            for faces in pool.map(_analyze_chunk, batch):
+            # A few chunks per worker in flight (memory bounded), the next ones decoded meanwhile.
+            for _, faces in in_order(pool, _analyze_chunk, chunks(images), 2 * workers):
                 yield from faces
 
 
@@ -709,8 +706,9 @@ def _init_worker(detector, recognizer, providers, embed, min_score, tile, refine
                            tile=tile, refine=refine, rotations=rotations, follow=follow)
 
 
-def _analyze_chunk(items: list[tuple[np.ndarray, bool]]) -> list[list[dict]]:
-    return _worker.analyze_chunk(items)
+def _analyze_chunk(items: list[tuple]) -> list[list[dict]]:
+    """analyze_chunk of (working frame, embed, still thumbnail) items, in a worker process."""
+    return _worker.analyze_chunk([(frame.bgr(), embed, thumb) for frame, embed, thumb in items])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections import deque, namedtuple
+from collections import namedtuple
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -25,6 +25,7 @@ from facepipe.media.tables import iter_frame_rows, read_columns
 from facepipe.models import crop_kind, works_on_pixels
 from facepipe.models.backends import METRICS, make_swappers
 from facepipe.models.face_parser import DEFAULT_REGIONS
+from facepipe.parallel import in_order
 from facepipe.progress import Progress
 from facepipe.swap.masks import as_patch_mask, mesh_region_keep
 from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames
@@ -90,15 +91,7 @@ def _in_order(fn, batches, workers: int):
     cv2.setNumThreads(1)
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            flight: deque = deque()
-            for batch in batches:
-                flight.append((batch, pool.submit(_swap_batch, batch)))
-                if len(flight) >= 2 * workers:
-                    batch, done = flight.popleft()
-                    yield batch, done.result()
-            while flight:
-                batch, done = flight.popleft()
-                yield batch, done.result()
+            yield from in_order(pool, _swap_batch, batches, 2 * workers)
     finally:
         _batch_swap = None
         cv2.setNumThreads(threads)
