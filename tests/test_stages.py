@@ -121,6 +121,27 @@ def test_tables_are_read_back_a_frame_at_a_time_even_when_a_row_group_splits_a_f
     assert [len(lookup.get(n) or []) for n in range(1, 8)] == [3, 3, 0, 0, 3, 3, 0]
 
 
+def test_a_row_group_ends_at_its_byte_budget_with_whole_frames(tmp_path):
+    """Large crops or patches end a row group before rows_per_group rows (TableWriter's
+    bytes_per_group: a group is held whole in memory by its writer and by each reader), never
+    inside a frame's rows."""
+    import pyarrow.parquet as pq
+
+    from facepipe.media.patches import iter_patches, patch_row
+    from facepipe.media.tables import PATCHES_SCHEMA, TableWriter
+
+    rng = np.random.default_rng(4)
+    made = [Patch("pixels", rng.integers(0, 256, (100, 100, 3), np.uint8), frame=f, face=i)
+            for f in range(1, 11) for i in range(2)]
+    with TableWriter(tmp_path / "p.parquet", PATCHES_SCHEMA, bytes_per_group=100_000) as writer:
+        for f in range(10):  # a frame's two rows at a time, each row over 30 kB
+            writer.add([patch_row(p) for p in made[2 * f:2 * f + 2]])
+    meta = pq.ParquetFile(tmp_path / "p.parquet").metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert sum(sizes) == 20 and max(sizes) < 20 and all(n % 2 == 0 for n in sizes), sizes
+    assert [(f, len(ps)) for f, ps in iter_patches(tmp_path / "p.parquet")] == [(f, 2) for f in range(1, 11)]
+
+
 def test_a_failed_table_write_leaves_no_file(tmp_path):
     from facepipe.media.tables import FACES_SCHEMA, TableWriter
 
