@@ -648,10 +648,16 @@ def _mouth_cavity(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 # Faces wider than this (px) are swapped at this width and enlarged back, the source's finer detail
-# added at full size (MeshSwapper._full_size): the swap's cost grows with the face's area (270 ms for a
-# 500 px face against 34 ms at 167 px, on one core), while its light, colour, masks and seams are
+# added at full size (MeshSwapper._full_size): the swap's cost grows with the face's area (270-300 ms
+# for a 500 px face against 34 ms at 167 px, on one core), while its light, colour, masks and seams are
 # smooth at this scale.
 SWAP_WIDTH = 256
+
+
+def _with_kept(pasted: np.ndarray, target: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The pasted face (float BGR) with the target's own pixels where ``keep`` (h x w x 1, 0-1) says:
+    its eyes and mouth."""
+    return pasted * (1.0 - keep) + target.astype(np.float32) * keep
 
 
 class SwapLayers(NamedTuple):
@@ -792,8 +798,7 @@ class MeshSwapper(PixelSwapper):
         layers = self._layers(roi, pts)
         if layers is None:
             return None
-        pasted = layers.pasted * (1.0 - layers.keep) + layers.target.astype(np.float32) * layers.keep
-        return blended_patch(roi, pasted, layers.alpha, x0, y0)
+        return blended_patch(roi, _with_kept(layers.pasted, layers.target, layers.keep), layers.alpha, x0, y0)
 
     def _full_size(self, roi: np.ndarray, pts: np.ndarray, scale: float, x0: int, y0: int):
         """swap_one of a large face: the swap at SWAP_WIDTH (its light, colour, masks and seams are
@@ -825,12 +830,12 @@ class MeshSwapper(PixelSwapper):
         detail = warped - enlarged(cv2.resize(warped, size, interpolation=cv2.INTER_AREA))
         # The source's detail no sharper than the target's own at full size (match_sharpness did
         # this for the coarser detail at the shrunk size).
-        target_blur = blur_sigma(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), enlarged(layers.alpha) > 0.5)
+        alpha = np.clip(enlarged(layers.alpha), 0.0, 1.0)
+        target_blur = blur_sigma(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), alpha > 0.5)
         if target_blur > 0.3:
             detail = cv2.GaussianBlur(detail, (0, 0), target_blur)
-        keep = enlarged(layers.keep[..., 0])[..., None]
-        pasted = (enlarged(layers.pasted) + detail) * (1.0 - keep) + target.astype(np.float32) * keep
-        return blended_patch(roi, pasted, np.clip(enlarged(layers.alpha), 0.0, 1.0), x0, y0)
+        pasted = _with_kept(enlarged(layers.pasted) + detail, target, enlarged(layers.keep[..., 0])[..., None])
+        return blended_patch(roi, pasted, alpha, x0, y0)
 
     def _layers(self, roi: np.ndarray, pts: np.ndarray) -> SwapLayers | None:
         """The swap of one face on its crop (roi, its mesh points pts in the crop's pixels), as the
