@@ -32,6 +32,10 @@ from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frame
 
 log = logging.getLogger(__name__)
 
+# What the swap reads of the faces table (swap_input's row, and the face it names).
+SWAP_COLUMNS = ["frame", "face", "kps", "landmarks", "crop", "crop_x", "crop_y", "crop_matrix"]
+
+
 def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -> dict:
     """Each swapped track's appearance (facepipe.swap.occlusion) from samples spread along it in this
     segment; tracks without a dense mesh (468 points) have none. One extra read of the faces
@@ -48,7 +52,7 @@ def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -
             wanted[(frame, int(by_frame[frame].face))] = by_frame[frame]
     if not wanted:
         return appearances
-    for table in iter_frame_rows(faces):
+    for table in iter_frame_rows(faces, SWAP_COLUMNS):
         for row in table.itertuples(index=False):
             tracked = wanted.get((int(row.frame), int(row.face)))
             if tracked is None:
@@ -197,7 +201,7 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
         # swapper together, a batch at a time.
         step = max(swapper.batch_size for swapper, _ in swappers.values()) if swappers else 1
         pending: list[tuple] = []
-        for table in iter_frame_rows(faces):
+        for table in iter_frame_rows(faces, SWAP_COLUMNS):
             for item in inputs(table):
                 if pending and pending[-1][0].seg_frame != item[0].seg_frame and len(pending) >= step:
                     yield pending
