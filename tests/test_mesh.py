@@ -573,8 +573,7 @@ def test_the_scan_and_the_tiles_run_on_fixed_frames_of_each_chunk(analyzer, t1, 
     assert calls[0] == (False, True)  # nothing to follow: a full detection
     assert [scan for followed, scan in calls[1:]] == [i % mesh.DETECT_EVERY == 0 for i in range(1, n)]
     assert all(followed for followed, _ in calls[1:])
-    chunks = []
-    monkeypatch.setattr(analyzer, "analyze_chunk", lambda items: chunks.append(len(items)) or [[]] * len(items))
+    calls.clear()
     frames = [(WorkFrame(i + 1, bgr=t1), False) for i in range(2 * n + 3)]
     assert len(list(analyzer.analyze_frames(frames))) == len(frames)
-    assert chunks == [n, n, 3]
+    assert calls == [(j % n != 0, j % n % mesh.DETECT_EVERY == 0) for j in range(len(frames))]

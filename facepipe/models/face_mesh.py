@@ -30,6 +30,7 @@ table stores them flattened, x0, y0, x1, y1, ...; 936 numbers).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -39,7 +40,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -629,22 +630,28 @@ class MeshAnalyzer:
         faces to follow need one) is still_frame() of the last frame the detector found nothing on
         within the chunk (a static shot without faces) is not looked at again: nothing came into
         view there. The chunk's first frame is always looked at."""
-        out: list[list[dict]] = []
+        return list(self._chunk_faces(items))
+
+    def _chunk_faces(self, items: Iterable[tuple]) -> Iterator[list[dict]]:
+        """analyze_chunk's faces, a frame at a time as its items come (this process holds one
+        frame of the chunk, not all of them)."""
+        last: list[dict] | None = None
         empty_at = None  # thumbnail of the last frame of this chunk the detector found no face on
         for i, (img, embed, *rest) in enumerate(items):
-            follow = out[-1] if out and out[-1] and self.follow else None
+            follow = last if last and self.follow else None
             thumb = rest[0] if rest else None
             if follow is None and callable(thumb):
                 thumb = thumb()
             if (follow is None and self.follow and thumb is not None and empty_at is not None
                     and still_frame(thumb, empty_at)):
-                out.append([])
+                last = []
+                yield last
                 continue
             faces = self.analyze(img, embed, follow, scan=i % DETECT_EVERY == 0)
             if follow is None:
                 empty_at = None if faces else thumb
-            out.append(faces)
-        return out
+            last = faces
+            yield faces
 
     def analyze_frames(self, items: Iterable[tuple]):
         """Faces of every (working frame, embed) pair (facepipe.media.video.WorkFrame), in order,
@@ -667,10 +674,11 @@ class MeshAnalyzer:
 
         workers = self.threads
         if workers <= 1:
-            # In this process the thumbnail is made only for a frame that needs one (no faces to follow).
-            lazy = ((frame.bgr(), embed, partial(still_thumbnail, frame)) for frame, embed in items)
-            for chunk in chunks(lazy):
-                yield from self.analyze_chunk(chunk)
+            # In this process the thumbnail is made only for a frame that needs one (no faces to follow),
+            # and a frame is converted as its turn comes.
+            lazy = iter((frame.bgr(), embed, partial(still_thumbnail, frame)) for frame, embed in items)
+            for first in lazy:
+                yield from self._chunk_faces(itertools.chain([first], itertools.islice(lazy, TILE_EVERY - 1)))
             return
         # The frames go to the workers as they were decoded (I420: half the bytes of BGR) and are
         # converted there: this process only decodes, cuts the crops and writes the table.
@@ -680,8 +688,9 @@ class MeshAnalyzer:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=self._args) as pool:
             pool.submit(int).result()
-            # A few chunks per worker in flight (memory bounded), the next ones decoded meanwhile.
-            for _, faces in in_order(pool, _analyze_chunk, chunks(images), 2 * workers):
+            # A chunk per worker in flight and one more decoded meanwhile (memory bounded: a chunk of
+            # 1080p frames is 50 MB).
+            for _, faces in in_order(pool, _analyze_chunk, chunks(images), workers + 1):
                 yield from faces
 
 
@@ -727,7 +736,10 @@ def _init_worker(detector, recognizer, providers, embed, min_score, tile, refine
 
 def _analyze_chunk(items: list[tuple]) -> list[list[dict]]:
     """analyze_chunk of (working frame, embed, still thumbnail) items, in a worker process."""
-    return _worker.analyze_chunk([(frame.bgr(), embed, thumb) for frame, embed, thumb in items])
+    # Converted as each frame's turn comes, not kept: a worker holds one BGR frame at a time.
+    # (WorkFrame.bgr's conversion, without its cache.)
+    return _worker.analyze_chunk((frame.bgr() if frame.is_image else cv2.cvtColor(frame.i420(), cv2.COLOR_YUV2BGR_I420),
+                                  embed, thumb) for frame, embed, thumb in items)
 
 
 # ---------------------------------------------------------------------------------------------
