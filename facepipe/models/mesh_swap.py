@@ -337,12 +337,19 @@ def blur_sigma(gray: np.ndarray, mask: np.ndarray) -> float:
     R = sqrt(s^2 + s0^2) / s, so s = s0 / sqrt(R^2 - 1). It is read at the region's strongest
     gradients (local maxima) and the median taken: a ratio, so the edges' contrast (stubble, a
     dark brow, make-up) cancels, which the Laplacian's variance counts. 0 where there are no edges."""
+    return _blur_sigma_at(gray, *np.nonzero(mask))
+
+
+def _blur_sigma_at(gray: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> float:
+    """blur_sigma over the mask's pixels (ys, xs: np.nonzero of it), for a caller that reads one
+    region's blur on several images (match_sharpness)."""
     g = gray.astype(np.float32)
     m1, gx, gy = _gradient(g)
-    vals = m1[mask]
+    vals = m1[ys, xs]
     if vals.size < 16:
         return 0.0
-    ys, xs = np.nonzero(mask & (m1 >= np.quantile(vals, 1 - _EDGE_SHARE)) & (m1 > 1.0))
+    strong = (vals >= np.quantile(vals, 1 - _EDGE_SHARE)) & (vals > 1.0)
+    ys, xs = ys[strong], xs[strong]
     peak = _edge_peaks(m1, gx, gy, ys, xs)
     ys, xs = ys[peak], xs[peak]
     # The re-blurred gradient is read at those pixels only.
@@ -360,13 +367,15 @@ def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray,
     where the caller has it already), and the sigma used (the smallest tried that makes it at least
     as blurred as the target's; 0 when it already is)."""
     w_gray = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY)
+    at = np.nonzero(region)
     if goal is None:
-        goal = blur_sigma(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), region)
-    prev_sigma, prev_b = 0.0, blur_sigma(w_gray, region)
+        goal = _blur_sigma_at(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), *at)
+    prev_sigma, prev_b = 0.0, _blur_sigma_at(w_gray, *at)
     if prev_b >= goal or goal <= 0:
         return warped, 0.0
+
     def blur_at(i: int) -> float:
-        return blur_sigma(np.round(cv2.GaussianBlur(w_gray, (0, 0), float(_SIGMAS[i]))), region)
+        return _blur_sigma_at(np.round(cv2.GaussianBlur(w_gray, (0, 0), float(_SIGMAS[i]))), *at)
 
     # The first sigma whose blur reaches the goal, found by bisection (the estimated blur grows with
     # the sigma), starting from the two sigmas around the one that Gaussian blurs composing would
@@ -858,7 +867,9 @@ class MeshSwapper(PixelSwapper):
         corners = np.round(dst[drawn]).astype(np.int32)  # rounded at once: the loop is the swap's hottest
         for k in range(len(drawn)):
             cv2.fillConvexPoly(tri_id, corners[k], k)
-        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+        # The pixels' coordinates as a column and a row: the maps below broadcast them.
+        ys = np.arange(shape[0], dtype=np.float32)[:, None]
+        xs = np.arange(shape[1], dtype=np.float32)[None, :]
         a = to_src[tri_id]
         map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
         map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
@@ -905,8 +916,9 @@ class MeshSwapper(PixelSwapper):
         # shadow, an orange nose tip, stubble: a colour test would leave them out, and the mean
         # would then not take that shade out of the source or put it into the target).
         in_centre = centre_oval > 0
-        target_skin = in_centre | skin.of(t_lab, strict=True)
-        source_skin = in_centre | source_model.of(w_lab, strict=True)
+        target_strict, source_strict = skin.of(t_lab, strict=True), source_model.of(w_lab, strict=True)
+        target_skin = in_centre | target_strict
+        source_skin = in_centre | source_strict
         # Near the oval, what is clearly not skin in either face (by the looser test) keeps the
         # target's pixels: hair, or background where the oval runs past a turned face's outline.
         both = in_centre | (skin.of(t_lab) & source_model.of(w_lab))
@@ -914,8 +926,7 @@ class MeshSwapper(PixelSwapper):
         # a fringe there passes the looser test, and pasted it reads as an orange arc. Around the
         # brows (BROW_MARGIN) only the source is tested: the target's own brows, wherever its mesh
         # put them, are covered by the source's, not left beside them as a second pair.
-        source_strict = source_model.of(w_lab, strict=True)
-        both &= ~(band > 0) | (skin.of(t_lab, strict=True) & source_strict)
+        both &= ~(band > 0) | (target_strict & source_strict)
         both |= (zone > 0) & source_strict
         both = both.astype(np.uint8)
         small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kk + 1,) * 2)
