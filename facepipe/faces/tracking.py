@@ -433,19 +433,15 @@ def _smoothed(rows: list[dict], sigma: float) -> list[dict]:
     The track's frames are consecutive once its gaps are filled; a gap that stayed open (no held
     crop) is smoothed across as if it were filled, which is what the face did in it.
     """
+    # The rows keep their arrays (_out_row): the table writer takes them as they are.
     if sigma <= 0 or len(rows) < 2:
-        for row in rows:
-            row["kps"] = row["kps"].tolist()
-            row["landmarks"] = None if row["landmarks"] is None else row["landmarks"].tolist()
-            row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
         return rows
     kps = _gaussian(np.stack([r["kps"] for r in rows]), sigma)
     has_lm = all(r["landmarks"] is not None for r in rows)
     lms = _gaussian(np.stack([r["landmarks"] for r in rows]), sigma) if has_lm else None
     for i, row in enumerate(rows):
-        row["kps"] = kps[i].tolist()
-        row["landmarks"] = lms[i].tolist() if has_lm else None
-        row["embedding"] = None if row["embedding"] is None else row["embedding"].tolist()
+        row["kps"] = kps[i]
+        row["landmarks"] = lms[i] if has_lm else None
     return rows
 
 
