@@ -531,7 +531,7 @@ def test_a_still_shot_without_faces_is_looked_at_once_per_chunk(analyzer, t1, mo
     grain = dark + np.random.default_rng(0).integers(0, 3, dark.shape, dtype=np.uint8)
     face = cv2.resize(t1, (640, 360))
     looked = []
-    monkeypatch.setattr(analyzer, "analyze", lambda img, embed, follow=None, scan=False: looked.append(img) or [])
+    monkeypatch.setattr(analyzer, "analyze", lambda img, embed, follow=None: looked.append(img) or [])
     thumb = lambda img: mesh.still_thumbnail(WorkFrame(1, bgr=img))  # noqa: E731
     items = [(img, False, thumb(img)) for img in (dark, grain, dark, face, face)]
     assert analyzer.analyze_chunk(items) == [[]] * 5
@@ -539,41 +539,3 @@ def test_a_still_shot_without_faces_is_looked_at_once_per_chunk(analyzer, t1, mo
     looked.clear()
     assert analyzer.analyze_chunk([(img, False) for img in (dark, dark)]) == [[], []]
     assert len(looked) == 2  # without thumbnails every frame is looked at, as before
-
-
-def test_faces_that_come_into_view_are_found_by_the_scan_while_others_are_followed(analyzer, t1, t1_faces):
-    """analyze with a face to follow: without a scan only that face is read (by its mesh); with one,
-    the detector's whole-frame passes add the faces away from it, and the followed face is not read
-    twice. The scan finds what the whole-frame passes find (the tiles add the group photo's sixth face)."""
-    followed = t1_faces[:1]
-    only = analyzer.analyze(t1, embed=False, follow=followed)
-    assert len(only) == 1 and np.allclose(centre(only[0]), centre(followed[0]), atol=3)
-    scanned = analyzer.analyze(t1, embed=False, follow=followed, scan=True)
-    untiled = analyzer.detect(t1, tiled=False)
-    assert len(t1_faces) == 6 and len(analyzer.detect(t1)) == 6 and len(untiled) == len(scanned) == 5
-    for face in scanned:
-        assert np.linalg.norm(centre(face_of(t1_faces, centre(face))) - centre(face)) < 5
-
-
-def test_the_scan_and_the_tiles_run_on_fixed_frames_of_each_chunk(analyzer, t1, monkeypatch):
-    """analyze_chunk: the full detection (tiles included) on a chunk's first frame, a scan on every
-    DETECT_EVERY-th frame while faces are followed, and frames go to it TILE_EVERY at a time, so
-    which frames are scanned does not depend on the number of worker processes."""
-    from facepipe.media.video import WorkFrame
-
-    calls = []
-
-    def fake(img, embed, follow=None, scan=False):
-        calls.append((follow is not None, scan))
-        return [{"box": np.array([0, 0, 10, 10])}]
-
-    monkeypatch.setattr(analyzer, "analyze", fake)
-    n = mesh.TILE_EVERY
-    assert len(analyzer.analyze_chunk([(t1, False)] * n)) == n
-    assert calls[0] == (False, True)  # nothing to follow: a full detection
-    assert [scan for followed, scan in calls[1:]] == [i % mesh.DETECT_EVERY == 0 for i in range(1, n)]
-    assert all(followed for followed, _ in calls[1:])
-    calls.clear()
-    frames = [(WorkFrame(i + 1, bgr=t1), False) for i in range(2 * n + 3)]
-    assert len(list(analyzer.analyze_frames(frames))) == len(frames)
-    assert calls == [(j % n != 0, j % n % mesh.DETECT_EVERY == 0) for j in range(len(frames))]

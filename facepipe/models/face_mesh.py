@@ -30,7 +30,6 @@ table stores them flattened, x0, y0, x1, y1, ...; 936 numbers).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import multiprocessing
 import os
@@ -40,7 +39,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -76,13 +75,6 @@ ROI_SCALE = 1.5
 # the face): a face coming into view is found this many frames late at most, within the default
 # track_gap over which detection holds crops back (facepipe.faces.detection.face_rows).
 DETECT_EVERY = 4
-# Where faces are followed, the detector's look for new ones (a scan) reads the whole frame and its
-# turns only; the tiles, which add faces smaller than a whole-frame pass finds (under ~90 px at
-# 1080p: 6 of its 8 detector runs), run on the first frame of every TILE_EVERY (and wherever no face is
-# followed or one is lost). A small face coming into view is found up to TILE_EVERY frames late. Frames
-# go to analyze_chunk (and to worker processes) TILE_EVERY at a time, so the frames scanned or
-# tiled do not depend on how many processes run.
-TILE_EVERY = 16
 # Tiles: squares of this side (frame pixels) with this overlap; a face of f px then reaches the
 # 192-px detector at f*192/TILE px. MediaPipe's full-range model finds faces down to ~8 px of its
 # input, so 192-px tiles find faces of ~10-16 px that the whole-frame pass (a 640-px frame scaled
@@ -467,11 +459,11 @@ class MeshAnalyzer:
         raw_boxes, raw_scores = det(square, 127.5, 1.0)
         return decode_detections(raw_boxes, raw_scores, self.min_score)
 
-    def detect(self, img: np.ndarray, tiled: bool = True) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    def detect(self, img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(box x1,y1,x2,y2, keypoints 6x2, score) in image pixels, merged by weighted NMS: the whole
-        frame, its tiles (unless ``tiled`` is False), and the whole frame turned by 90, 180 and 270
-        degrees (BlazeFace reads faces up to ~45 degrees off upright; the turned passes cover the
-        rest of the circle). At 16:9 and wider, two whole-frame passes share a square (PACK_MIN_SCALE)."""
+        frame, its tiles, and the whole frame turned by 90, 180 and 270 degrees (BlazeFace reads
+        faces up to ~45 degrees off upright; the turned passes cover the rest of the circle). At
+        16:9 and wider, two whole-frame passes share a square (PACK_MIN_SCALE)."""
         h, w = img.shape[:2]
         # The whole frame and its turns (each with the map taking its points back to the frame's),
         # in pairs of one shape that share a square where the frame's shape lets them (PACK_GAP).
@@ -485,7 +477,7 @@ class MeshAnalyzer:
         # (image, turns, back maps) of each square, then the tiles'.
         passes = [(img, [turn for turn, _ in g], [back for _, back in g]) for g in groups]
         passes += [(img[y0:y1, x0:x1], [None], [np.array([[1, 0, x0], [0, 1, y0]], np.float64)])
-                   for x0, y0, x1, y1 in (tiles((h, w), self.tile) if tiled else [])]
+                   for x0, y0, x1, y1 in tiles((h, w), self.tile)]
         all_boxes, all_kps, all_scores = [], [], []
         for part, turns, backs in passes:
             square, scale, offsets, placed = _pack(part, turns)
@@ -565,15 +557,12 @@ class MeshAnalyzer:
 
     # -- records ------------------------------------------------------------------------------
 
-    def analyze(self, img: np.ndarray, embed: bool = True, follow: list[dict] | None = None,
-                scan: bool = False) -> list[dict]:
+    def analyze(self, img: np.ndarray, embed: bool = True, follow: list[dict] | None = None) -> list[dict]:
         """Faces in one BGR image, largest first; embed=False skips the identity embedding.
 
         follow: the faces of the frame before (this analyzer's records): each is looked for
         by one mesh pass on the ROI of its previous mesh, and the detector does not run (MediaPipe's
-        face-mesh pipeline). When one of them is no longer read there, the detector runs after all.
-        scan: while following, the detector's whole-frame passes (no tiles) look for faces that came
-        into view: those away from the followed ones are added."""
+        face-mesh pipeline). When one of them is no longer read there, the detector runs after all."""
         h, w = img.shape[:2]
         faces = []
         found = [] if follow is None else [self.mesh_from(img, f["landmarks"]) + (f["score"],) for f in follow]
@@ -581,13 +570,6 @@ class MeshAnalyzer:
             # No faces to follow, or one was lost (it left, was covered, or the shot changed): the
             # detector looks at this frame, so a new shot's faces are found on its first frame.
             found = [self.mesh(img, box, kps) + (score,) for box, kps, score in self.detect(img)]
-        elif scan:
-            # A detection whose centre lies on a followed face is that face (already read by its
-            # mesh): only the others are read.
-            boxes = [(pts.min(axis=0), pts.max(axis=0)) for pts, _, _ in found]
-            found += [self.mesh(img, box, kps) + (score,) for box, kps, score in self.detect(img, tiled=False)
-                      if not any(((lo <= (box[:2] + box[2:]) / 2) & ((box[:2] + box[2:]) / 2 <= hi)).all()
-                                 for lo, hi in boxes)]
         for pts, flag, score in found:
             if flag < MIN_FACE_FLAG:
                 continue  # the detector's hit (or the followed face) is not a face the mesh can read
@@ -622,51 +604,43 @@ class MeshAnalyzer:
 
     def analyze_chunk(self, items: list[tuple]) -> list[list[dict]]:
         """Faces of consecutive frames: the detector on the first, and on any frame where no face
-        is left to follow; the faces of the frame before followed on the others, with a scan for
-        faces that came into view (analyze's ``scan``) on every DETECT_EVERY-th.
+        is left to follow; the faces of the frame before followed on the others.
 
         Items are (image, embed) or (image, embed, still_thumbnail): a frame without faces to follow
         whose still_thumbnail (still_thumbnail(), or a function that makes it: only frames without
         faces to follow need one) is still_frame() of the last frame the detector found nothing on
         within the chunk (a static shot without faces) is not looked at again: nothing came into
         view there. The chunk's first frame is always looked at."""
-        return list(self._chunk_faces(items))
-
-    def _chunk_faces(self, items: Iterable[tuple]) -> Iterator[list[dict]]:
-        """analyze_chunk's faces, a frame at a time as its items come (this process holds one
-        frame of the chunk, not all of them)."""
-        last: list[dict] | None = None
+        out: list[list[dict]] = []
         empty_at = None  # thumbnail of the last frame of this chunk the detector found no face on
-        for i, (img, embed, *rest) in enumerate(items):
-            follow = last if last and self.follow else None
+        for img, embed, *rest in items:
+            follow = out[-1] if out and out[-1] and self.follow else None
             thumb = rest[0] if rest else None
             if follow is None and callable(thumb):
                 thumb = thumb()
             if (follow is None and self.follow and thumb is not None and empty_at is not None
                     and still_frame(thumb, empty_at)):
-                last = []
-                yield last
+                out.append([])
                 continue
-            faces = self.analyze(img, embed, follow, scan=i % DETECT_EVERY == 0)
+            faces = self.analyze(img, embed, follow)
             if follow is None:
                 empty_at = None if faces else thumb
-            last = faces
-            yield faces
+            out.append(faces)
+        return out
 
     def analyze_frames(self, items: Iterable[tuple]):
         """Faces of every (working frame, embed) pair (facepipe.media.video.WorkFrame), in order,
-        TILE_EVERY consecutive frames at a time
+        DETECT_EVERY consecutive frames at a time
         (analyze_chunk: the detector runs on the first, faces are followed on the others); over
         `threads` worker processes (dlib's ResNet is single-threaded and dominates when a frame is
-        embedded). A face that comes into view is found within DETECT_EVERY frames (TILE_EVERY for one
-        only the tiles find); detection's held crops (facepipe.faces.detection.face_rows, track_gap
-        frames back) cover the frames before."""
+        embedded). A face that comes into view is found at the next chunk; detection's held crops
+        (facepipe.faces.detection.face_rows, track_gap frames back) cover the frames before."""
 
         def chunks(items):
             chunk = []
             for item in items:
                 chunk.append(item)
-                if len(chunk) == TILE_EVERY:
+                if len(chunk) == DETECT_EVERY:
                     yield chunk
                     chunk = []
             if chunk:
@@ -674,11 +648,10 @@ class MeshAnalyzer:
 
         workers = self.threads
         if workers <= 1:
-            # In this process the thumbnail is made only for a frame that needs one (no faces to follow),
-            # and a frame is converted as its turn comes.
-            lazy = iter((frame.bgr(), embed, partial(still_thumbnail, frame)) for frame, embed in items)
-            for first in lazy:
-                yield from self._chunk_faces(itertools.chain([first], itertools.islice(lazy, TILE_EVERY - 1)))
+            # In this process the thumbnail is made only for a frame that needs one (no faces to follow).
+            lazy = ((frame.bgr(), embed, partial(still_thumbnail, frame)) for frame, embed in items)
+            for chunk in chunks(lazy):
+                yield from self.analyze_chunk(chunk)
             return
         # The frames go to the workers as they were decoded (I420: half the bytes of BGR) and are
         # converted there: this process only decodes, cuts the crops and writes the table.
@@ -688,9 +661,8 @@ class MeshAnalyzer:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=self._args) as pool:
             pool.submit(int).result()
-            # A chunk per worker in flight and one more decoded meanwhile (memory bounded: a chunk of
-            # 1080p frames is 50 MB).
-            for _, faces in in_order(pool, _analyze_chunk, chunks(images), workers + 1):
+            # A few chunks per worker in flight (memory bounded), the next ones decoded meanwhile.
+            for _, faces in in_order(pool, _analyze_chunk, chunks(images), 2 * workers):
                 yield from faces
 
 
@@ -736,10 +708,7 @@ def _init_worker(detector, recognizer, providers, embed, min_score, tile, refine
 
 def _analyze_chunk(items: list[tuple]) -> list[list[dict]]:
     """analyze_chunk of (working frame, embed, still thumbnail) items, in a worker process."""
-    # Converted as each frame's turn comes, not kept: a worker holds one BGR frame at a time.
-    # (WorkFrame.bgr's conversion, without its cache.)
-    return _worker.analyze_chunk((frame.bgr() if frame.is_image else cv2.cvtColor(frame.i420(), cv2.COLOR_YUV2BGR_I420),
-                                  embed, thumb) for frame, embed, thumb in items)
+    return _worker.analyze_chunk([(frame.bgr(), embed, thumb) for frame, embed, thumb in items])
 
 
 # ---------------------------------------------------------------------------------------------
