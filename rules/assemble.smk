@@ -21,6 +21,7 @@ rule render_segment:
         encoder=opt("encoder"),
         preset=opt("preset"),
         crf=opt("crf"),
+        copy_unswapped=opt("copy_unswapped"),
     script:
         "../scripts/render_segment.py"
 

@@ -1,7 +1,8 @@
 from facepipe.media.patches import FramePatches
+from facepipe.media.passthrough import segment_writer
 from facepipe.progress import Progress, counted
 from facepipe.workflow.rule_script import run
-from facepipe.media.video import SegmentWriter, iter_frames, load_plan, render_segment
+from facepipe.media.video import iter_frames, load_plan, render_segment
 
 
 def main(sm, log):
@@ -11,10 +12,11 @@ def main(sm, log):
     progress = Progress(manifest["segments"][segment], f"render_segment {segment}", log)
     frames = counted(frames, progress)
     patches = FramePatches(sm.input.patches)  # verified here, before the encoder starts
-    with SegmentWriter(sm.output.video, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
-                       encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
-                       threads=sm.threads, colour=manifest["colour"]) as writer:
-        patched = render_segment(frames, patches, writer)
+    writer, copied = segment_writer(sm.output.video, sm.input.target, prepared, manifest, segment, sm.input.patches,
+                                    encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
+                                    threads=sm.threads, copy_unswapped=sm.params.copy_unswapped)
+    with writer:
+        patched = render_segment(frames, patches, writer, copied)
         progress.close()
         expected = manifest["segments"][segment]
         if writer.frames != expected:

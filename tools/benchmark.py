@@ -106,6 +106,10 @@ class Sampler:
 
 CUTAWAY_EVERY = 10  # seconds: the last CUTAWAY_LENGTH of every CUTAWAY_EVERY is a shot without faces
 CUTAWAY_LENGTH = 4
+# A keyframe at least every this many frames (2 s), as camera and phone recordings have them every
+# second or two; x264's default (250 frames) left whole shots without faces inside groups of
+# pictures that also hold faces, which a real recording seldom does (copy_unswapped).
+KEYFRAME_EVERY = 50
 
 
 def make_clip(out: Path, seconds: float, height: int, cutaways: bool = True, close_up: Path | None = None) -> None:
@@ -123,7 +127,8 @@ def make_clip(out: Path, seconds: float, height: int, cutaways: bool = True, clo
                     f"zoompan=z='1+0.1*on/{frames}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:"
                     f"s={width}x{height}:fps=25,scale=out_range=tv,format=yuv420p[v]",
                     "-map", "[v]", "-map", "1:a", "-frames:v", str(frames), "-c:v", "libx264", "-preset",
-                    "veryfast", "-crf", "20", "-c:a", "aac", "-t", str(frames / 25), str(out)],
+                    "veryfast", "-crf", "20", "-g", str(KEYFRAME_EVERY), "-c:a", "aac", "-t", str(frames / 25),
+                    str(out)],
                    what=f"making clip {out.name}")
         return
     if not cutaways:
@@ -144,7 +149,8 @@ def make_clip(out: Path, seconds: float, height: int, cutaways: bool = True, clo
                 "-f", "lavfi", "-i", f"color=c=0x181818:s={width}x{height}:r={fps}",
                 "-filter_complex", ";".join([pan, dark, cut]), "-map", "[v]", "-map", "1:a",
                 "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
-                "-c:a", "aac", "-t", str(frames / fps), str(out)], what=f"making clip {out.name}")
+                "-g", str(KEYFRAME_EVERY), "-c:a", "aac", "-t", str(frames / fps), str(out)],
+               what=f"making clip {out.name}")
 
 
 def pipe_worker(clip: str, out: str, encoder: str, preset: str, crf: str) -> int:

@@ -111,9 +111,11 @@ class FrameClock:
         return math.floor((pts - self.t0) * self.scale + Fraction(1, 2))
 
 
-def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction]:
+def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction, int]:
     """Sorted presentation timestamps of the readable, presented video packets, those of the
-    keyframes, and their time base.
+    keyframes, their time base, and how many pictures at most a packet comes ahead of its turn to
+    be shown (decode against presentation order: the delay a stream of copied packets gives its
+    decoding timestamps, facepipe.media.passthrough).
 
     Packets flagged discard are left out: an MP4 edit list that starts the video after its
     first frames (a stream-copy cut, a clip from a stream) makes the demuxer hand out the frames
@@ -134,7 +136,10 @@ def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction]:
                         keys.append(int(packet.pts))
         except av.error.FFmpegError as exc:
             log.warning("%s: stopped reading packets at a damaged part: %s", path, exc)
-        return sorted(set(pts)), sorted(set(keys)), Fraction(stream.time_base)
+        shown = sorted(set(pts))
+        rank = {p: r for r, p in enumerate(shown)}
+        reorder = max((i - rank[p] for i, p in enumerate(pts)), default=0)
+        return shown, sorted(set(keys)), Fraction(stream.time_base), max(reorder, 0)
 
 
 def segment_starts(total: int, seg_frames: int, keyframes: list[int]) -> list[int]:
@@ -184,7 +189,7 @@ def plan_segments(
                                  Fraction(probe_info["sample_aspect"]))
     seg_frames = max(1, round(float(segment_seconds) * float(rate)))
     source, rotation, reason = Path(target), probe_info["rotation"], None
-    pts, keys, time_base = video_timestamps(target)
+    pts, keys, time_base, reorder = video_timestamps(target)
     if not pts:
         raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
     ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
@@ -201,7 +206,7 @@ def plan_segments(
                     reason if interlaced else f"it cannot be decoded segment by segment: {reason}")
         source = out_dir / TRANSCODED
         transcode_source(target, source, rate=rate, size=(width, height), gop=seg_frames, deinterlace=interlaced)
-        pts, keys, time_base = video_timestamps(source)
+        pts, keys, time_base, reorder = video_timestamps(source)
         rotation = 0
         ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
     expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
@@ -226,6 +231,7 @@ def plan_segments(
         "source": TRANSCODED if reason else None,
         "transcoded_because": reason,
         "colour": output_colour(probe_info, (width, height)),
+        "reorder": reorder,
     }
     write_json(out_dir / "manifest.json", manifest)
     return manifest
@@ -596,15 +602,24 @@ class SegmentWriter(AtomicWriter):
         self.tmp.unlink(missing_ok=True)
 
 
-def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWriter) -> int:
+def render_segment(frames: Iterator[WorkFrame], patches: dict, writer: SegmentWriter, copied=()) -> int:
     """Decode, paste, encode in one pass: each frame's patches applied in YUV around the faces,
-    the rest of the frame as decoded. Returns the number of frames that had patches."""
+    the rest of the frame as decoded. copied: groups of pictures (facepipe.media.passthrough) the
+    writer copies from the target instead, frames without patches all. Returns the number of
+    frames that had patches."""
     # lazy: the patches module loads pyarrow (its tables); the stages that read or plan video without
     # pasting (prepare_target, probe, detection, mux) should not pay for it at start
     from facepipe.media.patches import apply_patches_i420
 
-    patched = 0
+    groups = {group.first: group for group in copied}
+    patched, skip_to = 0, 0
     for frame in frames:
+        if frame.number <= skip_to:
+            continue
+        if frame.number in groups:
+            writer.copy(groups[frame.number])
+            skip_to = groups[frame.number].last
+            continue
         todo = patches.get(frame.number)
         if not todo:
             writer.write(frame.i420())

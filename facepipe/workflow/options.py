@@ -197,6 +197,11 @@ OPTIONS: tuple[Option, ...] = (
            pattern="^[A-Za-z0-9_-]*$", values="encoder preset"),
     Option("crf", "integer", 18, "the output encoder's constant quality (lower is better and larger)",
            stages=("render_segment",), minimum=0, maximum=63),
+    Option("copy_unswapped", "boolean", True,
+           "groups of pictures in which no face is swapped are copied from the target as they are, not encoded "
+           "again: the target's own frames, and a render faster by their share (an H.264 target in MP4 or MOV at "
+           "its own size and rate, encoder libx264; anything else is encoded whole)",
+           stages=("render_segment",)),
     Option("degrade", "list", ["fp16", "resolution", "no_enhancer"],
            "how a retried GPU job degrades, one step per attempt, and one face per model call from the first step "
            "on", stages=_GPU, scope=RUN, choices=("fp16", "resolution", "no_enhancer")),

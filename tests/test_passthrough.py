@@ -1,0 +1,121 @@
+"""Groups of pictures without a swapped face, copied from the target (facepipe.media.passthrough)."""
+
+import subprocess
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from facepipe.media import demo, ffmpeg, passthrough, video
+
+
+def _decoded(path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def keyed_clip(tmp_path_factory):
+    """4 s at 25 fps with an IDR every 20 frames (B-frames on), and its plan in 2 s segments."""
+    root = tmp_path_factory.mktemp("passthrough")
+    clip = demo.make_clip(demo.insightface_image(), root / "keyed clip #1.mp4", seconds=4, size=(320, 180),
+                          extra=["-g", "20", "-keyint_min", "20", "-sc_threshold", "0", "-bf", "3"])
+    info = ffmpeg.probe(clip)
+    manifest = video.plan_segments(clip, asdict(info),
+                                   root / "plan", max_height=0, fps=0, segment_seconds=2)
+    return clip, manifest, root
+
+
+def _render(clip, manifest, root, segment, swapped, name):
+    source = passthrough.copy_source(clip, manifest, encoder="libx264", enabled=True)
+    groups = passthrough.copyable_groups(source, manifest, segment, swapped)
+    out = root / f"{name}.mp4"
+    with passthrough.PassthroughSegmentWriter(out, source, manifest, segment, preset="veryfast", crf=18, threads=1,
+                                              colour=manifest["colour"]) as writer:
+        video.render_segment(video.iter_frames(clip, root / "plan", manifest, segment, threads=1), {}, writer, groups)
+    return out, groups, writer
+
+
+def test_the_plan_measures_the_reordering(keyed_clip):
+    _, manifest, _ = keyed_clip
+    assert manifest["reorder"] >= 1  # B-frames: packets come ahead of their turn
+
+
+def test_groups_without_a_swapped_frame_are_copied_bit_for_bit(keyed_clip):
+    clip, manifest, root = keyed_clip
+    segment = "seg_0000"  # 60 frames, an IDR every 20
+    start, count = manifest["ranges"][segment]["start"], manifest["segments"][segment]
+    # Frames 5-24 of the segment swapped: the groups at 1-20 and 21-40 hold swapped frames.
+    out, groups, writer = _render(clip, manifest, root, segment, set(range(5, 25)), "mixed")
+    assert [(g.first, g.last) for g in groups] == [(41, 60)]
+    target = _decoded(clip)
+    got = _decoded(out)
+    assert len(got) == count and writer.frames == count
+    copied = {n for g in groups for n in range(g.first, g.last + 1)}
+    assert writer.copied == len(copied)
+    for n, frame in enumerate(got, start=1):
+        if n in copied:
+            assert np.array_equal(frame, target[start + n - 1]), n
+        else:
+            assert np.abs(frame.astype(int) - target[start + n - 1]).mean() < 4, n
+    # ffmpeg reads it without a complaint (the joint avcC record: two parameter sets each).
+    strict = subprocess.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-xerror", "-i", str(out), "-f", "null", "-"],
+                            capture_output=True, text=True)
+    assert strict.returncode == 0 and not strict.stderr.strip(), strict.stderr
+
+
+def test_a_group_holding_one_swapped_frame_is_encoded(keyed_clip):
+    clip, manifest, root = keyed_clip
+    segment = "seg_0000"
+    source = passthrough.copy_source(clip, manifest, encoder="libx264", enabled=True)
+    every = passthrough.copyable_groups(source, manifest, segment, set())
+    assert len(every) >= 2
+    one = every[0]
+    left = passthrough.copyable_groups(source, manifest, segment, {one.last})
+    assert one not in left and every[1:] == left
+
+
+def test_segments_with_and_without_copies_mux_into_one_valid_result(keyed_clip, tmp_path):
+    clip, manifest, root = keyed_clip
+    outs = [_render(clip, manifest, root, "seg_0000", set(), "all_copied")[0],
+            _render(clip, manifest, root, "seg_0001", set(range(1, manifest["segments"]["seg_0001"] + 1)),
+                    "none_copied")[0]]
+    info = ffmpeg.probe(clip)
+    result = tmp_path / "result 'quoted'.mp4"
+    ffmpeg.mux_video(outs, clip, asdict(info), result,
+                     frames=manifest["frames"], fps=manifest["fps"])
+    got, target = _decoded(result), _decoded(clip)
+    assert len(got) == manifest["frames"]
+    first = manifest["segments"]["seg_0000"]
+    assert all(np.array_equal(a, b) for a, b in zip(got[:first], target[:first]))
+    assert all(np.abs(a.astype(int) - b).mean() < 4 for a, b in zip(got[first:], target[first:]))
+
+
+def test_avcc_records_parse_and_join():
+    sps = bytes.fromhex("67640028acd940780227e5c05a810102a0000003002000000641e30632c0")
+    pps = bytes.fromhex("68ef86f2c0")
+    record = passthrough.avcc_record([sps], [pps])
+    config = passthrough.parse_avcc(record)
+    assert config == passthrough.AvcConfig(4, (sps,), (pps,))
+    assert passthrough.sps_id(sps) == 0 and passthrough.pps_ids(pps) == (0, 0)
+    with pytest.raises(ValueError):
+        passthrough.parse_avcc(b"\x00\x00\x00\x01" + sps)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"source": "source.mkv"}, "transcoded"),
+    ({"rotation": 90}, "turned"),
+    ({"lost_frames": 3}, "could not be read"),
+    ({"width": 160, "height": 90}, "working size"),
+    ({"reorder": None}, "reordering"),
+])
+def test_copying_is_left_out_where_it_would_not_be_exact(keyed_clip, caplog, change, reason):
+    clip, manifest, _ = keyed_clip
+    caplog.set_level("INFO")
+    assert passthrough.copy_source(clip, {**manifest, **change}, encoder="libx264", enabled=True) is None
+    assert reason in caplog.text
+    assert passthrough.copy_source(clip, manifest, encoder="libx265", enabled=True) is None
+    assert passthrough.copy_source(clip, manifest, encoder="libx264", enabled=False) is None
+    assert passthrough.copy_source(clip, manifest, encoder="libx264", enabled=True) is not None
