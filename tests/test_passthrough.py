@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from facepipe.media import demo, ffmpeg, passthrough, video
+from facepipe.media.files import MediaError
 
 
 def _decoded(path) -> list[np.ndarray]:
@@ -119,3 +120,20 @@ def test_copying_is_left_out_where_it_would_not_be_exact(keyed_clip, caplog, cha
     assert passthrough.copy_source(clip, manifest, encoder="libx265", enabled=True) is None
     assert passthrough.copy_source(clip, manifest, encoder="libx264", enabled=False) is None
     assert passthrough.copy_source(clip, manifest, encoder="libx264", enabled=True) is not None
+
+
+def test_a_group_that_is_not_what_was_planned_stops_the_render_and_leaves_nothing(keyed_clip, tmp_path):
+    clip, manifest, root = keyed_clip
+    source = passthrough.copy_source(clip, manifest, encoder="libx264", enabled=True)
+    out = tmp_path / "seg.mp4"
+    frames = video.iter_frames(clip, root / "plan", manifest, "seg_0000", threads=1)
+    with pytest.raises(MediaError, match="not those planned"):
+        with passthrough.PassthroughSegmentWriter(out, source, manifest, "seg_0000", preset="veryfast", crf=18,
+                                                  threads=1, colour=manifest["colour"]) as writer:
+            writer.write(next(frames).i420())
+            # Frames 2-20 do not begin with an IDR picture: not a group of pictures.
+            writer.copy(passthrough.CopiedGroup(2, 20))
+            for frame in frames:
+                if frame.number > 20:
+                    writer.write(frame.i420())
+    assert list(tmp_path.iterdir()) == []

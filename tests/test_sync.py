@@ -118,6 +118,15 @@ def targets(tmp_path_factory):
     ffmpeg("-itsoffset", "0.5", "-i", base, *tone(2.5), *tone(2, 660, 44100), "-i", srt,
            "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3", "-c:v", "copy", "-c:a:0", "pcm_s16le",
            "-c:a:1", "libopus", "-c:s", "srt", "-metadata:s:s:0", "language=eng", t["tracks"])
+    # (e) A shot without a face (a dark, grainy grey) between two with one, a keyframe every second on
+    # the cuts: its group of pictures is copied from the target (copy_unswapped), the rest encoded.
+    t["cutaway"] = d / "cutaway.mp4"
+    three = demo.make_clip(face, d / "three.mp4", seconds=3, fps=FPS, size=(320, 180), audio=False)
+    ffmpeg("-i", three, "-f", "lavfi", "-i", f"color=c=0x181818:s=320x180:r={FPS}", *tone(3),
+           "-filter_complex", "[1:v]noise=alls=3:allf=t,format=yuv420p[dark];"
+           "[0:v][dark]overlay=enable='gte(t,1)*lt(t,2)',format=yuv420p[v]", "-map", "[v]", "-map", "2:a",
+           "-frames:v", str(3 * FPS), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-g", str(FPS),
+           "-sc_threshold", "0", "-c:a", "aac", "-t", "3", t["cutaway"])
     source = d / "astronaut.png"
     demo.write_astronaut(source)
     return t, source
@@ -138,7 +147,7 @@ def test_the_targets_have_the_timing_they_are_made_for(targets):
 
 
 # Each target with one segment and with several, at its own rate and sampled to 10 fps.
-CASES = ["late_video", "edit_list", "late_audio", "long_audio"]
+CASES = ["late_video", "edit_list", "late_audio", "long_audio", "cutaway"]
 LAYOUTS = {"one": (30, 0), "one_sampled": (30, SAMPLED), "several": (0.5, 0), "several_sampled": (0.5, SAMPLED)}
 JOBS = [f"{case}-{layout}" for case in CASES for layout in LAYOUTS] + ["stream_cut-several", "tracks-several"]
 
@@ -328,3 +337,21 @@ def test_record_is_written_and_read_back(tmp_path, targets):
                     fps=manifest["fps"], record='{"title": "holiday"}')
     assert media_ffmpeg.read_result_record(tmp_path / "theirs.mp4") is None
     assert files.AI_LABEL in av.open(str(tmp_path / "r.mp4")).metadata["comment"]
+
+
+def test_a_shot_without_faces_is_copied_as_the_target_has_it(workspace, targets):
+    """The cutaway's group of pictures (frames 26-50) is the target's own packets: its frames are
+    the target's, bit for bit; the frames with a face are swapped and encoded."""
+    t, _ = targets
+    log = (workspace / "logs" / "cutaway-one" / "render_segment" / "seg_0000.log").read_text()
+    assert "1 group(s) of pictures, 25 frames, copied from the target" in log
+    with av.open(str(workspace / "results" / "cutaway-one.mp4")) as c:
+        ours = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+    with av.open(str(t["cutaway"])) as c:
+        theirs = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+    assert len(ours) == len(theirs) == 3 * FPS
+    assert all(np.array_equal(ours[k], theirs[k]) for k in range(FPS, 2 * FPS))
+    assert not any(np.array_equal(ours[k], theirs[k]) for k in [*range(FPS), *range(2 * FPS, 3 * FPS)])
+    # With segments shorter than a group of pictures nothing can be copied: encoded whole.
+    several = (workspace / "logs" / "cutaway-several" / "render_segment" / "seg_0002.log").read_text()
+    assert "0 group(s) of pictures, 0 frames, copied" in several

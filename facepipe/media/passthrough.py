@@ -25,7 +25,9 @@ Anything else is encoded as before.
 from __future__ import annotations
 
 import logging
+import queue
 import struct
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -374,6 +376,12 @@ class PassthroughSegmentWriter(AtomicWriter):
             setattr(ctx, key, int(self.colour.get(key, 2)))  # 2: unspecified
         self._stream.time_base = self._time_base
         self._closed = False
+        self._done = 0  # frames the worker has encoded or copied
+        self._error: BaseException | None = None
+        # A few frames in hand (a 1080p frame is 3 MB): the caller decodes ahead while one encodes.
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._work, name=f"encode {self.out.name}", daemon=True)
+        self._thread.start()
 
     def _new_encoder(self):
         av = self._av
@@ -414,18 +422,15 @@ class PassthroughSegmentWriter(AtomicWriter):
             units = [u for u in annexb_units(bytes(packet)) if u[0] & 0x1F not in (_NAL_SPS, _NAL_PPS)]
             self._mux(length_prefixed(units), self._run_start + int(packet.pts), bool(packet.is_keyframe))
 
-    def _end_run(self) -> None:
+    def _end_run(self, _=None) -> None:
         if self._encoder is not None:
             self._drain(self._encoder.encode(None))
             self._encoder = None
 
+    # -- the calls, in the caller's thread: each is handed to the worker in order -----------------
+
     def write(self, i420: np.ndarray) -> None:
-        if self._encoder is None:
-            self._encoder = self._new_encoder()
-            self._run_start = self.frames
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(i420), format="yuv420p")
-        frame.pts = self.frames - self._run_start
-        self._drain(self._encoder.encode(frame))
+        self._put(("write", np.ascontiguousarray(i420)))
         self.frames += 1
 
     def copy(self, group: CopiedGroup) -> None:
@@ -433,6 +438,37 @@ class PassthroughSegmentWriter(AtomicWriter):
         if group.first != self.frames + 1:
             raise MediaError(f"{self.out.name}: the group of pictures at frame {group.first} comes after frame "
                              f"{self.frames}")
+        self._put(("copy", group))
+        self.frames += group.last - group.first + 1
+
+    def _put(self, item) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def _work(self) -> None:
+        """The worker: encodes, copies and muxes what the calls hand it, in order. The caller's
+        thread meanwhile decodes and pastes the next frames (the encoder releases the GIL), as the
+        encoder's own process did for SegmentWriter."""
+        try:
+            while (item := self._queue.get()) is not None:
+                if self._error is None:
+                    getattr(self, "_" + item[0])(item[1])
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            self._error = self._named(exc)
+            while self._queue.get() is not None:  # the caller's items, until it stops
+                pass
+
+    def _write(self, i420: np.ndarray) -> None:
+        if self._encoder is None:
+            self._encoder = self._new_encoder()
+            self._run_start = self._done
+        frame = self._av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        frame.pts = self._done - self._run_start
+        self._drain(self._encoder.encode(frame))
+        self._done += 1
+
+    def _copy(self, group: CopiedGroup) -> None:
         self._end_run()
         start = self._plan["start"]
         want = range(start + group.first - 1, start + group.last)
@@ -454,7 +490,7 @@ class PassthroughSegmentWriter(AtomicWriter):
         if taken != len(want):
             raise MediaError(f"{self.out.name}: copied {taken} of the {len(want)} frames of the group of pictures "
                              f"at frame {group.first}")
-        self.frames += taken
+        self._done += taken
         self.copied += taken
 
     def _next_packet(self):
@@ -471,15 +507,37 @@ class PassthroughSegmentWriter(AtomicWriter):
             self._packets = (p for p in self._reader.demux(stream) if p.size and p.pts is not None)
         return next(self._packets, None)
 
+    def _named(self, exc: BaseException) -> BaseException:
+        """An OSError about the temporary file, told about the output it becomes (the name a user
+        knows: a full disk's message names it)."""
+        if isinstance(exc, OSError) and exc.filename is not None and Path(exc.filename) == self.tmp:
+            named = OSError(exc.errno, exc.strerror, str(self.out))
+            named.__cause__ = exc
+            return named
+        return exc
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def close(self) -> None:
-        self._end_run()
+        self._put(("end_run", None))
+        self._stop()
+        if self._error is not None:
+            raise self._error
         self._closed = True
-        self._container.close()
+        try:
+            self._container.close()
+        except OSError as exc:  # the file's index, written last, on a full disk
+            raise self._named(exc) from exc
         if self._reader is not None:
             self._reader.close()
         integrity.place_sealed(self.tmp, self.out)
 
     def abort(self) -> None:
+        self._error = self._error or MediaError("aborted")
+        self._stop()
         if not self._closed:
             self._closed = True
             try:
@@ -489,7 +547,6 @@ class PassthroughSegmentWriter(AtomicWriter):
         if self._reader is not None:
             self._reader.close()
         self.tmp.unlink(missing_ok=True)
-
 
 
 def segment_writer(out: str | Path, target: str | Path, prepared: str | Path, manifest: dict, segment: str,
