@@ -137,3 +137,24 @@ def test_a_group_that_is_not_what_was_planned_stops_the_render_and_leaves_nothin
                 if frame.number > 20:
                     writer.write(frame.i420())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_segments_with_other_codec_records_are_not_muxed(keyed_clip, tmp_path):
+    """A segment encoded with other parameter sets (another encoder build, an earlier run) would
+    decode with the first segment's: the mux refuses, naming the folder."""
+    from facepipe.media.video import SegmentWriter
+
+    clip, manifest, root = keyed_clip
+    ours = _render(clip, manifest, root, "seg_0000", set(), "ours")[0]
+    other = tmp_path / "encoded" / "seg_0001.mp4"
+    count = manifest["segments"]["seg_0001"]
+    with SegmentWriter(other, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
+                       encoder="libx264", preset="veryfast", crf=18, threads=1, colour=manifest["colour"]) as writer:
+        for frame in video.iter_frames(clip, root / "plan", manifest, "seg_0001", threads=1):
+            writer.write(frame.i420())
+    assert writer.frames == count
+    out = tmp_path / "result.mp4"
+    with pytest.raises(MediaError, match="not all made by the same encoder and settings"):
+        ffmpeg.mux_video([ours, other], clip, asdict(ffmpeg.probe(clip)), out, frames=manifest["frames"],
+                         fps=manifest["fps"])
+    assert not out.exists()

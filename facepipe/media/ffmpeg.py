@@ -277,6 +277,13 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
     out.parent.mkdir(parents=True, exist_ok=True)
     info = probe_info
     rate = Fraction(fps)
+    # The concat keeps the first segment's codec record (an H.264 avcC: the parameter sets its
+    # slices name by id): segments that carry other ones (encoded by another build or version of the
+    # encoder, kept from an earlier run) would decode with the wrong ones, without an error.
+    records = {record for record in map(_codec_record, segments) if record is not None}
+    if len(records) > 1:
+        raise MediaError(f"muxing {out}: the encoded segments in {Path(segments[0]).parent} were not all made by "
+                         f"the same encoder and settings (their codec records differ); remove that folder and rerun")
     tracks = (info.get("audio_tracks") or []) if info.get("has_audio") else []
     listing = temporary_beside(out, ".concat.txt")
     listing.write_text("".join(_concat_line(Path(s)) for s in segments))
@@ -321,6 +328,19 @@ def mux_video(segments: list[str | Path], target: str | Path, probe_info: dict, 
     finally:
         listing.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
+
+
+def _codec_record(path: str | Path) -> bytes | None:
+    """A video file's codec record (its first video stream's extradata; empty if none); None where
+    the file cannot be read (the mux itself then fails on it, naming the result)."""
+    # lazy: PyAV is slow to import, and only this path needs it
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bytes(container.streams.video[0].codec_context.extradata or b"")
+    except (av.error.FFmpegError, IndexError):
+        return None
 
 
 def _check_result(path: Path, *, frames: int, rate: Fraction, tracks: int, offset: float | None) -> str | None:

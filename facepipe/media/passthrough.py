@@ -232,6 +232,8 @@ def copy_source(path: str | Path, manifest: dict, *, encoder: str, enabled: bool
             taken.add(pps)
     except (ValueError, IndexError) as exc:
         return no(f"the target's parameter sets cannot be read ({exc})")
+    if config.length_size != 4:
+        return no(f"the target's NAL lengths are {config.length_size} bytes, not 4")
     free = max(taken) + 1
     if free > _MAX_SPS_ID:
         return no("the target uses every parameter set id")
