@@ -110,26 +110,23 @@ def _rbsp(unit: bytes) -> bytes:
     return unit[1:].replace(b"\x00\x00\x03", b"\x00\x00")
 
 
-def _first_ue(payload: bytes, skip_bytes: int = 0) -> tuple[int, int]:
-    """The Exp-Golomb number starting at byte skip_bytes, and the bit after it."""
-    bits = "".join(f"{b:08b}" for b in payload[skip_bytes:skip_bytes + 8])
+def _ue(payload: bytes, bit: int) -> tuple[int, int]:
+    """The Exp-Golomb number (ue(v)) starting at bit `bit` of payload, and the bit after it."""
+    bits = "".join(f"{b:08b}" for b in payload[bit // 8:bit // 8 + 8])[bit % 8:]
     zeros = bits.index("1")
-    end = 2 * zeros + 1
-    return int(bits[zeros:end], 2) - 1, skip_bytes * 8 + end
+    return int(bits[zeros:2 * zeros + 1], 2) - 1, bit + 2 * zeros + 1
 
 
 def sps_id(unit: bytes) -> int:
     """seq_parameter_set_id of an SPS NAL unit (after profile, constraint flags and level)."""
-    return _first_ue(_rbsp(unit), 3)[0]
+    return _ue(_rbsp(unit), 24)[0]
 
 
 def pps_ids(unit: bytes) -> tuple[int, int]:
     """(pic_parameter_set_id, the seq_parameter_set_id it refers to) of a PPS NAL unit."""
     payload = _rbsp(unit)
-    pps, bit = _first_ue(payload)
-    bits = "".join(f"{b:08b}" for b in payload[:8])[bit:]
-    zeros = bits.index("1")
-    return pps, int(bits[zeros:2 * zeros + 1], 2) - 1
+    pps, bit = _ue(payload, 0)
+    return pps, _ue(payload, bit)[0]
 
 
 def annexb_units(data: bytes) -> list[bytes]:
@@ -171,8 +168,8 @@ def nal_units(packet: bytes, length_size: int) -> list[bytes]:
 @dataclass(frozen=True)
 class CopySource:
     """A target the render may copy groups of pictures from: its avcC, the SPS id x264 takes and
-    the decode-order delay every segment of the job uses (the deepest reordering of the target and
-    of x264, so timestamps run on across segments)."""
+    its deepest reordering (the plan's), from which every segment of the job takes the same
+    decode delay, so timestamps run on across segments."""
 
     path: Path
     config: AvcConfig
@@ -276,7 +273,7 @@ def copyable_groups(source: CopySource, manifest: dict, segment: str, swapped: s
 
     seg = manifest["ranges"][segment]
     start, end = seg["start"], seg["start"] + seg["frames"]
-    clock = FrameClock(manifest["t0"], Fraction(manifest["time_base"]), Fraction(manifest["fps"]))
+    clock = FrameClock.of_plan(manifest)
     groups: list[dict] = []  # in decode order: idr (bool), indices, copyable (bool)
     whole_stream = False
     with av.open(str(source.path)) as container:
@@ -345,7 +342,7 @@ class PassthroughSegmentWriter(AtomicWriter):
         self.tmp = self.out.with_name(self.out.stem + ".partial" + self.out.suffix)
         self.source, self.segment = source, segment
         self._plan = manifest["ranges"][segment]
-        self._clock = FrameClock(manifest["t0"], Fraction(manifest["time_base"]), Fraction(manifest["fps"]))
+        self._clock = FrameClock.of_plan(manifest)
         self.width, self.height = manifest["width"], manifest["height"]
         self.rate = Fraction(manifest["fps"])
         self._time_base = 1 / self.rate

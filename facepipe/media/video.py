@@ -107,6 +107,11 @@ class FrameClock:
     def __init__(self, t0: int, time_base: Fraction, rate: Fraction):
         self.t0, self.scale = t0, Fraction(time_base) * Fraction(rate)
 
+    @classmethod
+    def of_plan(cls, manifest: dict) -> "FrameClock":
+        """The clock of a segment plan (plan_segments' manifest)."""
+        return cls(manifest["t0"], Fraction(manifest["time_base"]), Fraction(manifest["fps"]))
+
     def index(self, pts: int) -> int:
         return math.floor((pts - self.t0) * self.scale + Fraction(1, 2))
 
@@ -481,7 +486,7 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
     import av
 
     start, count, seek_pts = seg["start"], seg["frames"], seg["seek_pts"]
-    clock = FrameClock(manifest["t0"], Fraction(manifest["time_base"]), Fraction(manifest["fps"]))
+    clock = FrameClock.of_plan(manifest)
     rotation = manifest["rotation"]
     emitted, held = 0, None
     with av.open(str(path)) as container:
