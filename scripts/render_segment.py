@@ -8,13 +8,15 @@ from facepipe.media.video import iter_frames, load_plan, render_segment
 def main(sm, log):
     manifest, prepared = load_plan(sm.input.segments)
     segment = sm.wildcards.segment
-    frames = iter_frames(sm.input.target, prepared, manifest, segment, threads=sm.threads)
-    progress = Progress(manifest["segments"][segment], f"render_segment {segment}", log)
-    frames = counted(frames, progress)
     patches = FramePatches(sm.input.patches)  # verified here, before the encoder starts
     writer, copied = segment_writer(sm.output.video, sm.input.target, prepared, manifest, segment, sm.input.patches,
                                     encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
                                     threads=sm.threads, copy_unswapped=sm.params.copy_unswapped)
+    # The groups of pictures the writer copies are not decoded.
+    frames = iter_frames(sm.input.target, prepared, manifest, segment, threads=sm.threads,
+                         skip=[(group.first, group.last) for group in copied])
+    progress = Progress(manifest["segments"][segment], f"render_segment {segment}", log)
+    frames = counted(frames, progress)
     with writer:
         patched = render_segment(frames, patches, writer, copied)
         progress.close()

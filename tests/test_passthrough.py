@@ -67,6 +67,23 @@ def test_groups_without_a_swapped_frame_are_copied_bit_for_bit(keyed_clip):
     assert strict.returncode == 0 and not strict.stderr.strip(), strict.stderr
 
 
+def test_copied_groups_are_not_decoded_and_the_frames_around_them_are_the_same(keyed_clip):
+    clip, manifest, root = keyed_clip
+    segment = "seg_0000"
+    source = passthrough.copy_source(clip, manifest, encoder="libx264", enabled=True)
+    every = passthrough.copyable_groups(source, manifest, segment, set())
+    # The middle group: the decoder gives up the frames before it and restarts at the next IDR.
+    skip = [(every[1].first, every[1].last)]
+    whole = list(video.iter_frames(clip, root / "plan", manifest, segment, threads=1))
+    skipping = list(video.iter_frames(clip, root / "plan", manifest, segment, threads=1, skip=skip))
+    assert [f.number for f in skipping] == [f.number for f in whole] == list(range(1, len(whole) + 1))
+    for a, b in zip(whole, skipping):
+        if skip[0][0] <= a.number <= skip[0][1]:
+            assert b.i420() is None, a.number
+        else:
+            assert np.array_equal(a.i420(), b.i420()), a.number
+
+
 def test_a_group_holding_one_swapped_frame_is_encoded(keyed_clip):
     clip, manifest, root = keyed_clip
     segment = "seg_0000"

@@ -555,7 +555,7 @@ def segment_writer(out: str | Path, target: str | Path, prepared: str | Path, ma
     PassthroughSegmentWriter where the job may copy (copy_source: the same answer for all its
     segments, so that their avcC records agree), else facepipe.media.video.SegmentWriter and none."""
     # lazy: as video.render_segment (pyarrow)
-    from facepipe.media.tables import read_columns
+    from facepipe.media.tables import read_column
     from facepipe.media.video import SegmentWriter, source_path
 
     source = copy_source(source_path(target, prepared, manifest), manifest, encoder=encoder, enabled=copy_unswapped)
@@ -563,7 +563,7 @@ def segment_writer(out: str | Path, target: str | Path, prepared: str | Path, ma
         writer = SegmentWriter(out, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
                                encoder=encoder, preset=preset, crf=crf, threads=threads, colour=manifest["colour"])
         return writer, []
-    swapped = set(read_columns(patches, ["frame"])["frame"].astype(int).tolist())
+    swapped = {int(frame) for frame in read_column(patches, "frame")}
     groups = copyable_groups(source, manifest, segment, swapped)
     log.info("%s: %d group(s) of pictures, %d frames, copied from the target", segment, len(groups),
              sum(g.last - g.first + 1 for g in groups))

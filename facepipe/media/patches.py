@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field, replace
-from itertools import groupby
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from facepipe.media.i420 import bgr_to_yuv444, chroma_aligned, frame_size, region_bgr, split_i420, write_region
 from facepipe.media.integrity import reject
-from facepipe.media.tables import PATCHES_SCHEMA, iter_frame_rows, write_table
+from facepipe.media.tables import PATCHES_SCHEMA, iter_frame_records, write_table
 
 KINDS = ("eroded_crop", "feathered_crop", "pixels")
 
@@ -483,24 +482,23 @@ def write_patches(frames: Iterable[list[Patch]], path: str | Path) -> int:
 
 def iter_patches(path: str | Path) -> Iterator[tuple[int, list[Patch]]]:
     """(frame, its patches in the order they were made), frame by frame, a row group at a time.
-    The table is verified first (facepipe.media.tables.iter_frame_rows), and a patch that does not
+    The table is verified first (facepipe.media.tables.iter_frame_records), and a patch that does not
     decode to what a stage makes is an error naming the file, never pasted."""
 
-    def patch(row) -> Patch:
+    def patch(row: dict) -> Patch:
         try:
             return check_patch(Patch(
-                kind=row.kind, image=decode_image(row.image),
-                matrix=None if row.matrix is None else np.asarray(row.matrix, np.float64).reshape(2, 3),
-                x=int(row.x), y=int(row.y), frame=int(row.frame), face=int(row.face),
-                kps=None if row.kps is None else np.asarray(row.kps, np.float32).reshape(5, 2),
+                kind=row["kind"], image=decode_image(row["image"]),
+                matrix=None if row["matrix"] is None else np.asarray(row["matrix"], np.float64).reshape(2, 3),
+                x=int(row["x"]), y=int(row["y"]), frame=int(row["frame"]), face=int(row["face"]),
+                kps=None if row["kps"] is None else np.asarray(row["kps"], np.float32).reshape(5, 2),
                 # A table from before masks has no mask column: its patches paste as they did.
-                mask=None if getattr(row, "mask", None) is None else decode_mask(row.mask)))
+                mask=None if row.get("mask") is None else decode_mask(row["mask"])))
         except (ValueError, TypeError) as exc:
-            reject(path, f"the patch of frame {row.frame}, face {row.face} is not usable: {exc}")
+            reject(path, f"the patch of frame {row['frame']}, face {row['face']} is not usable: {exc}")
 
-    for table in iter_frame_rows(path):
-        for frame_no, rows in groupby(table.itertuples(), key=lambda row: row.frame):
-            yield int(frame_no), [patch(row) for row in rows]
+    for frame_no, rows in iter_frame_records(path):
+        yield int(frame_no), [patch(row) for row in rows]
 
 
 class FramePatches:

@@ -12,14 +12,17 @@ measurable next to decompression).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facepipe.media.files import AtomicWriter
 from facepipe.media.integrity import place_sealed, reject, verify
+
+if TYPE_CHECKING:  # pandas only where a stage asks for a DataFrame: it costs a job 0.2 s to import
+    import pandas as pd
 
 _FLOATS = pa.list_(pa.float64())
 
@@ -147,6 +150,15 @@ def read_columns(path: str | Path, columns: list[str] | None = None, *, where: t
     return data
 
 
+def read_column(path: str | Path, column: str) -> list:
+    """One column of a table as a list, verified (without pandas)."""
+    table = open_table(path)
+    try:
+        return table.read(columns=[column]).column(column).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        reject(path, f"it cannot be decoded ({exc})")
+
+
 def _may_hold(stats, value) -> bool:
     if stats is None or not stats.has_min_max:
         return True
@@ -162,29 +174,48 @@ def read_table(path: str | Path) -> pd.DataFrame:
         reject(path, f"it cannot be decoded ({exc})")
 
 
-def iter_frame_rows(path: str | Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """A table (sorted by frame) a row group at a time, each piece holding only whole frames:
-    a frame that continues into the next row group is held back and joined to it. The file
-    is verified once, before the first row group. columns: only these (and "frame") are read
-    (None: all); a faces table's others took more than half of the swap's reading."""
+def _whole_frames(path: str | Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A table (sorted by frame) a row group at a time as Arrow tables, each holding only whole
+    frames: a frame that continues into the next row group is held back and joined to it. The
+    file is verified once, before the first row group. columns: only these (and "frame") are
+    read (None: all)."""
     table = open_table(path)
     if columns is not None:
         columns = list(dict.fromkeys(["frame", *columns]))
     carry = None
     for i in range(table.num_row_groups):
         try:
-            group = table.read_row_group(i, columns=columns).to_pandas()
+            group = table.read_row_group(i, columns=columns)
         except (pa.ArrowException, OSError) as exc:
             reject(path, f"row group {i} cannot be decoded ({exc})")
         if carry is not None:
-            group = pd.concat([carry, group], ignore_index=True)
-        if group.empty:
+            group = pa.concat_tables([carry, group])
+        if not group.num_rows:
             carry = None
             continue
-        last = group["frame"].iloc[-1]
-        carry = group[group["frame"] == last]
-        done = group[group["frame"] != last]
-        if len(done):
-            yield done
-    if carry is not None and len(carry):
+        frames = group.column("frame").to_numpy()
+        cut = int(np.searchsorted(frames, frames[-1]))  # sorted: the last frame's first row
+        carry = group.slice(cut)
+        if cut:
+            yield group.slice(0, cut)
+    if carry is not None and carry.num_rows:
         yield carry
+
+
+def iter_frame_rows(path: str | Path, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """_whole_frames as DataFrames. columns: only these (and "frame") are read (None: all); a
+    faces table's others took more than half of the swap's reading."""
+    for piece in _whole_frames(path, columns):
+        yield piece.to_pandas()
+
+
+def iter_frame_records(path: str | Path, columns: list[str] | None = None) -> Iterator[tuple[int, list[dict]]]:
+    """(frame, its rows as dicts) of a table sorted by frame, frame by frame (_whole_frames),
+    without pandas: for the stages that only walk the rows."""
+    for piece in _whole_frames(path, columns):
+        rows = piece.to_pylist()
+        start = 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or rows[end]["frame"] != rows[start]["frame"]:
+                yield rows[start]["frame"], rows[start:end]
+                start = end

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -416,8 +416,12 @@ def source_path(target: str | Path, prepared_dir: str | Path, manifest: dict) ->
 
 
 def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, segment: str, *,
-                threads: int = 0) -> Iterator[WorkFrame]:
-    """The working frames of one segment, numbered from 1, decoded straight from the target."""
+                threads: int = 0, skip: Sequence[tuple[int, int]] = ()) -> Iterator[WorkFrame]:
+    """The working frames of one segment, numbered from 1, decoded straight from the target.
+
+    skip: (first, last) frame numbers of closed groups of pictures that are not decoded (the
+    render copies them: facepipe.media.passthrough.copyable_groups); their frames come as
+    WorkFrames without pixels."""
     if manifest["is_image"]:
         yield WorkFrame(1, bgr=load_image(target, manifest["max_height"]))
         return
@@ -426,7 +430,7 @@ def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, se
         yield from _decode_frames_at(source_path(target, prepared_dir, manifest), manifest, plan["frames_at"],
                                      threads=threads)
         return
-    yield from _decode_range(source_path(target, prepared_dir, manifest), manifest, plan, threads=threads)
+    yield from _decode_range(source_path(target, prepared_dir, manifest), manifest, plan, threads=threads, skip=skip)
 
 
 def _decode_frames_at(path: Path, manifest: dict, frames_at: list[int], *, threads: int) -> Iterator[WorkFrame]:
@@ -481,14 +485,42 @@ def _rotate_i420(i420: np.ndarray, w: int, h: int, rotation: int) -> np.ndarray:
     return join_i420(y, u, v)
 
 
-def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Iterator[WorkFrame]:
+def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int,
+                  skip: Sequence[tuple[int, int]] = ()) -> Iterator[WorkFrame]:
     # lazy: PyAV is slow to import, and only this path needs it
     import av
 
     start, count, seek_pts = seg["start"], seg["frames"], seg["seek_pts"]
     clock = FrameClock.of_plan(manifest)
     rotation = manifest["rotation"]
+    skipped = {n for first, last in skip for n in range(first, last + 1)}
     emitted, held = 0, None
+
+    def shown(upto: int) -> Iterator[WorkFrame]:
+        """Frames emitted+1 .. upto: the held frame and its repeats (a gap in the input repeats it),
+        each owning its planes (the render pastes in place: repeats get copies); skipped ones bare."""
+        nonlocal emitted
+        numbers = range(emitted + 1, upto + 1)
+        last = max((n for n in numbers if n not in skipped), default=0)
+        for n in numbers:
+            emitted = n
+            yield WorkFrame(n) if n in skipped else WorkFrame(n, i420=held if n == last else held.copy())
+
+    def decoded(container, stream):
+        """The stream's frames in presentation order, the skipped groups' packets never decoded."""
+        in_skip = False
+        for packet in container.demux(stream):
+            if skipped and packet.pts is not None and clock.index(packet.pts) - start + 1 in skipped:
+                if not in_skip:
+                    # A closed group of pictures nobody looks at: the frames before it come out of
+                    # the decoder now, and decoding restarts at the IDR picture that follows it.
+                    yield from stream.decode(None)
+                    stream.codec_context.flush_buffers()
+                    in_skip = True
+                continue
+            in_skip = False
+            yield from stream.decode(packet)
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -497,7 +529,7 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
         if seek_pts > manifest["t0"]:
             container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
         try:
-            for frame in container.decode(stream):
+            for frame in decoded(container, stream):
                 # Before the segment's first frame; also, for the first segment (seek_pts is t0,
                 # the first presented frame), any frame an edit list discards, should a decoder
                 # hand one out: the plan never counted those.
@@ -505,12 +537,7 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
                     continue
                 k = clock.index(frame.pts) - start
                 if held is not None and k > emitted:
-                    # Frames up to k-1 show the held one (a gap in the input repeats it).
-                    last = min(k, count)
-                    while emitted < last:
-                        emitted += 1
-                        # Each frame owns its planes (the render pastes in place): repeats get copies.
-                        yield WorkFrame(emitted, i420=held if emitted == last else held.copy())
+                    yield from shown(min(k, count))
                 if k >= count:
                     break
                 held = _to_working(frame, manifest, rotation)
@@ -520,12 +547,11 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int) -> Ite
         raise MediaError(f"{path}: no frame of segment starting at frame {start} could be decoded")
     # The last decoded frame stands for the next output frame, as every held frame does; any
     # after that could not be decoded.
-    if count - emitted > 1:
+    lost = sum(1 for n in range(emitted + 1, count + 1) if n not in skipped) - 1
+    if lost > 0:
         log.warning("%s: %d frame(s) at the end of the segment could not be decoded; repeating the last one",
-                    path, count - emitted - 1)
-    while emitted < count:
-        emitted += 1
-        yield WorkFrame(emitted, i420=held if emitted == count else held.copy())
+                    path, lost)
+    yield from shown(count)
 
 
 def _widen_pipe(stream, size: int = 1 << 20) -> None:
