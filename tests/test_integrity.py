@@ -48,6 +48,25 @@ def test_an_intact_file_verifies_and_its_seal_holds_digest_and_size(sealed):
     assert integrity.check(sealed) is None
 
 
+def test_a_settled_file_is_hashed_once_per_process_until_it_changes(sealed, monkeypatch):
+    import time
+
+    hashed = []
+    real = integrity.digest_file
+    monkeypatch.setattr(integrity, "digest_file", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(integrity, "_VERIFIED", {})
+    assert integrity.check(sealed) is None and integrity.check(sealed) is None
+    assert len(hashed) == 2  # just written: within the file system clock's tick, always hashed
+    monkeypatch.setattr(integrity, "_SETTLED_NS", -10**12)  # as though written long ago
+    assert integrity.check(sealed) is None and integrity.check(sealed) is None
+    assert len(hashed) == 3
+    time.sleep(0.05)  # the next tick of the file system's clock
+    flip_bytes(sealed)  # the same size and mtime: its ctime tells
+    with pytest.raises(DamagedIntermediateError):
+        integrity.verify(sealed)
+    assert len(hashed) == 4
+
+
 def test_a_flipped_byte_is_found_and_the_file_removed(sealed):
     flip_bytes(sealed, count=1)
     with pytest.raises(DamagedIntermediateError, match="SHA-256") as err:
