@@ -54,6 +54,30 @@ def test_detector_size_fits_the_frame():
     assert detector_size(641, 361, 640) == (640, 360)  # even, for 4:2:0
 
 
+def test_a_landmark_box_crop_of_a_video_frame_is_its_own_i420_pixels():
+    from facepipe.faces.detection import face_crop
+    from facepipe.media.i420 import region_bgr
+
+    rng = np.random.default_rng(3)
+    i420 = rng.integers(16, 236, (90 * 3 // 2, 160), np.uint8)
+    frame = video.WorkFrame(1, i420=i420)
+    landmarks = np.array([[31.4, 21.7], [77.2, 20.9], [53.5, 63.1]], np.float32)  # odd corners
+    row = face_crop(frame, {"landmarks": landmarks}, "landmark_box", margin=0.0625)
+    x, y = row["crop_x"], row["crop_y"]
+    assert x % 2 == 0 and y % 2 == 0
+    stored = np.load(__import__("io").BytesIO(row["crop"]))
+    assert stored.ndim == 2  # I420: half the bytes of BGR
+    crop = decode_image(row["crop"])
+    h, w = crop.shape[:2]
+    # Exactly the pixels of the whole frame converted, where the landmarks are, with the margin.
+    assert np.array_equal(crop, frame.bgr()[y:y + h, x:x + w])
+    assert np.array_equal(crop, region_bgr(frame.planes(), (x, y, x + w, y + h)))
+    assert x <= 31.4 - 0.0625 * 45 and x + w >= 77.2 and y + h >= 63.1
+    # A still image keeps BGR crops.
+    still = face_crop(video.WorkFrame(1, bgr=frame.bgr()), {"landmarks": landmarks}, "landmark_box", margin=0.0625)
+    assert np.load(__import__("io").BytesIO(still["crop"])).ndim == 3
+
+
 def test_detection_on_planes_finds_the_faces_the_bgr_path_finds(standin_models, tmp_path):
     img = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (1280, 720))
     i420 = cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import cv2
 import numpy as np
 
+from facepipe.media.i420 import chroma_aligned, region_i420
 from facepipe.media.patches import check_matrix, decode_image, encode_image
 from facepipe.media.tables import FACES_SCHEMA, FRAMES_SCHEMA, read_table, write_table
 from facepipe.media.video import planned_starts
@@ -74,8 +75,8 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
 
     aligned:TEMPLATE:SIDE: the crop the swapper takes (the face's keypoints on TEMPLATE, SIDE px
     square), on a canvas `margin` wider on every side; crop_matrix maps the frame to the canvas.
-    landmark_box: the frame's pixels around the landmarks' rectangle, `margin` wider, at
-    (crop_x, crop_y).
+    landmark_box: the frame's pixels around the landmarks' rectangle, `margin` wider (a video
+    frame's widened to even corners and kept as I420), at (crop_x, crop_y).
     """
 
     template, size = parse_crop_kind(kind)
@@ -87,7 +88,13 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
                 "crop_matrix": matrix.reshape(-1).tolist()}
 
     x0, y0, x1, y1 = hull_bbox(np.asarray(face["landmarks"]).reshape(-1, 2), frame.shape, margin)
-    return {"crop": encode_image(frame.bgr_rect(x0, y0, x1, y1)), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
+    if frame.is_image:
+        return {"crop": encode_image(frame.bgr_rect(x0, y0, x1, y1)), "crop_x": x0, "crop_y": y0, "crop_matrix": None}
+    # A video frame's own I420 pixels, widened to whole chroma samples: half the bytes of BGR to
+    # write and read, and only the faces swapped are ever converted (decode_image).
+    x0, y0, x1, y1 = chroma_aligned((x0, y0, x1, y1), frame.shape[1], frame.shape[0])
+    return {"crop": encode_image(region_i420(frame.planes(), (x0, y0, x1, y1))), "crop_x": x0, "crop_y": y0,
+            "crop_matrix": None}
 
 
 def box_iou(a, b) -> float:

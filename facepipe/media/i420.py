@@ -39,12 +39,16 @@ def chroma_aligned(rect: Rect, w: int, h: int) -> Rect:
     return x0 - x0 % 2, y0 - y0 % 2, min(x1 + x1 % 2, w), min(y1 + y1 % 2, h)
 
 
-def region_bgr(planes, rect: Rect) -> np.ndarray:
-    """BGR pixels of a chroma-aligned rectangle of a frame given as (Y, U, V) planes."""
+def region_i420(planes, rect: Rect) -> np.ndarray:
+    """A chroma-aligned rectangle of a frame given as (Y, U, V) planes, as an I420 array of its own."""
     y, u, v = planes
     x0, y0, x1, y1 = rect
-    roi = join_i420(y[y0:y1, x0:x1], u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])
-    return cv2.cvtColor(roi, cv2.COLOR_YUV2BGR_I420)
+    return join_i420(y[y0:y1, x0:x1], u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])
+
+
+def region_bgr(planes, rect: Rect) -> np.ndarray:
+    """BGR pixels of a chroma-aligned rectangle of a frame given as (Y, U, V) planes."""
+    return cv2.cvtColor(region_i420(planes, rect), cv2.COLOR_YUV2BGR_I420)
 
 
 def write_region(planes, bgr: np.ndarray, rect: Rect) -> None:

@@ -386,15 +386,23 @@ def paste_feathered_crop(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
 
 def encode_image(img: np.ndarray) -> bytes:
     """A crop or patch as bytes: NumPy's .npy format, raw and self-describing. The tables
-    holding them are zstd-compressed as a whole, which is as small as PNG and 4 times faster."""
+    holding them are zstd-compressed as a whole, which is as small as PNG and 4 times faster.
+    img: BGR (H x W x 3), or an I420 array (H*3/2 rows of W, both even: facepipe.media.i420) for
+    pixels cut from a decoded frame, half the bytes of their BGR and converted only when used."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(img), allow_pickle=False)
     return buf.getvalue()
 
 
+def _is_i420(img: np.ndarray) -> bool:
+    rows, width = img.shape
+    return rows % 3 == 0 and width % 2 == 0  # h*3/2 rows of an even h
+
+
 def decode_image(data: bytes) -> np.ndarray:
-    """A crop or patch from its bytes (encode_image); ValueError unless they hold a BGR uint8
-    image (H x W x 3), so that bytes that decode to something else never reach a frame."""
+    """A crop or patch from its bytes (encode_image) as BGR; ValueError unless they hold a BGR
+    uint8 image (H x W x 3) or an I420 one, so that bytes that decode to something else never
+    reach a frame."""
     try:
         if data[:8] == b"\x89PNG\r\n\x1a\n":  # tables written by earlier versions
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -402,10 +410,13 @@ def decode_image(data: bytes) -> np.ndarray:
             img = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # np.load raises many kinds on bad bytes (ValueError, EOFError, SyntaxError...)
         raise ValueError(f"image bytes do not decode ({type(exc).__name__}: {exc})") from None
+    if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 2 and img.size and _is_i420(img):
+        # The same pixels as converting the whole frame (its corners are even: facepipe.media.i420).
+        return cv2.cvtColor(img, cv2.COLOR_YUV2BGR_I420)
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 \
             or img.size == 0:
         what = "nothing" if img is None else f"{getattr(img, 'dtype', type(img).__name__)} {getattr(img, 'shape', '')}"
-        raise ValueError(f"image bytes decode to {what}, not a BGR uint8 image")
+        raise ValueError(f"image bytes decode to {what}, not a BGR or I420 uint8 image")
     return img
 
 

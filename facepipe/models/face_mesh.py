@@ -353,6 +353,26 @@ def roi_matrix(centre: np.ndarray, size: float, angle: float, out: int = INPUT_S
     return np.hstack([rot, (out / 2 - rot @ np.asarray(centre, np.float64))[:, None]])
 
 
+def _warped_roi(frame, m: np.ndarray, out: int) -> np.ndarray:
+    """cv2.warpAffine(frame.bgr(), m, (out, out)) (bilinear, black outside the frame), converting
+    only the part of the frame the ROI reads (WorkFrame.bgr_rect: the same pixels): a followed
+    face's ROI is a few percent of a frame, and converting whole frames took 6% of detection."""
+    h, w = frame.shape
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0], [out, 0], [0, out], [out, out]], np.float64) @ inv[:, :2].T + inv[:, 2]
+    # 2 px beyond the corners: the bilinear samples' neighbours all lie inside.
+    x0, y0 = (max(int(np.floor(v)) - 2, 0) for v in corners.min(axis=0))
+    x1, y1 = min(int(np.ceil(corners[:, 0].max())) + 3, w), min(int(np.ceil(corners[:, 1].max())) + 3, h)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((out, out, 3), np.uint8)  # wholly outside the frame: black, as the warp gives
+    # The crop -> frame map, moved to the part by whole pixels. The crop is the whole frame's
+    # warp within 1 grey level, at a few pixels in ten thousand (OpenCV rounds its sample
+    # positions from the part's origin).
+    inv[:, 2] -= (x0, y0)
+    return cv2.warpAffine(frame.bgr_rect(x0, y0, x1, y1), inv, (out, out),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+
+
 def kps_from_mesh(points: np.ndarray) -> np.ndarray:
     """The 5 keypoints (eye on the image's left, eye on the right, nose tip, mouth corners) from the
     mesh, as the 68-point layout gives them (facepipe.models.dlib_face.kps_from_landmarks)."""
@@ -508,19 +528,19 @@ class MeshAnalyzer:
 
     # -- mesh ---------------------------------------------------------------------------------
 
-    def _mesh_on(self, img: np.ndarray, centre: np.ndarray, size: float, angle: float):
-        """The 468 points (image x, y) and face flag of the mesh on one rotated square ROI."""
+    def _mesh_on(self, frame, centre: np.ndarray, size: float, angle: float):
+        """The 468 points (image x, y) and face flag of the mesh on one rotated square ROI of a
+        working frame (facepipe.media.video.WorkFrame)."""
         _, mesh = self._session()
         m = roi_matrix(centre, size, angle)
-        crop = cv2.warpAffine(img, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        crop = _warped_roi(frame, m, INPUT_SIZE)
         raw, flag = mesh(crop, 255.0, 0.0)
         pts = raw.reshape(NUM_POINTS, 3)[:, :2].astype(np.float64)
         inv = cv2.invertAffineTransform(m)
         pts = pts @ inv[:, :2].T + inv[:, 2]
         return pts.astype(np.float32), float(_sigmoid(np.asarray(flag)).reshape(-1)[-1])
 
-    def mesh(self, img: np.ndarray, box: np.ndarray, kps: np.ndarray):
+    def mesh(self, frame, box: np.ndarray, kps: np.ndarray):
         """Mesh points and face flag for one detection (MediaPipe's detection -> ROI: the box squared
         on its long side, x1.5, turned so that the eye keypoints are level)."""
         (x1, y1, x2, y2) = box
@@ -529,14 +549,14 @@ class MeshAnalyzer:
         # keypoint 0 is the eye on the image's left of an upright face, 1 the other one.
         d = kps[1] - kps[0]
         angle = float(np.arctan2(d[1], d[0]))
-        pts, flag = self._mesh_on(img, centre, size, angle)
+        pts, flag = self._mesh_on(frame, centre, size, angle)
         if self.refine and flag >= MIN_FACE_FLAG:
-            pts2, flag2 = self.mesh_from(img, pts)
+            pts2, flag2 = self.mesh_from(frame, pts)
             if flag2 >= MIN_FACE_FLAG:
                 pts, flag = pts2, flag2
         return pts, flag
 
-    def mesh_from(self, img: np.ndarray, pts: np.ndarray):
+    def mesh_from(self, frame, pts: np.ndarray):
         """Mesh points and face flag on the ROI of a mesh: MediaPipe's tracking ROI, the mesh's own
         box along its eye line (outer eye corners 33, 263), x1.5. From the same frame's first mesh it
         refines it; from the previous frame's it follows the face without the detector."""
@@ -547,7 +567,7 @@ class MeshAnalyzer:
         mid = (lo + hi) / 2
         centre = np.array([c * mid[0] - s * mid[1], s * mid[0] + c * mid[1]])
         size = float(max(hi - lo)) * ROI_SCALE
-        return self._mesh_on(img, centre, size, angle)
+        return self._mesh_on(frame, centre, size, angle)
 
     @staticmethod
     def _rotated_extent(pts: np.ndarray, angle: float):
@@ -557,19 +577,28 @@ class MeshAnalyzer:
 
     # -- records ------------------------------------------------------------------------------
 
-    def analyze(self, img: np.ndarray, embed: bool = True, follow: list[dict] | None = None) -> list[dict]:
-        """Faces in one BGR image, largest first; embed=False skips the identity embedding.
+    def analyze(self, img, embed: bool = True, follow: list[dict] | None = None) -> list[dict]:
+        """Faces in one BGR image or working frame (facepipe.media.video.WorkFrame), largest first;
+        embed=False skips the identity embedding.
 
         follow: the faces of the frame before (this analyzer's records): each is looked for
         by one mesh pass on the ROI of its previous mesh, and the detector does not run (MediaPipe's
-        face-mesh pipeline). When one of them is no longer read there, the detector runs after all."""
-        h, w = img.shape[:2]
+        face-mesh pipeline). When one of them is no longer read there, the detector runs after all.
+        A working frame is converted to BGR whole only where the detector or the recognizer looks
+        at it; a followed face's ROI alone otherwise (the same pixels)."""
+        if isinstance(img, np.ndarray):
+            # lazy: the Snakefile imports this module while it parses
+            from facepipe.media.video import WorkFrame
+
+            img = WorkFrame(0, bgr=img)
+        frame = img
+        h, w = frame.shape
         faces = []
-        found = [] if follow is None else [self.mesh_from(img, f["landmarks"]) + (f["score"],) for f in follow]
+        found = [] if follow is None else [self.mesh_from(frame, f["landmarks"]) + (f["score"],) for f in follow]
         if follow is None or any(flag < MIN_FACE_FLAG for _, flag, _ in found):
             # No faces to follow, or one was lost (it left, was covered, or the shot changed): the
             # detector looks at this frame, so a new shot's faces are found on its first frame.
-            found = [self.mesh(img, box, kps) + (score,) for box, kps, score in self.detect(img)]
+            found = [self.mesh(frame, box, kps) + (score,) for box, kps, score in self.detect(frame.bgr())]
         for pts, flag, score in found:
             if flag < MIN_FACE_FLAG:
                 continue  # the detector's hit (or the followed face) is not a face the mesh can read
@@ -584,7 +613,7 @@ class MeshAnalyzer:
                           "landmarks": pts})
         faces = _dedup(faces)
         if self.embed and embed and faces:
-            rgb = np.ascontiguousarray(img[:, :, ::-1])
+            rgb = cv2.cvtColor(frame.bgr(), cv2.COLOR_BGR2RGB)  # the reversed channels' copy, a twelfth of the time
             shapes = self._dlib.full_object_detections()
             for face in faces:
                 shapes.append(self._dlib_shape(face["landmarks"], face["box"]))
@@ -649,7 +678,7 @@ class MeshAnalyzer:
         workers = self.threads
         if workers <= 1:
             # In this process the thumbnail is made only for a frame that needs one (no faces to follow).
-            lazy = ((frame.bgr(), embed, partial(still_thumbnail, frame)) for frame, embed in items)
+            lazy = ((frame, embed, partial(still_thumbnail, frame)) for frame, embed in items)
             for chunk in chunks(lazy):
                 yield from self.analyze_chunk(chunk)
             return
@@ -708,7 +737,7 @@ def _init_worker(detector, recognizer, providers, embed, min_score, tile, refine
 
 def _analyze_chunk(items: list[tuple]) -> list[list[dict]]:
     """analyze_chunk of (working frame, embed, still thumbnail) items, in a worker process."""
-    return _worker.analyze_chunk([(frame.bgr(), embed, thumb) for frame, embed, thumb in items])
+    return _worker.analyze_chunk([(frame, embed, thumb) for frame, embed, thumb in items])
 
 
 # ---------------------------------------------------------------------------------------------
