@@ -462,7 +462,9 @@ class PassthroughSegmentWriter(AtomicWriter):
         if self._encoder is None:
             self._encoder = self._new_encoder()
             self._run_start = self._done
-        frame = self._av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        # The frame wraps the array (x264 copies the picture in during encode): copying it into a
+        # new frame first took 1.2 ms a 1080p frame, an eighth of the encoder thread's time.
+        frame = self._av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(i420), format="yuv420p")
         frame.pts = self._done - self._run_start
         self._drain(self._encoder.encode(frame))
         self._done += 1

@@ -13,7 +13,9 @@ import numpy as np
 
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.registry import ModelSpec
-from facepipe.models.runtime import BatchedSession, create_session
+from facepipe.models.runtime import BatchedSession, create_session, normalized
+
+_HALF = np.full(3, 0.5, np.float32)  # GFPGAN's and CodeFormer's input: pixel / 255 * 2 - 1
 
 # CodeFormer's fidelity weight (0: most restoration, 1: most faithful to the input): FaceFusion's default.
 CODEFORMER_WEIGHT = 0.5
@@ -65,7 +67,7 @@ class FaceRestorer:
         """Restored crops, already blended with the crops they replace."""
         out = []
         for chunk, call in self.runner.batches(crops):
-            blob = ((np.stack(call)[..., ::-1].astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2)
+            blob = normalized(np.stack(call)[..., ::-1], _HALF, _HALF).transpose(0, 3, 1, 2)
             pred = self.runner.run({"input": np.ascontiguousarray(blob)}, self.constants)[0][:len(chunk)]
             pred = (np.clip(pred, -1, 1) + 1) / 2
             restored = (pred.transpose(0, 2, 3, 1)[..., ::-1] * 255.0).round().clip(0, 255).astype(np.uint8)

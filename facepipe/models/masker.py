@@ -21,7 +21,7 @@ import numpy as np
 
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.registry import ModelSpec
-from facepipe.models.runtime import BatchedSession, create_session
+from facepipe.models.runtime import BatchedSession, create_session, normalized
 
 # FaceFusion blurs its masks with sigma 5 px on a 256 px crop; as a fraction of the crop's side,
 # the edge is equally soft in face units at any crop size (pixel boost, 128 px inswapper crops).
@@ -85,10 +85,10 @@ class AlignedMasker:
         """The model's first output for each crop (its batch axis removed), a batch per call."""
         fitted = [self._fit(c) for c in crops]
         for chunk, call in self.runner.batches(fitted):
-            pixels = np.stack(call).astype(np.float32)
+            pixels = np.stack(call)
             if self.channels == "rgb":
                 pixels = pixels[..., ::-1]
-            blob = (pixels / 255.0 - self._mean) / self._std
+            blob = normalized(pixels, self._mean, self._std)
             if self.layout == "nchw":
                 blob = blob.transpose(0, 3, 1, 2)
             yield from self.runner.run({"input": np.ascontiguousarray(blob, np.float32)})[0][:len(chunk)]

@@ -13,7 +13,7 @@ import numpy as np
 
 from facepipe.media.patches import Patch
 from facepipe.models.registry import ModelSpec, crop_size
-from facepipe.models.runtime import BatchedSession, create_session
+from facepipe.models.runtime import BatchedSession, create_session, normalized
 
 
 def implode_pixel_boost(crop: np.ndarray, tiles: int, size: int) -> np.ndarray:
@@ -71,7 +71,7 @@ class AlignedSwapper:
         tiles = [t for crop in crops for t in implode_pixel_boost(crop, self.tiles, self.size)]
         out = []
         for chunk, call in self.runner.batches(tiles):
-            blob = ((np.stack(call)[..., ::-1].astype(np.float32) / 255.0 - self._mean) / self._std)
+            blob = normalized(np.stack(call)[..., ::-1], self._mean, self._std)
             feed = {"target": np.ascontiguousarray(blob.transpose(0, 3, 1, 2))}
             pred = self.runner.run(feed, {"source": np.repeat(source, len(call), axis=0)})[0][:len(chunk)]
             pred = pred.transpose(0, 2, 3, 1)
