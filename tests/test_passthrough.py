@@ -82,6 +82,10 @@ def test_copied_groups_are_not_decoded_and_the_frames_around_them_are_the_same(k
             assert b.i420() is None, a.number
         else:
             assert np.array_equal(a.i420(), b.i420()), a.number
+    # A segment without a face is all copied: nothing is decoded, and that is no error.
+    bare = list(video.iter_frames(clip, root / "plan", manifest, segment, threads=1,
+                                  skip=[(g.first, g.last) for g in every]))
+    assert [f.number for f in bare] == [f.number for f in whole] and all(f.i420() is None for f in bare)
 
 
 def test_a_group_holding_one_swapped_frame_is_encoded(keyed_clip):

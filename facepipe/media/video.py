@@ -543,11 +543,12 @@ def _decode_range(path: Path, manifest: dict, seg: dict, *, threads: int,
                 held = _to_working(frame, manifest, rotation)
         except av.error.FFmpegError as exc:
             log.warning("%s: decoding stopped at a damaged part: %s", path, exc)
-    if held is None:
+    left = sum(1 for n in range(emitted + 1, count + 1) if n not in skipped)
+    if held is None and left:  # (a segment that is all copied groups needs no decoded frame)
         raise MediaError(f"{path}: no frame of segment starting at frame {start} could be decoded")
     # The last decoded frame stands for the next output frame, as every held frame does; any
     # after that could not be decoded.
-    lost = sum(1 for n in range(emitted + 1, count + 1) if n not in skipped) - 1
+    lost = left - 1
     if lost > 0:
         log.warning("%s: %d frame(s) at the end of the segment could not be decoded; repeating the last one",
                     path, lost)
