@@ -585,13 +585,11 @@ class MeshAnalyzer:
         by one mesh pass on the ROI of its previous mesh, and the detector does not run (MediaPipe's
         face-mesh pipeline). When one of them is no longer read there, the detector runs after all.
         A working frame is converted to BGR whole only where the detector or the recognizer looks
-        at it; a followed face's ROI alone otherwise (the same pixels)."""
-        if isinstance(img, np.ndarray):
-            # lazy: the Snakefile imports this module while it parses
-            from facepipe.media.video import WorkFrame
+        at it; otherwise only a followed face's ROI is (_warped_roi)."""
+        # lazy: the Snakefile imports this module while it parses
+        from facepipe.media.video import WorkFrame
 
-            img = WorkFrame(0, bgr=img)
-        frame = img
+        frame = WorkFrame(0, bgr=img) if isinstance(img, np.ndarray) else img
         h, w = frame.shape
         faces = []
         found = [] if follow is None else [self.mesh_from(frame, f["landmarks"]) + (f["score"],) for f in follow]
@@ -635,8 +633,9 @@ class MeshAnalyzer:
         """Faces of consecutive frames: the detector on the first, and on any frame where no face
         is left to follow; the faces of the frame before followed on the others.
 
-        Items are (image, embed) or (image, embed, still_thumbnail): a frame without faces to follow
-        whose still_thumbnail (still_thumbnail(), or a function that makes it: only frames without
+        Items are (image, embed) or (image, embed, still_thumbnail), the image BGR or a working
+        frame (facepipe.media.video.WorkFrame). A frame without faces to follow whose
+        still_thumbnail (still_thumbnail(), or a function that makes it: only frames without
         faces to follow need one) is still_frame() of the last frame the detector found nothing on
         within the chunk (a static shot without faces) is not looked at again: nothing came into
         view there. The chunk's first frame is always looked at."""
