@@ -101,11 +101,11 @@ def _seal_record(path: Path) -> tuple[str, int] | str:
 
 # Files this process verified, by path: (device, inode, size, mtime, ctime, digest) when verified.
 # A stage that reads a table twice (the swap's occlusion pass, the render's copy plan) hashes it
-# once. Only for files last changed well before they were verified: the file system's clock
-# advances in ticks of a few ms, so a change made within the tick of an earlier one could
-# otherwise leave all of them as they were.
+# once. Only for files last changed at least a second before they were verified: a file system
+# keeps its times in ticks (a few ms; a second on ext3, HFS+ and some NFS servers), and a change
+# made within the tick of the one before would leave all of them as they were.
 _VERIFIED: dict[str, tuple] = {}
-_SETTLED_NS = 100_000_000
+_SETTLED_NS = 1_000_000_000
 
 
 def check(path: str | Path) -> str | None:
