@@ -89,6 +89,18 @@ def test_full_range_video_is_converted_as_ffmpeg_converts_it(tmp_path):
     assert raw.format.name == "yuvj420p" or raw.color_range == 2
 
 
+def test_decoded_planes_are_copied_into_one_i420_array_as_pyav_gives_them(media_dir):
+    import av
+
+    with av.open(str(media_dir / "clip.mp4")) as c:
+        frame = next(c.decode(video=0))
+    # Sizes whose plane rows are padded (line_size > width) and not, in both ranges.
+    for w, h in ((frame.width, frame.height), (642, 362), (34, 18)):
+        for fmt in ("yuv420p", "yuvj420p"):
+            scaled = frame.reformat(width=w, height=h, format=fmt)
+            assert np.array_equal(video._i420_array(scaled), scaled.to_ndarray(format=fmt)), (w, h, fmt)
+
+
 def test_target_that_cannot_seek_is_transcoded_once_and_read_from_there(media_dir, tmp_path):
     info = ffmpeg.probe(media_dir / "clip.mp4").__dict__
     manifest = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "t", max_height=0, fps=0,

@@ -459,7 +459,7 @@ def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
     same_layout = frame.format.name in ("yuv420p", "yuvj420p") and (frame.width, frame.height) == (sw, sh)
     if same_layout and full_range:
         # Full to limited range by table lookup: a tenth of what swscale takes for the same thing.
-        i420 = frame.to_ndarray(format=frame.format.name)
+        i420 = _i420_array(frame)
         h = frame.height
         i420 = np.concatenate([cv2.LUT(i420[:h], _LUMA_TO_LIMITED), cv2.LUT(i420[h:], _CHROMA_TO_LIMITED)])
         return _rotate_i420(i420, sw, sh, rotation) if rotation else i420
@@ -467,10 +467,26 @@ def _to_working(frame, manifest: dict, rotation: int) -> np.ndarray:
         # Limited ("MPEG") range 4:2:0 at working size: what the encoder gets and OpenCV converts.
         frame = frame.reformat(width=sw, height=sh, format="yuv420p", interpolation="LANCZOS",
                                src_color_range="JPEG" if full_range else "MPEG", dst_color_range="MPEG")
-    i420 = frame.to_ndarray(format="yuv420p")
+    i420 = _i420_array(frame)
     if rotation:
         i420 = _rotate_i420(i420, sw, sh, rotation)
     return i420
+
+
+def _i420_array(frame) -> np.ndarray:
+    """A 4:2:0 frame's planes as one I420 array (facepipe.media.i420), copied once from the
+    decoder's buffers: PyAV's to_ndarray copies each plane and then joins the copies, twice the
+    memory traffic (0.5 against 0.3 ms a 1080p frame, for every frame detection and the render
+    decode)."""
+    w, h = frame.width, frame.height
+    if w % 2 or h % 2:
+        return frame.to_ndarray(format=frame.format.name)  # (PyAV's own error: I420 needs even sides)
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    for plane, part in zip(frame.planes, split_i420(out, w, h)):
+        # A plane's rows are line_size bytes apart (padded for alignment); its pixels come first.
+        ph, pw = part.shape
+        part[:] = np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]
+    return out
 
 
 _LUMA_TO_LIMITED = np.round(np.arange(256) * 219 / 255 + 16).astype(np.uint8)
