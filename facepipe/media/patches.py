@@ -128,7 +128,11 @@ class _Feather:
 
 def _eroded_feather(size: int, shifted: np.ndarray, roi_size: tuple[int, int]) -> _Feather | None:
     """The mask of an aligned crop warped by `shifted` (crop -> ROI) into an ROI; None: not visible."""
-    white = cv2.warpAffine(np.full((size, size), 255, np.uint8), shifted, roi_size, borderValue=0)
+    return _feather_of_square(cv2.warpAffine(np.full((size, size), 255, np.uint8), shifted, roi_size, borderValue=0))
+
+
+def _feather_of_square(white: np.ndarray) -> _Feather | None:
+    """_eroded_feather from the crop's square of 255 as warped into the ROI (0 around it)."""
     # insightface sets the warped square's pixels above 20 to 255; the faint edge below that
     # is eroded away just below, so a binary threshold is the same mask.
     mask = cv2.threshold(white, 20, 255, cv2.THRESH_BINARY)[1]
@@ -141,7 +145,7 @@ def _eroded_feather(size: int, shifted: np.ndarray, roi_size: tuple[int, int]) -
     blur = max(mask_size // 20, 5)
     # Erosion by a rectangle runs separably in 8 bits; the blur runs in float as insightface's.
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (erode, erode)))
-    w, h = roi_size
+    h, w = white.shape
     if blur < 12:
         weight = cv2.GaussianBlur(mask, (2 * blur + 1, 2 * blur + 1), 0).astype(np.float32) * np.float32(1 / 255)
         return _Feather(weight, (0, 0, w, h))
@@ -181,15 +185,19 @@ def _warped_mask(mask: np.ndarray, shifted: np.ndarray, size: tuple[int, int]) -
     costs half as much again on the many pixels that land outside the crop.
     """
     padded = cv2.copyMakeBorder(mask, _MASK_EDGE, _MASK_EDGE, _MASK_EDGE, _MASK_EDGE, cv2.BORDER_REPLICATE)
-    from_padded = shifted.copy()
-    from_padded[:, 2] -= shifted[:, :2] @ (_MASK_EDGE, _MASK_EDGE)
-    warped = cv2.warpAffine(padded, from_padded, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    warped = cv2.warpAffine(padded, _from_padded(shifted), size, flags=cv2.INTER_LINEAR, borderValue=0)
     return warped.astype(np.float32) / np.float32(255)
 
 
-def _eroded_geometry(fake: np.ndarray, matrix: np.ndarray, shape, even: bool = False):
-    """ROI (x0, y0, x1, y1) of the frame, the crop -> ROI matrix and the feather, or None."""
-    size = fake.shape[0]
+def _from_padded(shifted: np.ndarray) -> np.ndarray:
+    """`shifted` (crop -> part of the frame) for the crop padded by _MASK_EDGE on every side."""
+    from_padded = shifted.copy()
+    from_padded[:, 2] -= shifted[:, :2] @ (_MASK_EDGE, _MASK_EDGE)
+    return from_padded
+
+
+def _eroded_placement(size: int, matrix: np.ndarray, shape, even: bool = False):
+    """ROI (x0, y0, x1, y1) of the frame and the crop -> ROI matrix of a size x size crop, or None."""
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64).reshape(2, 3))
     x0, y0, x1, y1 = _eroded_roi(size, inverse, shape)
     if even:
@@ -198,6 +206,16 @@ def _eroded_geometry(fake: np.ndarray, matrix: np.ndarray, shape, even: bool = F
         return None
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
+    return (x0, y0, x1, y1), shifted
+
+
+def _eroded_geometry(fake: np.ndarray, matrix: np.ndarray, shape):
+    """ROI (x0, y0, x1, y1) of the frame, the crop -> ROI matrix and the feather, or None."""
+    size = fake.shape[0]
+    placed = _eroded_placement(size, matrix, shape)
+    if placed is None:
+        return None
+    (x0, y0, x1, y1), shifted = placed
     feather = _eroded_feather(size, shifted, (x1 - x0, y1 - y0))
     if feather is None:
         return None
@@ -240,21 +258,38 @@ def paste_eroded_crop_i420(planes, fake: np.ndarray, matrix: np.ndarray,
     A paste mask multiplies the luma weights, and its 2x2 averages the chroma's.
     """
     y_plane, u_plane, v_plane = planes
-    found = _eroded_geometry(fake, matrix, y_plane.shape, even=True)
-    if found is None:
+    size = fake.shape[0]
+    placed = _eroded_placement(size, matrix, y_plane.shape, even=True)
+    if placed is None:
         return None
-    (x0, y0, x1, y1), shifted, feather = found
+    (x0, y0, x1, y1), shifted = placed
+    fy, fu, fv = bgr_to_yuv444(fake)
+    # One warp carries the crop's square (the feather starts from it), its luma and the paste mask
+    # into the ROI: four channels are OpenCV's vectorised case, one warp of them costs about what
+    # one of a single channel does. Each channel is padded as its own warp's border would give it:
+    # the square with 0, the luma with black (Y 16, as insightface's BGR 0 is), the mask with its
+    # edge repeated (_warped_mask); the warps' arithmetic per channel is the same.
+    e = _MASK_EDGE
+    layers = np.zeros((size + 2 * e, size + 2 * e, 4), np.uint8)
+    layers[e:-e, e:-e, 0] = 255
+    layers[..., 1] = cv2.copyMakeBorder(fy, e, e, e, e, cv2.BORDER_CONSTANT, value=16)
+    if mask is not None:
+        layers[..., 2] = cv2.copyMakeBorder(mask, e, e, e, e, cv2.BORDER_REPLICATE)
+    warped = cv2.warpAffine(layers, _from_padded(shifted), (x1 - x0, y1 - y0), borderValue=(0, 16, 0, 0))
+    # (extractChannel: split would copy the unused channel too)
+    feather = _feather_of_square(cv2.extractChannel(warped, 0))
+    if feather is None:
+        return None
     sx0, sy0, sx1, sy1 = feather.support
     shifted[:, 2] -= (sx0, sy0)
-    fy, fu, fv = bgr_to_yuv444(fake)
-    # Outside the crop the warp gives black, as insightface's (BGR 0) is: Y 16, U and V 128.
     part = y_plane[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
-    warped = cv2.warpAffine(fy, shifted, (sx1 - sx0, sy1 - sy0), borderValue=16)
     weight = feather.weight
-    mask_weight = None if mask is None else _warped_mask(mask, shifted, (sx1 - sx0, sy1 - sy0))
-    if mask_weight is not None:
+    warped = warped[sy0:sy1, sx0:sx1]
+    mask_weight = None
+    if mask is not None:
+        mask_weight = cv2.extractChannel(warped, 2).astype(np.float32) / np.float32(255)
         weight = weight * mask_weight
-    part[:] = cv2.blendLinear(warped, part, weight, 1 - weight)
+    part[:] = cv2.blendLinear(cv2.extractChannel(warped, 1), part, weight, 1 - weight)
     cw, ch = (sx1 - sx0) // 2, (sy1 - sy0) // 2
     half = feather.half
     if half is None:
@@ -269,15 +304,17 @@ def paste_eroded_crop_i420(planes, fake: np.ndarray, matrix: np.ndarray,
     # Where a crop pixel covers less than 2 frame pixels, sampling it straight at chroma
     # resolution would alias: warp at full resolution and average 2x2 blocks instead.
     minified = abs(np.linalg.det(shifted[:, :2])) < 4
+    # U and V in one warp too (four channels, as above; two of them unused).
+    chroma = cv2.merge([fu, fv, fu, fv])
+    if minified:
+        warped = cv2.warpAffine(chroma, shifted, (2 * cw, 2 * ch), borderValue=(128, 128, 128, 128))
+        warped = cv2.resize(warped, (cw, ch), interpolation=cv2.INTER_AREA)
+    else:
+        warped = cv2.warpAffine(chroma, shifted_half, (cw, ch), borderValue=(128, 128, 128, 128))
     cx, cy = (x0 + sx0) // 2, (y0 + sy0) // 2
-    for plane, crop in ((u_plane, fu), (v_plane, fv)):
+    for channel, plane in enumerate((u_plane, v_plane)):
         part = plane[cy : cy + ch, cx : cx + cw]
-        if minified:
-            warped = cv2.warpAffine(crop, shifted, (2 * cw, 2 * ch), borderValue=128)
-            warped = cv2.resize(warped, (cw, ch), interpolation=cv2.INTER_AREA)
-        else:
-            warped = cv2.warpAffine(crop, shifted_half, (cw, ch), borderValue=128)
-        part[:] = cv2.blendLinear(warped, part, half, 1 - half)
+        part[:] = cv2.blendLinear(cv2.extractChannel(warped, channel), part, half, 1 - half)
     return x0, y0, x1, y1
 
 
