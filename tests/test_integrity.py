@@ -422,3 +422,20 @@ def test_probe_and_plan_written_by_the_scripts_are_sealed(tmp_path):
     integrity.write_sealed_json(sealed, {"b": 1, "a": [1, 2]})
     assert plain.read_text() == sealed.read_text()
     assert json.loads(sealed.read_text()) == integrity.read_sealed_json(sealed)
+
+
+def test_table_rows_are_written_as_pyarrow_reads_them_from_python():
+    import pyarrow as pa
+
+    from facepipe.media.tables import FACES_SCHEMA, table_of_rows
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(7):
+        rows.append({"frame": i + 1, "face": 0, "x1": 1.5, "y1": 2.0, "x2": 30.0, "y2": 40.25, "score": 0.9,
+                     # list columns as NumPy arrays of another dtype, as Python lists, and null
+                     "kps": rng.random(10).astype(np.float32), "embedding": None if i % 3 else list(rng.random(4)),
+                     "landmarks": rng.random(6) if i % 2 else None, "hold": bool(i % 2), "held_from": i,
+                     "crop": bytes([i]) * i, "crop_x": 2 * i, "crop_y": i, "crop_matrix": [] if i == 4 else None})
+    assert table_of_rows(rows, FACES_SCHEMA).equals(pa.Table.from_pylist(rows, schema=FACES_SCHEMA))
+    assert table_of_rows([], FACES_SCHEMA).equals(pa.Table.from_pylist([], schema=FACES_SCHEMA))

@@ -62,6 +62,29 @@ PATCHES_SCHEMA = pa.schema([
 GROUP_BYTES = 32 << 20
 
 
+def table_of_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """pa.Table.from_pylist(rows, schema=schema), built a column at a time: a list column's
+    arrays (NumPy or lists; None for null) joined into one flat array. The same table; from_pylist
+    converts each element of each array on its own, 4 times as long on the offline mesh's 936
+    landmark numbers a face."""
+    columns = []
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        if not pa.types.is_list(field.type):
+            columns.append(pa.array(values, field.type))
+            continue
+        dtype = field.type.value_type.to_pandas_dtype()
+        present = np.array([v is not None for v in values], bool)
+        arrays = [np.asarray(v, dtype).reshape(-1) for v in values if v is not None]
+        lengths = np.zeros(len(values), np.int64)
+        lengths[present] = [len(a) for a in arrays]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype)
+        columns.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, field.type.value_type),
+                                                mask=None if present.all() else pa.array(~present)))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 class TableWriter(AtomicWriter):
     """Rows to a Parquet file in row groups; add a frame's rows together so a group never
     splits a frame. The file appears under its name only when closed without an error."""
@@ -91,7 +114,7 @@ class TableWriter(AtomicWriter):
     def flush(self) -> None:
         """End the current row group (a reader can then skip it by its statistics)."""
         if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._writer.write_table(table_of_rows(self._rows, self.schema))
             self.rows += len(self._rows)
             self._rows = []
             self._bytes = 0
