@@ -386,3 +386,30 @@ def test_every_expected_error_scripting_names_exists():
     for module, name in rule_script._EXPECTED_ERRORS:
         assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)
     assert len(rule_script._expected_errors()) == len(rule_script._EXPECTED_ERRORS)
+
+
+def test_a_rule_process_that_succeeded_ends_at_once_with_its_log_and_output_written(tmp_path):
+    """In the process Snakemake starts for a script (`snakemake` a global of __main__), a job that
+    succeeded leaves without tearing the interpreter down (exit handlers do not run), and what it
+    wrote is all there; called from anywhere else (every test above), run() returns."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "from tests.test_failures import fake_sm\n"
+        "from facepipe.workflow.rule_script import run\n"
+        "atexit.register(lambda: open('torn_down', 'w').close())\n"
+        "snakemake = fake_sm(rule='track_faces', attempt=None)\n"
+        "def main(sm, log):\n"
+        "    log.info('made it')\n"
+        "    print('to the log file too')\n"
+        "    open('out.txt', 'w').write('done')\n"
+        "run(snakemake, main)\n"
+        "sys.exit(3)  # never reached\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.txt").read_text() == "done"
+    logged = (tmp_path / "logs/job/track_faces/seg_0000.log").read_text()
+    assert "made it" in logged and "to the log file too" in logged
+    assert not (tmp_path / "torn_down").exists()
