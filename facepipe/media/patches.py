@@ -276,21 +276,21 @@ def paste_eroded_crop_i420(planes, fake: np.ndarray, matrix: np.ndarray,
     layers[..., 1] = cv2.copyMakeBorder(fy, e, e, e, e, cv2.BORDER_CONSTANT, value=16)
     if mask is not None:
         layers[..., 2] = cv2.copyMakeBorder(mask, e, e, e, e, cv2.BORDER_REPLICATE)
-    warped = cv2.warpAffine(layers, _from_padded(shifted), (x1 - x0, y1 - y0), borderValue=(0, 16, 0, 0))
+    layered = cv2.warpAffine(layers, _from_padded(shifted), (x1 - x0, y1 - y0), borderValue=(0, 16, 0, 0))
     # (extractChannel: split would copy the unused channel too)
-    feather = _feather_of_square(cv2.extractChannel(warped, 0))
+    feather = _feather_of_square(cv2.extractChannel(layered, 0))
     if feather is None:
         return None
     sx0, sy0, sx1, sy1 = feather.support
     shifted[:, 2] -= (sx0, sy0)
     part = y_plane[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
     weight = feather.weight
-    warped = warped[sy0:sy1, sx0:sx1]
+    layered = layered[sy0:sy1, sx0:sx1]
     mask_weight = None
     if mask is not None:
-        mask_weight = cv2.extractChannel(warped, 2).astype(np.float32) / np.float32(255)
+        mask_weight = cv2.extractChannel(layered, 2).astype(np.float32) / np.float32(255)
         weight = weight * mask_weight
-    part[:] = cv2.blendLinear(cv2.extractChannel(warped, 1), part, weight, 1 - weight)
+    part[:] = cv2.blendLinear(cv2.extractChannel(layered, 1), part, weight, 1 - weight)
     cw, ch = (sx1 - sx0) // 2, (sy1 - sy0) // 2
     half = feather.half
     if half is None:
@@ -305,17 +305,17 @@ def paste_eroded_crop_i420(planes, fake: np.ndarray, matrix: np.ndarray,
     # Where a crop pixel covers less than 2 frame pixels, sampling it straight at chroma
     # resolution would alias: warp at full resolution and average 2x2 blocks instead.
     minified = abs(np.linalg.det(shifted[:, :2])) < 4
-    # U and V in one warp too (four channels, as above; two of them unused).
+    # U and V in one warp too (four channels, as above; two of them unused), grey (128) outside.
     chroma = cv2.merge([fu, fv, fu, fv])
     if minified:
-        warped = cv2.warpAffine(chroma, shifted, (2 * cw, 2 * ch), borderValue=(128, 128, 128, 128))
-        warped = cv2.resize(warped, (cw, ch), interpolation=cv2.INTER_AREA)
+        warped_uv = cv2.warpAffine(chroma, shifted, (2 * cw, 2 * ch), borderValue=(128, 128, 128, 128))
+        warped_uv = cv2.resize(warped_uv, (cw, ch), interpolation=cv2.INTER_AREA)
     else:
-        warped = cv2.warpAffine(chroma, shifted_half, (cw, ch), borderValue=(128, 128, 128, 128))
+        warped_uv = cv2.warpAffine(chroma, shifted_half, (cw, ch), borderValue=(128, 128, 128, 128))
     cx, cy = (x0 + sx0) // 2, (y0 + sy0) // 2
     for channel, plane in enumerate((u_plane, v_plane)):
         part = plane[cy : cy + ch, cx : cx + cw]
-        part[:] = cv2.blendLinear(cv2.extractChannel(warped, channel), part, half, 1 - half)
+        part[:] = cv2.blendLinear(cv2.extractChannel(warped_uv, channel), part, half, 1 - half)
     return x0, y0, x1, y1
 
 

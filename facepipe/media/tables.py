@@ -78,7 +78,10 @@ def table_of_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
         arrays = [np.asarray(v, dtype).reshape(-1) for v in values if v is not None]
         lengths = np.zeros(len(values), np.int64)
         lengths[present] = [len(a) for a in arrays]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        if offsets[-1] > np.iinfo(np.int32).max:  # a list array's offsets are 32-bit (from_pylist raises too)
+            raise ValueError(f"column {field.name}: {offsets[-1]} values in one row group, more than a list holds")
+        offsets = offsets.astype(np.int32)
         flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype)
         columns.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, field.type.value_type),
                                                 mask=None if present.all() else pa.array(~present)))
