@@ -85,6 +85,23 @@ def test_detector_finds_nothing_on_a_black_frame(detector):
     assert bboxes.shape[0] == 0 and kpss.shape[0] == 0
 
 
+@pytest.mark.parametrize("value", [24, 127, 235])
+@pytest.mark.parametrize("input_size", [(640, 384), (640, 640)])
+def test_detector_finds_nothing_on_a_flat_frame_whatever_the_padding(detector, value, input_size):
+    # A 16:9 frame fills 360 of the input's rows; SCRFD pads the rest with black. The padding's
+    # edge is not a face: before, a flat grey 1080p frame scored 0.85 at 640x384.
+    frame = np.full((1080, 1920, 3), value, np.uint8)
+    bboxes, _ = detector.detect(frame, input_size=input_size)
+    assert bboxes.shape[0] == 0
+
+
+def test_detector_still_finds_the_face_on_a_padded_photo(detector):
+    img = cv2.imread(str(IMAGES / "t1.jpg"))
+    wide = cv2.copyMakeBorder(img, 0, 0, img.shape[1] // 2, img.shape[1] // 2, cv2.BORDER_CONSTANT)
+    bboxes, _ = detector.detect(wide, input_size=(640, 640))
+    assert bboxes.shape[0] == 1 and bboxes[0, 4] > 0.6
+
+
 @pytest.mark.parametrize("hw", [(640, 640), (480, 640), (320, 256)])
 def test_detector_anchor_counts_for_any_multiple_of_32(standins, hw):
     h, w = hw

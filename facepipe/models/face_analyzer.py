@@ -152,6 +152,8 @@ DET_BOX_FRACTION = 0.4  # face box side / smaller side of the detector input
 
 
 DET_MAD_HALF = 0.02  # MAD at which the detector score is exactly 0.5
+# Below this, a blob value is SCRFD's black padding ((0 - 127.5) / 128 = -0.996); 1 of 255 is -0.988.
+DET_PADDING_ABOVE = -0.992
 
 
 def _detector_standin(g) -> None:
@@ -163,8 +165,15 @@ def _detector_standin(g) -> None:
     # 8th pixel, so that the stand-in costs next to nothing (benchmarks measure the overhead).
     sample = g.op("Slice", [x, g.const([0, 0], np.int64), g.const([2**31 - 1, 2**31 - 1], np.int64),
                             g.const([2, 3], np.int64), g.const([8, 8], np.int64)])
-    mean = g.op("ReduceMean", [sample], keepdims=1)
-    mad = g.op("ReduceMean", [g.op("Abs", [g.op("Sub", [sample, mean])])], keepdims=0)
+    # SCRFD pads the frame to the input size with black (the blob's -127.5/128) below and to the
+    # right; counted, the padding's edge alone made a flat 16:9 frame a face (a grey frame scored
+    # 0.85). Values at the padding's are left out, so a flat frame scores 0 at any aspect; the
+    # frame's own pure black pixels are left out with them, which does not change a photo's score.
+    kept = g.op("Cast", [g.op("Greater", [sample, g.const(DET_PADDING_ABOVE)])], to=TensorProto.FLOAT)
+    count = g.op("Max", [g.op("ReduceSum", [kept], keepdims=0), g.const(1.0)])
+    mean = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [sample, kept])], keepdims=0), count])
+    spread = g.op("Mul", [g.op("Abs", [g.op("Sub", [sample, mean])]), kept])
+    mad = g.op("Div", [g.op("ReduceSum", [spread], keepdims=0), count])
     score = g.op("Div", [mad, g.op("Add", [mad, g.const(DET_MAD_HALF)])])
 
     shape = g.op("Shape", [x])
