@@ -286,6 +286,52 @@ def test_faces_in_a_wide_frame_are_found_at_every_turn_with_packed_passes(analyz
         assert hits == 3, (turn, hits, centres)
 
 
+def test_a_flat_frame_or_tile_is_not_looked_at_and_the_faces_found_are_the_same(analyzer, t1, monkeypatch):
+    """A flat frame (black, a dark grainy shot) costs the detector nothing; a frame with faces in
+    one corner and flat elsewhere skips the flat tiles and finds exactly what all eight passes find."""
+    rng = np.random.default_rng(0)
+    runs = []
+    detect_square = analyzer._detect_square
+    monkeypatch.setattr(analyzer, "_detect_square", lambda square: runs.append(1) or detect_square(square))
+    grain = np.clip(24 + rng.normal(0, 3, (1080, 1920, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    for frame in (np.zeros((1080, 1920, 3), np.uint8), grain):
+        runs.clear()
+        assert analyzer.detect(frame) == [] and runs == []
+    # The group photo in the top-left corner of a dark grainy frame: the tiles away from it are flat.
+    photo = cv2.resize(t1, None, fx=0.45, fy=0.45, interpolation=cv2.INTER_AREA)
+    frame = grain.copy()
+    frame[:photo.shape[0], :photo.shape[1]] = photo
+    runs.clear()
+    found = analyzer.detect(frame)
+    assert 2 <= len(runs) < 6 and len(found) >= 3, (len(runs), len(found))
+    monkeypatch.setattr(mesh, "FLAT_RANGE", -1)  # nothing is flat: every pass runs
+    runs.clear()
+    everything = analyzer.detect(frame)
+    assert len(runs) == 8
+    assert len(found) == len(everything)
+    for (box, kps, score), (box2, kps2, score2) in zip(found, everything):
+        np.testing.assert_array_equal(box, box2)
+        np.testing.assert_array_equal(kps, kps2)
+        assert score == score2
+
+
+def test_flatness_sees_a_small_face_and_not_grain():
+    rng = np.random.default_rng(1)
+    grain = np.clip(128 + rng.normal(0, 4, (1080, 1920)), 0, 255).astype(np.uint8)
+    flat = mesh._flatness(grain)
+    assert flat(0, 0, 1920, 1080) and flat(576, 312, 1344, 1080)
+    # A face the tiles can find (32 px at 1080p): a skin oval with darker eyes and mouth.
+    face = grain.copy()
+    cv2.ellipse(face, (1000, 700), (14, 18), 0, 0, 360, 150, -1)
+    for eye in ((994, 694), (1006, 694)):
+        cv2.circle(face, eye, 2, 70, -1)
+    cv2.line(face, (995, 708), (1005, 708), 90, 2)
+    flat = mesh._flatness(face)
+    assert not flat(0, 0, 1920, 1080) and not flat(576, 312, 1344, 1080)
+    # The rectangle is read from every block it touches: a face at its very edge counts.
+    assert not flat(1014, 0, 1920, 1080) and flat(1030, 0, 1920, 1080)
+
+
 def test_detection_in_worker_processes_finds_the_same_faces_and_crops_as_one_process(analyzer, t1):
     """A short video's one segment is analysed over the job's threads (MeshAnalyzer.analyze_frames:
     the frames go to forked workers as decoded, I420, and are converted there; the crops are cut

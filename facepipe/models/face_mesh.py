@@ -82,6 +82,13 @@ DETECT_EVERY = 4
 TILE = 192
 TILE_OVERLAP = 0.25
 TILES_ACROSS = 3
+# The detector does not look at a frame, or a tile of one, whose means over blocks of FLAT_BLOCK px
+# span at most FLAT_RANGE grey levels (0-255): black, a fade, a flat wall or sky, a dark shot. A face
+# the detector can find (8 px of its input: 32 px of a 1080p frame in a tile) covers whole blocks,
+# and its eyes, brows and mouth set its blocks tens of levels apart; grain and compression noise
+# average out in a block (a dark grainy shot spans 3 levels).
+FLAT_BLOCK = 8
+FLAT_RANGE = 6
 
 # MediaPipe mesh index -> iBUG 68-point index (the widely used mapping; tests/test_mesh.py
 # checks it against dlib's own 68-point predictor on real photos).
@@ -343,6 +350,24 @@ def tiles(shape: tuple[int, int], tile: int = TILE, overlap: float = TILE_OVERLA
     return [(x, y, min(x + tile, w), min(y + tile, h)) for y in starts(h) for x in starts(w)]
 
 
+def _flatness(image: np.ndarray):
+    """flat(x0, y0, x1, y1): whether that rectangle of the image (BGR, or one plane) is flat, its
+    FLAT_BLOCK-px blocks' means within FLAT_RANGE grey levels of each other."""
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape
+    means = cv2.resize(gray, (max(1, w // FLAT_BLOCK), max(1, h // FLAT_BLOCK)), interpolation=cv2.INTER_AREA)
+    fy, fx = means.shape[0] / h, means.shape[1] / w
+
+    def flat(x0: int, y0: int, x1: int, y1: int) -> bool:
+        # Every block the rectangle touches, so a face at its edge counts.
+        blocks = means[int(y0 * fy):max(int(np.ceil(y1 * fy)), int(y0 * fy) + 1),
+                       int(x0 * fx):max(int(np.ceil(x1 * fx)), int(x0 * fx) + 1)]
+        low, high, _, _ = cv2.minMaxLoc(blocks)
+        return high - low <= FLAT_RANGE
+
+    return flat
+
+
 def roi_matrix(centre: np.ndarray, size: float, angle: float, out: int = INPUT_SIZE) -> np.ndarray:
     """The 2x3 affine map from image pixels to an out x out crop of side ``size`` around
     ``centre``, rotated by ``angle`` (radians) so that the ROI's x axis becomes horizontal."""
@@ -479,12 +504,16 @@ class MeshAnalyzer:
         raw_boxes, raw_scores = det(square, 127.5, 1.0)
         return decode_detections(raw_boxes, raw_scores, self.min_score)
 
-    def detect(self, img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    def detect(self, img: np.ndarray, luma: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(box x1,y1,x2,y2, keypoints 6x2, score) in image pixels, merged by weighted NMS: the whole
         frame, its tiles, and the whole frame turned by 90, 180 and 270 degrees (BlazeFace reads
         faces up to ~45 degrees off upright; the turned passes cover the rest of the circle). At
-        16:9 and wider, two whole-frame passes share a square (PACK_MIN_SCALE)."""
+        16:9 and wider, two whole-frame passes share a square (PACK_MIN_SCALE). A flat frame, or
+        tile, is not looked at (FLAT_RANGE); luma: the image's luma plane, where the caller has it."""
         h, w = img.shape[:2]
+        flat = _flatness(img if luma is None else luma)
+        if flat(0, 0, w, h):
+            return []
         # The whole frame and its turns (each with the map taking its points back to the frame's),
         # in pairs of one shape that share a square where the frame's shape lets them (PACK_GAP).
         whole = [(None, np.array([[1, 0, 0], [0, 1, 0]], np.float64))]
@@ -497,7 +526,7 @@ class MeshAnalyzer:
         # (image, turns, back maps) of each square, then the tiles'.
         passes = [(img, [turn for turn, _ in g], [back for _, back in g]) for g in groups]
         passes += [(img[y0:y1, x0:x1], [None], [np.array([[1, 0, x0], [0, 1, y0]], np.float64)])
-                   for x0, y0, x1, y1 in tiles((h, w), self.tile)]
+                   for x0, y0, x1, y1 in tiles((h, w), self.tile) if not flat(x0, y0, x1, y1)]
         all_boxes, all_kps, all_scores = [], [], []
         for part, turns, backs in passes:
             square, scale, offsets, placed = _pack(part, turns)
@@ -596,7 +625,8 @@ class MeshAnalyzer:
         if follow is None or any(flag < MIN_FACE_FLAG for _, flag, _ in found):
             # No faces to follow, or one was lost (it left, was covered, or the shot changed): the
             # detector looks at this frame, so a new shot's faces are found on its first frame.
-            found = [self.mesh(frame, box, kps) + (score,) for box, kps, score in self.detect(frame.bgr())]
+            luma = None if frame.is_image else frame.planes()[0]
+            found = [self.mesh(frame, box, kps) + (score,) for box, kps, score in self.detect(frame.bgr(), luma)]
         for pts, flag, score in found:
             if flag < MIN_FACE_FLAG:
                 continue  # the detector's hit (or the followed face) is not a face the mesh can read
