@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from facepipe.media.demo import insightface_image
-from facepipe.media.i420 import bgr_to_yuv444, region_bgr, split_i420, write_region
+from facepipe.media.i420 import bgr_to_yuv444, flat_picture, flatness, region_bgr, split_i420, write_region
 from facepipe.media.patches import Patch, apply_patch, apply_patches_i420, paste_eroded_crop
 from facepipe.media.video import WorkFrame
 
@@ -147,3 +147,19 @@ def test_work_frame_converts_a_rectangle_to_the_same_pixels_as_the_whole_frame(f
         assert np.array_equal(fresh.bgr_rect(x0, y0, x1, y1), bgr[y0:y1, x0:x1]), (x0, y0, x1, y1)
         fresh.bgr()
         assert np.array_equal(fresh.bgr_rect(x0, y0, x1, y1), bgr[y0:y1, x0:x1])
+
+
+def test_flat_picture_agrees_with_the_block_means():
+    """flat_picture's first look at a few samples only ever says "not flat" early; whatever it
+    answers is what the block means say."""
+    rng = np.random.default_rng(2)
+    grain = np.clip(30 + rng.normal(0, 3, (720, 1280)), 0, 255).astype(np.uint8)
+    dim_face = grain.copy()  # a dim face in a dark shot: the samples alone do not tell
+    cv2.ellipse(dim_face, (640, 360), (16, 20), 0, 0, 360, 50, -1)
+    cv2.circle(dim_face, (634, 354), 3, 20, -1)
+    bright = grain.copy()
+    bright[100:200, 100:200] = 230
+    for picture, flat in ((grain, True), (dim_face, False), (bright, False), (np.zeros((720, 1280), np.uint8), True)):
+        assert flat_picture(picture) is flat
+        assert flatness(picture)(0, 0, 1280, 720) is flat
+        assert flat_picture(cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR)) is flat

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from facepipe.media import i420
 from facepipe.models import face_mesh as mesh, mesh_swap
 from facepipe.models.classic_swap import ClassicSwapper, face_mask, source_patch
 from facepipe.models.face_mesh import MeshAnalyzer, MeshModelError, landmarks_68
@@ -304,7 +305,7 @@ def test_a_flat_frame_or_tile_is_not_looked_at_and_the_faces_found_are_the_same(
     runs.clear()
     found = analyzer.detect(frame)
     assert 2 <= len(runs) < 6 and len(found) >= 3, (len(runs), len(found))
-    monkeypatch.setattr(mesh, "FLAT_RANGE", -1)  # nothing is flat: every pass runs
+    monkeypatch.setattr(i420, "FLAT_RANGE", -1)  # nothing is flat: every pass runs
     runs.clear()
     everything = analyzer.detect(frame)
     assert len(runs) == 8
@@ -318,7 +319,7 @@ def test_a_flat_frame_or_tile_is_not_looked_at_and_the_faces_found_are_the_same(
 def test_flatness_sees_a_small_face_and_not_grain():
     rng = np.random.default_rng(1)
     grain = np.clip(128 + rng.normal(0, 4, (1080, 1920)), 0, 255).astype(np.uint8)
-    flat = mesh._flatness(grain)
+    flat = i420.flatness(grain)
     assert flat(0, 0, 1920, 1080) and flat(576, 312, 1344, 1080)
     # A face the tiles can find (32 px at 1080p): a skin oval with darker eyes and mouth.
     face = grain.copy()
@@ -326,7 +327,7 @@ def test_flatness_sees_a_small_face_and_not_grain():
     for eye in ((994, 694), (1006, 694)):
         cv2.circle(face, eye, 2, 70, -1)
     cv2.line(face, (995, 708), (1005, 708), 90, 2)
-    flat = mesh._flatness(face)
+    flat = i420.flatness(face)
     assert not flat(0, 0, 1920, 1080) and not flat(576, 312, 1344, 1080)
     # The rectangle is read from every block it touches: a face at its very edge counts.
     assert not flat(1014, 0, 1920, 1080) and flat(1030, 0, 1920, 1080)

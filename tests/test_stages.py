@@ -104,6 +104,23 @@ def test_detection_on_planes_finds_the_faces_the_bgr_path_finds(standin_models, 
     assert read_faces(tmp_path / "faces.parquet")["crop"].iloc[0] == from_planes["crop"].iloc[0]
 
 
+def test_the_detector_is_not_run_on_a_flat_frame(standin_models, monkeypatch):
+    """A black or dark grainy frame has nothing to find: the analyzer answers without its detector;
+    a frame with a face still runs it."""
+    analyzer = FaceAnalyzer(standin_models["det_10g"], standin_models["w600k_r50"], ["cpu"])
+    calls = []
+    detect = analyzer.detector.detect
+    monkeypatch.setattr(analyzer.detector, "detect", lambda *a, **k: calls.append(1) or detect(*a, **k))
+    rng = np.random.default_rng(0)
+    grain = np.clip(24 + rng.normal(0, 3, (1080, 1920, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    for bgr in (np.zeros((1080, 1920, 3), np.uint8), grain):
+        frame = video.WorkFrame(1, i420=cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420))
+        assert analyzer.analyze_frame(frame) == [] and calls == []
+    photo = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (1920, 1080))
+    assert len(analyzer.analyze_frame(video.WorkFrame(1, i420=cv2.cvtColor(photo, cv2.COLOR_BGR2YUV_I420)))) == 1
+    assert calls == [1]
+
+
 def test_repeated_frames_of_a_variable_rate_clip_own_their_planes(media_dir, tmp_path):
     vfr = tmp_path / "vfr.mp4"
     ffmpeg.run_ffmpeg(["-i", str(media_dir / "clip.mp4"), "-vf", "setpts='(N+0.4*mod(N,3))/25/TB'",

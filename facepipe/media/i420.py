@@ -13,6 +13,18 @@ import numpy as np
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1
 
+# A picture, or a part of one, is flat when its means over blocks of FLAT_BLOCK px span at most
+# FLAT_RANGE grey levels (0-255): black, a fade, a flat wall or sky, a dark shot. Grain and
+# compression noise average out in a block (a dark grainy shot spans 3 levels); anything about
+# 30 px across with features of its own (what a detector can find) covers whole blocks and sets
+# them tens of levels apart. The detectors skip what is flat.
+FLAT_BLOCK = 8
+FLAT_RANGE = 6
+# flat_picture's first look: a picture whose samples every FLAT_PROBE px span more grey levels than
+# this is not flat (grain does not reach that far); only a low-contrast one has its blocks measured.
+FLAT_PROBE = 16
+FLAT_PROBE_RANGE = 48
+
 
 def split_i420(i420: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views of the Y, U and V planes of an I420 array (h*3/2 rows of w bytes)."""
@@ -71,3 +83,33 @@ def bgr_to_yuv444(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     big = cv2.resize(bgr, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
     y, u, v = split_i420(cv2.cvtColor(big, cv2.COLOR_BGR2YUV_I420), 2 * w, 2 * h)
     return np.ascontiguousarray(y[::2, ::2]), u, v
+
+
+def flatness(image: np.ndarray):
+    """flat(x0, y0, x1, y1): whether that rectangle of the image (BGR, or one plane) is flat, the
+    means of its blocks of FLAT_BLOCK px within FLAT_RANGE grey levels of each other."""
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape
+    means = cv2.resize(gray, (max(1, w // FLAT_BLOCK), max(1, h // FLAT_BLOCK)), interpolation=cv2.INTER_AREA)
+    fy, fx = means.shape[0] / h, means.shape[1] / w
+
+    def flat(x0: int, y0: int, x1: int, y1: int) -> bool:
+        # Every block the rectangle touches, so a face at its edge counts.
+        r0, c0 = int(y0 * fy), int(x0 * fx)
+        blocks = means[r0:max(int(np.ceil(y1 * fy)), r0 + 1), c0:max(int(np.ceil(x1 * fx)), c0 + 1)]
+        low, high, _, _ = cv2.minMaxLoc(blocks)
+        return high - low <= FLAT_RANGE
+
+    return flat
+
+
+def flat_picture(image: np.ndarray) -> bool:
+    """Whether the whole picture (BGR, or one plane) is flat (flatness), at the cost of a few
+    samples for any picture with contrast."""
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    probe = np.ascontiguousarray(gray[::FLAT_PROBE, ::FLAT_PROBE])
+    low, high, _, _ = cv2.minMaxLoc(probe)
+    if high - low > FLAT_PROBE_RANGE:
+        return False
+    h, w = gray.shape
+    return flatness(gray)(0, 0, w, h)

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from facepipe.media.i420 import flat_picture
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.runtime import create_session
 
@@ -82,6 +83,9 @@ class FaceAnalyzer:
         the detector gets the frame already at its input size, scaled from the YUV planes, and
         the recognizer's crops are warped from the planes."""
         h, w = frame.shape
+        # Nothing to find in a flat frame (black, a fade, a dark shot): the detector is not run.
+        if flat_picture(frame.bgr() if frame.is_image else frame.planes()[0]):
+            return []
         small = frame.scaled_bgr(detector_size(w, h, self.det_size[0]))
         # The detector's input fits the frame's shape (its sides multiples of the largest
         # stride, 32) instead of a square that is 44% padding for 16:9: a third less work.

@@ -44,6 +44,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
+from facepipe.media.i420 import flatness
 from facepipe.models.dlib_face import OfflineModelError
 from facepipe.models.dlib_resnet import DlibResNet
 from facepipe.parallel import in_order
@@ -82,13 +83,6 @@ DETECT_EVERY = 4
 TILE = 192
 TILE_OVERLAP = 0.25
 TILES_ACROSS = 3
-# The detector does not look at a frame, or a tile of one, whose means over blocks of FLAT_BLOCK px
-# span at most FLAT_RANGE grey levels (0-255): black, a fade, a flat wall or sky, a dark shot. A face
-# the detector can find (8 px of its input: 32 px of a 1080p frame in a tile) covers whole blocks,
-# and its eyes, brows and mouth set its blocks tens of levels apart; grain and compression noise
-# average out in a block (a dark grainy shot spans 3 levels).
-FLAT_BLOCK = 8
-FLAT_RANGE = 6
 
 # MediaPipe mesh index -> iBUG 68-point index (the widely used mapping; tests/test_mesh.py
 # checks it against dlib's own 68-point predictor on real photos).
@@ -350,24 +344,6 @@ def tiles(shape: tuple[int, int], tile: int = TILE, overlap: float = TILE_OVERLA
     return [(x, y, min(x + tile, w), min(y + tile, h)) for y in starts(h) for x in starts(w)]
 
 
-def _flatness(image: np.ndarray):
-    """flat(x0, y0, x1, y1): whether that rectangle of the image (BGR, or one plane) is flat, its
-    FLAT_BLOCK-px blocks' means within FLAT_RANGE grey levels of each other."""
-    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    h, w = gray.shape
-    means = cv2.resize(gray, (max(1, w // FLAT_BLOCK), max(1, h // FLAT_BLOCK)), interpolation=cv2.INTER_AREA)
-    fy, fx = means.shape[0] / h, means.shape[1] / w
-
-    def flat(x0: int, y0: int, x1: int, y1: int) -> bool:
-        # Every block the rectangle touches, so a face at its edge counts.
-        blocks = means[int(y0 * fy):max(int(np.ceil(y1 * fy)), int(y0 * fy) + 1),
-                       int(x0 * fx):max(int(np.ceil(x1 * fx)), int(x0 * fx) + 1)]
-        low, high, _, _ = cv2.minMaxLoc(blocks)
-        return high - low <= FLAT_RANGE
-
-    return flat
-
-
 def roi_matrix(centre: np.ndarray, size: float, angle: float, out: int = INPUT_SIZE) -> np.ndarray:
     """The 2x3 affine map from image pixels to an out x out crop of side ``size`` around
     ``centre``, rotated by ``angle`` (radians) so that the ROI's x axis becomes horizontal."""
@@ -509,9 +485,10 @@ class MeshAnalyzer:
         frame, its tiles, and the whole frame turned by 90, 180 and 270 degrees (BlazeFace reads
         faces up to ~45 degrees off upright; the turned passes cover the rest of the circle). At
         16:9 and wider, two whole-frame passes share a square (PACK_MIN_SCALE). A flat frame, or
-        tile, is not looked at (FLAT_RANGE); luma: the image's luma plane, where the caller has it."""
+        tile, is not looked at (facepipe.media.i420.flatness); luma: the image's luma plane, where
+        the caller has it."""
         h, w = img.shape[:2]
-        flat = _flatness(img if luma is None else luma)
+        flat = flatness(img if luma is None else luma)
         if flat(0, 0, w, h):
             return []
         # The whole frame and its turns (each with the map taking its points back to the frame's),
