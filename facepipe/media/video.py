@@ -383,6 +383,12 @@ class WorkFrame:
         h, w = self.shape
         return split_i420(self._i420, w, h)
 
+    def luma(self) -> np.ndarray:
+        """The frame in grey: its Y plane (a view), or a still image's BGR converted to grey."""
+        if self._i420 is None:
+            return cv2.cvtColor(self._bgr, cv2.COLOR_BGR2GRAY)
+        return self.planes()[0]
+
     def scaled_bgr(self, size: tuple[int, int]) -> np.ndarray:
         """The frame resized to size (w, h; even) as cv2.resize (bilinear) resizes its BGR pixels."""
         if self._bgr is not None:

@@ -84,7 +84,7 @@ class FaceAnalyzer:
         the recognizer's crops are warped from the planes."""
         h, w = frame.shape
         # Nothing to find in a flat frame (black, a fade, a dark shot): the detector is not run.
-        if flat_picture(frame.bgr() if frame.is_image else frame.planes()[0]):
+        if flat_picture(frame.luma()):
             return []
         small = frame.scaled_bgr(detector_size(w, h, self.det_size[0]))
         # The detector's input fits the frame's shape (its sides multiples of the largest

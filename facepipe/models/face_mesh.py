@@ -602,8 +602,8 @@ class MeshAnalyzer:
         if follow is None or any(flag < MIN_FACE_FLAG for _, flag, _ in found):
             # No faces to follow, or one was lost (it left, was covered, or the shot changed): the
             # detector looks at this frame, so a new shot's faces are found on its first frame.
-            luma = None if frame.is_image else frame.planes()[0]
-            found = [self.mesh(frame, box, kps) + (score,) for box, kps, score in self.detect(frame.bgr(), luma)]
+            found = [self.mesh(frame, box, kps) + (score,)
+                     for box, kps, score in self.detect(frame.bgr(), frame.luma())]
         for pts, flag, score in found:
             if flag < MIN_FACE_FLAG:
                 continue  # the detector's hit (or the followed face) is not a face the mesh can read
@@ -712,8 +712,7 @@ STILL_MAX = 6
 
 def still_thumbnail(frame) -> np.ndarray:
     """The block-averaged luma of a working frame (facepipe.media.video.WorkFrame) that still_frame compares."""
-    luma = cv2.cvtColor(frame.bgr(), cv2.COLOR_BGR2GRAY) if frame.is_image else frame.planes()[0]
-    return cv2.resize(luma, STILL_SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame.luma(), STILL_SIZE, interpolation=cv2.INTER_AREA)
 
 
 def still_frame(a: np.ndarray, b: np.ndarray) -> bool:
