@@ -15,12 +15,13 @@ rule render_segment:
         segment=r"seg_\d{4}",
     conda:
         "../envs/facepipe.yaml"
-    threads: 1
+    threads: render_threads
     params:
         code=code_version("render_segment"),
         encoder=opt("encoder"),
         preset=opt("preset"),
         crf=opt("crf"),
+        encoder_threads=render_threads,
         copy_unswapped=opt("copy_unswapped"),
     script:
         "../scripts/render_segment.py"

@@ -531,9 +531,8 @@ def manifest(wildcards):
 # A job with fewer segments than cores would leave cores idle in detection and the swap: each of its
 # segment jobs for them takes a share (the offline backend's worker processes, which give the same
 # faces tables and patches as one; the decoder's threads); at most this many, so a cluster job does
-# not ask for a node. The render keeps 1 thread: x264's output depends on its thread count, and a
-# segment encoded again (after a kill, with other --cores) must give the same frames (--set-threads
-# to choose).
+# not ask for a node. The render's threads are its encoder's (render_threads), which do not follow
+# --cores.
 MAX_SEGMENT_THREADS = 8
 
 
@@ -568,6 +567,15 @@ def swap_threads(wildcards):
         if works_on_pixels(JOBS[wildcards.name]["swapper"])
         else 1
     )
+
+
+def render_threads(wildcards):
+    """Threads of a segment's render: its encoder's (encoder_threads; facepipe.media.video), fixed
+    for the run whatever --cores says, because x264's frames depend on the count. Also the
+    render's params, so that another count encodes the segments again."""
+    from facepipe.media.video import encoder_threads
+
+    return encoder_threads(JOBS[wildcards.name]["encoder_threads"])
 
 
 def final_patches_file(name, segment):

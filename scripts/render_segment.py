@@ -11,7 +11,7 @@ def main(sm, log):
     patches = FramePatches(sm.input.patches)  # verified here, before the encoder starts
     writer, copied = segment_writer(sm.output.video, sm.input.target, prepared, manifest, segment, sm.input.patches,
                                     encoder=sm.params.encoder, preset=sm.params.preset, crf=sm.params.crf,
-                                    threads=sm.threads, copy_unswapped=sm.params.copy_unswapped)
+                                    threads=sm.params.encoder_threads, copy_unswapped=sm.params.copy_unswapped)
     # The groups of pictures the writer copies are not decoded.
     frames = iter_frames(sm.input.target, prepared, manifest, segment, threads=sm.threads,
                          skip=[(group.first, group.last) for group in copied])

@@ -77,3 +77,20 @@ def test_fp16_swapper_is_made_not_downloaded(tmp_path, media_dir):
     assert "rule make_fp16_model" in plan
     assert "output: resources/models/inswapper_128.onnx" in plan  # the FP32 file, fetched and verified
     assert "output: resources/models/inswapper_128_fp16.onnx" in plan.split("rule make_fp16_model")[1]
+
+
+def test_no_shape_hints_tie_outputs_of_different_sizes(tmp_path):
+    """The detector's outputs share a symbolic dim ("?") though each scale has its own size. The
+    converter's shape hints on its Cast nodes made CUDA's planner reuse one scale's buffer for
+    another (seen on an H200); the FP16 copy keeps no hints, and runs at any input size."""
+    from tools.fullsize import make_fullsize
+
+    src = tmp_path / "det_10g.fullsize.onnx"
+    onnx.save(make_fullsize("det_10g", width=0.25), str(src))
+    outputs = onnx.load(str(src)).graph.output
+    assert len({o.type.tensor_type.shape.dim[0].dim_param for o in outputs}) == 1  # the case itself
+    dst = convert_to_fp16(src, tmp_path / "models" / "det_10g_fp16.onnx")
+    assert not onnx.load(str(dst)).graph.value_info
+    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    sizes = [o.shape[0] for o in session.run(None, {"input.1": np.zeros((1, 3, 384, 640), np.float32)})[:3]]
+    assert sizes == [7680, 1920, 480]

@@ -29,12 +29,12 @@ def keyed_clip(tmp_path_factory):
     return clip, manifest, root
 
 
-def _render(clip, manifest, root, segment, swapped, name):
+def _render(clip, manifest, root, segment, swapped, name, threads=1):
     source = passthrough.copy_source(clip, manifest, encoder="libx264", enabled=True)
     groups = passthrough.copyable_groups(source, manifest, segment, swapped)
     out = root / f"{name}.mp4"
-    with passthrough.PassthroughSegmentWriter(out, source, manifest, segment, preset="veryfast", crf=18, threads=1,
-                                              colour=manifest["colour"]) as writer:
+    with passthrough.PassthroughSegmentWriter(out, source, manifest, segment, preset="veryfast", crf=18,
+                                              threads=threads, colour=manifest["colour"]) as writer:
         video.render_segment(video.iter_frames(clip, root / "plan", manifest, segment, threads=1), {}, writer, groups)
     return out, groups, writer
 
@@ -179,3 +179,39 @@ def test_segments_with_other_codec_records_are_not_muxed(keyed_clip, tmp_path):
         ffmpeg.mux_video([ours, other], clip, asdict(ffmpeg.probe(clip)), out, frames=manifest["frames"],
                          fps=manifest["fps"])
     assert not out.exists()
+
+
+def test_the_encoder_threads_are_fixed_by_the_machine_not_by_cores():
+    assert [video.encoder_threads(0, cores=n) for n in (1, 2, 3, 4, 16, 64)] == [1, 1, 1, 2, 8, 8]
+    assert video.encoder_threads(3, cores=2) == 3  # as configured, whatever the machine
+
+
+def test_several_encoder_threads_give_the_same_frames_each_time(keyed_clip, tmp_path):
+    """x264's frames depend on its thread count but not on the run: a segment encoded again with the
+    same count (after a kill) is the same, through the copying writer and the ffmpeg one."""
+    from facepipe.media.video import SegmentWriter
+
+    clip, manifest, root = keyed_clip
+    segment = "seg_0000"
+    runs = [_render(clip, manifest, tmp_path, segment, set(range(5, 25)), f"threads3_{i}", threads=3)
+            for i in range(2)]
+    first, second = (_decoded(out) for out, _, _ in runs)
+    assert len(first) == manifest["segments"][segment]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    target = _decoded(clip)
+    start = manifest["ranges"][segment]["start"]
+    for n in range(41, 61):  # the copied group, as the target has it
+        assert np.array_equal(first[n - 1], target[start + n - 1]), n
+    strict = subprocess.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-xerror", "-i", str(runs[0][0]), "-f", "null", "-"],
+                            capture_output=True, text=True)
+    assert strict.returncode == 0 and not strict.stderr.strip(), strict.stderr
+    encoded = []
+    for i in range(2):
+        out = tmp_path / f"plain{i}.mp4"
+        with SegmentWriter(out, width=manifest["width"], height=manifest["height"], fps=manifest["fps"],
+                           encoder="libx264", preset="veryfast", crf=18, threads=3,
+                           colour=manifest["colour"]) as writer:
+            for frame in video.iter_frames(clip, root / "plan", manifest, segment, threads=1):
+                writer.write(frame.i420())
+        encoded.append(_decoded(out))
+    assert len(encoded[0]) == len(first) and all(np.array_equal(a, b) for a, b in zip(*encoded))

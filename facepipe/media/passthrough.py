@@ -389,6 +389,9 @@ class PassthroughSegmentWriter(AtomicWriter):
         encoder.time_base = self._time_base
         encoder.framerate = self.rate
         encoder.thread_count = self.threads
+        # x264's frame threads, as the ffmpeg command of SegmentWriter runs it (PyAV asks for slices,
+        # which split each picture and scale worse).
+        encoder.thread_type = "FRAME"
         encoder.flags |= av.codec.context.Flags.global_header
         # The colour label (output_colour), as SegmentWriter's setparams gives it.
         if self.colour.get("range") in ("tv", "mpeg", "limited"):

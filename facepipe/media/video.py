@@ -591,6 +591,27 @@ def _widen_pipe(stream, size: int = 1 << 20) -> None:
         pass  # not Linux, or not allowed: the default buffer works, only slower
 
 
+# x264 at 1080p gains less and less beyond about 8 threads, and the other cores decode, detect
+# and swap the next segments meanwhile.
+MAX_ENCODER_THREADS = 8
+
+
+def encoder_threads(requested: int, cores: int | None = None) -> int:
+    """The thread count of a segment's encoder: ``requested``, or for 0 half of this machine's
+    cores (``cores``: the CPUs this process may use), at least 1 and at most MAX_ENCODER_THREADS.
+
+    x264's frames depend on its thread count, so the count is fixed for a run, not taken from
+    the job's share of --cores: a segment encoded again after a kill gives the same frames."""
+    if requested > 0:
+        return int(requested)
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+    return max(1, min(MAX_ENCODER_THREADS, cores // 2))
+
+
 class SegmentWriter(AtomicWriter):
     """Encodes I420 frames through ffmpeg (a pipe, no files) with the user's encoder settings,
     labelled with ``colour`` (output_colour: setparams' keys) where given.

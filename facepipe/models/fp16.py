@@ -31,6 +31,12 @@ def convert_to_fp16(src: str | Path, dst: str | Path) -> Path:
     used = any(last.name in node.input for node in model.graph.node)
     emap = numpy_helper.to_array(last).copy()
     half = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    # The converter annotates the Cast nodes it adds with the outputs' shapes. Where outputs of
+    # different sizes share a symbolic dim ("?"), CUDA's memory planner took those annotations as
+    # equal sizes and reused one buffer for another (a detector's three scales failed on an H200,
+    # "Shape mismatch attempting to re-use buffer"). They are hints only: ONNX Runtime infers the
+    # shapes itself.
+    del half.graph.value_info[:]
     converted = next(i for i in half.graph.initializer if i.name == last.name)
     kept = [i for i in half.graph.initializer if i.name != last.name]
     del half.graph.initializer[:]
