@@ -80,3 +80,15 @@ def test_cpu_only_reads_provider_names_as_the_options_give_them():
 
     assert cpu_only(["cpu"]) and cpu_only(["CPU"]) and cpu_only(["CPUExecutionProvider"])
     assert not cpu_only(["cuda", "cpu"]) and not cpu_only(["TensorrtExecutionProvider", "cpu"])
+
+
+def test_the_first_gpu_is_not_named_in_the_provider_options(tmp_path):
+    """Naming device_id made ONNX Runtime 1.31 warn in every GPU session (no plugin EP device found,
+    seen on an H200); device 0 is the providers' default, another device is still named."""
+    from facepipe.models.runtime import _provider_options
+
+    for name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        first = _provider_options(name, tmp_path / "m.onnx", precision="fp32", trt_cache_dir=tmp_path, device_id=0)
+        second = _provider_options(name, tmp_path / "m.onnx", precision="fp32", trt_cache_dir=tmp_path, device_id=1)
+        assert "device_id" not in first and second["device_id"] == "1"
+        assert set(second) - set(first) == {"device_id"}

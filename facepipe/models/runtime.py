@@ -104,13 +104,18 @@ def gpu_tag(device_id: int) -> str:
 def _provider_options(
     name: str, model_path: Path, *, precision: str, trt_cache_dir: Path, device_id: int
 ) -> dict[str, str]:
+    # The device is named only when it is not the first: from 1.26 on, ONNX Runtime looks a named
+    # device up among plugin EPs first and logs a warning for every session when it finds none (the
+    # built-in CUDA and TensorRT providers are not plugins), seen in every GPU job's log on an H200.
+    # Device 0 is their default.
+    device = {"device_id": str(device_id)} if device_id else {}
     if name == PROVIDER_NAMES["tensorrt"]:
         # Engines depend on model, ORT/TensorRT version and GPU model; keying
         # the cache folder on all three means a stale engine is never reused.
         cache = Path(trt_cache_dir) / model_path.stem / onnxruntime.__version__ / gpu_tag(device_id)
         cache.mkdir(parents=True, exist_ok=True)
         return {
-            "device_id": str(device_id),
+            **device,
             "trt_fp16_enable": "True" if precision == "fp16" else "False",
             "trt_engine_cache_enable": "True",
             "trt_engine_cache_path": str(cache),
@@ -121,7 +126,7 @@ def _provider_options(
         # Exhaustive cuDNN search re-runs for every new input shape; the
         # detector sees many, so the heuristic is the faster choice overall.
         return {
-            "device_id": str(device_id),
+            **device,
             "cudnn_conv_algo_search": "HEURISTIC",
             "arena_extend_strategy": "kSameAsRequested",
             "do_copy_in_default_stream": "1",
