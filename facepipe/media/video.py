@@ -598,17 +598,17 @@ MAX_ENCODER_THREADS = 8
 
 def encoder_threads(requested: int, cores: int | None = None) -> int:
     """The thread count of a segment's encoder: ``requested``, or for 0 half of this machine's
-    cores (``cores``: the CPUs this process may use), at least 1 and at most MAX_ENCODER_THREADS.
+    cores (``cores``, default os.cpu_count()), at least 1 and at most MAX_ENCODER_THREADS.
 
     x264's frames depend on its thread count, so the count is fixed for a run, not taken from
-    the job's share of --cores: a segment encoded again after a kill gives the same frames."""
+    the job's share of --cores: a segment encoded again after a kill gives the same frames. The
+    machine's count, not the CPUs this process may use: on a cluster the render job works this
+    out again on its node, inside an allocation of the render's threads, and a node of 16 cores
+    or more gives the same 8 as the submitting machine."""
     if requested > 0:
         return int(requested)
     if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
+        cores = os.cpu_count() or 1
     return max(1, min(MAX_ENCODER_THREADS, cores // 2))
 
 
