@@ -389,9 +389,10 @@ class PassthroughSegmentWriter(AtomicWriter):
         encoder.time_base = self._time_base
         encoder.framerate = self.rate
         encoder.thread_count = self.threads
-        # x264's frame threads, as the ffmpeg command of SegmentWriter runs it (PyAV asks for slices,
-        # which split each picture and scale worse).
-        encoder.thread_type = "FRAME"
+        # Slices, one per thread, as SegmentWriter asks its ffmpeg: x264's frame threads gave frames
+        # that changed from run to run here when the machine was busy (seen with 3 threads), and a
+        # segment encoded again must give the same frames. A slice per thread is a fixed partition.
+        encoder.thread_type = "SLICE"
         encoder.flags |= av.codec.context.Flags.global_header
         # The colour label (output_colour), as SegmentWriter's setparams gives it.
         if self.colour.get("range") in ("tv", "mpeg", "limited"):

@@ -637,9 +637,11 @@ class SegmentWriter(AtomicWriter):
         if crf is not None and crf >= 0:
             args += ["-crf", str(crf)]
         if threads > 0:
-            # The job's share of the cores: x264's default (1.5 threads per core, for every
-            # encoder running side by side) spends a fifth more CPU on the same output.
-            args += ["-threads", str(threads)]
+            # A fixed count (encoder_threads): x264's default (1.5 threads per core, for every
+            # encoder running side by side) spends a fifth more CPU on the same output, and its
+            # frames depend on the count. Slices, one per thread, as the copying writer encodes
+            # (facepipe.media.passthrough: frame threads there changed the frames between runs).
+            args += ["-threads", str(threads), "-thread_type", "slice"]
         args += ["-pix_fmt", "yuv420p", "-f", "mp4", str(self.tmp)]
         log.info("ffmpeg (encoding %s): %s", self.out.name, " ".join(args))
         self._stderr = tempfile.TemporaryFile()
