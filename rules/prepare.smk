@@ -22,34 +22,21 @@ rule stamp:
         )
 
 
-rule probe_target:
-    input:
-        stamp=stamp("probe_target"),
-        target=opt("target"),
-    output:
-        "work/{name}/probe.json",
-    log:
-        "logs/{name}/probe_target.log",
-    conda:
-        "../envs/facepipe.yaml"
-    params:
-        code=code_version("probe_target"),
-    script:
-        "../scripts/probe_target.py"
-
-
 # A checkpoint because the number of segments is known only once the target is read. It
-# writes a plan (frame ranges and seek points), not frames: every later stage decodes its
-# segment from the target itself. Only a target that cannot be decoded from a seek point is
-# transcoded (once) into this folder.
+# measures the target (probe.json: frames, rate, audio, for the mux too) and writes a plan
+# (frame ranges and seek points), not frames: every later stage decodes its segment from the
+# target itself. Only a target that cannot be decoded from a seek point is transcoded (once)
+# into the plan's folder. One job, not a probe job and then a planning job: each job's process
+# start is on the path of every run, and measuring again when the plan's settings change
+# costs what reading the packets costs (the plan reads them too).
 checkpoint prepare_target:
     input:
         stamp=stamp("prepare_target"),
         # Makes the plan again when it is gone and the result must be remade (see common.smk).
         remake=remake_token,
         target=opt("target"),
-        probe="work/{name}/probe.json",
     output:
+        probe="work/{name}/probe.json",
         segments=directory("work/{name}/segments"),
     log:
         "logs/{name}/prepare_target.log",

@@ -1,11 +1,19 @@
-from facepipe.media.integrity import read_sealed_json, seal
+from dataclasses import asdict
+
+from facepipe.media.ffmpeg import probe
+from facepipe.media.integrity import read_sealed_json, seal, write_sealed_json
 from facepipe.media.files import atomic_output_dir
 from facepipe.workflow.rule_script import run
 from facepipe.media.video import plan_segments
 
 
 def main(sm, log):
-    probe_info = read_sealed_json(sm.input.probe)
+    info = probe(sm.input.target)
+    log.info("probe: %s", info)
+    # Sealed: the stages that read the probe verify it first (facepipe.media.integrity); the plan
+    # is made from what they read, as written.
+    write_sealed_json(sm.output.probe, asdict(info))
+    probe_info = read_sealed_json(sm.output.probe)
     with atomic_output_dir(sm.output.segments) as segments:
         manifest = plan_segments(
             sm.input.target,

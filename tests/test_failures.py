@@ -101,11 +101,11 @@ def test_an_expected_error_is_one_line_without_a_traceback(here, capsys):
     def main(sm, log):
         raise files.MediaError("target file 'x.mp4' is empty (0 bytes)")
 
-    code, console, logtext = run(fake_sm(rule="probe_target", attempt=None), main, capsys)
+    code, console, logtext = run(fake_sm(rule="prepare_target", attempt=None), main, capsys)
     assert code == 1
     assert error_lines(console) == [
-        "ERROR in rule probe_target (job, seg_0000): target file 'x.mp4' is empty (0 bytes) "
-        "(details in logs/job/probe_target/seg_0000.log)"]
+        "ERROR in rule prepare_target (job, seg_0000): target file 'x.mp4' is empty (0 bytes) "
+        "(details in logs/job/prepare_target/seg_0000.log)"]
     assert "Traceback" not in logtext and "is empty" in logtext
 
 
@@ -209,7 +209,7 @@ def test_full_disk_removes_temporaries_a_writer_left_behind(here, capsys, writer
         tmp.write_bytes(b"\0" * 200_000)
         full_disk()
 
-    code, console, logtext = run(fake_sm(rule="probe_target", attempt=None, outputs={"out": out}), main, capsys)
+    code, console, logtext = run(fake_sm(rule="prepare_target", attempt=None, outputs={"out": out}), main, capsys)
     assert code == 1
     (line,) = error_lines(console)
     assert f"no space left on device writing {out}:" in line

@@ -185,7 +185,7 @@ def test_a_run_checks_probes_and_writes_in_its_plan(jobs, recorder, tmp_path):
     made = calls(log)
     assert sum("\tnvml\t" in c for c in made) == 1, made
     assert any("\tffmpeg\t" in c and "lavfi" in c for c in made), made
-    assert (wd / "work" / "clip" / "stamps" / "probe_target.json").is_file()
+    assert (wd / "work" / "clip" / "stamps" / "prepare_target.json").is_file()
     assert (wd / ".snakemake" / "facepipe" / "code_versions.json").is_file()
 
 

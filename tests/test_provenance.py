@@ -52,8 +52,8 @@ def test_each_stage_stamp_changes_only_with_what_the_stage_depends_on():
 
 
 def test_the_result_record_holds_the_code_of_the_stages_that_make_it_and_no_other():
-    assert set(record()["code"]) == {"probe_target", "prepare_target", "detect_faces", "track_faces", "embed_face",
-                                     "swap_faces", "render_segment", "mux_video"}
+    assert set(record()["code"]) == {"prepare_target", "detect_faces", "track_faces", "embed_face", "swap_faces",
+                                     "render_segment", "mux_video"}
     assert "enhance_faces" in record(enhancer="gfpgan_1.4")["code"]
     still = provenance.result_stages(JOB, is_image=True)
     assert "finalize_image" in still and not {"render_segment", "mux_video"} & set(still)
@@ -206,7 +206,7 @@ def test_changed_source_with_work_kept_and_snakemake_deleted_redoes_the_swap_not
     proc = snakemake(job_dir)
     ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
     assert {"embed_face", "swap_faces", "render_segment", "mux_video"} <= ran
-    assert not ran & {"probe_target", "prepare_target", "detect_faces"}
+    assert not ran & {"prepare_target", "detect_faces"}
 
 
 @pytest.mark.workflow
@@ -259,5 +259,5 @@ def test_a_mask_option_reruns_the_swap_onward_and_nothing_before(job_dir):
     for change in ("face_mask=[box,mouth]", "mask_blur=0.5", "mask_padding=[0,0,10,0]", "mask_regions=[skin,nose]"):
         jobs = planned_jobs(job_dir, "--config", change)
         assert {"swap_faces", "render_segment", "mux_video"} <= set(jobs), change
-        assert not set(jobs) & {"probe_target", "prepare_target", "detect_faces", "track_faces", "embed_face",
-                                "cast_sheet"}, (change, jobs)
+        assert not set(jobs) & {"prepare_target", "detect_faces", "track_faces", "embed_face", "cast_sheet"}, (
+            change, jobs)

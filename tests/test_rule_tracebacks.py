@@ -1,6 +1,6 @@
 """An unexpected exception in a rule script puts its traceback into the rule's log, wherever in
 the script it is raised: while the script imports (before facepipe.workflow.rule_script.run is called), in
-its main(), or in a thread. Real Snakemake runs of the probe_target rule, its script broken on purpose.
+its main(), or in a thread. Real Snakemake runs of the prepare_target rule, its script broken on purpose.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from tests.workflow_helpers import snakemake, standin_job
 
 pytestmark = pytest.mark.workflow
 
-SCRIPT = "scripts/probe_target.py"
-LOG = "logs/clip/probe_target.log"
+SCRIPT = "scripts/prepare_target.py"
+LOG = "logs/clip/prepare_target.log"
 TARGET = "work/clip/probe.json"
 
 
@@ -25,7 +25,7 @@ def wd(tmp_path_factory, media_dir):
 
 
 def _fails_with_traceback_in_log(wd, edit, *expected: str) -> str:
-    """Run the probe with its script changed by edit(text); returns the log after checking that the
+    """Run the plan with its script changed by edit(text); returns the log after checking that the
     run failed, the log holds a traceback with the expected lines, and the console one line."""
     script = wd / SCRIPT
     original = script.read_text()
@@ -40,7 +40,7 @@ def _fails_with_traceback_in_log(wd, edit, *expected: str) -> str:
     assert "Traceback (most recent call last)" in log, log
     for line in expected:
         assert line in log, f"{line!r} not in the log:\n{log}"
-    assert "ERROR in rule probe_target" in proc.stderr
+    assert "ERROR in rule prepare_target" in proc.stderr
     # The console names the cause in one line: the tracebacks it shows are the log's (Snakemake
     # prints a failed job's log: show-failed-logs in profiles/default), none of its own.
     console = proc.stdout + proc.stderr
@@ -56,19 +56,19 @@ def _insert_before(anchor: str, code: str):
 def test_an_import_that_fails_before_facepipe_scripting_is_imported(wd):
     """The script's first import fails: facepipe's __init__ has installed the hook by then."""
     log = _fails_with_traceback_in_log(wd, _insert_before("from ", "from facepipe.media.files import no_such_name\n"),
-                                       "ImportError: cannot import name 'no_such_name'", "probe_target.py")
-    assert "unexpected error in the rule script in rule probe_target" in log
+                                       "ImportError: cannot import name 'no_such_name'", "prepare_target.py")
+    assert "unexpected error in the rule script in rule prepare_target" in log
 
 
 def test_an_exception_at_the_scripts_top_level_after_the_imports(wd):
     edit = _insert_before("def main(", "raise RuntimeError('broken at import')\n\n\n")
-    _fails_with_traceback_in_log(wd, edit, "RuntimeError: broken at import", "probe_target.py")
+    _fails_with_traceback_in_log(wd, edit, "RuntimeError: broken at import", "prepare_target.py")
 
 
 def test_an_exception_in_main(wd):
     edit = _insert_before("    info = probe(", "    raise KeyError('in main')\n")
     log = _fails_with_traceback_in_log(wd, edit, "KeyError: 'in main'", "in main\n")
-    assert "rule probe_target, wildcards" in log  # written by run()'s logging, before the traceback
+    assert "rule prepare_target, wildcards" in log  # written by run()'s logging, before the traceback
 
 
 def test_an_exception_in_a_thread_is_logged_too(wd):

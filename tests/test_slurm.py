@@ -34,8 +34,8 @@ PARTITION = "debug"
 CONFIG = ["--config", "backend=standin", "segment_seconds=2"]  # the 4 s demo clip: 2 segments
 SEGMENT_RULES = {"detect_faces", "swap_faces", "render_segment"}  # no enhancer
 GPU_RULES = {"detect_faces", "swap_faces"}
-CPU_RULES = {"probe_target", "prepare_target", "embed_face", "mux_video"}
-FINISHED_BEFORE_FAILURE = ("probe_target", "prepare_target")  # + the stand-in models
+CPU_RULES = {"prepare_target", "embed_face", "mux_video"}
+FINISHED_BEFORE_FAILURE = ("prepare_target",)  # + the stand-in models
 SNAKEMAKE_LIMIT = 420  # seconds; each run takes one to two minutes
 
 
@@ -195,7 +195,7 @@ def test_rerun_resumes_from_what_finished(cluster):
     resumed, wd = cluster["resumed"], cluster["wd"]
     assert resumed.returncode == 0, describe(resumed)
     planned = cluster["planned"].stdout
-    for rule in ("probe_target", "prepare_target", "make_standin_model", "make_demo_inputs"):
+    for rule in ("prepare_target", "make_standin_model", "make_demo_inputs"):
         assert f"rule {rule}:" not in planned and f"checkpoint {rule}:" not in planned, planned[-4000:]
     assert "rule embed_face:" in planned
     assert set(FINISHED_BEFORE_FAILURE) <= set(cluster["finished"])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Every stage with its own stamp (facepipe.workflow.provenance), in the order they run.
-STAGE_NAMES = ("probe_target", "prepare_target", "detect_faces", "track_faces", "cast_sheet", "preview_plan",
+STAGE_NAMES = ("prepare_target", "detect_faces", "track_faces", "cast_sheet", "preview_plan",
                "preview_sheet", "qc_report", "embed_face", "swap_faces", "enhance_faces", "render_segment",
                "mux_video", "finalize_image")
 
@@ -68,7 +68,7 @@ class Option:
     sheet: dict | None = None        # the jobs sheet column's schema, for the sheet's own columns
 
 
-_TARGET_STAGES = ("probe_target", "prepare_target", "detect_faces", "track_faces", "cast_sheet", "preview_plan",
+_TARGET_STAGES = ("prepare_target", "detect_faces", "track_faces", "cast_sheet", "preview_plan",
                   "preview_sheet", "qc_report", "render_segment", "mux_video", "finalize_image")
 _TRACKS = ("detect_faces", "track_faces", "cast_sheet", "preview_plan")
 _GPU = ("detect_faces", "swap_faces", "enhance_faces")

@@ -250,7 +250,7 @@ def still_kind(path: str | Path) -> tuple[str | None, bool]:
 
 def check_target_readable_kind(name: str, target: str | Path) -> None:
     """A still target must be one read_image decodes (a HEIF without pillow-heif is not); any other target a
-    container with a video stream (its header only: the probe_target job measures the rest), so an
+    container with a video stream (its header only: the prepare_target job measures the rest), so an
     empty or damaged file is named now, not in a failing job."""
     path = Path(target)
     if not path.is_file():

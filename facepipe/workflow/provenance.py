@@ -309,7 +309,7 @@ class DigestCache:
 def result_stages(job: dict, *, is_image: bool) -> list[str]:
     """The stages whose outputs make up a job's result (not the cast, preview or QC beside it):
     their code versions go into the result's record."""
-    stages = ["probe_target", "prepare_target", "detect_faces", "track_faces", "embed_face", "swap_faces"]
+    stages = ["prepare_target", "detect_faces", "track_faces", "embed_face", "swap_faces"]
     if job["enhancer"] != "none":
         stages.append("enhance_faces")
     return stages + (["finalize_image"] if is_image else ["render_segment", "mux_video"])
