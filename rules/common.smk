@@ -143,12 +143,9 @@ def plan_run():
         stop_run(str(exc), at_once=True, workflow=workflow)
     if mode == RUN:
         from facepipe.gpu import nvml_memory_mb
-        from facepipe.media.ffmpeg import FFMPEG_ENV, ffmpeg_exe
 
         _GPU.append(nvml_memory_mb() is not None)
         provenance.rule_code_versions(*_CODE_VERSION_FILES, save=True)
-        # The jobs use the ffmpeg just tried (check_jobs encoded a frame with it), unchecked.
-        os.environ.setdefault(FFMPEG_ENV, ffmpeg_exe())
     for line in BACKEND_WARNINGS:
         logger.warning(line)
     for line in BACKEND_INFO:

@@ -35,22 +35,6 @@ def test_probe_missing_file(tmp_path):
         ffmpeg.probe(tmp_path / "nope.mp4")
 
 
-def test_jobs_use_the_ffmpeg_the_run_named_while_it_is_there(tmp_path, monkeypatch):
-    import imageio_ffmpeg
-
-    bundled = imageio_ffmpeg.get_ffmpeg_exe()
-    named = tmp_path / "my ffmpeg"
-    named.write_bytes(b"#!/bin/sh\n")
-    named.chmod(0o755)
-    monkeypatch.setenv(ffmpeg.FFMPEG_ENV, str(named))
-    assert ffmpeg.ffmpeg_exe() == str(named)
-    # A cluster node without the submitting host's path, or a file that cannot run: the usual one.
-    named.chmod(0o644)
-    assert ffmpeg.ffmpeg_exe() == bundled
-    monkeypatch.setenv(ffmpeg.FFMPEG_ENV, str(tmp_path / "absent"))
-    assert ffmpeg.ffmpeg_exe() == bundled
-
-
 def test_segments_are_frame_exact_and_sampled(media_dir, tmp_path):
     info = ffmpeg.probe(media_dir / "clip.mp4").__dict__
     manifest = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "a", max_height=0, fps=0,

@@ -67,19 +67,7 @@ class ProbeResult:
         write_json(path, asdict(self))
 
 
-# The ffmpeg binary the workflow's main process has tried, for the jobs it starts (rules/common.smk):
-# imageio-ffmpeg checks its bundled binary by running `ffmpeg -version` (0.16 s) in every process
-# that asks for it, and the mux, which waits for every segment, would pay that in each run.
-FFMPEG_ENV = "FACEPIPE_FFMPEG_EXE"
-
-
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary: the one the workflow named (FFMPEG_ENV) while it is there, else
-    imageio-ffmpeg's (IMAGEIO_FFMPEG_EXE, its bundled binary, or the system's)."""
-    named = os.environ.get(FFMPEG_ENV)
-    # A cluster job may run where the submitting host's path does not exist: then as without it.
-    if named and os.path.isfile(named) and os.access(named, os.X_OK):
-        return named
     # lazy: imageio-ffmpeg is slow to import, and only this path needs it
     import imageio_ffmpeg
 
