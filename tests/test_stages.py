@@ -162,6 +162,50 @@ def test_tables_are_read_back_a_frame_at_a_time_even_when_a_row_group_splits_a_f
     assert [len(lookup.get(n) or []) for n in range(1, 8)] == [3, 3, 0, 0, 3, 3, 0]
 
 
+def test_rows_without_pandas_hold_what_a_dataframe_gives(tmp_path):
+    """read_rows and iter_frame_tuples give each row as DataFrame.itertuples does (the swap reads
+    them so, without importing pandas): Python numbers, bytes, list columns as arrays, None for a
+    null list; where= keeps only its rows."""
+    from facepipe.media.tables import TRACKS_SCHEMA, TableWriter, iter_frame_tuples, read_columns, read_rows
+
+    rng = np.random.default_rng(5)
+    rows = [{"frame": f, "segment": "seg_0000" if f < 4 else "seg_0001", "seg_frame": f, "face": i,
+             "filled": bool(i), "track": i, "person": i, "x1": 1.5, "y1": 2.0, "x2": 3.0, "y2": 4.0,
+             "kps": rng.normal(size=10), "landmarks": None if i else rng.normal(size=936),
+             "embedding": rng.normal(size=4) if f == 1 else None} for f in range(1, 7) for i in range(2)]
+    with TableWriter(tmp_path / "t.parquet", TRACKS_SCHEMA, rows_per_group=3) as writer:
+        for f in range(6):
+            writer.add(rows[2 * f:2 * f + 2])
+    for columns, where in ((None, None), (["seg_frame", "kps", "landmarks"], ("segment", "seg_0001"))):
+        expected = list(read_columns(tmp_path / "t.parquet", columns, where=where).itertuples(index=False))
+        got = read_rows(tmp_path / "t.parquet", columns, where=where)
+        assert len(got) == len(expected) == (12 if where is None else 6)
+        for a, b in zip(expected, got):
+            assert a._fields == b._fields
+            for x, y in zip(a, b):
+                if isinstance(x, np.ndarray):
+                    assert isinstance(y, np.ndarray) and y.dtype == x.dtype and np.array_equal(x, y)
+                else:
+                    assert type(x) is type(y) and x == y
+    pieces = list(iter_frame_tuples(tmp_path / "t.parquet", ["face", "landmarks"]))
+    frames = [[row.frame for row in piece] for piece in pieces]
+    assert sum(frames, []) == [f for f in range(1, 7) for _ in range(2)]
+    assert all(not set(a) & set(b) for a, b in zip(frames, frames[1:]))  # no frame in two pieces
+    assert np.array_equal(pieces[0][0].landmarks, rows[0]["landmarks"]) and pieces[0][1].landmarks is None
+
+
+def test_the_swap_stage_does_not_import_pandas():
+    """pandas costs a job 0.2 s to import, on the path of every run: the swap's and the detection's
+    modules do without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, facepipe.swap.segment, facepipe.faces.detection, facepipe.workflow.rule_script; "
+            "print('pandas' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "False"
+
+
 def test_a_row_group_ends_at_its_byte_budget_with_whole_frames(tmp_path):
     """Large crops or patches end a row group before rows_per_group rows (TableWriter's
     bytes_per_group: a group is held whole in memory by its writer and by each reader), never

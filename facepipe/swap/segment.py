@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from facepipe.faces import roles
 from facepipe.faces.detection import OutsideCrop, swap_input
@@ -21,7 +20,7 @@ from facepipe.faces.embedding import load_source
 from facepipe.faces.selection import SOURCE, choose, parse_map
 from facepipe.media.integrity import read_sealed_json, reject
 from facepipe.media.patches import Patch, write_patches
-from facepipe.media.tables import iter_frame_rows, read_columns
+from facepipe.media.tables import iter_frame_tuples, read_rows
 from facepipe.models import crop_kind, works_on_pixels
 from facepipe.models.backends import METRICS, make_swappers
 from facepipe.models.face_parser import DEFAULT_REGIONS
@@ -36,24 +35,32 @@ log = logging.getLogger(__name__)
 SWAP_COLUMNS = ["frame", "face", "kps", "landmarks", "crop", "crop_x", "crop_y", "crop_matrix"]
 
 
-def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -> dict:
+# What the swap reads of a tracked face (a row of the tracks table with its source): a plain,
+# picklable tuple, so that batches can go to worker processes.
+TrackedFace = namedtuple("TrackedFace", "seg_frame face filled track person source kps landmarks")
+
+
+def track_appearances(faces: str | Path, tracks: list[TrackedFace], crop_kind: str) -> dict:
     """Each swapped track's appearance (facepipe.swap.occlusion) from samples spread along it in this
     segment; tracks without a dense mesh (468 points) have none. One extra read of the faces
     table, decoding only the sampled crops."""
 
     appearances, wanted = {}, {}
-    for track, rows in tracks.groupby("track"):
-        meshes = [np.asarray(lm, np.float32).reshape(-1, 2) for lm in rows["landmarks"] if lm is not None]
+    by_track: dict[int, list[TrackedFace]] = {}
+    for tracked in tracks:
+        by_track.setdefault(tracked.track, []).append(tracked)
+    for track, rows in sorted(by_track.items()):
+        meshes = [np.asarray(row.landmarks, np.float32).reshape(-1, 2) for row in rows if row.landmarks is not None]
         if len(meshes) != len(rows) or not meshes or meshes[0].shape[0] != 468:
             continue
         appearances[track] = TrackAppearance(meshes)
-        by_frame = dict(zip(rows["seg_frame"].astype(int), rows.itertuples(index=False)))
+        by_frame = {int(row.seg_frame): row for row in rows}
         for frame in sample_frames(list(by_frame)):
             wanted[(frame, int(by_frame[frame].face))] = by_frame[frame]
     if not wanted:
         return appearances
-    for table in iter_frame_rows(faces, SWAP_COLUMNS):
-        for row in table.itertuples(index=False):
+    for table in iter_frame_tuples(faces, SWAP_COLUMNS):
+        for row in table:
             tracked = wanted.get((int(row.frame), int(row.face)))
             if tracked is None:
                 continue
@@ -65,10 +72,6 @@ def track_appearances(faces: str | Path, tracks: pd.DataFrame, crop_kind: str) -
             appearances[tracked.track].add_sample(crop, mesh)
     return {track: app for track, app in appearances.items() if app.samples}
 
-
-# What the swap reads of a tracked face (a row of the tracks table with its source): a plain,
-# picklable tuple, so that batches can go to worker processes.
-TrackedFace = namedtuple("TrackedFace", "seg_frame face filled track person source kps landmarks")
 
 # The batch function of the swap in progress, for worker processes: they are forked once it is set
 # and run it on the batches they are sent (swap_segment's workers).
@@ -101,19 +104,28 @@ def _in_order(fn, batches, workers: int):
         cv2.setNumThreads(threads)
 
 
-def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: str | Path, *, crop_kind: str,
+def tracked_faces(rows) -> list[TrackedFace]:
+    """TrackedFace of each row (namedtuples with the tracks table's fields and ``source``, or a
+    DataFrame of them), in their order."""
+    if hasattr(rows, "itertuples"):
+        rows = rows.itertuples(index=False)
+    return [TrackedFace(*(getattr(row, field, None) for field in TrackedFace._fields)) for row in rows]
+
+
+def swap_segment(faces: str | Path, tracks, swappers: dict, out: str | Path, *, crop_kind: str,
                  what: str = "swap_faces", occlusion: bool = False, masks=None, regions=None,
                  workers: int = 1) -> int:
     """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
     the face patches, in the tracks' order within each frame.
 
-    tracks: the segment's rows of the job's tracks table (facepipe.faces.tracking) that are swapped,
-    with a ``source`` column naming each one's entry in ``swappers`` (key -> (swapper, its
-    prepared source), facepipe.models.backends.make_swappers); crop_kind: the crop detection kept.
-    Each face is re-aligned to its tracked keypoints (facepipe.faces.detection.swap_input);
-    an interpolated face uses the crop detection held for its frame. The faces table is verified
-    before its first row is used (facepipe.media.tables.iter_frame_rows). occlusion: whatever covers a
-    tracked face keeps the target's pixels (facepipe.swap.occlusion; swaps of pixels over a dense mesh).
+    tracks: the segment's rows of the job's tracks table (facepipe.faces.tracking) that are swapped
+    (tracked_faces: rows or a DataFrame), with a ``source`` field naming each one's entry in
+    ``swappers`` (key -> (swapper, its prepared source), facepipe.models.backends.make_swappers);
+    crop_kind: the crop detection kept. Each face is re-aligned to its tracked keypoints
+    (facepipe.faces.detection.swap_input); an interpolated face uses the crop detection held for its
+    frame. The faces table is verified before its first row is used
+    (facepipe.media.tables.iter_frame_tuples). occlusion: whatever covers a tracked face keeps the
+    target's pixels (facepipe.swap.occlusion; swaps of pixels over a dense mesh).
     masks: the job's masks on aligned crops (facepipe.swap.masks.AlignedCropMasks; learned swappers):
     each patch carries its paste mask, which the render and the enhancer paste through.
     regions: the face regions swapped (face_mask region on the offline swaps, from the mesh);
@@ -122,21 +134,21 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
     the same order, as one process makes).
     """
 
-    ordered = (TrackedFace(*(getattr(row, field, None) for field in TrackedFace._fields))
-               for row in tracks.sort_values(["seg_frame", "person", "track"]).itertuples(index=False))
+    tracks = tracked_faces(tracks)
+    ordered = sorted(tracks, key=lambda row: (row.seg_frame, row.person, row.track))
     wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
     progress = Progress(len(wanted), f"{what} (frames with faces to swap)", log)
     counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0, "occluded": 0}
     appearances = track_appearances(faces, tracks, crop_kind) if occlusion else {}
     if occlusion:
         log.info("occlusion: the appearance of %d of %d tracks read from the faces themselves", len(appearances),
-                 tracks["track"].nunique())
+                 len({tracked.track for tracked in tracks}))
 
     def inputs(table) -> list[tuple]:
         """(tracked row, crop, swapper arguments) of the wanted faces of a piece of the table."""
-        by_face = {(int(r.frame), int(r.face)): r for r in table.itertuples(index=False)}
+        by_face = {(int(r.frame), int(r.face)): r for r in table}
         out = []
-        for frame in sorted({int(f) for f in table["frame"]}):
+        for frame in sorted({int(r.frame) for r in table}):
             for tracked in wanted.get(frame, []):
                 row = by_face.get((frame, int(tracked.face)))
                 if row is None:
@@ -201,7 +213,7 @@ def swap_segment(faces: str | Path, tracks: pd.DataFrame, swappers: dict, out: s
         # swapper together, a batch at a time.
         step = max(swapper.batch_size for swapper, _ in swappers.values()) if swappers else 1
         pending: list[tuple] = []
-        for table in iter_frame_rows(faces, SWAP_COLUMNS):
+        for table in iter_frame_tuples(faces, SWAP_COLUMNS):
             for item in inputs(table):
                 if pending and pending[-1][0].seg_frame != item[0].seg_frame and len(pending) >= step:
                     yield pending
@@ -303,11 +315,12 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     chosen = choose(cast, mode=selection.mode, metric=metric, threshold=selection.threshold, reference=reference,
                     entries=entries, references=references)
     log.info("persons swapped: %s", ", ".join(f"{p} ({k})" for p, k in sorted(chosen.items())) or "none")
-    rows = read_columns(tracks, ["frame", "seg_frame", "face", "filled", "track", "person", "kps", "landmarks"],
-                        where=("segment", segment))
-    rows = rows[rows["person"].isin(list(chosen))].copy()
-    rows["source"] = rows["person"].map(chosen)
-    used = {key: sources[key] for key in dict.fromkeys(rows["source"])}
+    rows = [TrackedFace(row.seg_frame, row.face, row.filled, row.track, row.person, chosen[row.person], row.kps,
+                        row.landmarks)
+            for row in read_rows(tracks, ["seg_frame", "face", "filled", "track", "person", "kps", "landmarks"],
+                                 where=("segment", segment))
+            if row.person in chosen]
+    used = {key: sources[key] for key in dict.fromkeys(row.source for row in rows)}
     swappers = make_swappers(model.swapper, model.model, used, compute.providers, precision=compute.precision,
                              threads=compute.threads, batch_size=compute.batch_size, pixel_boost=model.pixel_boost,
                              shape_transfer=model.shape_transfer, source_file=", ".join(embeddings.values()))
