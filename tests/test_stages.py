@@ -194,14 +194,29 @@ def test_rows_without_pandas_hold_what_a_dataframe_gives(tmp_path):
     assert np.array_equal(pieces[0][0].landmarks, rows[0]["landmarks"]) and pieces[0][1].landmarks is None
 
 
-def test_the_swap_stage_does_not_import_pandas():
-    """pandas costs a job 0.2 s to import, on the path of every run: the swap's and the detection's
-    modules do without it."""
+def test_the_stages_write_and_read_tables_without_importing_pandas(tmp_path):
+    """pandas costs a job 0.2 s to import, and pyarrow imports it on its first pa.array or
+    to_numpy: the stages' modules, and their table writing and reading (faces, tracks, patches),
+    do without it."""
     import subprocess
     import sys
 
-    code = ("import sys, facepipe.swap.segment, facepipe.faces.detection, facepipe.workflow.rule_script; "
-            "print('pandas' in sys.modules)")
+    code = f"""
+import sys
+import numpy as np
+import facepipe.swap.segment, facepipe.faces.detection, facepipe.faces.tracking, facepipe.workflow.rule_script
+from facepipe.media.tables import (FACES_SCHEMA, TRACKS_SCHEMA, TableWriter, iter_frame_records, iter_frame_tuples,
+                                   read_rows)
+rows = [{{"frame": f, "face": 0, "x1": 1.0, "kps": np.ones(10), "landmarks": None, "hold": False, "crop": b"x",
+         "segment": "seg_0000", "seg_frame": f, "track": 1}} for f in range(3)]
+for name, schema in (("faces", FACES_SCHEMA), ("tracks", TRACKS_SCHEMA)):
+    with TableWriter({str(tmp_path)!r} + "/" + name + ".parquet", schema) as writer:
+        writer.add(rows)
+assert len(read_rows({str(tmp_path)!r} + "/tracks.parquet", ["kps"], where=("segment", "seg_0000"))) == 3
+assert sum(len(piece) for piece in iter_frame_tuples({str(tmp_path)!r} + "/faces.parquet")) == 3
+assert len(list(iter_frame_records({str(tmp_path)!r} + "/faces.parquet"))) == 3
+print("pandas" in sys.modules)
+"""
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert found.strip() == "False"
 

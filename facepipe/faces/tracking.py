@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import namedtuple
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import groupby
@@ -32,11 +33,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from facepipe.faces.detection import THUMB_SIZE, box_iou
 from facepipe.media.integrity import reject, write_sealed_json
-from facepipe.media.tables import TRACKS_SCHEMA, TableWriter, open_table
+from facepipe.media.tables import TRACKS_SCHEMA, TableWriter, open_table, rows_of
 from facepipe.media.video import planned_starts
 from facepipe.models.metrics import Metric
 from facepipe.models.metrics import metric as as_metric
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # Columns of the faces tables the tracker reads (never the crops).
 DETECTION_COLUMNS = ["frame", "face", "x1", "y1", "x2", "y2", "score", "kps", "embedding", "landmarks",
                      "hold", "held_from"]
+# A face the tracker reads: a faces table's row, its frame the video's (from 1), with its segment and
+# the frame within that.
+Detection = namedtuple("Detection", [*DETECTION_COLUMNS, "segment", "seg_frame"])
 # Linking gates: a detection continues a track when its box overlaps the track's predicted box
 # this much, or its centre is this close (in face sizes): a face moving fast still links.
 LINK_IOU = 0.1
@@ -74,7 +77,7 @@ class Track:
     id: int
     shot: int
     frames: list[int] = field(default_factory=list)
-    rows: list = field(default_factory=list)  # detection rows (pandas namedtuples)
+    rows: list = field(default_factory=list)  # detection rows (Detection)
     embeddings: list[np.ndarray] = field(default_factory=list)
     person: int = 0
 
@@ -125,22 +128,21 @@ def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
 # Reading the segments
 
 
-def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, bytes]]:
-    """Every segment's faces (video frame numbers added) and frame thumbnails, verified."""
+def read_detections(segments: list[Segment]) -> tuple[list[Detection], dict[int, bytes]]:
+    """Every segment's faces (video frame numbers added) and frame thumbnails, verified; without
+    pandas (0.2 s to import, on the path of every run)."""
 
-    tables, thumbs = [], {}
+    faces, thumbs = [], {}
     for seg in segments:
         try:
-            table = open_table(seg.faces).read(columns=DETECTION_COLUMNS).to_pandas()
+            rows = rows_of(open_table(seg.faces).read(columns=DETECTION_COLUMNS))
         except (OSError, ValueError, KeyError) as exc:
             reject(seg.faces, f"it cannot be read as a faces table ({exc})")
-        table["segment"] = seg.name
-        table["seg_frame"] = table["frame"]
-        table["frame"] = table["frame"] + seg.start
-        tables.append(table)
-        frames = open_table(seg.frames).read().to_pandas()
-        thumbs.update(zip((frames["frame"] + seg.start).tolist(), frames["thumb"].tolist()))
-    faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
+        faces += [Detection(*(getattr(row, column) for column in DETECTION_COLUMNS), segment=seg.name,
+                            seg_frame=row.frame)._replace(frame=row.frame + seg.start) for row in rows]
+        frames = open_table(seg.frames).read()
+        thumbs.update(zip((f + seg.start for f in frames.column("frame").to_pylist()),
+                          frames.column("thumb").to_pylist()))
     return faces, thumbs
 
 
@@ -148,14 +150,14 @@ def read_detections(segments: list[Segment]) -> tuple[pd.DataFrame, dict[int, by
 # Linking
 
 
-def link(detections: pd.DataFrame, cuts: list[int], *, track_gap: int, metric: Metric | str) -> list[Track]:
+def link(detections: list[Detection], cuts: list[int], *, track_gap: int, metric: Metric | str) -> list[Track]:
     """Detections (not held crops) linked into tracks, frame by frame."""
 
     tracks: list[Track] = []
     active: list[Track] = []
     metric = as_metric(metric)
     far = metric.link_distance
-    ordered = detections.sort_values(["frame", "face"]).itertuples(index=False)
+    ordered = sorted(detections, key=lambda row: (row.frame, row.face))
     for frame, group in groupby(ordered, key=lambda row: row.frame):
         shot = bisect.bisect_right(cuts, frame)
         active = [t for t in active if t.shot == shot and frame - t.frames[-1] <= track_gap + 1]
@@ -359,13 +361,25 @@ def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
 # The whole stage
 
 
+TRACK_COLUMNS = ["frame", "segment", "seg_frame", "face", "filled", "track", "person", "x1", "y1", "x2", "y2",
+                 "kps", "landmarks", "embedding"]
+
+
 @dataclass
 class TrackingResult:
-    tracks: pd.DataFrame  # TRACKS_SCHEMA rows
+    rows: list[dict]  # TRACKS_SCHEMA rows, by frame, person and track
     persons: list[dict]
     cuts: list[int]
     filled: int
     unfilled: int
+
+    @property
+    def tracks(self):
+        """The rows as a DataFrame of TRACK_COLUMNS."""
+        # lazy: pandas costs the tracking job 0.2 s to import; the stage itself does without
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=TRACK_COLUMNS)
 
 
 def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, shot_threshold: float,
@@ -373,9 +387,11 @@ def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, sh
     """Tracks, gaps, smoothing and persons of a job (see the module's description)."""
     faces, thumbs = read_detections(segments)
     cuts = shot_changes(thumbs, shot_threshold)
-    detected = faces[~faces["hold"].astype(bool)]
-    held = faces[faces["hold"].astype(bool)]
-    held_at = {frame: list(group.itertuples(index=False)) for frame, group in held.groupby("frame")}
+    detected = [row for row in faces if not row.hold]
+    held_at: dict[int, list[Detection]] = {}
+    for row in faces:
+        if row.hold:
+            held_at.setdefault(row.frame, []).append(row)
     tracks = link(detected, cuts, track_gap=track_gap, metric=metric)
     group_persons(tracks, metric=metric, reach=max(2 * track_gap, IDENTITY_REACH))
     rows, filled, unfilled = [], 0, 0
@@ -383,16 +399,12 @@ def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, sh
         track_rows, f, u = _track_rows(track, held_at)
         filled, unfilled = filled + f, unfilled + u
         rows += _smoothed(track_rows, smoothing)
-    columns = ["frame", "segment", "seg_frame", "face", "filled", "track", "person", "x1", "y1", "x2", "y2",
-               "kps", "landmarks", "embedding"]
-    table = pd.DataFrame(rows, columns=columns)
-    if len(table):
-        table = table.sort_values(["frame", "person", "track"], ignore_index=True)
-    persons = describe_persons(table, fps)
+    rows.sort(key=lambda row: (row["frame"], row["person"], row["track"]))
+    persons = describe_persons(rows, fps)
     log.info("%d detections in %d tracks of %d persons; %d shot changes %s; %d missed frames filled "
              "inside tracks, %d left (no held crop covered them)", len(detected), len(tracks), len(persons),
              len(cuts), cuts[:20], filled, unfilled)
-    return TrackingResult(table, persons, cuts, filled, unfilled)
+    return TrackingResult(rows, persons, cuts, filled, unfilled)
 
 
 def _track_rows(track: Track, held_at: dict) -> tuple[list[dict], int, int]:
@@ -454,27 +466,30 @@ def _gaussian(values: np.ndarray, sigma: float) -> np.ndarray:
                            borderType=cv2.BORDER_REPLICATE)
 
 
-def describe_persons(table: pd.DataFrame, fps: float) -> list[dict]:
+def describe_persons(table: list[dict], fps: float) -> list[dict]:
     """The cast: per person, frames on screen, screen time, first and last frame, face area and
-    the detected face (not interpolated) with the largest box, for a thumbnail."""
+    the detected face (not interpolated) with the largest box, for a thumbnail. table: the tracks'
+    rows (TrackingResult.rows), in their order."""
     persons = []
-    if table.empty:
-        return persons
-    area = (table["x2"] - table["x1"]).clip(lower=0) * (table["y2"] - table["y1"]).clip(lower=0)
-    table = table.assign(area=area)
-    for person, rows in table.groupby("person", sort=True):
-        detected = rows[~rows["filled"]]
-        best = (detected if len(detected) else rows).sort_values(["area", "frame"], ascending=[False, True]).iloc[0]
-        frames = int(rows["frame"].nunique())
-        samples = [e for e in rows["embedding"] if e is not None]
+    by_person: dict[int, list[dict]] = {}
+    for row in table:
+        by_person.setdefault(row["person"], []).append(row)
+    for person, rows in sorted(by_person.items()):
+        area = (np.maximum(np.array([r["x2"] - r["x1"] for r in rows], np.float64), 0)
+                * np.maximum(np.array([r["y2"] - r["y1"] for r in rows], np.float64), 0))
+        detected = [i for i, r in enumerate(rows) if not r["filled"]] or list(range(len(rows)))
+        # The largest box; among equal boxes the earliest frame, then the first row.
+        best = rows[min(detected, key=lambda i: (-area[i], rows[i]["frame"]))]
+        frames = len({r["frame"] for r in rows})
+        samples = [r["embedding"] for r in rows if r["embedding"] is not None]
         if len(samples) > IDENTITY_SAMPLES:
             samples = [samples[i] for i in np.linspace(0, len(samples) - 1, IDENTITY_SAMPLES).round().astype(int)]
         persons.append({
             "person": int(person), "frames": frames,
             "seconds": round(frames / fps, 3) if fps > 0 else None,
-            "first_frame": int(rows["frame"].min()), "last_frame": int(rows["frame"].max()),
-            "tracks": int(rows["track"].nunique()), "filled": int(rows["filled"].sum()),
-            "presence": float(rows["area"].sum()),
+            "first_frame": int(min(r["frame"] for r in rows)), "last_frame": int(max(r["frame"] for r in rows)),
+            "tracks": len({r["track"] for r in rows}), "filled": int(sum(bool(r["filled"]) for r in rows)),
+            "presence": float(area.sum()),
             "thumbnail": {"segment": str(best["segment"]), "frame": int(best["seg_frame"]),
                           "face": int(best["face"])},
             "identity": [np.round(np.asarray(e, np.float64), 5).tolist() for e in samples],
@@ -500,8 +515,8 @@ def run_tracking(manifest: dict, faces_dir: str | Path, tracks_out: str | Path, 
     result = track_faces(segments_of(manifest, faces_dir), track_gap=track_gap, smoothing=smoothing,
                          shot_threshold=shot_threshold, metric=metric, fps=fps)
     with TableWriter(tracks_out, TRACKS_SCHEMA) as writer:
-        for _, rows in result.tracks.groupby("segment", sort=True):
-            writer.add(rows.to_dict("records"))
+        for segment in sorted({row["segment"] for row in result.rows}):
+            writer.add([row for row in result.rows if row["segment"] == segment])
             writer.flush()
     write_sealed_json(persons_out, {"fps": fps, "frames": manifest["frames"], "cuts": result.cuts,
                                     "filled": result.filled, "unfilled": result.unfilled,

@@ -11,6 +11,7 @@ measurable next to decompression).
 
 from __future__ import annotations
 
+import bisect
 from collections import namedtuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
@@ -64,29 +65,61 @@ GROUP_BYTES = 32 << 20
 
 
 def table_of_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """pa.Table.from_pylist(rows, schema=schema), built a column at a time: a list column's
-    arrays (NumPy or lists; None for null) joined into one flat array. The same table; from_pylist
-    converts each element of each array on its own, 4 times as long on the offline mesh's 936
-    landmark numbers a face."""
+    """pa.Table.from_pylist(rows, schema=schema), built a column at a time from NumPy buffers: a list
+    column's arrays (NumPy or lists; None for null) joined into one flat array. The same table;
+    from_pylist converts each element of each array on its own, 4 times as long on the offline mesh's
+    936 landmark numbers a face, and any pa.array imports pandas (0.2 s, in every job that writes a
+    table)."""
     columns = []
     for field in schema:
         values = [row.get(field.name) for row in rows]
+        present = np.array([v is not None for v in values], bool)
         if not pa.types.is_list(field.type):
-            columns.append(pa.array(values, field.type))
+            columns.append(_scalar_array(values, present, field.type))
             continue
         dtype = field.type.value_type.to_pandas_dtype()
-        present = np.array([v is not None for v in values], bool)
         arrays = [np.asarray(v, dtype).reshape(-1) for v in values if v is not None]
         lengths = np.zeros(len(values), np.int64)
         lengths[present] = [len(a) for a in arrays]
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        if offsets[-1] > np.iinfo(np.int32).max:  # a list array's offsets are 32-bit (from_pylist raises too)
-            raise ValueError(f"column {field.name}: {offsets[-1]} values in one row group, more than a list holds")
-        offsets = offsets.astype(np.int32)
         flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype)
-        columns.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, field.type.value_type),
-                                                mask=None if present.all() else pa.array(~present)))
+        children = [pa.Array.from_buffers(field.type.value_type, len(flat), [None, pa.py_buffer(flat)])]
+        buffers = [_validity(present), _offsets(lengths, field.name)]
+        columns.append(pa.Array.from_buffers(field.type, len(values), buffers, children=children))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _validity(present: np.ndarray) -> pa.Buffer | None:
+    """Arrow's validity bitmap (None: no nulls)."""
+    return None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+
+
+def _offsets(lengths: np.ndarray, name: str) -> pa.Buffer:
+    """The 32-bit offsets of values of these lengths (a list's or a binary column's)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if offsets[-1] > np.iinfo(np.int32).max:  # from_pylist raises too
+        raise ValueError(f"column {name}: {offsets[-1]} values in one row group, more than a column holds")
+    return pa.py_buffer(offsets.astype(np.int32))
+
+
+def _scalar_array(values: list, present: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """pa.array(values, kind) for the tables' scalar types (None: null), from NumPy buffers."""
+    n = len(values)
+    if pa.types.is_boolean(kind):
+        bits = np.array([bool(v) if v is not None else False for v in values], bool)
+        return pa.Array.from_buffers(kind, n, [_validity(present), pa.py_buffer(np.packbits(bits, bitorder="little"))])
+    if pa.types.is_string(kind) or pa.types.is_binary(kind):
+        data = [b"" if v is None else (v.encode() if isinstance(v, str) else bytes(v)) for v in values]
+        lengths = np.array([len(d) for d in data], np.int64)
+        return pa.Array.from_buffers(kind, n, [_validity(present), _offsets(lengths, str(kind)),
+                                               pa.py_buffer(b"".join(data))])
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        dtype = kind.to_pandas_dtype()
+        data = np.array([v if v is not None else 0 for v in values]) if n else np.zeros(0, dtype)
+        if pa.types.is_integer(kind) and data.dtype.kind not in "iub" and not np.array_equal(data, np.trunc(data)):
+            raise ValueError(f"a {kind} column given {data[data != np.trunc(data)][:3].tolist()}")  # as pa.array
+        data = data.astype(dtype)
+        return pa.Array.from_buffers(kind, n, [_validity(present), pa.py_buffer(data)])
+    raise TypeError(f"no NumPy-built Arrow array for {kind}")
 
 
 class TableWriter(AtomicWriter):
@@ -156,9 +189,9 @@ def open_table(path: str | Path) -> pq.ParquetFile:
         reject(path, f"it is not a readable Parquet table ({exc})")
 
 
-def _read_rows_where(path: str | Path, columns: list[str] | None, where: tuple[str, object] | None) -> pa.Table:
+def _read_groups_where(path: str | Path, columns: list[str] | None, where: tuple[str, object] | None) -> pa.Table:
     """Some columns of a table as Arrow, verified; where=(column, value) reads only the row groups
-    whose statistics say they may hold that value, and keeps only its rows."""
+    whose statistics say they may hold that value (the caller keeps only its rows)."""
     table = open_table(path)
     if where is not None and columns is not None and where[0] not in columns:
         columns = [*columns, where[0]]
@@ -171,28 +204,36 @@ def _read_rows_where(path: str | Path, columns: list[str] | None, where: tuple[s
             table.schema_arrow.empty_table().select(columns or table.schema_arrow.names)
     except (pa.ArrowException, OSError) as exc:
         reject(path, f"it cannot be decoded ({exc})")
-    if where is not None and data.num_rows:
-        keep = np.asarray(data.column(where[0]).to_numpy(zero_copy_only=False) == where[1], bool)
-        data = data.filter(pa.array(keep))
     return data
 
 
 def read_columns(path: str | Path, columns: list[str] | None = None, *, where: tuple[str, object] | None = None
                  ) -> pd.DataFrame:
-    """Some columns of a table, verified, as a DataFrame (where: as _read_rows_where)."""
-    return _read_rows_where(path, columns, where).to_pandas()
+    """Some columns of a table, verified, as a DataFrame; where=(column, value): only its rows, read
+    from the row groups whose statistics say they may hold that value."""
+    data = _read_groups_where(path, columns, where).to_pandas()
+    if where is not None and len(data):
+        data = data[data[where[0]] == where[1]].reset_index(drop=True)
+    return data
 
 
 def read_rows(path: str | Path, columns: list[str] | None = None, *, where: tuple[str, object] | None = None
               ) -> list[tuple]:
     """read_columns' rows as namedtuples (rows_of), without pandas."""
-    return rows_of(_read_rows_where(path, columns, where))
+    rows = rows_of(_read_groups_where(path, columns, where))
+    if where is not None:
+        rows = [row for row in rows if getattr(row, where[0]) == where[1]]
+    return rows
+
+
+# pyarrow imports pandas (0.2 s, in every job that reads a table) on the first Array.to_numpy, even
+# one that copies nothing, and on the first pa.array: the readers here use neither.
 
 
 def rows_of(table: pa.Table) -> list[tuple]:
     """An Arrow table's rows as namedtuples with the values DataFrame.itertuples gives, without
-    pandas (0.2 s to import, on the path of every swap job): numbers and strings as Python's, binary
-    as bytes, a list column's values as a NumPy array (None where null)."""
+    pandas: numbers and strings as Python's, binary as bytes, a list column's values as a NumPy
+    array (None where null)."""
     row = namedtuple("Row", table.column_names, rename=True)
     columns = [_arrays_of(column) if pa.types.is_list(field.type) else column.to_pylist()
                for field, column in zip(table.schema, table.columns)]
@@ -203,12 +244,22 @@ def _arrays_of(column: pa.ChunkedArray) -> list[np.ndarray | None]:
     """A list column as one NumPy array per row (slices of one copy of the column's values: a list
     column of the offline mesh's 936 landmarks a face converts 4 times as fast as to_pylist)."""
     out: list[np.ndarray | None] = []
+    offset_type = np.int64 if pa.types.is_large_list(column.type) else np.int32
     for chunk in column.chunks:
-        values = np.array(chunk.values.to_numpy(zero_copy_only=False))
-        offsets = chunk.offsets.to_numpy()
-        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+        offsets = _buffer_values(chunk, offset_type, extra=1)
+        values = chunk.values
+        if values.null_count or not pa.types.is_floating(values.type) and not pa.types.is_integer(values.type):
+            values = np.array([np.nan if v is None else v for v in values.to_pylist()])
+        else:
+            values = np.array(_buffer_values(values, values.type.to_pandas_dtype()))
+        valid = [True] * len(chunk) if not chunk.null_count else chunk.is_valid().to_pylist()
         out.extend(values[offsets[i]:offsets[i + 1]] if valid[i] else None for i in range(len(chunk)))
     return out
+
+
+def _buffer_values(array: pa.Array, dtype, extra: int = 0) -> np.ndarray:
+    """A primitive array's values (a list array's offsets: extra=1), viewed in its data buffer."""
+    return np.frombuffer(array.buffers()[1], dtype)[array.offset:array.offset + len(array) + extra]
 
 
 def read_column(path: str | Path, column: str) -> list:
@@ -254,8 +305,8 @@ def _whole_frames(path: str | Path, columns: list[str] | None = None) -> Iterato
         if not group.num_rows:
             carry = None
             continue
-        frames = group.column("frame").to_numpy()
-        cut = int(np.searchsorted(frames, frames[-1]))  # sorted: the last frame's first row
+        frames = group.column("frame").to_pylist()
+        cut = bisect.bisect_left(frames, frames[-1])  # sorted: the last frame's first row
         carry = group.slice(cut)
         if cut:
             yield group.slice(0, cut)
