@@ -451,10 +451,21 @@ class SkinModel:
     def of(self, lab: np.ndarray, strict: bool = False) -> np.ndarray:
         """Which pixels are skin; ``strict``: only those close to the median (the lower limits),
         where a difference to the skin can be trusted."""
-        chroma = np.hypot(lab[..., 1] - self.median[1], lab[..., 2] - self.median[2])
+        chroma, light = self._distances(lab)
         if strict:
-            return (chroma <= SKIN_CHROMA_LIMITS[0]) & (np.abs(lab[..., 0] - self.median[0]) <= SKIN_LIGHT_LIMITS[0])
-        return (chroma <= self.chroma) & (np.abs(lab[..., 0] - self.median[0]) <= self.light)
+            return (chroma <= SKIN_CHROMA_LIMITS[0]) & (light <= SKIN_LIGHT_LIMITS[0])
+        return (chroma <= self.chroma) & (light <= self.light)
+
+    def both(self, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """of(lab) and of(lab, strict=True), from one reading of each pixel's distance to the median."""
+        chroma, light = self._distances(lab)
+        return ((chroma <= self.chroma) & (light <= self.light),
+                (chroma <= SKIN_CHROMA_LIMITS[0]) & (light <= SKIN_LIGHT_LIMITS[0]))
+
+    def _distances(self, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each pixel's distance to the median in colour (a, b) and in lightness (L)."""
+        return (np.hypot(lab[..., 1] - self.median[1], lab[..., 2] - self.median[2]),
+                np.abs(lab[..., 0] - self.median[0]))
 
 
 def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
@@ -914,8 +925,9 @@ class MeshSwapper(PixelSwapper):
         # outline on a turned face). There the target keeps its own pixels, and no mean is read.
         kk = max(1, int(round(KEEP_FEATHER * face_w)))
         lips = _poly_mask(moved, LIPS_OUTER, shape)
-        features = (keep | lips | _poly_mask(moved, EYE_IMAGE_LEFT, shape) | _poly_mask(moved, EYE_IMAGE_RIGHT, shape)
-                    | _poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape))
+        eyes = _poly_mask(moved, EYE_IMAGE_LEFT, shape) | _poly_mask(moved, EYE_IMAGE_RIGHT, shape)
+        brow_masks = _poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape)
+        features = keep | lips | eyes | brow_masks
         features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * kk + 1,) * 2)) > 0
         face = (oval > 0) & valid & ~features
         if face.sum() < 16:
@@ -935,12 +947,12 @@ class MeshSwapper(PixelSwapper):
         # shadow, an orange nose tip, stubble: a colour test would leave them out, and the mean
         # would then not take that shade out of the source or put it into the target).
         in_centre = centre_oval > 0
-        target_strict, source_strict = skin.of(t_lab, strict=True), source_model.of(w_lab, strict=True)
+        (target_loose, target_strict), (source_loose, source_strict) = skin.both(t_lab), source_model.both(w_lab)
         target_skin = in_centre | target_strict
         source_skin = in_centre | source_strict
         # Near the oval, what is clearly not skin in either face (by the looser test) keeps the
         # target's pixels: hair, or background where the oval runs past a turned face's outline.
-        both = in_centre | (skin.of(t_lab) & source_model.of(w_lab))
+        both = in_centre | (target_loose & source_loose)
         # Above the brows only what is close to the skin in both faces (the strict test): the edge of
         # a fringe there passes the looser test, and pasted it reads as an orange arc. Around the
         # brows (BROW_MARGIN) only the source is tested: the target's own brows, wherever its mesh
@@ -961,7 +973,7 @@ class MeshSwapper(PixelSwapper):
         # reach out from further in would leave the source's shading near the oval in place.
         if (face & target_skin).sum() < 16 or (face & source_skin).sum() < 16:
             return None
-        brows = (_poly_mask(moved, BROW_IMAGE_LEFT, shape) | _poly_mask(moved, BROW_IMAGE_RIGHT, shape)) > 0
+        brows = brow_masks > 0
         out_lab = relight(w_lab, t_lab, face & source_skin, face & target_skin, max(2.0, LIGHT_SIGMA * face_w),
                           cv2.dilate(brows.astype(np.uint8), small) > 0, lips > 0, _periocular(moved, shape, face_w))
         warped = cv2.cvtColor(np.clip(np.round(out_lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
@@ -987,8 +999,7 @@ class MeshSwapper(PixelSwapper):
         # (Read k in from the oval: along it the rasterised triangles and the oval differ by a pixel.)
         inner_oval = cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
         # The mesh has no triangles in the eyes' and the mouth's openings: those are not holes.
-        openings = (_poly_mask(moved, EYE_IMAGE_LEFT, shape) | _poly_mask(moved, EYE_IMAGE_RIGHT, shape)
-                    | _poly_mask(moved, LIPS_INNER, shape))
+        openings = eyes | _poly_mask(moved, LIPS_INNER, shape)
         openings = cv2.dilate(openings, small, iterations=2)
         holes = ((inner_oval > 0) & ~valid & (openings == 0)).astype(np.uint8)
         kh = max(k, int(round(HOLE_FEATHER * face_w)))
