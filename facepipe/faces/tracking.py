@@ -361,10 +361,6 @@ def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
 # The whole stage
 
 
-TRACK_COLUMNS = ["frame", "segment", "seg_frame", "face", "filled", "track", "person", "x1", "y1", "x2", "y2",
-                 "kps", "landmarks", "embedding"]
-
-
 @dataclass
 class TrackingResult:
     rows: list[dict]  # TRACKS_SCHEMA rows, by frame, person and track
@@ -375,11 +371,11 @@ class TrackingResult:
 
     @property
     def tracks(self):
-        """The rows as a DataFrame of TRACK_COLUMNS."""
+        """The rows as a DataFrame (TRACKS_SCHEMA's columns)."""
         # lazy: pandas costs the tracking job 0.2 s to import; the stage itself does without
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=TRACK_COLUMNS)
+        return pd.DataFrame(self.rows, columns=TRACKS_SCHEMA.names)
 
 
 def track_faces(segments: list[Segment], *, track_gap: int, smoothing: float, shot_threshold: float,
