@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import groupby
@@ -130,20 +131,32 @@ def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
 
 def read_detections(segments: list[Segment]) -> tuple[list[Detection], dict[int, bytes]]:
     """Every segment's faces (video frame numbers added) and frame thumbnails, verified; without
-    pandas (0.2 s to import, on the path of every run)."""
+    pandas (0.2 s to import, on the path of every run). Two segments are read at a time: verifying
+    and decompressing a table leave Python's lock free, and the stage runs alone on the run's path
+    (the tracking of the offline benchmark's two 100 MB tables: 0.92 s instead of 1.10 s)."""
 
     faces, thumbs = [], {}
-    for seg in segments:
-        try:
-            rows = rows_of(open_table(seg.faces).read(columns=DETECTION_COLUMNS))
-        except (OSError, ValueError, KeyError) as exc:
-            reject(seg.faces, f"it cannot be read as a faces table ({exc})")
-        faces += [Detection(*(getattr(row, column) for column in DETECTION_COLUMNS), segment=seg.name,
-                            seg_frame=row.frame)._replace(frame=row.frame + seg.start) for row in rows]
-        frames = open_table(seg.frames).read()
-        thumbs.update(zip((f + seg.start for f in frames.column("frame").to_pylist()),
-                          frames.column("thumb").to_pylist()))
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for seg_faces, seg_thumbs in pool.map(_read_segment, segments):
+            faces += seg_faces
+            thumbs.update(seg_thumbs)
     return faces, thumbs
+
+
+# Segments' tables read at a time (read_detections).
+READ_THREADS = 2
+
+
+def _read_segment(seg: Segment) -> tuple[list[Detection], dict[int, bytes]]:
+    try:
+        rows = rows_of(open_table(seg.faces).read(columns=DETECTION_COLUMNS))
+    except (OSError, ValueError, KeyError) as exc:
+        reject(seg.faces, f"it cannot be read as a faces table ({exc})")
+    faces = [Detection(*(getattr(row, column) for column in DETECTION_COLUMNS), segment=seg.name,
+                       seg_frame=row.frame)._replace(frame=row.frame + seg.start) for row in rows]
+    frames = open_table(seg.frames).read()
+    return faces, dict(zip((f + seg.start for f in frames.column("frame").to_pylist()),
+                           frames.column("thumb").to_pylist()))
 
 
 # ---------------------------------------------------------------------------------------------
