@@ -129,6 +129,10 @@ def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
 # Reading the segments
 
 
+# Segments' tables read at a time (read_detections).
+READ_THREADS = 2
+
+
 def read_detections(segments: list[Segment]) -> tuple[list[Detection], dict[int, bytes]]:
     """Every segment's faces (video frame numbers added) and frame thumbnails, verified; without
     pandas (0.2 s to import, on the path of every run). Two segments are read at a time: verifying
@@ -141,10 +145,6 @@ def read_detections(segments: list[Segment]) -> tuple[list[Detection], dict[int,
             faces += seg_faces
             thumbs.update(seg_thumbs)
     return faces, thumbs
-
-
-# Segments' tables read at a time (read_detections).
-READ_THREADS = 2
 
 
 def _read_segment(seg: Segment) -> tuple[list[Detection], dict[int, bytes]]:

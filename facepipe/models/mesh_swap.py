@@ -451,21 +451,14 @@ class SkinModel:
     def of(self, lab: np.ndarray, strict: bool = False) -> np.ndarray:
         """Which pixels are skin; ``strict``: only those close to the median (the lower limits),
         where a difference to the skin can be trusted."""
-        chroma, light = self._distances(lab)
-        if strict:
-            return (chroma <= SKIN_CHROMA_LIMITS[0]) & (light <= SKIN_LIGHT_LIMITS[0])
-        return (chroma <= self.chroma) & (light <= self.light)
+        return self.both(lab)[1 if strict else 0]
 
     def both(self, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """of(lab) and of(lab, strict=True), from one reading of each pixel's distance to the median."""
-        chroma, light = self._distances(lab)
+        chroma = np.hypot(lab[..., 1] - self.median[1], lab[..., 2] - self.median[2])
+        light = np.abs(lab[..., 0] - self.median[0])
         return ((chroma <= self.chroma) & (light <= self.light),
                 (chroma <= SKIN_CHROMA_LIMITS[0]) & (light <= SKIN_LIGHT_LIMITS[0]))
-
-    def _distances(self, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each pixel's distance to the median in colour (a, b) and in lightness (L)."""
-        return (np.hypot(lab[..., 1] - self.median[1], lab[..., 2] - self.median[2]),
-                np.abs(lab[..., 0] - self.median[0]))
 
 
 def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
