@@ -21,6 +21,7 @@ current machine; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -38,8 +39,6 @@ from tools.slurmprobe import controller_unreachable, env_for_local_snakemake  # 
 
 def workflow_env() -> dict:
     """The environment of every timed run: this checkout's facepipe, whatever is installed."""
-    import os
-
     env = env_for_local_snakemake()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
@@ -70,6 +69,7 @@ class Sampler:
         self.peak_rss = 0
         self.peak_rss_cmd = ""
         self.peak_disk = 0
+        self.cpu_seconds = 0.0  # set by timed() once the process has ended
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -204,13 +204,25 @@ def in_memory_pipe(clip: Path, out: Path, config: dict) -> tuple[float, Sampler]
     return timed(cmd, "the in-memory pipe failed", stdout=subprocess.DEVNULL, env=workflow_env())
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user and system) of this process's finished, waited-for descendants so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(cmd: list[str], failed: str, *, work: Path | None = None, **popen) -> tuple[float, Sampler]:
-    """Run cmd, sampling its memory (and work/'s disk use), and return its wall time and the sampler."""
+    """Run cmd, sampling its memory (and work/'s disk use), and return its wall time and the sampler,
+    which also carries the CPU seconds of cmd and every process under it (Snakemake waits for its
+    jobs, and they for their ffmpeg, so theirs count too)."""
+    cpu_before = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, **popen)
     with (Sampler(proc.pid, work) if work else Sampler(proc.pid, include_self=True)) as sampler:
         rc = proc.wait()
     elapsed = time.perf_counter() - start
+    sampler.cpu_seconds = _children_cpu() - cpu_before
     if rc != 0:
         raise SystemExit(f"{failed} (exit {rc})")
     return elapsed, sampler
@@ -424,6 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'  workflow, standin (largest job)':45s} {_rss([s for _, s in runs])}")
     if offline:
         print(f"{'  workflow, offline (largest job)':45s} {_rss([s for _, s in offline])}")
+    # How much of the machine each run kept busy: a run that takes as long as another while using
+    # less CPU waits somewhere (a serial stage, a job's start), one that uses more does more work.
+    cores = os.cpu_count() or 1
+    print(f"CPU seconds of all a run's processes (median), and the share of the {cores} cores busy over its wall time:")
+    for label, timed_runs in (("floor", plains), ("in-memory pipe", pipes), ("workflow, standin", runs),
+                              ("workflow, offline", offline)):
+        if timed_runs:
+            cpu = statistics.median(s.cpu_seconds for _, s in timed_runs)
+            busy = statistics.median(s.cpu_seconds / (t * cores) for t, s in timed_runs)
+            print(f"  {label:43s} {cpu:8.1f} s  ({busy:.0%} busy)")
     print(f"{'peak disk of intermediates (work/), standin':45s} {peak_disk / 2**30:8.2f} GiB "
           f"({peak_disk / 2**30 / minutes:.2f} GiB per minute of video)")
     if stages:
