@@ -13,8 +13,9 @@ decoded BGR frame where a model would run, at zero model cost, an ffmpeg writer 
 original audio muxed back); the whole workflow with backend=standin (model cost near zero); and
 the workflow with backend=offline (real CPU models, no download; --offline-repeat runs of it, 0
 for none), all with no enhancer at native resolution. It prints every ratio, each run's peak
-resident memory of the largest process, the peak disk used by the intermediates (work/) and the
-offline run's seconds per stage from the rules' benchmark files. Figures are measured on the
+resident memory of the largest process, each run's CPU seconds (all its processes) and the share of
+the cores it kept busy, the peak disk used by the intermediates (work/) and the offline run's
+seconds per stage from the rules' benchmark files. Figures are measured on the
 current machine; nothing is asserted.
 """
 
