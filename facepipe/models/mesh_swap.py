@@ -331,6 +331,17 @@ def _edge_peaks(mag: np.ndarray, gx: np.ndarray, gy: np.ndarray, ys: np.ndarray,
 _PEAK_STEPS = np.array([(0, 1), (1, 1), (1, 0), (1, -1)])
 
 
+def _top_share_floor(values: np.ndarray, share: float) -> float:
+    """The smallest of the values at or above np.quantile(values, 1 - share) (linear
+    interpolation): ``values >= it`` picks the same values as ``values >= that quantile`` (between
+    two neighbouring sorted values the quantile lies strictly above the lower one), from one
+    partial sort instead of np.quantile's checks, copies and interpolation (a quarter of a blur
+    estimate's time)."""
+    index = (values.size - 1) * (1 - share)
+    k = min(int(np.ceil(index)), values.size - 1)
+    return np.partition(values, k)[k]
+
+
 def blur_sigma(gray: np.ndarray, mask: np.ndarray) -> float:
     """The Gaussian blur (px) of the edges over a mask, after Zhuo & Sim ("Defocus map estimation
     from a single image", 2011): at an edge blurred by s, re-blurring by s0 divides the gradient by
@@ -348,7 +359,7 @@ def _blur_sigma_at(gray: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> float:
     vals = m1[ys, xs]
     if vals.size < 16:
         return 0.0
-    strong = (vals >= np.quantile(vals, 1 - _EDGE_SHARE)) & (vals > 1.0)
+    strong = (vals >= _top_share_floor(vals, _EDGE_SHARE)) & (vals > 1.0)
     ys, xs = ys[strong], xs[strong]
     peak = _edge_peaks(m1, gx, gy, ys, xs)
     ys, xs = ys[peak], xs[peak]
@@ -534,17 +545,18 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
         # over the skin's, in the target skin's hue (the skin's shade colour, taken that dark,
         # paints them orange or red; the source's own hue over another skin reads olive or grey).
         hair = brows & (detail < 0)
-        squeezed = np.where(hair, detail, squeezed)
-        skin_chroma = np.hypot(*np.moveaxis(source_mean[..., 1:] - 128.0, -1, 0))
-        hair_chroma = np.hypot(*np.moveaxis(warped_lab[..., 1:] - 128.0, -1, 0))
+        # Read and set at the hairs' pixels only (a few percent of the crop).
+        squeezed[hair] = detail[hair]
+        skin_chroma = np.hypot(*(source_mean[hair][:, 1:] - 128.0).T)
+        hair_chroma = np.hypot(*(warped_lab[hair][:, 1:] - 128.0).T)
         ratio = np.clip(hair_chroma / np.maximum(skin_chroma, 1.0), 0.0, BROW_CHROMA_MAX)
-        hair_colour = (target_mean[..., 1:] - 128.0) * (ratio[..., None] - 1.0)
-        squeezed_colour = np.where(hair[..., None], hair_colour, squeezed_colour)
-        shade_colour = np.where(hair[..., None], 0.0, shade_colour)
+        squeezed_colour[hair] = (target_mean[hair][:, 1:] - 128.0) * (ratio[:, None] - 1.0)
+        shade_colour[hair] = 0.0
     if lips is not None:
-        squeezed = np.where(lips, detail, squeezed)
-        squeezed_colour = np.where(lips[..., None], colour, squeezed_colour)
-        shade_colour = np.where(lips[..., None], squeezed[..., None] * slope, shade_colour)
+        # Set at the lips' pixels only (a few percent of the crop).
+        squeezed[lips] = detail[lips]
+        squeezed_colour[lips] = colour[lips]
+        shade_colour[lips] = detail[lips][:, None] * slope
     out = target_mean
     out[..., 0] += squeezed
     out[..., 1:] += shade_colour
