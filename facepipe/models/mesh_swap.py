@@ -415,37 +415,68 @@ def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray,
     return cv2.GaussianBlur(warped, (0, 0), float(sigma)), float(sigma)
 
 
-def _masked_mean(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian mean of img (float, h x w x c) over mask only (normalised convolution), taken on a
-    copy shrunk so the Gaussian is _LIGHT_SIGMA_PX pixels (the mean is smooth at that scale)."""
-    h, w = mask.shape
-    scale = min(1.0, _LIGHT_SIGMA_PX / max(sigma, 1e-6))
-    m = mask.astype(np.float32)
-    den = m
-    # The masked image as one per-element product in OpenCV (the same values as NumPy's broadcast
-    # product, in a quarter of the time).
-    channels = img.shape[-1]
-    if channels == 1:
-        num = cv2.multiply(np.ascontiguousarray(img[..., 0]), m)[..., None]
-    else:
-        num = cv2.multiply(np.ascontiguousarray(img), cv2.merge([m] * channels))
-    # The whole mask's mean from the masked sums (C, double accumulation): indexing img by the mask
-    # was 40% of this function's time.
-    count = cv2.countNonZero(m)
-    whole = (np.array(cv2.sumElems(num)[:channels], np.float64) / count if count
-             else np.zeros(channels)).astype(np.float32)
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        num = cv2.resize(num, size, interpolation=cv2.INTER_AREA)
-        den = cv2.resize(den, size, interpolation=cv2.INTER_AREA)
-    num = cv2.GaussianBlur(num, (0, 0), sigma * scale).reshape(den.shape + (-1,))
-    den = cv2.GaussianBlur(den, (0, 0), sigma * scale)
-    # Far from every pixel of the mask (beyond the Gaussian's kernel) both sums are zero: there the
-    # mean is the whole mask's, not zero (in Lab, black with a strong blue-green cast).
-    mean = (num + _FAR * whole) / (den + _FAR)[..., None]
-    if scale < 1.0:
-        mean = cv2.resize(mean, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
-    return mean
+class _MaskWeights:
+    """A mask as a masked mean's weights (float32), and their shrunk, blurred copies by sigma: the
+    means of several images over one mask share them (MaskedMeans)."""
+
+    def __init__(self, mask: np.ndarray):
+        self.weights = mask.astype(np.float32)
+        self.count = cv2.countNonZero(self.weights)
+        self._blurred: dict[float, tuple] = {}
+
+    def at(self, sigma: float) -> tuple[float, np.ndarray]:
+        """(scale, the weights shrunk by scale and blurred by sigma * scale) for a mean at sigma."""
+        if sigma not in self._blurred:
+            h, w = self.weights.shape
+            scale = min(1.0, _LIGHT_SIGMA_PX / max(sigma, 1e-6))
+            den = self.weights
+            if scale < 1.0:
+                den = cv2.resize(den, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                 interpolation=cv2.INTER_AREA)
+            self._blurred[sigma] = scale, cv2.GaussianBlur(den, (0, 0), sigma * scale)
+        return self._blurred[sigma]
+
+
+class MaskedMeans:
+    """Gaussian means of an image (float, h x w x c) over a mask (normalised convolution) at any
+    sigma, each taken on a copy shrunk so the Gaussian is _LIGHT_SIGMA_PX pixels (the mean is
+    smooth at that scale). The masked image and the whole mask's mean are made once: the
+    relighting reads a face's means at two or three scales."""
+
+    def __init__(self, img: np.ndarray, mask: np.ndarray | _MaskWeights):
+        self.mask = mask if isinstance(mask, _MaskWeights) else _MaskWeights(mask)
+        m = self.mask.weights
+        # The masked image as one per-element product in OpenCV (the same values as NumPy's broadcast
+        # product, in a quarter of the time).
+        self.channels = channels = img.shape[-1]
+        if channels == 1:
+            self.num = cv2.multiply(np.ascontiguousarray(img[..., 0]), m)[..., None]
+        else:
+            self.num = cv2.multiply(np.ascontiguousarray(img), cv2.merge([m] * channels))
+        # The whole mask's mean from the masked sums (C, double accumulation): indexing img by the mask
+        # was 40% of the mean's time.
+        count = self.mask.count
+        self.whole = (np.array(cv2.sumElems(self.num)[:channels], np.float64) / count if count
+                      else np.zeros(channels)).astype(np.float32)
+
+    def at(self, sigma: float) -> np.ndarray:
+        h, w = self.mask.weights.shape
+        scale, den = self.mask.at(sigma)
+        num = self.num
+        if scale < 1.0:
+            num = cv2.resize(num, (den.shape[1], den.shape[0]), interpolation=cv2.INTER_AREA)
+        num = cv2.GaussianBlur(num, (0, 0), sigma * scale).reshape(den.shape + (-1,))
+        # Far from every pixel of the mask (beyond the Gaussian's kernel) both sums are zero: there the
+        # mean is the whole mask's, not zero (in Lab, black with a strong blue-green cast).
+        mean = (num + _FAR * self.whole) / (den + _FAR)[..., None]
+        if scale < 1.0:
+            mean = cv2.resize(mean, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        return mean
+
+
+def _masked_mean(img: np.ndarray, mask: np.ndarray | _MaskWeights, sigma: float) -> np.ndarray:
+    """Gaussian mean of img (float, h x w x c) over mask only at sigma (MaskedMeans)."""
+    return MaskedMeans(img, mask).at(sigma)
 
 
 class SkinModel:
@@ -509,8 +540,10 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     darkness and colour. Where ``fine`` (a weight, 0-1: around the eyes) is set, the means also
     follow the light at FINE_LIGHT_SCALE of the Gaussian: the target's shade at the scale of a lid
     (the crease over a squint) stays, and the source's lit lids do not come along."""
-    source_mean = _masked_mean(warped_lab, source_skin, sigma * SOURCE_LIGHT_SCALE)
-    target_mean = _masked_mean(target_lab, target_skin, sigma)
+    source_means, target_weights = MaskedMeans(warped_lab, source_skin), _MaskWeights(target_skin)
+    target_means = MaskedMeans(target_lab, target_weights)
+    source_mean = source_means.at(sigma * SOURCE_LIGHT_SCALE)
+    target_mean = target_means.at(sigma)
     if fine is not None and fine.any():
         # Only the source's light at that scale is taken out (where its lids are lighter than its
         # skin's wider mean: lit), and only the target's shade put in (where its lids are darker:
@@ -519,8 +552,8 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
         # look (identity_benchmark's mean distance rose by 0.02 where both were replaced).
         # Their colour follows at that scale both ways (the lids' own tone in each face).
         fine_sigma = max(1.0, sigma * FINE_LIGHT_SCALE)
-        lit = _masked_mean(warped_lab, source_skin, fine_sigma) - source_mean
-        shade = _masked_mean(target_lab, target_skin, fine_sigma) - target_mean
+        lit = source_means.at(fine_sigma) - source_mean
+        shade = target_means.at(fine_sigma) - target_mean
         lit[..., 0] = np.maximum(lit[..., 0], 0.0)
         shade[..., 0] = np.minimum(shade[..., 0], 0.0)
         source_mean += fine[..., None] * lit
@@ -533,7 +566,7 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
                         SHADE_RANGE * np.tanh(detail / SHADE_RANGE))
     # At the target's contrast: on a washed-out face (a pale face lit flat or overexposed) the
     # source's folds and cheek shading at their own depth read as brown streaks on a pale mask.
-    target_local = _masked_mean(target_lab[..., :1], target_skin, sigma * SOURCE_LIGHT_SCALE)[..., 0]
+    target_local = _masked_mean(target_lab[..., :1], target_weights, sigma * SOURCE_LIGHT_SCALE)[..., 0]
     target_relief = target_lab[..., 0] - target_local
     squeezed *= relief_gain(detail[source_skin], target_relief[target_skin])
     colour = warped_lab[..., 1:] - source_mean[..., 1:]
@@ -1054,7 +1087,8 @@ def poisson_correction(target: np.ndarray, pasted: np.ndarray, domain: np.ndarra
     inner = cv2.erode(skin.of(p_lab, strict=True).astype(np.uint8), np.ones((3, 3), np.uint8),
                       iterations=max(1, round(sigma)))
     trusted = skin.of(t_lab, strict=True) & (inner > 0)
-    diff = _masked_mean(target.astype(np.float32), trusted, sigma) - _masked_mean(pasted, trusted, sigma)
+    weights = _MaskWeights(trusted)
+    diff = _masked_mean(target.astype(np.float32), weights, sigma) - _masked_mean(pasted, weights, sigma)
     near = cv2.GaussianBlur(trusted.astype(np.float32), (0, 0), sigma)
     diff *= np.clip(near / 0.2, 0.0, 1.0)[..., None]  # fading to none far from any trusted pixel
     # The domain without holes (the slit of closed eyes or lips, a speck): seamlessClone takes every
