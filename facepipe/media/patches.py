@@ -136,11 +136,12 @@ def _feather_of_square(white: np.ndarray) -> _Feather | None:
     # insightface sets the warped square's pixels above 20 to 255; the faint edge below that
     # is eroded away just below, so a binary threshold is the same mask.
     mask = cv2.threshold(white, 20, 255, cv2.THRESH_BINARY)[1]
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    # The rows and columns the mask spans (OpenCV's bounding rectangle of its non-zero pixels).
+    left, top, width, height = cv2.boundingRect(mask)
+    if width == 0:
         return None
     # Mask extent measured as insightface does: on the visible part of the warped square.
-    mask_size = int(np.sqrt((rows[-1] - rows[0]) * (cols[-1] - cols[0])))
+    mask_size = int(np.sqrt((height - 1) * (width - 1)))
     erode = max(mask_size // 10, 10)
     blur = max(mask_size // 20, 5)
     # Erosion by a rectangle runs separably in 8 bits; the blur runs in float as insightface's.
