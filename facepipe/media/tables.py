@@ -26,6 +26,12 @@ from facepipe.media.integrity import place_sealed, reject, verify
 if TYPE_CHECKING:  # pandas only where a stage asks for a DataFrame: it costs a job 0.2 s to import
     import pandas as pd
 
+# Arrow's buffers from the C library's allocator, not its default mimalloc: mimalloc returns a freed
+# row group's pages to the system, so each read faulted them in afresh (a swap's read of its tracks
+# rows: 0.14-0.35 s, against 0.11 s). A job's process keeps freed memory for reuse
+# (facepipe.workflow.rule_script.keep_freed_memory).
+pa.set_memory_pool(pa.system_memory_pool())
+
 _FLOATS = pa.list_(pa.float64())
 
 FACES_SCHEMA = pa.schema([
