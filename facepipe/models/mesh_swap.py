@@ -348,15 +348,20 @@ def blur_sigma(gray: np.ndarray, mask: np.ndarray) -> float:
     R = sqrt(s^2 + s0^2) / s, so s = s0 / sqrt(R^2 - 1). It is read at the region's strongest
     gradients (local maxima) and the median taken: a ratio, so the edges' contrast (stubble, a
     dark brow, make-up) cancels, which the Laplacian's variance counts. 0 where there are no edges."""
-    return _blur_sigma_at(gray, *np.nonzero(mask))
+    return _blur_sigma_at(gray, *_pixels_of(mask))
 
 
-def _blur_sigma_at(gray: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> float:
-    """blur_sigma over the mask's pixels (ys, xs: np.nonzero of it), for a caller that reads one
-    region's blur on several images (match_sharpness)."""
+def _pixels_of(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A mask's pixels as np.nonzero gives them (rows, columns) and as flat indices."""
+    return (*np.nonzero(mask), np.flatnonzero(mask))
+
+
+def _blur_sigma_at(gray: np.ndarray, ys: np.ndarray, xs: np.ndarray, flat: np.ndarray) -> float:
+    """blur_sigma over the mask's pixels (_pixels_of it: rows, columns, flat indices), for a caller
+    that reads one region's blur on several images (match_sharpness)."""
     g = gray.astype(np.float32)
     m1, gx, gy = _gradient(g)
-    vals = m1[ys, xs]
+    vals = m1.reshape(-1)[flat]  # a flat index: a fifth of the time of the (row, column) pair
     if vals.size < 16:
         return 0.0
     strong = (vals >= _top_share_floor(vals, _EDGE_SHARE)) & (vals > 1.0)
@@ -378,7 +383,7 @@ def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray,
     where the caller has it already), and the sigma used (the smallest tried that makes it at least
     as blurred as the target's; 0 when it already is)."""
     w_gray = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY)
-    at = np.nonzero(region)
+    at = _pixels_of(region)
     if goal is None:
         goal = _blur_sigma_at(cv2.cvtColor(target, cv2.COLOR_BGR2GRAY), *at)
     prev_sigma, prev_b = 0.0, _blur_sigma_at(w_gray, *at)
@@ -613,22 +618,34 @@ def _affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.linalg.solve(d, src.astype(np.float64)).transpose(0, 2, 1).astype(np.float32)
 
 
+def _piecewise_maps(affines: np.ndarray, tri_id: np.ndarray, xs: np.ndarray, ys: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The maps (x, y) of a piecewise-affine warp: at each pixel (xs: its column, ys: its row) the
+    affine map (n, 2, 3) of its triangle (tri_id; -1: the last map). Each coefficient is gathered
+    as a plane of its own (a gather of whole 2x3 maps, read back a coefficient at a time, strides
+    through all six)."""
+    coefficients = np.ascontiguousarray(affines.reshape(-1, 6).T)
+    c = [row[tri_id] for row in coefficients]
+    return c[0] * xs + c[1] * ys + c[2], c[3] * xs + c[4] * ys + c[5]
+
+
 def _distance_to_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """Each point's distance to a closed polygon's outline: OpenCV's pointPolygonTest (measureDist)
     for all points at once, its arithmetic kept (coordinates in float32, their differences widened
     to double), so the distances are the ones it returns (one call a point was 3% of the swap)."""
+    # x and y as planes of their own (points x edges): a last axis of two strides every operation.
     v = polygon.astype(np.float32)
     v0 = np.roll(v, 1, axis=0)  # each edge runs from the vertex before (the last one, for the first)
-    p = points.astype(np.float32)[:, None, :]
-    d = (v - v0).astype(np.float64)[None]
-    d1 = (p - v0[None]).astype(np.float64)
-    d2 = (p - v[None]).astype(np.float64)
-    before = d1[..., 0] * d[..., 0] + d1[..., 1] * d[..., 1] <= 0
-    after = ~before & (d2[..., 0] * d[..., 0] + d2[..., 1] * d[..., 1] >= 0)
-    across = d1[..., 1] * d[..., 0] - d1[..., 0] * d[..., 1]
+    p = points.astype(np.float32)
+    dx, dy = ((v[:, i] - v0[:, i]).astype(np.float64)[None] for i in (0, 1))
+    d1x, d1y = ((p[:, i, None] - v0[None, :, i]).astype(np.float64) for i in (0, 1))
+    d2x, d2y = ((p[:, i, None] - v[None, :, i]).astype(np.float64) for i in (0, 1))
+    before = d1x * dx + d1y * dy <= 0
+    after = ~before & (d2x * dx + d2y * dy >= 0)
+    across = d1y * dx - d1x * dy
     with np.errstate(divide="ignore", invalid="ignore"):
-        squared = np.where(before, (d1 ** 2).sum(-1),
-                           np.where(after, (d2 ** 2).sum(-1), across * across / (d ** 2).sum(-1)))
+        squared = np.where(before, d1x * d1x + d1y * d1y,
+                           np.where(after, d2x * d2x + d2y * d2y, across * across / (dx * dx + dy * dy)))
     return np.sqrt(squared.min(axis=1))
 
 
@@ -948,9 +965,7 @@ class MeshSwapper(PixelSwapper):
         # The pixels' coordinates as a column and a row: the maps below broadcast them.
         ys = np.arange(shape[0], dtype=np.float32)[:, None]
         xs = np.arange(shape[1], dtype=np.float32)[None, :]
-        a = to_src[tri_id]
-        map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
-        map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
+        map_x, map_y = _piecewise_maps(to_src, tri_id, xs, ys)
         warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         sh, sw = self._src_face.shape
         valid = src_ok[tri_id] & self._src_face[np.clip(np.round(map_y).astype(np.int32), 0, sh - 1),
@@ -961,9 +976,8 @@ class MeshSwapper(PixelSwapper):
         else:
             to_target = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (len(drawn) + 1, 1, 1))
             to_target[:-1] = _affines(dst[drawn], pts[tris[drawn]])
-            a = to_target[tri_id]  # outside every triangle: the identity, the pixel itself
-            target_map = (a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2],
-                          a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2])
+            # Outside every triangle: the identity, the pixel itself.
+            target_map = _piecewise_maps(to_target, tri_id, xs, ys)
             target = cv2.remap(roi, *target_map, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
         oval, keep, band, zone = self._regions(moved, shape)
