@@ -111,8 +111,7 @@ def blended_patch(roi: np.ndarray, warped: np.ndarray, alpha: np.ndarray, x0: in
     blended = roi.astype(np.float32) * (1 - alpha[..., None]) + warped.astype(np.float32) * alpha[..., None]
     blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
     final = roi.copy()
-    changed = alpha > 0
-    final[changed] = blended[changed]
+    np.copyto(final, blended, where=(alpha > 0)[..., None])
     return Patch(kind="pixels", image=final, x=x0, y=y0)
 
 

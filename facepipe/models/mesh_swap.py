@@ -624,8 +624,8 @@ def _piecewise_maps(affines: np.ndarray, tri_id: np.ndarray, xs: np.ndarray, ys:
     affine map (n, 2, 3) of its triangle (tri_id; -1: the last map). Each coefficient is gathered
     as a plane of its own (a gather of whole 2x3 maps, read back a coefficient at a time, strides
     through all six)."""
-    coefficients = np.ascontiguousarray(affines.reshape(-1, 6).T)
-    c = [row[tri_id] for row in coefficients]
+    # One np.take for all six (indexing each row with tri_id converted the index six times).
+    c = np.take(np.ascontiguousarray(affines.reshape(-1, 6).T), tri_id, axis=1)
     return c[0] * xs + c[1] * ys + c[2], c[3] * xs + c[4] * ys + c[5]
 
 
@@ -968,8 +968,8 @@ class MeshSwapper(PixelSwapper):
         map_x, map_y = _piecewise_maps(to_src, tri_id, xs, ys)
         warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         sh, sw = self._src_face.shape
-        valid = src_ok[tri_id] & self._src_face[np.clip(np.round(map_y).astype(np.int32), 0, sh - 1),
-                                                np.clip(np.round(map_x).astype(np.int32), 0, sw - 1)]
+        valid = np.take(src_ok, tri_id) & np.take(self._src_face, np.clip(np.round(map_y).astype(np.int32), 0, sh - 1)
+                                                  * sw + np.clip(np.round(map_x).astype(np.int32), 0, sw - 1))
         target_map = None
         if moved is pts:
             target = roi
@@ -1073,7 +1073,7 @@ class MeshSwapper(PixelSwapper):
         t_view = _views(np.abs(_signed_area(pts[tris])), self._mirror_index)
         share = self._src_view / np.maximum(t_view, 1e-6)
         weight = np.clip((share - VIEW_POOR) / (VIEW_GOOD - VIEW_POOR), 0.0, 1.0)
-        weight = np.append(weight[drawn] ** 2 * (3 - 2 * weight[drawn]), 1.0).astype(np.float32)[tri_id]
+        weight = np.take(np.append(weight[drawn] ** 2 * (3 - 2 * weight[drawn]), 1.0).astype(np.float32), tri_id)
         kv = max(1, int(round(VIEW_FEATHER * face_w)))
         alpha *= cv2.GaussianBlur(weight, (2 * kv + 1, 2 * kv + 1), kv / 2.0)
         alpha[~inside] = 0.0
