@@ -137,7 +137,7 @@ def _feather_of_square(white: np.ndarray) -> _Feather | None:
     # is eroded away just below, so a binary threshold is the same mask.
     mask = cv2.threshold(white, 20, 255, cv2.THRESH_BINARY)[1]
     # The rows and columns the mask spans (OpenCV's bounding rectangle of its non-zero pixels).
-    left, top, width, height = cv2.boundingRect(mask)
+    _, _, width, height = cv2.boundingRect(mask)
     if width == 0:
         return None
     # Mask extent measured as insightface does: on the visible part of the warped square.

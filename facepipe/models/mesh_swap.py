@@ -422,7 +422,7 @@ def match_sharpness(warped: np.ndarray, target: np.ndarray, region: np.ndarray,
 
 class _MaskWeights:
     """A mask as a masked mean's weights (float32), and their shrunk, blurred copies by sigma: the
-    means of several images over one mask share them (MaskedMeans)."""
+    means of several images over one mask share them (_MaskedMeans)."""
 
     def __init__(self, mask: np.ndarray):
         self.weights = mask.astype(np.float32)
@@ -442,7 +442,7 @@ class _MaskWeights:
         return self._blurred[sigma]
 
 
-class MaskedMeans:
+class _MaskedMeans:
     """Gaussian means of an image (float, h x w x c) over a mask (normalised convolution) at any
     sigma, each taken on a copy shrunk so the Gaussian is _LIGHT_SIGMA_PX pixels (the mean is
     smooth at that scale). The masked image and the whole mask's mean are made once: the
@@ -453,7 +453,7 @@ class MaskedMeans:
         m = self.mask.weights
         # The masked image as one per-element product in OpenCV (the same values as NumPy's broadcast
         # product, in a quarter of the time).
-        self.channels = channels = img.shape[-1]
+        channels = img.shape[-1]
         if channels == 1:
             self.num = cv2.multiply(np.ascontiguousarray(img[..., 0]), m)[..., None]
         else:
@@ -465,6 +465,7 @@ class MaskedMeans:
                       else np.zeros(channels)).astype(np.float32)
 
     def at(self, sigma: float) -> np.ndarray:
+        """The mean at sigma (h x w x c)."""
         h, w = self.mask.weights.shape
         scale, den = self.mask.at(sigma)
         num = self.num
@@ -480,8 +481,8 @@ class MaskedMeans:
 
 
 def _masked_mean(img: np.ndarray, mask: np.ndarray | _MaskWeights, sigma: float) -> np.ndarray:
-    """Gaussian mean of img (float, h x w x c) over mask only at sigma (MaskedMeans)."""
-    return MaskedMeans(img, mask).at(sigma)
+    """Gaussian mean of img (float, h x w x c) over mask only at sigma (_MaskedMeans)."""
+    return _MaskedMeans(img, mask).at(sigma)
 
 
 class SkinModel:
@@ -546,8 +547,8 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     darkness and colour. Where ``fine`` (a weight, 0-1: around the eyes) is set, the means also
     follow the light at FINE_LIGHT_SCALE of the Gaussian: the target's shade at the scale of a lid
     (the crease over a squint) stays, and the source's lit lids do not come along."""
-    source_means, target_weights = MaskedMeans(warped_lab, source_skin), _MaskWeights(target_skin)
-    target_means = MaskedMeans(target_lab, target_weights)
+    source_means, target_weights = _MaskedMeans(warped_lab, source_skin), _MaskWeights(target_skin)
+    target_means = _MaskedMeans(target_lab, target_weights)
     # The channels as planes of their own from here on: arithmetic on a channel of a Lab image
     # strides through all three (a third of this function's time went to it).
     source_mean = list(cv2.split(source_means.at(sigma * SOURCE_LIGHT_SCALE)))
