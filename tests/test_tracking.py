@@ -305,3 +305,32 @@ def test_one_track_and_one_face_cost_the_same_as_the_array_path():
         assert single.shape == (1, 1)
         assert (np.isinf(single) == np.isinf(arrays)).all() and np.allclose(single[np.isfinite(single)],
                                                                              arrays[np.isfinite(arrays)])
+
+
+def test_persons_grouped_without_scipy_where_the_distances_decide_are_scipys_groups():
+    """All distances under the cut (one person) or all over it (each track alone): the grouping
+    made without SciPy partitions the tracks as SciPy's average-linkage tree cut there does, and
+    matrices in between still go to SciPy."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    from facepipe.faces.tracking import APART, _average_linkage_groups
+
+    def partition(groups):
+        return sorted(sorted(np.flatnonzero(groups == g).tolist()) for g in set(groups.tolist()))
+
+    rng = np.random.default_rng(11)
+    shortcuts = 0
+    for case in range(300):
+        n = int(rng.integers(2, 9))
+        low, high = [(0.0, 0.49), (0.51, 1.5), (0.2, 0.8)][case % 3]
+        square = rng.uniform(low, high, (n, n))
+        square = (square + square.T) / 2
+        if case % 7 == 0:
+            square[0, 1] = square[1, 0] = APART  # two tracks on one frame
+        np.fill_diagonal(square, 0.0)
+        scipy_groups = fcluster(linkage(squareform(square, checks=False), "average"), 0.5, criterion="distance")
+        between = square[~np.eye(n, dtype=bool)]
+        shortcuts += between.max() < 0.5 or between.min() > 0.5
+        assert partition(_average_linkage_groups(square, 0.5)) == partition(scipy_groups)
+    assert 150 < shortcuts < 300  # both shortcuts taken, and the tree built for the rest

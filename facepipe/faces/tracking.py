@@ -61,6 +61,9 @@ IDENTITY_REACH = 10
 # The distance given to two tracks seen on the same frame: larger than any average-linkage
 # height that a group could bring under the threshold.
 APART = 1e9
+# How far all distances must lie from the persons' cut for it to be decided without SciPy
+# (_average_linkage_groups): far above the rounding of a mean of distances of about 1.
+_CUT_MARGIN = 1e-9
 # Identity samples kept per person (evenly spread over their frames) for reference matching.
 IDENTITY_SAMPLES = 32
 
@@ -284,12 +287,6 @@ def group_persons(tracks: list[Track], *, metric: Metric | str, threshold: float
     labels = {id(t): i for i, t in enumerate(tracks)}  # every track on its own, to start with
     known = [t for t in tracks if t.embeddings]
     if len(known) > 1:
-        # lazy: SciPy is slow to import, and only this path needs it
-        from scipy.cluster.hierarchy import fcluster, linkage
-
-        # lazy: SciPy is slow to import, and only this path needs it
-        from scipy.spatial.distance import squareform
-
         ids = np.stack([metric.identity(t.embeddings) for t in known])
         square = metric.distances(ids, ids)
         square = (square + square.T) / 2  # exactly symmetric, as linkage needs
@@ -303,7 +300,7 @@ def group_persons(tracks: list[Track], *, metric: Metric | str, threshold: float
             if len(members) > 1:
                 square[np.ix_(members, members)] = APART
         np.fill_diagonal(square, 0.0)
-        groups = fcluster(linkage(squareform(square, checks=False), "average"), threshold, criterion="distance")
+        groups = _average_linkage_groups(square, threshold)
         for t, g in zip(known, groups):
             labels[id(t)] = len(tracks) + int(g)
     clusters: dict[int, dict] = {}
@@ -321,6 +318,33 @@ def group_persons(tracks: list[Track], *, metric: Metric | str, threshold: float
     for number, cluster in enumerate(clusters_list, start=1):
         for track in cluster["tracks"]:
             track.person = number
+
+
+def _average_linkage_groups(square: np.ndarray, threshold: float) -> np.ndarray:
+    """A group number for each row of a symmetric distance matrix: SciPy's average-linkage tree
+    cut at `threshold` (fcluster's "distance" criterion).
+
+    Average linkage joins two groups at the mean of the distances between their members, which
+    lies between the smallest and the largest distance of the matrix. So when every distance is
+    under the cut, every join is and all rows are one group; when every distance is over it, no
+    join is and each row is a group of its own. Only in between is the tree built: importing
+    SciPy's clustering takes about 0.2 s, on the run's serial path between detection and the
+    swap, and a clip of one person (an interview, a vlog) never needs it. The margin keeps the
+    rounding of those means away from the cut.
+    """
+    n = len(square)
+    between = square[~np.eye(n, dtype=bool)]
+    if between.max() < threshold - _CUT_MARGIN:
+        return np.ones(n, dtype=int)
+    if between.min() > threshold + _CUT_MARGIN:
+        return np.arange(1, n + 1)
+    # lazy: SciPy is slow to import, and only this path needs it
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    # lazy: SciPy is slow to import, and only this path needs it
+    from scipy.spatial.distance import squareform
+
+    return fcluster(linkage(squareform(square, checks=False), "average"), threshold, criterion="distance")
 
 
 def _attach_unidentified(tracks: list[Track], clusters: list[dict], reach: int) -> None:
