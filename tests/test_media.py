@@ -248,3 +248,32 @@ def test_an_iphone_heic_photo_is_read(media_dir, tmp_path):
     heic = files.read_image(tmp_path / "IMG_0001.HEIC", "source")
     assert heic.shape == png.shape
     assert np.abs(heic.astype(int) - png.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv", "ts"])
+def test_a_packets_only_open_gives_the_streams_and_mp4_packets_of_a_full_open(media_dir, tmp_path, container):
+    """open_packets (no picture decoded by FFmpeg's stream probe) lists the same streams with the
+    same codec records and time bases as av.open in MP4, Matroska and MPEG-TS (whose streams the
+    probe itself finds), and in MP4 gives the same packets, times included."""
+    import av
+
+    from facepipe.media.container import open_packets
+
+    clip = media_dir / "clip.mp4"
+    if container != "mp4":
+        clip = tmp_path / f"clip.{container}"
+        ffmpeg.run_ffmpeg(["-i", str(media_dir / "clip.mp4"), "-c", "copy", str(clip)], what="remuxing")
+
+    def read(opened):
+        with opened as c:
+            streams = [(s.type, s.codec_context.name, bytes(s.codec_context.extradata or b""), s.time_base)
+                       for s in c.streams]
+            packets = [(p.stream.index, p.pts, p.dts, p.duration, p.is_keyframe, bytes(p))
+                       for p in c.demux(*c.streams) if p.size]
+        return streams, packets
+
+    full, packets_only = read(av.open(str(clip))), read(open_packets(clip))
+    assert [s[0] for s in full[0]] == ["video", "audio"] and len(full[1]) > 50
+    assert packets_only[0] == full[0]
+    if container == "mp4":
+        assert packets_only[1] == full[1]

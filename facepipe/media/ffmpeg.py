@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from facepipe.media.container import open_packets
 from facepipe.media.filekind import sniff_image, target_kind
 from facepipe.media.files import AI_LABEL, RECORD_KEY, MediaError, check_input_file, temporary_beside, write_json
 
@@ -337,7 +338,7 @@ def _codec_record(path: str | Path) -> bytes | None:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with open_packets(path) as container:
             return bytes(container.streams.video[0].codec_context.extradata or b"")
     except (av.error.FFmpegError, IndexError):
         return None
@@ -351,7 +352,7 @@ def _check_result(path: Path, *, frames: int, rate: Fraction, tracks: int, offse
 
     frame = 1 / float(rate)
     try:
-        with av.open(str(path)) as container:
+        with open_packets(path) as container:
             vstream = container.streams.video[0]
             got_tracks = len(container.streams.audio)
             count, first, last = 0, None, None

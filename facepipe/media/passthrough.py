@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.media import integrity
+from facepipe.media.container import open_packets
 from facepipe.media.files import AtomicWriter, MediaError
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def copyable_groups(source: CopySource, manifest: dict, segment: str, swapped: s
     clock = FrameClock.of_plan(manifest)
     groups: list[dict] = []  # in decode order: idr (bool), indices, copyable (bool)
     whole_stream = False
-    with av.open(str(source.path)) as container:
+    with open_packets(source.path) as container:
         stream = container.streams.video[0]
         if seg["seek_pts"] > manifest["t0"]:
             container.seek(seg["seek_pts"], stream=stream, backward=True, any_frame=False)
@@ -505,7 +506,7 @@ class PassthroughSegmentWriter(AtomicWriter):
             pending, self._pending = self._pending, None
             return pending
         if self._reader is None:
-            self._reader = self._av.open(str(self.source.path))
+            self._reader = open_packets(self.source.path)
             stream = self._reader.streams.video[0]
             if self._plan["seek_pts"] > self._clock.t0:
                 self._reader.seek(self._plan["seek_pts"], stream=stream, backward=True, any_frame=False)

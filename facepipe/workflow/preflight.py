@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from facepipe.faces import roles
+from facepipe.media.container import open_packets
 from facepipe.media.filekind import sniff_image, target_kind
 
 
@@ -264,11 +265,8 @@ def check_target_readable_kind(name: str, target: str | Path) -> None:
     if path.stat().st_size == 0:
         raise PreflightError(f"job {name!r}: target file {str(path)!r} is empty (0 bytes); give the video or image "
                              f"itself (a copy that did not finish?)")
-    # lazy: PyAV is slow to import, and only this path needs it
-    import av
-
     try:
-        with av.open(str(path)) as container:
+        with open_packets(path) as container:
             has_video = bool(container.streams.video)
     except Exception as exc:  # PyAV raises a family of errors; all mean "not media we can read"
         detail = " ".join(str(exc).split())
