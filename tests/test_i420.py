@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from facepipe.media.demo import insightface_image
-from facepipe.media.i420 import bgr_to_yuv444, flat_picture, flatness, region_bgr, split_i420, write_region
+from facepipe.media.i420 import bgr_to_yuv444, block_means, flat_picture, flatness, region_bgr, split_i420, write_region
 from facepipe.media.patches import Patch, apply_patch, apply_patches_i420, paste_eroded_crop
 from facepipe.media.video import WorkFrame
 
@@ -163,3 +163,18 @@ def test_flat_picture_agrees_with_the_block_means():
         assert flat_picture(picture) is flat
         assert flatness(picture)(0, 0, 1280, 720) is flat
         assert flat_picture(cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR)) is flat
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920), (720, 1280), (2160, 3840), (480, 854), (1920, 1080)])
+def test_block_means_are_opencvs_area_resize(shape):
+    """block_means gives cv2.resize's INTER_AREA bytes at the still thumbnail's 32x18 grid, on
+    noise, on blocks whose mean is a tie (half a level) and on every flat level: summed where the
+    grid cuts whole blocks (1080p, 720p, 4K), OpenCV's own resize elsewhere."""
+    rng = np.random.default_rng(3)
+    ties = np.zeros(shape, np.uint8)
+    ties[:, ::2] = 1  # each block of an even width sums to half its area
+    planes = [rng.integers(0, 256, shape, dtype=np.uint8), ties,
+              (np.arange(shape[0] * shape[1]) % 251).astype(np.uint8).reshape(shape)]
+    planes += [np.full(shape, level, np.uint8) for level in (0, 1, 127, 128, 254, 255)]
+    for plane in planes:
+        assert np.array_equal(block_means(plane, (32, 18)), cv2.resize(plane, (32, 18), interpolation=cv2.INTER_AREA))

@@ -44,7 +44,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from facepipe.media.i420 import flatness
+from facepipe.media.i420 import block_means, flatness
 from facepipe.models.dlib_face import OfflineModelError
 from facepipe.models.dlib_resnet import DlibResNet
 from facepipe.parallel import in_order
@@ -712,7 +712,7 @@ STILL_MAX = 6
 
 def still_thumbnail(frame) -> np.ndarray:
     """The block-averaged luma of a working frame (facepipe.media.video.WorkFrame) that still_frame compares."""
-    return cv2.resize(frame.luma(), STILL_SIZE, interpolation=cv2.INTER_AREA)
+    return block_means(frame.luma(), STILL_SIZE)
 
 
 def still_frame(a: np.ndarray, b: np.ndarray) -> bool:
