@@ -2,7 +2,7 @@
 
 PyAV's ``av.open`` runs FFmpeg's stream probe (avformat_find_stream_info), which decodes the
 first frames of every stream to learn what the container does not say: for an H.264 stream
-about seven pictures, 18-25 ms at 1080p on a 2-core machine, at every open. Several reads on
+about seven pictures, 18-27 ms at 1080p on a 2-core machine, at every open. Several reads on
 every run's serial path need none of it: the preflight lists a target's streams, and the mux
 reads its segments' codec records and counts the result's packets; the render's copy of the
 target's faceless groups of pictures demuxes packets too. Opened with the decoders told to skip
