@@ -178,3 +178,14 @@ def test_block_means_are_opencvs_area_resize(shape):
     planes += [np.full(shape, level, np.uint8) for level in (0, 1, 127, 128, 254, 255)]
     for plane in planes:
         assert np.array_equal(block_means(plane, (32, 18)), cv2.resize(plane, (32, 18), interpolation=cv2.INTER_AREA))
+
+
+def test_block_means_are_opencvs_area_resize_for_every_square_block():
+    """Square blocks of 2 to 64 px (the sums' path from 3 px), and an oblong grid (OpenCV's own)."""
+    rng = np.random.default_rng(4)
+    for side in range(2, 65):
+        for plane in (rng.integers(0, 256, (5 * side, 7 * side), dtype=np.uint8),
+                      np.tile(np.array([0, 1], np.uint8), (5 * side, 7 * side // 2 + 1))[:, :7 * side]):
+            assert np.array_equal(block_means(plane, (7, 5)), cv2.resize(plane, (7, 5), interpolation=cv2.INTER_AREA))
+    plane = rng.integers(0, 256, (10, 343), dtype=np.uint8)  # 49x2 px blocks
+    assert np.array_equal(block_means(plane, (7, 5)), cv2.resize(plane, (7, 5), interpolation=cv2.INTER_AREA))

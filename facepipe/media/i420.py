@@ -88,20 +88,21 @@ def bgr_to_yuv444(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def block_means(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A uint8 plane averaged over a grid of size (w, h) blocks, as cv2.resize's INTER_AREA does.
 
-    Where the grid cuts the plane into whole blocks larger than 2x2 px, the means come from the
-    blocks' sums (cv2.reduce along the rows, then NumPy down the columns), rounded to the nearest
-    level, ties to even, as OpenCV rounds them: its area resize reads such blocks through a table
-    of pixel offsets, 2.3 ms a 1080p luma plane at 32x18 blocks against 0.2 ms this way (a frame
-    just decoded, not in the CPU's caches). The same bytes as OpenCV's for 1080p, 720p and 4K
-    planes (tests/test_i420.py); other grids are OpenCV's own resize."""
+    Where the grid cuts the plane into whole square blocks wider than 2 px (a 16:9 frame at a 16:9
+    grid), the means come from the blocks' sums (cv2.reduce along the rows, then NumPy down the
+    columns), rounded as OpenCV rounds them (the sum times the float reciprocal of the area, to
+    the nearest level): its area resize reads such blocks through a table of pixel offsets,
+    2.3 ms a 1080p luma plane at 32x18 blocks against 0.2 ms this way (a frame just decoded, not in
+    the CPU's caches). The same bytes as OpenCV's (tests/test_i420.py: every square block from 3 to
+    64 px, and 1080p, 720p and 4K planes); other grids are OpenCV's own resize (its 2x2 blocks round
+    in integers, and some oblong ones sum in floats)."""
     w, h = size
     rows, cols = plane.shape
     fx, fy = cols // w, rows // h
-    if fx * w != cols or fy * h != rows or fx * fy <= 4 or not plane.flags.c_contiguous:
+    if fx * w != cols or fy * h != rows or fx != fy or fx <= 2 or not plane.flags.c_contiguous:
         return cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
     row_sums = cv2.reduce(plane.reshape(rows * w, fx), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
     sums = row_sums.reshape(h, fy, w).sum(axis=1)
-    # OpenCV's float arithmetic: the sum times the float reciprocal of the block's area, rounded.
     return np.rint(sums.astype(np.float32) * (np.float32(1) / np.float32(fx * fy))).astype(np.uint8)
 
 
