@@ -2,6 +2,7 @@
 awkward but valid ones (a .jfif still, a long file name, # in a cell) work."""
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -186,3 +187,16 @@ def test_jfif_still_hash_in_cell_and_long_file_name_work(wd):
     snakemake(wd)
     assert (wd / "results" / "still #1.png").is_file()
     assert (wd / "results" / f"{long_name}.mp4").is_file()
+
+
+@pytest.mark.parametrize("name", ["config", "jobs"])
+def test_a_schema_is_read_once_a_process_as_pyyamls_safe_loader_reads_it(name):
+    """Every snakemake command checks the config twice and each jobs sheet row once against a
+    schema: it is read once (the same dict), with the C loader, as the pure-Python one reads it."""
+    import yaml
+
+    from facepipe.workflow.preflight import read_schema
+
+    path = Path(__file__).resolve().parent.parent / "config" / "schemas" / f"{name}.schema.yaml"
+    assert read_schema(path) is read_schema(str(path))
+    assert read_schema(path) == yaml.safe_load(path.read_text())

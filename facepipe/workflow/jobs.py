@@ -11,6 +11,7 @@ import pandas as pd
 from facepipe.faces import roles
 from facepipe.faces.selection import MapError, map_text, parse_map
 from facepipe.workflow import options
+from facepipe.workflow.preflight import read_schema
 
 # Every key is declared once, in facepipe.workflow.options; these are read from it.
 # Keys a row of the sheet (or the command line) may set for its own job.
@@ -69,10 +70,7 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     """Before the schema sees it: every key must be one the workflow knows (a typo is an error
     naming the nearest valid key, not an option silently ignored), and values are read as a user
     writes them on the command line (keep_intermediates=true, name=2024). Changes config in place."""
-    # lazy: the Snakefile imports this module while it parses, so it loads only what it uses
-    import yaml
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = read_schema(schema_path)
     properties = schema["properties"]
     for key in list(config):
         if key not in properties:
