@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from facepipe.models.alignment import alignment_matrix
-from facepipe.faces.detection import THUMB_SIZE, face_rows, write_faces
+from facepipe.faces.detection import face_rows, write_faces
+from facepipe.media.tables import THUMB_SIZE
 from facepipe.faces.selection import MapError, choose, map_text, parse_map
 from facepipe.media.tables import FRAMES_SCHEMA, write_table
 from facepipe.faces.tracking import Segment, shot_changes, track_faces

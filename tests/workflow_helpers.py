@@ -114,7 +114,8 @@ def track_still(table, faces_file: Path, metric: str):
     persons (facepipe.faces.tracking)."""
     import numpy as np
 
-    from facepipe.faces.detection import THUMB_SIZE, write_faces
+    from facepipe.faces.detection import write_faces
+    from facepipe.media.tables import THUMB_SIZE
     from facepipe.media.integrity import read_sealed_json
     from facepipe.media.tables import FRAMES_SCHEMA, read_table, write_table
     from facepipe.faces.tracking import run_tracking

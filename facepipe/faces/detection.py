@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import cv2
 import numpy as np
 
+from facepipe.faces.boxes import box_iou
 from facepipe.media.i420 import chroma_aligned, region_i420
 from facepipe.media.patches import check_matrix, decode_image, encode_image
-from facepipe.media.tables import FACES_SCHEMA, FRAMES_SCHEMA, read_table, write_table
+from facepipe.media.tables import FACES_SCHEMA, FRAMES_SCHEMA, THUMB_SIZE, read_table, write_table
 from facepipe.media.video import planned_starts
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.classic_swap import hull_bbox
-from facepipe.models.face_analyzer import FaceError, box_area
+from facepipe.models.face_analyzer import FaceError
 from facepipe.progress import Progress
 
 if TYPE_CHECKING:  # pandas only for the callers that want a DataFrame: detection jobs start 0.2 s sooner
@@ -50,7 +51,6 @@ HOLD_MARGIN = 0.375
 # so the sample does not depend on how the video is split): enough for tracking and persons,
 # at a tenth of the recognizer's cost (dlib's CPU ResNet dominates offline detection).
 IDENTITY_EVERY = 10
-THUMB_SIZE = 24  # side of the frame thumbnails shot changes are found from (facepipe.faces.tracking)
 # Two detections on neighbouring frames are the same face when their boxes overlap this much.
 SAME_FACE_IOU = 0.3
 
@@ -95,15 +95,6 @@ def face_crop(frame, face: dict, kind: str, margin: float = CROP_MARGIN) -> dict
     x0, y0, x1, y1 = chroma_aligned((x0, y0, x1, y1), frame.shape[1], frame.shape[0])
     return {"crop": encode_image(region_i420(frame.planes(), (x0, y0, x1, y1))), "crop_x": x0, "crop_y": y0,
             "crop_matrix": None}
-
-
-def box_iou(a, b) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _matched(face: dict, faces: list[dict]) -> bool:

@@ -35,9 +35,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.faces.detection import THUMB_SIZE, box_iou
+from facepipe.faces.boxes import box_iou
 from facepipe.media.integrity import reject, write_sealed_json
-from facepipe.media.tables import TRACKS_SCHEMA, TableWriter, open_table, rows_of
+from facepipe.media.tables import THUMB_SIZE, TRACKS_SCHEMA, TableWriter, open_table, rows_of
 from facepipe.media.video import planned_starts
 from facepipe.models.metrics import Metric
 from facepipe.models.metrics import metric as as_metric

@@ -42,7 +42,9 @@ FACES_SCHEMA = pa.schema([
     ("crop", pa.binary()), ("crop_x", pa.int64()), ("crop_y", pa.int64()), ("crop_matrix", _FLOATS),
 ])
 
-# One row per frame of a segment: a small thumbnail, what shot changes are found from.
+# One row per frame of a segment: a small thumbnail, what shot changes are found from
+# (facepipe.faces.tracking): the frame scaled to THUMB_SIZE x THUMB_SIZE, its BGR bytes.
+THUMB_SIZE = 24
 FRAMES_SCHEMA = pa.schema([("frame", pa.int64()), ("thumb", pa.binary())])
 
 # One row per face the tracker keeps (facepipe.faces.tracking), for the whole job: video frame (from 1),

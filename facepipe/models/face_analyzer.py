@@ -10,6 +10,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from facepipe.faces.boxes import box_area
 from facepipe.media.i420 import flat_picture
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.runtime import create_session
@@ -19,10 +20,6 @@ DET_SIZE = (640, 640)
 
 class FaceError(Exception):
     """A face that should be there is not (e.g. a source image without a face)."""
-
-
-def box_area(box) -> float:
-    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
 
 
 class FaceAnalyzer:
