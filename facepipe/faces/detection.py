@@ -25,7 +25,6 @@ from facepipe.media.tables import FACES_SCHEMA, FRAMES_SCHEMA, THUMB_SIZE, read_
 from facepipe.media.video import planned_starts
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.classic_swap import hull_bbox
-from facepipe.models.face_analyzer import FaceError
 from facepipe.progress import Progress
 
 if TYPE_CHECKING:  # pandas only for the callers that want a DataFrame: detection jobs start 0.2 s sooner
@@ -291,6 +290,10 @@ def swap_input(row, kps, landmarks=None, kind: str = "") -> tuple[np.ndarray, di
 
 def pick_face(faces: list[dict], image: str | Path, face_index: int = -1) -> dict:
     """The face of a source/reference image to use: the largest, unless an index is given."""
+    # lazy: its module loads ONNX Runtime, which the rest of this module's users do not need (the
+    # workflow's main process reads IDENTITY_EVERY here for every run, and tracking its tables)
+    from facepipe.models.face_analyzer import FaceError
+
     if not faces:
         raise FaceError(f"no face found in image {str(image)!r}; use a photo with a clearly visible face")
     if face_index is not None and face_index >= 0:
