@@ -7,8 +7,8 @@ from snakemake.utils import min_version, validate
 
 # What Snakemake has loaded by now (its modules: pandas, SQLAlchemy, pydantic...) lives as long as
 # its process. Frozen, those objects are no longer walked by every full garbage collection, nor
-# by the last one at exit: each snakemake call (a run, a dry run, a cluster job's) took
-# 0.3-0.45 s less on the 2-core machine (docs/benchmarks.md, session 28).
+# by the last one at exit: on the 2-core machine a no-op call took 0.2 s less, a full run's start
+# and end about 0.5 s less, in every snakemake call (a run, a dry run, a cluster job's).
 gc.freeze()
 
 from facepipe.workflow.jobs import JobError, check_config
