@@ -12,11 +12,11 @@ uses (the floor); a FaceFusion-style in-memory pipe (an ffmpeg reader pipe, Pyth
 decoded BGR frame where a model would run, at zero model cost, an ffmpeg writer pipe, then the
 original audio muxed back); the whole workflow with backend=standin (model cost near zero); and
 the workflow with backend=offline (real CPU models, no download; --offline-repeat runs of it, 0
-for none), all with no enhancer at native resolution. It prints every ratio, each run's peak
-resident memory of the largest process, each run's CPU seconds (all its processes) and the share of
-the cores it kept busy, the peak disk used by the intermediates (work/) and the offline run's
-seconds per stage from the rules' benchmark files. Figures are measured on the
-current machine; nothing is asserted.
+for none), all with no enhancer at native resolution. It prints every ratio (of the medians, and
+each round's own), each run's peak resident memory of the largest process, each run's CPU seconds
+(all its processes) and the share of the cores it kept busy, the peak disk used by the
+intermediates (work/) and the offline run's seconds per stage from the rules' benchmark files.
+Figures are measured on the current machine; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -327,6 +327,15 @@ def _median_line(label: str, times: list[float]) -> str:
     return f"{label:45s} {statistics.median(times):8.1f} s" + _spread(times)
 
 
+def _ratio_line(label: str, numerators: list[float], denominators: list[float]) -> str:
+    """The ratio of the medians, then each round's own: a round's runs follow each other within
+    minutes, so the machine's drift from round to round cancels in them."""
+    ratio = statistics.median(numerators) / statistics.median(denominators)
+    rounds = [n / d for n, d in zip(numerators, denominators)]
+    each = f"  (rounds: {', '.join(f'{r:.2f}' for r in rounds)})" if len(rounds) > 1 else ""
+    return f"{label:45s} {ratio:8.2f}{each}"
+
+
 def _rss(samplers: list[Sampler]) -> str:
     peak = max(samplers, key=lambda s: s.peak_rss)
     return f"{peak.peak_rss / 2**20:8.0f} MiB  ({peak.peak_rss_cmd})"
@@ -403,8 +412,6 @@ def main(argv: list[str] | None = None) -> int:
         done = [(label, runs_[i][0]) for label, runs_ in (("floor", plains), ("pipe", pipes), ("standin", runs),
                                                            ("offline", offline)) if i < len(runs_)]
         print(f"round {i + 1}: " + ", ".join(f"{label} {t:.1f} s" for label, t in done), flush=True)
-    plain = statistics.median(t for t, _ in plains)
-    elapsed = statistics.median(t for t, _ in runs)
     peak_disk = max(s.peak_disk for _, s in runs)
     minutes = args.seconds / 60
     print()
@@ -419,17 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     print(_median_line("workflow, backend=standin, no enhancer", [t for t, _ in runs]))
     if offline:
         print(_median_line("workflow, backend=offline, no enhancer", [t for t, _ in offline]))
-    pipe = statistics.median(t for t, _ in pipes) if pipes else None
-    if pipe:
-        print(f"{'ratio pipe / floor':45s} {pipe / plain:8.2f}")
-    print(f"{'ratio workflow / plain':45s} {elapsed / plain:8.2f}")
-    if pipe:
-        print(f"{'ratio workflow / pipe':45s} {elapsed / pipe:8.2f}")
+    floor_t, pipe_t, standin_t, offline_t = ([t for t, _ in runs_] for runs_ in (plains, pipes, runs, offline))
+    if pipes:
+        print(_ratio_line("ratio pipe / floor", pipe_t, floor_t))
+    print(_ratio_line("ratio workflow / plain", standin_t, floor_t))
+    if pipes:
+        print(_ratio_line("ratio workflow / pipe", standin_t, pipe_t))
     if offline:
-        off = statistics.median(t for t, _ in offline)
-        print(f"{'ratio offline workflow / floor':45s} {off / plain:8.2f}")
-        if pipe:
-            print(f"{'ratio offline workflow / pipe':45s} {off / pipe:8.2f}")
+        print(_ratio_line("ratio offline workflow / floor", offline_t, floor_t))
+        if pipes:
+            print(_ratio_line("ratio offline workflow / pipe", offline_t, pipe_t))
     print("peak RSS of the largest process:")
     print(f"{'  floor':45s} {_rss([s for _, s in plains])}")
     if pipes:
