@@ -141,3 +141,25 @@ def test_offline_regions_keep_the_target_outside_the_chosen_ones(analyzer):
     assert everything.max() < 0.01
     nose_only = mesh_region_keep(points, shape, ["nose"])
     assert nose_only[nose_tip[1], nose_tip[0]] < 0.01 and nose_only[cheek[1], cheek[0]] > 0.99
+
+
+def test_a_face_cut_by_the_frame_edge_with_an_object_in_front_is_swapped(analyzer, swapper):
+    """A face partly out of the frame has its mesh points clipped onto the frame's edge, so some of
+    its triangles have their corners on one line: the occlusion mask's warp from the frame to the
+    canvas must not stop the swap there (it raised a singular-matrix error), and the object in front
+    still keeps its pixels."""
+    frames, masks = clips.clip(clips.astronaut(), *clips.cup(), frames=FRAMES)
+    # The left third of the face is cut off: every frame starts at the middle of the left eye.
+    points = analyzer.analyze(frames[0], embed=False)[0]["landmarks"]
+    cut = int(points[33, 0])
+    frames, masks = [f[:, cut:].copy() for f in frames], [m[:, cut:].copy() for m in masks]
+    meshes = track(analyzer, frames)
+    edge = [m for m in meshes if m is not None and (m[:, 0] == 0).sum() >= 3]
+    assert edge, "no mesh reaches the frame's edge: the clip does not test the clipped case"
+    kept, swapped = measure(frames, masks, swap_clip(swapper, frames, meshes, occlusion=True), meshes)
+    kept_off, swapped_off = measure(frames, masks, swap_clip(swapper, frames, meshes, occlusion=False), meshes)
+    print(f"\nface cut by the frame's edge: object pixels inside the face kept {kept:.3f} with occlusion, "
+          f"{kept_off:.3f} without; rest of the face swapped {swapped:.3f} with, {swapped_off:.3f} without")
+    assert kept >= 0.95
+    assert kept > kept_off
+    assert swapped >= 0.75 * swapped_off

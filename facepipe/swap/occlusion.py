@@ -31,7 +31,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, triangles
+from facepipe.models.mesh_swap import (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, signed_areas, triangle_affines,
+                                       triangle_ids, triangles)
 
 # The canonical canvas's side: enough for a hand's fingers, small enough that a face costs ~1 ms.
 CANVAS = 64
@@ -58,27 +59,16 @@ MIN_REGION = 12
 DILATE = 3
 
 
-def _signed_areas(tri_points: np.ndarray) -> np.ndarray:
-    p = tri_points
-    return 0.5 * ((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1])
-                  - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1]))
-
-
 def _affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The affine map of every triangle src[i] -> dst[i], (n, 2, 3), plus an all-zero last entry
-    for pixels outside every triangle; solved for all triangles at once."""
-    ones = np.ones((len(src), 3, 1), np.float64)
-    with np.errstate(all="ignore"):
-        maps = np.linalg.solve(np.concatenate([src.astype(np.float64), ones], 2), dst.astype(np.float64))
-    maps = np.nan_to_num(np.transpose(maps, (0, 2, 1))).astype(np.float32)
-    return np.concatenate([maps, np.zeros((1, 2, 3), np.float32)])
+    for pixels outside every triangle (mesh_swap.triangle_affines: a degenerate triangle's map is
+    all zero too, a nearly degenerate one's finite)."""
+    maps = triangle_affines(src, dst)
+    return np.concatenate([np.nan_to_num(maps), np.zeros((1, 2, 3), np.float32)])
 
 
 def _triangle_ids(points: np.ndarray, triangles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    ids = np.full(shape, -1, np.int32)
-    for i, tri in enumerate(np.round(points[triangles]).astype(np.int32)):
-        cv2.fillConvexPoly(ids, tri, int(i))
-    return ids
+    return triangle_ids(np.round(points[triangles]).astype(np.int32), shape)
 
 
 def _remap_through(maps: np.ndarray, ids: np.ndarray, image: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray,
@@ -128,7 +118,7 @@ class TrackAppearance:
         self.triangles = triangles()
         self.layout = canvas_layout(meshes)
         self.canvas_ids = _triangle_ids(self.layout, self.triangles, (CANVAS, CANVAS))
-        self.layout_signs = np.sign(_signed_areas(self.layout[self.triangles]))
+        self.layout_signs = np.sign(signed_areas(self.layout[self.triangles]))
         features = np.zeros((CANVAS, CANVAS), np.uint8)
         for contour in (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER):
             cv2.fillPoly(features, [np.round(self.layout[contour]).astype(np.int32)], 1)
@@ -143,7 +133,7 @@ class TrackAppearance:
         mesh = np.asarray(mesh, np.float32)
         maps = _affines(self.layout[self.triangles], mesh[self.triangles])
         warped, map_x, map_y = _remap_through(maps, self.canvas_ids, crop, borderMode=cv2.BORDER_REPLICATE)
-        turned = np.append(np.sign(_signed_areas(mesh[self.triangles])) != self.layout_signs, True)
+        turned = np.append(np.sign(signed_areas(mesh[self.triangles])) != self.layout_signs, True)
         seen = ((self.canvas_ids >= 0) & ~turned[self.canvas_ids] & (map_x >= 0) & (map_y >= 0)
                 & (map_x <= crop.shape[1] - 1) & (map_y <= crop.shape[0] - 1))
         lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
