@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.models import mesh_swap
+from facepipe.models import mesh_swap, piecewise
 from facepipe.models.classic_swap import source_patch
 from facepipe.models.mesh_swap import MeshSwapper
 from tests.model_helpers import swap_frame
@@ -60,7 +60,7 @@ def source_face_mask(crop: np.ndarray, crop_pts: np.ndarray) -> np.ndarray:
     """The source's face as the camera sees it: its mesh's triangles that face the camera (the oval's
     outline alone would not do: on a turned face its far side runs across the visible cheek)."""
     tris = mesh_swap.triangles()
-    area = mesh_swap.signed_areas(crop_pts[tris])
+    area = piecewise.signed_areas(crop_pts[tris])
     face = np.zeros(crop.shape[:2], np.uint8)
     for tri in tris[area * np.sign(area.sum()) > 1e-2]:
         cv2.fillConvexPoly(face, np.round(crop_pts[tri]).astype(np.int32), 1)
@@ -175,7 +175,7 @@ def test_the_mirror_map_is_the_meshs_left_right_correspondence(analyzer, astrona
     derived = mesh_swap.mirror_map_of(largest(analyzer.analyze(astronaut, embed=False))["landmarks"])
     assert np.array_equal(derived, mirror)
     # The triangles, wound one way: a frontal face's triangles all face the camera.
-    area = mesh_swap.signed_areas(largest(analyzer.analyze(astronaut, embed=False))["landmarks"][mesh_swap.triangles()])
+    area = piecewise.signed_areas(largest(analyzer.analyze(astronaut, embed=False))["landmarks"][mesh_swap.triangles()])
     assert (np.sign(area) == np.sign(area.sum())).mean() > 0.95
 
 
@@ -226,7 +226,7 @@ def poorly_seen(source_pts: np.ndarray, target_pts: np.ndarray) -> np.ndarray:
     mirror = np.array([key.get(tuple(sorted(t)), i) for i, t in enumerate(mesh_swap.mirror_map()[tris].tolist())])
 
     def view(pts):
-        area = mesh_swap.signed_areas(pts[tris].astype(np.float64))
+        area = piecewise.signed_areas(pts[tris].astype(np.float64))
         area = np.where(area * np.sign(area.sum()) > 1e-2, np.abs(area), 0.0)
         return area / np.maximum(np.maximum(area, area[mirror]), 1e-6)
 
@@ -522,15 +522,15 @@ def test_triangle_affines_are_the_solvers_maps_and_a_degenerate_triangle_maps_to
     dst = rng.uniform(0, 400, (900, 3, 2)).astype(np.float32)
     square = np.concatenate([src, np.ones((900, 3, 1), np.float32)], 2).astype(np.float64)
     solved = np.linalg.solve(square, dst.astype(np.float64)).transpose(0, 2, 1).astype(np.float32)
-    maps = mesh_swap.triangle_affines(src, dst)
+    maps = piecewise.triangle_affines(src, dst)
     assert maps.dtype == np.float32 and maps.shape == (900, 2, 3)
     np.testing.assert_allclose(maps, solved, rtol=1e-6, atol=1e-4)
     # Each map takes its triangle's corners onto the other's (triangles of a usable size: a sliver's
     # float32 map is as ill-conditioned as the solver's).
     corners = np.concatenate([src, np.ones((900, 3, 1), np.float32)], 2)
-    usable = np.abs(mesh_swap.signed_areas(src)) > 2000
+    usable = np.abs(piecewise.signed_areas(src)) > 2000
     np.testing.assert_allclose(np.einsum("nij,nkj->nki", maps.astype(np.float64), corners)[usable], dst[usable],
                                atol=1e-2)
     src[0, :, 0] = 0.0  # three corners on the line x = 0
-    maps = mesh_swap.triangle_affines(src, dst)
+    maps = piecewise.triangle_affines(src, dst)
     assert not maps[0].any() and np.isfinite(maps).all()

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from facepipe.media.patches import Patch
+from facepipe.models.piecewise import piecewise_maps, signed_areas, triangle_affines, triangle_ids
 
 log = logging.getLogger(__name__)
 
@@ -178,19 +179,14 @@ class ClassicSwapper(PixelSwapper):
 
         # Which triangle each ROI pixel lies in (-1: none), then one remap through each
         # triangle's target->source affine map: a piecewise-affine warp in a single pass.
-        tri_id = np.full(roi_shape, -1, dtype=np.int32)
-        inv = np.zeros((len(self.triangles) + 1, 2, 3), dtype=np.float32)
-        for i, tri in enumerate(self.triangles):
-            dst = lm[tri]
-            (ax, ay), (bx, by) = dst[1] - dst[0], dst[2] - dst[0]
-            if abs(ax * by - ay * bx) < 1e-3:
-                continue  # degenerate in the target (e.g. a closed mouth): no pixels
-            inv[i] = cv2.getAffineTransform(dst.astype(np.float32), self.src_lm[tri].astype(np.float32))
-            cv2.fillConvexPoly(tri_id, np.round(dst).astype(np.int32), int(i))
-        ys, xs = np.mgrid[0:roi_shape[0], 0:roi_shape[1]].astype(np.float32)
-        a = inv[tri_id]  # tri_id == -1 picks the all-zero last entry
-        map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
-        map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
+        # Degenerate triangles in the target (e.g. a closed mouth) have no pixels.
+        dst = lm[self.triangles]
+        drawn = np.flatnonzero(np.abs(signed_areas(dst)) >= 1e-3)
+        inv = np.zeros((len(drawn) + 1, 2, 3), dtype=np.float32)  # the last entry: outside every triangle
+        inv[:-1] = triangle_affines(dst[drawn], self.src_lm[self.triangles[drawn]])
+        tri_id = triangle_ids(np.round(dst[drawn]).astype(np.int32), roi_shape)
+        map_x, map_y = piecewise_maps(inv, tri_id, np.arange(roi_shape[1], dtype=np.float32)[None, :],
+                                      np.arange(roi_shape[0], dtype=np.float32)[:, None])
         warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
         inside = (face_mask(lm, roi_shape) > 0) & (tri_id >= 0)

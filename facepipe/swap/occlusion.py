@@ -31,8 +31,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.models.mesh_swap import (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, signed_areas, triangle_affines,
-                                       triangle_ids, triangles)
+from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, triangles
+from facepipe.models.piecewise import piecewise_maps, signed_areas, triangle_affines, triangle_ids
 
 # The canonical canvas's side: enough for a hand's fingers, small enough that a face costs ~1 ms.
 CANVAS = 64
@@ -61,7 +61,7 @@ DILATE = 3
 
 def _affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The affine map of every triangle src[i] -> dst[i], (n, 2, 3), plus an all-zero last entry
-    for pixels outside every triangle (mesh_swap.triangle_affines: a degenerate triangle's map is
+    for pixels outside every triangle (piecewise.triangle_affines: a degenerate triangle's map is
     all zero too, a nearly degenerate one's finite)."""
     maps = triangle_affines(src, dst)
     return np.concatenate([np.nan_to_num(maps), np.zeros((1, 2, 3), np.float32)])
@@ -73,10 +73,8 @@ def _triangle_ids(points: np.ndarray, triangles: np.ndarray, shape: tuple[int, i
 
 def _remap_through(maps: np.ndarray, ids: np.ndarray, image: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray,
                                                                                           np.ndarray]:
-    ys, xs = np.mgrid[0:ids.shape[0], 0:ids.shape[1]].astype(np.float32)
-    a = maps[ids]  # -1 picks the all-zero last entry
-    map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
-    map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
+    map_x, map_y = piecewise_maps(maps, ids, np.arange(ids.shape[1], dtype=np.float32)[None, :],
+                                  np.arange(ids.shape[0], dtype=np.float32)[:, None])
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, **kwargs), map_x, map_y
 
 
