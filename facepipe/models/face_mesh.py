@@ -44,6 +44,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
+from facepipe.faces.boxes import box_ious
 from facepipe.media.i420 import block_means, flatness
 from facepipe.models.dlib_face import OfflineModelError
 from facepipe.models.dlib_resnet import DlibResNet
@@ -163,14 +164,6 @@ def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, min_score: 
     return boxes[valid], kps[valid], scores[keep][valid]
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
-
-
 def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU):
     """MediaPipe's weighted non-maximum suppression: each cluster of overlapping detections
     becomes their score-weighted mean (steadier than keeping the top one, and it merges the
@@ -183,7 +176,7 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: fl
     for i in range(len(scores)):
         if not remaining[i]:
             continue
-        cluster = remaining & (_iou(boxes[i], boxes) > iou)
+        cluster = remaining & (box_ious(boxes[i], boxes) > iou)
         cluster[i] = True
         w = scores[cluster][:, None]
         out.append(((boxes[cluster] * w).sum(0) / w.sum(), (kps[cluster] * w[:, :, None]).sum(0) / w.sum(),
@@ -198,15 +191,6 @@ def _input_tensor(bgr: np.ndarray, divisor: float, shift: float) -> np.ndarray:
     strided, channel-reversed view, in a third of the time."""
     planes = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
     x = planes.astype(np.float32)
-    x /= divisor
-    if shift:
-        x -= shift
-    return x[None]
-
-
-def _input_nhwc(bgr: np.ndarray, divisor: float, shift: float) -> np.ndarray:
-    """LiteRT's input, the .tflite's own layout: 1 x H x W x 3 float32 RGB, pixel / divisor - shift."""
-    x = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
     x /= divisor
     if shift:
         x -= shift
@@ -244,7 +228,14 @@ class LiteRTModel:
         self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
 
     def __call__(self, bgr: np.ndarray, divisor: float, shift: float) -> list[np.ndarray]:
-        self._interpreter.set_tensor(self._input, _input_nhwc(bgr, divisor, shift))
+        # The .tflite's own input layout, 1 x H x W x 3 float32 RGB (pixel / divisor - shift), written
+        # straight into the interpreter's input buffer: no array of it made and then copied in, 4,000
+        # times a segment. LiteRT refuses to run while a view of its buffers is held: it goes first.
+        view = self._interpreter.tensor(self._input)()
+        np.divide(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), divisor, out=view[0], dtype=np.float32)
+        if shift:
+            view -= shift
+        del view
         self._interpreter.invoke()
         return [self._interpreter.get_tensor(i) for i in self._outputs]
 
@@ -726,7 +717,7 @@ def _dedup(faces: list[dict], iou: float = 0.5) -> list[dict]:
     faces = sorted(faces, key=lambda f: -f["score"])
     kept: list[dict] = []
     for f in faces:
-        if all(_iou(f["box"], k["box"][None])[0] < iou for k in kept):
+        if not kept or (box_ious(f["box"], np.stack([k["box"] for k in kept])) < iou).all():
             kept.append(f)
     return kept
 
