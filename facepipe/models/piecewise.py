@@ -55,7 +55,7 @@ def triangle_ids(corners: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def piecewise_maps(affines: np.ndarray, tri_id: np.ndarray, xs: np.ndarray, ys: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """The maps (x, y) of a piecewise-affine warp: at each pixel (xs: its column, ys: its row) the
     affine map (n, 2, 3) of its triangle (tri_id; -1: the last map). Each coefficient is gathered
     as a plane of its own (a gather of whole 2x3 maps, read back a coefficient at a time, strides
