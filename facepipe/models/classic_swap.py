@@ -185,8 +185,7 @@ class ClassicSwapper(PixelSwapper):
         inv = np.zeros((len(drawn) + 1, 2, 3), dtype=np.float32)  # the last entry: outside every triangle
         inv[:-1] = triangle_affines(dst[drawn], self.src_lm[self.triangles[drawn]])
         tri_id = triangle_ids(np.round(dst[drawn]).astype(np.int32), roi_shape)
-        map_x, map_y = piecewise_maps(inv, tri_id, np.arange(roi_shape[1], dtype=np.float32)[None, :],
-                                      np.arange(roi_shape[0], dtype=np.float32)[:, None])
+        map_x, map_y = piecewise_maps(inv, tri_id)
         warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
         inside = (face_mask(lm, roi_shape) > 0) & (tri_id >= 0)

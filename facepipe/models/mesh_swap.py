@@ -938,10 +938,7 @@ class MeshSwapper(PixelSwapper):
         to_src[:-1] = triangle_affines(dst[drawn], self.src_pts[self._src_tris[drawn]])
         src_ok = np.append(self._src_ok[drawn], False)
         tri_id = triangle_ids(np.round(dst[drawn]).astype(np.int32), shape)
-        # The pixels' coordinates as a column and a row: the maps below broadcast them.
-        ys = np.arange(shape[0], dtype=np.float32)[:, None]
-        xs = np.arange(shape[1], dtype=np.float32)[None, :]
-        map_x, map_y = piecewise_maps(to_src, tri_id, xs, ys)
+        map_x, map_y = piecewise_maps(to_src, tri_id)
         warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         sh, sw = self._src_face.shape
         valid = np.take(src_ok, tri_id) & np.take(self._src_face, np.clip(np.round(map_y).astype(np.int32), 0, sh - 1)
@@ -953,7 +950,7 @@ class MeshSwapper(PixelSwapper):
             to_target = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (len(drawn) + 1, 1, 1))
             to_target[:-1] = triangle_affines(dst[drawn], pts[tris[drawn]])
             # Outside every triangle: the identity, the pixel itself.
-            target_map = piecewise_maps(to_target, tri_id, xs, ys)
+            target_map = piecewise_maps(to_target, tri_id)
             target = cv2.remap(roi, *target_map, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
         oval, keep, band, zone = self._regions(moved, shape)

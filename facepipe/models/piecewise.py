@@ -54,12 +54,14 @@ def triangle_ids(corners: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return ids
 
 
-def piecewise_maps(affines: np.ndarray, tri_id: np.ndarray, xs: np.ndarray, ys: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The maps (x, y) of a piecewise-affine warp: at each pixel (xs: its column, ys: its row) the
+def piecewise_maps(affines: np.ndarray, tri_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The maps (x, y) of a piecewise-affine warp over an image of tri_id's shape: at each pixel the
     affine map (n, 2, 3) of its triangle (tri_id; -1: the last map). Each coefficient is gathered
     as a plane of its own (a gather of whole 2x3 maps, read back a coefficient at a time, strides
     through all six)."""
+    # The pixels' coordinates as a row and a column: the products below broadcast them.
+    xs = np.arange(tri_id.shape[1], dtype=np.float32)[None, :]
+    ys = np.arange(tri_id.shape[0], dtype=np.float32)[:, None]
     # One np.take for all six (indexing each row with tri_id converted the index six times).
     c = np.take(np.ascontiguousarray(affines.reshape(-1, 6).T), tri_id, axis=1)
     return c[0] * xs + c[1] * ys + c[2], c[3] * xs + c[4] * ys + c[5]

@@ -73,8 +73,7 @@ def _triangle_ids(points: np.ndarray, triangles: np.ndarray, shape: tuple[int, i
 
 def _remap_through(maps: np.ndarray, ids: np.ndarray, image: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray,
                                                                                           np.ndarray]:
-    map_x, map_y = piecewise_maps(maps, ids, np.arange(ids.shape[1], dtype=np.float32)[None, :],
-                                  np.arange(ids.shape[0], dtype=np.float32)[:, None])
+    map_x, map_y = piecewise_maps(maps, ids)
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, **kwargs), map_x, map_y
 
 
