@@ -54,6 +54,30 @@ def test_gpu_request_reports_the_provider_actually_used(recognizer, tmp_path, ca
         assert fell_back and "TensorrtExecutionProvider" in fell_back[0]
 
 
+def test_without_a_gpu_the_gpu_providers_are_not_asked_for(recognizer, tmp_path, caplog, capfd, monkeypatch):
+    """Where NVML finds no NVIDIA GPU, ONNX Runtime is not asked for CUDA or TensorRT, so it prints
+    none of its red load errors; the one warning says why the model runs on the CPU. Where NVML
+    reports a GPU, they are asked for (and here, with no CUDA libraries, fail as ONNX Runtime says)."""
+    import facepipe.models.runtime as runtime
+
+    def request():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="facepipe.models.runtime"):
+            create_session(recognizer, ["tensorrt", "cuda", "cpu"], trt_cache_dir=tmp_path / "trt")
+        native = capfd.readouterr().err
+        fell_back = [r.getMessage() for r in caplog.records if "not on the requested" in r.getMessage()]
+        return native, fell_back
+
+    monkeypatch.setattr(runtime, "nvml_memory_mb", lambda device=0: None)
+    native, fell_back = request()
+    assert "Failed to load library" not in native and "EP Error" not in native
+    assert len(fell_back) == 1 and "TensorrtExecutionProvider: this machine has no NVIDIA GPU" in fell_back[0]
+    monkeypatch.setattr(runtime, "nvml_memory_mb", lambda device=0: (1000, 2000))
+    native, fell_back = request()
+    if fell_back:  # a machine without the CUDA libraries, as this one: ONNX Runtime tried and said why
+        assert len(fell_back) == 1 and "could not be loaded" in fell_back[0]
+
+
 def test_cpu_only_request_is_quiet_apart_from_the_standin_label(recognizer, caplog):
     with caplog.at_level(logging.INFO, logger="facepipe.models.runtime"):
         session = create_session(recognizer, ["cpu"], threads=2)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from facepipe.gpu import nvml_memory_mb
 from facepipe.models.download import verify_before_use
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,13 @@ def create_session(
                 "%s is not available in this ONNX Runtime build (onnxruntime %s offers %s); skipping it.%s",
                 name, onnxruntime.__version__, sorted(available), hint,
             )
+    # Without an NVIDIA GPU (NVML finds none) ONNX Runtime cannot load its CUDA or TensorRT
+    # provider: asked for them, it prints its own load errors in red for every session of every
+    # job before falling back to the CPU, which reads as a failure on any CPU machine. Not asked,
+    # the CPU is used at once and the one warning below says why.
+    no_gpu = any(name in _GPU_PROVIDERS for name in usable) and nvml_memory_mb(device_id) is None
+    if no_gpu:
+        usable = [name for name in usable if name not in _GPU_PROVIDERS]
     if _CPU not in usable:
         usable.append(_CPU)
 
@@ -213,12 +221,13 @@ def create_session(
     actual = session.get_providers()[0]
     log.info("%s runs on %s (requested %s)", model_path, actual, requested)
     if actual != requested[0]:
-        hint = _wheel_hint() if requested[0] in _GPU_PROVIDERS else ""
-        log.warning(
-            "%s runs on %s, not on the requested %s: that provider could not be loaded "
-            "(missing CUDA/cuDNN/TensorRT libraries or no GPU; ONNX Runtime's own error is printed above).%s",
-            model_path, actual, requested[0], hint,
-        )
+        if no_gpu and requested[0] in _GPU_PROVIDERS:
+            why = f"this machine has no NVIDIA GPU (NVML finds no device {device_id})"
+        else:
+            hint = _wheel_hint() if requested[0] in _GPU_PROVIDERS else ""
+            why = ("that provider could not be loaded (missing CUDA/cuDNN/TensorRT libraries or no GPU; "
+                   f"ONNX Runtime's own error is printed above).{hint}")
+        log.warning("%s runs on %s, not on the requested %s: %s", model_path, actual, requested[0], why)
 
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get(STANDIN_METADATA_KEY) == "true":
