@@ -12,7 +12,8 @@ from snakemake.utils import min_version, validate
 gc.freeze()
 
 from facepipe.workflow.jobs import JobError, check_config
-from facepipe.workflow.preflight import schema_problem, stop_run
+from facepipe.workflow.preflight import stop_run
+from facepipe.workflow.schema import schema_problem
 
 min_version("9.0")
 

@@ -36,11 +36,11 @@ from facepipe.workflow.preflight import (
     check_jobs,
     models_for_check,
     package_warnings_to,
-    schema_problem,
     stop_run,
     target_kind,
 )
 from facepipe.workflow import provenance
+from facepipe.workflow.schema import schema_problem
 from facepipe.workflow.runmode import DRY_RUN, JOB, READING, RUN, run_mode, timers_of
 from facepipe.faces import roles
 

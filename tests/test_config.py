@@ -195,7 +195,7 @@ def test_a_schema_is_read_once_a_process_as_pyyamls_safe_loader_reads_it(name):
     schema: it is read once (the same dict), with the C loader, as the pure-Python one reads it."""
     import yaml
 
-    from facepipe.workflow.preflight import read_schema
+    from facepipe.workflow.schema import read_schema
 
     path = Path(__file__).resolve().parent.parent / "config" / "schemas" / f"{name}.schema.yaml"
     assert read_schema(path) is read_schema(str(path))

@@ -11,7 +11,7 @@ import pandas as pd
 from facepipe.faces import roles
 from facepipe.faces.selection import MapError, map_text, parse_map
 from facepipe.workflow import options
-from facepipe.workflow.preflight import read_schema
+from facepipe.workflow.schema import read_schema
 
 # Every key is declared once, in facepipe.workflow.options; these are read from it.
 # Keys a row of the sheet (or the command line) may set for its own job.
