@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,26 @@ class Degradation:
         start) sends them one at a time as well: the first thing to give up, as it costs no
         quality (batched and single calls give the same faces)."""
         return 1 if self.steps else configured
+
+
+# NVIDIA's CUDA driver library, which every CUDA or TensorRT program loads: where it does not load
+# there is no NVIDIA driver, so no NVIDIA GPU can be used (macOS has none).
+CUDA_DRIVER_LIBRARIES = {"win32": ("nvcuda.dll",), "darwin": ()}.get(sys.platform, ("libcuda.so.1", "libcuda.so"))
+
+
+def cuda_driver_loads() -> bool:
+    """Whether NVIDIA's CUDA driver library loads in this process. Asked rather than NVML: NVML is
+    missing where the driver is not (a Jetson has CUDA and no NVML), and it is what ONNX Runtime's
+    CUDA and TensorRT providers need first."""
+    import ctypes
+
+    for name in CUDA_DRIVER_LIBRARIES:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def nvml_memory_mb(device: int = 0) -> tuple[int, int] | None:

@@ -55,9 +55,9 @@ def test_gpu_request_reports_the_provider_actually_used(recognizer, tmp_path, ca
 
 
 def test_without_a_gpu_the_gpu_providers_are_not_asked_for(recognizer, tmp_path, caplog, capfd, monkeypatch):
-    """Where NVML finds no NVIDIA GPU, ONNX Runtime is not asked for CUDA or TensorRT, so it prints
-    none of its red load errors; the one warning says why the model runs on the CPU. Where NVML
-    reports a GPU, they are asked for (and here, with no CUDA libraries, fail as ONNX Runtime says)."""
+    """Where NVIDIA's driver library does not load, ONNX Runtime is not asked for CUDA or TensorRT,
+    so it prints none of its red load errors; the one warning says why the model runs on the CPU.
+    Where it loads, they are asked for (and here, with no CUDA libraries, fail as ONNX Runtime says)."""
     import facepipe.models.runtime as runtime
 
     def request():
@@ -68,11 +68,11 @@ def test_without_a_gpu_the_gpu_providers_are_not_asked_for(recognizer, tmp_path,
         fell_back = [r.getMessage() for r in caplog.records if "not on the requested" in r.getMessage()]
         return native, fell_back
 
-    monkeypatch.setattr(runtime, "nvml_memory_mb", lambda device=0: None)
+    monkeypatch.setattr(runtime, "cuda_driver_loads", lambda: False)
     native, fell_back = request()
     assert "Failed to load library" not in native and "EP Error" not in native
-    assert len(fell_back) == 1 and "TensorrtExecutionProvider: this machine has no NVIDIA GPU" in fell_back[0]
-    monkeypatch.setattr(runtime, "nvml_memory_mb", lambda device=0: (1000, 2000))
+    assert len(fell_back) == 1 and "TensorrtExecutionProvider: this machine has no NVIDIA driver" in fell_back[0]
+    monkeypatch.setattr(runtime, "cuda_driver_loads", lambda: True)
     native, fell_back = request()
     if fell_back:  # a machine without the CUDA libraries, as this one: ONNX Runtime tried and said why
         assert len(fell_back) == 1 and "could not be loaded" in fell_back[0]
