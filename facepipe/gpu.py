@@ -13,6 +13,7 @@ summary can list it.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -134,9 +135,7 @@ CUDA_DRIVER_LIBRARIES = {"win32": ("nvcuda.dll",), "darwin": ()}.get(sys.platfor
 
 
 def cuda_driver_loads() -> bool:
-    """Whether NVIDIA's CUDA driver library loads in this process. Asked rather than NVML: NVML is
-    missing where the driver is not (a Jetson has CUDA and no NVML), and it is what ONNX Runtime's
-    CUDA and TensorRT providers need first."""
+    """Whether NVIDIA's CUDA driver library loads in this process."""
     import ctypes
 
     for name in CUDA_DRIVER_LIBRARIES:
@@ -146,6 +145,31 @@ def cuda_driver_loads() -> bool:
         except OSError:
             continue
     return False
+
+
+@functools.lru_cache(maxsize=None)
+def nvidia_gpu_missing(device: int = 0) -> str | None:
+    """Why no NVIDIA GPU can run models in this process, in words, or None where one can: NVIDIA's
+    CUDA driver library must load and NVML, where it answers, must have the device. The driver's
+    library is asked first: on a machine without it that fails at once (2 ms here, where importing
+    NVML and failing to start it took 23 ms), and NVML alone would refuse a Jetson, which has CUDA
+    and no NVML."""
+    if not cuda_driver_loads():
+        if not CUDA_DRIVER_LIBRARIES:
+            return "this system has no CUDA"
+        return f"this machine has no NVIDIA driver ({CUDA_DRIVER_LIBRARIES[0]} does not load)"
+    try:
+        # lazy: NVML is slow to import, and only this path needs it
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no NVML to ask (a Jetson); NVML raises its own error family
+        return None
+    try:
+        pynvml.nvmlDeviceGetHandleByIndex(device)
+    except Exception:
+        return f"NVML finds no GPU {device} on this machine"
+    return None
 
 
 def nvml_memory_mb(device: int = 0) -> tuple[int, int] | None:

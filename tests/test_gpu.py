@@ -137,3 +137,30 @@ def test_summarize_skips_an_unreadable_degradation_record_with_a_warning(tmp_pat
     assert "detect_faces-seg_0001.json" in caplog.text and "ignoring" in caplog.text
     if not text:
         assert "empty" in caplog.text
+
+
+def test_a_gpu_is_missing_without_the_driver_and_where_nvml_has_no_device(monkeypatch):
+    """nvidia_gpu_missing: the driver's library first (this machine has none), then NVML where it
+    answers; a machine with the driver and no NVML to ask (a Jetson) has its GPU."""
+    import sys
+    import types
+
+    def missing(driver: bool, nvml):
+        gpu.nvidia_gpu_missing.cache_clear()
+        monkeypatch.setattr(gpu, "cuda_driver_loads", lambda: driver)
+        monkeypatch.setitem(sys.modules, "pynvml", nvml)
+        return gpu.nvidia_gpu_missing(0)
+
+    def fails(*_):
+        raise RuntimeError("NVML error")
+
+    def nvml(init, handle):
+        return types.SimpleNamespace(nvmlInit=init, nvmlDeviceGetHandleByIndex=handle)
+
+    try:
+        assert missing(False, nvml(lambda: None, lambda i: object())) is not None
+        assert missing(True, nvml(fails, fails)) is None  # a Jetson: the driver, no NVML
+        assert missing(True, nvml(lambda: None, lambda i: object())) is None
+        assert missing(True, nvml(lambda: None, fails)) == "NVML finds no GPU 0 on this machine"
+    finally:
+        gpu.nvidia_gpu_missing.cache_clear()

@@ -55,9 +55,10 @@ def test_gpu_request_reports_the_provider_actually_used(recognizer, tmp_path, ca
 
 
 def test_without_a_gpu_the_gpu_providers_are_not_asked_for(recognizer, tmp_path, caplog, capfd, monkeypatch):
-    """Where NVIDIA's driver library does not load, ONNX Runtime is not asked for CUDA or TensorRT,
-    so it prints none of its red load errors; the one warning says why the model runs on the CPU.
-    Where it loads, they are asked for (and here, with no CUDA libraries, fail as ONNX Runtime says)."""
+    """Where no NVIDIA GPU can be used (facepipe.gpu.nvidia_gpu_missing), ONNX Runtime is not asked for
+    CUDA or TensorRT, so it prints none of its red load errors; the one warning says why the model
+    runs on the CPU. Where one can, they are asked for (and on a machine without the CUDA libraries
+    fail as ONNX Runtime says)."""
     import facepipe.models.runtime as runtime
 
     def request():
@@ -68,11 +69,11 @@ def test_without_a_gpu_the_gpu_providers_are_not_asked_for(recognizer, tmp_path,
         fell_back = [r.getMessage() for r in caplog.records if "not on the requested" in r.getMessage()]
         return native, fell_back
 
-    monkeypatch.setattr(runtime, "cuda_driver_loads", lambda: False)
+    monkeypatch.setattr(runtime, "nvidia_gpu_missing", lambda device=0: "no NVIDIA driver here")
     native, fell_back = request()
     assert "Failed to load library" not in native and "EP Error" not in native
-    assert len(fell_back) == 1 and "TensorrtExecutionProvider: this machine has no NVIDIA driver" in fell_back[0]
-    monkeypatch.setattr(runtime, "cuda_driver_loads", lambda: True)
+    assert len(fell_back) == 1 and fell_back[0].endswith("TensorrtExecutionProvider: no NVIDIA driver here")
+    monkeypatch.setattr(runtime, "nvidia_gpu_missing", lambda device=0: None)
     native, fell_back = request()
     if fell_back:  # a machine without the CUDA libraries, as this one: ONNX Runtime tried and said why
         assert len(fell_back) == 1 and "could not be loaded" in fell_back[0]

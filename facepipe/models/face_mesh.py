@@ -446,12 +446,12 @@ class MeshAnalyzer:
         """The detector and the mesh, each a function of a BGR uint8 square (LiteRTModel or OnnxModel)."""
         if self._sessions is None:
             # lazy: imported only on the path that needs it
-            from facepipe.gpu import nvml_memory_mb
+            from facepipe.gpu import nvidia_gpu_missing
             from facepipe.models.runtime import cpu_only
 
             # Within a worker process one thread each: the processes are the parallelism.
             threads = 1 if self.threads > 1 else self.threads
-            if nvml_memory_mb() is None or cpu_only(self.providers):
+            if nvidia_gpu_missing() is not None or cpu_only(self.providers):
                 # On a CPU the models run where MediaPipe runs them, on LiteRT's XNNPACK, from the very
                 # .tflite files their conversions were checked against (sealed beside them by convert):
                 # 2.5 ms a mesh and 4.6 ms a detector pass on one core, against 4.5 and 7.9 ms on

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from facepipe.gpu import CUDA_DRIVER_LIBRARIES, cuda_driver_loads
+from facepipe.gpu import nvidia_gpu_missing
 from facepipe.models.download import verify_before_use
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,11 @@ def create_session(
                 "%s is not available in this ONNX Runtime build (onnxruntime %s offers %s); skipping it.%s",
                 name, onnxruntime.__version__, sorted(available), hint,
             )
-    # Without NVIDIA's driver ONNX Runtime cannot load its CUDA or TensorRT provider: asked for
-    # them, it prints its own load errors in red for every session of every job before falling
-    # back to the CPU, which reads as a failure on any machine without a GPU. Not asked, the CPU
-    # is used at once and the one warning below says why.
-    no_gpu = any(name in _GPU_PROVIDERS for name in usable) and not cuda_driver_loads()
+    # Without an NVIDIA GPU ONNX Runtime cannot load its CUDA or TensorRT provider: asked for them,
+    # it prints its own load errors in red for every session of every job before falling back to
+    # the CPU, which reads as a failure on any machine without a GPU. Not asked, the CPU is used at
+    # once and the one warning below says why.
+    no_gpu = nvidia_gpu_missing(device_id) if any(name in _GPU_PROVIDERS for name in usable) else None
     if no_gpu:
         usable = [name for name in usable if name not in _GPU_PROVIDERS]
     if _CPU not in usable:
@@ -222,8 +222,7 @@ def create_session(
     log.info("%s runs on %s (requested %s)", model_path, actual, requested)
     if actual != requested[0]:
         if no_gpu and requested[0] in _GPU_PROVIDERS:
-            loads = f"{CUDA_DRIVER_LIBRARIES[0]} does not load" if CUDA_DRIVER_LIBRARIES else "no CUDA on this system"
-            why = f"this machine has no NVIDIA driver ({loads})"
+            why = no_gpu
         else:
             hint = _wheel_hint() if requested[0] in _GPU_PROVIDERS else ""
             why = ("that provider could not be loaded (missing CUDA/cuDNN/TensorRT libraries or no GPU; "
