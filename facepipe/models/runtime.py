@@ -184,8 +184,8 @@ def create_session(
     # it prints its own load errors in red for every session of every job before falling back to
     # the CPU, which reads as a failure on any machine without a GPU. Not asked, the CPU is used at
     # once and the one warning below says why.
-    no_gpu = nvidia_gpu_missing(device_id) if any(name in _GPU_PROVIDERS for name in usable) else None
-    if no_gpu:
+    gpu_missing = nvidia_gpu_missing(device_id) if any(name in _GPU_PROVIDERS for name in usable) else None
+    if gpu_missing:
         usable = [name for name in usable if name not in _GPU_PROVIDERS]
     if _CPU not in usable:
         usable.append(_CPU)
@@ -221,8 +221,8 @@ def create_session(
     actual = session.get_providers()[0]
     log.info("%s runs on %s (requested %s)", model_path, actual, requested)
     if actual != requested[0]:
-        if no_gpu and requested[0] in _GPU_PROVIDERS:
-            why = no_gpu
+        if gpu_missing and requested[0] in _GPU_PROVIDERS:
+            why = gpu_missing
         else:
             hint = _wheel_hint() if requested[0] in _GPU_PROVIDERS else ""
             why = ("that provider could not be loaded (missing CUDA/cuDNN/TensorRT libraries or no GPU; "
