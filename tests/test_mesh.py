@@ -526,6 +526,26 @@ def test_the_results_mouth_opening_follows_the_targets(analyzer, hog, t1, t1_fac
     assert np.max(np.abs(np.subtract(gap["mesh swap"], gap["target"]))) < 0.05
 
 
+def test_the_blur_and_skin_readings_equal_the_numpy_forms_they_replace():
+    """The swap's cheaper blur median and skin test give what np.median and np.hypot gave."""
+    rng = np.random.default_rng(7)
+    for n in (8, 9, 10, 57, 1000, 1001):
+        values = (rng.random(n) * 3).astype(np.float32)
+        assert mesh_swap._median(values) == float(np.median(values))
+    lab = rng.uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    region = np.zeros((64, 64), bool)
+    region[16:48, 16:48] = True
+    skin = mesh_swap.SkinModel(lab, region)
+    chroma = np.hypot(lab[..., 1] - skin.median[1], lab[..., 2] - skin.median[2])
+    light = np.abs(lab[..., 0] - skin.median[0])
+    loose, strict = skin.both(lab)
+    assert (loose == ((chroma <= skin.chroma) & (light <= skin.light))).all()
+    assert (strict == ((chroma <= mesh_swap.SKIN_CHROMA_LIMITS[0]) & (light <= mesh_swap.SKIN_LIGHT_LIMITS[0]))).all()
+    assert loose.any() and not loose.all()  # the test separates pixels at all
+    magnitude, gx, gy = mesh_swap._gradient(rng.uniform(0, 255, (32, 40)).astype(np.float32))
+    assert magnitude.shape == (32, 40) and np.allclose(magnitude, np.hypot(gx, gy), rtol=1e-6, atol=0)
+
+
 def test_the_pasted_face_is_as_sharp_as_the_defocused_face_it_covers(analyzer, t1, astronaut, monkeypatch):
     """Each of t1's six faces, sharp and defocused. Sharpness is read as the inverse of the edges'
     estimated blur (mesh_swap.blur_sigma, Zhuo & Sim's gradient ratio), which the edges' contrast
