@@ -136,6 +136,7 @@ CUDA_DRIVER_LIBRARIES = {"win32": ("nvcuda.dll",), "darwin": ()}.get(sys.platfor
 
 def cuda_driver_loads() -> bool:
     """Whether NVIDIA's CUDA driver library loads in this process."""
+    # lazy: every job imports this module, and only the GPU test needs ctypes
     import ctypes
 
     for name in CUDA_DRIVER_LIBRARIES:
