@@ -174,6 +174,24 @@ def _awkward_inputs(d: Path) -> dict[str, Path]:
            "-x264-params", "tff=1", "-c:a", "copy", made["interlaced"])
     made["oneframe"] = d / "oneframe.mp4"
     ffmpeg("-i", plain, "-frames:v", "1", "-an", "-c:v", "libx264", made["oneframe"])
+    # What phones, the web and editors hand over besides H.264 in MP4: an iPhone's HEVC, 10-bit HLG
+    # (BT.2020) in a MOV, held upright; VP9 with Opus in WebM (a web download); AV1; ProRes 4:2:2
+    # 10-bit with 24-bit PCM (an editor's export); Motion JPEG (full range) with 16-bit PCM in AVI
+    # (an older camera). Each decodes differently (10-bit, 4:2:2, full range, other containers).
+    made["iphone"] = d / "iphone.mov"
+    ffmpeg("-display_rotation", "90", "-noautorotate", "-i", plain, "-pix_fmt", "yuv420p10le", "-c:v", "libx265",
+           "-x265-params", "log-level=error:colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc",
+           "-tag:v", "hvc1", "-c:a", "copy", made["iphone"])
+    made["webm"] = d / "web.webm"
+    ffmpeg("-i", plain, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "500k",
+           "-c:a", "libopus", made["webm"])
+    made["av1"] = d / "av1.mp4"
+    ffmpeg("-i", plain, "-c:v", "libsvtav1", "-preset", "11", "-svtav1-params", "log-level=0", "-c:a", "copy",
+           made["av1"])
+    made["prores"] = d / "prores.mov"
+    ffmpeg("-i", plain, "-c:v", "prores_ks", "-profile:v", "2", "-c:a", "pcm_s24le", made["prores"])
+    made["mjpeg"] = d / "mjpeg.avi"
+    ffmpeg("-i", plain, "-c:v", "mjpeg", "-q:v", "3", "-c:a", "pcm_s16le", made["mjpeg"])
     made["noface"] = d / "noface.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=black:size=320x180:rate=25", "-f", "lavfi", "-i",
            "sine=frequency=220:sample_rate=48000", "-t", "0.6", "-c:v", "libx264", "-pix_fmt", "yuv420p",
@@ -199,7 +217,7 @@ def awkward(wd):
 
 
 @pytest.mark.parametrize("name", ["odd", "rotated", "vfr", "tenbit", "anamorphic", "interlaced", "oneframe",
-                                  "noface"])
+                                  "noface", "iphone", "webm", "av1", "prores", "mjpeg"])
 def test_awkward_video_works(wd, awkward, name):
     out = wd / "results" / f"{name}.mp4"
     manifest = files.read_json(wd / f"work/{name}/segments/manifest.json")
@@ -208,13 +226,20 @@ def test_awkward_video_works(wd, awkward, name):
     assert info.width % 2 == 0 and info.height % 2 == 0
     if name == "odd":
         assert (info.width, info.height) == (640, 360)
-    if name == "rotated":
+    if name in ("rotated", "iphone"):
         assert info.height > info.width  # the upright picture, not the stored one
+    if name == "iphone":
+        # Shown as the target is: BT.2020 with HLG's transfer, not relabelled as SDR.
+        assert (info.colour["matrix"], info.colour["primaries"], info.colour["transfer"]) == (9, 9, 18)
     if name == "vfr":
         assert abs(info.duration - media_ffmpeg.probe(awkward["vfr"]).duration) < 0.1
     if name == "interlaced":
         assert "interlaced" in manifest["transcoded_because"] and not info.interlaced
     assert info.has_audio == media_ffmpeg.probe(awkward[name]).has_audio
+    if name in ("iphone", "webm", "av1", "prores", "mjpeg"):
+        # Decoded, swapped and put back: the stand-in finds its face on every frame of these.
+        logged = " ".join(p.read_text() for p in (wd / "logs" / name / "render_segment").glob("*.log"))
+        assert f"{manifest['frames']} frames encoded, {manifest['frames']} with face patches" in logged
 
 
 def test_anamorphic_labelled_video_is_shown_in_its_shape_and_colours(wd, awkward):
