@@ -18,6 +18,7 @@ import numpy as np
 from facepipe.media.integrity import place_sealed, verify
 from facepipe.media.patches import FramePatches, Patch, apply_patches, mask_in_crop, write_patches
 from facepipe.media.video import WorkFrame
+from facepipe.swap.monochrome import keep_monochrome
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,13 @@ def enhance_segment(frames: Iterable[WorkFrame], swap_patches: str | Path, enhan
     count = 0
 
     def enhanced(pending: list[list[Patch]], crops: list[tuple[np.ndarray, np.ndarray]]):
-        faces = iter(zip(enhancer.enhance([crop for crop, _ in crops]), (m for _, m in crops)))
+        faces = iter(zip(enhancer.enhance([crop for crop, _ in crops]), crops))
         for swapped in pending:
             patches = list(swapped)
             for face in swapped:
-                image, matrix = next(faces)
+                image, (crop, matrix) = next(faces)
+                # A restorer paints faces in colour: on a monochrome picture it keeps the picture's tone.
+                image = keep_monochrome(image, crop)
                 # What the swap kept of the target (an occluder, a region left out) stays the
                 # target's in the enhanced face too: the swap's mask, in the enhancer's crop.
                 patches.append(Patch(kind="feathered_crop", image=image, matrix=matrix, frame=face.frame,

@@ -27,6 +27,7 @@ from facepipe.models.face_parser import DEFAULT_REGIONS
 from facepipe.parallel import in_order
 from facepipe.progress import Progress
 from facepipe.swap.masks import as_patch_mask, mesh_region_keep
+from facepipe.swap.monochrome import patch_in_target_tone
 from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,8 @@ def swap_segment(faces: str | Path, tracks, swappers: dict, out: str | Path, *, 
             for i, mask in zip(aligned, masks.masks([items[i][1] for i in aligned])):
                 patches[i].mask = as_patch_mask(mask)
         for patch, (tracked, crop, args) in zip(patches, items):
+            if patch is not None:
+                patch_in_target_tone(patch, crop, args.get("x", 0), args.get("y", 0))
             appearance = appearances.get(tracked.track)
             if patch is not None and patch.kind == "pixels" and (appearance or regions) is not None:
                 mesh = np.asarray(args["landmarks"], np.float32).reshape(-1, 2) - (args["x"], args["y"])
