@@ -1,12 +1,12 @@
 """A black-and-white or toned target stays monochrome through the swap and the enhancer
-(facepipe.swap.monochrome), and a colour target's patches are not touched."""
+(facepipe.media.tone), and a colour target's patches are not touched."""
 
 import cv2
 import numpy as np
 import pytest
 
 from facepipe.media.patches import Patch
-from facepipe.swap.monochrome import MONOCHROME_SPREAD, keep_monochrome, patch_in_target_tone, tone_of
+from facepipe.media.tone import MONOCHROME_SPREAD, keep_monochrome, patch_in_target_tone, tone_of
 
 
 def grey(bgr: np.ndarray) -> np.ndarray:
@@ -106,3 +106,35 @@ def test_the_offline_swap_of_a_black_and_white_photo_adds_no_colour(mesh_analyze
         h, w = patch.image.shape[:2]
         assert not np.array_equal(patch.image, photo[y:y + h, x:x + w])  # swapped
         assert colour(patch.image) <= 1
+
+
+def test_a_black_and_white_source_gives_brows_and_lips_the_targets_colour(mesh_analyzer, t1, astronaut):
+    """A black-and-white source photo (an old portrait) has no colour of its own: on a colour target
+    its brows take the target skin's colour (a neutral grey there reads as blue beside a warm
+    skin) and its lips the target's own lips' colour."""
+    from facepipe.models import mesh_swap as ms
+    from facepipe.models.classic_swap import source_patch
+
+    swappers = {}
+    for name, photo in (("colour", astronaut), ("grey", grey(astronaut))):
+        source = mesh_analyzer.analyze(photo, embed=False)[0]
+        swappers[name] = ms.MeshSwapper(*source_patch(photo, source["landmarks"]))
+    faces = mesh_analyzer.analyze(t1, embed=False)
+    assert len(faces) == 6
+    for face in faces:
+        brows, lips = {}, {}
+        for name, swapper in swappers.items():
+            patch = swapper.swap_one(t1, face["landmarks"])
+            pts = face["landmarks"] - (patch.x, patch.y)
+            shape = patch.image.shape[:2]
+            out = lab(patch.image)
+            h, w = shape
+            target = lab(t1[patch.y:patch.y + h, patch.x:patch.x + w])
+            brow = (ms._poly_mask(pts, ms.BROW_IMAGE_LEFT, shape) | ms._poly_mask(pts, ms.BROW_IMAGE_RIGHT, shape)) > 0
+            hairs = out[brow][out[brow][:, 0] <= np.percentile(out[brow][:, 0], 30)]  # the darkest: the hairs
+            brows[name] = float(np.hypot(*(np.median(hairs[:, 1:], axis=0) - 128)))
+            mouth = ms._poly_mask(pts, ms.LIPS_OUTER, shape) > 0
+            lips[name] = (float(np.median(out[mouth][:, 1])), float(np.median(target[mouth][:, 1])))
+        assert brows["grey"] >= 0.7 * brows["colour"], brows
+        swapped, own = lips["grey"]
+        assert abs(swapped - own) <= 4, lips

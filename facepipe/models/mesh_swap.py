@@ -39,7 +39,10 @@ For each target face:
    skin's hue. The skin's relief (folds, a cheek's shading) is scaled to the target's own contrast
    (relief_gain): on a washed-out face the source's smile folds would read as brown streaks.
    Around the eyes the light also follows at a lid's scale (FINE_LIGHT_SCALE): the target's lid
-   shade (a squint's crease) stays, the source's lit lids go.
+   shade (a squint's crease) stays, the source's lit lids go. A black-and-white or sepia source
+   photo has no colour to bring (facepipe.media.tone): its brows take the target skin's colour
+   and its lips the target's own lips' (a black-and-white target is kept monochrome after the
+   swap, facepipe.swap.segment).
 5. **Sharpness.** The warped source is blurred to the target's own blur (blur_sigma, Zhuo & Sim).
 6. **Blend.** Gradient-domain: the harmonic (Poisson) correction that makes the pasted face equal
    the target along the paste's border, read from skin only (OpenCV's seamlessClone of the border
@@ -61,6 +64,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from facepipe.media.tone import colour_weight, tone_of
 from facepipe.models.classic_swap import PixelSwapper, SwapError, blended_patch, hull_bbox
 from facepipe.models.piecewise import piecewise_maps, signed_areas, triangle_affines, triangle_ids
 
@@ -543,7 +547,7 @@ def relief_gain(source_relief: np.ndarray, target_relief: np.ndarray) -> float:
 
 def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndarray, target_skin: np.ndarray,
             sigma: float, brows: np.ndarray | None = None, lips: np.ndarray | None = None,
-            fine: np.ndarray | None = None) -> np.ndarray:
+            fine: np.ndarray | None = None, source_colour: float = 1.0) -> np.ndarray:
     """The warped source's texture without its own light, on the target's skin and light (Lab,
     float): the target's local mean (masked Gaussian mean over its skin) plus the source's
     lightness over its own local mean, and the colour each shade has in the target's skin
@@ -553,7 +557,11 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     skin's (their red is the source's, on the target's skin tone), and its ``brows`` their own
     darkness and colour. Where ``fine`` (a weight, 0-1: around the eyes) is set, the means also
     follow the light at FINE_LIGHT_SCALE of the Gaussian: the target's shade at the scale of a lid
-    (the crease over a squint) stays, and the source's lit lids do not come along."""
+    (the crease over a squint) stays, and the source's lit lids do not come along.
+    source_colour: how much colour of its own the source has (facepipe.media.tone.colour_weight):
+    a black-and-white or sepia photo (0) has none to bring, and there its colour detail and its
+    brows' saturation give way to the target's (brows in the target skin's colour, not a grey that
+    reads as blue beside it), its lips' colour to the target's own lips'."""
     source_means, target_weights = _MaskedMeans(warped_lab, source_skin), _MaskWeights(target_skin)
     target_means = _MaskedMeans(target_lab, target_weights)
     # The channels as planes of their own from here on: arithmetic on a channel of a Lab image
@@ -591,6 +599,8 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     squeezed *= relief_gain(detail[source_skin], target_relief[target_skin])
     colour = [warped[channel] - source_mean[channel] for channel in (1, 2)]
     squeezed_colour = [COLOUR_RANGE * np.tanh(c / COLOUR_RANGE) for c in colour]
+    if source_colour < 1.0:
+        squeezed_colour = [source_colour * c for c in squeezed_colour]
     slope = shade_slope(target_lab, target_skin)
     shade_colour = [squeezed * slope[0], squeezed * slope[1]]
     if brows is not None:
@@ -603,6 +613,8 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
         skin_chroma = np.hypot(source_mean[1][hair] - 128.0, source_mean[2][hair] - 128.0)
         hair_chroma = np.hypot(warped[1][hair] - 128.0, warped[2][hair] - 128.0)
         ratio = np.clip(hair_chroma / np.maximum(skin_chroma, 1.0), 0.0, BROW_CHROMA_MAX) - 1.0
+        if source_colour < 1.0:
+            ratio *= source_colour
         for plane, shade_plane, mean in zip(squeezed_colour, shade_colour, target_mean[1:]):
             plane[hair] = (mean[hair] - 128.0) * ratio
             shade_plane[hair] = 0.0
@@ -612,6 +624,11 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
         for channel in (0, 1):
             squeezed_colour[channel][lips] = colour[channel][lips]
             shade_colour[channel][lips] = detail[lips] * slope[channel]
+            if source_colour < 1.0:
+                # The target's own lips' colour over its skin, where the source has none to give.
+                own = target_lab[..., channel + 1][lips] - target_mean[channel + 1][lips] - shade_colour[channel][lips]
+                squeezed_colour[channel][lips] = (source_colour * squeezed_colour[channel][lips]
+                                                  + (1.0 - source_colour) * own)
     out = target_mean
     out[0] += squeezed
     for channel in (0, 1):
@@ -805,6 +822,8 @@ class MeshSwapper(PixelSwapper):
         # image, not at all: that fill is the other cheek's light and tone).
         self._mirror_index = mirror_triangles(self._mirror_tris, self.triangles)
         self._src_view = _views(np.where(own, np.abs(area), 0.0), self._mirror_index)
+        # A black-and-white or sepia source photo has no colour of its own to bring (relight).
+        self._src_colour = colour_weight(tone_of(self.src[self._src_face][None])[0])
 
     @classmethod
     def from_source(cls, data: dict, where: str = "source embedding", shape_transfer: int = SHAPE_TRANSFER):
@@ -1022,7 +1041,8 @@ class MeshSwapper(PixelSwapper):
             return None
         brows = brow_masks > 0
         out_lab = relight(w_lab, t_lab, face & source_skin, face & target_skin, max(2.0, LIGHT_SIGMA * face_w),
-                          cv2.dilate(brows.astype(np.uint8), small) > 0, lips > 0, _periocular(moved, shape, face_w))
+                          cv2.dilate(brows.astype(np.uint8), small) > 0, lips > 0, _periocular(moved, shape, face_w),
+                          self._src_colour)
         warped = cv2.cvtColor(np.clip(np.round(out_lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
         # The blur is read over the whole face inside the core, the eyes and mouth included: the

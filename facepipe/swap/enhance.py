@@ -18,7 +18,7 @@ import numpy as np
 from facepipe.media.integrity import place_sealed, verify
 from facepipe.media.patches import FramePatches, Patch, apply_patches, mask_in_crop, write_patches
 from facepipe.media.video import WorkFrame
-from facepipe.swap.monochrome import keep_monochrome
+from facepipe.media.tone import keep_monochrome
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from facepipe.models.face_parser import DEFAULT_REGIONS
 from facepipe.parallel import in_order
 from facepipe.progress import Progress
 from facepipe.swap.masks import as_patch_mask, mesh_region_keep
-from facepipe.swap.monochrome import patch_in_target_tone
+from facepipe.media.tone import patch_in_target_tone
 from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames
 
 log = logging.getLogger(__name__)
