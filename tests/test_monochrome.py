@@ -138,3 +138,68 @@ def test_a_black_and_white_source_gives_brows_and_lips_the_targets_colour(mesh_a
         assert brows["grey"] >= 0.7 * brows["colour"], brows
         swapped, own = lips["grey"]
         assert abs(swapped - own) <= 4, lips
+
+
+def test_a_learned_swap_of_a_black_and_white_frame_adds_no_colour(tmp_path):
+    """The learned path (aligned crops, the stand-in INSwapper, which shifts the colours of what it
+    is given) through the swap stage: grey on a grey frame, its own colours on a colour one."""
+    import pandas as pd
+
+    from facepipe.faces.detection import detect_frames, write_faces
+    from facepipe.media.demo import insightface_image
+    from facepipe.media.patches import read_patches
+    from facepipe.media.video import WorkFrame
+    from facepipe.models.face_analyzer import FaceAnalyzer
+    from facepipe.models.standin import build_standin
+    from facepipe.swap.segment import swap_segment
+    from tests.model_helpers import INSWAPPER_CROP, inswapper
+
+    d = tmp_path / "standin"
+    d.mkdir()
+    det, rec, model = (build_standin(key, d / f"{key}.onnx") for key in ("det_10g", "w600k_r50", "inswapper_128"))
+    photo = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
+    colours = {}
+    for name, frame in (("grey", grey(photo)), ("colour", photo)):
+        table = detect_frames(FaceAnalyzer(det, rec, ["cpu"]), [WorkFrame(1, bgr=frame)], crop=INSWAPPER_CROP)
+        write_faces(table, tmp_path / f"{name}.parquet")
+        tracked = pd.DataFrame(table).assign(seg_frame=table["frame"], filled=False, person=1, track=0,
+                                             source="source")
+        swapper = inswapper(model)
+        source = swapper.prepare_source({"embedding": np.random.default_rng(2).standard_normal(512).astype(np.float32)})
+        out = tmp_path / f"{name}_patches.parquet"
+        assert swap_segment(tmp_path / f"{name}.parquet", tracked, {"source": (swapper, source)}, out,
+                            crop_kind=INSWAPPER_CROP) == 1
+        (patch,) = read_patches(out)[1]
+        assert patch.kind == "eroded_crop"
+        colours[name] = colour(patch.image)
+    assert colours["grey"] <= 1 < 20 < colours["colour"]
+
+
+def test_the_enhancers_faces_on_a_black_and_white_frame_stay_grey(tmp_path):
+    """Whatever colour a restorer paints a face (here a warm tint), a grey frame's face stays grey;
+    a colour frame's keeps it."""
+    from facepipe.media.patches import read_patches, write_patches
+    from facepipe.media.video import WorkFrame
+    from facepipe.swap.enhance import enhance_segment
+    from facepipe.media.demo import insightface_image
+
+    class WarmRestorer:
+        batch_size = 1
+
+        def crop(self, img, kps):
+            return np.ascontiguousarray(img[100:228, 100:228]), np.array([[1, 0, -100], [0, 1, -100]], np.float32)
+
+        def enhance(self, crops):
+            return [np.clip(c.astype(int) + (-20, 0, 30), 0, 255).astype(np.uint8) for c in crops]
+
+    photo = cv2.resize(cv2.imread(str(insightface_image("t1.jpg"))), (640, 360))
+    kps = np.array([[150, 150], [180, 150], [165, 170], [152, 190], [178, 190]], np.float32)
+    for name, frame in (("grey", grey(photo)), ("colour", photo)):
+        # The swap's patch there: the frame's own pixels (what the swap made is beside the point).
+        swapped = Patch("pixels", frame[150:170, 150:170].copy(), x=150, y=150, frame=1, face=0, kps=kps)
+        write_patches([[swapped]], tmp_path / f"{name}_swapped.parquet")
+        out = tmp_path / f"{name}.parquet"
+        assert enhance_segment([WorkFrame(1, bgr=frame)], tmp_path / f"{name}_swapped.parquet", WarmRestorer(),
+                               out) == 1
+        (enhanced,) = [p for p in read_patches(out)[1] if p.kind == "feathered_crop"]
+        assert (colour(enhanced.image) <= 1) == (name == "grey")
