@@ -403,6 +403,35 @@ def test_brows_take_the_target_skins_hue_with_their_own_darkness_and_saturation(
     assert out[20, 20, 0] < 160.0 - 60.0
 
 
+def test_a_dim_face_gets_no_white_blotches_and_no_streaks_of_colour(analyzer, t1, astronaut):
+    """t1 at a twentieth of its light (a night scene, a dim room): the source's highlights, brows and
+    folds come over at the target's light (relight's ratio of L* + 16), not at the astronaut's full
+    depth, which made white blotches (highlights over a dark face) and red streaks (brows and folds
+    taken to black with their colour left on). Measured over what each swap changed: the most
+    coloured 0.5% of the result's pixels for their lightness (chroma over L* + 16) against the
+    target's own (0.85-0.95 here; 1.12-1.29 before), and how far the result's lightest pixel lies
+    above the target's 99th percentile (-2 to +3 levels; +4 to +19 before)."""
+    dim = np.clip(255 * ((t1 / 255.0) ** 2.2 * 0.05) ** (1 / 2.2), 0, 255).astype(np.uint8)
+    swapper = MeshSwapper(*source_patch(astronaut, analyzer.analyze(astronaut, embed=False)[0]["landmarks"]))
+    faces = analyzer.analyze(t1, embed=False)
+    assert len(faces) == 6
+    for face in faces:
+        patch = swapper.swap_one(dim, face["landmarks"])
+        h, w = patch.image.shape[:2]
+        target = cv2.cvtColor(dim[patch.y:patch.y + h, patch.x:patch.x + w], cv2.COLOR_BGR2LAB).astype(float)
+        out = cv2.cvtColor(patch.image, cv2.COLOR_BGR2LAB).astype(float)
+        changed = np.abs(out - target).max(axis=2) > 2
+        assert changed.sum() > 0.1 * changed.size  # swapped
+
+        def coloured(lab):
+            return np.percentile((np.hypot(lab[..., 1] - 128, lab[..., 2] - 128) / (lab[..., 0] + 40.8))[changed], 99.5)
+
+        print(f"face at x={face['box'][0]:.0f}: colour for lightness {coloured(out) / coloured(target):.2f} of the "
+              f"target's, lightest {out[..., 0][changed].max() - np.percentile(target[..., 0][changed], 99):+.0f}")
+        assert coloured(out) <= 1.02 * coloured(target)
+        assert out[..., 0][changed].max() <= np.percentile(target[..., 0][changed], 99) + 8
+
+
 # -- the source's face shape ----------------------------------------------------------------------
 
 

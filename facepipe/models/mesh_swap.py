@@ -37,7 +37,10 @@ For each target face:
    colour cast, on the target's skin tone and saturation. The source's lips keep their own
    lightness and colour over its skin, its brows their darkness and saturation in the target
    skin's hue. The skin's relief (folds, a cheek's shading) is scaled to the target's own contrast
-   (relief_gain): on a washed-out face the source's smile folds would read as brown streaks.
+   (relief_gain): on a washed-out face the source's smile folds would read as brown streaks. On a
+   target whose skin is darker than the source's (a dim room, a night scene) all of the source's
+   shades, highlights and colours over its skin come over at the target's light (the ratio of the
+   two skins' L* + 16): at full depth they made white blotches and red streaks on a dim face.
    Around the eyes the light also follows at a lid's scale (FINE_LIGHT_SCALE): the target's lid
    shade (a squint's crease) stays, the source's lit lids go. A black-and-white or sepia source
    photo has no colour to bring (facepipe.media.tone): its brows take the target skin's colour
@@ -183,6 +186,8 @@ COLOUR_RANGE = 4.0
 # already lit brightly it would burn out to a flat white patch.
 SHADE_RANGE = 80.0
 HIGHLIGHT_RANGE = 20.0
+# Lab's L* + 16 on OpenCV's 8-bit lightness scale (L* x 255 / 100): relight's light ratio.
+_L16 = 16 * 255 / 100
 # The masked means are taken on an image shrunk so that the Gaussian is this many pixels (the
 # result is smooth at that scale, and it keeps the swap's time).
 _LIGHT_SIGMA_PX = 3.0
@@ -629,6 +634,19 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
                 own = target_lab[..., channel + 1][lips] - target_mean[channel + 1][lips] - shade_colour[channel][lips]
                 squeezed_colour[channel][lips] = (source_colour * squeezed_colour[channel][lips]
                                                   + (1.0 - source_colour) * own)
+    # The source's shades, highlights, brows, lips and colour detail are relative to its light, not
+    # absolute: the same fold or brow under less light is darker by less and less coloured (Lab's
+    # L* + 16 follows the cube root of the light, a* and b* with it). Where the target's skin is
+    # darker than the source's (a dim room, a night scene) they come over scaled by the two skins'
+    # ratio of (L* + 16), their medians; added at full depth, they went black (brows, folds: red
+    # streaks where their colour outlived the light) and white (highlights: pale blotches) on a dim
+    # face. On a target lit as brightly as the source or more, they come over as they are.
+    light = min((_median(target_lab[..., 0][target_skin]) + _L16) / (_median(warped[0][source_skin]) + _L16), 1.0)
+    if light < 1.0:
+        light = np.float32(light)
+        squeezed = squeezed * light
+        shade_colour = [plane * light for plane in shade_colour]
+        squeezed_colour = [plane * light for plane in squeezed_colour]
     out = target_mean
     out[0] += squeezed
     for channel in (0, 1):
