@@ -32,21 +32,26 @@ def _lab(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_BGR2LAB)
 
 
+def lightness_slopes(px: np.ndarray) -> np.ndarray:
+    """The least-squares slopes (2,) of a and b on L over Lab pixels (N, 3), in their dtype; zeros
+    where L hardly varies (a flat patch has no tone to read)."""
+    if len(px) < 2 or np.ptp(px[:, 0]) < 1:
+        return np.zeros(2, px.dtype)
+    light = px[:, 0] - px[:, 0].mean()
+    return (light[:, None] * (px[:, 1:] - px[:, 1:].mean(axis=0))).sum(axis=0) / (light ** 2).sum()
+
+
 def tone_of(target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """A target's (BGR uint8) colour of its own (the spread, MONOCHROME_SPREAD) and its tone: the
     median Lab (L, a, b; _lab) and the slopes of a and b with L."""
     step = SAMPLE_STEP if min(target.shape[:2]) >= 8 * SAMPLE_STEP else 1
     px = _lab(np.ascontiguousarray(target[::step, ::step])).reshape(-1, 3)
     median = np.median(px, axis=0)
-    light = px[:, 0] - px[:, 0].mean()
-    spread_l = float((light * light).sum())
-    slope = np.zeros(2, np.float32)
-    if spread_l > 0:
-        slope = (light[:, None] * (px[:, 1:] - px[:, 1:].mean(axis=0))).sum(axis=0) / spread_l
+    slope = lightness_slopes(px)
     off = px[:, 1:] - median[1:] - (px[:, :1] - median[0]) * slope
     distance = np.sqrt((off * off).sum(axis=1))
     k = min(len(distance) - 1, int(SPREAD_QUANTILE * len(distance)))
-    return float(np.partition(distance, k)[k]), median, slope.astype(np.float32)
+    return float(np.partition(distance, k)[k]), median, slope
 
 
 def colour_weight(spread: float) -> float:

@@ -67,7 +67,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from facepipe.media.tone import colour_weight, tone_of
+from facepipe.media.tone import colour_weight, lightness_slopes, tone_of
 from facepipe.models.classic_swap import PixelSwapper, SwapError, blended_patch, hull_bbox
 from facepipe.models.piecewise import piecewise_maps, signed_areas, triangle_affines, triangle_ids
 
@@ -531,11 +531,9 @@ def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     slopes (2,). In a real face the shaded skin is redder and more saturated than the lit skin,
     not a greyer copy of it."""
     px = lab[skin][::2].astype(np.float64)
-    if len(px) < 16 or np.ptp(px[:, 0]) < 1:
+    if len(px) < 16:
         return np.zeros(2, np.float32)
-    l_centred = px[:, 0] - px[:, 0].mean()
-    slope = (l_centred[:, None] * (px[:, 1:] - px[:, 1:].mean(axis=0))).sum(axis=0) / (l_centred ** 2).sum()
-    return np.clip(slope, -1.0, 1.0).astype(np.float32)
+    return np.clip(lightness_slopes(px), -1.0, 1.0).astype(np.float32)
 
 
 def relief_gain(source_relief: np.ndarray, target_relief: np.ndarray) -> float:
