@@ -233,8 +233,8 @@ def check_face_image(name: str, role: str, image: str | Path) -> None:
         return  # made by a rule, or missing: Snakemake names a missing input itself
     kind, decodable = still_kind(path)
     if kind is None:
-        raise PreflightError(f"job {name!r}: {role} file {str(path)!r} is not a still image (PNG, JPEG, BMP, "
-                             f"WebP or TIFF); give a photo of the face")
+        raise PreflightError(f"job {name!r}: {role} file {str(path)!r} is not a still image (PNG, JPEG, HEIC, "
+                             f"AVIF, BMP, WebP or TIFF); give a photo of the face")
     if not decodable:
         raise PreflightError(f"job {name!r}: {role} file {str(path)!r} is a {kind.upper()} image that cannot be "
                              f"decoded here" + ("; convert it to PNG or JPEG" if kind == "heif" else " (damaged?)"))
