@@ -17,8 +17,8 @@ import numpy as np
 
 from facepipe.media.integrity import place_sealed, verify
 from facepipe.media.patches import FramePatches, Patch, apply_patches, mask_in_crop, write_patches
-from facepipe.media.video import WorkFrame
 from facepipe.media.tone import keep_monochrome
+from facepipe.media.video import WorkFrame
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from facepipe.faces.selection import SOURCE, choose, parse_map
 from facepipe.media.integrity import read_sealed_json, reject
 from facepipe.media.patches import Patch, write_patches
 from facepipe.media.tables import iter_frame_tuples, read_rows
+from facepipe.media.tone import patch_in_target_tone
 from facepipe.models import crop_kind, works_on_pixels
 from facepipe.models.backends import METRICS, make_swappers
 from facepipe.models.face_parser import DEFAULT_REGIONS
 from facepipe.parallel import in_order
 from facepipe.progress import Progress
 from facepipe.swap.masks import as_patch_mask, mesh_region_keep
-from facepipe.media.tone import patch_in_target_tone
 from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames
 
 log = logging.getLogger(__name__)
