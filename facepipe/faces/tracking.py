@@ -13,7 +13,8 @@ segments (tables only: no video is decoded), makes the decisions that need the w
 - **Gaps.** Inside a track, frames where the face was missed get interpolated boxes, keypoints
   and landmarks, and the crop detection held for that frame (facepipe.faces.detection.face_rows).
 - **Smoothing.** Keypoints and landmarks are smoothed along each track with a Gaussian of
-  ``smoothing`` frames (0 = off); centred, so the face does not lag behind the head.
+  ``smoothing`` frames (0 = off); centred, so the face does not lag behind the head, and a local
+  line at the track's ends, so a moving face's first and last frames do not lag either.
 - **Persons.** Tracks are grouped by identity (SciPy's average-linkage clustering of their mean
   embeddings, cut at the backend's same-person distance); two tracks seen on one frame are never
   one person. A track
@@ -491,12 +492,31 @@ def _smoothed(rows: list[dict], sigma: float) -> list[dict]:
 
 
 def _gaussian(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Each column smoothed along the rows by a Gaussian of sigma rows, the ends repeated
-    (OpenCV's separable filter: scipy.ndimage.gaussian_filter1d's mode="nearest", truncate=4)."""
-    size = 2 * int(4 * sigma + 0.5) + 1
-    kernel = cv2.getGaussianKernel(size, sigma, cv2.CV_64F)
-    return cv2.sepFilter2D(np.ascontiguousarray(values, np.float64), cv2.CV_64F, np.ones(1), kernel,
-                           borderType=cv2.BORDER_REPLICATE)
+    """Each column smoothed along the rows by a Gaussian of sigma rows (truncate=4), as a local
+    linear fit: a row whose window reaches past either end of the track takes the value at that
+    row of the line fitted by Gaussian-weighted least squares to the rows its window holds.
+
+    The window's mean there (the ends repeated or reflected) would pull a moving face's first and
+    last frames back towards the track's inside: on a camera pan of 10 px a frame the first and
+    last frames' keypoints lagged 5.5 px behind the face, which the swap then missed by as much
+    (or the occlusion test took the misplaced face for a covered one and left it unswapped). A
+    line through the window follows steady motion to the track's ends. Where the window is whole
+    the fit's value is the plain Gaussian mean (its first moment is zero): the same numbers.
+    """
+    values = np.ascontiguousarray(values, np.float64)
+    radius = int(4 * sigma + 0.5)
+    kernel = cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)
+    out = cv2.sepFilter2D(values, cv2.CV_64F, np.ones(1), kernel, borderType=cv2.BORDER_REPLICATE)
+    n = len(values)
+    weights = kernel[:, 0]
+    for row in {*range(min(radius, n)), *range(max(n - radius, 0), n)}:
+        lo, hi = max(row - radius, 0), min(row + radius + 1, n)
+        offset = np.arange(lo, hi, dtype=np.float64) - row
+        w = weights[offset.astype(np.int64) + radius]
+        s0, s1, s2 = w.sum(), (w * offset).sum(), (w * offset * offset).sum()
+        sy, sty = w @ values[lo:hi], (w * offset) @ values[lo:hi]
+        out[row] = (s2 * sy - s1 * sty) / (s0 * s2 - s1 * s1)
+    return out
 
 
 def describe_persons(table: list[dict], fps: float) -> list[dict]:
