@@ -4,6 +4,8 @@ rule swap_faces:
     input:
         unpack(swap_embeddings),
         stamp=stamp("swap_faces"),
+        # The frames' size: a face partly out of the frame has landmarks past its edge.
+        segments=segment_plan,
         faces="work/{name}/faces/{segment}.parquet",
         tracks=tracks_table,
         persons="work/{name}/persons.json",

@@ -16,6 +16,7 @@ def main(sm, log):
         sm.input.persons,
         sm.wildcards.segment,
         sm.output.patches,
+        plan=sm.input.segments,
         embeddings=embeddings,
         model=SwapModel(
             backend=sm.params.backend,

@@ -130,6 +130,29 @@ def test_a_face_with_nothing_in_front_is_swapped_as_without_occlusion(analyzer, 
     assert same >= 0.85
 
 
+
+def test_a_face_leaving_the_frame_with_nothing_in_front_is_swapped_as_without_occlusion(analyzer, swapper):
+    """A face sliding out at the frame's left edge: its mesh reaches past the edge, and the part the
+    mesh reads less well there is not taken for something in front of it (with the mesh's points
+    clipped onto the edge and no slack, 0.43-0.52 of such faces on a pan were masked; here, with
+    the points past the edge but no slack, 0.910 of the face came out as the plain swap, 0.833 on
+    the worst frame)."""
+    frames = [cv2.warpAffine(clips.astronaut(), np.float32([[1.4, 0, -134 + dx], [0, 1.4, 10]]), (360, 360),
+                             borderMode=cv2.BORDER_REFLECT) for dx in np.linspace(0, -150, 24)]
+    meshes = track(analyzer, frames)
+    cut = [i for i, m in enumerate(meshes) if m is not None and (m[:, 0] < 0).sum() >= 10]
+    assert len(cut) >= 4, "the face does not leave the frame: the clip does not test a cut face"
+    with_mask = swap_clip(swapper, frames, meshes, occlusion=True)
+    plain = swap_clip(swapper, frames, meshes, occlusion=False)
+    same = []
+    for i in cut:
+        face = np.zeros(frames[i].shape[:2], np.uint8)
+        cv2.fillPoly(face, [np.round(meshes[i][FACE_OVAL]).astype(np.int32)], 1)
+        same.append((np.abs(with_mask[i].astype(int) - plain[i].astype(int)) <= TOLERANCE).all(-1)[face > 0].mean())
+    print(f"\nface leaving the frame, nothing in front: {np.mean(same):.3f} of the face as the plain swap makes it "
+          f"(least {np.min(same):.3f}, {len(cut)} frames with 10 or more mesh points past the edge)")
+    assert np.mean(same) >= 0.97 and np.min(same) >= 0.95
+
 def test_offline_regions_keep_the_target_outside_the_chosen_ones(analyzer):
     from facepipe.swap.masks import MESH_EYEBROW_IMAGE_LEFT, mesh_region_keep
 
@@ -149,21 +172,23 @@ def test_offline_regions_keep_the_target_outside_the_chosen_ones(analyzer):
     assert nose_only[nose_tip[1], nose_tip[0]] < 0.01 and nose_only[cheek[1], cheek[0]] > 0.99
 
 
-def test_a_face_cut_by_the_frame_edge_with_an_object_in_front_is_swapped(analyzer, swapper):
-    """A face partly out of the frame has its mesh points clipped onto the frame's edge, so some of
-    its triangles have their corners on one line: the occlusion mask's warp from the frame to the
-    canvas must not stop the swap there (it raised a singular-matrix error), and the object in front
-    still keeps its pixels."""
-    frames, masks = clips.clip(clips.astronaut(), *clips.cup(), frames=FRAMES)
+@pytest.mark.parametrize("name, least_kept", [("cup crossing", 0.95), ("skin-coloured hand crossing", 0.9)])
+def test_a_face_cut_by_the_frame_edge_with_an_object_in_front_is_swapped(analyzer, swapper, t1, name, least_kept):
+    """A face partly out of the frame has mesh points past the frame's edge (once clipped onto it,
+    which gave triangles with their corners on one line, and the occlusion mask's warp raised a
+    singular-matrix error): the swap goes on, and the object in front still keeps its pixels. The
+    skin-coloured hand is found by its difference from the face alone, which a cut face's slack
+    (facepipe.swap.occlusion.CUT_SLACK) weakens: 0.950 kept with it, 0.997 without."""
+    frames, masks = CLIPS[name](t1)
     # The left third of the face is cut off: every frame starts at the middle of the left eye.
     points = analyzer.analyze(frames[0], embed=False)[0]["landmarks"]
     cut = int(points[33, 0])
     frames, masks = [f[:, cut:].copy() for f in frames], [m[:, cut:].copy() for m in masks]
     meshes = track(analyzer, frames)
-    edge = [m for m in meshes if m is not None and (m[:, 0] == 0).sum() >= 3]
-    assert edge, "no mesh reaches the frame's edge: the clip does not test the clipped case"
-    name = "face cut by the frame's edge"
-    kept, kept_off, swapped, swapped_off = with_and_without(swapper, frames, masks, meshes, name)
-    assert kept >= 0.95
+    edge = [m for m in meshes if m is not None and (m[:, 0] < 0).sum() >= 3]
+    assert edge, "no mesh reaches past the frame's edge: the clip does not test a cut face"
+    kept, kept_off, swapped, swapped_off = with_and_without(swapper, frames, masks, meshes,
+                                                            f"face cut by the frame's edge, {name}")
+    assert kept >= least_kept
     assert kept > kept_off
     assert swapped >= 0.75 * swapped_off

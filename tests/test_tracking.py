@@ -281,6 +281,30 @@ def test_swap_input_realigns_the_kept_crop_and_refuses_a_face_outside_it():
         swap_input(row, kps + 25, kind=kind)
 
 
+
+def test_swap_input_takes_a_face_partly_out_of_the_frame_and_refuses_one_out_of_its_crop():
+    """The offline mesh keeps its points past the frame's edge (a face partly out of the frame); the
+    crop detection keeps ends at the edge. Given the frame's size, the swap takes such a face; a face
+    that moved out of its crop inside the frame is still refused."""
+    from types import SimpleNamespace
+
+    from facepipe.faces.detection import OutsideCrop, face_crop, swap_input
+
+    frame = WorkFrame(1, bgr=np.full((120, 200, 3), 90, np.uint8))
+    rng = np.random.default_rng(3)
+    # A face whose left fifth lies past the frame's left edge, and whose bottom past its bottom edge.
+    landmarks = np.column_stack([rng.uniform(-12, 50, 468), rng.uniform(60, 130, 468)]).astype(np.float32)
+    face = {"box": np.array([0, 60, 50, 120], np.float32), "kps": landmarks[:5], "landmarks": landmarks}
+    row = SimpleNamespace(**face_crop(frame, face, "landmark_box"), landmarks=landmarks.reshape(-1))
+    crop, args = swap_input(row, landmarks[:5], landmarks, "landmark_box", frame_size=(200, 120))
+    # The crop ends at the frame's left and bottom edges; the landmarks are handed on as they are.
+    assert row.crop_x == 0 and row.crop_y + crop.shape[0] == 120
+    assert np.array_equal(args["landmarks"], landmarks.reshape(-1))
+    with pytest.raises(OutsideCrop):
+        swap_input(row, landmarks[:5], landmarks, "landmark_box")  # without the frame's size
+    with pytest.raises(OutsideCrop):
+        swap_input(row, landmarks[:5], landmarks + (30, 0), "landmark_box", frame_size=(200, 120))
+
 def test_a_video_without_faces_has_no_persons_and_swaps_nothing(tmp_path):
     from facepipe.faces.cast import contact_sheet
     from facepipe.swap.segment import swap_segment

@@ -234,10 +234,13 @@ class OutsideCrop(ValueError):
     """The tracked face does not fit the crop detection kept for it."""
 
 
-def swap_input(row, kps, landmarks=None, kind: str = "") -> tuple[np.ndarray, dict]:
+def swap_input(row, kps, landmarks=None, kind: str = "",
+               frame_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
     """The crop the swapper takes for a face, from the crop detection kept (a faces-table row),
     re-aligned to the tracked keypoints ``kps`` (or, landmark_box, cut around ``landmarks``).
-    ``kind``: the crop kind detection kept (facepipe.models.crop_kind).
+    ``kind``: the crop kind detection kept (facepipe.models.crop_kind). ``frame_size``: the
+    working frames' (width, height), where known: landmarks past the frame's edge (a face partly
+    out of the frame) then do not count as outside the crop, which cannot reach past the edge.
 
     Returns the crop and the arguments the swapper needs with it: ``matrix`` (frame -> aligned
     crop) for a learned swapper; ``x``, ``y`` and ``landmarks`` for the classic one.
@@ -281,7 +284,10 @@ def swap_input(row, kps, landmarks=None, kind: str = "") -> tuple[np.ndarray, di
         raise ValueError("its crop has no matrix and no 68 or 468 finite landmarks")
     if row.crop_x < 0 or row.crop_y < 0:
         raise ValueError(f"its crop corner ({row.crop_x}, {row.crop_y}) is outside the frame")
-    lm = landmarks.reshape(-1, 2) - (row.crop_x, row.crop_y)
+    lm = landmarks.reshape(-1, 2)
+    if frame_size is not None:
+        lm = np.clip(lm, 0, frame_size)
+    lm = lm - (row.crop_x, row.crop_y)
     h, w = crop.shape[:2]
     if lm.min() < 0 or (lm[:, 0] > w).any() or (lm[:, 1] > h).any():
         raise OutsideCrop("the tracked face reaches outside the crop detection kept")

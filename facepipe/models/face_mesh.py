@@ -24,7 +24,8 @@ Face records: ``box`` is the mesh's bounding box (x1, y1, x2, y2, clipped to the
 ``score`` the detector's probability (0..1), ``kps`` the 5 keypoints in insightface's order,
 derived from the mesh, ``embedding`` dlib's 128-D descriptor, and ``landmarks`` the 468 mesh
 points as a (468, 2) array of image x, y in MediaPipe's canonical vertex order (the face
-table stores them flattened, x0, y0, x1, y1, ...; 936 numbers).
+table stores them flattened, x0, y0, x1, y1, ...; 936 numbers); for a face partly out of the
+image, the points of its part outside lie past the image's edge.
 """
 
 from __future__ import annotations
@@ -598,9 +599,11 @@ class MeshAnalyzer:
         for pts, flag, score in found:
             if flag < MIN_FACE_FLAG:
                 continue  # the detector's hit (or the followed face) is not a face the mesh can read
-            # The mesh carries on past the frame's edge for a face partly out of it; the faces table
-            # holds points on the frame (the crop detection keeps, and the swap, lie within it).
-            pts = np.clip(pts, 0, [w - 1, h - 1]).astype(np.float32)
+            # The mesh carries on past the frame's edge for a face partly out of it, and the faces
+            # table keeps its points there: clipped onto the edge they squashed the face's inside
+            # triangles too, and the swap and the occlusion test read a squashed face (the crop
+            # detection keeps, and the swap's patch, still lie within the frame).
+            pts = pts.astype(np.float32)
             lo, hi = pts.min(axis=0), pts.max(axis=0)
             mbox = np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h)], np.float32)
             if mbox[2] - mbox[0] < 2 or mbox[3] - mbox[1] < 2:

@@ -17,9 +17,10 @@ def signed_areas(p: np.ndarray) -> np.ndarray:
 
 def triangle_affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The affine maps (n, 2, 3, float32) taking each triangle of src (n, 3, 2) onto the one of dst.
-    A degenerate src triangle (its corners on one line: a face partly out of the frame has its mesh
-    points clipped onto the frame's edge) gets an all-zero map, where a solver would stop the job
-    with a singular matrix; nearly degenerate ones get the huge values that they imply.
+    A degenerate src triangle (its corners on one line: a mesh's points squashed together, as a face
+    partly out of the frame had when they were clipped onto the frame's edge) gets an all-zero map,
+    where a solver would stop the job with a singular matrix; nearly degenerate ones get the huge
+    values that they imply.
 
     Solved in closed form from each triangle's two edges: the mesh swap and the occlusion mask ask
     for ~800 maps at a time, several times a face, and NumPy's batched solver took 0.22 ms a call

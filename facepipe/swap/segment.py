@@ -22,6 +22,7 @@ from facepipe.media.integrity import read_sealed_json, reject
 from facepipe.media.patches import Patch, write_patches
 from facepipe.media.tables import iter_frame_tuples, read_rows
 from facepipe.media.tone import patch_in_target_tone
+from facepipe.media.video import load_plan
 from facepipe.models import crop_kind, works_on_pixels
 from facepipe.models.backends import METRICS, make_swappers
 from facepipe.models.face_parser import DEFAULT_REGIONS
@@ -41,7 +42,8 @@ SWAP_COLUMNS = ["frame", "face", "kps", "landmarks", "crop", "crop_x", "crop_y",
 TrackedFace = namedtuple("TrackedFace", "seg_frame face filled track person source kps landmarks")
 
 
-def track_appearances(faces: str | Path, tracks: list[TrackedFace], crop_kind: str) -> dict:
+def track_appearances(faces: str | Path, tracks: list[TrackedFace], crop_kind: str,
+                      frame_size: tuple[int, int] | None = None) -> dict:
     """Each swapped track's appearance (facepipe.swap.occlusion) from samples spread along it in this
     segment; tracks without a dense mesh (468 points) have none. One extra read of the faces
     table, decoding only the sampled crops."""
@@ -66,7 +68,7 @@ def track_appearances(faces: str | Path, tracks: list[TrackedFace], crop_kind: s
             if tracked is None:
                 continue
             try:
-                crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind)
+                crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind, frame_size)
             except (OutsideCrop, ValueError, TypeError):
                 continue  # the swap itself names a face it cannot use
             mesh = np.asarray(args["landmarks"], np.float32).reshape(-1, 2) - (args["x"], args["y"])
@@ -115,7 +117,7 @@ def tracked_faces(rows) -> list[TrackedFace]:
 
 def swap_segment(faces: str | Path, tracks, swappers: dict, out: str | Path, *, crop_kind: str,
                  what: str = "swap_faces", occlusion: bool = False, masks=None, regions=None,
-                 workers: int = 1) -> int:
+                 workers: int = 1, frame_size: tuple[int, int] | None = None) -> int:
     """Swap a segment's tracked faces from the crops detection kept (no frame is decoded); writes
     the face patches, in the tracks' order within each frame.
 
@@ -133,6 +135,8 @@ def swap_segment(faces: str | Path, tracks, swappers: dict, out: str | Path, *, 
     the rest of the face keeps the target's pixels.
     workers: processes the batches are swapped in (forked with the swappers; the same patches, in
     the same order, as one process makes).
+    frame_size: the working frames' (width, height): a face partly out of the frame keeps its
+    landmarks past the edge (facepipe.models.face_mesh), which its crop cannot hold.
     """
 
     tracks = tracked_faces(tracks)
@@ -140,7 +144,7 @@ def swap_segment(faces: str | Path, tracks, swappers: dict, out: str | Path, *, 
     wanted = {frame: list(rows) for frame, rows in groupby(ordered, key=lambda row: row.seg_frame)}
     progress = Progress(len(wanted), f"{what} (frames with faces to swap)", log)
     counts = {"frames": 0, "faces": 0, "filled": 0, "outside": 0, "occluded": 0}
-    appearances = track_appearances(faces, tracks, crop_kind) if occlusion else {}
+    appearances = track_appearances(faces, tracks, crop_kind, frame_size) if occlusion else {}
     if occlusion:
         log.info("occlusion: the appearance of %d of %d tracks read from the faces themselves", len(appearances),
                  len({tracked.track for tracked in tracks}))
@@ -157,14 +161,14 @@ def swap_segment(faces: str | Path, tracks, swappers: dict, out: str | Path, *, 
                                   f"(made by another detection run)")
                 try:
                     try:
-                        crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind)
+                        crop, args = swap_input(row, tracked.kps, tracked.landmarks, crop_kind, frame_size)
                     except OutsideCrop:
                         if tracked.filled:
                             counts["outside"] += 1
                             continue  # interpolated: the face moved further than its held crop reaches
                         # Smoothing moved the face further than the crop's margin (a fast, jerky
                         # move): this frame uses the detected keypoints, which fit by construction.
-                        crop, args = swap_input(row, row.kps, row.landmarks, crop_kind)
+                        crop, args = swap_input(row, row.kps, row.landmarks, crop_kind, frame_size)
                         counts["outside"] += 1
                 except (ValueError, TypeError) as exc:
                     # The table passed its seal, so it was written like this: removed all the same,
@@ -298,11 +302,12 @@ class MaskOptions:
 
 def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path, segment: str, out: str | Path, *,
                      embeddings: dict[str, str], model: SwapModel, compute: Compute, selection: Selection,
-                     masks: MaskOptions = MaskOptions()) -> int:
+                     masks: MaskOptions = MaskOptions(), plan: str | Path | None = None) -> int:
     """The swap stage of one segment: which persons get which source (facepipe.faces.selection, decided
     for the whole job from its persons), then swap_segment on this segment's tracked faces.
 
-    embeddings: the job's embedding records by role (facepipe.faces.roles)."""
+    embeddings: the job's embedding records by role (facepipe.faces.roles).
+    plan: the segment's plan (facepipe.media.video.load_plan), for the frames' size."""
 
     metric = METRICS[model.backend]
     records = {role: load_source(path) for role, path in embeddings.items()}
@@ -348,7 +353,11 @@ def swap_job_segment(faces: str | Path, tracks: str | Path, persons: str | Path,
     # The offline swaps work on the CPU, a face at a time: the job's threads are worker processes (a
     # short video's one segment would otherwise swap on one core). The learned ones give their
     # threads to ONNX Runtime.
+    frame_size = None
+    if plan is not None:
+        manifest, _ = load_plan(plan)
+        frame_size = (int(manifest["width"]), int(manifest["height"]))
     return swap_segment(faces, rows, swappers, out, crop_kind=kind, what=f"swap_faces {segment}",
                         occlusion=on_pixels and "occlusion" in masks.face_mask, masks=crop_masks,
                         regions=regions if on_pixels and "region" in masks.face_mask else None,
-                        workers=max(1, compute.threads) if on_pixels else 1)
+                        workers=max(1, compute.threads) if on_pixels else 1, frame_size=frame_size)
