@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.media import i420
+from facepipe.media import i420, video
 from facepipe.models import face_mesh as mesh, mesh_swap
 from facepipe.models.classic_swap import ClassicSwapper, face_mask, source_patch
 from facepipe.models.face_mesh import MeshAnalyzer, MeshModelError, landmarks_68
@@ -606,3 +606,29 @@ def test_a_still_shot_without_faces_is_looked_at_once_per_chunk(analyzer, t1, mo
     looked.clear()
     assert analyzer.analyze_chunk([(img, False) for img in (dark, dark)]) == [[], []]
     assert len(looked) == 2  # without thumbnails every frame is looked at, as before
+
+
+def test_a_face_going_out_of_the_frame_is_refound_past_where_the_detector_loses_it(analyzer, astronaut):
+    """The detector loses a face partly out of the frame; the mesh, looking again from the face
+    found on the frame before (MeshAnalyzer.refind), still reads it, with its points past the
+    frame's edge where the face is (a pure shift of the first frame's mesh)."""
+    view = lambda dx: cv2.warpAffine(astronaut, np.float32([[1.4, 0, -134 + dx], [0, 1.4, 10]]),  # noqa: E731
+                                     (360, 360), borderMode=cv2.BORDER_REFLECT)
+    start = analyzer.analyze(view(0), embed=False)[0]
+    width = float(np.ptp(start["landmarks"][:, 0]))
+    # Shifted left in steps, each read from the one before, until the mesh no longer reads it.
+    face, shift, lost = start, 0.0, []
+    while face is not None and shift < 3 * width:
+        shift += 0.05 * width
+        frame = view(-shift)
+        face = analyzer.refind(video.WorkFrame(1, bgr=frame), face)
+        truth = start["landmarks"] - (shift, 0)
+        if face is not None and not analyzer.analyze(frame, embed=False):
+            inside = truth[:, 0] >= 0
+            error = float(np.median(np.linalg.norm(face["landmarks"] - truth, axis=1)[inside]))
+            lost.append(((truth[:, 0] < 0).mean(), error, float((face["landmarks"][:, 0] < 0).mean())))
+    assert lost, "the detector never lost the face: the test does not test refinding"
+    print("\nrefound where the detector finds no face: " + ", ".join(
+        f"{out:.2f} of the mesh out of the frame ({past:.2f} read past the edge, median error inside {err:.1f} px)"
+        for out, err, past in lost))
+    assert len(lost) >= 2 and all(err < 0.05 * width and abs(past - out) < 0.1 for out, err, past in lost)

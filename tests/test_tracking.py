@@ -166,6 +166,37 @@ def test_detection_holds_crops_on_both_sides_of_a_miss_and_samples_identity():
     assert analyzer.embedded == [1, 6, 11]
 
 
+
+class _Refinding(_Blinking):
+    """A fake analyzer whose detector misses the face on some frames, where looking again from a
+    neighbouring frame's face reads it on some of them (a face partly out of the frame)."""
+
+    def __init__(self, missed, readable):
+        super().__init__(missed)
+        self.readable = set(readable)
+        self.asked = []
+
+    def refind(self, frame, face):
+        self.asked.append(frame.number)
+        if frame.number not in self.readable:
+            return None
+        return {**face, "box": face["box"] + 1, "embedding": None}
+
+
+def test_detection_refinds_a_missed_face_from_the_frames_beside_it():
+    frames = [WorkFrame(n, bgr=np.full((100, 100, 3), n, np.uint8)) for n in range(1, 13)]
+    analyzer = _Refinding(missed={5, 6, 7}, readable={5, 7})
+    per_frame = list(face_rows(analyzer, frames, "aligned:arcface_128:128", hold_frames=2))
+    found = sorted(r["frame"] for rows in per_frame for r in rows if not r["hold"])
+    held = sorted((r["frame"], r["held_from"]) for rows in per_frame for r in rows if r["hold"])
+    # Frame 5 read on from frame 4, frame 7 back from frame 8; frame 6 not read from either side: held
+    # (from the faces refound on 5 and 7).
+    assert found == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+    assert (6, 5) in held and (6, 7) in held
+    assert sorted(analyzer.asked) == [5, 6, 6, 7]
+    refound = [r for rows in per_frame for r in rows if r["frame"] in (5, 7) and not r["hold"]]
+    assert all(r["crop"] is not None and r["x1"] == 21 for r in refound)
+
 def test_smoothing_lowers_keypoint_jitter(tmp_path):
     rng = np.random.default_rng(0)
     rows = []

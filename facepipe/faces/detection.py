@@ -116,10 +116,13 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     embedded on video frames first_frame + n with n a multiple of identity_every.
 
     hold_frames: where a face is found on one frame and not on the next (or the other way
-    round), up to this many frames on the side where it is missing get a *held* crop: cut at the
-    face's last (next) known place, marked hold=True, held_from = the frame it was found on. The
-    tracker interpolates the face over such a gap and swaps it from the held crops, so no stage
-    after this one decodes the video. Frames are handed on hold_frames late for this.
+    round), it is looked for again on up to this many frames on the side where it is missing, by
+    the analyzer's ``refind`` where it has one (the offline mesh: a face coming into the frame or
+    leaving it, which the mesh reads before and after the detector finds it), and found there as on
+    any frame; frames where it is not get a *held* crop: cut at the face's last (next) known place,
+    marked hold=True, held_from = the frame it was found on. The tracker interpolates the face over
+    such a gap and swaps it from the held crops, so no stage after this one decodes the video.
+    Frames are handed on hold_frames late for this.
 
     thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
     progress: a facepipe.progress.Progress, told of every frame analysed.
@@ -146,7 +149,23 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     recent: deque = deque()
     following: list[tuple[dict, int, int]] = []  # (face, frame it was last found on, frames left)
     previous: list[dict] = []
-    counts = {"found": 0, "with_faces": 0, "held": 0}
+    counts = {"found": 0, "with_faces": 0, "held": 0, "refound": 0}
+    refind = getattr(analyzer, "refind", None) if crop and hold_frames > 0 else None
+
+    def handed_on(entry) -> list[dict]:
+        counts["with_faces"] += any(not row["hold"] for row in entry[3])
+        return entry[3]
+
+    def found(entry, face: dict) -> None:
+        """A face refound on an entry's frame, added as found there."""
+        number, frame, faces, rows = entry
+        row = _row(number, len(rows), face)
+        if crop:
+            row.update(face_crop(frame, face, crop))
+        rows.append(row)
+        faces.append(face)
+        counts["found"] += 1
+        counts["refound"] += 1
 
     def hold(entry, face: dict, found_on: int) -> None:
         number, frame, _, rows = entry
@@ -166,32 +185,46 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
                 row.update(face_crop(frame, face, crop))
             rows.append(row)
         counts["found"] += len(rows)
-        counts["with_faces"] += bool(rows)
         if progress is not None:
             progress.update()
         entry = (number, frame, faces, rows)
         if crop and hold_frames > 0:
-            # Faces of the last frame not found on this one: held forward for hold_frames frames.
+            faces = list(faces)
+            entry = (number, frame, faces, rows)
+            # Faces of the last frame not found on this one: looked for again here, else held
+            # forward for hold_frames frames.
+            if refind is not None:
+                for f in previous:
+                    again = None if _matched(f, faces) else refind(frame, f)
+                    if again is not None and not _matched(again, faces):
+                        found(entry, again)
             following = [(f, at, left) for f, at, left in following if not _matched(f, faces)]
             following += [(f, number - 1, hold_frames) for f in previous if not _matched(f, faces)]
             for f, at, left in following:
                 hold(entry, f, at)
             following = [(f, at, left - 1) for f, at, left in following if left > 1]
-            # Faces found here but not on the last frame: held back over the frames before it.
+            # Faces found here but not on the last frame: looked for again on the frames before it,
+            # from the nearest on, while they are read there; held back over the rest.
             for face in faces:
+                nearest, found_on = face, number
                 for back in reversed(recent):
-                    if back[0] < number - hold_frames or _matched(face, back[2]):
+                    if back[0] < number - hold_frames or _matched(nearest, back[2]):
                         break
-                    hold(back, face, number)
+                    again = refind(back[1], nearest) if refind is not None and found_on == back[0] + 1 else None
+                    if again is not None and not _matched(again, back[2]):
+                        found(back, again)
+                        nearest, found_on = again, back[0]
+                    else:
+                        hold(back, nearest, found_on)
             previous = faces
         recent.append(entry)
         while len(recent) > hold_frames:
-            yield recent.popleft()[3]
+            yield handed_on(recent.popleft())
     while recent:
-        yield recent.popleft()[3]
-    log.info("%d faces in %d frames (%d frames without a face); %d held crops for frames where a face "
-             "may have been missed", counts["found"], len(numbers), len(numbers) - counts["with_faces"],
-             counts["held"])
+        yield handed_on(recent.popleft())
+    log.info("%d faces in %d frames (%d frames without a face; %d faces refound beside a frame they were found "
+             "on); %d held crops for frames where a face may have been missed", counts["found"], len(numbers),
+             len(numbers) - counts["with_faces"], counts["refound"], counts["held"])
 
 
 def _row(number: int, index: int, face: dict, *, hold: bool = False, held_from: int = 0) -> dict:

@@ -599,17 +599,9 @@ class MeshAnalyzer:
         for pts, flag, score in found:
             if flag < MIN_FACE_FLAG:
                 continue  # the detector's hit (or the followed face) is not a face the mesh can read
-            # The mesh carries on past the frame's edge for a face partly out of it, and the faces
-            # table keeps its points there: clipped onto the edge they squashed the face's inside
-            # triangles too, and the swap and the occlusion test read a squashed face (the crop
-            # detection keeps, and the swap's patch, still lie within the frame).
-            pts = pts.astype(np.float32)
-            lo, hi = pts.min(axis=0), pts.max(axis=0)
-            mbox = np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h)], np.float32)
-            if mbox[2] - mbox[0] < 2 or mbox[3] - mbox[1] < 2:
-                continue  # off the frame
-            faces.append({"box": mbox, "score": float(score), "kps": kps_from_mesh(pts), "embedding": None,
-                          "landmarks": pts})
+            face = _face_record(pts, score, w, h)
+            if face is not None:
+                faces.append(face)
         faces = _dedup(faces)
         if self.embed and embed and faces:
             rgb = cv2.cvtColor(frame.bgr(), cv2.COLOR_BGR2RGB)  # the reversed channels' copy, a twelfth of the time
@@ -621,6 +613,18 @@ class MeshAnalyzer:
                 face["embedding"] = np.asarray(feat, dtype=np.float32)
         faces.sort(key=lambda f: -float((f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1])))
         return faces
+
+    def refind(self, frame, face: dict) -> dict | None:
+        """A face of a neighbouring frame looked for on this working frame by one mesh pass on the ROI
+        of its mesh (its record, not embedded), or None where the mesh reads no face there. Detection
+        (facepipe.faces.detection.face_rows) asks for it where the detector missed a face it found on
+        the frame before or after: a face partly out of the frame, coming in or going out, which the
+        mesh still reads and the detector no longer finds."""
+        pts, flag = self.mesh_from(frame, face["landmarks"])
+        if flag < MIN_FACE_FLAG:
+            return None
+        h, w = frame.shape
+        return _face_record(pts, face["score"], w, h)
 
     def _dlib_shape(self, pts: np.ndarray, box: np.ndarray):
         """A dlib full_object_detection of the 68 points mapped from the mesh: dlib's
@@ -702,6 +706,20 @@ class MeshAnalyzer:
 STILL_SIZE = (32, 18)
 STILL_MEAN = 1.0
 STILL_MAX = 6
+
+
+def _face_record(pts: np.ndarray, score: float, w: int, h: int) -> dict | None:
+    """The record of a face read by the mesh (the module's docstring), or None where it lies off a
+    w x h frame. The mesh carries on past the frame's edge for a face partly out of it, and the
+    record keeps its points there: clipped onto the edge they squashed the face's inside triangles
+    too, and the swap and the occlusion test read a squashed face (the crop detection keeps, and the
+    swap's patch, still lie within the frame); the box is clipped to the frame."""
+    pts = np.asarray(pts, np.float32)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    box = np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h)], np.float32)
+    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        return None
+    return {"box": box, "score": float(score), "kps": kps_from_mesh(pts), "embedding": None, "landmarks": pts}
 
 
 def still_thumbnail(frame) -> np.ndarray:
