@@ -358,6 +358,29 @@ def relief_ratio(result: np.ndarray, target: np.ndarray, pts: np.ndarray) -> flo
     return spread(result) / spread(target)
 
 
+
+def test_a_sources_fringe_leaves_no_smudge_on_the_forehead(analyzer, t1, astronaut):
+    """The astronaut's fringe hangs over her forehead; its edge shades into her skin over a few
+    pixels. On t1's faces (at twice their size), of the forehead (the oval above the brows' highest
+    point) the swap darkens by 15 or more (Lab lightness) no pixel of the laughing man's (the fourth
+    face), whose forehead got a brown arc above his brow from the fringe's edge (153 such pixels;
+    286 over the six faces, now 133: the third face's are the source's brow, drawn a little above
+    his own)."""
+    big = cv2.resize(t1, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    src = largest(analyzer.analyze(astronaut, embed=False))
+    swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
+
+    def darkened(result, target, pts):
+        # The oval above the brows' highest point.
+        brow_y = pts[[mesh_swap.MID_BROW] + mesh_swap.BROW_IMAGE_LEFT + mesh_swap.BROW_IMAGE_RIGHT, 1].min()
+        forehead = (swapper.masks(pts, target.shape[:2])[0] > 0) & (np.arange(target.shape[0])[:, None] < brow_y)
+        lightness = [cv2.cvtColor(img, cv2.COLOR_BGR2LAB)[..., 0].astype(np.int16) for img in (result, target)]
+        return int(((lightness[0] < lightness[1] - 15) & forehead).sum())
+
+    values = astronaut_on_t1s_faces(analyzer, big, astronaut, darkened)
+    print("\nforehead pixels the swap darkened by 15 or more, t1's faces from the left:", values)
+    assert values[3] <= 20 and sum(values) <= 200, values
+
 def test_a_sources_folds_come_over_at_the_targets_contrast(analyzer, t1, astronaut):
     """The astronaut (a smiling, contrasty face) on t1's six faces, two of them turned and washed out
     (pale skin lit flat): the plain skin's relief is at most 1.2 times the target's own (relief_ratio).

@@ -203,6 +203,13 @@ SKIN_LIGHT_LIMITS = (50.0, 90.0)
 # How far inside the oval (share of the face width) the skin's colour is read, and everything is
 # taken for face.
 SKIN_CORE = 0.12
+# A source's fringe: its hair over the forehead, reaching in from the hairline, and its tips within
+# this much of it (share of the face width) that are darker than the skin by this much (Lab
+# lightness, 0-255). A fringe's edge shades into the skin over a few pixels that a colour test lets
+# through: pasted, it read as a brown smudge above the brows of a turned face (the astronaut's
+# fringe on t1.jpg's laughing man). There, on the forehead, the target keeps its own pixels.
+FRINGE_MARGIN = 0.04
+FRINGE_TIP_DARKER = 10.0
 # Shape transfer: the default strength (0-100; see the README), how far in from the oval (share
 # of the face width) the offset fades in, the largest move (share of the face width), and the
 # face's turn (1 - near/far cheek distance ratio) at which it fades out entirely.
@@ -526,6 +533,39 @@ class SkinModel:
                 (chroma2 <= SKIN_CHROMA_LIMITS[0] ** 2) & (light <= SKIN_LIGHT_LIMITS[0]))
 
 
+def source_fringe(img: np.ndarray, pts: np.ndarray, regions: tuple[np.ndarray, ...]) -> np.ndarray:
+    """A source face's fringe (bool, on its image): the pixels of its forehead band (regions:
+    MeshSwapper._regions of its mesh) that are darker than its skin and not skin by the looser test,
+    in pieces that reach the band's edge from the hairline; and its tips, the band's pixels within
+    FRINGE_MARGIN of it darker than the skin by FRINGE_TIP_DARKER."""
+    oval, _, band, _ = regions
+    inner = band > 0
+    if not inner.any():
+        return np.zeros(img.shape[:2], bool)
+    face_w = float(pts[:, 0].max() - pts[:, 0].min())
+    lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB).astype(np.float32)
+    features = (_poly_mask(pts, EYE_IMAGE_LEFT, img.shape[:2]) | _poly_mask(pts, EYE_IMAGE_RIGHT, img.shape[:2])
+                | _poly_mask(pts, BROW_IMAGE_LEFT, img.shape[:2]) | _poly_mask(pts, BROW_IMAGE_RIGHT, img.shape[:2])
+                | _poly_mask(pts, LIPS_OUTER, img.shape[:2]))
+    r = max(1, int(round(SKIN_CORE * face_w)))
+    centre = (cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0) & (features == 0)
+    if centre.sum() < 16:
+        return np.zeros(img.shape[:2], bool)
+    skin = SkinModel(lab, centre)
+    # Not skin, and darker than it: hair (a highlight on the forehead is lighter).
+    hair = inner & ~skin.both(lab)[0] & (lab[..., 0] < skin.median[0])
+    # The band's edge along the oval (the hairline's side): hair reaching it hangs from the hairline.
+    edge = inner & (cv2.erode(oval, np.ones((3, 3), np.uint8)) == 0)
+    _, labels = cv2.connectedComponents(hair.astype(np.uint8), connectivity=8)
+    hanging = np.unique(labels[(cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & hair])
+    fringe = np.isin(labels, hanging[hanging > 0])
+    m = max(1, int(round(FRINGE_MARGIN * face_w)))
+    widened = cv2.dilate(fringe.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1,) * 2))
+    # Below the fringe, its tips: darker than the skin, if not by much.
+    tips = (widened > 0) & inner & (lab[..., 0] < skin.median[0] - FRINGE_TIP_DARKER)
+    return fringe | tips
+
+
 def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """How the skin's a and b (Lab) change with its lightness L over a face: the least-squares
     slopes (2,). In a real face the shaded skin is redder and more saturated than the lit skin,
@@ -833,6 +873,8 @@ class MeshSwapper(PixelSwapper):
         for tri in self.triangles[own]:
             cv2.fillConvexPoly(face, np.round(self.src_pts[tri]).astype(np.int32), 1)
         self._src_face = cv2.dilate(face, np.ones((3, 3), np.uint8)) > 0
+        # Its fringe (source_fringe), never pasted on the target's forehead.
+        self._src_fringe = source_fringe(self.src, self.src_pts, self._regions(self.src_pts, self.src.shape[:2]))
         self._src_turn = turn_of(self.src_pts)
         # How well the source sees each triangle (_views; a folded one, filled from its mirror
         # image, not at all: that fill is the other cheek's light and tone).
@@ -988,8 +1030,11 @@ class MeshSwapper(PixelSwapper):
         map_x, map_y = piecewise_maps(to_src, tri_id)
         warped = cv2.remap(self.src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         sh, sw = self._src_face.shape
-        valid = np.take(src_ok, tri_id) & np.take(self._src_face, np.clip(np.round(map_y).astype(np.int32), 0, sh - 1)
-                                                  * sw + np.clip(np.round(map_x).astype(np.int32), 0, sw - 1))
+        # Each pixel's nearest source pixel, as an index into the source's flat masks.
+        at = (np.clip(np.round(map_y).astype(np.int32), 0, sh - 1) * sw
+              + np.clip(np.round(map_x).astype(np.int32), 0, sw - 1))
+        valid = np.take(src_ok, tri_id) & np.take(self._src_face, at)
+        warped_fringe = np.take(self._src_fringe, at)
         target_map = None
         if moved is pts:
             target = roi
@@ -1041,6 +1086,8 @@ class MeshSwapper(PixelSwapper):
         # put them, are covered by the source's, not left beside them as a second pair.
         both &= ~(band > 0) | (target_strict & source_strict)
         both |= (zone > 0) & source_strict
+        # Nor does the source's fringe, or its tips below it, that the strict test lets through.
+        both &= ~((band > 0) & warped_fringe)
         both = both.astype(np.uint8)
         small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kk + 1,) * 2)
         both = cv2.morphologyEx(cv2.morphologyEx(both, cv2.MORPH_CLOSE, small), cv2.MORPH_OPEN, small) > 0
