@@ -215,3 +215,21 @@ def test_several_encoder_threads_give_the_same_frames_each_time(keyed_clip, tmp_
                 writer.write(frame.i420())
         encoded.append(_decoded(out))
     assert len(encoded[0]) == len(first) and all(np.array_equal(a, b) for a, b in zip(*encoded))
+
+
+@pytest.mark.parametrize("size", [(320, 178), (240, 270)])
+def test_encoded_frames_of_a_height_off_a_multiple_of_4_are_the_frames_given(tmp_path, size):
+    """A 4:5 portrait (1080x1350) has a height 2 over a multiple of 4; PyAV read such a wrapped
+    yuv420p array 2 rows short, and every encoded frame's chroma started 2 rows early, its top rows
+    green and violet (200 levels off). The frames the copying writer encodes are those it is given."""
+    clip = demo.make_clip(demo.insightface_image(), tmp_path / "odd height.mp4", seconds=0.4, size=size)
+    manifest = video.plan_segments(clip, asdict(ffmpeg.probe(clip)), tmp_path / "plan", max_height=0, fps=0,
+                                   segment_seconds=2)
+    out, groups, _ = _render(clip, manifest, tmp_path, "seg_0000", set(range(1, 11)), "encoded")
+    assert not groups  # every frame swapped: all of them encoded
+    given = [frame.i420() for frame in video.iter_frames(clip, tmp_path / "plan", manifest, "seg_0000", threads=1)]
+    encoded = _decoded(out)
+    assert len(encoded) == len(given) and encoded[0].shape == given[0].shape
+    worst = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(encoded, given))
+    print(f"\n{size[0]}x{size[1]}: the encoded frames differ from those given by {worst} levels at most")
+    assert worst <= 40

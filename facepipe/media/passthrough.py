@@ -468,8 +468,14 @@ class PassthroughSegmentWriter(AtomicWriter):
             self._encoder = self._new_encoder()
             self._run_start = self._done
         # The frame wraps the array (x264 copies the picture in during encode): copying it into a
-        # new frame first took 1.2 ms a 1080p frame, an eighth of the encoder thread's time.
-        frame = self._av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(i420), format="yuv420p")
+        # new frame first took 1.2 ms a 1080p frame, an eighth of the encoder thread's time. PyAV
+        # takes a wrapped yuv420p array's height as a multiple of 4, though: a height of 2 more
+        # (1350, a 4:5 portrait; 270) was read 2 rows short, its chroma planes began early, and the
+        # picture's top rows came out green and violet. Such frames are copied in.
+        if self.height % 4:
+            frame = self._av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        else:
+            frame = self._av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(i420), format="yuv420p")
         frame.pts = self._done - self._run_start
         self._drain(self._encoder.encode(frame))
         self._done += 1
