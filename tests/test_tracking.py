@@ -148,6 +148,33 @@ class _Blinking:
                  "embedding": np.ones(4, np.float32) if embed else None}]
 
 
+
+def test_a_red_whose_hue_crosses_the_end_of_the_scale_is_no_shot_change():
+    """Red lies at both ends of the hue scale: a red a few degrees either side of it is the same red,
+    not a change of 250 levels in hue."""
+    def red(hue):
+        hsv = np.full((THUMB_SIZE, THUMB_SIZE, 3), (hue, 220, 200), np.uint8)
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL).tobytes()
+
+    assert shot_changes({1: red(3), 2: red(252), 3: red(5)}, 30) == []
+    assert shot_changes({1: red(3), 2: red(128)}, 30) == [2]  # red to cyan is one
+
+
+def test_a_pan_across_fine_detail_is_no_shot_change():
+    """A fast pan (7 px a frame) across cells of random colour 3 px wide: the thumbnail averages the
+    frame (a bilinear resize straight to its size read a few pixels of each part, which the cells
+    passing under them changed on every frame), and the greyish average's hue, which is noise, does
+    not count (28 cuts in 29 frames before either, 27 with the average alone)."""
+    from facepipe.faces.detection import frame_thumbnail
+
+    cells = np.random.default_rng(0).integers(0, 256, (90, 400, 3), dtype=np.uint8)
+    texture = cv2.resize(cells, (1200, 270), interpolation=cv2.INTER_NEAREST)
+    frames = {n: frame_thumbnail(WorkFrame(n, bgr=np.ascontiguousarray(texture[:, 7 * n:7 * n + 480])))
+              for n in range(1, 30)}
+    assert shot_changes(frames, 30) == []
+    frames[30] = frame_thumbnail(WorkFrame(30, bgr=np.full((270, 480, 3), (200, 120, 40), np.uint8)))
+    assert shot_changes(frames, 30) == [30]
+
 def test_detection_holds_crops_on_both_sides_of_a_miss_and_samples_identity():
     from facepipe.media.patches import decode_image
 

@@ -410,3 +410,74 @@ def test_qc_report_figures_and_html_report(previewed, clip):
                  f"{NAME}.cast.png", f"{NAME}.preview.png", f"{NAME}.mp4"):
         assert name in html, name
     assert "reproducible face-swap workflow" in html
+
+
+# -- a face passing across the frame -------------------------------------------------------------
+
+# The astronaut's face box in scikit-image's photo (its mesh's box), and the pan across it: her face,
+# EDGE_FACE px wide, slides from EDGE_OUT of it past the right edge to as much past the left edge.
+EDGE_BOX = (178, 68, 273, 175)
+EDGE_FACE = 120
+EDGE_OUT = 0.35
+EDGE_FRAMES = 40
+
+
+def _edge_views(size=(480, 270)) -> list[tuple[np.ndarray, tuple[float, float, float, float]]]:
+    """The pan's frames and the face's box on each (it may reach past the frame's edges)."""
+    from skimage import data
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    x1, y1, x2, y2 = EDGE_BOX
+    scale = EDGE_FACE / (x2 - x1)
+    w, h = size
+    first, last = w - (1 - EDGE_OUT) * EDGE_FACE, -EDGE_OUT * EDGE_FACE  # the face's left edge
+    top = (h - scale * (y2 - y1)) / 2
+    views = []
+    for frame in range(EDGE_FRAMES):
+        left = first + (last - first) * frame / (EDGE_FRAMES - 1)
+        matrix = np.float32([[scale, 0, left - scale * x1], [0, scale, top - scale * y1]])
+        img = cv2.warpAffine(photo, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        views.append((img, (left, top, left + EDGE_FACE, top + scale * (y2 - y1))))
+    return views
+
+
+@pytest.fixture(scope="module")
+def passing(tmp_path_factory):
+    """The offline backend on the pan, t1.jpg's largest face as the source: (workflow folder, the
+    clip's frames, the face's boxes)."""
+    from facepipe.media import demo
+    from tests.track_clips import encode_clip
+
+    wd = copy_workflow(tmp_path_factory.mktemp("passing"))
+    pin_backend(wd, "offline")
+    views = _edge_views()
+    encode_clip(wd / "inputs" / "pan.mp4", [img for img, _ in views], EDGE_FRAMES, fps=25, size=(480, 270))
+    shutil.copy(demo.insightface_image("t1.jpg"), wd / "inputs" / "group.jpg")
+    write_sheet(wd / "config" / "jobs.tsv", [{"name": "pan", "target": "inputs/pan.mp4", "source": "inputs/group.jpg"}])
+    snakemake(wd)
+    return wd, [img for img, _ in views], [box for _, box in views]
+
+
+def test_a_face_passing_across_the_frame_is_swapped_from_its_first_frame_to_its_last(passing):
+    """A pan: the face comes in at the right, partly out of the frame, and leaves at the left. It is
+    swapped on every frame, the first and last (0.35 of it out of the frame) as much as the others
+    where it is in view: before, keypoint smoothing left the ends of a moving face's track behind it
+    (the first frame unswapped), the mesh's points were clipped onto the frame's edge, and the
+    occlusion test took the squashed face for a covered one."""
+    wd, frames, boxes = passing
+    cap = cv2.VideoCapture(str(wd / "results" / "pan.mp4"))
+    changed = []
+    for target, (x1, y1, x2, y2) in zip(frames, boxes):
+        ok, result = cap.read()
+        assert ok
+        # The middle of the face box, within the frame: the share of its pixels the swap changed.
+        w = x2 - x1
+        box = (slice(int(y1 + 0.25 * (y2 - y1)), int(y2 - 0.1 * (y2 - y1))),
+               slice(max(int(x1 + 0.2 * w), 0), min(int(x2 - 0.2 * w), target.shape[1])))
+        diff = np.abs(result[box].astype(int) - target[box].astype(int)).max(axis=2)
+        changed.append(float((diff > 16).mean()))
+    middle = float(np.median(changed[EDGE_FRAMES // 3: 2 * EDGE_FRAMES // 3]))
+    print(f"\nshare of the face's middle changed by the swap, frame by frame: {np.round(changed, 2).tolist()} "
+          f"(in view: {middle:.2f})")
+    assert middle > 0.3
+    assert min(changed) >= 0.5 * middle, changed

@@ -341,23 +341,32 @@ def render_frames(fps: int = 25, size: tuple[int, int] = (480, 270)):
 
 def make_tracking_clip(out: Path, *, fps: int = 25, size=(480, 270), audio: bool = True) -> ClipTruth:
     """Write the tracking test clip to ``out`` (MP4, H.264 yuv420p, AAC tone) and return its truth."""
-    from facepipe.media.ffmpeg import ffmpeg_exe
-
     out = Path(out)
     w, h = size
     if w % 2 or h % 2:
         raise ValueError(f"size must be even for yuv420p, got {size}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     truth, frames = render_frames(fps, (w, h))
+    encode_clip(out, frames, truth.frames, fps=fps, size=size, audio=audio)
+    truth.path = out
+    return truth
+
+
+def encode_clip(out: Path, frames, count: int, *, fps: int, size: tuple[int, int], audio: bool = True) -> None:
+    """``count`` BGR frames of ``size`` written to ``out`` as H.264 yuv420p MP4 (with a 440 Hz AAC
+    tone as long as the video), through a partial file."""
+    from facepipe.media.ffmpeg import ffmpeg_exe
+
+    w, h = size
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".partial" + out.suffix)
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
     if audio:
         args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
     args += ["-map", "0:v", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-             "-frames:v", str(truth.frames)]
+             "-frames:v", str(count)]
     if audio:
-        args += ["-map", "1:a", "-c:a", "aac", "-b:a", "96k", "-t", f"{truth.frames / fps:.6f}"]
+        args += ["-map", "1:a", "-c:a", "aac", "-b:a", "96k", "-t", f"{count / fps:.6f}"]
     args += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
@@ -374,5 +383,3 @@ def make_tracking_clip(out: Path, *, fps: int = 25, size=(480, 270), audio: bool
             tmp.unlink(missing_ok=True)
             raise RuntimeError(f"ffmpeg failed ({rc}) making {out.name}: {log.read().decode(errors='replace')[-2000:]}")
     os.replace(tmp, out)
-    truth.path = out
-    return truth

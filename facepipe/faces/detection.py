@@ -101,8 +101,17 @@ def _matched(face: dict, faces: list[dict]) -> bool:
 
 
 def frame_thumbnail(frame) -> bytes:
-    """A THUMB_SIZE-square BGR thumbnail of a working frame: what shot changes are found from."""
-    return frame.scaled_bgr((THUMB_SIZE, THUMB_SIZE)).tobytes()
+    """A THUMB_SIZE-square BGR thumbnail of a working frame: what shot changes are found from.
+
+    Each of its pixels is a mean over its part of the frame (a bilinear step to an eighth of the
+    frame, then an area average): a bilinear resize straight to THUMB_SIZE reads 2x2 pixels of each
+    part (80x45 at 1080p), and on a pan the detail passing under those few samples read as shot
+    changes (the benchmark clip's pan and zoom up to 37 where the threshold is 30, a fast pan across
+    the astronaut's flag on every frame), which split a face's track at every one of them. The
+    eighth costs 0.09 ms a 1080p frame, an area average of the whole frame 1 ms."""
+    h, w = frame.shape
+    step = (max(THUMB_SIZE, w // 16 * 2), max(THUMB_SIZE, h // 16 * 2))  # even, for the 4:2:0 planes
+    return cv2.resize(frame.scaled_bgr(step), (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA).tobytes()
 
 
 def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_frame: int = 1,
