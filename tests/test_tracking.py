@@ -12,7 +12,8 @@ from facepipe.faces.detection import face_rows, write_faces
 from facepipe.media.tables import THUMB_SIZE
 from facepipe.faces.selection import MapError, choose, map_text, parse_map
 from facepipe.media.tables import FRAMES_SCHEMA, write_table
-from facepipe.faces.tracking import Segment, shot_changes, track_faces
+from facepipe.faces.shots import shot_changes
+from facepipe.faces.tracking import Segment, track_faces
 from facepipe.media.video import WorkFrame
 
 
@@ -165,7 +166,7 @@ def test_a_pan_across_fine_detail_is_no_shot_change():
     frame (a bilinear resize straight to its size read a few pixels of each part, which the cells
     passing under them changed on every frame), and the greyish average's hue, which is noise, does
     not count (28 cuts in 29 frames before either, 27 with the average alone)."""
-    from facepipe.faces.detection import frame_thumbnail
+    from facepipe.faces.shots import frame_thumbnail
 
     cells = np.random.default_rng(0).integers(0, 256, (90, 400, 3), dtype=np.uint8)
     texture = cv2.resize(cells, (1200, 270), interpolation=cv2.INTER_NEAREST)

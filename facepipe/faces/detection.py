@@ -19,9 +19,10 @@ import cv2
 import numpy as np
 
 from facepipe.faces.boxes import box_iou
+from facepipe.faces.shots import frame_thumbnail, shot_difference, thumbnail_hsv
 from facepipe.media.i420 import chroma_aligned, region_i420
 from facepipe.media.patches import check_matrix, decode_image, encode_image
-from facepipe.media.tables import FACES_SCHEMA, FRAMES_SCHEMA, THUMB_SIZE, read_table, write_table
+from facepipe.media.tables import FACES_SCHEMA, FRAMES_SCHEMA, read_table, write_table
 from facepipe.media.video import planned_starts
 from facepipe.models.alignment import alignment_matrix
 from facepipe.models.classic_swap import hull_bbox
@@ -52,6 +53,9 @@ HOLD_MARGIN = 0.375
 IDENTITY_EVERY = 10
 # Two detections on neighbouring frames are the same face when their boxes overlap this much.
 SAME_FACE_IOU = 0.3
+# A face is looked for again beside a frame it was found on (face_rows) only where the two frames'
+# shot difference (facepipe.faces.shots) is under this: the tracker's default shot_threshold.
+REFIND_SHOT_CHANGE = 30.0
 
 
 def parse_crop_kind(kind: str) -> tuple[str, int]:
@@ -100,20 +104,6 @@ def _matched(face: dict, faces: list[dict]) -> bool:
     return any(box_iou(face["box"], other["box"]) >= SAME_FACE_IOU for other in faces)
 
 
-def frame_thumbnail(frame) -> bytes:
-    """A THUMB_SIZE-square BGR thumbnail of a working frame: what shot changes are found from.
-
-    Each of its pixels is a mean over its part of the frame (a bilinear step to an eighth of the
-    frame, then an area average): a bilinear resize straight to THUMB_SIZE reads 2x2 pixels of each
-    part (80x45 at 1080p), and on a pan the detail passing under those few samples read as shot
-    changes (the benchmark clip's pan and zoom up to 37 where the threshold is 30, a fast pan across
-    the astronaut's flag on every frame), which split a face's track at every one of them. The
-    eighth costs 0.09 ms a 1080p frame, an area average of the whole frame 1 ms."""
-    h, w = frame.shape
-    step = (max(THUMB_SIZE, w // 16 * 2), max(THUMB_SIZE, h // 16 * 2))  # even, for the 4:2:0 planes
-    return cv2.resize(frame.scaled_bgr(step), (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA).tobytes()
-
-
 def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_frame: int = 1,
               hold_frames: int = 0, identity_every: int = IDENTITY_EVERY,
               thumbnails: list | None = None, progress=None) -> Iterator[list[dict]]:
@@ -138,14 +128,26 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     """
 
     numbers, frames_kept = [], {}
+    refind = getattr(analyzer, "refind", None) if crop and hold_frames > 0 else None
+    shots: dict[int, np.ndarray] = {}  # the thumbnails of the recent frames (thumbnail_hsv), for refind
 
     def seen():
         for frame in frames:
             numbers.append(frame.number)
             frames_kept[frame.number] = frame  # until its faces are cropped, just below
-            if thumbnails is not None:
-                thumbnails.append((frame.number, frame_thumbnail(frame)))
+            if thumbnails is not None or refind is not None:
+                thumbnail = frame_thumbnail(frame)
+                if thumbnails is not None:
+                    thumbnails.append((frame.number, thumbnail))
+                if refind is not None:
+                    shots[frame.number] = thumbnail_hsv(thumbnail)
             yield frame
+
+    def one_shot(a: int, b: int) -> bool:
+        """Whether neighbouring frames a and b lie in one shot, for refind: across a cut the mesh
+        may read a face of the new shot where the old one was (a blurred face of the new background,
+        on the tracking test clip, became a person of its own)."""
+        return a in shots and b in shots and shot_difference(shots[a], shots[b]) < REFIND_SHOT_CHANGE
 
     def embeds(number: int) -> bool:
         return (first_frame + number - 2) % identity_every == 0 if identity_every > 0 else False
@@ -159,10 +161,10 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     following: list[tuple[dict, int, int]] = []  # (face, frame it was last found on, frames left)
     previous: list[dict] = []
     counts = {"found": 0, "with_faces": 0, "held": 0, "refound": 0}
-    refind = getattr(analyzer, "refind", None) if crop and hold_frames > 0 else None
 
     def handed_on(entry) -> list[dict]:
         counts["with_faces"] += any(not row["hold"] for row in entry[3])
+        shots.pop(entry[0], None)  # the recent frames, all after it, are all refind compares
         return entry[3]
 
     def found(entry, face: dict) -> None:
@@ -202,7 +204,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             entry = (number, frame, faces, rows)
             # Faces of the last frame not found on this one: looked for again here, else held
             # forward for hold_frames frames.
-            if refind is not None:
+            if refind is not None and one_shot(number - 1, number):
                 for f in previous:
                     again = None if _matched(f, faces) else refind(frame, f)
                     if again is not None and not _matched(again, faces):
@@ -219,7 +221,8 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
                 for back in reversed(recent):
                     if back[0] < number - hold_frames or _matched(nearest, back[2]):
                         break
-                    again = refind(back[1], nearest) if refind is not None and found_on == back[0] + 1 else None
+                    beside = refind is not None and found_on == back[0] + 1 and one_shot(back[0], found_on)
+                    again = refind(back[1], nearest) if beside else None
                     if again is not None and not _matched(again, back[2]):
                         found(back, again)
                         nearest, found_on = again, back[0]

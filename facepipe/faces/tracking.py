@@ -5,8 +5,8 @@ segments (tables only: no video is decoded), makes the decisions that need the w
 
 - **Shots.** A shot change is where a frame's thumbnail differs from the one before by more than
   ``shot_threshold`` (the mean absolute difference of the HSV channels on a 0-255 scale, as
-  PySceneDetect's content detector measures it, with hue as an angle weighed by saturation: see
-  shot_changes). No track crosses a shot change.
+  PySceneDetect's content detector measures it, with hue as an angle weighed by saturation:
+  facepipe.faces.shots). No track crosses a shot change.
 - **Tracks.** Detections on successive frames are linked by an optimal assignment
   (scipy's linear_sum_assignment) on box overlap with the track's predicted box, keypoint
   distance and, on frames where detection sampled one, identity distance. A track survives up
@@ -38,8 +38,9 @@ import cv2
 import numpy as np
 
 from facepipe.faces.boxes import box_iou
+from facepipe.faces.shots import shot_changes
 from facepipe.media.integrity import reject, write_sealed_json
-from facepipe.media.tables import THUMB_SIZE, TRACKS_SCHEMA, TableWriter, open_table, rows_of
+from facepipe.media.tables import TRACKS_SCHEMA, TableWriter, open_table, rows_of
 from facepipe.media.video import planned_starts
 from facepipe.models.metrics import Metric
 from facepipe.models.metrics import metric as as_metric
@@ -111,32 +112,6 @@ def distance(a: np.ndarray, b: np.ndarray, metric: Metric | str) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Shots
-
-
-def shot_changes(thumbnails: dict[int, bytes], threshold: float) -> list[int]:
-    """Video frames that start a new shot (not frame 1): where the thumbnail's mean absolute
-    HSV difference from the previous frame's reaches ``threshold`` (0 = never). Hue is an angle, and
-    counts as far as the colour has one: red lies at both ends of its scale, and a red that moved
-    across the end differs by what it moved (PySceneDetect's plain difference read up to 255 there:
-    a pan across a red-striped flag scored 24 in hue where the turn was 8); a hue difference is
-    weighed by the lesser saturation of the two pixels, as a greyish pixel's hue is noise (a pan
-    over fine detail of mixed colours, whose averaged thumbnail is greyish, scored 31 on every
-    frame, 21 weighed; the benchmark clip's cuts 91-95, 80-81 weighed)."""
-    if threshold <= 0:
-        return []
-
-    cuts, before = [], None
-    for frame in sorted(thumbnails):
-        img = np.frombuffer(thumbnails[frame], np.uint8).reshape(THUMB_SIZE, THUMB_SIZE, 3)
-        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV_FULL).astype(np.float32)
-        if before is not None and before[0] == frame - 1:
-            difference = np.abs(hsv - before[1])
-            turn = np.minimum(difference[..., 0], 256 - difference[..., 0])  # HSV_FULL: hue 0-255
-            difference[..., 0] = turn * np.minimum(hsv[..., 1], before[1][..., 1]) / 255
-            if float(difference.mean()) >= threshold:
-                cuts.append(frame)
-        before = (frame, hsv)
-    return cuts
 
 
 # ---------------------------------------------------------------------------------------------
