@@ -204,9 +204,10 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             entry = (number, frame, faces, rows)
             # Faces of the last frame not found on this one: looked for again here, else held
             # forward for hold_frames frames.
-            if refind is not None and one_shot(number - 1, number):
-                for f in previous:
-                    again = None if _matched(f, faces) else refind(frame, f)
+            lost = [f for f in previous if not _matched(f, faces)]
+            if lost and refind is not None and one_shot(number - 1, number):
+                for f in lost:
+                    again = refind(frame, f)
                     if again is not None and not _matched(again, faces):
                         found(entry, again)
             following = [(f, at, left) for f, at, left in following if not _matched(f, faces)]
