@@ -164,7 +164,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
 
     def handed_on(entry) -> list[dict]:
         counts["with_faces"] += any(not row["hold"] for row in entry[3])
-        shots.pop(entry[0], None)  # the recent frames, all after it, are all refind compares
+        shots.pop(entry[0], None)  # refind compares only the recent frames, all after it
         return entry[3]
 
     def found(entry, face: dict) -> None:
