@@ -200,8 +200,6 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             progress.update()
         entry = (number, frame, faces, rows)
         if crop and hold_frames > 0:
-            faces = list(faces)
-            entry = (number, frame, faces, rows)
             # Faces of the last frame not found on this one: looked for again here, else held
             # forward for hold_frames frames.
             lost = [f for f in previous if not _matched(f, faces)]

@@ -533,6 +533,12 @@ class SkinModel:
                 (chroma2 <= SKIN_CHROMA_LIMITS[0] ** 2) & (light <= SKIN_LIGHT_LIMITS[0]))
 
 
+def skin_core(oval: np.ndarray, face_w: float) -> np.ndarray:
+    """The oval (uint8) eroded by SKIN_CORE of the face's width: where its skin's colour is read."""
+    r = max(1, int(round(SKIN_CORE * face_w)))
+    return cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+
+
 def source_fringe(img: np.ndarray, pts: np.ndarray, regions: tuple[np.ndarray, ...]) -> np.ndarray:
     """A source face's fringe (bool, on its image): the pixels of its forehead band (regions:
     MeshSwapper._regions of its mesh) that are darker than its skin and not skin by the looser test,
@@ -547,8 +553,7 @@ def source_fringe(img: np.ndarray, pts: np.ndarray, regions: tuple[np.ndarray, .
     features = (_poly_mask(pts, EYE_IMAGE_LEFT, img.shape[:2]) | _poly_mask(pts, EYE_IMAGE_RIGHT, img.shape[:2])
                 | _poly_mask(pts, BROW_IMAGE_LEFT, img.shape[:2]) | _poly_mask(pts, BROW_IMAGE_RIGHT, img.shape[:2])
                 | _poly_mask(pts, LIPS_OUTER, img.shape[:2]))
-    r = max(1, int(round(SKIN_CORE * face_w)))
-    centre = (cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0) & (features == 0)
+    centre = (skin_core(oval, face_w) > 0) & (features == 0)
     if centre.sum() < 16:
         return np.zeros(img.shape[:2], bool)
     skin = SkinModel(lab, centre)
@@ -1062,8 +1067,7 @@ class MeshSwapper(PixelSwapper):
         t_lab = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
         w_lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
         # The skin's colour is read well inside the oval, where neither face has hair or background.
-        r = max(1, int(round(SKIN_CORE * face_w)))
-        centre_oval = cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+        centre_oval = skin_core(oval, face_w)
         centre = face & (centre_oval > 0)
         if centre.sum() < 16:
             centre = face

@@ -180,12 +180,6 @@ class TrackAppearance:
         """Each canvas pixel's difference from the face's appearance, in units (SPREAD_GAIN, NOISE_FLOOR);
         with slack, the least over the appearance within that many pixels (0 where none is known)."""
         median, spread, _, _, weights = self.appearance
-        if not slack:
-            known = np.isfinite(median).all(-1)
-            difference = np.sqrt((((lab - np.nan_to_num(median)) * weights) ** 2).sum(-1)) / (SPREAD_GAIN * spread
-                                                                                              + NOISE_FLOOR)
-            difference[~known] = 0
-            return difference
         pad = ((slack, slack), (slack, slack))
         medians = np.pad(median, pad + ((0, 0),), constant_values=np.nan)
         spreads = np.pad(spread, pad, constant_values=np.nan)
