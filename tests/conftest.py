@@ -38,6 +38,15 @@ def astronaut():
 
 
 @pytest.fixture(scope="session")
+def grace_hopper():
+    """matplotlib's sample portrait (a runtime requirement): an old face, its creases, and glasses."""
+    import cv2
+    from matplotlib import cbook
+
+    return cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+
+
+@pytest.fixture(scope="session")
 def mesh_analyzer(tmp_path_factory):
     """The offline backend's MediaPipe analyzer, its two models converted once per session as the
     rule converts them."""

@@ -802,6 +802,18 @@ def _periocular(pts: np.ndarray, shape: tuple[int, int], face_w: float) -> np.nd
     return cv2.GaussianBlur(zone.astype(np.float32), (0, 0), r / 2.0)
 
 
+def _enclosed(region: np.ndarray, oval: np.ndarray) -> np.ndarray:
+    """The pieces of a region (bool) within the oval (uint8) that do not reach the oval's edge."""
+    count, labels = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros(region.shape, bool)
+    edge = region & (cv2.erode(oval, np.ones((3, 3), np.uint8)) == 0)
+    inner = np.ones(count, bool)
+    inner[np.unique(labels[edge])] = False
+    inner[0] = False
+    return inner[labels]
+
+
 def _mouth_cavity(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """The dark inside of the mouth (uint8 mask): pixels within CAVITY_REACH of the outer lip contour
     darker than CAVITY_SHARE of the skin's around them. The mesh's lip contours can fall
@@ -817,7 +829,20 @@ def _mouth_cavity(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
         return np.zeros(shape, np.uint8)
     # Against the skin around the lips (its upper quartile: the opening itself may lie in the ring).
     dark = (near & (gray < CAVITY_SHARE * float(np.percentile(gray[ring], 75)))).astype(np.uint8)
-    return cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) * 255
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    # Only what is dark from the opening on: the inside of the mouth reaches the line between the
+    # lips. A crease beside the mouth (an old face's fold down from its corner, a laugh's) is as dark
+    # but apart from it, and kept as the target's it stood as a dark blot on the swapped cheek.
+    opening = _poly_mask(pts, LIPS_INNER, shape)
+    cv2.polylines(opening, [np.round(pts[LIPS_INNER]).astype(np.int32)], True, 1, 1)
+    opening = cv2.dilate(opening, np.ones((3, 3), np.uint8))
+    count, labels = cv2.connectedComponents(dark, connectivity=8)
+    if count <= 1:
+        return dark * 255
+    joined = np.zeros(count, bool)
+    joined[np.unique(labels[(opening > 0) & (dark > 0)])] = True
+    joined[0] = False
+    return joined[labels].astype(np.uint8) * 255
 
 
 # Faces wider than this (px) are swapped at this width and enlarged back, the source's finer detail
@@ -1084,6 +1109,10 @@ class MeshSwapper(PixelSwapper):
         # Near the oval, what is clearly not skin in either face (by the looser test) keeps the
         # target's pixels: hair, or background where the oval runs past a turned face's outline.
         both = in_centre | (target_loose & source_loose)
+        # Hair and background come in from the oval's edge; what is not skin inside the face, apart
+        # from its edge, is the face's own shade (a dimple, the shadow under a laughing lip): left
+        # as a hole in the paste, it showed the target's dark spot on the pasted skin.
+        both |= _enclosed((oval > 0) & ~both, oval)
         # Above the brows only what is close to the skin in both faces (the strict test): the edge of
         # a fringe there passes the looser test, and pasted it reads as an orange arc. Around the
         # brows (BROW_MARGIN) only the source is tested: the target's own brows, wherever its mesh
