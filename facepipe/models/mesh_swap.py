@@ -880,8 +880,13 @@ class MeshSwapper(PixelSwapper):
     name = "mesh"
 
     def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray, shape_transfer: int = SHAPE_TRANSFER):
-        self.src = np.ascontiguousarray(source_crop)
+        # lazy: facepipe.models.glasses reads this module's contours
+        from facepipe.models.glasses import without_glasses
+
         self.src_pts = _points(source_landmarks, "the source face")
+        # A source's glasses are not its face: their frame, warped onto the target, read as a ghost of
+        # glasses. It is painted out from the skin around it.
+        self.src = np.ascontiguousarray(without_glasses(np.ascontiguousarray(source_crop), self.src_pts))
         if not 0 <= shape_transfer <= 100:
             raise SwapError(f"shape_transfer is {shape_transfer}, not 0-100")
         self.shape_transfer = float(shape_transfer) / 100.0

@@ -31,6 +31,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from facepipe.models import glasses
 from facepipe.models.mesh_swap import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, triangles
 from facepipe.models.piecewise import piecewise_maps, signed_areas, triangle_affines, triangle_ids
 
@@ -131,7 +132,12 @@ class TrackAppearance:
         # Eyes and mouth change with the expression; they are not skin.
         self.skin = (self.canvas_ids >= 0) & (cv2.dilate(features, np.ones((3, 3), np.uint8)) == 0)
         self.samples: list[np.ndarray] = []
+        # The eyes' canvas of each sample (facepipe.models.glasses) and the mesh on it: the glasses'
+        # frame, read once from their median, is drawn on every face of the track.
+        self.eye_samples: list[np.ndarray] = []
+        self.eye_points: list[np.ndarray] = []
         self.appearance = None
+        self.frame = None
 
     def texture(self, crop: np.ndarray, mesh: np.ndarray) -> np.ndarray:
         """The face of `crop` (its mesh in the crop's pixels) on the canvas, as Lab float32, NaN
@@ -148,10 +154,17 @@ class TrackAppearance:
 
     def add_sample(self, crop: np.ndarray, mesh: np.ndarray) -> None:
         self.samples.append(self.texture(crop, mesh).astype(np.float16))
+        lightness, points = glasses.canvas_of(crop, np.asarray(mesh, np.float32))
+        self.eye_samples.append(lightness)
+        self.eye_points.append(points)
         self.appearance = None
 
     def _settle(self) -> None:
         self.appearance = self._appearance_of(np.stack(self.samples).astype(np.float32))
+        # Glasses stay in front of the face for the whole track: the median's frame, the same on every
+        # face of it (a frame read face by face would flicker).
+        self.frame = glasses.frame_on_canvas(np.median(np.stack(self.eye_samples), 0).astype(np.uint8),
+                                             np.median(np.stack(self.eye_points), 0))
 
     def _appearance_of(self, stack: np.ndarray) -> tuple:
         median = _nan_median(stack)
@@ -211,17 +224,19 @@ class TrackAppearance:
         return cv2.dilate(mask, np.ones((DILATE, DILATE), np.uint8))
 
     def mask(self, crop: np.ndarray, mesh: np.ndarray) -> np.ndarray:
-        """The face's occlusion on the crop: float32 in [0, 1], 1 where something covers the face."""
+        """The face's occlusion on the crop: float32 in [0, 1], 1 where something covers the face
+        (its glasses' frame included)."""
         canvas = self.canvas_mask(crop, mesh)
-        if not canvas.any():
-            return np.zeros(crop.shape[:2], np.float32)
         mesh = np.asarray(mesh, np.float32)
+        frame = glasses.to_image(self.frame, mesh, crop.shape[:2])
+        if not canvas.any():
+            return frame
         x0, y0, w, h = cv2.boundingRect(np.round(mesh).astype(np.int32))
         x0, y0 = max(0, x0), max(0, y0)
         x1, y1 = min(crop.shape[1], x0 + w + 1), min(crop.shape[0], y0 + h + 1)
         out = np.zeros(crop.shape[:2], np.float32)
         if x1 <= x0 or y1 <= y0:
-            return out
+            return frame
         local = mesh - np.array([x0, y0], np.float32)
         ids = _triangle_ids(local, self.triangles, (y1 - y0, x1 - x0))
         maps = _affines(local[self.triangles], self.layout[self.triangles])
@@ -229,7 +244,7 @@ class TrackAppearance:
                                      borderValue=0)
         drawn[ids < 0] = 0
         out[y0:y1, x0:x1] = drawn
-        return np.clip(out, 0, 1)
+        return np.maximum(np.clip(out, 0, 1), frame)
 
 
 def sample_frames(frames: list[int], count: int = SAMPLES) -> set[int]:

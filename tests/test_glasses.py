@@ -1,0 +1,168 @@
+"""Glasses found over the dense mesh (facepipe.models.glasses), on real photos shipped in installed
+packages: matplotlib's Grace Hopper (dark cat-eye frames with clear amber rims, and an old face's
+creases around them), and frames drawn on faces without glasses (scikit-image's astronaut, insightface's
+Tom Hanks and t1.jpg). A target's frame stays on its swapped face, a source's does not come over.
+
+Each measured figure is printed (pytest -s shows them) and held to a bound with a margin."""
+
+import cv2
+import numpy as np
+import pytest
+
+from facepipe.models import glasses, mesh_swap
+from facepipe.models.classic_swap import source_patch
+from facepipe.models.mesh_swap import MeshSwapper
+from facepipe.swap.occlusion import TrackAppearance, keep_occluded
+from facepipe.media.patches import apply_patch
+from facepipe.media import demo
+
+
+@pytest.fixture(scope="module")
+def analyzer(mesh_analyzer):
+    return mesh_analyzer
+
+
+def largest(faces):
+    return max(faces, key=lambda f: np.ptp(f["landmarks"][:, 0]) * np.ptp(f["landmarks"][:, 1]))
+
+
+def eyes_of(pts):
+    return pts[mesh_swap.EYE_IMAGE_LEFT].mean(0), pts[mesh_swap.EYE_IMAGE_RIGHT].mean(0)
+
+
+def draw_glasses(img, pts, thickness, colour=(25, 25, 25)):
+    """The photo with glasses drawn on its face (two elliptic rims and a bridge, ``thickness`` a
+    share of the eye distance), and the drawn frame (bool)."""
+    left, right = eyes_of(pts)
+    d = float(np.hypot(*(right - left)))
+    angle = float(np.degrees(np.arctan2(*(right - left)[::-1])))
+    frame = np.zeros(img.shape[:2], np.uint8)
+    width = max(1, int(round(thickness * d)))
+    for centre in (left, right):
+        cv2.ellipse(frame, (int(round(centre[0])), int(round(centre[1] + 0.05 * d))),
+                    (int(round(0.42 * d)), int(round(0.33 * d))), angle, 0, 360, 1, width)
+    inner = [left + (right - left) * 0.08 - (0, 0.05 * d), right - (right - left) * 0.08 - (0, 0.05 * d)]
+    cv2.line(frame, *(tuple(int(round(v)) for v in p) for p in inner), 1, width)
+    out = img.copy()
+    out[frame > 0] = colour
+    return out, frame > 0
+
+
+def package_faces(analyzer, t1, astronaut):
+    hanks = cv2.imread(str(demo.insightface_image("Tom_Hanks_54745.png")))
+    big = cv2.resize(t1, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    tilted = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D((256, 120), 20, 1.0), astronaut.shape[1::-1],
+                            borderMode=cv2.BORDER_REPLICATE)
+    for name, img in (("astronaut", astronaut), ("astronaut tilted", tilted), ("hanks", hanks), ("t1", t1),
+                      ("t1 x2", big)):
+        for face in analyzer.analyze(img, embed=False):
+            yield name, img, face["landmarks"]
+
+
+def test_no_glasses_are_found_on_faces_without_them(analyzer, t1, astronaut):
+    """The fifteen faces of the package photos (t1's six at their size and twice it, the astronaut
+    upright and tilted by 20 degrees, Hanks) wear no glasses: no frame on any (their brows, lids,
+    creases and a bridge's shadow are not one)."""
+    found = [(name, int((glasses.glasses_mask(img, pts) > 0.5).sum())) for name, img, pts in
+             package_faces(analyzer, t1, astronaut)]
+    print("\nframe pixels found:", found)
+    assert len(found) == 15 and all(n == 0 for _, n in found), found
+
+
+@pytest.mark.parametrize("thickness", [0.03, 0.07])
+def test_a_drawn_frame_is_found_and_little_else(analyzer, astronaut, thickness):
+    """Thin (3% of the eye distance) and thick (7%) dark frames drawn on the astronaut and on Hanks
+    are found: most of the drawn frame, and little beside it."""
+    hanks = cv2.imread(str(demo.insightface_image("Tom_Hanks_54745.png")))
+    figures = []
+    for img in (astronaut, hanks):
+        drawn_on, drawn = draw_glasses(img, largest(analyzer.analyze(img, embed=False))["landmarks"], thickness)
+        pts = largest(analyzer.analyze(drawn_on, embed=False))["landmarks"]
+        found = glasses.glasses_mask(drawn_on, pts) > 0.5
+        near = cv2.dilate(drawn.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        figures.append((round(float((found & drawn).sum() / drawn.sum()), 3),
+                        round(float((found & near).sum() / max(int(found.sum()), 1)), 3)))
+    print(f"\nthickness {thickness}: (share of the drawn frame found, share of what was found on it):", figures)
+    assert all(recall >= 0.8 and precision >= 0.8 for recall, precision in figures), figures
+
+
+def dark_frame(img, pts):
+    """Grace Hopper's black frame: the pixels around her eyes darker than 25% of her cheeks (Lab
+    lightness), less her eyes and what lies above her brows (her cap)."""
+    light = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)[..., 0].astype(np.float32)
+    left, right = eyes_of(pts)
+    d = float(np.hypot(*(right - left)))
+    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    near = np.zeros(img.shape[:2], bool)
+    for c in (left, right):
+        near |= ((xx - c[0]) / (0.75 * d)) ** 2 + ((yy - c[1]) / (0.5 * d)) ** 2 <= 1
+    eyes = cv2.dilate(mesh_swap._poly_mask(pts, mesh_swap.EYE_IMAGE_LEFT, img.shape[:2])
+                      | mesh_swap._poly_mask(pts, mesh_swap.EYE_IMAGE_RIGHT, img.shape[:2]), np.ones((7, 7), np.uint8))
+    cheek = light[int(left[1] + 0.7 * d):int(left[1] + 0.9 * d), int(left[0]):int(right[0])]
+    top = pts[mesh_swap.BROW_IMAGE_LEFT + mesh_swap.BROW_IMAGE_RIGHT, 1].min()
+    return near & (eyes == 0) & (light < 0.25 * np.median(cheek)) & (yy > top)
+
+
+def test_a_real_frame_is_found(analyzer, grace_hopper):
+    """Grace Hopper's black cat-eye frame is found: 0.88 of the pixels around her eyes darker than a
+    quarter of her cheeks (the rest: strands of her hair at the temples, beside the frame's tips)."""
+    pts = largest(analyzer.analyze(grace_hopper, embed=False))["landmarks"]
+    found = glasses.glasses_mask(grace_hopper, pts) > 0.5
+    black = dark_frame(grace_hopper, pts)
+    share = float((found & black).sum() / black.sum())
+    print(f"\nshare of her black frame found: {share:.3f} ({int(black.sum())} pixels); frame pixels found: "
+          f"{int(found.sum())}")
+    assert share >= 0.85, share
+
+
+def test_a_targets_glasses_stay_on_the_swapped_face(analyzer, grace_hopper, astronaut):
+    """The astronaut onto Grace Hopper, as the swap stage does it with the occlusion mask (the track's
+    appearance from its one frame): her black frame keeps its pixels (within 10 levels) where the
+    swap, without the frame's mask, painted most of it over with skin."""
+    src = largest(analyzer.analyze(astronaut, embed=False))
+    swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
+    pts = largest(analyzer.analyze(grace_hopper, embed=False))["landmarks"].astype(np.float32)
+    black = dark_frame(grace_hopper, pts)
+    shares = {}
+    for with_frame in (False, True):
+        appearance = TrackAppearance([pts])
+        appearance.add_sample(grace_hopper, pts)
+        mask = appearance.mask(grace_hopper, pts)
+        if not with_frame:
+            mask = np.zeros_like(mask)
+        patch = swapper.swap_one(grace_hopper, pts)
+        keep_occluded(patch, grace_hopper, 0, 0, mask)
+        result = grace_hopper.copy()
+        apply_patch(result, patch)
+        kept = (np.abs(result.astype(int) - grace_hopper.astype(int)) <= 10).all(-1)
+        shares[with_frame] = round(float((kept & black).sum() / black.sum()), 3)
+    print("\nshare of her black frame kept, without and with the frame's mask:", shares)
+    assert shares[False] <= 0.6 and shares[True] >= 0.9, shares
+
+
+def test_a_sources_glasses_do_not_come_over(analyzer, grace_hopper, astronaut):
+    """Grace Hopper onto the astronaut: where her frame lands on the astronaut's face (her frame's
+    pixels carried over by the swap's own map), the result shows dark lines (thin black-hat, Lab
+    levels) no stronger than the astronaut's own face there: the frame is painted out of the
+    source. Before, its ghost made them 8.2 against her own 6.6; 0.6 now."""
+    src = largest(analyzer.analyze(grace_hopper, embed=False))
+    crop, crop_pts = source_patch(grace_hopper, src["landmarks"])
+    frame = glasses.glasses_mask(crop, crop_pts) > 0.5
+    pts = largest(analyzer.analyze(astronaut, embed=False))["landmarks"].astype(np.float32)
+    swapper = MeshSwapper(crop, crop_pts)
+    layers = swapper._layers(astronaut, pts)
+    map_x, map_y = layers.to_source
+    h, w = frame.shape
+    xi, yi = np.clip(np.round(map_x).astype(int), 0, w - 1), np.clip(np.round(map_y).astype(int), 0, h - 1)
+    landed = frame[yi, xi] & (layers.alpha[..., 0] > 0.9 if layers.alpha.ndim == 3 else layers.alpha > 0.9)
+    result = astronaut.copy()
+    apply_patch(result, swapper.swap_one(astronaut, pts))
+
+    def lines(img):
+        light = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)[..., 0]
+        return cv2.morphologyEx(light, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+
+    own, swapped = float(np.mean(lines(astronaut)[landed])), float(np.mean(lines(result)[landed]))
+    print(f"\nwhere her frame lands ({int(landed.sum())} pixels): dark lines {swapped:.1f} (the astronaut's "
+          f"own {own:.1f})")
+    assert landed.sum() > 200 and swapped <= own, (swapped, own)
