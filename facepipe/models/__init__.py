@@ -6,7 +6,8 @@
   (dlib identity), ``alignment`` (the five-point templates);
 - swappers: ``swapper`` (the aligned-crop base) with ``inswapper`` and ``hyperswap``; the offline
   swaps ``facepipe.models.classic`` (``classic_swap``) and ``facepipe.models.mesh_warp``
-  (``mesh_swap``);
+  (``mesh_swap``), and ``glasses`` (a frame found over the dense mesh: kept on a target, painted out
+  of a source);
 - masks and restorers: ``masker`` with ``occluder`` and ``face_parser``; ``face_restorer``;
 - model files and sessions: ``download`` (pinned, verified), ``fp16``, ``batching``, ``standin``
   (stand-ins made from an entry), ``runtime`` (ONNX Runtime sessions).

@@ -60,6 +60,18 @@ def source_patch(img: np.ndarray, landmarks: np.ndarray, *, margin: float = 0.15
     return np.ascontiguousarray(crop), lm.astype(np.float32)
 
 
+def source_image(crop: np.ndarray, landmarks) -> np.ndarray:
+    """The source crop as the pixel swaps paste it: with a dense mesh (468 points), its glasses'
+    frame painted out (facepipe.models.glasses: warped onto the target it read as a ghost of
+    glasses); glasses are not the face."""
+    # lazy: facepipe.models.glasses reads mesh_swap's contours, and mesh_swap imports this module
+    from facepipe.models.glasses import without_glasses
+
+    crop = np.ascontiguousarray(crop)
+    points = np.asarray(landmarks, np.float32).reshape(-1, 2)
+    return np.ascontiguousarray(without_glasses(crop, points)) if len(points) == 468 else crop
+
+
 def as_68(landmarks, what: str) -> np.ndarray:
     """The 68 landmarks (iBUG layout) of a face: as given, or taken from the face mesh's 468 points
     (facepipe.models.face_mesh.MESH_TO_68; the offline backend's faces tables and sources hold the mesh)."""
@@ -158,7 +170,7 @@ class ClassicSwapper(PixelSwapper):
     name = "classic"
 
     def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray):
-        self.src = np.ascontiguousarray(source_crop)
+        self.src = source_image(source_crop, source_landmarks)
         self.src_lm = as_68(source_landmarks, "the source face")
         # One triangulation, made on the source, used for every target: corresponding
         # triangles then always cover the same part of the face.

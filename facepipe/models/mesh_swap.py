@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 
 from facepipe.media.tone import colour_weight, lightness_slopes, tone_of
-from facepipe.models.classic_swap import PixelSwapper, SwapError, blended_patch, hull_bbox
+from facepipe.models.classic_swap import PixelSwapper, SwapError, blended_patch, hull_bbox, source_image
 from facepipe.models.piecewise import piecewise_maps, signed_areas, triangle_affines, triangle_ids
 
 log = logging.getLogger(__name__)
@@ -880,13 +880,8 @@ class MeshSwapper(PixelSwapper):
     name = "mesh"
 
     def __init__(self, source_crop: np.ndarray, source_landmarks: np.ndarray, shape_transfer: int = SHAPE_TRANSFER):
-        # lazy: facepipe.models.glasses reads this module's contours
-        from facepipe.models.glasses import without_glasses
-
         self.src_pts = _points(source_landmarks, "the source face")
-        # A source's glasses are not its face: their frame, warped onto the target, read as a ghost of
-        # glasses. It is painted out from the skin around it.
-        self.src = np.ascontiguousarray(without_glasses(np.ascontiguousarray(source_crop), self.src_pts))
+        self.src = source_image(source_crop, self.src_pts)
         if not 0 <= shape_transfer <= 100:
             raise SwapError(f"shape_transfer is {shape_transfer}, not 0-100")
         self.shape_transfer = float(shape_transfer) / 100.0

@@ -38,7 +38,8 @@ MOUTH_FEATHER = 0.12  # feather (Gaussian sigma) in units of the corners' distan
 
 
 # The face regions on the offline backend's dense mesh (MediaPipe's 468 points), by FaceFusion's
-# names; left and right as the image shows them. The mesh knows no glasses; the lips are one region.
+# names; left and right as the image shows them. The mesh has no glasses region (the occlusion mask keeps a
+# target's glasses, facepipe.models.glasses); the lips are one region.
 MESH_EYEBROW_IMAGE_LEFT = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]
 MESH_EYEBROW_IMAGE_RIGHT = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
 MESH_NOSE = [168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 97, 98, 326, 327, 129, 358, 64, 294]

@@ -131,8 +131,9 @@ OPTIONS: tuple[Option, ...] = (
            stages=_SWAP, item="number", length=4, unique=False, minimum=0, maximum=100,
            values="four numbers 0–100"),
     Option("mask_regions", "list", list(_REGIONS),
-           "the regions swapped when `face_mask` has `region` (FaceFusion's names); the offline mesh knows no "
-           "glasses and treats the lips and mouth as one region", stages=_SWAP, choices=_REGIONS, min_items=1),
+           "the regions swapped when `face_mask` has `region` (FaceFusion's names); the offline mesh has no "
+           "glasses region (its `occlusion` mask keeps a target's glasses) and treats the lips and mouth as one "
+           "region", stages=_SWAP, choices=_REGIONS, min_items=1),
     Option("enhancer", "text", "none",
            "face restoration after the swap: `none`, or an enhancer of the model table; its rule and model exist "
            "only when chosen", stages=("enhance_faces",), choices_from=REGISTRY_ENHANCERS,
