@@ -166,3 +166,54 @@ def test_a_sources_glasses_do_not_come_over(analyzer, grace_hopper, astronaut):
     print(f"\nwhere her frame lands ({int(landed.sum())} pixels): dark lines {swapped:.1f} (the astronaut's "
           f"own {own:.1f})")
     assert landed.sum() > 200 and swapped <= own, (swapped, own)
+
+
+def draw_sunglasses(img, pts):
+    """The photo with dark glasses drawn on its face (the frame as draw_glasses, lenses a tenth of
+    the skin's light), and what they cover (bool)."""
+    out, frame = draw_glasses(img, pts, 0.05)
+    left, right = eyes_of(pts)
+    d = float(np.hypot(*(right - left)))
+    lenses = np.zeros(img.shape[:2], np.uint8)
+    for centre in (left, right):
+        cv2.ellipse(lenses, (int(round(centre[0])), int(round(centre[1] + 0.05 * d))),
+                    (int(round(0.42 * d)), int(round(0.33 * d))), 0, 0, 360, 1, -1)
+    out[lenses > 0] = (out[lenses > 0] * 0.15 + 10).astype(np.uint8)
+    return out, frame | (lenses > 0)
+
+
+def test_dark_glasses_stay_whole_and_a_soft_shadow_is_not_taken_for_them(analyzer, astronaut, t1):
+    """Dark glasses drawn on the astronaut (twice her size) are found whole, lenses and frame, and
+    stay on the swapped face; her eyes under a soft dark shadow (a third of their light, spread over
+    a quarter of the eye distance: a brow lit from above) are no glasses."""
+    big = cv2.resize(astronaut, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    drawn_on, covered = draw_sunglasses(big, largest(analyzer.analyze(big, embed=False))["landmarks"])
+    pts = largest(analyzer.analyze(drawn_on, embed=False))["landmarks"].astype(np.float32)
+    found = glasses.glasses_mask(drawn_on, pts) > 0.5
+    recall = float((found & covered).sum() / covered.sum())
+    near = cv2.dilate(covered.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    precision = float((found & near).sum() / max(int(found.sum()), 1))
+
+    source = sorted(analyzer.analyze(t1, embed=False), key=lambda f: f["box"][0])[3]
+    swapper = MeshSwapper(*source_patch(t1, source["landmarks"]))
+    appearance = TrackAppearance([pts])
+    appearance.add_sample(drawn_on, pts)
+    patch = swapper.swap_one(drawn_on, pts)
+    keep_occluded(patch, drawn_on, 0, 0, appearance.mask(drawn_on, pts))
+    result = drawn_on.copy()
+    apply_patch(result, patch)
+    kept = float(((np.abs(result.astype(int) - drawn_on.astype(int)) <= 10).all(-1) & covered).sum() / covered.sum())
+
+    left, right = eyes_of(largest(analyzer.analyze(astronaut, embed=False))["landmarks"])
+    d = float(np.hypot(*(right - left)))
+    shadow = np.zeros(astronaut.shape[:2], np.float32)
+    for centre in (left, right):
+        cv2.ellipse(shadow, (int(round(centre[0])), int(round(centre[1] - 0.05 * d))),
+                    (int(round(0.4 * d)), int(round(0.3 * d))), 0, 0, 360, 1, -1)
+    shadow = cv2.GaussianBlur(shadow, (0, 0), 0.25 * d * 0.3)
+    shaded = np.clip(astronaut * (1 - (1 - 0.3) * shadow[..., None]), 0, 255).astype(np.uint8)
+    shaded_found = int((glasses.glasses_mask(shaded, largest(analyzer.analyze(shaded, embed=False))["landmarks"])
+                        > 0.5).sum())
+    print(f"\ndark glasses: {recall:.3f} of them found, {precision:.3f} of what was found on them, {kept:.3f} "
+          f"kept on the swapped face; under a soft shadow, {shaded_found} pixels found")
+    assert recall >= 0.9 and precision >= 0.9 and kept >= 0.9 and shaded_found == 0

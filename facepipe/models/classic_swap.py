@@ -69,7 +69,13 @@ def source_image(crop: np.ndarray, landmarks) -> np.ndarray:
 
     crop = np.ascontiguousarray(crop)
     points = np.asarray(landmarks, np.float32).reshape(-1, 2)
-    return np.ascontiguousarray(without_glasses(crop, points)) if len(points) == 468 else crop
+    if len(points) != 468:
+        return crop
+    painted = without_glasses(crop, points)
+    if painted is not crop:
+        log.info("the source face wears glasses: they are painted out of it (a source photo without them swaps "
+                 "better)")
+    return np.ascontiguousarray(painted)
 
 
 def as_68(landmarks, what: str) -> np.ndarray:

@@ -21,6 +21,10 @@ warped onto the target read as a ghost of glasses). Both need the frame's pixels
    old face's creases under the eyes are). The frame is the lines within FRAME_BAND of the two
    outlines, the bridge, and what is as dark as a black frame joined to them (a cat-eye frame's
    tips). What lies further (creases, brows, the cheek) is not.
+5. **Dark lenses** (sunglasses) are taken whole: over each eye a piece darker than a black frame,
+   covering most of the eye (an open eye's white is not dark), twice its area or more, with a sharp
+   edge against the skin (a shadow under a brow lit from above is soft). Over the target's eyes they
+   stay; painted out of a source, its eyes' surroundings are the skin around them.
 
 Known limits: a rimless or light frame (gold wire, clear plastic) gives no dark line and is not
 found; a lens's tint and reflections are not looked at.
@@ -80,6 +84,9 @@ FILL_CLOSE, FILL_MARGIN, FILL_SIGMA = 0.05, 0.03, 0.12
 # eye distance above the brows.
 BLACK_SHARE, CHEEK_FROM = 0.45, 0.55
 BLACK_REACH, BLACK_ABOVE = 1.2, 0.1
+# Dark lenses (_dark_lenses): this share of an eye's pixels dark, the lens this many times the
+# eye's area, its border's median slope of lightness at least LENS_EDGE (Lab levels per canvas px).
+LENS_DARK_SHARE, LENS_AREA, LENS_EDGE = 0.6, 2.0, 15.0
 _OUTLINE_POINTS = 120
 
 
@@ -141,8 +148,8 @@ def _fit_lens(evidence: np.ndarray, centre: np.ndarray, temple: float) -> np.nda
 
 
 def frame_on_canvas(lightness: np.ndarray, canvas_pts: np.ndarray) -> np.ndarray:
-    """The glasses' frame on the canvas (bool), or all False where the face wears none (the
-    module's docstring says how)."""
+    """The glasses on the canvas (bool): their frame, and dark lenses whole; all False where the face
+    wears none (the module's docstring says how)."""
     light = lightness.astype(np.float32)
     thin = cv2.morphologyEx(lightness, cv2.MORPH_BLACKHAT,
                             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (THIN_KERNEL,) * 2)).astype(np.float32)
@@ -151,30 +158,53 @@ def frame_on_canvas(lightness: np.ndarray, canvas_pts: np.ndarray) -> np.ndarray
     d = float(EYE_DISTANCE)
     (x0, y0), mid = EYE_AT, EYE_AT[0] + d / 2
     yy, xx = np.mgrid[:lightness.shape[0], :lightness.shape[1]].astype(np.float32)
+
     def around_eyes(scale):
         return np.logical_or.reduce([((xx - cx) / (scale * ZONE_HALF_WIDTH * d)) ** 2
                                      + ((yy - y0) / (scale * ZONE_HALF_HEIGHT * d)) ** 2 <= 1 for cx in (x0, x0 + d)])
 
-    zone = around_eyes(1.0)
-    eyes = cv2.dilate(_poly(canvas_pts, EYE_IMAGE_LEFT) | _poly(canvas_pts, EYE_IMAGE_RIGHT),
+    eye_masks = [_poly(canvas_pts, EYE_IMAGE_LEFT) > 0, _poly(canvas_pts, EYE_IMAGE_RIGHT) > 0]
+    eyes = cv2.dilate((eye_masks[0] | eye_masks[1]).astype(np.uint8),
                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
     nose = (np.abs(xx - mid) < NOSE_HALF_WIDTH * d) & (yy > y0 + NOSE_BELOW * d)
     # Nothing above the brows: hair, a hat's brim.
     top = float(canvas_pts[BROW_IMAGE_LEFT + BROW_IMAGE_RIGHT, 1].min())
-    zone &= ~eyes & ~nose & (yy >= top)
-    strong = ((thin > THIN_STRONG) | (thick > THICK_STRONG)) & zone
+    zone = around_eyes(1.0) & ~eyes & ~nose & (yy >= top)
+    # As dark as a black frame or a dark lens: against the cheeks below the lenses.
+    cheeks = (yy > y0 + CHEEK_FROM * d) & ~nose & (np.abs(xx - mid) < d)
+    dark = light < BLACK_SHARE * float(np.median(light[cheeks]))
+    smooth = cv2.GaussianBlur(light, (0, 0), 1.0)
+    slope_x = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 4
+    slope_y = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 4
+
     weak = ((thin > THIN_WEAK) | (thick > THICK_WEAK)) & zone
-    nothing = np.zeros(lightness.shape, bool)
+    found = _rims(thin, thick, weak, zone, canvas_pts, np.abs(slope_y), (xx, yy))
+    found |= _dark_lenses(dark & around_eyes(1.0) & ~nose, eye_masks, np.hypot(slope_x, slope_y))
+    if not found.any():
+        return found
+    # With what is as dark and joined to it, a little beyond the zone: a cat-eye frame's tips, the
+    # arms, a dark lens's bridge.
+    near = dark & (thick > THICK_WEAK) & around_eyes(BLACK_REACH) & ~eyes & ~nose & (yy >= top - BLACK_ABOVE * d)
+    count, parts = cv2.connectedComponents((near | found).astype(np.uint8), connectivity=8)
+    return np.isin(parts, np.unique(parts[found]))
+
+
+def _rims(thin, thick, weak, zone, canvas_pts, edges, grid) -> np.ndarray:
+    """A frame's rims and bridge (bool; all False without a bridge): the gate, then the lines along
+    the fitted lens outlines (the module's docstring, 3 and 4)."""
+    xx, yy = grid
+    d = float(EYE_DISTANCE)
+    (x0, y0), mid = EYE_AT, EYE_AT[0] + d / 2
+    nothing = np.zeros(zone.shape, bool)
+    strong = ((thin > THIN_STRONG) | (thick > THICK_STRONG)) & zone
     if not strong.any():
         return nothing
-
     # The gate, on the lines less the brows.
     brows = cv2.dilate(_poly(canvas_pts, BROW_IMAGE_LEFT) | _poly(canvas_pts, BROW_IMAGE_RIGHT),
                        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
     count, pieces = cv2.connectedComponents((weak & ~brows).astype(np.uint8), connectivity=8)
-    columns = np.abs(np.arange(lightness.shape[1]) - mid) <= BRIDGE_HALF_WIDTH * d
+    columns = np.abs(np.arange(zone.shape[1]) - mid) <= BRIDGE_HALF_WIDTH * d
     rows = (yy > y0 + BRIDGE_TOP * d) & (yy < y0 + BRIDGE_BOTTOM * d)
-    edges = np.abs(cv2.Sobel(cv2.GaussianBlur(light, (0, 0), 1.0), cv2.CV_32F, 0, 1, ksize=3)) / 4
     candidates = np.unique(pieces[rows & columns[None] & strong & ~brows])
     bridges = []
     for i in candidates[candidates > 0]:
@@ -192,23 +222,40 @@ def frame_on_canvas(lightness: np.ndarray, canvas_pts: np.ndarray) -> np.ndarray
             bridges.append(i)
     if not bridges:
         return nothing
-
     # The frame: the lines (brows included: a frame may run over them) along the fitted outlines.
     evidence = np.where(weak, np.clip(np.maximum(thin, thick), 0, THICK_STRONG) / THICK_STRONG, 0).astype(np.float32)
     evidence = cv2.dilate(evidence, np.ones((3, 3), np.uint8))
-    band = np.zeros(lightness.shape, np.uint8)
+    band = np.zeros(zone.shape, np.uint8)
     for cx, temple in ((x0, -1.0), (x0 + d, 1.0)):
         outline = _fit_lens(evidence, np.array([cx, y0], np.float64), temple)
         cv2.polylines(band, [np.round(outline).astype(np.int32)], True, 1, max(1, int(round(FRAME_BAND * d))))
     bridge = np.isin(pieces, bridges) & (np.abs(xx - mid) <= NOSE_HALF_WIDTH * d)
-    frame = (weak & (band > 0)) | bridge
-    # With what is as dark as a black frame (against the cheeks below the lenses) and joined to it,
-    # a little beyond the zone: a cat-eye frame's tips, the arms.
-    cheeks = (yy > y0 + CHEEK_FROM * d) & ~nose & (np.abs(xx - mid) < d)
-    dark = light < BLACK_SHARE * float(np.median(light[cheeks]))
-    near = dark & (thick > THICK_WEAK) & around_eyes(BLACK_REACH) & ~eyes & ~nose & (yy >= top - BLACK_ABOVE * d)
-    count, parts = cv2.connectedComponents((near | frame).astype(np.uint8), connectivity=8)
-    return np.isin(parts, np.unique(parts[frame]))
+    return (weak & (band > 0)) | bridge
+
+
+def _dark_lenses(dark: np.ndarray, eye_masks: list[np.ndarray], slope: np.ndarray) -> np.ndarray:
+    """Dark lenses (sunglasses), whole (bool; all False unless both eyes are behind one): the dark
+    piece over each eye, most of the eye dark (an open eye's white is not), LENS_AREA times the
+    eye's area at least, with a sharp edge against the skin (the median slope of lightness along
+    its border at least LENS_EDGE: the shadow of a brow lit from above is soft)."""
+    nothing = np.zeros(dark.shape, bool)
+    count, parts = cv2.connectedComponents(dark.astype(np.uint8), connectivity=8)
+    lenses = np.zeros(dark.shape, np.uint8)
+    for eye in eye_masks:
+        if eye.sum() < 4 or dark[eye].mean() < LENS_DARK_SHARE:
+            return nothing
+        ids = np.unique(parts[eye & dark])
+        lens = np.isin(parts, ids[ids > 0])
+        if lens.sum() < LENS_AREA * eye.sum():
+            return nothing
+        border = lens & ~(cv2.erode(lens.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+        if float(np.median(slope[border])) < LENS_EDGE:
+            return nothing
+        lenses |= lens.astype(np.uint8)
+    # Whole: a lens's glare and the eye's own light inside it are the lens's.
+    contours, _ = cv2.findContours(lenses, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(lenses, contours, -1, 1, thickness=cv2.FILLED)
+    return lenses > 0
 
 
 def to_image(canvas_mask: np.ndarray, pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
