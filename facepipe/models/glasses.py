@@ -37,7 +37,8 @@ import itertools
 import cv2
 import numpy as np
 
-from facepipe.models.mesh_swap import BROW_IMAGE_LEFT, BROW_IMAGE_RIGHT, EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT
+from facepipe.models.mesh_swap import (BROW_IMAGE_LEFT, BROW_IMAGE_RIGHT, EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT,
+                                       pieces_touching)
 
 # The canvas: eye centres EYE_DISTANCE apart, the left one (as the image shows it) at EYE_AT; room for
 # the widest lenses and their frame (0.72 of the eye distance from an eye's centre).
@@ -185,8 +186,7 @@ def frame_on_canvas(lightness: np.ndarray, canvas_pts: np.ndarray) -> np.ndarray
     # With what is as dark and joined to it, a little beyond the zone: a cat-eye frame's tips, the
     # arms, a dark lens's bridge.
     near = dark & (thick > THICK_WEAK) & around_eyes(BLACK_REACH) & ~eyes & ~nose & (yy >= top - BLACK_ABOVE * d)
-    count, parts = cv2.connectedComponents((near | found).astype(np.uint8), connectivity=8)
-    return np.isin(parts, np.unique(parts[found]))
+    return pieces_touching(near | found, found)
 
 
 def _rims(thin, thick, weak, zone, canvas_pts, edges, grid) -> np.ndarray:
@@ -239,13 +239,11 @@ def _dark_lenses(dark: np.ndarray, eye_masks: list[np.ndarray], slope: np.ndarra
     eye's area at least, with a sharp edge against the skin (the median slope of lightness along
     its border at least LENS_EDGE: the shadow of a brow lit from above is soft)."""
     nothing = np.zeros(dark.shape, bool)
-    count, parts = cv2.connectedComponents(dark.astype(np.uint8), connectivity=8)
     lenses = np.zeros(dark.shape, np.uint8)
     for eye in eye_masks:
         if eye.sum() < 4 or dark[eye].mean() < LENS_DARK_SHARE:
             return nothing
-        ids = np.unique(parts[eye & dark])
-        lens = np.isin(parts, ids[ids > 0])
+        lens = pieces_touching(dark, eye)
         if lens.sum() < LENS_AREA * eye.sum():
             return nothing
         border = lens & ~(cv2.erode(lens.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)

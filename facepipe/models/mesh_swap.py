@@ -305,6 +305,15 @@ def _poly_mask(points: np.ndarray, idx: list[int], shape: tuple[int, int]) -> np
     return mask
 
 
+def pieces_touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The 8-connected pieces of a mask (bool) that have a pixel in ``seed`` (bool), whole."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    touched = np.zeros(count, bool)
+    touched[labels[seed & mask]] = True
+    touched[0] = False
+    return touched[labels]
+
+
 def sharpness(gray: np.ndarray, mask: np.ndarray) -> float:
     """Variance of the Laplacian over a mask: the measure of sharpness used to match and to test."""
     lap = cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F, ksize=3)
@@ -561,9 +570,7 @@ def source_fringe(img: np.ndarray, pts: np.ndarray, regions: tuple[np.ndarray, .
     hair = inner & ~skin.both(lab)[0] & (lab[..., 0] < skin.median[0])
     # The band's edge along the oval (the hairline's side): hair reaching it hangs from the hairline.
     edge = inner & (cv2.erode(oval, np.ones((3, 3), np.uint8)) == 0)
-    _, labels = cv2.connectedComponents(hair.astype(np.uint8), connectivity=8)
-    hanging = np.unique(labels[(cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & hair])
-    fringe = np.isin(labels, hanging[hanging > 0])
+    fringe = pieces_touching(hair, cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     m = max(1, int(round(FRINGE_MARGIN * face_w)))
     widened = cv2.dilate(fringe.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1,) * 2))
     # Below the fringe, its tips: darker than the skin, if not by much.
@@ -802,18 +809,6 @@ def _periocular(pts: np.ndarray, shape: tuple[int, int], face_w: float) -> np.nd
     return cv2.GaussianBlur(zone.astype(np.float32), (0, 0), r / 2.0)
 
 
-def _enclosed(region: np.ndarray, oval: np.ndarray) -> np.ndarray:
-    """The pieces of a region (bool) within the oval (uint8) that do not reach the oval's edge."""
-    count, labels = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
-    if count <= 1:
-        return np.zeros(region.shape, bool)
-    edge = region & (cv2.erode(oval, np.ones((3, 3), np.uint8)) == 0)
-    inner = np.ones(count, bool)
-    inner[np.unique(labels[edge])] = False
-    inner[0] = False
-    return inner[labels]
-
-
 def _mouth_cavity(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """The dark inside of the mouth (uint8 mask): pixels within CAVITY_REACH of the outer lip contour
     darker than CAVITY_SHARE of the skin's around them. The mesh's lip contours can fall
@@ -836,13 +831,7 @@ def _mouth_cavity(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
     opening = _poly_mask(pts, LIPS_INNER, shape)
     cv2.polylines(opening, [np.round(pts[LIPS_INNER]).astype(np.int32)], True, 1, 1)
     opening = cv2.dilate(opening, np.ones((3, 3), np.uint8))
-    count, labels = cv2.connectedComponents(dark, connectivity=8)
-    if count <= 1:
-        return dark * 255
-    joined = np.zeros(count, bool)
-    joined[np.unique(labels[(opening > 0) & (dark > 0)])] = True
-    joined[0] = False
-    return joined[labels].astype(np.uint8) * 255
+    return pieces_touching(dark > 0, opening > 0).astype(np.uint8) * 255
 
 
 # Faces wider than this (px) are swapped at this width and enlarged back, the source's finer detail
@@ -1112,7 +1101,8 @@ class MeshSwapper(PixelSwapper):
         # Hair and background come in from the oval's edge; what is not skin inside the face, apart
         # from its edge, is the face's own shade (a dimple, the shadow under a laughing lip): left
         # as a hole in the paste, it showed the target's dark spot on the pasted skin.
-        both |= _enclosed((oval > 0) & ~both, oval)
+        not_skin = (oval > 0) & ~both
+        both |= not_skin & ~pieces_touching(not_skin, cv2.erode(oval, np.ones((3, 3), np.uint8)) == 0)
         # Above the brows only what is close to the skin in both faces (the strict test): the edge of
         # a fringe there passes the looser test, and pasted it reads as an orange arc. Around the
         # brows (BROW_MARGIN) only the source is tested: the target's own brows, wherever its mesh
