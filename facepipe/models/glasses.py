@@ -89,10 +89,21 @@ BLACK_REACH, BLACK_ABOVE = 1.2, 0.1
 # eye's area, its border's median slope of lightness at least LENS_EDGE (Lab levels per canvas px).
 LENS_DARK_SHARE, LENS_AREA, LENS_EDGE = 0.6, 2.0, 15.0
 _OUTLINE_POINTS = 120
+# The mesh points a track's faces are laid onto its template by (eye_frame): the eyes' corners, the
+# brows, the nose's bridge and the cheekbones under the eyes; not the lids (they blink).
+FRAME_POINTS = [33, 133, 362, 263, 168, 6, 197, 195, 116, 345, 117, 346, 118, 347] + BROW_IMAGE_LEFT + BROW_IMAGE_RIGHT
 
 
-def eye_frame(pts: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity from image pixels to the canvas (eyes level, EYE_DISTANCE apart)."""
+def eye_frame(pts: np.ndarray, template: np.ndarray | None = None) -> np.ndarray:
+    """The 2x3 map from image pixels to the canvas. Without a template, the similarity that sets the
+    eyes level, EYE_DISTANCE apart; with one (track_template(): a track's eye region on the canvas), the
+    affine map that lays this face's eye region (FRAME_POINTS) best onto it, so that a head turned
+    away (its far side foreshortened) lands where the track's median face does."""
+    if template is not None:
+        m, _ = cv2.estimateAffine2D(np.asarray(pts, np.float32)[FRAME_POINTS], template[FRAME_POINTS],
+                                    method=cv2.LMEDS)
+        if m is not None:
+            return m.astype(np.float64)
     left, right = pts[EYE_IMAGE_LEFT].mean(0), pts[EYE_IMAGE_RIGHT].mean(0)
     along = (right - left).astype(np.float64)
     distance = max(float(np.hypot(*along)), 1e-6)
@@ -101,9 +112,20 @@ def eye_frame(pts: np.ndarray) -> np.ndarray:
     return np.hstack([rotation, (np.array(EYE_AT, np.float64) - rotation @ left)[:, None]])
 
 
-def canvas_of(img: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The face's lightness (Lab L, uint8) on the canvas, and its mesh there."""
-    m = eye_frame(pts)
+def track_template(meshes: list[np.ndarray]) -> np.ndarray:
+    """A track's eye region on the canvas: each face's mesh on the canvas by its similarity
+    (eye_frame), their median (float32, 468 x 2)."""
+    laid = []
+    for mesh in meshes:
+        m = eye_frame(mesh)
+        laid.append(np.asarray(mesh, np.float64) @ m[:, :2].T + m[:, 2])
+    return np.median(np.stack(laid), 0).astype(np.float32)
+
+
+def canvas_of(img: np.ndarray, pts: np.ndarray, template: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The face's lightness (Lab L, uint8) on the canvas, and its mesh there (eye_frame)."""
+    m = eye_frame(pts, template)
     warped = cv2.warpAffine(img, m, CANVAS_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     lightness = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB)[..., 0] if warped.ndim == 3 else warped
     return lightness, (np.asarray(pts, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
@@ -256,12 +278,13 @@ def _dark_lenses(dark: np.ndarray, eye_masks: list[np.ndarray], slope: np.ndarra
     return lenses > 0
 
 
-def to_image(canvas_mask: np.ndarray, pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def to_image(canvas_mask: np.ndarray, pts: np.ndarray, shape: tuple[int, int],
+             template: np.ndarray | None = None) -> np.ndarray:
     """A canvas mask drawn back on an image of ``shape`` whose face has mesh ``pts``: float32, 1 on
     the frame, its edge soft over about a pixel."""
     if not canvas_mask.any():
         return np.zeros(shape, np.float32)
-    m = eye_frame(pts)
+    m = eye_frame(pts, template)
     back = cv2.warpAffine(canvas_mask.astype(np.float32), cv2.invertAffineTransform(m), shape[::-1],
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # The frame's own soft edge (a pixel or two, more on a face larger than the canvas) is the frame's.

@@ -138,6 +138,7 @@ class TrackAppearance:
         self.samples: list[np.ndarray] = []
         # The eyes' canvas of each sample (facepipe.models.glasses) and the mesh on it: the glasses'
         # frame, read once from their median, is drawn on every face of the track.
+        self.eye_template = glasses.track_template(meshes)
         self.eye_samples: list[np.ndarray] = []
         self.eye_points: list[np.ndarray] = []
         self.appearance = None
@@ -158,7 +159,7 @@ class TrackAppearance:
 
     def add_sample(self, crop: np.ndarray, mesh: np.ndarray) -> None:
         if len(self.samples) % GLASSES_EVERY == 0:
-            lightness, points = glasses.canvas_of(crop, np.asarray(mesh, np.float32))
+            lightness, points = glasses.canvas_of(crop, np.asarray(mesh, np.float32), self.eye_template)
             self.eye_samples.append(lightness)
             self.eye_points.append(points)
         self.samples.append(self.texture(crop, mesh).astype(np.float16))
@@ -233,7 +234,7 @@ class TrackAppearance:
         (its glasses' frame included)."""
         canvas = self.canvas_mask(crop, mesh)
         mesh = np.asarray(mesh, np.float32)
-        frame = glasses.to_image(self.frame, mesh, crop.shape[:2])
+        frame = glasses.to_image(self.frame, mesh, crop.shape[:2], self.eye_template)
         if not canvas.any():
             return frame
         x0, y0, w, h = cv2.boundingRect(np.round(mesh).astype(np.int32))
