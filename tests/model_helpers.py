@@ -3,6 +3,7 @@ crops, and insightface's own paste-back for comparisons."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from facepipe.models.zoo import load
@@ -47,3 +48,19 @@ def swap_frame(swapper, img: np.ndarray, target_faces: list) -> np.ndarray:
         if patch is not None:
             apply_patch(out, patch)
     return out
+
+
+def turn_face(img: np.ndarray, pts: np.ndarray, degrees: float) -> np.ndarray:
+    """The photo with the face turned about the vertical axis through its middle: the band of
+    columns within 0.6 face widths of the face's centre is a cylinder, seen turned by ``degrees``
+    (the far side leaves the view); the rest of the frame is as it was."""
+    h, w = img.shape[:2]
+    cx = float(pts[:, 0].mean())
+    radius = 0.6 * float(np.ptp(pts[:, 0]))
+    x = np.arange(w, dtype=np.float64)
+    u = np.clip((x - cx) / radius, -1.0, 1.0)
+    angle = np.arcsin(u) - np.radians(degrees)
+    map_x = np.where(np.abs(x - cx) < radius, cx + radius * np.sin(np.clip(angle, -np.pi / 2, np.pi / 2)), x)
+    map_x = np.repeat(map_x[None].astype(np.float32), h, axis=0)
+    map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR)

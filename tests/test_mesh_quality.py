@@ -19,7 +19,7 @@ import pytest
 from facepipe.models import mesh_swap, piecewise
 from facepipe.models.classic_swap import source_patch
 from facepipe.models.mesh_swap import MeshSwapper
-from tests.model_helpers import swap_frame
+from tests.model_helpers import swap_frame, turn_face
 
 TURNS = (-60, -40, -20, 0, 20, 40, 60)
 # The pure colour the source crop is painted outside its face oval: no face has it, so any of it
@@ -38,22 +38,6 @@ def analyzer(mesh_analyzer):
 
 def largest(faces):
     return max(faces, key=lambda f: np.ptp(f["landmarks"][:, 0]) * np.ptp(f["landmarks"][:, 1]))
-
-
-def turn_face(img: np.ndarray, pts: np.ndarray, degrees: float) -> np.ndarray:
-    """The photo with the face turned about the vertical axis through its middle: the band of
-    columns within 0.6 face widths of the face's centre is a cylinder, seen turned by ``degrees``
-    (the far side leaves the view); the rest of the frame is as it was."""
-    h, w = img.shape[:2]
-    cx = float(pts[:, 0].mean())
-    radius = 0.6 * float(np.ptp(pts[:, 0]))
-    x = np.arange(w, dtype=np.float64)
-    u = np.clip((x - cx) / radius, -1.0, 1.0)
-    angle = np.arcsin(u) - np.radians(degrees)
-    map_x = np.where(np.abs(x - cx) < radius, cx + radius * np.sin(np.clip(angle, -np.pi / 2, np.pi / 2)), x)
-    map_x = np.repeat(map_x[None].astype(np.float32), h, axis=0)
-    map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR)
 
 
 def source_face_mask(crop: np.ndarray, crop_pts: np.ndarray) -> np.ndarray:
