@@ -64,3 +64,19 @@ def turn_face(img: np.ndarray, pts: np.ndarray, degrees: float) -> np.ndarray:
     map_x = np.repeat(map_x[None].astype(np.float32), h, axis=0)
     map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
     return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR)
+
+
+def swap_with_occlusion(swapper, frame: np.ndarray, mesh: np.ndarray, appearance=None) -> np.ndarray:
+    """One frame with its face swapped by an offline (pixel) swapper as the swap stage does it: the
+    target's pixels put back where the track's appearance (facepipe.swap.occlusion.TrackAppearance,
+    its samples added) says something covers the face; without one, the plain swap."""
+    from facepipe.media.patches import apply_patch
+    from facepipe.swap.occlusion import keep_occluded
+
+    result = frame.copy()
+    patch = swapper.swap_one(frame, mesh)
+    if patch is not None:
+        if appearance is not None:
+            keep_occluded(patch, frame, 0, 0, appearance.mask(frame, mesh))
+        apply_patch(result, patch)
+    return result

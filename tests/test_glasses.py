@@ -12,10 +12,10 @@ import pytest
 from facepipe.models import glasses, mesh_swap
 from facepipe.models.classic_swap import source_patch
 from facepipe.models.mesh_swap import MeshSwapper
-from facepipe.swap.occlusion import TrackAppearance, keep_occluded
+from facepipe.swap.occlusion import TrackAppearance
 from facepipe.media.patches import apply_patch
 from facepipe.media import demo
-from tests.model_helpers import turn_face
+from tests.model_helpers import swap_with_occlusion, turn_face
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_a_real_frame_is_found(analyzer, grace_hopper):
 def test_a_targets_glasses_stay_on_the_swapped_face(analyzer, grace_hopper, astronaut):
     """The astronaut onto Grace Hopper, as the swap stage does it with the occlusion mask (the track's
     appearance from its one frame): her black frame keeps its pixels (within 10 levels) where the
-    swap, without the frame's mask, painted most of it over with skin."""
+    swap without it painted most of it over with skin."""
     src = largest(analyzer.analyze(astronaut, embed=False))
     swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
     pts = largest(analyzer.analyze(grace_hopper, embed=False))["landmarks"].astype(np.float32)
@@ -128,16 +128,10 @@ def test_a_targets_glasses_stay_on_the_swapped_face(analyzer, grace_hopper, astr
     for with_frame in (False, True):
         appearance = TrackAppearance([pts])
         appearance.add_sample(grace_hopper, pts)
-        mask = appearance.mask(grace_hopper, pts)
-        if not with_frame:
-            mask = np.zeros_like(mask)
-        patch = swapper.swap_one(grace_hopper, pts)
-        keep_occluded(patch, grace_hopper, 0, 0, mask)
-        result = grace_hopper.copy()
-        apply_patch(result, patch)
+        result = swap_with_occlusion(swapper, grace_hopper, pts, appearance if with_frame else None)
         kept = (np.abs(result.astype(int) - grace_hopper.astype(int)) <= 10).all(-1)
         shares[with_frame] = round(float((kept & black).sum() / black.sum()), 3)
-    print("\nshare of her black frame kept, without and with the frame's mask:", shares)
+    print("\nshare of her black frame kept, without and with the occlusion mask:", shares)
     assert shares[False] <= 0.6 and shares[True] >= 0.9, shares
 
 
@@ -199,10 +193,7 @@ def test_dark_glasses_stay_whole_and_a_soft_shadow_is_not_taken_for_them(analyze
     swapper = MeshSwapper(*source_patch(t1, source["landmarks"]))
     appearance = TrackAppearance([pts])
     appearance.add_sample(drawn_on, pts)
-    patch = swapper.swap_one(drawn_on, pts)
-    keep_occluded(patch, drawn_on, 0, 0, appearance.mask(drawn_on, pts))
-    result = drawn_on.copy()
-    apply_patch(result, patch)
+    result = swap_with_occlusion(swapper, drawn_on, pts, appearance)
     kept = float(((np.abs(result.astype(int) - drawn_on.astype(int)) <= 10).all(-1) & covered).sum() / covered.sum())
 
     left, right = eyes_of(largest(analyzer.analyze(astronaut, embed=False))["landmarks"])
@@ -236,10 +227,7 @@ def test_a_turning_heads_glasses_stay_on_every_frame(analyzer, grace_hopper, ast
     shares = []
     for frame, mesh in zip(frames, meshes):
         black = dark_frame(frame, mesh)
-        patch = swapper.swap_one(frame, mesh)
-        keep_occluded(patch, frame, 0, 0, appearance.mask(frame, mesh))
-        result = frame.copy()
-        apply_patch(result, patch)
+        result = swap_with_occlusion(swapper, frame, mesh, appearance)
         kept = (np.abs(result.astype(int) - frame.astype(int)) <= 10).all(-1)
         shares.append(round(float((kept & black).sum() / black.sum()), 3))
     print("\nshare of her black frame kept, turned -40 to 40 degrees:", shares)

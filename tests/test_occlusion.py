@@ -11,12 +11,12 @@ as the workflow runs them, once with occlusion and once without, and the figures
 import cv2
 import numpy as np
 from tests import occlusion_clips as clips
+from tests.model_helpers import swap_with_occlusion
 import pytest
 
 from facepipe.models.classic_swap import source_patch
 from facepipe.models.mesh_swap import FACE_OVAL, MeshSwapper
-from facepipe.swap.occlusion import TrackAppearance, keep_occluded, sample_frames
-from facepipe.media.patches import apply_patch
+from facepipe.swap.occlusion import TrackAppearance, sample_frames
 
 # A pixel of the object "keeps its value" within this many levels (no compression here).
 TOLERANCE = 2
@@ -54,16 +54,7 @@ def swap_clip(swapper, frames, meshes, *, occlusion: bool):
     if occlusion:
         for i in sorted(sample_frames(list(range(len(frames))))):
             appearance.add_sample(frames[i], meshes[i])
-    out = []
-    for frame, points in zip(frames, meshes):
-        result = frame.copy()
-        patch = swapper.swap_one(frame, points)
-        if patch is not None:
-            if occlusion:
-                keep_occluded(patch, frame, 0, 0, appearance.mask(frame, points))
-            apply_patch(result, patch)
-        out.append(result)
-    return out
+    return [swap_with_occlusion(swapper, frame, points, appearance) for frame, points in zip(frames, meshes)]
 
 
 def measure(frames, masks, results, meshes):

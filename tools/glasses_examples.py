@@ -20,15 +20,16 @@ from matplotlib import cbook
 from skimage import data
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script: the checkout's package
+sys.path.insert(0, str(REPO))  # run as a script: the checkout's package and its tests' helpers
 
-from facepipe.media.patches import apply_patch  # noqa: E402
+from tests.model_helpers import swap_with_occlusion  # noqa: E402
+
 from facepipe.models import face_mesh as mesh  # noqa: E402
 from facepipe.models import model_path  # noqa: E402
 from facepipe.models.classic_swap import source_patch  # noqa: E402
 from facepipe.models.face_mesh import MeshAnalyzer  # noqa: E402
 from facepipe.models.mesh_swap import MeshSwapper  # noqa: E402
-from facepipe.swap.occlusion import TrackAppearance, keep_occluded  # noqa: E402
+from facepipe.swap.occlusion import TrackAppearance  # noqa: E402
 
 TILE = 300
 
@@ -57,11 +58,7 @@ def swapped(analyzer, source: np.ndarray, target: np.ndarray) -> tuple[np.ndarra
     pts = analyzer.analyze(target, embed=False)[0]["landmarks"].astype(np.float32)
     appearance = TrackAppearance([pts])
     appearance.add_sample(target, pts)
-    patch = swapper.swap_one(target, pts)
-    keep_occluded(patch, target, 0, 0, appearance.mask(target, pts))
-    out = target.copy()
-    apply_patch(out, patch)
-    return out, pts
+    return swap_with_occlusion(swapper, target, pts, appearance), pts
 
 
 def main(out: Path) -> None:
