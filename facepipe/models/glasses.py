@@ -89,6 +89,9 @@ BLACK_REACH, BLACK_ABOVE = 1.2, 0.1
 # eye's area, its border's median slope of lightness at least LENS_EDGE (Lab levels per canvas px).
 LENS_DARK_SHARE, LENS_AREA, LENS_EDGE = 0.6, 2.0, 15.0
 _OUTLINE_POINTS = 120
+# A track's template is the median of this many of its faces at most (a 30 s segment's track has
+# up to 750).
+TEMPLATE_FACES = 48
 # The mesh points a track's faces are laid onto its template by (eye_frame): the eyes' corners, the
 # brows, the nose's bridge and the cheekbones under the eyes; not the lids (they blink).
 FRAME_POINTS = [33, 133, 362, 263, 168, 6, 197, 195, 116, 345, 117, 346, 118, 347] + BROW_IMAGE_LEFT + BROW_IMAGE_RIGHT
@@ -113,10 +116,10 @@ def eye_frame(pts: np.ndarray, template: np.ndarray | None = None) -> np.ndarray
 
 
 def track_template(meshes: list[np.ndarray]) -> np.ndarray:
-    """A track's eye region on the canvas: each face's mesh on the canvas by its similarity
-    (eye_frame), their median (float32, 468 x 2)."""
+    """A track's eye region on the canvas: its faces' meshes (TEMPLATE_FACES of them, spread along
+    it) on the canvas by their similarity (eye_frame), their median (float32, 468 x 2)."""
     laid = []
-    for mesh in meshes:
+    for mesh in meshes[::max(1, -(-len(meshes) // TEMPLATE_FACES))]:
         m = eye_frame(mesh)
         laid.append(np.asarray(mesh, np.float64) @ m[:, :2].T + m[:, 2])
     return np.median(np.stack(laid), 0).astype(np.float32)
