@@ -423,6 +423,25 @@ def test_a_shade_inside_the_face_is_pasted_over_not_left_as_a_hole(analyzer, t1,
     assert values[2] <= 40, values
 
 
+def test_an_overexposed_faces_swapped_skin_keeps_its_hue(analyzer, t1, astronaut):
+    """t1.jpg brightened 1.35 times (its faces' highlights clipped), the astronaut swapped onto each
+    face: the pixels whose hue the swap turned green or blue (Lab a* or b* under neutral where the
+    target's was not) number 1054 (3212 before: a clipped pixel, red and green both at 255, reads
+    as a greenish yellow, and the target's colour means and shade slope took that for its skin's:
+    a green brow, cyan patches on a cheek)."""
+    bright = np.clip(t1.astype(np.float32) * 1.35, 0, 255).astype(np.uint8)
+
+    def turned(result, target, pts):
+        lab, own = (cv2.cvtColor(img, cv2.COLOR_BGR2LAB).astype(np.int16) for img in (result, target))
+        changed = np.abs(result.astype(np.int16) - target).max(axis=2) > 3
+        return int((changed & (((lab[..., 1] < 126) & (own[..., 1] >= 126))
+                               | ((lab[..., 2] < 126) & (own[..., 2] >= 126)))).sum())
+
+    values = astronaut_on_t1s_faces(analyzer, bright, astronaut, turned)
+    print("\npixels turned green or blue, t1's faces from the left:", values)
+    assert sum(values) <= 1600, values
+
+
 def test_a_masked_mean_far_from_its_mask_is_the_whole_masks_mean():
     """Beyond the Gaussian's reach of every pixel of the mask, the mean is the mask's own mean: it
     was zero, which in Lab is black with a strong blue-green cast, and it showed as blue blobs

@@ -40,7 +40,9 @@ For each target face:
    (relief_gain): on a washed-out face the source's smile folds would read as brown streaks. On a
    target whose skin is darker than the source's (a dim room, a night scene) all of the source's
    shades, highlights and colours over its skin come over at the target's light (the ratio of the
-   two skins' L* + 16): at full depth they made white blotches and red streaks on a dim face.
+   two skins' L* + 16): at full depth they made white blotches and red streaks on a dim face. On
+   an overexposed target the skin's hue is read where it is not clipped (clipped_skin), its
+   saturation from all of it: a clipped pixel reads as a greenish yellow (green brows, cyan patches).
    Around the eyes the light also follows at a lid's scale (FINE_LIGHT_SCALE): the target's lid
    shade (a squint's crease) stays, the source's lit lids go. A black-and-white or sepia source
    photo has no colour to bring (facepipe.media.tone): its brows take the target skin's colour
@@ -194,6 +196,9 @@ _LIGHT_SIGMA_PX = 3.0
 # The weight of the whole mask's mean in a masked mean (_masked_mean): it only shows where the mask
 # is this sparse or sparser within reach of the Gaussian.
 _FAR = 1e-3
+# A target pixel with a channel at this level or above is clipped (clipped_skin), and its colour
+# is not read where more than this share of the skin is.
+CLIPPED, CLIPPED_SHARE = 250, 0.02
 # Skin: a pixel of the face whose Lab chroma lies this many robust spreads (within the limits)
 # from the face's median, or its lightness this far, is not skin (hair, background, a shadowed
 # ear).
@@ -578,6 +583,20 @@ def source_fringe(img: np.ndarray, pts: np.ndarray, regions: tuple[np.ndarray, .
     return fringe | tips
 
 
+def clipped_skin(img: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
+    """The skin whose colour can be read where an overexposed face has clipped pixels (a channel at
+    CLIPPED or above; more than CLIPPED_SHARE of the skin): the rest of it, or None (all of it).
+    A clipped pixel has lost its hue: red and green both at 255 read as a greenish yellow, and such
+    pixels in the target's colour means turned the swapped skin and brows green and its highlights
+    blue."""
+    clipped = skin & (img.max(axis=2) >= CLIPPED)
+    count = int(np.count_nonzero(clipped))
+    if count <= CLIPPED_SHARE * int(np.count_nonzero(skin)):
+        return None
+    rest = skin & ~clipped
+    return rest if np.count_nonzero(rest) >= 16 else None
+
+
 def shade_slope(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """How the skin's a and b (Lab) change with its lightness L over a face: the least-squares
     slopes (2,). In a real face the shaded skin is redder and more saturated than the lit skin,
@@ -602,7 +621,8 @@ def relief_gain(source_relief: np.ndarray, target_relief: np.ndarray) -> float:
 
 def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndarray, target_skin: np.ndarray,
             sigma: float, brows: np.ndarray | None = None, lips: np.ndarray | None = None,
-            fine: np.ndarray | None = None, source_colour: float = 1.0) -> np.ndarray:
+            fine: np.ndarray | None = None, source_colour: float = 1.0,
+            target_colour_skin: np.ndarray | None = None) -> np.ndarray:
     """The warped source's texture without its own light, on the target's skin and light (Lab,
     float): the target's local mean (masked Gaussian mean over its skin) plus the source's
     lightness over its own local mean, and the colour each shade has in the target's skin
@@ -616,13 +636,34 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     source_colour: how much colour of its own the source has (facepipe.media.tone.colour_weight):
     a black-and-white or sepia photo (0) has none to bring, and there its colour detail and its
     brows' saturation give way to the target's (brows in the target skin's colour, not a grey that
-    reads as blue beside it), its lips' colour to the target's own lips'."""
+    reads as blue beside it), its lips' colour to the target's own lips'.
+    target_colour_skin: the part of the target's skin whose hue is read (its colour means' hue and
+    its shade slope), where that is not all of it (clipped_skin: an overexposed face's clipped
+    pixels have lost their hue)."""
     source_means, target_weights = _MaskedMeans(warped_lab, source_skin), _MaskWeights(target_skin)
     target_means = _MaskedMeans(target_lab, target_weights)
+    if target_colour_skin is not None:
+        hue_means = _MaskedMeans(np.ascontiguousarray(target_lab[..., 1:]), target_colour_skin)
+        chroma_means = _MaskedMeans(np.hypot(target_lab[..., 1:2] - 128.0, target_lab[..., 2:3] - 128.0),
+                                    target_weights)
+
+    def target_at(scale):
+        means = list(cv2.split(target_means.at(scale)))
+        if target_colour_skin is not None:
+            # The skin's hue from where it is read, its saturation from all of it (the mean of each
+            # pixel's, not of their colours: hues that differ would cancel): where the face is
+            # clipped the mean stays as pale as the face is, in its skin's hue, not a greenish
+            # yellow (and the unclipped skin's saturation, spread over the clipped face, painted it
+            # orange).
+            a, b = (plane - 128.0 for plane in cv2.split(hue_means.at(scale)))
+            chroma = chroma_means.at(scale)[..., 0] / np.maximum(np.hypot(a, b), 1e-3)
+            means[1], means[2] = 128.0 + a * chroma, 128.0 + b * chroma
+        return means
+
     # The channels as planes of their own from here on: arithmetic on a channel of a Lab image
     # strides through all three (a third of this function's time went to it).
     source_mean = list(cv2.split(source_means.at(sigma * SOURCE_LIGHT_SCALE)))
-    target_mean = list(cv2.split(target_means.at(sigma)))
+    target_mean = target_at(sigma)
     warped = cv2.split(warped_lab)
     if fine is not None and fine.any():
         # Only the source's light at that scale is taken out (where its lids are lighter than its
@@ -632,8 +673,7 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
         # look (identity_benchmark's mean distance rose by 0.02 where both were replaced).
         # Their colour follows at that scale both ways (the lids' own tone in each face).
         fine_sigma = max(1.0, sigma * FINE_LIGHT_SCALE)
-        for channel, (lit, shade) in enumerate(zip(cv2.split(source_means.at(fine_sigma)),
-                                                   cv2.split(target_means.at(fine_sigma)))):
+        for channel, (lit, shade) in enumerate(zip(cv2.split(source_means.at(fine_sigma)), target_at(fine_sigma))):
             lit -= source_mean[channel]
             shade -= target_mean[channel]
             if channel == 0:
@@ -656,7 +696,7 @@ def relight(warped_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndar
     squeezed_colour = [COLOUR_RANGE * np.tanh(c / COLOUR_RANGE) for c in colour]
     if source_colour < 1.0:
         squeezed_colour = [source_colour * c for c in squeezed_colour]
-    slope = shade_slope(target_lab, target_skin)
+    slope = shade_slope(target_lab, target_skin if target_colour_skin is None else target_colour_skin)
     shade_colour = [squeezed * slope[0], squeezed * slope[1]]
     if brows is not None:
         # The brows' hairs are not shaded skin: they keep their own darkness, and their saturation
@@ -1128,7 +1168,7 @@ class MeshSwapper(PixelSwapper):
         brows = brow_masks > 0
         out_lab = relight(w_lab, t_lab, face & source_skin, face & target_skin, max(2.0, LIGHT_SIGMA * face_w),
                           cv2.dilate(brows.astype(np.uint8), small) > 0, lips > 0, _periocular(moved, shape, face_w),
-                          self._src_colour)
+                          self._src_colour, clipped_skin(target, face & target_skin))
         warped = cv2.cvtColor(np.clip(np.round(out_lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
         # The blur is read over the whole face inside the core, the eyes and mouth included: the
