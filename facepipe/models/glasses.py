@@ -13,7 +13,7 @@ warped onto the target read as a ghost of glasses). Both need the frame's pixels
    left out.
 3. **The gate**: glasses have a bridge. A piece of those lines must cross the nose between the eyes
    (every column of BRIDGE_HALF_WIDTH either side of the middle), with a sharp edge in each column
-   (a frame's border, not a soft shadow), no thicker than BRIDGE_MAX, reaching over both eyes. The
+   (a frame's border, not a soft shadow), no thicker than BRIDGE_MAX, reaching both eyes. The
    brows are left out of this test (brows that meet are not a bridge). A face without such a
    piece has no glasses, and nothing of it is touched.
 4. **The frame**: each lens's outline is fitted to the lines (a superellipse around the eye, by a
@@ -62,8 +62,9 @@ BRIDGE_TOP, BRIDGE_BOTTOM = -0.45, 0.1
 BRIDGE_MAX = 0.3
 BRIDGE_EDGE = 12.0
 BRIDGE_SHARE = 0.9
-# ... and reaching over both eyes: above the eye line in this share of the columns within
-# OVER_EYE_HALF_WIDTH of each eye's centre.
+# ... and reaching both eyes: in this share of the columns within OVER_EYE_HALF_WIDTH of each eye's
+# centre (above it or below: on a small face the frame over one eye is cut from the bridge where it
+# crosses the brow, left out of the test).
 OVER_EYE_HALF_WIDTH = 0.15
 OVER_EYE_SHARE = 0.7
 # The lens outlines searched (shares of the eye distance; exponent 2 an ellipse, higher squarer).
@@ -240,8 +241,7 @@ def _rims(thin, thick, weak, zone, canvas_pts, edges, grid) -> np.ndarray:
         beside = cv2.dilate(piece.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if (np.where(beside & rows, edges, 0)[:, columns].max(0) > BRIDGE_EDGE).mean() < BRIDGE_SHARE:
             continue
-        above = piece[:int(y0 - 0.05 * d)]
-        over = [above[:, int(cx - OVER_EYE_HALF_WIDTH * d):int(cx + OVER_EYE_HALF_WIDTH * d) + 1].any(0).mean()
+        over = [piece[:, int(cx - OVER_EYE_HALF_WIDTH * d):int(cx + OVER_EYE_HALF_WIDTH * d) + 1].any(0).mean()
                 for cx in (x0, x0 + d)]
         if min(over) >= OVER_EYE_SHARE:
             bridges.append(i)
