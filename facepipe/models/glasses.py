@@ -159,11 +159,16 @@ def _sample(evidence: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(inside, evidence[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)], 0.0)
 
 
+# The outlines searched, once: (shift x, shift y, half width, half height, exponent) per row, no lens
+# much taller than it is wide.
+_LENS_GRID = np.array([(dx, dy, a, b, n) for dx, dy, a, b, n in itertools.product(
+    LENS_SHIFT_X, LENS_SHIFT_Y, LENS_HALF_WIDTH, LENS_HALF_HEIGHT, LENS_EXPONENT) if b <= a + 0.04])
+
+
 def _fit_lens(evidence: np.ndarray, centre: np.ndarray, temple: float) -> np.ndarray:
     """The best outline (x, y points) of the lens around the eye at ``centre``; temple: -1 where the
     temple is on the canvas's left, 1 on its right."""
-    grid = np.array([(dx, dy, a, b, n) for dx, dy, a, b, n in itertools.product(
-        LENS_SHIFT_X, LENS_SHIFT_Y, LENS_HALF_WIDTH, LENS_HALF_HEIGHT, LENS_EXPONENT) if b <= a + 0.04])
+    grid = _LENS_GRID
     d = float(EYE_DISTANCE)
     shift_x, shift_y = temple * grid[:, 0] * d, grid[:, 1] * d
     on = _lens_outlines(shift_x, shift_y, grid[:, 2] * d, grid[:, 3] * d, grid[:, 4], centre)
