@@ -608,6 +608,38 @@ def test_a_still_shot_without_faces_is_looked_at_once_per_chunk(analyzer, t1, mo
     assert len(looked) == 2  # without thumbnails every frame is looked at, as before
 
 
+def test_a_face_coming_into_view_while_another_is_followed_is_found_from_its_first_readable_frame(
+        analyzer, astronaut):
+    """While one face is followed the detector runs on one frame in DETECT_EVERY, so a second face
+    coming into view between is found some frames late; detection then looks for it on the frames
+    before by the mesh (face_rows, MeshAnalyzer.frames_late), further back than the tracker's gap."""
+    from facepipe.faces.detection import face_rows
+    from facepipe.models import crop_kind
+
+    head = cv2.resize(astronaut[20:260, 120:330], (140, 160))
+
+    def view(n):  # the head at the left, its mirror image coming in from the right, 22 px a frame
+        img = np.full((360, 640, 3), 110, np.uint8)
+        img[100:260, 60:200] = head
+        x = 640 - 22 * n
+        img[100:260, x:x + min(140, 640 - x)] = head[:, ::-1][:, :min(140, 640 - x)]
+        return img
+
+    frames = [view(n) for n in range(1, 17)]
+    right = lambda faces: sum((f["box"][0] + f["box"][2]) / 2 > 320 for f in faces)  # noqa: E731
+    readable = [right(analyzer.analyze(img, embed=False)) for img in frames]  # the detector on every frame
+    followed = [right(faces) for faces in analyzer.analyze_frames(
+        (video.WorkFrame(n, bgr=img), False) for n, img in enumerate(frames, 1))]
+    hold = 2
+    rows = list(face_rows(analyzer, [video.WorkFrame(n, bgr=img) for n, img in enumerate(frames, 1)],
+                          crop_kind("mesh_warp"), hold_frames=hold))
+    found = [sum(not r["hold"] and (r["x1"] + r["x2"]) / 2 > 320 for r in frame_rows) for frame_rows in rows]
+    print(f"\nthe second face read by the detector from frame {readable.index(1) + 1}, found while following "
+          f"from frame {followed.index(1) + 1}, in detection's rows from frame {found.index(1) + 1}")
+    assert followed.index(1) - readable.index(1) > hold  # found late, by more than the tracker's gap
+    assert found == readable
+
+
 def test_a_face_going_out_of_the_frame_is_refound_past_where_the_detector_loses_it(analyzer, astronaut):
     """The detector loses a face partly out of the frame; the mesh, looking again from the face
     found on the frame before (MeshAnalyzer.refind), still reads it, with its points past the

@@ -121,7 +121,10 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     any frame; frames where it is not get a *held* crop: cut at the face's last (next) known place,
     marked hold=True, held_from = the frame it was found on. The tracker interpolates the face over
     such a gap and swaps it from the held crops, so no stage after this one decodes the video.
-    Frames are handed on hold_frames late for this.
+    Frames are handed on hold_frames late for this. An analyzer that may find a face coming into
+    view some frames late (its ``frames_late``: the offline mesh, which runs its detector on one frame
+    in a few) has it looked for back over that many frames, where more than hold_frames (found there,
+    or held over the last hold_frames), and hands frames on as late.
 
     thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
     progress: a facepipe.progress.Progress, told of every frame analysed.
@@ -129,6 +132,9 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
 
     numbers, frames_kept = [], {}
     refind = getattr(analyzer, "refind", None) if crop and hold_frames > 0 else None
+    # How far back a face newly found is looked for: the tracker's gap, or as many frames as the
+    # analyzer may find a face late.
+    reach = max(hold_frames, getattr(analyzer, "frames_late", 0)) if refind is not None else hold_frames
     shots: dict[int, np.ndarray] = {}  # the thumbnails of the recent frames (thumbnail_hsv), for refind
 
     def seen():
@@ -218,18 +224,20 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             for face in faces:
                 nearest, found_on = face, number
                 for back in reversed(recent):
-                    if back[0] < number - hold_frames or _matched(nearest, back[2]):
+                    if back[0] < number - reach or _matched(nearest, back[2]):
                         break
                     beside = refind is not None and found_on == back[0] + 1 and one_shot(back[0], found_on)
                     again = refind(back[1], nearest) if beside else None
                     if again is not None and not _matched(again, back[2]):
                         found(back, again)
                         nearest, found_on = again, back[0]
-                    else:
+                    elif back[0] >= number - hold_frames:
                         hold(back, nearest, found_on)
+                    else:
+                        break
             previous = faces
         recent.append(entry)
-        while len(recent) > hold_frames:
+        while len(recent) > reach:
             yield handed_on(recent.popleft())
     while recent:
         yield handed_on(recent.popleft())
