@@ -589,7 +589,9 @@ def clipped_skin(img: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
     A clipped pixel has lost its hue: red and green both at 255 read as a greenish yellow, and such
     pixels in the target's colour means turned the swapped skin and brows green and its highlights
     blue."""
-    clipped = skin & (img.max(axis=2) >= CLIPPED)
+    # The channels' maximum by two element-wise maxima: NumPy's max over the last axis of 3 took 1 ms
+    # on a 200 px face crop, 25 times as long.
+    clipped = skin & (np.maximum(np.maximum(img[..., 0], img[..., 1]), img[..., 2]) >= CLIPPED)
     count = int(np.count_nonzero(clipped))
     if count <= CLIPPED_SHARE * int(np.count_nonzero(skin)):
         return None
