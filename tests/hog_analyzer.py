@@ -93,9 +93,9 @@ class OfflineAnalyzer:
         return faces
 
 
-    def analyze_frames(self, items: Iterable[tuple]):
+    def analyze_frames(self, items: Iterable[tuple], first_frame: int = 1):
         """Faces of every (working frame, embed) pair (facepipe.media.video.WorkFrame), in order; over
-        `threads` worker processes.
+        `threads` worker processes (the detector on every frame: first_frame does not matter here).
 
         dlib's CPU ResNet is single-threaded and costs ~0.1 s per face, the bulk of the
         detection time, so frames are spread over processes (each loads the models once),

@@ -135,7 +135,7 @@ class _Blinking:
         self.missed = set(missed)
         self.embedded = []
 
-    def analyze_frames(self, items):
+    def analyze_frames(self, items, first_frame=1):
         for frame, embed in items:
             yield self.analyze_frame(frame, embed)
 

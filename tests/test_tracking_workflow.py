@@ -136,13 +136,23 @@ def test_cast_names_two_persons_across_the_cut(whole, clip):
 
 
 def test_tracks_do_not_depend_on_the_segments(split, whole):
-    """Which faces are swapped on which frames, with which keypoints, is the same whether or not
-    segment_seconds splits the clip (here into 12-frame segments, boundaries inside misses)."""
-    assert len(_starts(split)) >= 9 and len(_starts(whole)) == 1
-    pd.testing.assert_frame_equal(tracks(split), tracks(whole))
+    """Which faces are swapped on which frames is the same whether or not segment_seconds splits the
+    clip (here into 12-frame segments, boundaries inside misses), and their keypoints all but so: the
+    offline detector runs on the same frames of the video (one in DETECT_EVERY) however it is split,
+    but also on each segment's first frame, where the whole clip's faces are followed by the mesh."""
+    from facepipe.models.face_mesh import DETECT_EVERY
+
+    starts = _starts(split)
+    assert len(starts) >= 9 and len(_starts(whole)) == 1
+    assert any(start % DETECT_EVERY for start in starts.values())  # segments that begin between the detector's frames
+    a, b = tracks(split), tracks(whole)
+    pd.testing.assert_frame_equal(a.drop(columns="kps"), b.drop(columns="kps"))
+    off = np.abs(np.array(a["kps"].tolist()) - np.array(b["kps"].tolist())).max(axis=1)
+    print(f"\nkeypoints split against whole: {np.count_nonzero(off)} of {len(off)} faces differ, by at most "
+          f"{off.max():.2f} px")
+    assert off.max() < 1.5  # faces of 90-160 px
     a, b = swapped_faces(split), swapped_faces(whole)
-    key = lambda t: sorted((r.frame, tuple(np.round(r.kps, 6).ravel())) for r in t.itertuples())  # noqa: E731
-    assert len(a) == len(b) and key(a) == key(b)
+    assert len(a) == len(b) and sorted(a["frame"]) == sorted(b["frame"])
 
 
 def test_reference_swaps_every_frame_of_the_matching_person_only(whole, clip):

@@ -123,8 +123,8 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     such a gap and swaps it from the held crops, so no stage after this one decodes the video.
     Frames are handed on hold_frames late for this. An analyzer that may find a face coming into
     view some frames late (its ``frames_late``: the offline mesh, which runs its detector on one frame
-    in a few) has it looked for back over that many frames, where more than hold_frames (found there,
-    or held over the last hold_frames), and hands frames on as late.
+    in a few) has it looked for back over that many frames where more than hold_frames, and held
+    back over hold_frames from the frame it was refound on; frames are handed on as much later.
 
     thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
     progress: a facepipe.progress.Progress, told of every frame analysed.
@@ -132,9 +132,11 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
 
     numbers, frames_kept = [], {}
     refind = getattr(analyzer, "refind", None) if crop and hold_frames > 0 else None
-    # How far back a face newly found is looked for: the tracker's gap, or as many frames as the
-    # analyzer may find a face late.
+    # How far back a face newly found is looked for (the tracker's gap, or as many frames as the
+    # analyzer may find a face late), and how many frames are kept for it: held crops reach the
+    # tracker's gap back from the frame it was refound on.
     reach = max(hold_frames, getattr(analyzer, "frames_late", 0)) if refind is not None else hold_frames
+    kept = reach + hold_frames if refind is not None else hold_frames
     shots: dict[int, np.ndarray] = {}  # the thumbnails of the recent frames (thumbnail_hsv), for refind
 
     def seen():
@@ -160,7 +162,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
 
     # Every analyzer takes (working frame, embed?) pairs: the learned one works on the frames' YUV
     # planes, the offline one spreads them over processes itself.
-    per_frame = analyzer.analyze_frames((frame, embeds(frame.number)) for frame in seen())
+    per_frame = analyzer.analyze_frames(((frame, embeds(frame.number)) for frame in seen()), first_frame=first_frame)
 
     # Recent frames: (number, frame, faces, rows), handed on once hold_frames newer ones follow.
     recent: deque = deque()
@@ -224,20 +226,21 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             for face in faces:
                 nearest, found_on = face, number
                 for back in reversed(recent):
-                    if back[0] < number - reach or _matched(nearest, back[2]):
+                    if _matched(nearest, back[2]):
                         break
-                    beside = refind is not None and found_on == back[0] + 1 and one_shot(back[0], found_on)
+                    beside = (refind is not None and found_on == back[0] + 1 and back[0] >= number - reach
+                              and one_shot(back[0], found_on))
                     again = refind(back[1], nearest) if beside else None
                     if again is not None and not _matched(again, back[2]):
                         found(back, again)
                         nearest, found_on = again, back[0]
-                    elif back[0] >= number - hold_frames:
+                    elif back[0] >= found_on - hold_frames:
                         hold(back, nearest, found_on)
                     else:
                         break
             previous = faces
         recent.append(entry)
-        while len(recent) > reach:
+        while len(recent) > kept:
             yield handed_on(recent.popleft())
     while recent:
         yield handed_on(recent.popleft())

@@ -70,8 +70,9 @@ class FaceAnalyzer:
                                           borderValue=0.0)
         return self._faces(det, kpss, crop, embed)
 
-    def analyze_frames(self, items: Iterable[tuple]) -> Iterator[list[dict]]:
-        """analyze_frame of every (working frame, embed) pair, in order."""
+    def analyze_frames(self, items: Iterable[tuple], first_frame: int = 1) -> Iterator[list[dict]]:
+        """analyze_frame of every (working frame, embed) pair, in order (the detector on every frame:
+        first_frame, the video's number of the first pair, does not matter here)."""
         for frame, embed in items:
             yield self.analyze_frame(frame, embed)
 

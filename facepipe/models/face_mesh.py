@@ -79,8 +79,8 @@ ROI_SCALE = 1.5
 # frames late (MeshAnalyzer.frames_late), and detection looks for it again on the frames before, by
 # the mesh, over as many frames (facepipe.faces.detection.face_rows). The detector's frames are most
 # of detection's time (a 1080p frame: two whole-frame passes, six tiles and the refining meshes,
-# about 45 ms, against 1.2 ms a followed face): one in 8 instead of one in 4 took a 1080p segment
-# of six faces from 15.0 to 12.4 s, its meshes the same within 1.7 px (median 0).
+# about 45 ms, against 1.2 ms a followed face): one in 8 instead of one in 4 took detection of a
+# 1080p segment of six faces from 14.9-15.0 s to 12.2-12.7 s, its meshes the same within 1.7 px (median 0).
 DETECT_EVERY = 8
 # Tiles: squares of this side (frame pixels) with this overlap; a face of f px then reaches the
 # 192-px detector at f*192/TILE px. MediaPipe's full-range model finds faces down to ~8 px of its
@@ -667,21 +667,23 @@ class MeshAnalyzer:
             out.append(faces)
         return out
 
-    def analyze_frames(self, items: Iterable[tuple]):
-        """Faces of every (working frame, embed) pair (facepipe.media.video.WorkFrame), in order,
-        DETECT_EVERY consecutive frames at a time
-        (analyze_chunk: the detector runs on the first, faces are followed on the others); over
-        `threads` worker processes (dlib's ResNet is single-threaded and dominates when a frame is
-        embedded). A face that comes into view is found at the next chunk; detection's held crops
-        (facepipe.faces.detection.face_rows, track_gap frames back) cover the frames before."""
+    def analyze_frames(self, items: Iterable[tuple], first_frame: int = 1):
+        """Faces of every (working frame, embed) pair (facepipe.media.video.WorkFrame), in order, a
+        chunk at a time (analyze_chunk: the detector runs on its first frame, faces are followed on
+        the others); over `threads` worker processes (dlib's ResNet is single-threaded and dominates
+        when a frame is embedded). A chunk begins on the video's frames 1, 1 + DETECT_EVERY, ...
+        (first_frame: the video's number of the first pair) and at the first pair: the detector
+        runs on the same frames of the video however it is split into segments. A face that comes
+        into view is found at the next chunk (frames_late); detection looks for it on the frames
+        before (facepipe.faces.detection.face_rows)."""
 
         def chunks(items):
             chunk = []
-            for item in items:
-                chunk.append(item)
-                if len(chunk) == DETECT_EVERY:
+            for number, item in enumerate(items, first_frame):
+                if chunk and (number - 1) % DETECT_EVERY == 0:
                     yield chunk
                     chunk = []
+                chunk.append(item)
             if chunk:
                 yield chunk
 

@@ -162,7 +162,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("track_gap", "integer", 5,
            "frames a tracked face may be missed by the detector (blur, a turned head, a hand in front) and still "
            "be swapped, with interpolated keypoints; 0 = no gap filling. Detection keeps this many decoded frames "
-           "in memory (a 4K frame is 12 MB; the offline backend at least 7, to look back for a face it found late)",
+           "in memory (a 4K frame is 12 MB; the offline backend this many more, and at least 7 more, to look back "
+           "for a face it found late)",
            stages=_TRACKS, minimum=0, maximum=50),
     Option("keypoint_smoothing", "number", 1.5,
            "strength (Gaussian sigma, in frames) of the smoothing of keypoints along each track, so the pasted "
