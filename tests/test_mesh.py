@@ -640,6 +640,24 @@ def test_a_face_coming_into_view_while_another_is_followed_is_found_from_its_fir
     assert found == readable
 
 
+def test_the_detector_runs_on_the_same_frames_of_the_video_however_it_is_split(analyzer, t1, monkeypatch):
+    """analyze_frames starts a chunk (the detector's frame) on the video's frames 1, 1 + DETECT_EVERY,
+    ... and on a segment's first frame: a segment that starts on the video's frame 5 is detected on
+    its frames 5, 9, 17, 25, ... as the whole video is on 9, 17, 25."""
+    from facepipe.media.video import WorkFrame
+
+    chunk_starts = []
+    monkeypatch.setattr(analyzer, "analyze_chunk",
+                        lambda items: chunk_starts.append(items[0][0].number) or [[]] * len(items))
+    frames = [(WorkFrame(n, bgr=t1), False) for n in range(1, 25)]
+    list(analyzer.analyze_frames(iter(frames), first_frame=5))
+    every = mesh.DETECT_EVERY
+    assert chunk_starts == [1] + [n for n in range(2, 25) if (n + 4 - 1) % every == 0]  # local numbers
+    chunk_starts.clear()
+    list(analyzer.analyze_frames(iter(frames)))
+    assert chunk_starts == list(range(1, 25, every))
+
+
 def test_a_face_going_out_of_the_frame_is_refound_past_where_the_detector_loses_it(analyzer, astronaut):
     """The detector loses a face partly out of the frame; the mesh, looking again from the face
     found on the frame before (MeshAnalyzer.refind), still reads it, with its points past the
