@@ -216,6 +216,18 @@ def test_dark_glasses_stay_whole_and_a_soft_shadow_is_not_taken_for_them(analyze
     assert recall >= 0.9 and precision >= 0.9 and kept >= 0.9 and shaded_found == 0
 
 
+def one_track(analyzer, frames, source):
+    """The frames' meshes as one track, a swapper of the source's largest face, and the track's
+    appearance with every frame sampled (as the swap stage reads a track)."""
+    meshes = [largest(analyzer.analyze(f, embed=False))["landmarks"].astype(np.float32) for f in frames]
+    src = largest(analyzer.analyze(source, embed=False))
+    swapper = MeshSwapper(*source_patch(source, src["landmarks"]))
+    appearance = TrackAppearance(meshes)
+    for frame, mesh in zip(frames, meshes):
+        appearance.add_sample(frame, mesh)
+    return meshes, swapper, appearance
+
+
 def test_a_turning_heads_glasses_stay_on_every_frame(analyzer, grace_hopper, astronaut):
     """Grace Hopper turning from 40 degrees one way to 40 the other (seven frames, one track), the
     astronaut swapped onto her as the swap stage does it: on every frame most of her black frame
@@ -223,12 +235,7 @@ def test_a_turning_heads_glasses_stay_on_every_frame(analyzer, grace_hopper, ast
     misplaced the frame in the samples' median: 0.12-0.93 kept, under half on three frames."""
     pts = largest(analyzer.analyze(grace_hopper, embed=False))["landmarks"]
     frames = [turn_face(grace_hopper, pts, degrees) for degrees in (-40, -25, -10, 0, 10, 25, 40)]
-    meshes = [largest(analyzer.analyze(f, embed=False))["landmarks"].astype(np.float32) for f in frames]
-    src = largest(analyzer.analyze(astronaut, embed=False))
-    swapper = MeshSwapper(*source_patch(astronaut, src["landmarks"]))
-    appearance = TrackAppearance(meshes)
-    for frame, mesh in zip(frames, meshes):
-        appearance.add_sample(frame, mesh)
+    meshes, swapper, appearance = one_track(analyzer, frames, astronaut)
     shares = []
     for frame, mesh in zip(frames, meshes):
         black = dark_frame(frame, mesh)
@@ -257,12 +264,7 @@ def test_glasses_taken_off_within_a_track_are_kept_only_where_worn(analyzer, ast
             img, frame = draw_glasses(img, pts + (2 * i, i), 0.05)
         frames.append(img)
         drawn.append(frame)
-    meshes = [largest(analyzer.analyze(f, embed=False))["landmarks"].astype(np.float32) for f in frames]
-    src = largest(analyzer.analyze(t1, embed=False))
-    swapper = MeshSwapper(*source_patch(t1, src["landmarks"]))
-    appearance = TrackAppearance(meshes)
-    for frame, mesh in zip(frames, meshes):
-        appearance.add_sample(frame, mesh)
+    meshes, swapper, appearance = one_track(analyzer, frames, t1)
 
     def kept(result, frame):
         return (np.abs(result.astype(int) - frame.astype(int)) <= 3).all(-1)
