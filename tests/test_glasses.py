@@ -286,3 +286,23 @@ def test_glasses_taken_off_within_a_track_are_kept_only_where_worn(analyzer, ast
           f"(the plain swap {plain_kept})")
     assert min(frame_kept) >= 0.9
     assert all(o <= p + 0.05 for o, p in zip(off_kept, plain_kept))
+
+
+def test_a_worn_frame_reads_as_worn_when_blurred_dimmed_or_brightened(analyzer, grace_hopper):
+    """One track of Grace Hopper plain, blurred by 2 and 4 px, dimmed to 0.4 of her light and
+    brightened 1.5 times: every face of it wears the track's glasses (TrackAppearance.frame_worn),
+    by at least twice FRAME_WORN (0.60-1.14 of the median's contrast measured)."""
+    from facepipe.swap import occlusion
+
+    frames = [grace_hopper, cv2.GaussianBlur(grace_hopper, (0, 0), 2), cv2.GaussianBlur(grace_hopper, (0, 0), 4),
+              (grace_hopper * 0.4).astype(np.uint8), np.clip(grace_hopper * 1.5, 0, 255).astype(np.uint8)]
+    meshes = [largest(analyzer.analyze(f, embed=False))["landmarks"].astype(np.float32) for f in frames]
+    appearance = TrackAppearance(meshes)
+    for frame, mesh in zip(frames, meshes):
+        appearance.add_sample(frame, mesh)
+    assert all(appearance.frame_worn(f, m) for f, m in zip(frames, meshes))
+    shares = [glasses.frame_contrast(glasses.canvas_of(f, m, appearance.eye_template)[0], appearance.frame)
+              / appearance.frame_contrast for f, m in zip(frames, meshes)]
+    print("\nher frame's contrast against the track's (plain, blurred 2 and 4 px, dimmed, brightened):",
+          [round(v, 2) for v in shares])
+    assert min(shares) >= 2 * occlusion.FRAME_WORN

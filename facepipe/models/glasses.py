@@ -287,16 +287,17 @@ def _dark_lenses(dark: np.ndarray, eye_masks: list[np.ndarray], slope: np.ndarra
 
 
 def frame_contrast(lightness: np.ndarray, frame: np.ndarray) -> float:
-    """How much darker the frame's pixels are than the face around them on an eye canvas (the
-    medians' difference, 0-255): a frame the face wears is dark against its skin, a place where
-    the face wears none is not."""
+    """How much darker the frame's pixels are than the face around them on an eye canvas, as a share
+    of the face's lightness there (the medians'; the same in a dim shot as in a bright one): a
+    frame the face wears is dark against its skin, a place where the face wears none is not."""
     if not frame.any():
         return 0.0
     grown = cv2.dilate(frame.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     around = cv2.dilate(frame.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))) > grown
     if not around.any():
         return 0.0
-    return float(np.median(lightness[around])) - float(np.median(lightness[frame]))
+    skin = float(np.median(lightness[around]))
+    return (skin - float(np.median(lightness[frame]))) / max(skin, 1.0)
 
 
 def to_image(canvas_mask: np.ndarray, pts: np.ndarray, shape: tuple[int, int],

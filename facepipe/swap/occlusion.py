@@ -44,10 +44,11 @@ SAMPLES = 48
 # canvases took 40 ms a track).
 GLASSES_EVERY = 5
 # A face of the track wears the track's glasses where their frame is darker than the face around it
-# by at least this share of the samples' median's contrast: glasses taken off within a track are
-# kept only on the faces that wear them. Grace Hopper turned from -40 to 40 degrees: 0.33-1.09 of it
-# (0.33 at 40 degrees, where the canvas misplaces the rims a little); the astronaut with drawn
-# glasses taken off: 0.02.
+# (glasses.frame_contrast, relative to the face's lightness) by at least this share of the samples'
+# median's contrast: glasses taken off within a track are kept only on the faces that wear them.
+# Grace Hopper turned from -40 to 40 degrees: 0.35-1.08 of it (0.35 at 40 degrees, where the canvas
+# misplaces the rims a little); blurred by 2-4 px, dimmed to 0.4 of her light or brightened 1.5
+# times, at three sizes: 0.60-1.14; the astronaut with drawn glasses taken off: 0.02.
 FRAME_WORN = 0.2
 # How much the lightness counts against the colour in the difference from the appearance: light
 # changes more than colour over a track (a turn towards a lamp), an object's colour does not.
