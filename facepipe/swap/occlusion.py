@@ -183,8 +183,10 @@ class TrackAppearance:
         # track) the difference from the appearance is not read there: glasses worn over most of a
         # track are the appearance there, and the face showing again differed from it along the
         # rims, which closed to its hull kept the whole upper face of the target.
-        on_layout = glasses.to_image(self.frame, self.layout, (CANVAS, CANVAS), self.eye_template) > 0.1
-        self.frame_on_layout = cv2.dilate(on_layout.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        self.frame_on_layout = None
+        if self.frame.any():
+            on_layout = glasses.to_image(self.frame, self.layout, (CANVAS, CANVAS), self.eye_template) > 0.1
+            self.frame_on_layout = cv2.dilate(on_layout.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
     def _appearance_of(self, stack: np.ndarray) -> tuple:
         median = _nan_median(stack)
@@ -202,14 +204,14 @@ class TrackAppearance:
 
     def canvas_mask(self, crop: np.ndarray, mesh: np.ndarray, frame_worn: bool = True) -> np.ndarray:
         """The face's occlusion on the canvas: uint8, 1 where something covers it. frame_worn=False:
-        the track's glasses (frame_worn) are not on this face."""
+        the track's glasses, if it has any, are not on this face (frame_worn)."""
         if self.appearance is None:
             self._settle()
         mesh = np.asarray(mesh, np.float32)
         # The crop holds the whole face with a margin, unless the frame's edge cuts it.
         cut = bool((mesh.min(0) < 0).any() or (mesh.max(0) > np.array(crop.shape[1::-1]) - 1).any())
         return self._mask_of(self.texture(crop, mesh), CUT_SLACK if cut else 0,
-                             None if frame_worn else self.frame_on_layout)
+                             None if frame_worn else self.frame_on_layout)  # None without glasses
 
     def frame_worn(self, crop: np.ndarray, mesh: np.ndarray) -> bool:
         """Whether this face of the track wears the track's glasses: their frame is darker than the
@@ -263,10 +265,10 @@ class TrackAppearance:
         """The face's occlusion on the crop: float32 in [0, 1], 1 where something covers the face
         (its glasses' frame included)."""
         worn = self.frame_worn(crop, mesh)
-        canvas = self.canvas_mask(crop, mesh, worn or not self.frame.any())
+        canvas = self.canvas_mask(crop, mesh, worn)
         mesh = np.asarray(mesh, np.float32)
-        frame = glasses.to_image(self.frame if worn else np.zeros_like(self.frame), mesh, crop.shape[:2],
-                                 self.eye_template)
+        frame = (glasses.to_image(self.frame, mesh, crop.shape[:2], self.eye_template) if worn
+                 else np.zeros(crop.shape[:2], np.float32))
         if not canvas.any():
             return frame
         x0, y0, w, h = cv2.boundingRect(np.round(mesh).astype(np.int32))
