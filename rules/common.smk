@@ -536,6 +536,25 @@ def manifest(wildcards):
 MAX_SEGMENT_THREADS = 8
 
 
+def plan_cores(wildcards):
+    """Threads of prepare_target: the cores that will run the job's segments side by side, which
+    its plan splits the video for (facepipe.media.video.segment_count: a multiple of them, each
+    segment at least MIN_SEGMENT_SECONDS). 1, the plan as segment_seconds alone makes it, on a
+    cluster (no --cores: segments run on nodes of their own) and for a job whose detection and
+    swap use the GPU, where segments take turns and each one's start loads the models again.
+    Threads, not params: a plan stays as it was made when a later run has other cores (a
+    change of params would make the plan, and everything after it, again)."""
+    import os
+
+    try:
+        cores = workflow._cores
+    except Exception:
+        cores = None
+    if not isinstance(cores, int) or cores < 2 or gpu_count(wildcards):
+        return 1
+    return min(cores, os.cpu_count() or 1, MAX_SEGMENT_THREADS)
+
+
 def segment_threads(wildcards):
     """Threads of a segment's detection or swap job: the cores the job's segments leave idle shared
     among them, at least 1 (--set-threads still overrides)."""
@@ -571,11 +590,16 @@ def swap_threads(wildcards):
 
 def render_threads(wildcards):
     """Threads of a segment's render: its encoder's (encoder_threads; facepipe.media.video), fixed
-    for the run whatever --cores says, because x264's frames depend on the count. Also the
-    render's params, so that another count encodes the segments again."""
+    for the run whatever --cores says, because x264's frames depend on the count (all the
+    machine's for a video of one segment, half for more). Also the render's params, so that
+    another count encodes the segments again."""
     from facepipe.media.video import encoder_threads
 
-    return encoder_threads(JOBS[wildcards.name]["encoder_threads"])
+    try:
+        segments = len(manifest(wildcards)["segments"])
+    except Exception:  # no plan yet: the job is made again once there is one
+        segments = 2
+    return encoder_threads(JOBS[wildcards.name]["encoder_threads"], segments=segments)
 
 
 def final_patches_file(name, segment):

@@ -44,6 +44,7 @@ checkpoint prepare_target:
         "benchmarks/{name}/prepare_target.tsv"
     conda:
         "../envs/facepipe.yaml"
+    threads: plan_cores
     params:
         code=code_version("prepare_target"),
         max_height=opt("max_height"),

@@ -22,10 +22,13 @@ def main(sm, log):
             max_height=sm.params.max_height,
             fps=sm.params.fps,
             segment_seconds=sm.params.segment_seconds,
+            # The cores that will run the segments side by side (rules/common.smk: plan_cores).
+            parallel=sm.threads,
         )
         # Sealed before the folder is moved into place, so the plan never appears unsealed.
         seal(segments / "manifest.json")
-    log.info("planned %d frames in %d segments%s", manifest["frames"], len(manifest["segments"]),
+    log.info("planned %d frames in %d segments for %d core(s)%s", manifest["frames"], len(manifest["segments"]),
+             manifest.get("planned_for_cores", 1),
              f" (transcoded: {manifest['transcoded_because']})" if manifest.get("transcoded_because") else "")
 
 

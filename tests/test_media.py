@@ -39,7 +39,8 @@ def test_segments_are_frame_exact_and_sampled(media_dir, tmp_path):
     info = ffmpeg.probe(media_dir / "clip.mp4").__dict__
     manifest = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "a", max_height=0, fps=0,
                                       segment_seconds=0.8)
-    assert manifest["segments"] == {"seg_0000": 20, "seg_0001": 20, "seg_0002": 10}
+    # 50 frames at 20-frame segments: three of equal length (not 20, 20 and 10).
+    assert manifest["segments"] == {"seg_0000": 17, "seg_0001": 16, "seg_0002": 17}
     assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == manifest
     low = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "b", max_height=90, fps=10,
                                  segment_seconds=1)
@@ -114,9 +115,39 @@ def test_segments_start_at_the_nearest_keyframe_and_leave_no_sliver():
     # The benchmark clip's keyframes: one 3 frames before the 30 s mark (750 frames at 25 fps).
     assert video.segment_starts(1500, 750, [0, 249, 498, 747, 996, 1245, 1494]) == [0, 747]
     assert video.segment_starts(1500, 750, [0, 250, 500, 750, 1000, 1250]) == [0, 750]
-    assert video.segment_starts(50, 20, [0]) == [0, 20, 40]  # no keyframe near: the length asked for
-    assert video.segment_starts(50, 20, [0, 12, 24, 36, 48]) == [0, 24]  # 48 would leave 2 frames
+    assert video.segment_starts(50, 20, [0]) == [0, 17, 33]  # no keyframe near: equal lengths
+    assert video.segment_starts(50, 20, [0, 12, 24, 36, 48]) == [0, 12, 36]  # the keyframes nearest 17 and 33
     assert video.segment_starts(26, 25, [0]) == [0]  # a 1-frame last segment joins the one before
+    # 40 s at 30 s segments: two of 20 s, not 30 s and 10 s (two cores finish them in the time of one).
+    assert video.segment_starts(1000, 750, list(range(0, 1000, 50))) == [0, 500]
+
+
+def test_a_short_video_is_split_for_the_cores_that_run_it():
+    keys = list(range(0, 2000, 50))
+    # 20 s at 25 fps (one 30 s segment): two 10 s segments on two cores; one on one core.
+    assert video.segment_starts(500, 750, keys, parallel=2, min_frames=125) == [0, 250]
+    assert video.segment_starts(500, 750, keys, parallel=1, min_frames=125) == [0]
+    # Never under min_frames (5 s): an 8 s video stays whole; 20 s on 8 cores is four 5 s segments.
+    assert video.segment_starts(200, 750, keys, parallel=2, min_frames=125) == [0]
+    assert video.segment_starts(500, 750, keys, parallel=8, min_frames=125) == [0, 150, 250, 400]
+    # A multiple of the cores: 70 s on two cores is four segments, not 30 + 30 + 10 s.
+    assert video.segment_starts(1750, 750, keys, parallel=2, min_frames=125) == [0, 450, 900, 1300]
+    # The 60 s benchmark clip is two 30 s segments on two cores, as before.
+    assert video.segment_starts(1500, 750, keys, parallel=2, min_frames=125) == [0, 750]
+    # Segments the user asked to be short stay as short.
+    assert video.segment_count(100, 25, parallel=2, min_frames=125) == 4
+
+
+def test_the_plan_records_the_cores_it_was_split_for(media_dir, tmp_path):
+    info = ffmpeg.probe(media_dir / "clip.mp4").__dict__
+    one = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "one", max_height=0, fps=0,
+                              segment_seconds=30)
+    two = video.plan_segments(media_dir / "clip.mp4", info, tmp_path / "two", max_height=0, fps=0,
+                              segment_seconds=30, parallel=2, )
+    assert one["planned_for_cores"] == 1 and two["planned_for_cores"] == 2
+    # The test clip is shorter than two MIN_SEGMENT_SECONDS: one segment however many cores.
+    assert info["duration"] < 2 * video.MIN_SEGMENT_SECONDS
+    assert len(one["segments"]) == len(two["segments"]) == 1
 
 
 def test_anamorphic_video_is_worked_at_square_pixels_as_a_player_shows_it(media_dir, tmp_path):

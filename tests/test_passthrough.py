@@ -184,6 +184,9 @@ def test_segments_with_other_codec_records_are_not_muxed(keyed_clip, tmp_path):
 def test_the_encoder_threads_are_fixed_by_the_machine_not_by_cores():
     assert [video.encoder_threads(0, cores=n) for n in (1, 2, 3, 4, 16, 64)] == [1, 1, 1, 2, 8, 8]
     assert video.encoder_threads(3, cores=2) == 3  # as configured, whatever the machine
+    # A video of one segment has no other render beside it: the machine's cores, up to 8.
+    assert [video.encoder_threads(0, cores=n, segments=1) for n in (1, 2, 4, 16)] == [1, 2, 4, 8]
+    assert video.encoder_threads(3, cores=2, segments=1) == 3
 
 
 def test_several_encoder_threads_give_the_same_frames_each_time(keyed_clip, tmp_path):

@@ -172,6 +172,26 @@ def test_still_image_target(workspace):
         assert "AI-generated" in im.info.get("Comment", "")
 
 
+def test_a_short_video_is_planned_for_the_cores_and_the_plan_kept_with_other_cores(workspace):
+    """A 12 s clip is one 30 s segment's worth: on 2 cores it is planned as two 6 s segments, so
+    that both cores work on every stage; on 1 core as one. A later run with other cores keeps the
+    plan (the cores reach the plan as its job's threads, not as params that would make it again)."""
+    long = workspace / "inputs" / "twelve.mp4"
+    ffmpeg.run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=160x90:rate=25", "-t", "12", "-g", "25",
+                       "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", str(long)], what="a 12 s clip")
+    config = ["--config", "target=inputs/twelve.mp4", "source=inputs/astronaut.png", "segment_seconds=30"]
+
+    def plan(name):
+        return json.loads((workspace / "work" / name / "segments" / "manifest.json").read_text())
+
+    snakemake(workspace, "--until", "prepare_target", *config, "name=split")
+    assert plan("split")["segments"] == {"seg_0000": 150, "seg_0001": 150}
+    assert plan("split")["planned_for_cores"] == 2
+    assert planned_jobs(workspace, "--cores", "1", "--until", "prepare_target", *config, "name=split") == {}
+    snakemake(workspace, "--cores", "1", "--until", "prepare_target", *config, "name=whole")
+    assert plan("whole")["segments"] == {"seg_0000": 300} and plan("whole")["planned_for_cores"] == 1
+
+
 def test_bad_config_value_fails_before_any_job(workspace):
     proc = snakemake(workspace, "--config", "crf=high", "--dry-run", check=False)
     assert proc.returncode != 0

@@ -147,24 +147,43 @@ def video_timestamps(path: str | Path) -> tuple[list[int], list[int], Fraction, 
         return shown, sorted(set(keys)), Fraction(stream.time_base), max(reorder, 0)
 
 
-def segment_starts(total: int, seg_frames: int, keyframes: list[int]) -> list[int]:
-    """First output frame of every segment: about every seg_frames frames, moved to the nearest
-    keyframe when one comes within a segment's length after the last start (the later one of two
-    as near), so a segment rarely has to decode frames before its start (those of the group of
-    pictures it begins in). Moving only on to the next keyframe made a 60 s clip with a keyframe 3
-    frames before its 30 s mark two segments of 996 and 504 frames, which two cores finish no
-    sooner than one segment of 996; nearest, 747 and 753. A start that would leave the last
-    segment under a quarter of a segment's length is not made: the frames join the segment before."""
+# A segment shorter than this is not made to keep cores busy: each segment's jobs cost their
+# process starts and model loads, which a few seconds of video do not repay (a 10 s 1080p clip as
+# two 5 s segments on 2 cores: the same time as one segment; a 20 s clip as two: 20% faster).
+MIN_SEGMENT_SECONDS = 5.0
 
+
+def segment_count(total: int, seg_frames: int, *, parallel: int = 1, min_frames: int = 1) -> int:
+    """How many segments a video of ``total`` frames is planned in: as many as segments of
+    ``seg_frames`` make (a last one under a quarter of that length joins the one before), rounded
+    up to a multiple of ``parallel``, the cores that run segments side by side, as far as each
+    stays at least ``min_frames`` long. Two cores finish two 10 s segments of a 20 s video in about
+    half the time one 20 s segment takes, and three 23 s segments of a 70 s video no sooner than
+    four of 17.5 s."""
+    count = 1 + max(0, int((total - seg_frames / 4) // seg_frames))
+    if parallel > 1:
+        side_by_side = -(-count // parallel) * parallel
+        count = max(count, min(side_by_side, total // max(1, min_frames)))
+    return max(1, count)
+
+
+def segment_starts(total: int, seg_frames: int, keyframes: list[int], *, parallel: int = 1,
+                   min_frames: int = 1) -> list[int]:
+    """First output frame of every segment: segment_count segments of about equal length, each
+    start moved to the nearest keyframe within half a segment's length (the later one of two as
+    near), so a segment rarely has to decode frames before its start (those of the group of
+    pictures it begins in). Equal lengths, not segment_seconds and a remainder: a 40 s video is two
+    20 s segments, which two cores finish in the time of one, not 30 s and 10 s."""
+    count = segment_count(total, seg_frames, parallel=parallel, min_frames=min_frames)
+    length = total / count
     starts = [0]
-    while starts[-1] + seg_frames < total:
-        want = starts[-1] + seg_frames
-        i = bisect.bisect_left(keyframes, want)
-        near = [k for k in keyframes[max(0, i - 1):i + 1] if starts[-1] < k < min(want + seg_frames, total)]
+    for i in range(1, count):
+        want = round(i * length)
+        j = bisect.bisect_left(keyframes, want)
+        near = [k for k in keyframes[max(0, j - 1):j + 1] if starts[-1] < k < total and abs(k - want) <= length / 2]
         start = min(near, key=lambda k: (abs(k - want), -k)) if near else want
-        if total - start < seg_frames / 4:
-            break  # a sliver of a last segment would cost a job start for a few frames
-        starts.append(start)
+        if start > starts[-1]:
+            starts.append(start)
     return starts
 
 
@@ -176,10 +195,13 @@ def plan_segments(
     max_height: int,
     fps: float,
     segment_seconds: float,
+    parallel: int = 1,
     force_transcode: bool = False,
 ) -> dict:
     """Plan the segments of a target and write `manifest.json` into out_dir (nothing else,
-    unless the target has to be transcoded to be decodable from a seek point)."""
+    unless the target has to be transcoded to be decodable from a seek point).
+
+    parallel: the cores that run the segments side by side (segment_count)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if probe_info["is_image"]:
@@ -193,11 +215,12 @@ def plan_segments(
     width, height = working_size(probe_info["width"], probe_info["height"], probe_info["rotation"], max_height,
                                  Fraction(probe_info["sample_aspect"]))
     seg_frames = max(1, round(float(segment_seconds) * float(rate)))
+    balance = {"parallel": max(1, int(parallel)), "min_frames": max(1, round(MIN_SEGMENT_SECONDS * float(rate)))}
     source, rotation, reason = Path(target), probe_info["rotation"], None
     pts, keys, time_base, reorder = video_timestamps(target)
     if not pts:
         raise MediaError(f"target file {str(target)!r}: no frames could be decoded")
-    ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
+    ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames, **balance)
     interlaced = probe_info["interlaced"]
     if force_transcode:
         reason = "asked to"
@@ -210,10 +233,12 @@ def plan_segments(
         log.warning("target %s is transcoded once, losslessly, before the work (%s)", target,
                     reason if interlaced else f"it cannot be decoded segment by segment: {reason}")
         source = out_dir / TRANSCODED
-        transcode_source(target, source, rate=rate, size=(width, height), gop=seg_frames, deinterlace=interlaced)
+        # A keyframe at least every planned segment's length, so the segments start on them.
+        gop = max(1, min(r["frames"] for r in ranges.values()))
+        transcode_source(target, source, rate=rate, size=(width, height), gop=gop, deinterlace=interlaced)
         pts, keys, time_base, reorder = video_timestamps(source)
         rotation = 0
-        ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames)
+        ranges, total = _plan_ranges(pts, keys, time_base, rate, seg_frames, **balance)
     expected = round(probe_info["frames"] * float(rate) / float(Fraction(probe_info["fps"])))
     lost = probe_info["lost_frames"] + max(0, expected - total - 1)
     if lost:
@@ -223,6 +248,7 @@ def plan_segments(
         "is_image": False,
         "fps": f"{rate.numerator}/{rate.denominator}",
         "segment_frames": seg_frames,
+        "planned_for_cores": balance["parallel"],
         "segments": {name: r["frames"] for name, r in ranges.items()},
         "ranges": ranges,
         "frames": total,
@@ -256,12 +282,14 @@ def _shown_at(pts: list[int], indices: list[int], k: int) -> int:
     return pts[max(i, 0)]
 
 
-def _plan_ranges(pts, keys, time_base, rate, seg_frames) -> tuple[dict, int]:
+def _plan_ranges(pts, keys, time_base, rate, seg_frames, *, parallel: int = 1, min_frames: int = 1
+                 ) -> tuple[dict, int]:
     """The segments (start, frames, seek_pts) and the total output frame count."""
     clock = FrameClock(pts[0], time_base, rate)
     indices = [clock.index(p) for p in pts]
     total = output_frames(pts, clock)
-    starts = segment_starts(total, seg_frames, sorted({clock.index(k) for k in keys}))
+    starts = segment_starts(total, seg_frames, sorted({clock.index(k) for k in keys}), parallel=parallel,
+                            min_frames=min_frames)
     ranges = {}
     for s, (start, end) in enumerate(zip(starts, starts[1:] + [total])):
         ranges[f"seg_{s:04d}"] = {"start": start, "frames": end - start,
@@ -596,20 +624,23 @@ def _widen_pipe(stream, size: int = 1 << 20) -> None:
 MAX_ENCODER_THREADS = 8
 
 
-def encoder_threads(requested: int, cores: int | None = None) -> int:
-    """The thread count of a segment's encoder: ``requested``, or for 0 half of this machine's
-    cores (``cores``, default os.cpu_count()), at least 1 and at most MAX_ENCODER_THREADS.
+def encoder_threads(requested: int, cores: int | None = None, segments: int = 2) -> int:
+    """The thread count of a segment's encoder: ``requested``, or for 0 this machine's cores
+    (``cores``, default os.cpu_count()) shared among the segments that render side by side (half
+    of them for two segments or more, all of them for a video of one segment, which has no other
+    render beside it), at least 1 and at most MAX_ENCODER_THREADS.
 
     x264's frames depend on its thread count, so the count is fixed for a run, not taken from
-    the job's share of --cores: a segment encoded again after a kill gives the same frames. The
-    machine's count, not the CPUs this process may use: on a cluster the render job works this
-    out again on its node, inside an allocation of the render's threads, and a node of 16 cores
-    or more gives the same 8 as the submitting machine."""
+    the job's share of --cores: a segment encoded again after a kill gives the same frames (the
+    plan, and so the number of segments, is made once). The machine's count, not the CPUs this
+    process may use: on a cluster the render job works this out again on its node, inside an
+    allocation of the render's threads, and a node of 16 cores or more gives the same 8 as the
+    submitting machine."""
     if requested > 0:
         return int(requested)
     if cores is None:
         cores = os.cpu_count() or 1
-    return max(1, min(MAX_ENCODER_THREADS, cores // 2))
+    return max(1, min(MAX_ENCODER_THREADS, cores // (1 if segments == 1 else 2)))
 
 
 class SegmentWriter(AtomicWriter):
