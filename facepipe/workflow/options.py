@@ -179,9 +179,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("fps", "number", 0, "sample to this frame rate (only ever lower); 0 keeps the measured rate",
            stages=("prepare_target",), minimum=0),
     Option("segment_seconds", "number", 30,
-           "length of the independent segments (resumable, parallel). Every segment job has a fixed cost (process "
-           "start, imports, model load; on a GPU, the TensorRT engine), so shorter segments buy parallelism at "
-           "that price: 10 s segments made the 60 s benchmark 20% slower on 2 cores",
+           "longest length of the independent segments (resumable, parallel); a video is cut in segments of equal "
+           "length, as many as the cores that run them side by side where each is at least 5 s (a 20 s clip on 2 "
+           "cores: two 10 s segments; `snakemake --cores`, up to 8; one core, a cluster or a GPU: this length "
+           "alone). Every segment job has a fixed cost (process start, imports, model load; on a GPU, the "
+           "TensorRT engine), so shorter segments buy parallelism at that price: 10 s segments made the 60 s "
+           "benchmark 20% slower on 2 cores",
            stages=("prepare_target",), exclusive_minimum=0),
     Option("providers", "list", ["tensorrt", "cuda", "cpu"],
            "ONNX Runtime providers in order of preference, the first available wins; each model's log says which "
@@ -202,7 +205,8 @@ OPTIONS: tuple[Option, ...] = (
            stages=("render_segment",), minimum=0, maximum=63),
     Option("encoder_threads", "integer", 0,
            "threads of each segment's encoder, each encoding a slice of every picture; `0`: half of this "
-           "machine's cores, at most 8 (1 on 2 cores). The encoded frames depend on the count, so it is fixed when "
+           "machine's cores, at most 8 (1 on 2 cores), and all of them for a video of one segment (no other render "
+           "beside it). The encoded frames depend on the count, so it is fixed when "
            "the run starts, whatever `--cores` says: a segment encoded again (after a kill) is the same, and a run "
            "continued on a machine with other cores encodes its segments again. Each slice costs a little size: "
            "+1% at 2, +2% at 4, +5% at 8 (x264, 1080p, CRF 18)", stages=("render_segment",), minimum=0, maximum=64),
