@@ -548,9 +548,10 @@ def plan_cores(wildcards):
 
     try:
         cores = workflow._cores
+        on_nodes = workflow.non_local_exec or workflow.remote_exec
     except Exception:
-        cores = None
-    if not isinstance(cores, int) or cores < 2 or gpu_count(wildcards):
+        cores, on_nodes = None, True
+    if on_nodes or not isinstance(cores, int) or cores < 2 or gpu_count(wildcards):
         return 1
     return min(cores, os.cpu_count() or 1, MAX_SEGMENT_THREADS)
 
