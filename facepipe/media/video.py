@@ -158,8 +158,8 @@ def segment_count(total: int, seg_frames: int, *, parallel: int = 1, min_frames:
     ``seg_frames`` make (a last one under a quarter of that length joins the one before), rounded
     up to a multiple of ``parallel``, the cores that run segments side by side, as far as each
     stays at least ``min_frames`` long. Two cores finish two 10 s segments of a 20 s video in about
-    half the time one 20 s segment takes, and three 23 s segments of a 70 s video no sooner than
-    four of 17.5 s."""
+    half the time one 20 s segment takes, and four 17.5 s segments of a 70 s video sooner than
+    three of 23 s (two rounds each: of 17.5 s, not of 23 s)."""
     count = 1 + max(0, int((total - seg_frames / 4) // seg_frames))
     if parallel > 1:
         side_by_side = -(-count // parallel) * parallel
