@@ -1,6 +1,6 @@
 from facepipe.models.backends import make_analyzer
 from facepipe.models.face_analyzer import DET_SIZE
-from facepipe.faces.detection import detect_segment
+from facepipe.faces.detection import detect_segment, look_ahead
 from facepipe.workflow.rule_script import gpu_start, run
 from facepipe.media.video import iter_frames, load_plan
 
@@ -17,7 +17,9 @@ def main(sm, log):
         det_size=DET_SIZE[0] // 2 if degradation.lower_resolution else DET_SIZE[0],
     )
     manifest, prepared = load_plan(sm.input.segments)
-    frames = iter_frames(sm.input.target, prepared, manifest, sm.wildcards.segment, threads=sm.threads)
+    # The next segment's first frames too: a face found there late is looked for on this one's last.
+    ahead = look_ahead(analyzer, sm.params.crop, sm.params.track_gap)
+    frames = iter_frames(sm.input.target, prepared, manifest, sm.wildcards.segment, threads=sm.threads, ahead=ahead)
     detect_segment(
         analyzer,
         frames,

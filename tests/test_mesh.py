@@ -640,6 +640,41 @@ def test_a_face_coming_into_view_while_another_is_followed_is_found_from_its_fir
     assert found == readable
 
 
+def test_a_face_found_late_in_the_next_segment_is_found_on_this_ones_last_frames(analyzer, astronaut):
+    """A segment that ends before the frame where a face coming into view is first found (the
+    detector's next run) sees it there only by looking past its end (look_ahead): its rows then
+    have the face from its first readable frame on, as a video of one segment does, and the
+    frames after the segment give no rows."""
+    from facepipe.faces.detection import face_rows, look_ahead
+    from facepipe.models import crop_kind
+
+    head = cv2.resize(astronaut[20:260, 120:330], (140, 160))
+
+    def view(n):  # the head at the left, its mirror image coming in from the right, 22 px a frame
+        img = np.full((360, 640, 3), 110, np.uint8)
+        img[100:260, 60:200] = head
+        x = 640 - 22 * n
+        img[100:260, x:x + min(140, 640 - x)] = head[:, ::-1][:, :min(140, 640 - x)]
+        return img
+
+    frames = [video.WorkFrame(n, bgr=view(n)) for n in range(1, 17)]
+    right = lambda rows: sum(not r["hold"] and (r["x1"] + r["x2"]) / 2 > 320 for r in rows)  # noqa: E731
+    kind, hold = crop_kind("mesh_warp"), 2
+    whole = [right(rows) for rows in face_rows(analyzer, frames, kind, hold_frames=hold)]
+    late = [sum((f["box"][0] + f["box"][2]) / 2 > 320 for f in faces)
+            for faces in analyzer.analyze_frames((f, False) for f in frames)].index(1) + 1
+    last = late - 1  # the segment ends on the frame before the one the face is found on
+    assert whole[last - 1] == 1  # ... where the mesh reads it, looking back
+    ahead = look_ahead(analyzer, kind, hold)
+    assert ahead >= analyzer.frames_late
+    segment = [right(rows) for rows in face_rows(analyzer, frames[:last + ahead], kind, hold_frames=hold, last=last)]
+    cut_short = [right(rows) for rows in face_rows(analyzer, frames[:last], kind, hold_frames=hold)]
+    print(f"\nsecond face found while following on frame {late}; a segment ending on frame {last}: "
+          f"{segment} looking ahead, {cut_short} without")
+    assert segment == whole[:last]
+    assert cut_short[-1] == 0  # what the look-ahead is for
+
+
 def test_the_detector_runs_on_the_same_frames_of_the_video_however_it_is_split(analyzer, t1, monkeypatch):
     """analyze_frames starts a chunk (the detector's frame) on the video's frames 1, 1 + DETECT_EVERY,
     ... and on a segment's first frame: a segment that starts on the video's frame 5 is detected on

@@ -202,14 +202,18 @@ def test_result_keeps_the_targets_sync(workspace, targets, job):
     assert np.abs(np.array(times) - audio0 - expected).max() <= 0.002
 
     # And it shows what the target shows then: each result frame is closest to the target frame
-    # last shown at its time (FrameClock), not to the ones before or after it.
+    # last shown at its time (FrameClock), not to the ones before or after it, wherever those
+    # differ from it by more than the encoding changes a frame (in the cutaway's still, grainy
+    # shot, neighbouring target frames differ by 0.04-0.08 levels and the encoding by 0.15-0.2:
+    # there the nearest one is chance).
     ours = decoded(result)
     theirs = decoded(target, size=ours[0].shape[::-1])
     for k, frame in enumerate(ours):
         at = shown[0] + (k + 0.5) / float(rate)
         i = max(j for j, s in enumerate(shown) if s < at - 1e-6)
         err = {j: np.abs(frame - theirs[j]).mean() for j in (i - 1, i, i + 1) if 0 <= j < len(theirs)}
-        assert min(err, key=err.get) == i, (k, i, err)
+        nearest = min(err, key=err.get)
+        assert nearest == i or np.abs(theirs[nearest] - theirs[i]).mean() < err[i], (k, i, err)
 
 
 def test_every_audio_track_is_kept_and_dropped_streams_are_named(workspace):

@@ -104,8 +104,19 @@ def _matched(face: dict, faces: list[dict]) -> bool:
     return any(box_iou(face["box"], other["box"]) >= SAME_FACE_IOU for other in faces)
 
 
+def look_ahead(analyzer, crop: str | None, hold_frames: int) -> int:
+    """How many frames after its segment a detection job looks at (face_rows' last): as far as a
+    face found there is looked for, or held, back onto the segment's own frames. A face the offline
+    detector finds a few frames into the next segment (its mesh reads it from the frames before) is
+    then found on this segment's last frames too, as in a video of one segment, not missed on
+    frames between two segments' detector runs."""
+    if not crop or hold_frames <= 0:
+        return 0
+    return max(hold_frames, getattr(analyzer, "frames_late", 0)) if getattr(analyzer, "refind", None) else hold_frames
+
+
 def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_frame: int = 1,
-              hold_frames: int = 0, identity_every: int = IDENTITY_EVERY,
+              hold_frames: int = 0, identity_every: int = IDENTITY_EVERY, last: int | None = None,
               thumbnails: list | None = None, progress=None) -> Iterator[list[dict]]:
     """The faces-table rows of a segment's working frames (facepipe.media.video.WorkFrame, numbered
     from 1), one list per frame; analyzer: FaceAnalyzer or OfflineAnalyzer; crop: the kind of
@@ -126,6 +137,10 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     in a few) has it looked for back over that many frames where more than hold_frames, and held
     back over hold_frames from the frame it was refound on; frames are handed on as much later.
 
+    last: the segment's last frame, when frames after it come too (look_ahead: the next segment's
+    first ones): those are analysed as a video of one segment would be, for the faces they find
+    on the frames up to ``last``, and give no rows, thumbnails, embeddings or progress of their own.
+
     thumbnails: when a list, (frame, frame_thumbnail) is appended for every frame.
     progress: a facepipe.progress.Progress, told of every frame analysed.
     """
@@ -135,8 +150,11 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     # How far back a face newly found is looked for (the tracker's gap, or as many frames as the
     # analyzer may find a face late), and how many frames are kept for it: held crops reach the
     # tracker's gap back from the frame it was refound on.
-    reach = max(hold_frames, getattr(analyzer, "frames_late", 0)) if refind is not None else hold_frames
+    reach = look_ahead(analyzer, crop, hold_frames)
     kept = reach + hold_frames if refind is not None else hold_frames
+
+    def own(number: int) -> bool:
+        return last is None or number <= last
     shots: dict[int, np.ndarray] = {}  # the thumbnails of the recent frames (thumbnail_hsv), for refind
 
     def seen():
@@ -145,7 +163,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             frames_kept[frame.number] = frame  # until its faces are cropped, just below
             if thumbnails is not None or refind is not None:
                 thumbnail = frame_thumbnail(frame)
-                if thumbnails is not None:
+                if thumbnails is not None and own(frame.number):
                     thumbnails.append((frame.number, thumbnail))
                 if refind is not None:
                     shots[frame.number] = thumbnail_hsv(thumbnail)
@@ -158,7 +176,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
         return a in shots and b in shots and shot_difference(shots[a], shots[b]) < REFIND_SHOT_CHANGE
 
     def embeds(number: int) -> bool:
-        return (first_frame + number - 2) % identity_every == 0 if identity_every > 0 else False
+        return own(number) and identity_every > 0 and (first_frame + number - 2) % identity_every == 0
 
     # Every analyzer takes (working frame, embed?) pairs: the learned one works on the frames' YUV
     # planes, the offline one spreads them over processes itself.
@@ -179,7 +197,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
         """A face refound on an entry's frame, added as found there."""
         number, frame, faces, rows = entry
         row = _row(number, len(rows), face)
-        if crop:
+        if crop and own(number):
             row.update(face_crop(frame, face, crop))
         rows.append(row)
         faces.append(face)
@@ -189,7 +207,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
     def hold(entry, face: dict, found_on: int) -> None:
         number, frame, _, rows = entry
         row = _row(number, len(rows), face, hold=True, held_from=found_on)
-        if crop:
+        if crop and own(number):
             row.update(face_crop(frame, face, crop, HOLD_MARGIN))
         rows.append(row)
         counts["held"] += 1
@@ -200,11 +218,11 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
         rows = []
         for j, face in enumerate(faces):
             row = _row(number, j, face)
-            if crop:
+            if crop and own(number):
                 row.update(face_crop(frame, face, crop))
             rows.append(row)
-        counts["found"] += len(rows)
-        if progress is not None:
+        counts["found"] += len(rows) if own(number) else 0
+        if progress is not None and own(number):
             progress.update()
         entry = (number, frame, faces, rows)
         if crop and hold_frames > 0:
@@ -241,12 +259,19 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             previous = faces
         recent.append(entry)
         while len(recent) > kept:
-            yield handed_on(recent.popleft())
+            handed = recent.popleft()
+            if own(handed[0]):
+                yield handed_on(handed)
     while recent:
-        yield handed_on(recent.popleft())
+        handed = recent.popleft()
+        if own(handed[0]):
+            yield handed_on(handed)
+    analysed = sum(1 for number in numbers if own(number))
     log.info("%d faces in %d frames (%d frames without a face; %d faces refound beside a frame they were found "
-             "on); %d held crops for frames where a face may have been missed", counts["found"], len(numbers),
-             len(numbers) - counts["with_faces"], counts["refound"], counts["held"])
+             "on); %d held crops for frames where a face may have been missed%s", counts["found"], analysed,
+             analysed - counts["with_faces"], counts["refound"], counts["held"],
+             f"; {len(numbers) - analysed} frames after the segment looked at for them"
+             if len(numbers) > analysed else "")
 
 
 def _row(number: int, index: int, face: dict, *, hold: bool = False, held_from: int = 0) -> dict:
@@ -373,11 +398,13 @@ def detect_segment(analyzer, frames: Iterable, manifest: dict, segment: str, fac
                    frames_out: str | Path, *, crop: str, hold_frames: int,
                    identity_every: int = IDENTITY_EVERY) -> None:
     """Detection of one segment: its faces table (face_rows, written as it comes) and its frames
-    table (a thumbnail per frame, facepipe.faces.tracking finds shot changes from it)."""
+    table (a thumbnail per frame, facepipe.faces.tracking finds shot changes from it). ``frames``
+    may go on past the segment (look_ahead)."""
 
     first = planned_starts(manifest)[segment] + 1
     thumbnails: list = []
     with Progress(manifest["segments"][segment], f"detect_faces {segment}", log) as progress:
         write_faces(face_rows(analyzer, frames, crop, first_frame=first, hold_frames=hold_frames,
-                              identity_every=identity_every, thumbnails=thumbnails, progress=progress), faces_out)
+                              identity_every=identity_every, last=manifest["segments"][segment],
+                              thumbnails=thumbnails, progress=progress), faces_out)
     write_table([[{"frame": n, "thumb": t} for n, t in thumbnails]], frames_out, FRAMES_SCHEMA)

@@ -450,12 +450,14 @@ def source_path(target: str | Path, prepared_dir: str | Path, manifest: dict) ->
 
 
 def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, segment: str, *,
-                threads: int = 0, skip: Sequence[tuple[int, int]] = ()) -> Iterator[WorkFrame]:
+                threads: int = 0, skip: Sequence[tuple[int, int]] = (), ahead: int = 0) -> Iterator[WorkFrame]:
     """The working frames of one segment, numbered from 1, decoded straight from the target.
 
     skip: (first, last) frame numbers of closed groups of pictures that are not decoded (the
     render copies them: facepipe.media.passthrough.copyable_groups); their frames come as
-    WorkFrames without pixels."""
+    WorkFrames without pixels.
+    ahead: up to this many of the frames after the segment come too, as far as the video goes,
+    numbered on (detection's look_ahead)."""
     if manifest["is_image"]:
         yield WorkFrame(1, bgr=load_image(target, manifest["max_height"]))
         return
@@ -464,6 +466,9 @@ def iter_frames(target: str | Path, prepared_dir: str | Path, manifest: dict, se
         yield from _decode_frames_at(source_path(target, prepared_dir, manifest), manifest, plan["frames_at"],
                                      threads=threads)
         return
+    if ahead > 0:
+        after = manifest["frames"] - plan["start"] - plan["frames"]
+        plan = {**plan, "frames": plan["frames"] + max(0, min(ahead, after))}
     yield from _decode_range(source_path(target, prepared_dir, manifest), manifest, plan, threads=threads, skip=skip)
 
 
