@@ -608,6 +608,20 @@ def test_a_still_shot_without_faces_is_looked_at_once_per_chunk(analyzer, t1, mo
     assert len(looked) == 2  # without thumbnails every frame is looked at, as before
 
 
+def head_coming_in(astronaut, frames: int = 16) -> list[np.ndarray]:
+    """A 640x360 clip: the astronaut's head at the left, its mirror image coming into view from the
+    right, 22 px a frame."""
+    head = cv2.resize(astronaut[20:260, 120:330], (140, 160))
+    clip = []
+    for n in range(1, frames + 1):
+        img = np.full((360, 640, 3), 110, np.uint8)
+        img[100:260, 60:200] = head
+        x = 640 - 22 * n
+        img[100:260, x:x + min(140, 640 - x)] = head[:, ::-1][:, :min(140, 640 - x)]
+        clip.append(img)
+    return clip
+
+
 def test_a_face_coming_into_view_while_another_is_followed_is_found_from_its_first_readable_frame(
         analyzer, astronaut):
     """While one face is followed the detector runs on one frame in DETECT_EVERY, so a second face
@@ -616,16 +630,7 @@ def test_a_face_coming_into_view_while_another_is_followed_is_found_from_its_fir
     from facepipe.faces.detection import face_rows
     from facepipe.models import crop_kind
 
-    head = cv2.resize(astronaut[20:260, 120:330], (140, 160))
-
-    def view(n):  # the head at the left, its mirror image coming in from the right, 22 px a frame
-        img = np.full((360, 640, 3), 110, np.uint8)
-        img[100:260, 60:200] = head
-        x = 640 - 22 * n
-        img[100:260, x:x + min(140, 640 - x)] = head[:, ::-1][:, :min(140, 640 - x)]
-        return img
-
-    frames = [view(n) for n in range(1, 17)]
+    frames = head_coming_in(astronaut)
     right = lambda faces: sum((f["box"][0] + f["box"][2]) / 2 > 320 for f in faces)  # noqa: E731
     readable = [right(analyzer.analyze(img, embed=False)) for img in frames]  # the detector on every frame
     followed = [right(faces) for faces in analyzer.analyze_frames(
@@ -648,16 +653,7 @@ def test_a_face_found_late_in_the_next_segment_is_found_on_this_ones_last_frames
     from facepipe.faces.detection import face_rows, look_ahead
     from facepipe.models import crop_kind
 
-    head = cv2.resize(astronaut[20:260, 120:330], (140, 160))
-
-    def view(n):  # the head at the left, its mirror image coming in from the right, 22 px a frame
-        img = np.full((360, 640, 3), 110, np.uint8)
-        img[100:260, 60:200] = head
-        x = 640 - 22 * n
-        img[100:260, x:x + min(140, 640 - x)] = head[:, ::-1][:, :min(140, 640 - x)]
-        return img
-
-    frames = [video.WorkFrame(n, bgr=view(n)) for n in range(1, 17)]
+    frames = [video.WorkFrame(n, bgr=img) for n, img in enumerate(head_coming_in(astronaut), 1)]
     right = lambda rows: sum(not r["hold"] and (r["x1"] + r["x2"]) / 2 > 320 for r in rows)  # noqa: E731
     kind, hold = crop_kind("mesh_warp"), 2
     whole = [right(rows) for rows in face_rows(analyzer, frames, kind, hold_frames=hold)]
