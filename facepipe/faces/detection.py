@@ -155,6 +155,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
 
     def own(number: int) -> bool:
         return last is None or number <= last
+
     shots: dict[int, np.ndarray] = {}  # the thumbnails of the recent frames (thumbnail_hsv), for refind
 
     def seen():
@@ -201,8 +202,8 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
             row.update(face_crop(frame, face, crop))
         rows.append(row)
         faces.append(face)
-        counts["found"] += 1
-        counts["refound"] += 1
+        counts["found"] += own(number)
+        counts["refound"] += own(number)
 
     def hold(entry, face: dict, found_on: int) -> None:
         number, frame, _, rows = entry
@@ -210,7 +211,7 @@ def face_rows(analyzer, frames: Iterable, crop: str | None = None, *, first_fram
         if crop and own(number):
             row.update(face_crop(frame, face, crop, HOLD_MARGIN))
         rows.append(row)
-        counts["held"] += 1
+        counts["held"] += own(number)
 
     for i, faces in enumerate(per_frame):
         number = numbers[i]
